@@ -1,0 +1,31 @@
+# Two commands matter: `sudo make demo` and `sudo make test`. Both run `setup` first,
+# which is idempotent and quick once everything is installed.
+PYTHON ?= python3
+VENV   := .venv
+APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static libcap-dev cpio iproute2 \
+                python3-venv python3-dev gcc runc crun bubblewrap
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	    | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "setup: apt-get install $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/python examples/side_by_side.py
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV) *.egg-info

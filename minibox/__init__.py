@@ -1,0 +1,1 @@
+"""minibox: a container runtime built from Linux namespaces, cgroups, overlayfs and pivot_root."""
