@@ -15,6 +15,11 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
     execve(CMD)                  <-----  start: reads exec.fifo
     (socket closes on exec: FD_CLOEXEC) -> runtime knows the exec happened
+
+Then the monitor waits for PID 1 (supervise), records its exit code in state.json, restarts
+it as the restart policy says -- with a fresh init, since a PID namespace dies with its
+PID 1 -- and tears down what the ledger lists. For `run -d` and OCI `create` the monitor is a
+detached process of its own (monitor.py); for a plain `run` it is the `minibox` process.
 """
 import os
 import select
@@ -22,7 +27,8 @@ import signal
 import socket
 import time
 
-from . import explain, images, namespaces, network, rootfs, state, terminal
+from . import explain, hooks, images, namespaces, network, rootfs, state, terminal
+from . import spec as spec_module
 from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError
 
 # Signals the runtime passes on to the container instead of dying of them.
@@ -45,92 +51,127 @@ class Container:
 def create(spec, container_id=None):
     """The runtime's story, steps 1-4: from a spec to an init blocked just before execve."""
     namespaces.check_kernel_support()
-    rootfs.check_overlay_support()
-    # 1. Resolve the image; make the container's directory. Every resource is recorded in
-    #    the ledger before it is made, so teardown and `minibox gc` know what to undo.
-    layers = [spec.rootfs] if spec.rootfs else images.image_layers(spec.image)
+    if spec.root_path is None:
+        rootfs.check_overlay_support()
+        _lowerdir(spec)  # an unknown image fails here, before anything is made
+    # 1. Make the container's directory. Every resource is recorded in the ledger before it
+    #    is made, so teardown and `minibox gc` know what to undo.
     directory = state.ContainerDir.create(container_id or state.new_container_id(), spec.name)
     try:
-        spec.hostname = spec.hostname or spec.name or directory.id[:12]
         directory.save(_initial_state(spec, directory))
+        spec.save(directory.file("spec.json"))
         for scratch in ("upper", "work", "rootfs"):
             os.mkdir(directory.file(scratch), 0o755)
-        os.mkfifo(directory.file("exec.fifo"), 0o600)
         # 2. (cgroup: created here, before the init exists)
-        # 3. Fork the init into a new PID namespace; it unshares the others itself.
-        channel, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        own_pid_namespace = namespaces.new_pid_namespace_for_children()
-        pid = os.fork()
-        if pid == 0:
-            channel.close()
-            _init(spec, directory, ":".join(layers), init_end)  # never returns
-        namespaces.restore_pid_namespace(own_pid_namespace)
-        init_end.close()
-        directory.record("process", pid=pid, start_time=state.process_start_time(pid))
-        # 4. Host-side setup while the init waits in its new namespaces.
-        _expect(channel, b"ready", pid)
-        channel.send(b"go")
-        console = None
-        if spec.tty:
-            console = _receive_console(channel, pid)
-        _expect(channel, b"created", pid)
-        directory.update(status="created", pid=pid, pid_start=state.process_start_time(pid))
-        return Container(spec, directory, pid, channel, console)
+        return spawn(spec, directory)
     except BaseException:
         directory.release_all()
         raise
 
 
+def _lowerdir(spec):
+    return ":".join([spec.rootfs] if spec.rootfs else images.image_layers(spec.image))
+
+
+def spawn(spec, directory):
+    """Steps 3-4 (again for each restart): fork a fresh init and take it to `created`."""
+    # The fifo is world-writable like runc's (0622): the init reopens it after switching
+    # to process.user; only the init holds a way to it (the directory is 0711).
+    os.mkfifo(directory.file("exec.fifo"))
+    os.chmod(directory.file("exec.fifo"), 0o622)
+    channel, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # 3. Fork the init into a new PID namespace; it unshares the others itself. A PID
+    #    namespace dies with its PID 1, so a restarted container gets a fresh one too.
+    new_pid_namespace = "pid" in spec.namespaces
+    if new_pid_namespace:
+        own_pid_namespace = namespaces.new_pid_namespace_for_children(spec.namespaces["pid"])
+    pid = os.fork()
+    if pid == 0:
+        channel.close()
+        _init(spec, directory, init_end)  # never returns
+    if new_pid_namespace:
+        namespaces.restore_pid_namespace(own_pid_namespace)
+    init_end.close()
+    directory.record("process", pid=pid, start_time=state.process_start_time(pid))
+    # 4. Host-side setup while the init waits in its new namespaces.
+    _expect(channel, b"ready", pid)
+    hooks.run(spec, ("prestart", "createRuntime"), _hook_state(directory, "creating", pid))
+    channel.send(b"go")
+    console = None
+    if spec.tty:
+        console = _receive_console(channel, pid)
+    _expect(channel, b"created", pid)
+    directory.update(status="created", pid=pid, pid_start=state.process_start_time(pid))
+    return Container(spec, directory, pid, channel, console)
+
+
 def _initial_state(spec, directory):
-    return {"id": directory.id, "name": spec.name, "image": spec.image or spec.rootfs,
-            "command": spec.command, "hostname": spec.hostname, "created": time.time(),
-            "status": "creating", "pid": None, "exit_code": None, "remove": spec.remove,
+    return {"id": directory.id, "name": spec.name,
+            "image": spec.image or spec.rootfs or spec.root_path, "command": spec.command,
+            "hostname": spec.hostname, "created": time.time(), "status": "creating",
+            "pid": None, "exit_code": None, "remove": spec.remove, "restarts": 0,
+            "bundle": spec.bundle or directory.path, "annotations": spec.annotations,
             "monitor_pid": os.getpid(),
             "monitor_start": state.process_start_time(os.getpid())}
 
 
-def _init(spec, directory, lowerdir, channel):
+def _hook_state(directory, status, pid):
+    """The OCI state JSON a hook reads on its stdin."""
+    current = directory.load() or {}
+    return oci_state(directory.id, dict(current, status=status, pid=pid))
+
+
+def oci_state(container_id, current):
+    """The OCI runtime spec's state: what `minibox state` prints and hooks read."""
+    import json
+    status = state.live_status(current)
+    status = status if status in ("created", "running", "stopped") else "creating"
+    return json.dumps({"ociVersion": spec_module.OCI_VERSION, "id": container_id,
+                       "status": status, "pid": current.get("pid") if status != "stopped" else 0,
+                       "bundle": current.get("bundle"),
+                       "annotations": current.get("annotations") or {}}, indent=2)
+
+
+def _init(spec, directory, channel):
     """Step 5, PID 1's own story: from fork(2) to execve(2). Never returns."""
     exit_code = RUNTIME_ERROR
     try:
         os.setsid()  # a session of our own: signals reach us only as the runtime forwards them
+        _reset_signals()
         import prctl
         prctl.set_pdeathsig(signal.SIGKILL)  # the runtime dies -> so does the container
-        if not spec.interactive and not spec.tty:
-            os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
-        namespaces.enter_namespaces()
+        _connect_stdio(spec, directory)
+        namespaces.enter_namespaces(spec.namespaces)
         channel.send(b"ready")
         if channel.recv(16) != b"go":  # the runtime gave up
             return
-        namespaces.enter_cgroup_namespace()
-        merged = directory.file("rootfs")
-        rootfs.make_mounts_private()
-        rootfs.mount_overlay(lowerdir, directory.file("upper"), directory.file("work"), merged)
-        for volume in spec.volumes:
-            rootfs.bind_mount(volume.host_path, merged, volume.container_path, volume.readonly)
-        rootfs.mount_proc(merged)
-        rootfs.mount_dev(merged)
-        rootfs.mount_sys(merged)
-        rootfs.mask_paths(merged)
+        if "cgroup" in spec.namespaces:
+            namespaces.enter_cgroup_namespace(spec.namespaces["cgroup"])
+        _set_process_limits(spec)
+        merged = _build_root(spec, directory)
         # Opened now, written after pivot_root through /proc/self/fd: the host path is gone then.
         exec_fifo = os.open(directory.file("exec.fifo"), os.O_PATH | os.O_CLOEXEC)
         if spec.use_chroot:
             rootfs.chroot_to(merged)
         else:
             rootfs.pivot_to(merged)
-        namespaces.set_hostname(spec.hostname)
-        network.bring_up_loopback()
+        if spec.rootfs_propagation:
+            rootfs.set_root_propagation(spec.rootfs_propagation)
+        if _new_namespace(spec, "uts") and spec.hostname:
+            namespaces.set_hostname(spec.hostname)
+        if _new_namespace(spec, "network"):
+            network.bring_up_loopback()
         if spec.tty:
             terminal.open_console(channel)
-        env = spec.environment(directory.id)
         os.makedirs(spec.workdir, exist_ok=True)  # docker run -w creates it too
         os.chdir(spec.workdir)
-        program = _find_program(spec.command[0], env["PATH"])
+        program = _find_program(spec.command[0], spec.env.get("PATH", spec_module.DEFAULT_PATH))
+        _switch_user(spec)
         _close_inherited_fds()
         channel.send(b"created")
         _wait_for_start(exec_fifo)
         exit_code = CANNOT_RUN
-        os.execve(program, spec.command, env)
+        os.execve(program, spec.command, spec.env)
     except MiniboxError as error:
         exit_code = error.exit_code
         _report(channel, exit_code, str(error))
@@ -140,6 +181,82 @@ def _init(spec, directory, lowerdir, channel):
         _report(channel, exit_code, f"{type(error).__name__}: {error}")
     finally:
         os._exit(exit_code)
+
+
+def _reset_signals():
+    # An ignored signal stays ignored across execve(2) (signal(7)), and Python ignores
+    # SIGPIPE: `yes | head` in the container would then never end by SIGPIPE. A caller
+    # started with `nohup` or `&` passes SIG_IGN for SIGHUP/SIGINT down the same way.
+    for signum in signal.valid_signals():
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(signum, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass  # real-time signals the C library keeps for itself
+
+
+def _new_namespace(spec, kind):
+    return kind in spec.namespaces and spec.namespaces[kind] is None
+
+
+def _connect_stdio(spec, directory):
+    """stdin: /dev/null unless -i/-t; stdout and stderr of a detached container: its log."""
+    if not spec.interactive and not spec.tty:
+        os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+    if spec.detach:
+        log = os.open(directory.file("container.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                      0o640)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+
+
+def _build_root(spec, directory):
+    """The container's root filesystem, still seen from the host's tree: returns its path."""
+    merged = directory.file("rootfs")
+    rootfs.make_mounts_private()
+    if spec.root_path is None:
+        rootfs.mount_overlay(_lowerdir(spec), directory.file("upper"), directory.file("work"),
+                             merged)
+    else:
+        rootfs.bind_root(spec.root_path, merged)
+    for entry in spec.mounts:
+        rootfs.mount_entry(merged, entry.destination, entry.type, entry.source, entry.options)
+    for device in spec.devices:
+        rootfs.create_device(rootfs.path_in_root(merged, device["path"]), device["type"],
+                             device.get("major", 0), device.get("minor", 0),
+                             device.get("fileMode", 0o666), device.get("uid", 0),
+                             device.get("gid", 0))
+    if spec.sysctl:
+        rootfs.set_sysctls(merged, spec.sysctl)
+    rootfs.mask_paths(merged, spec.masked_paths, spec.readonly_paths)
+    if spec.readonly_root:
+        rootfs.make_root_readonly(merged)
+    return merged
+
+
+@explain.step("Set the process's resource limits and OOM score",
+              syscall="setrlimit(RLIMIT_*, {{soft, hard}}); write /proc/self/oom_score_adj",
+              man="setrlimit(2), proc(5)")
+def _set_process_limits(spec):
+    import resource
+    for name, soft, hard in spec.rlimits:
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+    if spec.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as score:
+            score.write(str(spec.oom_score_adj))
+
+
+@explain.step("Become the spec's user: supplementary groups, group, then user",
+              syscall="setgroups(2), setgid(2), setuid(2); umask(2)", man="credentials(7)")
+def _switch_user(spec):
+    # Groups and gid first: after setuid to a non-zero uid we no longer hold CAP_SETGID.
+    if spec.umask is not None:
+        os.umask(spec.umask)
+    if (spec.uid, spec.gid, spec.additional_gids) != (0, 0, []):
+        os.setgroups(spec.additional_gids)
+        os.setgid(spec.gid)
+        os.setuid(spec.uid)
 
 
 def _report(channel, exit_code, message):
@@ -220,30 +337,44 @@ def _reap(pid):
 
 @explain.step("Start: open exec.fifo for reading, which lets the init go on to execve(2)",
               syscall='open("exec.fifo", O_RDONLY); read(fd, buf, 1)', man="fifo(7)")
-def start(container):
-    """Release the init blocked in _wait_for_start (what `minibox start` does too)."""
-    directory = container.directory
+def release_init(directory, pid):
+    """Release the init blocked in _wait_for_start (`run`, and `minibox start` for OCI)."""
     fifo = os.open(directory.file("exec.fifo"), os.O_RDONLY | os.O_NONBLOCK)
-    init = os.pidfd_open(container.pid)
+    init = os.pidfd_open(pid)
     try:
         # Poll both: an init killed while blocked would otherwise leave us waiting forever.
         readable, _, _ = select.select([fifo, init], [], [])
         if fifo not in readable or not os.read(fifo, 1):
-            _reap(container.pid)
-            raise MiniboxError(f"container {container.id[:12]} exited before it was started")
+            raise MiniboxError(f"container {directory.id[:12]} exited before it was started")
     finally:
         os.close(fifo)
         os.close(init)
     os.unlink(directory.file("exec.fifo"))
-    if container.channel is not None:
-        # The init's end closes on a successful execve (FD_CLOEXEC), or reports why not.
-        message = container.channel.recv(4096)
-        if message.startswith(b"error "):
-            _reap(container.pid)
-            _, code, text = message.decode(errors="replace").split(" ", 2)
-            directory.update(status="stopped", exit_code=int(code), finished=time.time())
-            raise MiniboxError(text, int(code))
-    directory.update(status="running", started=time.time())
+
+
+def start(container):
+    release_init(container.directory, container.pid)
+    confirm_exec(container)
+
+
+def confirm_exec(container):
+    """Wait until the init has exec'd the command (its end of the channel closes on execve:
+    FD_CLOEXEC) or reported why it could not; then the container is running."""
+    directory = container.directory
+    message = container.channel.recv(4096)
+    container.channel.close()
+    if message.startswith(b"error "):
+        _reap(container.pid)
+        _, code, text = message.decode(errors="replace").split(" ", 2)
+        directory.update(status="stopped", exit_code=int(code), finished=time.time(),
+                         error=text)
+        raise MiniboxError(text, int(code))
+    # EOF also comes when the init was killed before `start` (OCI kill of a created
+    # container): then it is not running, and wait() will record how it ended.
+    if os.waitid(os.P_PID, container.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if directory.update(only_from=("created",), status="running", started=time.time()):
+            hooks.run(container.spec, ("poststart",), _hook_state(directory, "running",
+                                                                  container.pid), fatal=False)
 
 
 def wait(container):
@@ -271,18 +402,53 @@ def wait(container):
     return exit_code
 
 
+def supervise(container):
+    """Wait for PID 1 and restart it while the restart policy says so (and nobody ran
+    `minibox stop`); return the last exit code."""
+    directory, spec = container.directory, container.spec
+    restarts = 0
+    while True:
+        exit_code = wait(container)
+        if not spec.restart.should_restart(exit_code, restarts):
+            return exit_code
+        restarts += 1
+        if _stop_requested(directory) or not directory.update(
+                only_from=("stopped",), status="restarting", restarts=restarts):
+            return exit_code
+        time.sleep(min(0.1 * 2 ** restarts, 5))  # Docker doubles its delay between restarts too
+        if _stop_requested(directory):
+            directory.update(status="stopped")
+            return exit_code
+        container = spawn(spec, directory)
+        start(container)
+
+
+def _stop_requested(directory):
+    return (directory.load() or {}).get("stop_requested", False)
+
+
 def release(container):
     """Tear down what the container held on the host; with --rm, its directory too."""
     keep = () if container.spec.remove else ("dir", "name")
     container.directory.release_all(keep=keep)
 
 
-def run(spec):
-    """`minibox run`: create + start + wait (+ delete with --rm), one code path."""
-    container = create(spec)
+def run(spec, container_id=None, ready=None, wait_for_start=False):
+    """`minibox run`: create + start + wait (+ delete with --rm), one code path.
+
+    A detached container's monitor (monitor.py) passes `ready`, called once the container is
+    up: running, or with wait_for_start only created (OCI `create`: then `minibox start`,
+    another process, opens the fifo)."""
+    container = create(spec, container_id)
     try:
-        start(container)
-        return wait(container)
+        if wait_for_start:
+            ready(container)
+        else:
+            release_init(container.directory, container.pid)
+        confirm_exec(container)
+        if ready is not None and not wait_for_start:
+            ready(container)
+        return supervise(container)
     finally:
         release(container)
 
@@ -291,13 +457,23 @@ def remove(reference, force=False):
     """`minibox rm`: delete a stopped container's directory (and its name)."""
     directory = state.find(reference)
     current = directory.load() or {}
-    if current.get("status") != "stopped" and _monitor_alive(current):
+    if state.live_status(current) != "stopped":
         if not force:
             raise MiniboxError(f"container {directory.id[:12]} is {current.get('status')}: "
                                "stop it first (or use rm -f)")
-        os.kill(current["pid"], signal.SIGKILL)
+        kill_and_wait(directory, current)
     directory.release_all()
     return directory.id
+
+
+def kill_and_wait(directory, current, timeout=5.0):
+    """SIGKILL the container's PID 1 and wait for its monitor to record the end and tear
+    down, so that nothing writes into the directory while it is removed."""
+    if state.process_alive(current.get("pid"), current.get("pid_start")):
+        os.kill(current["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while _monitor_alive(current) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _monitor_alive(current):

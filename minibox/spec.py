@@ -1,46 +1,128 @@
 """ContainerSpec: everything needed to run one container, validated before anything is made.
 
-The CLI builds a spec from flags; each parse_* function turns one flag's text into a value
-or raises MiniboxError with one line saying what is wrong.
+Two ways in, one spec out -- the way Docker turns `docker run` flags into an OCI config.json
+and hands it to runc:
+
+- `minibox run` builds a spec from flags (each parse_* function turns one flag's text into a
+  value or raises MiniboxError with one line saying what is wrong);
+- `minibox create` reads a bundle's config.json (load_bundle, the OCI runtime spec:
+  https://github.com/opencontainers/runtime-spec/blob/main/config.md).
+
+Either way the runtime only ever sees a ContainerSpec. A copy is saved in the container's
+directory at create time (save/load), so editing config.json afterwards changes nothing.
 """
 import dataclasses
+import json
 import os
+import re
 
 from .errors import MiniboxError
+from .rootfs import MASKED_PATHS, READONLY_PATHS
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+OCI_VERSION = "1.0.2"
+
+# OCI namespace type -> the name under /proc/<pid>/ns/.
+NAMESPACE_FILES = {"mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net", "pid": "pid",
+                   "cgroup": "cgroup", "user": "user"}
+DOCKER_NAMESPACES = ("mount", "uts", "ipc", "network", "pid", "cgroup")
 
 
 @dataclasses.dataclass
-class Volume:
-    host_path: str
-    container_path: str
-    readonly: bool = False
+class Mount:
+    """One entry of config.json's `mounts` (mount(8) options as a list of words)."""
+    destination: str
+    type: str = None
+    source: str = None
+    options: list = dataclasses.field(default_factory=list)
+
+
+# Docker's (and `runc spec`'s) filesystems under /proc, /dev and /sys. Never the host's /dev:
+# it holds the host's disks.
+DEFAULT_MOUNTS = (
+    Mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
+    Mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+    Mount("/dev/pts", "devpts", "devpts",
+          ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+    Mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+    Mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
+    Mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
+)
+
+
+
+@dataclasses.dataclass
+class RestartPolicy:
+    """--restart: no | on-failure[:N] | always, carried out by the container's monitor."""
+    name: str = "no"
+    max_retries: int = 0  # on-failure:N; 0 means no limit
+
+    def should_restart(self, exit_code, restarts):
+        if self.name == "always":
+            return True
+        if self.name == "on-failure" and exit_code != 0:
+            return self.max_retries == 0 or restarts < self.max_retries
+        return False
 
 
 @dataclasses.dataclass
 class ContainerSpec:
     command: list
-    image: str = None          # a name from the image store, or None with rootfs
+    image: str = None          # a name from the image store, or None with rootfs/root_path
     rootfs: str = None         # --rootfs: any directory as the read-only lower layer
+    root_path: str = None      # OCI root.path: used in place, no overlay (like runc)
+    readonly_root: bool = False
     name: str = None
     hostname: str = None
-    env: dict = dataclasses.field(default_factory=dict)
+    env: dict = dataclasses.field(default_factory=dict)  # the complete environment
     workdir: str = "/"
-    volumes: list = dataclasses.field(default_factory=list)
+    mounts: list = dataclasses.field(default_factory=lambda: list(DEFAULT_MOUNTS))
+    namespaces: dict = dataclasses.field(  # OCI type -> None (a new one) or a path to join
+        default_factory=lambda: dict.fromkeys(DOCKER_NAMESPACES))
+    masked_paths: list = dataclasses.field(default_factory=lambda: list(MASKED_PATHS))
+    readonly_paths: list = dataclasses.field(default_factory=lambda: list(READONLY_PATHS))
+    rootfs_propagation: str = None
+    sysctl: dict = dataclasses.field(default_factory=dict)
+    devices: list = dataclasses.field(default_factory=list)  # OCI linux.devices entries
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list = dataclasses.field(default_factory=list)
+    umask: int = None
+    rlimits: list = dataclasses.field(default_factory=list)  # [name, soft, hard]
+    oom_score_adj: int = None
+    capabilities: dict = None  # OCI process.capabilities; None: the runtime's default set
+    no_new_privileges: bool = None
+    resources: dict = dataclasses.field(default_factory=dict)  # OCI linux.resources
+    hooks: dict = dataclasses.field(default_factory=dict)  # OCI hooks, by stage
+    annotations: dict = dataclasses.field(default_factory=dict)
+    bundle: str = None         # OCI: the bundle directory; None for `minibox run`
     interactive: bool = False  # -i: keep stdin attached
     tty: bool = False          # -t: a pseudo-terminal made inside the container
     remove: bool = False       # --rm
+    detach: bool = False       # -d: stdout/stderr go to the container's log file
+    restart: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
     use_chroot: bool = False   # --chroot: the escapable way, for the lesson
 
-    def environment(self, container_id):
-        """The command's environment: Docker's defaults, then -e values on top."""
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.hostname or container_id[:12],
-               "HOME": "/root"}
-        if self.tty:
-            env["TERM"] = "xterm"
-        env.update(self.env)
-        return env
+    def save(self, path):
+        with open(path, "w") as out:
+            json.dump(dataclasses.asdict(self), out, indent=1)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as saved:
+            fields = json.load(saved)
+        fields["mounts"] = [Mount(**m) for m in fields["mounts"]]
+        fields["restart"] = RestartPolicy(**fields["restart"])
+        return cls(**fields)
+
+
+def docker_environment(items, hostname, tty, host_env=os.environ):
+    """The command's environment for `minibox run`: Docker's defaults, then -e values."""
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
+    if tty:
+        env["TERM"] = "xterm"
+    env.update(parse_env(items, host_env))
+    return env
 
 
 def parse_env(items, host_env=os.environ):
@@ -58,7 +140,7 @@ def parse_env(items, host_env=os.environ):
 
 
 def parse_volume(text):
-    """-v HOSTDIR:CONTAINERDIR[:ro|rw]; the host path must exist and both must be absolute."""
+    """-v HOSTDIR:CONTAINERDIR[:ro|rw] -> a bind Mount; the host path must exist."""
     parts = text.split(":")
     if len(parts) == 3 and parts[2] in ("ro", "rw"):
         host, container, mode = parts
@@ -71,7 +153,17 @@ def parse_volume(text):
     host = os.path.abspath(host)
     if not os.path.exists(host):
         raise MiniboxError(f"invalid volume {text!r}: {host} does not exist on the host")
-    return Volume(host, container, mode == "ro")
+    return Mount(container, "bind", host, ["rbind", mode])
+
+
+def parse_restart(text):
+    """--restart no | always | on-failure[:N]"""
+    name, _, count = text.partition(":")
+    if name in ("no", "always") and not count:
+        return RestartPolicy(name)
+    if name == "on-failure" and (not count or count.isdigit()):
+        return RestartPolicy(name, int(count or 0))
+    raise MiniboxError(f"invalid restart policy {text!r}: use no, always or on-failure[:N]")
 
 
 def check_rootfs(path):
@@ -87,3 +179,292 @@ def check_name(name):
                              or not all(c.isalnum() or c in "_.-" for c in name)):
         raise MiniboxError(f"invalid container name {name!r}: use letters, digits, _ . -")
     return name
+
+
+# -- OCI config.json -------------------------------------------------------------------------
+
+# sysctls the kernel keeps per namespace (runc's validator): setting any other one from a
+# container would change the host. Each maps to the namespace that must be the container's.
+_NAMESPACED_SYSCTLS = {"kernel.msgmax": "ipc", "kernel.msgmnb": "ipc", "kernel.msgmni": "ipc",
+                       "kernel.sem": "ipc", "kernel.shmall": "ipc", "kernel.shmmax": "ipc",
+                       "kernel.shmmni": "ipc", "kernel.shm_rmid_forced": "ipc",
+                       "kernel.hostname": "uts", "kernel.domainname": "uts"}
+_NAMESPACED_SYSCTL_PREFIXES = {"fs.mqueue.": "ipc", "net.": "network"}
+_HOOK_STAGES = ("prestart", "createRuntime", "poststart", "poststop")
+_UNSUPPORTED_HOOK_STAGES = ("createContainer", "startContainer")
+_CONTAINER_ID = re.compile(r"^[\w+.-]+$")
+
+
+class _Config:
+    """Typed access to config.json: each wrong field is one clear line naming it."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def fail(self, message):
+        raise MiniboxError(f"{self.path}: {message}")
+
+    def get(self, obj, key, kind, default=None, where=""):
+        value = obj.get(key, default) if isinstance(obj, dict) else default
+        if value is not default and not isinstance(value, kind):
+            expected = kind.__name__ if isinstance(kind, type) else " or ".join(
+                k.__name__ for k in kind)
+            self.fail(f"{where}{key} must be a {expected}, not {type(value).__name__}")
+        return value
+
+    def strings(self, obj, key, where=""):
+        values = self.get(obj, key, list, [], where)
+        if not all(isinstance(value, str) for value in values):
+            self.fail(f"{where}{key} must be a list of strings")
+        return values
+
+
+def load_bundle(bundle):
+    """The bundle's config.json as a ContainerSpec, or one line saying what is wrong."""
+    bundle = os.path.abspath(bundle)
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path) as config_file:
+            text = config_file.read()
+    except FileNotFoundError:
+        raise MiniboxError(f"{path}: no such file (`minibox spec` writes a default one)") from None
+    except OSError as error:
+        raise MiniboxError(f"{path}: {error.strerror}") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise MiniboxError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: "
+                           f"{error.msg}") from None
+    if not isinstance(config, dict):
+        raise MiniboxError(f"{path}: must hold a JSON object")
+    return from_oci_config(config, bundle, _Config(path))
+
+
+def from_oci_config(config, bundle, check):
+    """Validate the fields minibox implements; accept (and ignore) any other field."""
+    version = config.get("ociVersion")
+    if not isinstance(version, str) or not re.fullmatch(r"1\.\d+\.\d+(-[\w.]+)?(\+[\w.]+)?",
+                                                        version):
+        check.fail(f"unsupported ociVersion {version!r} (minibox implements 1.x, e.g. "
+                   f"{OCI_VERSION!r})")
+    process = check.get(config, "process", dict)
+    if process is None:
+        check.fail("process is missing")
+    if check.get(process, "terminal", bool, False, "process."):
+        check.fail("process.terminal true needs a console socket, which minibox create does "
+                   "not offer: set it to false")
+    args = check.strings(process, "args", "process.")
+    if not args:
+        check.fail("process.args must name the command to run")
+    linux = check.get(config, "linux", dict, {})
+    namespaces = _oci_namespaces(linux, check)
+    hostname = check.get(config, "hostname", str)
+    if hostname and namespaces.get("uts", "host") is not None:
+        check.fail("hostname needs a new uts namespace in linux.namespaces")
+    user = check.get(process, "user", dict, {}, "process.")
+    root = check.get(config, "root", dict)
+    root_path = check.get(root, "path", str, None, "root.")
+    if not root_path:
+        check.fail("root.path is missing")
+    root_path = os.path.join(bundle, root_path)
+    if not os.path.isdir(root_path):
+        check.fail(f"root.path {root_path} is not a directory")
+    cwd = check.get(process, "cwd", str, "/", "process.")
+    if not cwd.startswith("/"):
+        check.fail(f"process.cwd must be absolute, not {cwd!r}")
+    return ContainerSpec(
+        command=args, root_path=root_path,
+        readonly_root=check.get(root, "readonly", bool, False, "root."),
+        hostname=hostname, env=_oci_env(process, check), workdir=cwd,
+        mounts=_oci_mounts(config, bundle, check), namespaces=namespaces,
+        masked_paths=check.strings(linux, "maskedPaths", "linux."),
+        readonly_paths=check.strings(linux, "readonlyPaths", "linux."),
+        rootfs_propagation=_oci_propagation(linux, check),
+        sysctl=_oci_sysctl(linux, namespaces, check),
+        devices=_oci_devices(linux, check),
+        uid=check.get(user, "uid", int, 0, "process.user."),
+        gid=check.get(user, "gid", int, 0, "process.user."),
+        additional_gids=check.get(user, "additionalGids", list, [], "process.user."),
+        umask=check.get(user, "umask", int, None, "process.user."),
+        rlimits=_oci_rlimits(process, check),
+        oom_score_adj=check.get(process, "oomScoreAdj", int, None, "process."),
+        capabilities=_oci_capabilities(process, check),
+        no_new_privileges=check.get(process, "noNewPrivileges", bool, False, "process."),
+        resources=check.get(linux, "resources", dict, {}, "linux."),
+        hooks=_oci_hooks(config, check),
+        annotations=check.get(config, "annotations", dict, {}), bundle=bundle)
+
+
+def _oci_env(process, check):
+    env = {}
+    for item in check.strings(process, "env", "process."):
+        key, has_value, value = item.partition("=")
+        if not key or not has_value:
+            check.fail(f"process.env entry {item!r} is not KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def _oci_namespaces(linux, check):
+    from .namespaces import check_namespace_path
+    namespaces = {}
+    for entry in check.get(linux, "namespaces", list, [], "linux."):
+        kind = check.get(entry, "type", str, None, "linux.namespaces[].")
+        if kind not in NAMESPACE_FILES:
+            check.fail(f"unknown namespace type {kind!r} (known: {', '.join(NAMESPACE_FILES)})")
+        if kind in namespaces:
+            check.fail(f"namespace {kind} is listed twice")
+        if kind == "user":
+            check.fail("user namespaces (and uid/gid mappings) are not supported by minibox "
+                       "create yet")
+        path = check.get(entry, "path", str, None, "linux.namespaces[].") or None
+        if path is not None:
+            if kind == "mount":
+                check.fail("joining an existing mount namespace is not supported: the root "
+                           "filesystem is built in a new one")
+            check_namespace_path(kind, path)
+        namespaces[kind] = path
+    if "mount" not in namespaces:
+        check.fail("linux.namespaces must include a mount namespace")
+    if linux.get("uidMappings") or linux.get("gidMappings"):
+        check.fail("uid/gid mappings need a user namespace, which minibox create does not "
+                   "support yet")
+    return namespaces
+
+
+def _oci_mounts(config, bundle, check):
+    mounts = []
+    for entry in check.get(config, "mounts", list, []):
+        destination = check.get(entry, "destination", str, None, "mounts[].")
+        if not destination or not destination.startswith("/"):
+            check.fail(f"mount destination {destination!r} must be an absolute path")
+        options = check.strings(entry, "options", f"mounts[{destination}].")
+        kind = check.get(entry, "type", str, None, f"mounts[{destination}].")
+        source = check.get(entry, "source", str, None, f"mounts[{destination}].")
+        if "bind" in options or "rbind" in options or kind == "bind":
+            if not source:
+                check.fail(f"bind mount {destination} has no source")
+            source = os.path.join(bundle, source)
+            if "bind" not in options and "rbind" not in options:
+                options = ["rbind"] + options
+        mounts.append(Mount(destination, kind, source, options))
+    return mounts
+
+
+def _oci_propagation(linux, check):
+    from .rootfs import PROPAGATION
+    propagation = check.get(linux, "rootfsPropagation", str, None, "linux.")
+    if propagation is not None and propagation not in PROPAGATION:
+        check.fail(f"unknown linux.rootfsPropagation {propagation!r} "
+                   f"(one of {', '.join(PROPAGATION)})")
+    return propagation
+
+
+def _oci_sysctl(linux, namespaces, check):
+    sysctl = check.get(linux, "sysctl", dict, {}, "linux.")
+    for key in sysctl:
+        owner = _NAMESPACED_SYSCTLS.get(key) or next(
+            (kind for prefix, kind in _NAMESPACED_SYSCTL_PREFIXES.items()
+             if key.startswith(prefix)), None)
+        if owner is None:
+            check.fail(f"sysctl {key!r} is not in a separate kernel namespace: setting it "
+                       "would change the host")
+        if namespaces.get(owner, "host") is not None:
+            check.fail(f"sysctl {key!r} needs a new {owner} namespace")
+    return {key: str(value) for key, value in sysctl.items()}
+
+
+def _oci_devices(linux, check):
+    devices = check.get(linux, "devices", list, [], "linux.")
+    for device in devices:
+        path = check.get(device, "path", str, None, "linux.devices[].")
+        if not path or not path.startswith("/dev/"):
+            check.fail(f"device path {path!r} must be under /dev/")
+        if check.get(device, "type", str, None, "linux.devices[].") not in ("c", "b", "u", "p"):
+            check.fail(f"device {path}: type must be c, b, u or p")
+    return devices
+
+
+def _oci_rlimits(process, check):
+    import resource
+    rlimits = []
+    for entry in check.get(process, "rlimits", list, [], "process."):
+        name = check.get(entry, "type", str, None, "process.rlimits[].")
+        if not name or not name.startswith("RLIMIT_") or not hasattr(resource, name):
+            check.fail(f"unknown rlimit {name!r} (see getrlimit(2): RLIMIT_NOFILE, ...)")
+        soft = check.get(entry, "soft", int, None, f"process.rlimits[{name}].")
+        hard = check.get(entry, "hard", int, None, f"process.rlimits[{name}].")
+        if soft is None or hard is None or soft > hard:
+            check.fail(f"rlimit {name} needs soft <= hard")
+        rlimits.append([name, soft, hard])
+    return rlimits
+
+
+def _oci_capabilities(process, check):
+    import prctl
+    capabilities = check.get(process, "capabilities", dict, None, "process.")
+    if capabilities is None:
+        return None
+    known = set(prctl.ALL_CAP_NAMES) - {"last_cap"}
+    for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+        for name in check.strings(capabilities, kind, "process.capabilities."):
+            if not name.startswith("CAP_") or name[4:].lower() not in known:
+                check.fail(f"unknown capability {name!r} in process.capabilities.{kind}")
+    return {kind: check.strings(capabilities, kind) for kind in capabilities}
+
+
+def _oci_hooks(config, check):
+    hooks = check.get(config, "hooks", dict, {})
+    for stage, entries in hooks.items():
+        if stage in _UNSUPPORTED_HOOK_STAGES:
+            check.fail(f"hooks.{stage} (run inside the container) is not supported yet")
+        if stage not in _HOOK_STAGES:
+            continue  # an unknown stage of a later spec version: accepted, not run
+        for hook in check.get(hooks, stage, list, [], "hooks."):
+            path = check.get(hook, "path", str, None, f"hooks.{stage}[].")
+            if not path or not path.startswith("/"):
+                check.fail(f"hooks.{stage}: path {path!r} must be absolute")
+            timeout = check.get(hook, "timeout", int, None, f"hooks.{stage}[].")
+            if timeout is not None and timeout <= 0:
+                check.fail(f"hooks.{stage}: timeout must be positive")
+    return {stage: entries for stage, entries in hooks.items() if stage in _HOOK_STAGES}
+
+
+def check_container_id(container_id):
+    """OCI ids are chosen by the caller: letters, digits and _ + - . (as runc allows)."""
+    if not _CONTAINER_ID.match(container_id) or container_id in ("names", ".", ".."):
+        raise MiniboxError(f"invalid container id {container_id!r}: use letters, digits, "
+                           "_ + - .")
+    return container_id
+
+
+def default_config():
+    """What `minibox spec` writes: `runc spec`'s config, but without a terminal (minibox
+    create has no console socket) -- so `minibox create` takes it as it is."""
+    capabilities = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["sh"],
+                    "env": [f"PATH={DEFAULT_PATH}", "TERM=xterm"], "cwd": "/",
+                    "capabilities": {kind: capabilities for kind in
+                                     ("bounding", "effective", "permitted", "ambient")},
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+                    "noNewPrivileges": True},
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "minibox",
+        "mounts": [dataclasses.asdict(m) for m in DEFAULT_MOUNTS] + [
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}],
+        "linux": {"resources": {"devices": [{"allow": False, "access": "rwm"}]},
+                  "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+                  "maskedPaths": list(MASKED_PATHS), "readonlyPaths": list(READONLY_PATHS)},
+    }
+
+
+def write_default_config(bundle):
+    path = os.path.join(bundle, "config.json")
+    if os.path.exists(path):
+        raise MiniboxError(f"{path} exists: remove it first")
+    with open(path, "w") as out:
+        json.dump(default_config(), out, indent=2)
+        out.write("\n")
