@@ -174,6 +174,30 @@ def logs(follow, tail, reference):
     control.logs(reference, sys.stdout.buffer, follow=follow, tail=tail)
 
 
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True,
+                                            "allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
+@click.option("-t", "--tty", is_flag=True, help="Give the command a pseudo-terminal.")
+@click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Set an environment variable.")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.argument("reference", metavar="CONTAINER")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_command(interactive, tty, env, workdir, reference, command):
+    """Run a command in a running container (its namespaces and cgroups); exit with its code."""
+    import dataclasses
+    from . import control, enter, spec as specs
+    require_root()
+    if tty and not os.isatty(sys.stdin.fileno()):
+        raise MiniboxError("-t needs a terminal on stdin (the input device is not a TTY)")
+    directory, current, status = control.load(reference)
+    if status != "running":
+        raise MiniboxError(f"container {directory.id[:12]} is not running (it is {status})")
+    spec = specs.ContainerSpec.load(directory.file("spec.json"))
+    spec = dataclasses.replace(spec, env={**spec.env, **specs.parse_env(env)},
+                               workdir=workdir or spec.workdir)
+    return enter.exec_in(current["pid"], spec, list(command), tty=tty, interactive=interactive)
+
+
 @cli.command()
 @click.option("-t", "--time", "timeout", type=click.IntRange(min=0), default=10,
               help="Seconds to wait after SIGTERM before SIGKILL.")

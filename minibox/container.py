@@ -137,7 +137,7 @@ def _init(spec, directory, channel):
     exit_code = RUNTIME_ERROR
     try:
         os.setsid()  # a session of our own: signals reach us only as the runtime forwards them
-        _reset_signals()
+        reset_signals()
         import prctl
         prctl.set_pdeathsig(signal.SIGKILL)  # the runtime dies -> so does the container
         _connect_stdio(spec, directory)
@@ -165,8 +165,8 @@ def _init(spec, directory, channel):
             terminal.open_console(channel)
         os.makedirs(spec.workdir, exist_ok=True)  # docker run -w creates it too
         os.chdir(spec.workdir)
-        program = _find_program(spec.command[0], spec.env.get("PATH", spec_module.DEFAULT_PATH))
-        _switch_user(spec)
+        program = find_program(spec.command[0], spec.env.get("PATH", spec_module.DEFAULT_PATH))
+        switch_user(spec)
         _close_inherited_fds()
         channel.send(b"created")
         _wait_for_start(exec_fifo)
@@ -183,7 +183,7 @@ def _init(spec, directory, channel):
         os._exit(exit_code)
 
 
-def _reset_signals():
+def reset_signals():
     # An ignored signal stays ignored across execve(2) (signal(7)), and Python ignores
     # SIGPIPE: `yes | head` in the container would then never end by SIGPIPE. A caller
     # started with `nohup` or `&` passes SIG_IGN for SIGHUP/SIGINT down the same way.
@@ -249,7 +249,7 @@ def _set_process_limits(spec):
 
 @explain.step("Become the spec's user: supplementary groups, group, then user",
               syscall="setgroups(2), setgid(2), setuid(2); umask(2)", man="credentials(7)")
-def _switch_user(spec):
+def switch_user(spec):
     # Groups and gid first: after setuid to a non-zero uid we no longer hold CAP_SETGID.
     if spec.umask is not None:
         os.umask(spec.umask)
@@ -266,7 +266,7 @@ def _report(channel, exit_code, message):
         pass
 
 
-def _find_program(name, path):
+def find_program(name, path):
     """Look CMD up in the container's PATH before `created`, as runc does, so that a typo
     fails at create time with 127 instead of after start."""
     candidates = [name] if "/" in name else [os.path.join(d, name) for d in path.split(":") if d]
@@ -378,10 +378,15 @@ def confirm_exec(container):
 
 
 def wait(container):
-    """Wait for PID 1 to exit, passing signals and terminal traffic on; return its exit code
-    the way a shell reports it: the code, or 128+N when killed by signal N."""
-    pid = container.pid
+    """Wait for PID 1 to exit and record how it ended; return its exit code."""
+    exit_code = wait_for(container.pid, container.console, container.spec.interactive)
+    container.directory.update(status="stopped", exit_code=exit_code, finished=time.time())
+    return exit_code
 
+
+def wait_for(pid, console=None, interactive=False):
+    """Wait for a child, passing signals and terminal traffic on; return its exit code the
+    way a shell reports it: the code, or 128+N when killed by signal N."""
     def forward(signum, _frame):
         try:
             os.kill(pid, signum)
@@ -389,17 +394,14 @@ def wait(container):
             pass
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
     try:
-        if container.console is not None:
-            terminal.relay(container.console, container.spec.interactive)
+        if console is not None:
+            terminal.relay(console, interactive)
         _, status = os.waitpid(pid, 0)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     exit_code = os.waitstatus_to_exitcode(status)
-    if exit_code < 0:
-        exit_code = 128 - exit_code
-    container.directory.update(status="stopped", exit_code=exit_code, finished=time.time())
-    return exit_code
+    return 128 - exit_code if exit_code < 0 else exit_code
 
 
 def supervise(container):
