@@ -163,15 +163,15 @@ def _init(spec, directory, channel):
             network.bring_up_loopback()
         if spec.tty:
             terminal.open_console(channel)
-        os.makedirs(spec.workdir, exist_ok=True)  # docker run -w creates it too
         os.chdir(spec.workdir)
-        program = find_program(spec.command[0], spec.env.get("PATH", spec_module.DEFAULT_PATH))
+        env = spec.env if "HOME" in spec.env else dict(spec.env, HOME=home_directory(spec.uid))
+        program = find_program(spec.command[0], env.get("PATH", spec_module.DEFAULT_PATH))
         switch_user(spec)
         _close_inherited_fds()
         channel.send(b"created")
         _wait_for_start(exec_fifo)
         exit_code = CANNOT_RUN
-        os.execve(program, spec.command, spec.env)
+        os.execve(program, spec.command, env)
     except MiniboxError as error:
         exit_code = error.exit_code
         _report(channel, exit_code, str(error))
@@ -221,7 +221,8 @@ def _build_root(spec, directory):
     else:
         rootfs.bind_root(spec.root_path, merged)
     for entry in spec.mounts:
-        rootfs.mount_entry(merged, entry.destination, entry.type, entry.source, entry.options)
+        rootfs.mount_entry(merged, entry.destination, entry.type, entry.source, entry.options,
+                           own_cgroup_namespace="cgroup" in spec.namespaces)
     for device in spec.devices:
         rootfs.create_device(rootfs.path_in_root(merged, device["path"]), device["type"],
                              device.get("major", 0), device.get("minor", 0),
@@ -230,6 +231,8 @@ def _build_root(spec, directory):
     if spec.sysctl:
         rootfs.set_sysctls(merged, spec.sysctl)
     rootfs.mask_paths(merged, spec.masked_paths, spec.readonly_paths)
+    # docker run -w and runc both create a missing working directory (before `readonly`).
+    os.makedirs(rootfs.path_in_root(merged, spec.workdir), exist_ok=True)
     if spec.readonly_root:
         rootfs.make_root_readonly(merged)
     return merged
@@ -264,6 +267,19 @@ def _report(channel, exit_code, message):
         channel.send(f"error {exit_code} {message}".encode())
     except OSError:
         pass
+
+
+def home_directory(uid):
+    """HOME for a spec that sets none, from the container's /etc/passwd (as runc does)."""
+    try:
+        with open("/etc/passwd") as passwd:
+            for line in passwd:
+                fields = line.split(":")
+                if len(fields) > 5 and fields[2] == str(uid):
+                    return fields[5]
+    except OSError:
+        pass
+    return "/"
 
 
 def find_program(name, path):
@@ -339,13 +355,21 @@ def _reap(pid):
               syscall='open("exec.fifo", O_RDONLY); read(fd, buf, 1)', man="fifo(7)")
 def release_init(directory, pid):
     """Release the init blocked in _wait_for_start (`run`, and `minibox start` for OCI)."""
-    fifo = os.open(directory.file("exec.fifo"), os.O_RDONLY | os.O_NONBLOCK)
-    init = os.pidfd_open(pid)
+    gone = MiniboxError(f"container {directory.id[:12]} exited before it was started")
+    try:
+        fifo = os.open(directory.file("exec.fifo"), os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise gone from None  # someone else started it
+    try:
+        init = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.close(fifo)
+        raise gone from None
     try:
         # Poll both: an init killed while blocked would otherwise leave us waiting forever.
         readable, _, _ = select.select([fifo, init], [], [])
         if fifo not in readable or not os.read(fifo, 1):
-            raise MiniboxError(f"container {directory.id[:12]} exited before it was started")
+            raise gone
     finally:
         os.close(fifo)
         os.close(init)

@@ -142,7 +142,7 @@ def bind_root(path, merged):
 @step("Mount {fstype} at {destination}",
       syscall='mount("{source}", "<root>{destination}", "{fstype}", <flags from {options}>)',
       man="mount(2), mount(8) for the options")
-def mount_entry(rootfs, destination, fstype, source, options):
+def mount_entry(rootfs, destination, fstype, source, options, own_cgroup_namespace=False):
     """One entry of the spec's mount list, mounted below rootfs. Why each default is there:
     proc(5) shows the PID namespace of whoever mounts it (ours: we are PID 1 of it); a
     tmpfs /dev gets only the harmless devices (make_default_devices); devpts with
@@ -160,7 +160,7 @@ def mount_entry(rootfs, destination, fstype, source, options):
             # A bind mount inherits the source's flags; ro, nosuid... need a remount.
             mount(None, target, None, flags | MS_REMOUNT)
     elif fstype == "cgroup":
-        _mount_cgroups(target, flags)
+        _mount_cgroups(target, flags, own_cgroup_namespace)
     else:
         _make_mount_point(target, directory=True)
         mount(source or fstype, target, fstype, flags, data or None)
@@ -178,7 +178,7 @@ def _make_mount_point(target, directory):
         open(target, "a").close()
 
 
-def _mount_cgroups(target, flags):
+def _mount_cgroups(target, flags, own_namespace):
     """`type: cgroup`: the container's own cgroups, read-only by default, under target.
 
     cgroup v2: one cgroup2 mount (inside a cgroup namespace it shows the container's cgroup
@@ -192,8 +192,6 @@ def _mount_cgroups(target, flags):
     mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755")
     # In a cgroup namespace of our own a fresh mount of a hierarchy shows our cgroup as its
     # root; without one it would show the host's whole tree, so bind our directory instead.
-    # (/proc is still the host's here: its PID 1 is the host's init.)
-    own_namespace = os.stat("/proc/self/ns/cgroup").st_ino != os.stat("/proc/1/ns/cgroup").st_ino
     for controllers, mount_point, path in cgroup_directories("self"):
         if controllers:  # v1 hierarchies only, as runc does on a hybrid host
             where = os.path.join(target, os.path.basename(mount_point))
@@ -269,12 +267,15 @@ def set_sysctls(rootfs, sysctl):
               'mount(.., "/proc/sys", .., MS_BIND|MS_REMOUNT|MS_RDONLY)',
       man="proc(5); runc's maskedPaths/readonlyPaths (OCI runtime spec)")
 def mask_paths(rootfs, masked, readonly):
+    # The container's own /dev/null when it has one (as runc): nothing of the host's /dev.
+    null = os.path.join(rootfs, "dev/null")
+    null = null if os.path.exists(null) else "/dev/null"
     for path in masked:
         target = os.path.join(rootfs, path.lstrip("/"))
         if os.path.isdir(target):
             mount("tmpfs", target, "tmpfs", MS_RDONLY, "size=0")
         elif os.path.exists(target):
-            mount("/dev/null", target, None, MS_BIND)
+            mount(null, target, None, MS_BIND)
     for path in readonly:
         target = os.path.join(rootfs, path.lstrip("/"))
         if os.path.exists(target):

@@ -6,8 +6,10 @@ Import the fixtures into a test module with `from minibox_cli import *`.
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -72,10 +74,12 @@ class Minibox:
 
 
 @pytest.fixture
-def minibox(tmp_path, image_store):
+def minibox(image_store):
     """A private minibox; at the end every container it still has is removed and the test
     fails if anything of any container was left behind."""
-    root = str(tmp_path / "root")
+    # Not under /tmp: anything that reads every file there (a grep -r of another test
+    # session) would open a created container's exec.fifo -- and so start it.
+    root = tempfile.mkdtemp(prefix="minibox-test-", dir="/run")
     mounts_before = host_mounts()
     box = Minibox(root, image_store)
     yield box
@@ -83,6 +87,7 @@ def minibox(tmp_path, image_store):
     for container_id in box.container_dirs():
         box("rm", "-f", container_id, check=False)
     assert leftovers(root, mounts_before, box.seen) == {}
+    shutil.rmtree(root)
 
 
 def wait_until(predicate, timeout=10.0, interval=0.02):
