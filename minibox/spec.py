@@ -32,6 +32,7 @@ class ContainerSpec:
     tty: bool = False          # -t: a pseudo-terminal made inside the container
     remove: bool = False       # --rm
     use_chroot: bool = False   # --chroot: the escapable way, for the lesson
+    user: str = None           # UID[:GID] (or a name): the image's User; security.py applies it
 
     def environment(self, container_id):
         """The command's environment: Docker's defaults, then -e values on top."""
