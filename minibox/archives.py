@@ -239,4 +239,5 @@ def _oci_blob(source, digest):
 def _layer_blob(source, name, digest):
     if not source.has(name):
         raise MiniboxError(f"{source.path}: the archive has no {name}")
-    return LayerBlob(name, lambda: source.open(name), source.size(name), digest)
+    short_name = re.sub(r"[0-9a-f]{64}", lambda digest: digest.group()[:12], name)
+    return LayerBlob(short_name, lambda: source.open(name), source.size(name), digest)

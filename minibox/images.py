@@ -200,8 +200,11 @@ def _unpack_all(blobs, expected_diff_ids, scratch, progress):
         target = os.path.join(scratch, str(number), "diff")
         os.makedirs(target, mode=0o755)
         progress.start(number, len(blobs), blob)
-        with blob.open() as stream:
-            stored, diff_id, skipped = layers.unpack_layer(stream, target, progress.update)
+        try:
+            with blob.open() as stream:
+                stored, diff_id, skipped = layers.unpack_layer(stream, target, progress.update)
+        except MiniboxError as error:
+            raise MiniboxError(f"layer {blob.name}: {error}") from None
         for what, promised, actual in (("blob", blob.digest, stored),
                                        ("content (diff_id)", expected, diff_id)):
             if promised is not None and promised != actual:
@@ -518,7 +521,7 @@ class Progress:
         self.live = stream is not None and stream.isatty()
 
     def start(self, number, count, blob):
-        self.label = f"layer {number}/{count} {blob.name[-40:]}"
+        self.label = f"layer {number}/{count} {blob.name}"
         self.total = blob.size
         self.last = time.monotonic()
         self.done_bytes = 0

@@ -182,8 +182,9 @@ def _open_directory(root, parts, create):
             where = "/".join(parts[:index + 1])
             if isinstance(error, FileNotFoundError):
                 raise MiniboxError(f"refusing the layer: {where} does not exist") from None
-            raise MiniboxError(f"refusing the layer: {where} is not a directory (a symlink "
-                               "would lead the write outside the layer)") from None
+            raise MiniboxError(f"refusing the layer: an entry is written through {where}, "
+                               "which is not a directory (through a symlink, it could land "
+                               "outside the layer)") from None
         os.close(fd)
         fd = child
     return fd
@@ -263,15 +264,19 @@ def _make_hardlink(root, parent, name, member):
     like any entry; linkat(2) without AT_SYMLINK_FOLLOW links a symlink itself, not what
     it points to."""
     target = _parts(member.linkname)
+    missing = MiniboxError(f"refusing the layer: hardlink {member.name!r} points to "
+                           f"{member.linkname!r}, which is not in the layer")
     if not target:
-        raise MiniboxError(f"refusing the layer: hardlink {member.name!r} has no target")
-    target_parent = _open_directory(root, target[:-1], create=False)
+        raise missing
+    try:
+        target_parent = _open_directory(root, target[:-1], create=False)
+    except MiniboxError:
+        raise missing from None
     try:
         os.link(target[-1], name, src_dir_fd=target_parent, dst_dir_fd=parent,
                 follow_symlinks=False)
     except FileNotFoundError:
-        raise MiniboxError(f"refusing the layer: hardlink {member.name!r} points to "
-                           f"{member.linkname!r}, which is not in the layer") from None
+        raise missing from None
     except PermissionError:  # linkat(2) gives EPERM for directories
         raise MiniboxError(f"refusing the layer: hardlink {member.name!r} points to "
                            f"a directory") from None
