@@ -107,4 +107,10 @@ def main():
         code = RUNTIME_ERROR
     except KeyboardInterrupt:
         code = 130
+    except Exception as error:  # a bug: still one line, with the traceback on request
+        if os.environ.get("MINIBOX_DEBUG"):
+            raise
+        click.echo(f"minibox: internal error: {type(error).__name__}: {error} "
+                   "(MINIBOX_DEBUG=1 shows the traceback)", err=True)
+        code = RUNTIME_ERROR
     sys.exit(code if isinstance(code, int) else 0)
