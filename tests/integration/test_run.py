@@ -286,3 +286,16 @@ def test_not_root_is_refused_in_one_line(minibox_env):
     result = subprocess.run([sys.executable, "-c", as_nobody], capture_output=True, text=True)
     assert result.returncode == 125
     assert result.stderr == "minibox: must be run as root (try sudo)\n"
+
+
+def test_step_mode_waits_for_enter_before_each_step(minibox_env):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(sys.executable, ["-m", "minibox", "run", "--rm", "--step", "busybox",
+                                           "echo", "done"], timeout=15, encoding="utf-8")
+    pauses = 0
+    while child.expect([r"\[Enter\] ", "done", pexpect.EOF]) == 0:
+        pauses += 1
+        child.send("\r")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert pauses >= 12 and child.exitstatus == 0

@@ -95,3 +95,23 @@ def test_process_identity_survives_pid_reuse_check():
     assert state.process_alive(me, state.process_start_time(me))
     assert not state.process_alive(me, state.process_start_time(me) + 1)
     assert state.process_start_time(2 ** 22 + 1) is None
+
+
+def test_a_kernel_without_a_namespace_type_is_named(monkeypatch):
+    # This kernel has them all; what a kernel without one would show is faked here.
+    from minibox import namespaces
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists",
+                        lambda p: False if p == "/proc/self/ns/cgroup" else real_exists(p))
+    with pytest.raises(MiniboxError, match="no cgroup namespace .*CONFIG_CGROUPS"):
+        namespaces.check_kernel_support()
+
+
+def test_a_kernel_without_overlayfs_is_named(monkeypatch):
+    import builtins
+    import io
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: io.StringIO("nodev\tproc\n")
+                        if p == "/proc/filesystems" else real_open(p, *a, **k))
+    with pytest.raises(MiniboxError, match="no overlayfs"):
+        rootfs.check_overlay_support()
