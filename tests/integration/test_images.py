@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-import imagebuilder as ib
+from tests import imagebuilder as ib
 
 pytestmark = pytest.mark.root
 
