@@ -107,9 +107,10 @@ def image():
 @click.argument("archive", type=click.Path())
 def image_import(name, archive):
     """Import a `docker save` archive, an OCI image layout or a rootfs tarball (file or dir)."""
-    from . import images
+    from . import imagestore
     require_root()
-    for names, image_id in images.import_archive(archive, name, images.Progress(sys.stderr)):
+    progress = imagestore.Progress(sys.stderr)
+    for names, image_id in imagestore.import_archive(archive, name, progress):
         for tagged in names or ["<untagged>"]:
             click.echo(f"Loaded image: {tagged} ({image_id[:19]})")
 
@@ -118,9 +119,9 @@ def image_import(name, archive):
 @click.argument("which", type=click.Choice(["busybox"]))
 def image_build(which):
     """(Re)build a built-in image from the host: busybox from busybox-static."""
-    from . import images
+    from . import images, imagestore
     require_root()
-    image_id = images.build_busybox_image(images.Progress(sys.stderr))
+    image_id = imagestore.build_busybox_image(imagestore.Progress(sys.stderr))
     click.echo(f"Built image: {images.BUSYBOX} ({image_id[:19]})")
 
 
@@ -140,10 +141,10 @@ def list_images():
 @click.argument("references", nargs=-1, required=True)
 def rmi(references):
     """Remove images (untag; delete the layers no other image uses)."""
-    from . import images
+    from . import imagestore
     require_root()
     for reference in references:
-        image_id = images.remove_image(reference)
+        image_id = imagestore.remove_image(reference)
         click.echo(f"Removed: {reference} ({image_id[:19]})")
 
 
@@ -152,13 +153,13 @@ def rmi(references):
 @click.argument("reference")
 def export(output, reference):
     """Write a container's filesystem as a tar archive (to stdout or -o FILE)."""
-    from . import images
+    from . import imagestore
     require_root()
     if output is None and sys.stdout.isatty():
         raise MiniboxError("refusing to write a tar archive to a terminal: "
                            "redirect stdout or use -o FILE")
     with open(output, "wb") if output else os.fdopen(os.dup(1), "wb") as out:
-        images.export_container(reference, out)
+        imagestore.export_container(reference, out)
 
 
 @cli.command()
@@ -166,9 +167,9 @@ def export(output, reference):
 @click.argument("name", metavar="NAME[:TAG]")
 def commit(reference, name):
     """Make a new image from a container: its changes become a new top layer."""
-    from . import images
+    from . import imagestore
     require_root()
-    image_id = images.commit_container(reference, name, images.Progress(sys.stderr))
+    image_id = imagestore.commit_container(reference, name, imagestore.Progress(sys.stderr))
     click.echo(image_id)
 
 

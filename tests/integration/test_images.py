@@ -85,6 +85,15 @@ def test_two_layer_image_with_whiteout_and_opaque_dir(box, form, kind):
     assert stored_layers(box) == sorted(ib.sha256(layer)[7:] for layer in layers)
 
 
+def test_a_layer_twice_in_one_image_runs(box):
+    # Empty build steps give identical layers; overlayfs would refuse a lowerdir given twice.
+    empty = ib.layer_tar([])
+    layers = [ib.layer_tar(BASE), empty, ib.layer_tar(TOP), empty]
+    box("image", "import", write_archive(box, ib.docker_save(layers), "file"))
+    assert box("run", "--rm", "test/image:1", "sh", "-c", SHOW).stdout.decode() == SHOWN
+    assert len(stored_layers(box)) == 3
+
+
 def test_layers_are_stored_once(box):
     base = ib.layer_tar(BASE)
     box("image", "import", write_archive(box, ib.docker_save([base]), "file", "one"))
