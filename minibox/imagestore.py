@@ -150,10 +150,14 @@ def _write_config(data, names):
     os.replace(path + ".tmp", path)
     repositories = load_repositories()
     repositories.update((name, image_id) for name in names)
+    _save_repositories(repositories)
+    return image_id
+
+
+def _save_repositories(repositories):
     with open(REPOSITORIES + ".tmp", "w") as out:
         json.dump(repositories, out, indent=1, sort_keys=True)
     os.replace(REPOSITORIES + ".tmp", REPOSITORIES)
-    return image_id
 
 
 def store_image(config, blobs, names, progress=None):
@@ -222,6 +226,9 @@ def _flatten_if_too_deep(config):
     limit = max_layers()
     if len(diff_ids) <= limit:
         return config
+    if limit < 2:
+        raise MiniboxError(f"MINIBOX_STORE={STORE} is too long a path for overlay mount "
+                           f"options to hold even two layers; choose a shorter one")
     while len(diff_ids) > limit:
         diff_ids = [_merge_layers(diff_ids[:limit])] + diff_ids[limit:]
     config = dict(config, rootfs={"type": "layers", "diff_ids": diff_ids})
@@ -253,7 +260,7 @@ def in_read_only_view(lowers, action):
     it vanishes with the child."""
     _make_store()
     os.makedirs(SCRATCH, mode=0o700, exist_ok=True)
-    root = os.path.join(SCRATCH, f"view-{os.getpid()}-{secrets.token_hex(4)}")
+    root = os.path.join(SCRATCH, f"{os.getpid()}-view-{secrets.token_hex(4)}")
     os.mkdir(root, 0o700)
     errors_read, errors_write = os.pipe()
     pid = os.fork()
@@ -282,26 +289,26 @@ def in_read_only_view(lowers, action):
 
 # -- containers -> images --------------------------------------------------------------------
 
-def _container_lowers(current):
-    """A container's read-only layers (top first) from its state.json."""
+def _container(reference):
+    """A container's directory and the image it was made from (a name, or --rootfs DIR)."""
+    directory = state.find(reference)
+    current = directory.load()
     if not current:
-        raise MiniboxError("the container has no state.json (is it being created?)")
-    if current["image"].startswith("/"):  # --rootfs DIR
-        return [current["image"]]
-    return image_layers(current["image"])
+        raise MiniboxError(f"container {directory.id[:12]} has no state yet (being created?)")
+    return directory, current["image"]
 
 
 def export_container(reference, out):
     """`minibox export`: the container's filesystem as one tar (no whiteouts: it is the
     merged view, the container's upper dir over its image, as the container sees it)."""
     from . import layers
-    directory = state.find(reference)
-    lowers = [directory.file("upper")] + _container_lowers(directory.load())
+    directory, image = _container(reference)
+    lowers = [image] if image.startswith("/") else image_layers(image)
 
     def pack_view(root):
         layers.pack(root, out)
         out.flush()
-    in_read_only_view(lowers, pack_view)
+    in_read_only_view([directory.file("upper")] + lowers, pack_view)
 
 
 def commit_container(reference, name, progress=None):
@@ -309,13 +316,11 @@ def commit_container(reference, name, progress=None):
     (Like `docker commit --pause=false`: a running container's files may change meanwhile.)"""
     from . import archives, layers
     name = parse_reference(name)
-    directory = state.find(reference)
-    current = directory.load()
-    _container_lowers(current)  # the container's image must still be there
-    if current["image"].startswith("/"):
-        raise MiniboxError(f"container {directory.id[:12]} runs on --rootfs {current['image']}, "
+    directory, image = _container(reference)
+    if image.startswith("/"):
+        raise MiniboxError(f"container {directory.id[:12]} runs on --rootfs {image}, "
                            "not an image: use `minibox export` instead")
-    config = load_config(resolve(current["image"]))
+    config = load_config(resolve(image))
     config.setdefault("history", []).append(
         {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
          "created_by": f"minibox commit {directory.id[:12]}"})
@@ -326,6 +331,7 @@ def commit_container(reference, name, progress=None):
         blob = archives.LayerBlob(f"upper of {directory.id[:12]}", lambda: open(packed, "rb"),
                                   os.path.getsize(packed))
         return store_image(config, [blob], [name], progress)
+
 
 def remove_image(reference):
     """`minibox rmi`: untag NAME:TAG; when no tag is left (or an id was given), delete the
@@ -343,9 +349,7 @@ def remove_image(reference):
                                    f"{', '.join(users)}: remove them first (minibox rm)")
             repositories = {n: i for n, i in repositories.items() if i != image_id}
             os.unlink(os.path.join(IMAGES, image_id.removeprefix("sha256:") + ".json"))
-        with open(REPOSITORIES + ".tmp", "w") as out:
-            json.dump(repositories, out, indent=1, sort_keys=True)
-        os.replace(REPOSITORIES + ".tmp", REPOSITORIES)
+        _save_repositories(repositories)
         _remove_unused_layers()
     return image_id
 
@@ -369,6 +373,7 @@ def _remove_unused_layers():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(layer_path("sha256:" + name))
             shutil.rmtree(os.path.join(LAYERS, name), ignore_errors=True)
+
 
 # -- progress ---------------------------------------------------------------------------------
 
