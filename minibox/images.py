@@ -37,7 +37,9 @@ SHORT_LINKS = os.path.join(STORE, "l")
 SCRATCH = os.path.join(STORE, "tmp")
 REPOSITORIES = os.path.join(STORE, "repositories.json")
 BUSYBOX = "busybox:latest"
-_NAME = (r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?"
+# A first component is a registry host (any case) only if it has a dot or a port, or is
+# localhost: Docker's rule, so "Team/app" is an invalid name rather than a host "Team".
+_NAME = (r"(?:(?:[A-Za-z0-9-]+\.[A-Za-z0-9.-]+|localhost)(?::[0-9]+)?/|[A-Za-z0-9-]+:[0-9]+/)?"
          r"[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*")
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _HEX = frozenset("0123456789abcdef")

@@ -119,15 +119,15 @@ def test_image_config_is_applied(box):
 
 
 def test_image_user_is_applied(box):
-    pytest.importorskip("minibox.security")
-    from minibox import security
-    if not hasattr(security, "apply_user"):
-        pytest.skip("security.py does not apply ContainerSpec.user yet")
-    layers = [ib.layer_tar(BASE + [("dir", "home", 0o777)])]
+    layers = [ib.layer_tar(BASE)]
     box("image", "import", "--name", "user",
         write_archive(box, ib.docker_save(layers, {"User": "1000:1001"}), "file"))
     status = box("run", "--rm", "user", "cat", "/proc/self/status").stdout.decode()
-    assert "Uid:\t1000\t1000\t1000\t1000" in status and "Gid:\t1001\t1001" in status
+    if "\nUid:\t0\t" in status:
+        pytest.xfail("User reaches ContainerSpec.user (unit: test_run_applies_the_image_config) "
+                     "but nothing applies it yet: security.py's --user must use spec.user")
+    assert "\nUid:\t1000\t1000\t1000\t1000\n" in status
+    assert "\nGid:\t1001\t1001\t1001\t1001\n" in status
 
 
 def test_busybox_runs_sh_by_default(box):
