@@ -94,9 +94,13 @@ def resolve(reference, repositories=None, build=False):
 
 def all_image_ids():
     try:
-        return ["sha256:" + name.removesuffix(".json") for name in os.listdir(IMAGES)]
+        names = os.listdir(IMAGES)
     except FileNotFoundError:
         return []
+    # Only <64 hex>.json: not a config being written (.tmp), nor the foundation's old
+    # images/busybox/rootfs tree that stores made before this layout still hold.
+    return ["sha256:" + name[:-5] for name in names
+            if name.endswith(".json") and len(name) == 69 and set(name[:-5]) <= _HEX]
 
 
 def load_config(image_id):
