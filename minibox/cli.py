@@ -24,8 +24,8 @@ def cli(root):
         state.set_root(os.path.abspath(root))
 
 
-@cli.command(context_settings={"ignore_unknown_options": True,
-                               "allow_interspersed_args": False})
+# Options end at IMAGE: everything after it is the command's (`run busybox ls -l`).
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
 @click.option("--restart", default="no", metavar="POLICY",
@@ -35,7 +35,8 @@ def cli(root):
 @click.option("--name", help="A unique name for the container.")
 @click.option("-h", "--hostname", help="Hostname inside (default: the name, else the short id).")
 @click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Set an environment variable.")
-@click.option("-w", "--workdir", default="/", help="Working directory inside the container.")
+@click.option("-w", "--workdir", help="Working directory inside (default: the image's, else /).")
+@click.option("--entrypoint", help="Run this instead of the image's ENTRYPOINT (drops its CMD).")
 @click.option("-v", "--volume", multiple=True, metavar="HOSTDIR:DIR[:ro]",
               help="Bind-mount a host directory (read-only with :ro).")
 @click.option("--rootfs", type=click.Path(), help="Use DIR as the read-only image instead of IMAGE.")
@@ -43,18 +44,23 @@ def cli(root):
               help="Use chroot(2) instead of pivot_root(2) (escapable: for the lesson).")
 @click.option("--explain", is_flag=True, help="Narrate each step: syscall, man page, source line.")
 @click.option("--step", is_flag=True, help="Like --explain, and wait for Enter before each step.")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="(IMAGE | --rootfs DIR) CMD [ARG...]")
-def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir, volume, rootfs,
-        use_chroot, explain, step, args):
-    """Run a command in a new container; exit with the command's exit code."""
-    from . import container, spec as specs, state
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="(IMAGE | --rootfs DIR) [CMD [ARG...]]")
+def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir, entrypoint,
+        volume, rootfs, use_chroot, explain, step, args):
+    """Run a command in a new container; exit with the command's exit code.
+
+    Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD."""
+    from . import container, images, spec as specs, state
     require_root()
     args = list(args)
     image = None if rootfs else (args.pop(0) if args else None)
     if not rootfs and image is None:
-        raise MiniboxError("no image given (usage: minibox run IMAGE CMD [ARG...])")
+        raise MiniboxError("no image given (usage: minibox run IMAGE [CMD [ARG...]])")
+    config = images.image_config(image) if image else {}
+    args = images.command_for(config, args, entrypoint)
     if not args:
-        raise MiniboxError("no command given (usage: minibox run IMAGE CMD [ARG...])")
+        raise MiniboxError("no command given, and the image has no default command "
+                           "(usage: minibox run IMAGE CMD [ARG...])")
     if detach and (tty or interactive):
         raise MiniboxError("-d cannot be combined with -i or -t (minibox has no attach)")
     if tty and not os.isatty(sys.stdin.fileno()):
@@ -68,8 +74,9 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
         command=args, image=image,
         rootfs=specs.check_rootfs(rootfs) if rootfs else None,
         name=specs.check_name(name), hostname=hostname,
-        env=specs.docker_environment(env, hostname, tty), workdir=workdir,
-        mounts=list(specs.DEFAULT_MOUNTS) + [specs.parse_volume(v) for v in volume],
+        env=specs.docker_environment(env, hostname, tty, images.environment_of(config)),
+        workdir=workdir or config.get("WorkingDir") or "/", user=config.get("User") or None,
+        volumes=[specs.parse_volume(v) for v in volume],
         interactive=interactive, tty=tty, remove=remove, detach=detach, restart=policy,
         use_chroot=use_chroot)
     if use_chroot:
@@ -111,6 +118,81 @@ def gc():
     for container_id in container.collect_garbage():
         click.echo(f"removed leftovers of {container_id[:12]}")
 
+
+@cli.group()
+def image():
+    """Manage images: import archives, build the built-in busybox image."""
+
+
+@image.command("import")
+@click.option("--name", metavar="NAME[:TAG]", help="Tag the image (default: the archive's tags).")
+@click.argument("archive", type=click.Path())
+def image_import(name, archive):
+    """Import a `docker save` archive, an OCI image layout or a rootfs tarball (file or dir)."""
+    from . import imagestore
+    require_root()
+    progress = imagestore.Progress(sys.stderr)
+    for names, image_id in imagestore.import_archive(archive, name, progress):
+        for tagged in names or ["<untagged>"]:
+            click.echo(f"Loaded image: {tagged} ({image_id[:19]})")
+
+
+@image.command("build")
+@click.argument("which", type=click.Choice(["busybox"]))
+def image_build(which):
+    """(Re)build a built-in image from the host: busybox from busybox-static."""
+    from . import images, imagestore
+    require_root()
+    image_id = imagestore.build_busybox_image(imagestore.Progress(sys.stderr))
+    click.echo(f"Built image: {images.BUSYBOX} ({image_id[:19]})")
+
+
+@cli.command("images")
+def list_images():
+    """List stored images."""
+    from . import images
+    require_root()
+    click.echo(f"{'REPOSITORY':<30} {'TAG':<16} {'IMAGE ID':<12} {'LAYERS':>6} {'SIZE':>10}")
+    for name, image_id, layer_count, size in images.list_images():
+        repository, tag = name.rsplit(":", 1) if name else ("<none>", "<none>")
+        click.echo(f"{repository:<30} {tag:<16} {image_id[7:19]:<12} {layer_count:>6} "
+                   f"{size / 1e6:>8.1f}MB")
+
+
+@cli.command()
+@click.argument("references", nargs=-1, required=True)
+def rmi(references):
+    """Remove images (untag; delete the layers no other image uses)."""
+    from . import imagestore
+    require_root()
+    for reference in references:
+        image_id = imagestore.remove_image(reference)
+        click.echo(f"Removed: {reference} ({image_id[:19]})")
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Path(), help="Write to FILE instead of stdout.")
+@click.argument("reference")
+def export(output, reference):
+    """Write a container's filesystem as a tar archive (to stdout or -o FILE)."""
+    from . import imagestore
+    require_root()
+    if output is None and sys.stdout.isatty():
+        raise MiniboxError("refusing to write a tar archive to a terminal: "
+                           "redirect stdout or use -o FILE")
+    with open(output, "wb") if output else os.fdopen(os.dup(1), "wb") as out:
+        imagestore.export_container(reference, out)
+
+
+@cli.command()
+@click.argument("reference")
+@click.argument("name", metavar="NAME[:TAG]")
+def commit(reference, name):
+    """Make a new image from a container: its changes become a new top layer."""
+    from . import imagestore
+    require_root()
+    image_id = imagestore.commit_container(reference, name, imagestore.Progress(sys.stderr))
+    click.echo(image_id)
 
 @cli.command()
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped containers too.")
@@ -174,8 +256,7 @@ def logs(follow, tail, reference):
     control.logs(reference, sys.stdout.buffer, follow=follow, tail=tail)
 
 
-@cli.command(name="exec", context_settings={"ignore_unknown_options": True,
-                                            "allow_interspersed_args": False})
+@cli.command(name="exec", context_settings={"allow_interspersed_args": False})
 @click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
 @click.option("-t", "--tty", is_flag=True, help="Give the command a pseudo-terminal.")
 @click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Set an environment variable.")
@@ -184,7 +265,6 @@ def logs(follow, tail, reference):
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_command(interactive, tty, env, workdir, reference, command):
     """Run a command in a running container (its namespaces and cgroups); exit with its code."""
-    import dataclasses
     from . import control, enter, spec as specs
     require_root()
     if tty and not os.isatty(sys.stdin.fileno()):
@@ -193,8 +273,8 @@ def exec_command(interactive, tty, env, workdir, reference, command):
     if status != "running":
         raise MiniboxError(f"container {directory.id[:12]} is not running (it is {status})")
     spec = specs.ContainerSpec.load(directory.file("spec.json"))
-    spec = dataclasses.replace(spec, env={**spec.env, **specs.parse_env(env)},
-                               workdir=workdir or spec.workdir)
+    spec.env.update(specs.parse_env(env))
+    spec.workdir = workdir or spec.workdir
     return enter.exec_in(current["pid"], spec, list(command), tty=tty, interactive=interactive)
 
 
@@ -315,9 +395,19 @@ def main():
         code = error.exit_code
     except click.exceptions.Abort:
         code = 130
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "minibox"
+        click.echo(f"minibox: {error.format_message()} (see: {command} --help)", err=True)
+        code = RUNTIME_ERROR
     except click.ClickException as error:
         click.echo(f"minibox: {error.format_message()}", err=True)
         code = RUNTIME_ERROR
     except KeyboardInterrupt:
         code = 130
+    except Exception as error:  # a bug: still one line, with the traceback on request
+        if os.environ.get("MINIBOX_DEBUG"):
+            raise
+        click.echo(f"minibox: internal error: {type(error).__name__}: {error} "
+                   "(MINIBOX_DEBUG=1 shows the traceback)", err=True)
+        code = RUNTIME_ERROR
     sys.exit(code if isinstance(code, int) else 0)

@@ -27,7 +27,7 @@ import signal
 import socket
 import time
 
-from . import explain, hooks, images, namespaces, network, rootfs, state, terminal
+from . import explain, hooks, images, namespaces, network, rootfs, state, syscalls
 from . import spec as spec_module
 from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError
 
@@ -54,6 +54,9 @@ def create(spec, container_id=None):
     if spec.root_path is None:
         rootfs.check_overlay_support()
         _lowerdir(spec)  # an unknown image fails here, before anything is made
+    if spec.tty:
+        global terminal
+        from . import terminal  # now: after pivot_root the init can't import from our tree
     # 1. Make the container's directory. Every resource is recorded in the ledger before it
     #    is made, so teardown and `minibox gc` know what to undo.
     directory = state.ContainerDir.create(container_id or state.new_container_id(), spec.name)
@@ -138,8 +141,8 @@ def _init(spec, directory, channel):
     try:
         os.setsid()  # a session of our own: signals reach us only as the runtime forwards them
         reset_signals()
-        import prctl
-        prctl.set_pdeathsig(signal.SIGKILL)  # the runtime dies -> so does the container
+        # If the runtime dies, so does the container (and gc finds the ledger).
+        syscalls.set_parent_death_signal(signal.SIGKILL)
         _connect_stdio(spec, directory)
         namespaces.enter_namespaces(spec.namespaces)
         channel.send(b"ready")
@@ -220,7 +223,7 @@ def _build_root(spec, directory):
                              merged)
     else:
         rootfs.bind_root(spec.root_path, merged)
-    for entry in spec.mounts:
+    for entry in spec.mounts + [volume.mount() for volume in spec.volumes]:
         rootfs.mount_entry(merged, entry.destination, entry.type, entry.source, entry.options,
                            own_cgroup_namespace="cgroup" in spec.namespaces)
     for device in spec.devices:
@@ -419,6 +422,7 @@ def wait_for(pid, console=None, interactive=False):
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
     try:
         if console is not None:
+            from . import terminal
             terminal.relay(console, interactive)
         _, status = os.waitpid(pid, 0)
     finally:

@@ -5,7 +5,6 @@ The container's monitor owns it (monitor.py); these commands only read state.jso
 the container's PID 1 with kill(2), open its exec.fifo, or wait for the monitor to record
 what happened. Each one finds the container by name, id or unique id prefix (state.find).
 """
-import dataclasses
 import json
 import os
 import signal
@@ -158,7 +157,7 @@ def inspect(reference):
     spec = _saved_spec(directory)
     pid = current.get("pid") if status in ("created", "running") else None
     return {"Id": directory.id, "Name": current.get("name"), "Created": current.get("created"),
-            "Path": directory.path, "Config": dataclasses.asdict(spec) if spec else None,
+            "Path": directory.path, "Config": spec.to_json() if spec else None,
             "State": {"Status": status, "Pid": pid, "ExitCode": current.get("exit_code"),
                       "StartedAt": current.get("started"), "FinishedAt": current.get("finished"),
                       "RestartCount": current.get("restarts", 0),

@@ -11,7 +11,6 @@ and hands it to runc:
 Either way the runtime only ever sees a ContainerSpec. A copy is saved in the container's
 directory at create time (save/load), so editing config.json afterwards changes nothing.
 """
-import dataclasses
 import json
 import os
 import re
@@ -28,13 +27,14 @@ NAMESPACE_FILES = {"mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net",
 DOCKER_NAMESPACES = ("mount", "uts", "ipc", "network", "pid", "cgroup")
 
 
-@dataclasses.dataclass
 class Mount:
     """One entry of config.json's `mounts` (mount(8) options as a list of words)."""
-    destination: str
-    type: str = None
-    source: str = None
-    options: list = dataclasses.field(default_factory=list)
+
+    def __init__(self, destination, type=None, source=None, options=()):
+        self.destination = destination
+        self.type = type
+        self.source = source
+        self.options = list(options)
 
 
 # Docker's (and `runc spec`'s) filesystems under /proc, /dev and /sys. Never the host's /dev:
@@ -50,12 +50,26 @@ DEFAULT_MOUNTS = (
 )
 
 
+class Volume:
+    """-v: a host directory bind-mounted into the container."""
 
-@dataclasses.dataclass
+    def __init__(self, host_path, container_path, readonly=False):
+        self.host_path = host_path
+        self.container_path = container_path
+        self.readonly = readonly
+
+    def mount(self):
+        """The same as an OCI mount entry."""
+        return Mount(self.container_path, "bind", self.host_path,
+                     ["rbind", "ro" if self.readonly else "rw"])
+
+
 class RestartPolicy:
     """--restart: no | on-failure[:N] | always, carried out by the container's monitor."""
-    name: str = "no"
-    max_retries: int = 0  # on-failure:N; 0 means no limit
+
+    def __init__(self, name="no", max_retries=0):
+        self.name = name
+        self.max_retries = max_retries  # on-failure:N; 0 means no limit
 
     def should_restart(self, exit_code, restarts):
         if self.name == "always":
@@ -65,62 +79,87 @@ class RestartPolicy:
         return False
 
 
-@dataclasses.dataclass
 class ContainerSpec:
-    command: list
-    image: str = None          # a name from the image store, or None with rootfs/root_path
-    rootfs: str = None         # --rootfs: any directory as the read-only lower layer
-    root_path: str = None      # OCI root.path: used in place, no overlay (like runc)
-    readonly_root: bool = False
-    name: str = None
-    hostname: str = None
-    env: dict = dataclasses.field(default_factory=dict)  # the complete environment
-    workdir: str = "/"
-    mounts: list = dataclasses.field(default_factory=lambda: list(DEFAULT_MOUNTS))
-    namespaces: dict = dataclasses.field(  # OCI type -> None (a new one) or a path to join
-        default_factory=lambda: dict.fromkeys(DOCKER_NAMESPACES))
-    masked_paths: list = dataclasses.field(default_factory=lambda: list(MASKED_PATHS))
-    readonly_paths: list = dataclasses.field(default_factory=lambda: list(READONLY_PATHS))
-    rootfs_propagation: str = None
-    sysctl: dict = dataclasses.field(default_factory=dict)
-    devices: list = dataclasses.field(default_factory=list)  # OCI linux.devices entries
-    uid: int = 0
-    gid: int = 0
-    additional_gids: list = dataclasses.field(default_factory=list)
-    umask: int = None
-    rlimits: list = dataclasses.field(default_factory=list)  # [name, soft, hard]
-    oom_score_adj: int = None
-    capabilities: dict = None  # OCI process.capabilities; None: the runtime's default set
-    no_new_privileges: bool = None
-    resources: dict = dataclasses.field(default_factory=dict)  # OCI linux.resources
-    hooks: dict = dataclasses.field(default_factory=dict)  # OCI hooks, by stage
-    annotations: dict = dataclasses.field(default_factory=dict)
-    bundle: str = None         # OCI: the bundle directory; None for `minibox run`
-    interactive: bool = False  # -i: keep stdin attached
-    tty: bool = False          # -t: a pseudo-terminal made inside the container
-    remove: bool = False       # --rm
-    detach: bool = False       # -d: stdout/stderr go to the container's log file
-    restart: RestartPolicy = dataclasses.field(default_factory=RestartPolicy)
-    use_chroot: bool = False   # --chroot: the escapable way, for the lesson
+    """What to run and how: from `minibox run`'s flags or from an OCI config.json.
+    (A plain class: dataclasses would import inspect, ~10 ms of every container start.)"""
+
+    def __init__(self, command, image=None, rootfs=None, name=None, hostname=None, env=None,
+                 workdir="/", volumes=(), interactive=False, tty=False, remove=False,
+                 use_chroot=False, user=None, detach=False, restart=None, root_path=None,
+                 readonly_root=False, mounts=DEFAULT_MOUNTS, namespaces=DOCKER_NAMESPACES,
+                 masked_paths=MASKED_PATHS, readonly_paths=READONLY_PATHS,
+                 rootfs_propagation=None, sysctl=None, devices=(), uid=0, gid=0,
+                 additional_gids=(), umask=None, rlimits=(), oom_score_adj=None,
+                 capabilities=None, no_new_privileges=None, resources=None, hooks=None,
+                 annotations=None, bundle=None):
+        self.command = list(command)
+        self.image = image              # a name from the image store, or None with rootfs
+        self.rootfs = rootfs            # --rootfs: any directory as the read-only lower layer
+        self.root_path = root_path      # OCI root.path: used in place, no overlay (like runc)
+        self.readonly_root = readonly_root
+        self.name = name
+        self.hostname = hostname
+        self.env = dict(env or {})      # the complete environment of the command
+        self.workdir = workdir
+        self.volumes = list(volumes)    # -v, mounted after `mounts`
+        self.mounts = list(mounts)
+        # OCI namespace type -> None (a new one) or the path of one to join; a type that is
+        # missing stays the host's.
+        self.namespaces = dict(namespaces) if isinstance(namespaces, dict) else \
+            dict.fromkeys(namespaces)
+        self.masked_paths = list(masked_paths)
+        self.readonly_paths = list(readonly_paths)
+        self.rootfs_propagation = rootfs_propagation
+        self.sysctl = dict(sysctl or {})
+        self.devices = list(devices)    # OCI linux.devices entries
+        self.user = user                # UID[:GID]: the image's User (security.py applies it)
+        self.uid, self.gid = uid, gid   # OCI process.user
+        self.additional_gids = list(additional_gids)
+        self.umask = umask
+        self.rlimits = [list(r) for r in rlimits]  # [RLIMIT_NAME, soft, hard]
+        self.oom_score_adj = oom_score_adj
+        self.capabilities = capabilities  # OCI process.capabilities; None: the default set
+        self.no_new_privileges = no_new_privileges
+        self.resources = dict(resources or {})  # OCI linux.resources, for the cgroup
+        self.hooks = dict(hooks or {})  # OCI hooks, by stage
+        self.annotations = dict(annotations or {})
+        self.bundle = bundle            # OCI: the bundle directory; None for `minibox run`
+        self.interactive = interactive  # -i: keep stdin attached
+        self.tty = tty                  # -t: a pseudo-terminal made inside the container
+        self.remove = remove            # --rm
+        self.detach = detach            # -d: stdout/stderr go to the container's log file
+        self.restart = restart or RestartPolicy()
+        self.use_chroot = use_chroot    # --chroot: the escapable way, for the lesson
+
+    def to_json(self):
+        """A JSON-ready dict (what `inspect` shows and spec.json holds)."""
+        fields = dict(vars(self))
+        for name in ("mounts", "volumes"):
+            fields[name] = [vars(item) for item in fields[name]]
+        fields["restart"] = vars(self.restart)
+        return fields
 
     def save(self, path):
         with open(path, "w") as out:
-            json.dump(dataclasses.asdict(self), out, indent=1)
+            json.dump(self.to_json(), out, indent=1)
 
     @classmethod
     def load(cls, path):
         with open(path) as saved:
             fields = json.load(saved)
         fields["mounts"] = [Mount(**m) for m in fields["mounts"]]
+        fields["volumes"] = [Volume(**v) for v in fields["volumes"]]
         fields["restart"] = RestartPolicy(**fields["restart"])
         return cls(**fields)
 
 
-def docker_environment(items, hostname, tty, host_env=os.environ):
-    """The command's environment for `minibox run`: Docker's defaults, then -e values."""
+def docker_environment(items, hostname, tty, image_env=None, host_env=os.environ):
+    """The command's environment for `minibox run`: Docker's defaults, then the image's
+    ENV, then -e values."""
     env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
     if tty:
         env["TERM"] = "xterm"
+    env.update(image_env or {})
     env.update(parse_env(items, host_env))
     return env
 
@@ -140,7 +179,7 @@ def parse_env(items, host_env=os.environ):
 
 
 def parse_volume(text):
-    """-v HOSTDIR:CONTAINERDIR[:ro|rw] -> a bind Mount; the host path must exist."""
+    """-v HOSTDIR:CONTAINERDIR[:ro|rw]; the host path must exist and both must be absolute."""
     parts = text.split(":")
     if len(parts) == 3 and parts[2] in ("ro", "rw"):
         host, container, mode = parts
@@ -153,7 +192,7 @@ def parse_volume(text):
     host = os.path.abspath(host)
     if not os.path.exists(host):
         raise MiniboxError(f"invalid volume {text!r}: {host} does not exist on the host")
-    return Mount(container, "bind", host, ["rbind", mode])
+    return Volume(host, container, mode == "ro")
 
 
 def parse_restart(text):
@@ -452,7 +491,7 @@ def default_config():
                     "noNewPrivileges": True},
         "root": {"path": "rootfs", "readonly": True},
         "hostname": "minibox",
-        "mounts": [dataclasses.asdict(m) for m in DEFAULT_MOUNTS] + [
+        "mounts": [vars(m) for m in DEFAULT_MOUNTS] + [
             {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
              "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}],
         "linux": {"resources": {"devices": [{"allow": False, "access": "rwm"}]},

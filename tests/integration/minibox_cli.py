@@ -1,7 +1,7 @@
 """Running the real `minibox` command in tests, with private state and image dirs, and
 checking that nothing it made is left behind (processes, mounts, directories, cgroups).
 
-Import the fixtures into a test module with `from minibox_cli import *`.
+Import the `minibox` fixture into a test module to use it instead of conftest's simpler one.
 """
 import glob
 import json
@@ -13,14 +13,6 @@ import tempfile
 import time
 
 import pytest
-
-__all__ = ["Minibox", "minibox", "image_store", "wait_until", "leftovers", "host_mounts"]
-
-
-@pytest.fixture(scope="session")
-def image_store(tmp_path_factory):
-    """One image store for the whole session: the busybox image is built once."""
-    return str(tmp_path_factory.mktemp("store"))
 
 
 class Minibox:

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from minibox_cli import *  # noqa: F401,F403 (fixtures)
-from minibox_cli import host_mounts, leftovers, wait_until
+from .minibox_cli import minibox  # noqa: F401 (the fixture)
+from .minibox_cli import host_mounts, leftovers, wait_until
 
 pytestmark = pytest.mark.root
 

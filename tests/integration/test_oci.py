@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from minibox_cli import *  # noqa: F401,F403 (fixtures)
-from minibox_cli import wait_until
+from ..helpers import busybox_layer
+from .minibox_cli import minibox  # noqa: F401 (the fixture)
+from .minibox_cli import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -21,8 +22,8 @@ def bundle(tmp_path, minibox):
     directory.mkdir()
     minibox("spec", "--bundle", str(directory))
     minibox("run", "--rm", "busybox", "true")  # builds the image in the private store
-    shutil.copytree(os.path.join(minibox.env["MINIBOX_STORE"], "images/busybox/rootfs"),
-                    directory / "rootfs", symlinks=True)
+    shutil.copytree(busybox_layer(minibox.env["MINIBOX_STORE"]), directory / "rootfs",
+                    symlinks=True)
     return directory
 
 
