@@ -46,13 +46,23 @@ class Cgroup:
 
     def create(self, limits: Limits) -> None:
         """mkdir(2) the cgroup and write the limits. Refuses before making anything when the
-        host lacks a controller the limits need; on any later failure removes what it made."""
+        host lacks a controller the limits need; on any later failure removes what it made
+        (only that: an existing directory of the same name belongs to someone else)."""
         self._check(limits)
+        self._made = []
         try:
             self._build(limits)
         except BaseException:
-            remove_cgroup_dirs(self.paths())
+            remove_cgroup_dirs(self._made)
             raise
+
+    def _mkdir(self, path: str) -> None:
+        """mkdir(2) one leaf; the kernel fills it with the controllers' files at once."""
+        try:
+            os.mkdir(path)
+        except OSError as error:
+            raise CgroupError(f"cannot create cgroup {path}: {error.strerror}") from None
+        self._made.append(path)
 
     def _check(self, limits: Limits) -> None:
         raise NotImplementedError
@@ -141,8 +151,8 @@ def wait_for(condition, timeout: float) -> bool:
 def remove_cgroup_dirs(paths: list[str], timeout: float = 2.0) -> None:
     """rmdir the given cgroup directories, deepest first, retrying while processes drain.
 
-    rmdir fails with EBUSY while a process (even a zombie not yet reaped) is still charged
-    to the cgroup, so it is retried until `timeout`. A directory already gone is fine: this is
+    rmdir fails with EBUSY while any task is still in the cgroup, and a killed process only
+    leaves once the kernel has finished its exit, so it is retried until `timeout`. A directory already gone is fine: this is
     also how `minibox gc` removes what a killed runtime left behind.
     """
     for path in sorted(set(paths), key=lambda p: p.count("/"), reverse=True):

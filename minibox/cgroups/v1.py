@@ -103,10 +103,7 @@ class V1Cgroup(Cgroup):
     def _build(self, limits: Limits) -> None:
         for path in self.paths():
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            try:
-                os.mkdir(path)
-            except OSError as error:
-                raise CgroupError(f"cannot create cgroup {path}: {error.strerror}") from None
+            self._mkdir(path)
         if limits.memory is not None:
             write(self.dirs["memory"], "memory.limit_in_bytes", limits.memory)
         if limits.memory_swap is not None:

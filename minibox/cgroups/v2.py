@@ -69,10 +69,7 @@ class V2Cgroup(Cgroup):
             ancestor = os.path.join(ancestor, part)
             os.makedirs(ancestor, exist_ok=True)
         write(ancestor, "cgroup.subtree_control", enable)
-        try:
-            os.mkdir(self.path)
-        except OSError as error:
-            raise CgroupError(f"cannot create cgroup {self.path}: {error.strerror}") from None
+        self._mkdir(self.path)
         if limits.memory is not None:
             write(self.path, "memory.max", limits.memory)
         if limits.memory_swap is not None:

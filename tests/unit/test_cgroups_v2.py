@@ -80,10 +80,11 @@ def test_a_missing_controller_is_named_and_nothing_is_created(root):
     assert read(root / "cgroup.subtree_control") == ""
 
 
-def test_an_existing_cgroup_is_not_reused(root):
+def test_an_existing_cgroup_is_neither_reused_nor_removed(root):
     V2Cgroup("abc123", root=str(root)).create(Limits())
     with pytest.raises(CgroupError, match="cannot create cgroup .*/minibox/abc123: File exists"):
         V2Cgroup("abc123", root=str(root)).create(Limits())
+    assert (root / "minibox" / "abc123").is_dir()
 
 
 @pytest.mark.parametrize("shares, weight", [(2, 1), (1024, 39), (262144, 10000)])
