@@ -8,9 +8,14 @@ is open/read/write/mkdir/rmdir on files under /sys/fs/cgroup.
 import errno
 import os
 import time
+from collections import namedtuple
 from dataclasses import dataclass
 
 from minibox.cgroups.limits import CONTROLLER_FLAGS, Limits, format_size
+
+
+# One control file to write: where, what, and the file that does the same in the other version.
+LimitFile = namedtuple("LimitFile", "directory name value twin")
 
 
 class CgroupError(Exception):
@@ -51,10 +56,21 @@ class Cgroup:
         self._check(limits)
         self._made = []
         try:
-            self._build(limits)
+            self._make_dirs()
+            for limit in self.limit_files(limits):
+                write(limit.directory, limit.name, limit.value)
         except BaseException:
             remove_cgroup_dirs(self._made)
             raise
+
+    def plan(self, limits: Limits) -> list[str]:
+        """What create() does, for --explain: each mkdir, then each limit with its twin."""
+        twin = 2 if self.version == 1 else 1
+        return [f"mkdir {path}" for path in self.paths()] + [
+            f"echo {limit.value} > {os.path.join(limit.directory, limit.name)}"
+            f"   (v{twin}: {limit.twin})"
+            for limit in self.limit_files(limits)
+        ]
 
     def _mkdir(self, path: str) -> None:
         """mkdir(2) one leaf; the kernel fills it with the controllers' files at once."""
@@ -67,7 +83,11 @@ class Cgroup:
     def _check(self, limits: Limits) -> None:
         raise NotImplementedError
 
-    def _build(self, limits: Limits) -> None:
+    def _make_dirs(self) -> None:
+        raise NotImplementedError
+
+    def limit_files(self, limits: Limits) -> list["LimitFile"]:
+        """The control files that enforce `limits`, in the order they must be written."""
         raise NotImplementedError
 
     def add(self, pid: int) -> None:

@@ -28,7 +28,7 @@ Placement: <hierarchy>/<the runtime's own cgroup>/minibox/<id>, the own cgroup r
 import os
 from collections import namedtuple
 
-from minibox.cgroups.base import Cgroup, CgroupError, Stats, read, read_int, read_keyed
+from minibox.cgroups.base import Cgroup, CgroupError, LimitFile, Stats, read, read_int, read_keyed
 from minibox.cgroups.base import refuse_missing, wait_for, write
 from minibox.cgroups.limits import CFS_PERIOD_US, Limits
 
@@ -70,7 +70,7 @@ def mounted_hierarchies(mountinfo: str = "/proc/self/mountinfo",
                     # A mount of a sub-tree (root != "/") shows that cgroup at its mount point.
                     own = path[len(root):] if path.startswith(root) else path
                     hierarchies[controller] = Hierarchy(mountpoint, own.strip("/"))
-    return hierarchies
+    return {controller: hierarchies[controller] for controller in CONTROLLERS if controller in hierarchies}
 
 
 class V1Cgroup(Cgroup):
@@ -100,22 +100,28 @@ class V1Cgroup(Cgroup):
                 raise CgroupError("--memory-swap needs swap accounting, which this kernel has off"
                                   " (no memory.memsw.limit_in_bytes; boot with swapaccount=1)")
 
-    def _build(self, limits: Limits) -> None:
+    def _make_dirs(self) -> None:
         for path in self.paths():
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self._mkdir(path)
+
+    def limit_files(self, limits: Limits) -> list[LimitFile]:
+        memory, cpu, pids = self.dirs.get("memory"), self.dirs.get("cpu"), self.dirs.get("pids")
+        files = []
         if limits.memory is not None:
-            write(self.dirs["memory"], "memory.limit_in_bytes", limits.memory)
+            files.append(LimitFile(memory, "memory.limit_in_bytes", limits.memory, "memory.max"))
         if limits.memory_swap is not None:
             # memsw is memory *plus* swap and must stay >= limit_in_bytes, so it comes second.
-            write(self.dirs["memory"], "memory.memsw.limit_in_bytes", limits.memory_swap)
+            files.append(LimitFile(memory, "memory.memsw.limit_in_bytes", limits.memory_swap,
+                                   "memory.swap.max, swap alone"))
         if limits.cpus is not None:
-            write(self.dirs["cpu"], "cpu.cfs_period_us", CFS_PERIOD_US)
-            write(self.dirs["cpu"], "cpu.cfs_quota_us", limits.cpu_quota_us())
+            files.append(LimitFile(cpu, "cpu.cfs_period_us", CFS_PERIOD_US, "cpu.max, 2nd field"))
+            files.append(LimitFile(cpu, "cpu.cfs_quota_us", limits.cpu_quota_us(), "cpu.max, 1st field"))
         if limits.cpu_shares is not None:
-            write(self.dirs["cpu"], "cpu.shares", limits.cpu_shares)
+            files.append(LimitFile(cpu, "cpu.shares", limits.cpu_shares, "cpu.weight, 1..10000"))
         if limits.pids is not None:
-            write(self.dirs["pids"], "pids.max", limits.pids)
+            files.append(LimitFile(pids, "pids.max", limits.pids, "pids.max"))
+        return files
 
     def stats(self) -> Stats:
         cpu_ns = self._read_int("cpuacct", "cpuacct.usage")

@@ -24,7 +24,7 @@ The files this backend writes, and their twins in v1 (see v1.py):
 """
 import os
 
-from minibox.cgroups.base import Cgroup, CgroupError, Stats, read, read_int, read_keyed
+from minibox.cgroups.base import Cgroup, CgroupError, LimitFile, Stats, read, read_int, read_keyed
 from minibox.cgroups.base import refuse_missing, wait_for, write
 from minibox.cgroups.limits import CFS_PERIOD_US, MAX_CPU_SHARES, MIN_CPU_SHARES, Limits
 
@@ -60,7 +60,7 @@ class V2Cgroup(Cgroup):
     def _check(self, limits: Limits) -> None:
         refuse_missing(limits.controllers(), self.available(), version=2)
 
-    def _build(self, limits: Limits) -> None:
+    def _make_dirs(self) -> None:
         available = self.available()
         enable = " ".join(f"+{name}" for name in CONTROLLERS if name in available)
         ancestor = self.root
@@ -70,18 +70,25 @@ class V2Cgroup(Cgroup):
             os.makedirs(ancestor, exist_ok=True)
         write(ancestor, "cgroup.subtree_control", enable)
         self._mkdir(self.path)
+
+    def limit_files(self, limits: Limits) -> list[LimitFile]:
+        files = []
         if limits.memory is not None:
-            write(self.path, "memory.max", limits.memory)
+            files.append(LimitFile(self.path, "memory.max", limits.memory, "memory.limit_in_bytes"))
         if limits.memory_swap is not None:
             # Docker's --memory-swap counts memory + swap; v2 limits the swap alone.
             swap = "max" if limits.memory_swap == -1 else limits.memory_swap - limits.memory
-            write(self.path, "memory.swap.max", swap)
+            files.append(LimitFile(self.path, "memory.swap.max", swap,
+                                   "memory.memsw.limit_in_bytes, memory + swap"))
         if limits.cpus is not None:
-            write(self.path, "cpu.max", f"{limits.cpu_quota_us()} {CFS_PERIOD_US}")
+            files.append(LimitFile(self.path, "cpu.max", f"{limits.cpu_quota_us()} {CFS_PERIOD_US}",
+                                   "cpu.cfs_quota_us + cpu.cfs_period_us"))
         if limits.cpu_shares is not None:
-            write(self.path, "cpu.weight", cpu_weight(limits.cpu_shares))
+            files.append(LimitFile(self.path, "cpu.weight", cpu_weight(limits.cpu_shares),
+                                   "cpu.shares, 2..262144"))
         if limits.pids is not None:
-            write(self.path, "pids.max", limits.pids)
+            files.append(LimitFile(self.path, "pids.max", limits.pids, "pids.max"))
+        return files
 
     def stats(self) -> Stats:
         usage_usec = read_keyed(self.path, "cpu.stat").get("usage_usec")

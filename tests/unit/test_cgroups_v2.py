@@ -47,6 +47,17 @@ def test_create_enables_controllers_in_every_ancestor_and_writes_limits(root):
     assert read(leaf / "pids.max") == "32"
 
 
+def test_plan_narrates_each_file_with_its_v1_twin(root):
+    plan = V2Cgroup("abc123", root=str(root)).plan(Limits(memory=64 << 20, cpus=1.5))
+    assert plan == [
+        f"mkdir {root}/minibox/abc123",
+        f"echo 67108864 > {root}/minibox/abc123/memory.max   (v1: memory.limit_in_bytes)",
+        f"echo 150000 100000 > {root}/minibox/abc123/cpu.max"
+        "   (v1: cpu.cfs_quota_us + cpu.cfs_period_us)",
+    ]
+    assert not (root / "minibox").exists()
+
+
 def test_create_without_limits_writes_no_limit_files(root):
     V2Cgroup("abc123", root=str(root)).create(Limits())
     assert os.listdir(root / "minibox" / "abc123") == []
