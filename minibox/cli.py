@@ -33,11 +33,20 @@ def cli():
 @click.option("--rootfs", type=click.Path(), help="Use DIR as the read-only image instead of IMAGE.")
 @click.option("--chroot", "use_chroot", is_flag=True,
               help="Use chroot(2) instead of pivot_root(2) (escapable: for the lesson).")
+@click.option("-m", "--memory", metavar="SIZE", help="Memory limit, e.g. 64m (OOM kill above it).")
+@click.option("--memory-swap", metavar="SIZE", help="Memory plus swap limit; -1: unlimited swap.")
+@click.option("--cpus", metavar="N", help="CPU time limit in CPUs, e.g. 0.5.")
+@click.option("--cpu-shares", metavar="N", help="Relative CPU weight (default 1024).")
+@click.option("--pids-limit", metavar="N", help="Most processes at once (fork bombs stop here).")
+@click.option("--cgroup-parent", metavar="PATH", help="Put the cgroup under PATH instead of minibox/.")
+@click.option("--stats", "show_stats", is_flag=True,
+              help="At exit, print peak memory, CPU time and max pids.")
 @click.option("--explain", is_flag=True, help="Narrate each step: syscall, man page, source line.")
 @click.option("--step", is_flag=True, help="Like --explain, and wait for Enter before each step.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="(IMAGE | --rootfs DIR) [CMD [ARG...]]")
 def run(remove, interactive, tty, name, hostname, env, workdir, entrypoint, volume, rootfs,
-        use_chroot, explain, step, args):
+        use_chroot, memory, memory_swap, cpus, cpu_shares, pids_limit, cgroup_parent,
+        show_stats, explain, step, args):
     """Run a command in a new container; exit with the command's exit code.
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD."""
@@ -61,7 +70,9 @@ def run(remove, interactive, tty, name, hostname, env, workdir, entrypoint, volu
         env={**images.environment_of(config), **specs.parse_env(env)},
         workdir=workdir or config.get("WorkingDir") or "/", user=config.get("User") or None,
         volumes=[specs.parse_volume(v) for v in volume],
-        interactive=interactive, tty=tty, remove=remove, use_chroot=use_chroot)
+        interactive=interactive, tty=tty, remove=remove, use_chroot=use_chroot,
+        limits=specs.parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit),
+        cgroup_parent=specs.parse_cgroup_parent(cgroup_parent), stats=show_stats)
     if use_chroot:
         click.echo("minibox: warning: --chroot is escapable (chroot(2) does not change the "
                    "mount namespace's root); use it only for the lesson", err=True)

@@ -20,9 +20,10 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
 
-from . import explain, images, namespaces, network, rootfs, state, syscalls
+from . import cgroups, explain, images, namespaces, network, rootfs, state, syscalls
 from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError
 
 # Signals the runtime passes on to the container instead of dying of them.
@@ -33,12 +34,13 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
 class Container:
     """A created container, as seen by its monitor."""
 
-    def __init__(self, spec, directory, pid, channel, console=None):
+    def __init__(self, spec, directory, pid, channel, cgroup, console=None):
         self.spec = spec
         self.directory = directory
         self.id = directory.id
         self.pid = pid              # the init's PID on the host
         self.channel = channel      # our end of the socketpair
+        self.cgroup = cgroup        # cgroups.Cgroup: limits, stats, OOM kills
         self.console = console      # the pty master, with -t
 
 
@@ -59,7 +61,10 @@ def create(spec, container_id=None):
         for scratch in ("upper", "work", "rootfs"):
             os.mkdir(directory.file(scratch), 0o755)
         os.mkfifo(directory.file("exec.fifo"), 0o600)
-        # 2. (cgroup: created here, before the init exists)
+        # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
+        cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent)
+        directory.record("cgroup", paths=cgroup.paths())
+        _create_cgroup(cgroup, spec.limits, "\n              ".join(cgroup.plan(spec.limits)))
         # 3. Fork the init into a new PID namespace; it unshares the others itself.
         channel, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         own_pid_namespace = namespaces.new_pid_namespace_for_children()
@@ -72,16 +77,45 @@ def create(spec, container_id=None):
         directory.record("process", pid=pid, start_time=state.process_start_time(pid))
         # 4. Host-side setup while the init waits in its new namespaces.
         _expect(channel, b"ready", pid)
+        _join_cgroup(cgroup, pid)
         channel.send(b"go")
         console = None
         if spec.tty:
             console = _receive_console(channel, pid)
         _expect(channel, b"created", pid)
         directory.update(status="created", pid=pid, pid_start=state.process_start_time(pid))
-        return Container(spec, directory, pid, channel, console)
+        return Container(spec, directory, pid, channel, cgroup, console)
     except BaseException:
         directory.release_all()
         raise
+
+
+@explain.step("Create the container's cgroup and write its limits: the kernel enforces them "
+              "on every process put in it", syscall="{plan}", man="cgroups(7)")
+def _create_cgroup(cgroup, limits, plan):
+    """`plan` is the narration: each mkdir and control file, with its twin in the other
+    cgroup version."""
+    try:
+        cgroup.create(limits)
+    except cgroups.CgroupError as error:
+        raise MiniboxError(str(error)) from None
+
+
+@explain.step("Move the init into the cgroup, before it runs a single instruction of the "
+              "user's", syscall='echo {pid} > cgroup.procs (v1: in every hierarchy)',
+              man="cgroups(7)")
+def _join_cgroup(cgroup, pid):
+    cgroup.add(pid)
+
+
+def _release_cgroup(entry):
+    try:
+        cgroups.remove_cgroup_dirs(entry["paths"])
+    except cgroups.CgroupError as error:
+        raise MiniboxError(str(error)) from None
+
+
+state.RELEASE["cgroup"] = _release_cgroup
 
 
 def _initial_state(spec, directory):
@@ -270,7 +304,10 @@ def wait(container):
     exit_code = os.waitstatus_to_exitcode(status)
     if exit_code < 0:
         exit_code = 128 - exit_code
-    container.directory.update(status="stopped", exit_code=exit_code, finished=time.time())
+    # Read while the cgroup still exists: `minibox stats` and --stats show these later.
+    container.stats, container.oom_kills = container.cgroup.stats(), container.cgroup.oom_kills()
+    container.directory.update(status="stopped", exit_code=exit_code, finished=time.time(),
+                               stats=vars(container.stats), oom_kills=container.oom_kills)
     return exit_code
 
 
@@ -285,9 +322,28 @@ def run(spec):
     container = create(spec)
     try:
         start(container)
-        return wait(container)
+        exit_code = wait(container)
     finally:
         release(container)
+    return _report_usage(container, exit_code)
+
+
+def _report_usage(container, exit_code):
+    """--stats, and the OOM killer's verdict: Docker only shows it in `inspect` (OOMKilled),
+    but a bare exit code 137 looks the same as `kill -9`."""
+    short_id = container.id[:12]
+    if container.spec.stats:
+        sys.stderr.write(f"minibox: container {short_id}: {container.stats.describe()}\n")
+    if container.oom_kills:
+        memory = container.spec.limits.memory
+        limit = "no memory limit" if memory is None else f"memory limit {cgroups.format_size(memory)}"
+        if exit_code == 128 + signal.SIGKILL:
+            raise MiniboxError(f"container {short_id} was killed by the OOM killer ({limit})",
+                               exit_code)
+        killed = "a process" if container.oom_kills == 1 else f"{container.oom_kills} processes"
+        sys.stderr.write(f"minibox: warning: the OOM killer killed {killed} in container "
+                         f"{short_id} ({limit})\n")
+    return exit_code
 
 
 def remove(reference, force=False):

@@ -5,6 +5,7 @@ or raises MiniboxError with one line saying what is wrong.
 """
 import os
 
+from .cgroups import limits as cgroup_limits
 from .errors import MiniboxError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -25,7 +26,7 @@ class ContainerSpec:
 
     def __init__(self, command, image=None, rootfs=None, name=None, hostname=None, env=None,
                  workdir="/", volumes=(), interactive=False, tty=False, remove=False,
-                 use_chroot=False, user=None):
+                 use_chroot=False, user=None, limits=None, cgroup_parent=None, stats=False):
         self.command = list(command)
         self.image = image              # a name from the image store, or None with rootfs
         self.rootfs = rootfs            # --rootfs: any directory as the read-only lower layer
@@ -39,6 +40,9 @@ class ContainerSpec:
         self.remove = remove            # --rm
         self.use_chroot = use_chroot    # --chroot: the escapable way, for the lesson
         self.user = user                # UID[:GID]: the image's User (security.py applies it)
+        self.limits = limits or cgroup_limits.Limits()  # -m, --cpus, --pids-limit ...
+        self.cgroup_parent = cgroup_parent  # --cgroup-parent, below each hierarchy's root
+        self.stats = stats              # --stats: print peak memory, CPU time, max pids at exit
 
     def environment(self, container_id):
         """The command's environment: Docker's defaults, then -e values on top."""
@@ -94,3 +98,19 @@ def check_name(name):
                              or not all(c.isalnum() or c in "_.-" for c in name)):
         raise MiniboxError(f"invalid container name {name!r}: use letters, digits, _ . -")
     return name
+
+
+def parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit):
+    """-m, --memory-swap, --cpus, --cpu-shares, --pids-limit -> Limits (cgroups/limits.py)."""
+    return _one_line(cgroup_limits.parse_limits, memory, memory_swap, cpus, cpu_shares, pids_limit)
+
+
+def parse_cgroup_parent(text):
+    return None if text is None else _one_line(cgroup_limits.parse_cgroup_parent, text)
+
+
+def _one_line(parse, *texts):
+    try:
+        return parse(*texts)
+    except ValueError as error:
+        raise MiniboxError(str(error)) from None
