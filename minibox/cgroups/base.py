@@ -9,7 +9,6 @@ import errno
 import os
 import time
 from collections import namedtuple
-from dataclasses import dataclass
 
 from minibox.cgroups.limits import CONTROLLER_FLAGS, Limits, format_size
 
@@ -22,13 +21,14 @@ class CgroupError(Exception):
     """A cgroup could not be created, configured or removed; the message says which file."""
 
 
-@dataclass
 class Stats:
-    """What the container used, read from its cgroup after it exited (or while it runs)."""
+    """What the container used, read from its cgroup after it exited (or while it runs).
+    None: this kernel doesn't count it (e.g. memory.peak before Linux 5.19)."""
 
-    memory_peak: int | None  # bytes, the highest memory charge seen
-    cpu_seconds: float | None  # user + system CPU time of every process that ever ran in it
-    pids_peak: int | None  # the most processes alive at once
+    def __init__(self, memory_peak, cpu_seconds, pids_peak):
+        self.memory_peak = memory_peak  # bytes, the highest memory charge seen
+        self.cpu_seconds = cpu_seconds  # CPU time of every process that ever ran in it
+        self.pids_peak = pids_peak  # the most processes alive at once
 
     def describe(self) -> str:
         memory = "n/a" if self.memory_peak is None else format_size(self.memory_peak)

@@ -6,7 +6,6 @@ https://docs.docker.com/engine/containers/resource_constraints/).
 """
 import os
 import re
-from dataclasses import dataclass
 
 # Docker's floor: below this the container is OOM-killed before its first instruction.
 MIN_MEMORY = 6 * 1024 * 1024
@@ -28,15 +27,16 @@ UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$", re.IGNORECASE)
 
 
-@dataclass
 class Limits:
-    """Validated resource limits; None means "leave the kernel's default (no limit)"."""
+    """Validated resource limits; None means "leave the kernel's default (no limit)".
+    (A plain class: dataclasses would import inspect, ~10 ms of every container start.)"""
 
-    memory: int | None = None  # bytes (-m)
-    memory_swap: int | None = None  # bytes of memory + swap (--memory-swap); -1 = unlimited swap
-    cpus: float | None = None  # --cpus, becomes a CFS quota per 100 ms period
-    cpu_shares: int | None = None  # --cpu-shares, relative weight (v1 cpu.shares scale)
-    pids: int | None = None  # --pids-limit
+    def __init__(self, memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids=None):
+        self.memory = memory  # bytes (-m)
+        self.memory_swap = memory_swap  # bytes of memory + swap (--memory-swap); -1: no swap limit
+        self.cpus = cpus  # --cpus, becomes a CFS quota per 100 ms period
+        self.cpu_shares = cpu_shares  # --cpu-shares, relative weight (v1 cpu.shares scale)
+        self.pids = pids  # --pids-limit
 
     def controllers(self) -> set[str]:
         """The cgroup controllers these limits need (a host lacking one must refuse)."""

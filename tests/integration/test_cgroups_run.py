@@ -15,30 +15,17 @@ import time
 import pytest
 
 from minibox.cgroups import cgroup_for
+from tests.helpers import container_dirs
 
 pytestmark = pytest.mark.root
 
 SHORT_ID = r"[0-9a-f]{12}"
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("store"))  # the busybox image is built once per module
-
-
-@pytest.fixture
-def minibox(tmp_path, store):
-    """Run the CLI with a private state root and image store; return CompletedProcess."""
-    env = dict(os.environ, MINIBOX_ROOT=str(tmp_path / "root"), MINIBOX_STORE=store)
-
-    def run(*args, **popen):
-        command = [sys.executable, "-m", "minibox", *args]
-        if popen:
-            return subprocess.Popen(command, env=env, **popen)
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    run.root = env["MINIBOX_ROOT"]
-    yield run
-    run("gc")  # a failed test's runtime may have been killed by the timeout
+@pytest.fixture(autouse=True)
+def collect_leftovers(minibox):
+    yield
+    minibox("gc")  # a failed test's runtime may have been killed by the timeout
 
 
 def leftover_cgroups(short_id):
@@ -118,11 +105,11 @@ def test_no_cgroup_is_left_after_20_runs(minibox):
     assert [path for short_id in ids for path in leftover_cgroups(short_id)] == []
 
 
-def test_gc_removes_the_cgroup_of_a_runtime_killed_by_sigkill(minibox):
-    runtime = minibox("run", "-m", "64m", "busybox", "sleep", "60",
-                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def test_gc_removes_the_cgroup_of_a_runtime_killed_by_sigkill(minibox, minibox_env):
+    runtime = subprocess.Popen([sys.executable, "-m", "minibox", "run", "-m", "64m", "busybox",
+                                "sleep", "60"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        paths = _cgroup_paths_from_ledger(minibox.root)
+        paths = _cgroup_paths_from_ledger(minibox_env["root"])
         assert paths and all(os.path.isdir(path) for path in paths)
     finally:
         runtime.send_signal(signal.SIGKILL)  # the runtime we started, by its pid
@@ -137,7 +124,7 @@ def _cgroup_paths_from_ledger(root, timeout=10):
     """Wait for the one container under `root` to record its cgroup and reach `running`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for name in os.listdir(root) if os.path.isdir(root) else []:
+        for name in container_dirs(root):
             directory = os.path.join(root, name)
             try:
                 with open(os.path.join(directory, "state.json")) as state:
@@ -160,12 +147,13 @@ def _cgroup_paths_from_ledger(root, timeout=10):
     (["--cpus", str(len(os.sched_getaffinity(0)) + 1)], "--cpus: range of CPUs is from 0.01 to"),
     (["--pids-limit", "0"], "--pids-limit: must be a positive number of processes (got 0)"),
 ])
-def test_bad_limits_are_one_line_exit_125_and_nothing_is_created(minibox, flags, message):
+def test_bad_limits_are_one_line_exit_125_and_nothing_is_created(minibox, minibox_env, flags,
+                                                                 message):
     parent = f"minibox-test-{os.getpid()}"
     result = minibox("run", "--cgroup-parent", parent, *flags, "busybox", "true")
     assert result.returncode == 125
     assert result.stderr.startswith(f"minibox: {message}")
     assert result.stderr.count("\n") == 1 and result.stdout == ""
-    assert not os.path.exists(minibox.root) or os.listdir(minibox.root) in ([], ["names"])
+    assert container_dirs(minibox_env["root"]) == []
     assert not any(os.path.exists(os.path.join(os.path.dirname(os.path.dirname(path)), parent))
                    for path in cgroup_for("x").paths())
