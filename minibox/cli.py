@@ -32,11 +32,21 @@ def cli():
 @click.option("--rootfs", type=click.Path(), help="Use DIR as the read-only image instead of IMAGE.")
 @click.option("--chroot", "use_chroot", is_flag=True,
               help="Use chroot(2) instead of pivot_root(2) (escapable: for the lesson).")
+@click.option("--cap-add", multiple=True, metavar="CAP",
+              help="Keep a capability beyond Docker's default set (ALL: every one).")
+@click.option("--cap-drop", multiple=True, metavar="CAP",
+              help="Drop a capability from the default set (ALL: every one).")
+@click.option("--privileged", is_flag=True,
+              help="Keep every capability, no seccomp, no masked paths (to see what opens up).")
+@click.option("--security-opt", multiple=True, metavar="OPT",
+              help="no-new-privileges[=false] or seccomp=unconfined.")
+@click.option("--read-only", is_flag=True, help="Make the root read-only (with a tmpfs /tmp).")
+@click.option("-u", "--user", metavar="UID[:GID]", help="Run the command as this user.")
 @click.option("--explain", is_flag=True, help="Narrate each step: syscall, man page, source line.")
 @click.option("--step", is_flag=True, help="Like --explain, and wait for Enter before each step.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="(IMAGE | --rootfs DIR) CMD [ARG...]")
 def run(remove, interactive, tty, name, hostname, env, workdir, volume, rootfs, use_chroot,
-        explain, step, args):
+        cap_add, cap_drop, privileged, security_opt, read_only, user, explain, step, args):
     """Run a command in a new container; exit with the command's exit code."""
     from . import container, spec as specs
     require_root()
@@ -53,7 +63,9 @@ def run(remove, interactive, tty, name, hostname, env, workdir, volume, rootfs, 
         rootfs=specs.check_rootfs(rootfs) if rootfs else None,
         name=specs.check_name(name), hostname=hostname, env=specs.parse_env(env),
         workdir=workdir, volumes=[specs.parse_volume(v) for v in volume],
-        interactive=interactive, tty=tty, remove=remove, use_chroot=use_chroot)
+        interactive=interactive, tty=tty, remove=remove, use_chroot=use_chroot,
+        security=specs.security_profile(cap_add, cap_drop, privileged, security_opt, user),
+        privileged=privileged, read_only=read_only)
     if use_chroot:
         click.echo("minibox: warning: --chroot is escapable (chroot(2) does not change the "
                    "mount namespace's root); use it only for the lesson", err=True)

@@ -13,7 +13,9 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
     overlay, /proc, /dev, /sys, pivot_root, hostname, lo up
     [pty master fd]              ----->  (with -t)
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
-    execve(CMD)                  <-----  start: reads exec.fifo
+                                 <-----  start: reads exec.fifo
+    seccomp, capabilities, user, no_new_privs (security.confine)
+    execve(CMD)
     (socket closes on exec: FD_CLOEXEC) -> runtime knows the exec happened
 """
 import os
@@ -22,7 +24,7 @@ import signal
 import socket
 import time
 
-from . import explain, images, namespaces, network, rootfs, state, terminal
+from . import explain, images, namespaces, network, rootfs, security, state, terminal
 from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError
 
 # Signals the runtime passes on to the container instead of dying of them.
@@ -105,13 +107,20 @@ def _init(spec, directory, lowerdir, channel):
         namespaces.enter_cgroup_namespace()
         merged = directory.file("rootfs")
         rootfs.make_mounts_private()
-        rootfs.mount_overlay(lowerdir, directory.file("upper"), directory.file("work"), merged)
+        # No device node made inside may be opened, unless --privileged (rootfs.mount_dev).
+        nodev = not spec.privileged
+        rootfs.mount_overlay(lowerdir, directory.file("upper"), directory.file("work"), merged,
+                             nodev)
         for volume in spec.volumes:
-            rootfs.bind_mount(volume.host_path, merged, volume.container_path, volume.readonly)
+            rootfs.bind_mount(volume.host_path, merged, volume.container_path, volume.readonly,
+                              nodev)
         rootfs.mount_proc(merged)
-        rootfs.mount_dev(merged)
+        rootfs.mount_dev(merged, nodev)
         rootfs.mount_sys(merged)
-        rootfs.mask_paths(merged)
+        if not spec.privileged:
+            rootfs.mask_paths(merged)
+        if spec.read_only:
+            rootfs.make_root_read_only(merged, nodev)
         # Opened now, written after pivot_root through /proc/self/fd: the host path is gone then.
         exec_fifo = os.open(directory.file("exec.fifo"), os.O_PATH | os.O_CLOEXEC)
         if spec.use_chroot:
@@ -129,6 +138,10 @@ def _init(spec, directory, lowerdir, channel):
         _close_inherited_fds()
         channel.send(b"created")
         _wait_for_start(exec_fifo)
+        # Last, so that the steps above still run as root with every capability, and the
+        # fifo (owned by the host's root) can be opened whatever --user says.
+        security.confine(spec.security or security.SecurityProfile())
+        prctl.set_pdeathsig(signal.SIGKILL)  # changing uid (--user) cleared it
         exit_code = CANNOT_RUN
         os.execve(program, spec.command, env)
     except MiniboxError as error:

@@ -28,6 +28,10 @@ import struct
 
 import prctl
 
+from .explain import step
+from .syscalls import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
+                       CLONE_NEWUSER, CLONE_NEWUTS)
+
 # capabilities(7): name -> bit number, from <linux/capability.h>. These numbers are kernel ABI
 # and never change; new capabilities only get appended (CHECKPOINT_RESTORE, 40, is Linux 5.9).
 CAPABILITIES = {
@@ -96,6 +100,9 @@ def capability_mask(names):
     return sum(1 << CAPABILITIES[name] for name in names)
 
 
+@step("Cut the capability bounding set down to the kept capabilities",
+      syscall="prctl(PR_CAPBSET_DROP, cap) for each capability not kept",
+      man="capabilities(7), prctl(2)")
 def drop_bounding_set(keep):
     """Cut the bounding set down to `keep`: the ceiling for every later execve(2).
 
@@ -108,6 +115,10 @@ def drop_bounding_set(keep):
             prctl.capbset_drop(bit)
 
 
+@step("Set the permitted, effective and inheritable capabilities; clear the ambient set",
+      syscall="capset(2) with the kept capabilities; "
+              "prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)",
+      man="capabilities(7), capset(2)")
 def set_capabilities(keep):
     """Set permitted, effective and inheritable to `keep`; clear the ambient set.
 
@@ -122,6 +133,9 @@ def set_capabilities(keep):
     _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0)
 
 
+@step("Become the --user: drop supplementary groups, then gid, then uid",
+      syscall="setgroups(0, NULL); setgid({gid}); setuid({uid})",
+      man="setgroups(2), setuid(2), capabilities(7)")
 def switch_user(uid, gid):
     """Become uid:gid with no supplementary groups: setgroups(2), setgid(2), setuid(2).
 
@@ -134,6 +148,8 @@ def switch_user(uid, gid):
     os.setuid(uid)
 
 
+@step("Forbid execve(2) from ever granting privileges again (setuid bits, file caps)",
+      syscall="prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)", man="prctl(2)")
 def set_no_new_privs():
     """prctl(2) PR_SET_NO_NEW_PRIVS: execve(2) can no longer raise privileges (setuid bits and
     file capabilities are ignored). Inherited by all children; cannot be unset."""
@@ -204,8 +220,8 @@ _SYS_CLONE3 = 435
 
 # CLONE_NEW* from <linux/sched.h>. clone(2)'s low byte is the exit signal, so CLONE_NEWTIME
 # (0x80) only means "new time namespace" for unshare(2) and clone3(2).
-_CLONE_NEW_NAMESPACES = (0x00020000 | 0x02000000 | 0x04000000 | 0x08000000  # NS CGROUP UTS IPC
-                         | 0x10000000 | 0x20000000 | 0x40000000)             # USER PID NET
+_CLONE_NEW_NAMESPACES = (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC
+                         | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
 _CLONE_NEWTIME = 0x00000080
 
 
@@ -271,6 +287,9 @@ def _assemble(program):
             for i, (code, if_true, if_false, k) in enumerate(instructions)]
 
 
+@step("Install the seccomp filter: EPERM for mount, reboot, kexec_load, bpf, ptrace...",
+      syscall="prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &sock_fprog)",
+      man="seccomp(2)")
 def install_seccomp_filter(program=None):
     """Load the filter into this thread: prctl(2) PR_SET_SECCOMP, SECCOMP_MODE_FILTER.
 

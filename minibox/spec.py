@@ -32,6 +32,9 @@ class ContainerSpec:
     tty: bool = False          # -t: a pseudo-terminal made inside the container
     remove: bool = False       # --rm
     use_chroot: bool = False   # --chroot: the escapable way, for the lesson
+    security: object = None    # a security.SecurityProfile (None: Docker's defaults)
+    privileged: bool = False   # --privileged: also no masked /proc paths, device nodes allowed
+    read_only: bool = False    # --read-only: the root read-only, a tmpfs on /tmp
 
     def environment(self, container_id):
         """The command's environment: Docker's defaults, then -e values on top."""
@@ -87,3 +90,45 @@ def check_name(name):
                              or not all(c.isalnum() or c in "_.-" for c in name)):
         raise MiniboxError(f"invalid container name {name!r}: use letters, digits, _ . -")
     return name
+
+
+def parse_user(text):
+    """--user UID[:GID] -> (uid, gid). Without GID the group is 0, as docker run does for a
+    uid that has no /etc/passwd entry. Numbers only: the image's names are not looked up."""
+    uid, _, gid = text.partition(":")
+    if not uid.isdigit() or not (gid.isdigit() or gid == ""):
+        raise MiniboxError(f"invalid --user {text!r}: expected UID[:GID] as numbers, e.g. 1000:1000")
+    return int(uid), int(gid or 0)
+
+
+def parse_security_options(options):
+    """--security-opt no-new-privileges[=true|false] | seccomp=unconfined
+    -> (no_new_privileges, seccomp), both on by default."""
+    no_new_privileges, seccomp = True, True
+    for option in options:
+        key, _, value = option.replace(":", "=", 1).partition("=")
+        if key == "no-new-privileges" and value in ("", "true", "false"):
+            no_new_privileges = value != "false"
+        elif key == "seccomp" and value == "unconfined":
+            seccomp = False
+        elif key == "seccomp":
+            raise MiniboxError(f"--security-opt {option}: only seccomp=unconfined is supported "
+                               "(the default filter is built into minibox/security.py)")
+        else:
+            raise MiniboxError(f"invalid --security-opt {option!r}: expected "
+                               "no-new-privileges[=true|false] or seccomp=unconfined")
+    return no_new_privileges, seccomp
+
+
+def security_profile(cap_add=(), cap_drop=(), privileged=False, security_options=(), user=None):
+    """The flags' SecurityProfile. --privileged keeps every capability and, as in Docker, turns
+    seccomp off too; capability names are checked here, before anything is made."""
+    from . import security
+    no_new_privileges, seccomp = parse_security_options(security_options)
+    try:
+        capabilities = security.resolve_capabilities(cap_add, cap_drop, privileged)
+    except ValueError as error:
+        raise MiniboxError(str(error)) from None
+    uid, gid = parse_user(user) if user else (0, 0)
+    return security.SecurityProfile(capabilities, no_new_privileges, seccomp and not privileged,
+                                    uid, gid)
