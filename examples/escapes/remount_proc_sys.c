@@ -9,10 +9,15 @@
 
 int main(void)
 {
-    if (mount(NULL, "/proc/sys", NULL, MS_REMOUNT | MS_BIND, NULL) != 0)
-        blocked("mount(/proc/sys, MS_REMOUNT|MS_BIND) read-write");
+    const char *how = "/proc/sys was writable";
     int fd = open("/proc/sys/kernel/hostname", O_WRONLY);
+    if (fd < 0 && errno == EROFS) {
+        if (mount(NULL, "/proc/sys", NULL, MS_REMOUNT | MS_BIND, NULL) != 0)
+            blocked("mount(/proc/sys, MS_REMOUNT|MS_BIND) read-write");
+        how = "remounted /proc/sys read-write";
+        fd = open("/proc/sys/kernel/hostname", O_WRONLY);
+    }
     if (fd < 0 || write(fd, "escaped", 7) != 7)
         blocked("write(/proc/sys/kernel/hostname)");
-    escaped("remounted /proc/sys read-write and wrote kernel.hostname");
+    escaped("%s and wrote kernel.hostname", how);
 }

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from minibox import security
-from seccomp_cases import HARMLESS_CALLS
+from tests.seccomp_cases import HARMLESS_CALLS
 
 ALLOW = 0x7FFF0000
 KILL = 0x80000000
