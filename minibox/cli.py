@@ -42,13 +42,18 @@ def cli():
               help="no-new-privileges[=false] or seccomp=unconfined.")
 @click.option("--read-only", is_flag=True, help="Make the root read-only (with a tmpfs /tmp).")
 @click.option("-u", "--user", metavar="UID[:GID]", help="Run the command as this user.")
+@click.option("--userns", is_flag=True,
+              help="A user namespace: container root is uid 100000 on the host.")
 @click.option("--explain", is_flag=True, help="Narrate each step: syscall, man page, source line.")
 @click.option("--step", is_flag=True, help="Like --explain, and wait for Enter before each step.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="(IMAGE | --rootfs DIR) CMD [ARG...]")
 def run(remove, interactive, tty, name, hostname, env, workdir, volume, rootfs, use_chroot,
-        cap_add, cap_drop, privileged, security_opt, read_only, user, explain, step, args):
+        cap_add, cap_drop, privileged, security_opt, read_only, user, userns, explain, step,
+        args):
     """Run a command in a new container; exit with the command's exit code."""
     from . import container, spec as specs
+    if userns and os.geteuid() != 0:
+        _refuse_rootless()
     require_root()
     args = list(args)
     image = None if rootfs else (args.pop(0) if args else None)
@@ -65,12 +70,23 @@ def run(remove, interactive, tty, name, hostname, env, workdir, volume, rootfs, 
         workdir=workdir, volumes=[specs.parse_volume(v) for v in volume],
         interactive=interactive, tty=tty, remove=remove, use_chroot=use_chroot,
         security=specs.security_profile(cap_add, cap_drop, privileged, security_opt, user),
-        privileged=privileged, read_only=read_only)
+        privileged=privileged, read_only=read_only, userns=userns)
     if use_chroot:
         click.echo("minibox: warning: --chroot is escapable (chroot(2) does not change the "
                    "mount namespace's root); use it only for the lesson", err=True)
     _configure_explain(explain, step)
     return container.run(spec)
+
+
+def _refuse_rootless():
+    """A non-root --userns: name what on this host forbids it, else say what is missing."""
+    from . import namespaces
+    reason = namespaces.check_unprivileged_user_namespaces()
+    if reason:
+        raise MiniboxError(f"--userns without root: {reason}")
+    raise MiniboxError("--userns without root (rootless mode) is not implemented yet: this "
+                       "host allows unprivileged user namespaces, but the runtime still needs "
+                       "root for its cgroup and PID namespace; use sudo")
 
 
 def _configure_explain(narrate, pause):

@@ -12,6 +12,7 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
     unshare(cgroup)              <-----  "go"
     overlay, /proc, /dev, /sys, pivot_root, hostname, lo up
     [pty master fd]              ----->  (with -t)
+    [unshare(user) with --userns ----->  "userns"; maps written <----- "mapped"]
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
                                  <-----  start: reads exec.fifo
     seccomp, capabilities, user, no_new_privs (security.confine)
@@ -61,6 +62,9 @@ def create(spec, container_id=None):
         for scratch in ("upper", "work", "rootfs"):
             os.mkdir(directory.file(scratch), 0o755)
         os.mkfifo(directory.file("exec.fifo"), 0o600)
+        if spec.userns:  # the init opens it as container root, i.e. host uid 100000
+            os.chown(directory.file("exec.fifo"), namespaces.USERNS_HOST_BASE,
+                     namespaces.USERNS_HOST_BASE)
         # 2. (cgroup: created here, before the init exists)
         # 3. Fork the init into a new PID namespace; it unshares the others itself.
         channel, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -75,6 +79,10 @@ def create(spec, container_id=None):
         # 4. Host-side setup while the init waits in its new namespaces.
         _expect(channel, b"ready", pid)
         channel.send(b"go")
+        if spec.userns:
+            _expect(channel, b"userns", pid)
+            namespaces.write_id_maps(pid)
+            channel.send(b"mapped")
         console = None
         if spec.tty:
             console = _receive_console(channel, pid)
@@ -138,6 +146,12 @@ def _init(spec, directory, lowerdir, channel):
         os.makedirs(spec.workdir, exist_ok=True)  # docker run -w creates it too
         os.chdir(spec.workdir)
         program = _find_program(spec.command[0], env["PATH"])
+        if spec.userns:
+            namespaces.enter_user_namespace()
+            channel.send(b"userns")
+            if channel.recv(16) != b"mapped":
+                return
+            namespaces.become_namespace_root()
         _close_inherited_fds()
         channel.send(b"created")
         _wait_for_start(exec_fifo)

@@ -25,7 +25,8 @@ class ContainerSpec:
 
     def __init__(self, command, image=None, rootfs=None, name=None, hostname=None, env=None,
                  workdir="/", volumes=(), interactive=False, tty=False, remove=False,
-                 use_chroot=False, security=None, privileged=False, read_only=False):
+                 use_chroot=False, security=None, privileged=False, read_only=False,
+                 userns=False):
         self.command = list(command)
         self.image = image              # a name from the image store, or None with rootfs
         self.rootfs = rootfs            # --rootfs: any directory as the read-only lower layer
@@ -41,6 +42,7 @@ class ContainerSpec:
         self.security = security        # a security.SecurityProfile (None: Docker's defaults)
         self.privileged = privileged    # --privileged: also no masked paths, devices allowed
         self.read_only = read_only      # --read-only: the root read-only, a tmpfs on /tmp
+        self.userns = userns            # --userns: container root is host uid 100000
 
     def environment(self, container_id):
         """The command's environment: Docker's defaults, then -e values on top."""

@@ -202,3 +202,33 @@ def test_turning_the_protection_off_lets_the_escape_through(lab_results, escape)
 
 def test_the_lab_runs_every_escape_in_order(lab_results):
     assert list(lab_results) == ESCAPES
+
+
+def test_userns_root_writes_files_owned_by_host_uid_100000(minibox, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    result = minibox("run", "--rm", "--userns", "-v", f"{shared}:/data", "busybox", "sh", "-c",
+                     "cat /proc/self/uid_map; id -u; touch /data/made-by-root")
+    assert result.returncode == 0, result.stderr
+    uid_map, uid = result.stdout.splitlines()
+    assert uid_map.split() == ["0", "100000", "65536"] and uid == "0"
+    made = (shared / "made-by-root").stat()
+    assert (made.st_uid, made.st_gid) == (100000, 100000)
+
+
+def test_userns_root_keeps_no_power_over_the_mount_and_uts_namespaces(minibox):
+    result = minibox("run", "--rm", "--userns", "--cap-add", "SYS_ADMIN",
+                     "--security-opt", "seccomp=unconfined", "busybox", "sh", "-c",
+                     "hostname changed; mount -t tmpfs none /tmp")
+    assert "sethostname: Operation not permitted" in result.stderr
+    assert "mount: permission denied" in result.stderr
+
+
+def test_userns_without_root_is_one_clear_line(minibox_env):
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             sys.executable, "-m", "minibox", "run", "--userns", "busybox", "true"],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 125
+    assert result.stderr.startswith("minibox: --userns without root")
+    assert result.stderr.count("\n") == 1
