@@ -157,7 +157,7 @@ def _init(spec, directory, lowerdir, channel):
         _wait_for_start(exec_fifo)
         # Last, so that the steps above still run as root with every capability, and the
         # fifo (owned by the host's root) can be opened whatever --user says.
-        security.confine(spec.security or security.SecurityProfile())
+        security.confine(spec.security or security.SecurityProfile(), spec.user)
         syscalls.set_parent_death_signal(signal.SIGKILL)  # changing uid (--user) cleared it
         exit_code = CANNOT_RUN
         os.execve(program, spec.command, env)

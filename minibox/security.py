@@ -28,6 +28,7 @@ import struct
 
 import prctl
 
+from .errors import MiniboxError
 from .explain import step
 from .syscalls import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
                        CLONE_NEWUSER, CLONE_NEWUTS)
@@ -332,24 +333,58 @@ class SecurityProfile:
     """
 
     def __init__(self, capabilities=DOCKER_DEFAULT_CAPABILITIES, no_new_privileges=True,
-                 seccomp=True, uid=0, gid=0):
+                 seccomp=True):
         self.capabilities = frozenset(capabilities)
         self.no_new_privileges = no_new_privileges
         self.seccomp = seccomp
-        self.uid = uid
-        self.gid = gid
 
 
-def confine(profile):
+def resolve_user(text, etc="/etc"):
+    """'1000', '1000:1000', 'nobody', 'nobody:nogroup' -> (uid, gid).
+
+    Names are looked up in the container's /etc/passwd and /etc/group -- called after
+    pivot_root, so these are the image's files, never the host's. A bare uid takes its
+    passwd entry's group, else gid 0 (docker run does the same).
+    """
+    user, _, group = text.partition(":")
+    entry = _find_entry(os.path.join(etc, "passwd"), user)
+    if entry is None and not user.isdigit():
+        raise MiniboxError(f"unable to find user {user}: no matching entries in passwd file")
+    uid = int(entry[2]) if entry else int(user)
+    if not group:
+        return uid, int(entry[3]) if entry else 0
+    if group.isdigit():
+        return uid, int(group)
+    group_entry = _find_entry(os.path.join(etc, "group"), group)
+    if group_entry is None:
+        raise MiniboxError(f"unable to find group {group}: no matching entries in group file")
+    return uid, int(group_entry[2])
+
+
+def _find_entry(path, name_or_id):
+    """The colon-separated line of passwd(5)/group(5) whose name (or id) matches."""
+    try:
+        with open(path) as database:
+            for line in database:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) > 3 and name_or_id in (fields[0], fields[2]):
+                    return fields
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def confine(profile, user=None):
     """The container init's last steps before execve(2), in runc's order (module docstring)."""
+    uid, gid = resolve_user(user) if user else (0, 0)
     if profile.seccomp:
         install_seccomp_filter()
     drop_bounding_set(profile.capabilities)
-    if (profile.uid, profile.gid) != (0, 0):
-        switch_user(profile.uid, profile.gid)
+    if (uid, gid) != (0, 0):
+        switch_user(uid, gid)
     # A non-root user keeps nothing: its permitted set is already empty after setuid, and a
     # non-empty inheritable set would let it gain capabilities by executing a binary with
     # inheritable file capabilities (CVE-2022-24769, which made Docker empty it).
-    set_capabilities(profile.capabilities if profile.uid == 0 else frozenset())
+    set_capabilities(profile.capabilities if uid == 0 else frozenset())
     if profile.no_new_privileges:
         set_no_new_privs()

@@ -25,8 +25,8 @@ class ContainerSpec:
 
     def __init__(self, command, image=None, rootfs=None, name=None, hostname=None, env=None,
                  workdir="/", volumes=(), interactive=False, tty=False, remove=False,
-                 use_chroot=False, security=None, privileged=False, read_only=False,
-                 userns=False):
+                 use_chroot=False, user=None, security=None, privileged=False,
+                 read_only=False, userns=False):
         self.command = list(command)
         self.image = image              # a name from the image store, or None with rootfs
         self.rootfs = rootfs            # --rootfs: any directory as the read-only lower layer
@@ -39,6 +39,7 @@ class ContainerSpec:
         self.tty = tty                  # -t: a pseudo-terminal made inside the container
         self.remove = remove            # --rm
         self.use_chroot = use_chroot    # --chroot: the escapable way, for the lesson
+        self.user = user                # --user or the image's User: USER[:GROUP], names or ids
         self.security = security        # a security.SecurityProfile (None: Docker's defaults)
         self.privileged = privileged    # --privileged: also no masked paths, devices allowed
         self.read_only = read_only      # --read-only: the root read-only, a tmpfs on /tmp
@@ -100,13 +101,13 @@ def check_name(name):
     return name
 
 
-def parse_user(text):
-    """--user UID[:GID] -> (uid, gid). Without GID the group is 0, as docker run does for a
-    uid that has no /etc/passwd entry. Numbers only: the image's names are not looked up."""
-    uid, _, gid = text.partition(":")
-    if not uid.isdigit() or not (gid.isdigit() or gid == ""):
-        raise MiniboxError(f"invalid --user {text!r}: expected UID[:GID] as numbers, e.g. 1000:1000")
-    return int(uid), int(gid or 0)
+def check_user(text):
+    """--user USER[:GROUP]: ids or names; names are looked up in the container's own
+    /etc/passwd and /etc/group at start (security.resolve_user), as docker run does."""
+    user, _, group = text.partition(":")
+    if not user or ":" in group or any(c.isspace() for c in text):
+        raise MiniboxError(f"invalid --user {text!r}: expected USER[:GROUP], e.g. 1000:1000")
+    return text
 
 
 def parse_security_options(options):
@@ -128,7 +129,7 @@ def parse_security_options(options):
     return no_new_privileges, seccomp
 
 
-def security_profile(cap_add=(), cap_drop=(), privileged=False, security_options=(), user=None):
+def security_profile(cap_add=(), cap_drop=(), privileged=False, security_options=()):
     """The flags' SecurityProfile. --privileged keeps every capability and, as in Docker, turns
     seccomp off too; capability names are checked here, before anything is made."""
     from . import security
@@ -137,6 +138,4 @@ def security_profile(cap_add=(), cap_drop=(), privileged=False, security_options
         capabilities = security.resolve_capabilities(cap_add, cap_drop, privileged)
     except ValueError as error:
         raise MiniboxError(str(error)) from None
-    uid, gid = parse_user(user) if user else (0, 0)
-    return security.SecurityProfile(capabilities, no_new_privileges, seccomp and not privileged,
-                                    uid, gid)
+    return security.SecurityProfile(capabilities, no_new_privileges, seccomp and not privileged)

@@ -76,12 +76,15 @@ def test_user_runs_the_command_without_capabilities(minibox):
     assert cap_masks(fields) == {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapBnd": DEFAULT,
                                  "CapAmb": 0}
     assert minibox("run", "--rm", "-u", "1000", "busybox", "id").stdout == "uid=1000 gid=0(root)\n"
+    named = minibox("run", "--rm", "-u", "nobody", "busybox", "id").stdout
+    assert named == "uid=65534(nobody) gid=65534(nogroup)\n"
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--cap-add", "NET_ADMINN"], "minibox: unknown capability 'NET_ADMINN'"),
     (["--cap-drop", "bogus"], "minibox: unknown capability 'bogus'"),
-    (["--user", "alice"], "minibox: invalid --user 'alice'"),
+    (["--user", "alice"], "minibox: unable to find user alice: no matching entries"),
+    (["--user", "a:b:c"], "minibox: invalid --user 'a:b:c'"),
     (["--security-opt", "seccomp=/etc/profile.json"], "only seccomp=unconfined is supported"),
     (["--security-opt", "apparmor=x"], "minibox: invalid --security-opt 'apparmor=x'"),
 ])

@@ -9,14 +9,14 @@ from minibox import security
 DEFAULT_MASK = security.capability_mask(security.DOCKER_DEFAULT_CAPABILITIES)
 
 
-def status_after_exec(profile):
-    """The /proc/self/status fields of `cat` exec'd after confine(profile)."""
+def status_after_exec(profile, user=None):
+    """The /proc/self/status fields of `cat` exec'd after confine(profile, user)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.dup2(write_end, 1)
-            security.confine(profile)
+            security.confine(profile, user)
             os.execv("/bin/cat", ["cat", "/proc/self/status"])
         finally:
             os._exit(127)
@@ -53,7 +53,7 @@ def test_added_and_dropped_capabilities_show_in_every_set():
 
 @pytest.mark.root
 def test_a_user_keeps_the_bounding_set_but_no_capabilities():
-    fields = status_after_exec(security.SecurityProfile(uid=1000, gid=1000))
+    fields = status_after_exec(security.SecurityProfile(), "1000:1000")
     assert masks(fields) == {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapBnd": DEFAULT_MASK,
                              "CapAmb": 0}
     assert fields["Uid"].split() == ["1000"] * 4
@@ -67,3 +67,26 @@ def test_unconfined_profile_keeps_seccomp_and_no_new_privs_off():
     assert fields["NoNewPrivs"].strip() == "0"
     assert fields["Seccomp"].strip() == "0"
     assert int(fields["CapEff"], 16) == DEFAULT_MASK
+
+
+ETC = {"passwd": "root:x:0:0::/root:/bin/sh\nalice:x:1000:1001::/home/alice:/bin/sh\n",
+       "group": "root:x:0:\nstaff:x:50:\nalice:x:1001:\n"}
+
+
+@pytest.mark.parametrize("user, ids", [
+    ("alice", (1000, 1001)), ("1000", (1000, 1001)), ("2000", (2000, 0)),
+    ("alice:staff", (1000, 50)), ("2000:3000", (2000, 3000)), ("root", (0, 0)),
+])
+def test_resolve_user_reads_the_containers_passwd_and_group(tmp_path, user, ids):
+    for name, text in ETC.items():
+        (tmp_path / name).write_text(text)
+    assert security.resolve_user(user, str(tmp_path)) == ids
+
+
+@pytest.mark.parametrize("user, message", [
+    ("bob", "unable to find user bob"), ("alice:wheel", "unable to find group wheel")])
+def test_unknown_names_are_one_clear_error(tmp_path, user, message):
+    for name, text in ETC.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(security.MiniboxError, match=message):
+        security.resolve_user(user, str(tmp_path))
