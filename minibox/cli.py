@@ -41,16 +41,31 @@ def cli():
 @click.option("--cgroup-parent", metavar="PATH", help="Put the cgroup under PATH instead of minibox/.")
 @click.option("--stats", "show_stats", is_flag=True,
               help="At exit, print peak memory, CPU time and max pids.")
+@click.option("--cap-add", multiple=True, metavar="CAP",
+              help="Keep a capability beyond Docker's default set (ALL: every one).")
+@click.option("--cap-drop", multiple=True, metavar="CAP",
+              help="Drop a capability from the default set (ALL: every one).")
+@click.option("--privileged", is_flag=True,
+              help="Keep every capability, no seccomp, no masked paths (to see what opens up).")
+@click.option("--security-opt", multiple=True, metavar="OPT",
+              help="no-new-privileges[=false] or seccomp=unconfined.")
+@click.option("--read-only", is_flag=True, help="Make the root read-only (with a tmpfs /tmp).")
+@click.option("-u", "--user", metavar="USER[:GROUP]", help="Run the command as this user (ids or names).")
+@click.option("--userns", is_flag=True,
+              help="A user namespace: container root is uid 100000 on the host.")
 @click.option("--explain", is_flag=True, help="Narrate each step: syscall, man page, source line.")
 @click.option("--step", is_flag=True, help="Like --explain, and wait for Enter before each step.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="(IMAGE | --rootfs DIR) [CMD [ARG...]]")
 def run(remove, interactive, tty, name, hostname, env, workdir, entrypoint, volume, rootfs,
         use_chroot, memory, memory_swap, cpus, cpu_shares, pids_limit, cgroup_parent,
-        show_stats, explain, step, args):
+        show_stats, cap_add, cap_drop, privileged, security_opt, read_only, user, userns,
+        explain, step, args):
     """Run a command in a new container; exit with the command's exit code.
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD."""
     from . import container, images, spec as specs
+    if userns and os.geteuid() != 0:
+        _refuse_rootless()
     require_root()
     args = list(args)
     image = None if rootfs else (args.pop(0) if args else None)
@@ -68,16 +83,30 @@ def run(remove, interactive, tty, name, hostname, env, workdir, entrypoint, volu
         rootfs=specs.check_rootfs(rootfs) if rootfs else None,
         name=specs.check_name(name), hostname=hostname,
         env={**images.environment_of(config), **specs.parse_env(env)},
-        workdir=workdir or config.get("WorkingDir") or "/", user=config.get("User") or None,
+        workdir=workdir or config.get("WorkingDir") or "/",
+        user=specs.check_user(user) if user else config.get("User") or None,
         volumes=[specs.parse_volume(v) for v in volume],
         interactive=interactive, tty=tty, remove=remove, use_chroot=use_chroot,
         limits=specs.parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit),
-        cgroup_parent=specs.parse_cgroup_parent(cgroup_parent), stats=show_stats)
+        cgroup_parent=specs.parse_cgroup_parent(cgroup_parent), stats=show_stats,
+        security=specs.security_profile(cap_add, cap_drop, privileged, security_opt),
+        privileged=privileged, read_only=read_only, userns=userns)
     if use_chroot:
         click.echo("minibox: warning: --chroot is escapable (chroot(2) does not change the "
                    "mount namespace's root); use it only for the lesson", err=True)
     _configure_explain(explain, step)
     return container.run(spec)
+
+
+def _refuse_rootless():
+    """A non-root --userns: name what on this host forbids it, else say what is missing."""
+    from . import namespaces
+    reason = namespaces.check_unprivileged_user_namespaces()
+    if reason:
+        raise MiniboxError(f"--userns without root: {reason}")
+    raise MiniboxError("--userns without root (rootless mode) is not implemented yet: this "
+                       "host allows unprivileged user namespaces, but the runtime still needs "
+                       "root for its cgroup and PID namespace; use sudo")
 
 
 def _configure_explain(narrate, pause):

@@ -12,8 +12,11 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
     unshare(cgroup)              <-----  "go"
     overlay, /proc, /dev, /sys, pivot_root, hostname, lo up
     [pty master fd]              ----->  (with -t)
+    [unshare(user) with --userns ----->  "userns"; maps written <----- "mapped"]
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
-    execve(CMD)                  <-----  start: reads exec.fifo
+                                 <-----  start: reads exec.fifo
+    seccomp, capabilities, user, no_new_privs (security.confine)
+    execve(CMD)
     (socket closes on exec: FD_CLOEXEC) -> runtime knows the exec happened
 """
 import os
@@ -23,7 +26,7 @@ import socket
 import sys
 import time
 
-from . import cgroups, explain, images, namespaces, network, rootfs, state, syscalls
+from . import cgroups, explain, images, namespaces, network, rootfs, security, state, syscalls
 from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError
 
 # Signals the runtime passes on to the container instead of dying of them.
@@ -61,6 +64,9 @@ def create(spec, container_id=None):
         for scratch in ("upper", "work", "rootfs"):
             os.mkdir(directory.file(scratch), 0o755)
         os.mkfifo(directory.file("exec.fifo"), 0o600)
+        if spec.userns:  # the init opens it as container root, i.e. host uid 100000
+            os.chown(directory.file("exec.fifo"), namespaces.USERNS_HOST_BASE,
+                     namespaces.USERNS_HOST_BASE)
         # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
         cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent)
         directory.record("cgroup", paths=cgroup.paths())
@@ -79,6 +85,10 @@ def create(spec, container_id=None):
         _expect(channel, b"ready", pid)
         _join_cgroup(cgroup, pid)
         channel.send(b"go")
+        if spec.userns:
+            _expect(channel, b"userns", pid)
+            namespaces.write_id_maps(pid)
+            channel.send(b"mapped")
         console = None
         if spec.tty:
             console = _receive_console(channel, pid)
@@ -142,13 +152,20 @@ def _init(spec, directory, lowerdir, channel):
         namespaces.enter_cgroup_namespace()
         merged = directory.file("rootfs")
         rootfs.make_mounts_private()
-        rootfs.mount_overlay(lowerdir, directory.file("upper"), directory.file("work"), merged)
+        # No device node made inside may be opened, unless --privileged (rootfs.mount_dev).
+        nodev = not spec.privileged
+        rootfs.mount_overlay(lowerdir, directory.file("upper"), directory.file("work"), merged,
+                             nodev)
         for volume in spec.volumes:
-            rootfs.bind_mount(volume.host_path, merged, volume.container_path, volume.readonly)
+            rootfs.bind_mount(volume.host_path, merged, volume.container_path, volume.readonly,
+                              nodev)
         rootfs.mount_proc(merged)
-        rootfs.mount_dev(merged)
+        rootfs.mount_dev(merged, nodev)
         rootfs.mount_sys(merged)
-        rootfs.mask_paths(merged)
+        if not spec.privileged:
+            rootfs.mask_paths(merged)
+        if spec.read_only:
+            rootfs.make_root_read_only(merged, nodev)
         # Opened now, written after pivot_root through /proc/self/fd: the host path is gone then.
         exec_fifo = os.open(directory.file("exec.fifo"), os.O_PATH | os.O_CLOEXEC)
         if spec.use_chroot:
@@ -163,9 +180,19 @@ def _init(spec, directory, lowerdir, channel):
         os.makedirs(spec.workdir, exist_ok=True)  # docker run -w creates it too
         os.chdir(spec.workdir)
         program = _find_program(spec.command[0], env["PATH"])
+        if spec.userns:
+            namespaces.enter_user_namespace()
+            channel.send(b"userns")
+            if channel.recv(16) != b"mapped":
+                return
+            namespaces.become_namespace_root()
         _close_inherited_fds()
         channel.send(b"created")
         _wait_for_start(exec_fifo)
+        # Last, so that the steps above still run as root with every capability, and the
+        # fifo (owned by the host's root) can be opened whatever --user says.
+        security.confine(spec.security or security.SecurityProfile(), spec.user)
+        syscalls.set_parent_death_signal(signal.SIGKILL)  # changing uid (--user) cleared it
         exit_code = CANNOT_RUN
         os.execve(program, spec.command, env)
     except MiniboxError as error:
