@@ -42,15 +42,39 @@ def cli(root):
 @click.option("--rootfs", type=click.Path(), help="Use DIR as the read-only image instead of IMAGE.")
 @click.option("--chroot", "use_chroot", is_flag=True,
               help="Use chroot(2) instead of pivot_root(2) (escapable: for the lesson).")
+@click.option("-m", "--memory", metavar="SIZE", help="Memory limit, e.g. 64m (OOM kill above it).")
+@click.option("--memory-swap", metavar="SIZE", help="Memory plus swap limit; -1: unlimited swap.")
+@click.option("--cpus", metavar="N", help="CPU time limit in CPUs, e.g. 0.5.")
+@click.option("--cpu-shares", metavar="N", help="Relative CPU weight (default 1024).")
+@click.option("--pids-limit", metavar="N", help="Most processes at once (fork bombs stop here).")
+@click.option("--cgroup-parent", metavar="PATH", help="Put the cgroup under PATH instead of minibox/.")
+@click.option("--stats", "show_stats", is_flag=True,
+              help="At exit, print peak memory, CPU time and max pids.")
+@click.option("--cap-add", multiple=True, metavar="CAP",
+              help="Keep a capability beyond Docker's default set (ALL: every one).")
+@click.option("--cap-drop", multiple=True, metavar="CAP",
+              help="Drop a capability from the default set (ALL: every one).")
+@click.option("--privileged", is_flag=True,
+              help="Keep every capability, no seccomp, no masked paths (to see what opens up).")
+@click.option("--security-opt", multiple=True, metavar="OPT",
+              help="no-new-privileges[=false] or seccomp=unconfined.")
+@click.option("--read-only", is_flag=True, help="Make the root read-only (with a tmpfs /tmp).")
+@click.option("-u", "--user", metavar="USER[:GROUP]", help="Run the command as this user (ids or names).")
+@click.option("--userns", is_flag=True,
+              help="A user namespace: container root is uid 100000 on the host.")
 @click.option("--explain", is_flag=True, help="Narrate each step: syscall, man page, source line.")
 @click.option("--step", is_flag=True, help="Like --explain, and wait for Enter before each step.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="(IMAGE | --rootfs DIR) [CMD [ARG...]]")
 def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir, entrypoint,
-        volume, rootfs, use_chroot, explain, step, args):
+        volume, rootfs, use_chroot, memory, memory_swap, cpus, cpu_shares, pids_limit,
+        cgroup_parent, show_stats, cap_add, cap_drop, privileged, security_opt, read_only, user,
+        userns, explain, step, args):
     """Run a command in a new container; exit with the command's exit code.
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD."""
     from . import container, images, spec as specs, state
+    if userns and os.geteuid() != 0:
+        _refuse_rootless()
     require_root()
     args = list(args)
     image = None if rootfs else (args.pop(0) if args else None)
@@ -75,10 +99,16 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
         rootfs=specs.check_rootfs(rootfs) if rootfs else None,
         name=specs.check_name(name), hostname=hostname,
         env=specs.docker_environment(env, hostname, tty, images.environment_of(config)),
-        workdir=workdir or config.get("WorkingDir") or "/", user=config.get("User") or None,
+        workdir=workdir or config.get("WorkingDir") or "/",
+        user=specs.check_user(user) if user else config.get("User") or None,
         volumes=[specs.parse_volume(v) for v in volume],
+        mounts=specs.docker_mounts(privileged, read_only),
         interactive=interactive, tty=tty, remove=remove, detach=detach, restart=policy,
-        use_chroot=use_chroot)
+        use_chroot=use_chroot,
+        limits=specs.parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit),
+        cgroup_parent=specs.parse_cgroup_parent(cgroup_parent), stats=show_stats,
+        security=specs.security_profile(cap_add, cap_drop, privileged, security_opt),
+        privileged=privileged, read_only=read_only, userns=userns)
     if use_chroot:
         click.echo("minibox: warning: --chroot is escapable (chroot(2) does not change the "
                    "mount namespace's root); use it only for the lesson", err=True)
@@ -89,6 +119,17 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
         click.echo(container_id)
         return 0
     return container.run(spec, container_id)
+
+
+def _refuse_rootless():
+    """A non-root --userns: name what on this host forbids it, else say what is missing."""
+    from . import namespaces
+    reason = namespaces.check_unprivileged_user_namespaces()
+    if reason:
+        raise MiniboxError(f"--userns without root: {reason}")
+    raise MiniboxError("--userns without root (rootless mode) is not implemented yet: this "
+                       "host allows unprivileged user namespaces, but the runtime still needs "
+                       "root for its cgroup and PID namespace; use sudo")
 
 
 def _configure_explain(narrate, pause):

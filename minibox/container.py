@@ -12,8 +12,11 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
     unshare(cgroup)              <-----  "go"
     overlay, /proc, /dev, /sys, pivot_root, hostname, lo up
     [pty master fd]              ----->  (with -t)
+    [unshare(user) with --userns ----->  "userns"; maps written <----- "mapped"]
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
-    execve(CMD)                  <-----  start: reads exec.fifo
+                                 <-----  start: reads exec.fifo
+    seccomp, capabilities, user, no_new_privs (security.confine)
+    execve(CMD)
     (socket closes on exec: FD_CLOEXEC) -> runtime knows the exec happened
 
 Then the monitor waits for PID 1 (supervise), records its exit code in state.json, restarts
@@ -25,9 +28,11 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
 
-from . import explain, hooks, images, namespaces, network, rootfs, state, syscalls
+from . import (cgroups, explain, hooks, images, namespaces, network, rootfs, security, state,
+               syscalls)
 from . import spec as spec_module
 from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError
 
@@ -39,12 +44,13 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
 class Container:
     """A created container, as seen by its monitor."""
 
-    def __init__(self, spec, directory, pid, channel, console=None):
+    def __init__(self, spec, directory, pid, channel, cgroup, console=None):
         self.spec = spec
         self.directory = directory
         self.id = directory.id
         self.pid = pid              # the init's PID on the host
         self.channel = channel      # our end of the socketpair
+        self.cgroup = cgroup        # cgroups.Cgroup: limits, stats, OOM kills
         self.console = console      # the pty master, with -t
 
 
@@ -65,8 +71,11 @@ def create(spec, container_id=None):
         spec.save(directory.file("spec.json"))
         for scratch in ("upper", "work", "rootfs"):
             os.mkdir(directory.file(scratch), 0o755)
-        # 2. (cgroup: created here, before the init exists)
-        return spawn(spec, directory)
+        # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
+        cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent)
+        directory.record("cgroup", paths=cgroup.paths())
+        _create_cgroup(cgroup, spec.limits, "\n              ".join(cgroup.plan(spec.limits)))
+        return spawn(spec, directory, cgroup)
     except BaseException:
         directory.release_all()
         raise
@@ -76,12 +85,12 @@ def _lowerdir(spec):
     return ":".join([spec.rootfs] if spec.rootfs else images.image_layers(spec.image))
 
 
-def spawn(spec, directory):
+def spawn(spec, directory, cgroup):
     """Steps 3-4 (again for each restart): fork a fresh init and take it to `created`."""
-    # The fifo is world-writable like runc's (0622): the init reopens it after switching
-    # to process.user; only the init holds a way to it (the directory is 0711).
-    os.mkfifo(directory.file("exec.fifo"))
-    os.chmod(directory.file("exec.fifo"), 0o622)
+    os.mkfifo(directory.file("exec.fifo"), 0o600)
+    if spec.userns:  # the init opens it as container root, i.e. host uid 100000
+        os.chown(directory.file("exec.fifo"), namespaces.USERNS_HOST_BASE,
+                 namespaces.USERNS_HOST_BASE)
     channel, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     # 3. Fork the init into a new PID namespace; it unshares the others itself. A PID
     #    namespace dies with its PID 1, so a restarted container gets a fresh one too.
@@ -98,14 +107,47 @@ def spawn(spec, directory):
     directory.record("process", pid=pid, start_time=state.process_start_time(pid))
     # 4. Host-side setup while the init waits in its new namespaces.
     _expect(channel, b"ready", pid)
+    _join_cgroup(cgroup, pid)
     hooks.run(spec, ("prestart", "createRuntime"), _hook_state(directory, "creating", pid))
     channel.send(b"go")
+    if spec.userns:
+        _expect(channel, b"userns", pid)
+        namespaces.write_id_maps(pid)
+        channel.send(b"mapped")
     console = None
     if spec.tty:
         console = _receive_console(channel, pid)
     _expect(channel, b"created", pid)
     directory.update(status="created", pid=pid, pid_start=state.process_start_time(pid))
-    return Container(spec, directory, pid, channel, console)
+    return Container(spec, directory, pid, channel, cgroup, console)
+
+
+@explain.step("Create the container's cgroup and write its limits: the kernel enforces them "
+              "on every process put in it", syscall="{plan}", man="cgroups(7)")
+def _create_cgroup(cgroup, limits, plan):
+    """`plan` is the narration: each mkdir and control file, with its twin in the other
+    cgroup version."""
+    try:
+        cgroup.create(limits)
+    except cgroups.CgroupError as error:
+        raise MiniboxError(str(error)) from None
+
+
+@explain.step("Move the init into the cgroup, before it runs a single instruction of the "
+              "user's", syscall='echo {pid} > cgroup.procs (v1: in every hierarchy)',
+              man="cgroups(7)")
+def _join_cgroup(cgroup, pid):
+    cgroup.add(pid)
+
+
+def _release_cgroup(entry):
+    try:
+        cgroups.remove_cgroup_dirs(entry["paths"])
+    except cgroups.CgroupError as error:
+        raise MiniboxError(str(error)) from None
+
+
+state.RELEASE["cgroup"] = _release_cgroup
 
 
 def _initial_state(spec, directory):
@@ -167,12 +209,18 @@ def _init(spec, directory, channel):
         if spec.tty:
             terminal.open_console(channel)
         os.chdir(spec.workdir)
-        env = spec.env if "HOME" in spec.env else dict(spec.env, HOME=home_directory(spec.uid))
+        env = spec.env if "HOME" in spec.env else dict(spec.env, HOME=home_directory(spec.user))
         program = find_program(spec.command[0], env.get("PATH", spec_module.DEFAULT_PATH))
-        switch_user(spec)
+        if spec.userns:
+            namespaces.enter_user_namespace()
+            channel.send(b"userns")
+            if channel.recv(16) != b"mapped":
+                return
+            namespaces.become_namespace_root()
         _close_inherited_fds()
         channel.send(b"created")
         _wait_for_start(exec_fifo)
+        confine(spec)
         exit_code = CANNOT_RUN
         os.execve(program, spec.command, env)
     except MiniboxError as error:
@@ -218,12 +266,15 @@ def _build_root(spec, directory):
     """The container's root filesystem, still seen from the host's tree: returns its path."""
     merged = directory.file("rootfs")
     rootfs.make_mounts_private()
+    # `run`: no device node made inside may be opened, unless --privileged (see
+    # rootfs.make_default_devices). An OCI bundle says so in its mount options instead.
+    nodev = spec.root_path is None and not spec.privileged
     if spec.root_path is None:
         rootfs.mount_overlay(_lowerdir(spec), directory.file("upper"), directory.file("work"),
-                             merged)
+                             merged, nodev)
     else:
         rootfs.bind_root(spec.root_path, merged)
-    for entry in spec.mounts + [volume.mount() for volume in spec.volumes]:
+    for entry in spec.mounts + [volume.mount(nodev) for volume in spec.volumes]:
         rootfs.mount_entry(merged, entry.destination, entry.type, entry.source, entry.options,
                            own_cgroup_namespace="cgroup" in spec.namespaces)
     for device in spec.devices:
@@ -236,8 +287,8 @@ def _build_root(spec, directory):
     rootfs.mask_paths(merged, spec.masked_paths, spec.readonly_paths)
     # docker run -w and runc both create a missing working directory (before `readonly`).
     os.makedirs(rootfs.path_in_root(merged, spec.workdir), exist_ok=True)
-    if spec.readonly_root:
-        rootfs.make_root_readonly(merged)
+    if spec.read_only:
+        rootfs.make_root_read_only(merged, nodev)
     return merged
 
 
@@ -253,16 +304,15 @@ def _set_process_limits(spec):
             score.write(str(spec.oom_score_adj))
 
 
-@explain.step("Become the spec's user: supplementary groups, group, then user",
-              syscall="setgroups(2), setgid(2), setuid(2); umask(2)", man="credentials(7)")
-def switch_user(spec):
-    # Groups and gid first: after setuid to a non-zero uid we no longer hold CAP_SETGID.
+def confine(spec):
+    """The last steps before execve(2), for PID 1 and for `exec`: umask, then what
+    security.confine gives up (seccomp, capabilities, user, no_new_privs). Last, so that
+    everything before still runs as root with every capability."""
     if spec.umask is not None:
         os.umask(spec.umask)
-    if (spec.uid, spec.gid, spec.additional_gids) != (0, 0, []):
-        os.setgroups(spec.additional_gids)
-        os.setgid(spec.gid)
-        os.setuid(spec.uid)
+    security.confine(spec.security or security.SecurityProfile(), spec.user,
+                     spec.additional_gids)
+    syscalls.set_parent_death_signal(signal.SIGKILL)  # changing uid (--user) cleared it
 
 
 def _report(channel, exit_code, message):
@@ -272,13 +322,14 @@ def _report(channel, exit_code, message):
         pass
 
 
-def home_directory(uid):
+def home_directory(user):
     """HOME for a spec that sets none, from the container's /etc/passwd (as runc does)."""
+    name = (user or "0").partition(":")[0]
     try:
         with open("/etc/passwd") as passwd:
             for line in passwd:
                 fields = line.split(":")
-                if len(fields) > 5 and fields[2] == str(uid):
+                if len(fields) > 5 and name in (fields[0], fields[2]):
                     return fields[5]
     except OSError:
         pass
@@ -407,7 +458,10 @@ def confirm_exec(container):
 def wait(container):
     """Wait for PID 1 to exit and record how it ended; return its exit code."""
     exit_code = wait_for(container.pid, container.console, container.spec.interactive)
-    container.directory.update(status="stopped", exit_code=exit_code, finished=time.time())
+    # Read while the cgroup still exists: `minibox stats` and --stats show these later.
+    container.stats, container.oom_kills = container.cgroup.stats(), container.cgroup.oom_kills()
+    container.directory.update(status="stopped", exit_code=exit_code, finished=time.time(),
+                               stats=vars(container.stats), oom_kills=container.oom_kills)
     return exit_code
 
 
@@ -434,22 +488,22 @@ def wait_for(pid, console=None, interactive=False):
 
 def supervise(container):
     """Wait for PID 1 and restart it while the restart policy says so (and nobody ran
-    `minibox stop`); return the last exit code."""
+    `minibox stop`); return the last incarnation and its exit code."""
     directory, spec = container.directory, container.spec
     restarts = 0
     while True:
         exit_code = wait(container)
         if not spec.restart.should_restart(exit_code, restarts):
-            return exit_code
+            return container, exit_code
         restarts += 1
         if _stop_requested(directory) or not directory.update(
                 only_from=("stopped",), status="restarting", restarts=restarts):
-            return exit_code
+            return container, exit_code
         time.sleep(min(0.1 * 2 ** restarts, 5))  # Docker doubles its delay between restarts too
         if _stop_requested(directory):
             directory.update(status="stopped")
-            return exit_code
-        container = spawn(spec, directory)
+            return container, exit_code
+        container = spawn(spec, directory, container.cgroup)
         start(container)
 
 
@@ -478,9 +532,28 @@ def run(spec, container_id=None, ready=None, wait_for_start=False):
         confirm_exec(container)
         if ready is not None and not wait_for_start:
             ready(container)
-        return supervise(container)
+        container, exit_code = supervise(container)
     finally:
         release(container)
+    return _report_usage(container, exit_code)
+
+
+def _report_usage(container, exit_code):
+    """--stats, and the OOM killer's verdict: Docker only shows it in `inspect` (OOMKilled),
+    but a bare exit code 137 looks the same as `kill -9`."""
+    short_id = container.id[:12]
+    if container.spec.stats:
+        sys.stderr.write(f"minibox: container {short_id}: {container.stats.describe()}\n")
+    if container.oom_kills:
+        memory = container.spec.limits.memory
+        limit = "no memory limit" if memory is None else f"memory limit {cgroups.format_size(memory)}"
+        if exit_code == 128 + signal.SIGKILL:
+            raise MiniboxError(f"container {short_id} was killed by the OOM killer ({limit})",
+                               exit_code)
+        killed = "a process" if container.oom_kills == 1 else f"{container.oom_kills} processes"
+        sys.stderr.write(f"minibox: warning: the OOM killer killed {killed} in container "
+                         f"{short_id} ({limit})\n")
+    return exit_code
 
 
 def remove(reference, force=False):

@@ -12,18 +12,21 @@ process joins it by joining them, the way nsenter(1) and runc exec do:
    to the root fd and chroot(".") follow.
 4. fork(2): setns(CLONE_NEWPID) only decides the PID namespace of *children* (like
    unshare, pid_namespaces(7)); the child gets a PID in the container and shows up in its
-   `ps`. It execs the command; we wait, pass signals on and exit with its code.
+   `ps`. It gives up what PID 1 gave up (container.confine: capabilities, seccomp, user)
+   and execs the command; we wait, pass signals on and exit with its code.
 """
 import os
 
-from . import container, rootfs, terminal
+from . import container, namespaces, rootfs, terminal
 from .errors import CANNOT_RUN, MiniboxError
 from .explain import step
 from .spec import DEFAULT_PATH
 
-# Joined in this order (runc's nsenter): the mount namespace last but one, since after it
-# paths mean the container's; cgroup last, once we are in the container's cgroups.
-NAMESPACE_ORDER = ("ipc", "uts", "net", "pid", "mnt", "cgroup")
+# Joined in this order: the mount namespace late, since after it paths mean the container's;
+# cgroup once we are in the container's cgroups; user (--userns) last of all, because it
+# owns none of the others (namespaces.enter_user_namespace): joined first, it would leave
+# us without the capabilities the other setns(2) calls need.
+NAMESPACE_ORDER = ("ipc", "uts", "net", "pid", "mnt", "cgroup", "user")
 
 
 def exec_in(pid, spec, command, tty=False, interactive=False):
@@ -32,30 +35,34 @@ def exec_in(pid, spec, command, tty=False, interactive=False):
     namespace_fds = _open_namespaces(pid)
     root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     join_cgroups(pid)
-    for kind, fd in namespace_fds:
+    user_namespace = namespace_fds.pop("user", None)
+    for kind, fd in namespace_fds.items():
         _join(kind, fd)
     os.fchdir(root)
     os.chroot(".")
     os.close(root)
+    if user_namespace is not None:
+        _join("user", user_namespace)
     console = None
     if tty:
         console, terminal_fd = os.openpty()  # from the container's devpts: we are inside now
     child = os.fork()
     if child == 0:
-        _exec_child(spec, command, terminal_fd if tty else None, interactive or tty)
+        _exec_child(spec, command, terminal_fd if tty else None, interactive or tty,
+                    user_namespace is not None)
     if tty:
         os.close(terminal_fd)
     return container.wait_for(child, console, interactive)
 
 
 def _open_namespaces(pid):
-    opened = []
+    opened = {}
     for kind in NAMESPACE_ORDER:
         ours = "pid_for_children" if kind == "pid" else kind
         try:
             if os.stat(f"/proc/{pid}/ns/{kind}").st_ino == os.stat(f"/proc/self/ns/{ours}").st_ino:
                 continue  # shared with the host (or not asked for in config.json)
-            opened.append((kind, os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)))
+            opened[kind] = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise MiniboxError("the container stopped") from None
     return opened
@@ -84,7 +91,7 @@ def join_cgroups(pid):
                                ) from None
 
 
-def _exec_child(spec, command, terminal_fd, keep_stdin):
+def _exec_child(spec, command, terminal_fd, keep_stdin, in_user_namespace):
     """In the forked child, now a process of the container: never returns."""
     exit_code = CANNOT_RUN
     try:
@@ -100,7 +107,9 @@ def _exec_child(spec, command, terminal_fd, keep_stdin):
             os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
         os.chdir(spec.workdir)
         program = container.find_program(command[0], spec.env.get("PATH", DEFAULT_PATH))
-        container.switch_user(spec)
+        if in_user_namespace:
+            namespaces.become_namespace_root()
+        container.confine(spec)
         os.execve(program, command, spec.env)
     except MiniboxError as error:
         exit_code = error.exit_code

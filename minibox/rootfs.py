@@ -79,15 +79,15 @@ def make_mounts_private():
 
 
 @step("Stack a private writable layer on the read-only image with overlayfs",
-      syscall='mount("overlay", "{merged}", "overlay", 0, '
+      syscall='mount("overlay", "{merged}", "overlay", nodev={nodev}, '
               '"lowerdir={lowerdir},upperdir={upper},workdir={work}")',
       man="https://docs.kernel.org/filesystems/overlayfs.html")
-def mount_overlay(lowerdir, upper, work, merged):
+def mount_overlay(lowerdir, upper, work, merged, nodev=True):
     # Writes go to `upper` (copy-up on first write); the image below is never touched, so
     # any number of containers share one image. The mount also makes `merged` a mount point,
     # which pivot_root(2) requires of new_root (else EBUSY/EINVAL).
     try:
-        mount("overlay", merged, "overlay", 0,
+        mount("overlay", merged, "overlay", MS_NODEV if nodev else 0,
               f"lowerdir={lowerdir},upperdir={upper},workdir={work}")
     except OSError as error:
         raise MiniboxError(f"cannot mount the overlay for the root filesystem: {error}") from None
@@ -167,7 +167,7 @@ def mount_entry(rootfs, destination, fstype, source, options, own_cgroup_namespa
     if propagation:
         mount(None, target, None, propagation)
     if destination == "/dev" and fstype == "tmpfs":
-        make_default_devices(target)
+        make_default_devices(target, bind=bool(flags & MS_NODEV))
 
 
 def _make_mount_point(target, directory):
@@ -231,12 +231,25 @@ def cgroup_directories(pid):
     return found
 
 
-@step("Fill the tmpfs /dev: null, zero, full, random, urandom, tty and the /dev/fd links",
-      syscall="mknod(path, S_IFCHR|0666, makedev(major, minor)); symlink(...)",
-      man="mknod(2), devices.txt in the kernel docs")
-def make_default_devices(dev):
+@step("Fill the tmpfs /dev: null, zero, full, random, urandom, tty (bound from the host's "
+      "when /dev is nodev, else made with mknod(2) as runc does) and the /dev/fd links",
+      syscall='mount("/dev/null", "{dev}/null", NULL, MS_BIND) or mknod(...); symlink(...)',
+      man="mount(2), mknod(2)")
+def make_default_devices(dev, bind):
+    # Never bind the host's /dev: it holds the host's disks. Only six harmless nodes are
+    # bound in, one by one. Binding instead of mknod(2) is what lets /dev be nodev: the kernel
+    # refuses to open any device node on a nodev mount (EACCES), so a node the container
+    # makes itself with CAP_MKNOD -- say, of the host's disk -- is useless, while each bound
+    # node is a mount of the host's /dev and works. Docker gets the same from its device
+    # cgroup (v1 devices.deny, v2 an eBPF program); nodev needs neither. It also works in a
+    # user namespace, where mknod(2) is not allowed at all.
     for name, (major, minor) in DEVICES.items():
-        create_device(os.path.join(dev, name), "c", major, minor)
+        target = os.path.join(dev, name)
+        if bind:
+            open(target, "x").close()
+            mount(os.path.join("/dev", name), target, None, MS_BIND)
+        else:
+            create_device(target, "c", major, minor)
     for name, target in DEV_LINKS.items():
         os.symlink(target, os.path.join(dev, name))
 
@@ -299,12 +312,14 @@ def pivot_to(rootfs):
     os.chdir("/")
 
 
-@step("Make the root filesystem read-only (OCI root.readonly)",
+@step("Make the root filesystem read-only (--read-only, OCI root.readonly)",
       syscall='mount(NULL, "{rootfs}", NULL, MS_BIND|MS_REMOUNT|MS_RDONLY, NULL)',
       man="mount(2) 'Remounting an existing mount'")
-def make_root_readonly(rootfs):
-    # Only this one mount: /proc, /dev, /tmp... mounted on top keep their own flags.
-    mount(None, rootfs, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+def make_root_read_only(rootfs, nodev=True):
+    # Only the root mount turns read-only: /proc, /dev, /tmp and volumes are mounts of their
+    # own. MS_REMOUNT|MS_BIND changes the per-mount flags and replaces all of them, so nodev
+    # must be given again.
+    mount(None, rootfs, None, MS_BIND | MS_REMOUNT | MS_RDONLY | (MS_NODEV if nodev else 0))
 
 
 @step("Set the propagation of the new root (OCI rootfsPropagation: {kind})",

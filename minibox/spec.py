@@ -15,6 +15,7 @@ import json
 import os
 import re
 
+from .cgroups import limits as cgroup_limits
 from .errors import MiniboxError
 from .rootfs import MASKED_PATHS, READONLY_PATHS
 
@@ -50,6 +51,19 @@ DEFAULT_MOUNTS = (
 )
 
 
+def docker_mounts(privileged=False, read_only=False):
+    """`minibox run`'s mounts. /dev is nodev unless --privileged: no device node the
+    container makes itself can be opened (rootfs.make_default_devices binds the few it
+    needs); --read-only adds a writable tmpfs /tmp."""
+    mounts = [Mount(m.destination, m.type, m.source,
+                    m.options + ["nodev"] if m.destination == "/dev" and not privileged
+                    else m.options) for m in DEFAULT_MOUNTS]
+    if read_only:
+        mounts.append(Mount("/tmp", "tmpfs", "tmpfs",
+                            ["nosuid", "nodev", "mode=1777", "size=65536k"]))
+    return mounts
+
+
 class Volume:
     """-v: a host directory bind-mounted into the container."""
 
@@ -58,10 +72,10 @@ class Volume:
         self.container_path = container_path
         self.readonly = readonly
 
-    def mount(self):
+    def mount(self, nodev=True):
         """The same as an OCI mount entry."""
         return Mount(self.container_path, "bind", self.host_path,
-                     ["rbind", "ro" if self.readonly else "rw"])
+                     ["rbind", "ro" if self.readonly else "rw"] + (["nodev"] if nodev else []))
 
 
 class RestartPolicy:
@@ -85,18 +99,17 @@ class ContainerSpec:
 
     def __init__(self, command, image=None, rootfs=None, name=None, hostname=None, env=None,
                  workdir="/", volumes=(), interactive=False, tty=False, remove=False,
-                 use_chroot=False, user=None, detach=False, restart=None, root_path=None,
-                 readonly_root=False, mounts=DEFAULT_MOUNTS, namespaces=DOCKER_NAMESPACES,
-                 masked_paths=MASKED_PATHS, readonly_paths=READONLY_PATHS,
-                 rootfs_propagation=None, sysctl=None, devices=(), uid=0, gid=0,
-                 additional_gids=(), umask=None, rlimits=(), oom_score_adj=None,
-                 capabilities=None, no_new_privileges=None, resources=None, hooks=None,
-                 annotations=None, bundle=None):
+                 use_chroot=False, user=None, limits=None, cgroup_parent=None, stats=False,
+                 security=None, privileged=False, read_only=False, userns=False, detach=False,
+                 restart=None, root_path=None, mounts=DEFAULT_MOUNTS,
+                 namespaces=DOCKER_NAMESPACES, masked_paths=MASKED_PATHS,
+                 readonly_paths=READONLY_PATHS, rootfs_propagation=None, sysctl=None,
+                 devices=(), additional_gids=(), umask=None, rlimits=(), oom_score_adj=None,
+                 hooks=None, annotations=None, bundle=None):
         self.command = list(command)
         self.image = image              # a name from the image store, or None with rootfs
         self.rootfs = rootfs            # --rootfs: any directory as the read-only lower layer
         self.root_path = root_path      # OCI root.path: used in place, no overlay (like runc)
-        self.readonly_root = readonly_root
         self.name = name
         self.hostname = hostname
         self.env = dict(env or {})      # the complete environment of the command
@@ -107,29 +120,32 @@ class ContainerSpec:
         # missing stays the host's.
         self.namespaces = dict(namespaces) if isinstance(namespaces, dict) else \
             dict.fromkeys(namespaces)
-        self.masked_paths = list(masked_paths)
-        self.readonly_paths = list(readonly_paths)
+        self.privileged = privileged    # --privileged: also no masked paths, devices allowed
+        self.masked_paths = [] if privileged else list(masked_paths)
+        self.readonly_paths = [] if privileged else list(readonly_paths)
         self.rootfs_propagation = rootfs_propagation
         self.sysctl = dict(sysctl or {})
         self.devices = list(devices)    # OCI linux.devices entries
-        self.user = user                # UID[:GID]: the image's User (security.py applies it)
-        self.uid, self.gid = uid, gid   # OCI process.user
-        self.additional_gids = list(additional_gids)
-        self.umask = umask
-        self.rlimits = [list(r) for r in rlimits]  # [RLIMIT_NAME, soft, hard]
-        self.oom_score_adj = oom_score_adj
-        self.capabilities = capabilities  # OCI process.capabilities; None: the default set
-        self.no_new_privileges = no_new_privileges
-        self.resources = dict(resources or {})  # OCI linux.resources, for the cgroup
-        self.hooks = dict(hooks or {})  # OCI hooks, by stage
-        self.annotations = dict(annotations or {})
-        self.bundle = bundle            # OCI: the bundle directory; None for `minibox run`
         self.interactive = interactive  # -i: keep stdin attached
         self.tty = tty                  # -t: a pseudo-terminal made inside the container
         self.remove = remove            # --rm
         self.detach = detach            # -d: stdout/stderr go to the container's log file
         self.restart = restart or RestartPolicy()
         self.use_chroot = use_chroot    # --chroot: the escapable way, for the lesson
+        self.limits = limits or cgroup_limits.Limits()  # -m, --cpus, --pids-limit ...
+        self.cgroup_parent = cgroup_parent  # --cgroup-parent, below each hierarchy's root
+        self.stats = stats              # --stats: print peak memory, CPU time, max pids at exit
+        self.user = user                # --user or the image's User: USER[:GROUP], names or ids
+        self.additional_gids = list(additional_gids)  # OCI process.user.additionalGids
+        self.umask = umask              # OCI process.user.umask
+        self.security = security        # a security.SecurityProfile (None: Docker's defaults)
+        self.read_only = read_only      # --read-only, OCI root.readonly: the root read-only
+        self.userns = userns            # --userns: container root is host uid 100000
+        self.rlimits = [list(r) for r in rlimits]  # [RLIMIT_NAME, soft, hard]
+        self.oom_score_adj = oom_score_adj
+        self.hooks = dict(hooks or {})  # OCI hooks, by stage
+        self.annotations = dict(annotations or {})
+        self.bundle = bundle            # OCI: the bundle directory; None for `minibox run`
 
     def to_json(self):
         """A JSON-ready dict (what `inspect` shows and spec.json holds)."""
@@ -137,6 +153,10 @@ class ContainerSpec:
         for name in ("mounts", "volumes"):
             fields[name] = [vars(item) for item in fields[name]]
         fields["restart"] = vars(self.restart)
+        fields["limits"] = vars(self.limits)
+        if self.security is not None:
+            fields["security"] = dict(vars(self.security),
+                                      capabilities=sorted(self.security.capabilities))
         return fields
 
     def save(self, path):
@@ -150,6 +170,10 @@ class ContainerSpec:
         fields["mounts"] = [Mount(**m) for m in fields["mounts"]]
         fields["volumes"] = [Volume(**v) for v in fields["volumes"]]
         fields["restart"] = RestartPolicy(**fields["restart"])
+        fields["limits"] = cgroup_limits.Limits(**fields["limits"])
+        if fields["security"] is not None:
+            from . import security
+            fields["security"] = security.SecurityProfile(**fields["security"])
         return cls(**fields)
 
 
@@ -313,7 +337,7 @@ def from_oci_config(config, bundle, check):
         check.fail(f"process.cwd must be absolute, not {cwd!r}")
     return ContainerSpec(
         command=args, root_path=root_path,
-        readonly_root=check.get(root, "readonly", bool, False, "root."),
+        read_only=check.get(root, "readonly", bool, False, "root."),
         hostname=hostname, env=_oci_env(process, check), workdir=cwd,
         mounts=_oci_mounts(config, bundle, check), namespaces=namespaces,
         masked_paths=check.strings(linux, "maskedPaths", "linux."),
@@ -321,15 +345,13 @@ def from_oci_config(config, bundle, check):
         rootfs_propagation=_oci_propagation(linux, check),
         sysctl=_oci_sysctl(linux, namespaces, check),
         devices=_oci_devices(linux, check),
-        uid=check.get(user, "uid", int, 0, "process.user."),
-        gid=check.get(user, "gid", int, 0, "process.user."),
+        user="{}:{}".format(check.get(user, "uid", int, 0, "process.user."),
+                            check.get(user, "gid", int, 0, "process.user.")),
         additional_gids=check.get(user, "additionalGids", list, [], "process.user."),
         umask=check.get(user, "umask", int, None, "process.user."),
         rlimits=_oci_rlimits(process, check),
         oom_score_adj=check.get(process, "oomScoreAdj", int, None, "process."),
-        capabilities=_oci_capabilities(process, check),
-        no_new_privileges=check.get(process, "noNewPrivileges", bool, False, "process."),
-        resources=check.get(linux, "resources", dict, {}, "linux."),
+        security=_oci_security(process, linux, check), limits=_oci_limits(linux, check),
         hooks=_oci_hooks(config, check),
         annotations=check.get(config, "annotations", dict, {}), bundle=bundle)
 
@@ -439,17 +461,42 @@ def _oci_rlimits(process, check):
     return rlimits
 
 
-def _oci_capabilities(process, check):
-    import prctl
-    capabilities = check.get(process, "capabilities", dict, None, "process.")
-    if capabilities is None:
-        return None
-    known = set(prctl.ALL_CAP_NAMES) - {"last_cap"}
+def _oci_security(process, linux, check):
+    """process.capabilities (the bounding set: minibox gives every set the same names),
+    noNewPrivileges, and linux.seccomp -- whose rules are not read: a config that asks for
+    a filter gets minibox's built-in one (security.py)."""
+    from . import security
+    capabilities = check.get(process, "capabilities", dict, {}, "process.")
     for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
         for name in check.strings(capabilities, kind, "process.capabilities."):
-            if not name.startswith("CAP_") or name[4:].lower() not in known:
+            try:
+                security.capability_name(name)
+            except ValueError:
                 check.fail(f"unknown capability {name!r} in process.capabilities.{kind}")
-    return {kind: check.strings(capabilities, kind) for kind in capabilities}
+    keep = {security.capability_name(n) for n in check.strings(capabilities, "bounding")}
+    return security.SecurityProfile(
+        keep, no_new_privileges=check.get(process, "noNewPrivileges", bool, False, "process."),
+        seccomp="seccomp" in linux)
+
+
+def _oci_limits(linux, check):
+    """linux.resources (memory, cpu, pids) as the cgroup module's Limits."""
+    resources = check.get(linux, "resources", dict, {}, "linux.")
+    memory = check.get(resources, "memory", dict, {}, "linux.resources.")
+    cpu = check.get(resources, "cpu", dict, {}, "linux.resources.")
+    pids = check.get(resources, "pids", dict, {}, "linux.resources.")
+    quota = check.get(cpu, "quota", int, None, "linux.resources.cpu.")
+    period = check.get(cpu, "period", int, 100000, "linux.resources.cpu.")
+    limits = cgroup_limits.Limits(
+        memory=check.get(memory, "limit", int, None, "linux.resources.memory."),
+        memory_swap=check.get(memory, "swap", int, None, "linux.resources.memory."),
+        cpus=quota / period if quota and quota > 0 and period > 0 else None,
+        cpu_shares=check.get(cpu, "shares", int, None, "linux.resources.cpu."),
+        pids=check.get(pids, "limit", int, None, "linux.resources.pids."))
+    for name, value in vars(limits).items():
+        if value is not None and value != -1 and value <= 0:
+            check.fail(f"linux.resources: {name} must be positive")
+    return limits
 
 
 def _oci_hooks(config, check):
@@ -507,3 +554,57 @@ def write_default_config(bundle):
     with open(path, "w") as out:
         json.dump(default_config(), out, indent=2)
         out.write("\n")
+def parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit):
+    """-m, --memory-swap, --cpus, --cpu-shares, --pids-limit -> Limits (cgroups/limits.py)."""
+    return _one_line(cgroup_limits.parse_limits, memory, memory_swap, cpus, cpu_shares, pids_limit)
+
+
+def parse_cgroup_parent(text):
+    return None if text is None else _one_line(cgroup_limits.parse_cgroup_parent, text)
+
+
+def _one_line(parse, *texts):
+    try:
+        return parse(*texts)
+    except ValueError as error:
+        raise MiniboxError(str(error)) from None
+
+
+def check_user(text):
+    """--user USER[:GROUP]: ids or names; names are looked up in the container's own
+    /etc/passwd and /etc/group at start (security.resolve_user), as docker run does."""
+    user, _, group = text.partition(":")
+    if not user or ":" in group or any(c.isspace() for c in text):
+        raise MiniboxError(f"invalid --user {text!r}: expected USER[:GROUP], e.g. 1000:1000")
+    return text
+
+
+def parse_security_options(options):
+    """--security-opt no-new-privileges[=true|false] | seccomp=unconfined
+    -> (no_new_privileges, seccomp), both on by default."""
+    no_new_privileges, seccomp = True, True
+    for option in options:
+        key, _, value = option.replace(":", "=", 1).partition("=")
+        if key == "no-new-privileges" and value in ("", "true", "false"):
+            no_new_privileges = value != "false"
+        elif key == "seccomp" and value == "unconfined":
+            seccomp = False
+        elif key == "seccomp":
+            raise MiniboxError(f"--security-opt {option}: only seccomp=unconfined is supported "
+                               "(the default filter is built into minibox/security.py)")
+        else:
+            raise MiniboxError(f"invalid --security-opt {option!r}: expected "
+                               "no-new-privileges[=true|false] or seccomp=unconfined")
+    return no_new_privileges, seccomp
+
+
+def security_profile(cap_add=(), cap_drop=(), privileged=False, security_options=()):
+    """The flags' SecurityProfile. --privileged keeps every capability and, as in Docker, turns
+    seccomp off too; capability names are checked here, before anything is made."""
+    from . import security
+    no_new_privileges, seccomp = parse_security_options(security_options)
+    try:
+        capabilities = security.resolve_capabilities(cap_add, cap_drop, privileged)
+    except ValueError as error:
+        raise MiniboxError(str(error)) from None
+    return security.SecurityProfile(capabilities, no_new_privileges, seccomp and not privileged)

@@ -123,9 +123,6 @@ def test_image_user_is_applied(box):
     box("image", "import", "--name", "user",
         write_archive(box, ib.docker_save(layers, {"User": "1000:1001"}), "file"))
     status = box("run", "--rm", "user", "cat", "/proc/self/status").stdout.decode()
-    if "\nUid:\t0\t" in status:
-        pytest.xfail("User reaches ContainerSpec.user (unit: test_run_applies_the_image_config) "
-                     "but nothing applies it yet: security.py's --user must use spec.user")
     assert "\nUid:\t1000\t1000\t1000\t1000\n" in status
     assert "\nGid:\t1001\t1001\t1001\t1001\n" in status
 
