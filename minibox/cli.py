@@ -257,9 +257,7 @@ def ps(show_all, quiet):
                      f"{_ago(now - current['created'])} ago", _describe(status, current, now),
                      str(current.get("restarts", 0)),
                      str(current["pid"]) if status in ("created", "running") else ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    _print_table(rows)
 
 
 def _ago(seconds):
@@ -354,6 +352,34 @@ def _is_signal(text):
     except MiniboxError:
         return False
     return True
+
+
+@cli.command()
+@click.option("--no-stream", is_flag=True, help="Print one sample and exit.")
+@click.argument("references", nargs=-1, metavar="[CONTAINER...]")
+def stats(no_stream, references):
+    """Show running containers' CPU, memory and processes, from their cgroups."""
+    from . import cgroups, control
+    require_root()
+    while True:
+        rows = [("CONTAINER ID", "NAME", "CPU %", "MEM PEAK / LIMIT", "PIDS")]
+        for directory, name, cpu, usage, limit, pids in control.usage(
+                0.5 if no_stream else 1.0, references):
+            memory = "n/a" if usage.memory_peak is None else cgroups.format_size(usage.memory_peak)
+            rows.append((directory.id[:12], name or "", "n/a" if cpu is None else f"{cpu:.1f}%",
+                         f"{memory} / {'-' if limit is None else cgroups.format_size(limit)}",
+                         str(pids)))
+        if not no_stream:
+            click.echo("\033[2J\033[H", nl=False)  # clear the terminal, like `docker stats`
+        _print_table(rows)
+        if no_stream:
+            return
+
+
+def _print_table(rows):
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 @cli.command()

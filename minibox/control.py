@@ -151,6 +151,33 @@ def logs(reference, out, follow=False, tail=None):
                 time.sleep(0.1)
 
 
+def usage(interval=0.5, references=()):
+    """`minibox stats`: per running container, CPU use over `interval` seconds (from the
+    cgroup's CPU time: cpuacct.usage on v1, cpu.stat on v2), peak memory and limit, and the
+    processes in it now. Returns (directory, name, cpu %, stats, memory limit, pids)."""
+    from . import cgroups
+    found = [load(r) for r in references] if references else containers()
+    running = [(directory, current) for directory, current, status in found
+               if status == "running"]
+    groups = []
+    for directory, current in running:
+        spec = _saved_spec(directory)
+        groups.append((directory, current, spec, cgroups.cgroup_for(directory.id,
+                                                                    spec.cgroup_parent)))
+    before = [group.stats().cpu_seconds for *_, group in groups]
+    time.sleep(interval)
+    rows = []
+    for (directory, current, spec, group), cpu_before in zip(groups, before):
+        try:
+            now, pids = group.stats(), len(group.pids())
+        except OSError:
+            continue  # it stopped meanwhile
+        cpu = None if None in (now.cpu_seconds, cpu_before) else \
+            100 * (now.cpu_seconds - cpu_before) / interval
+        rows.append((directory, current.get("name"), cpu, now, spec.limits.memory, pids))
+    return rows
+
+
 def inspect(reference):
     """What `minibox inspect` prints: config, state, pid, cgroup, mounts, addresses."""
     directory, current, status = load(reference)

@@ -253,3 +253,16 @@ def test_sigkill_of_the_monitor_then_gc_leaves_nothing(minibox):
     assert re.search(r"Exited \(255\)", minibox.status(kept))
     minibox("rm", kept)
     assert leftovers(minibox.root, mounts_before, [removed, kept]) == {}
+
+
+def test_stats_reads_cpu_memory_and_pids_from_the_cgroup(minibox):
+    busy = minibox.run_detached("--name", "busy", "-m", "32m", "busybox", "sh", "-c",
+                                "while :; do :; done")
+    idle = minibox.run_detached("--name", "idle", "busybox", "sleep", "60")
+    rows = {line.split()[1]: line.split() for line in
+            minibox("stats", "--no-stream").stdout.splitlines()[1:]}
+    assert set(rows) == {"busy", "idle"}
+    assert rows["busy"][0] == busy[:12] and rows["idle"][0] == idle[:12]
+    assert float(rows["busy"][2].rstrip("%")) > 20  # a spinning shell (2 CPUs, busy host)
+    assert float(rows["idle"][2].rstrip("%")) < 10
+    assert rows["busy"][-4:] == ["/", "32", "MiB", "1"]  # limit 32 MiB, one process
