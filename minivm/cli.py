@@ -169,7 +169,7 @@ def run(args, started: float) -> int:
     narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
                   f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
                   code_of(initramfs.run_archive))
-    initrd = initramfs.write_initrd(base, run_archive)
+    initrd = initramfs.write_initrd(base, run_archive, nonce)
     phases.append(("initramfs ready", time.monotonic() - started))
 
     config = qemu.VMConfig(kernel=guest_kernel.vmlinux, initrd=initrd, memory_mib=memory,

@@ -14,26 +14,23 @@ turns LF into CR LF), so the command's bytes reach the host exactly as printed. 
 random per run, so the command cannot forge a protocol line by accident.
 """
 import os
-from collections import deque
+from collections import deque, namedtuple
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 KERNEL_LINES_KEPT = 12
 
 
-@dataclass
-class Event:
-    """One protocol line: name is "init", "notfound" or "exit"; value is the text after "="."""
-    name: str
-    value: str = ""
+# One protocol line: name is "init", "notfound" or "exit"; value is the text after "=".
+Event = namedtuple("Event", "name value")
 
 
-@dataclass
 class Chunk:
     """What one feed() produced: the command's output, kernel log lines, protocol events."""
-    output: bytes = b""
-    kernel_lines: list[str] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
+
+    def __init__(self):
+        self.output = b""
+        self.kernel_lines: list[str] = []
+        self.events: list[Event] = []
 
 
 class ConsoleParser:

@@ -19,7 +19,6 @@ import os
 import shlex
 import stat
 import subprocess
-import tempfile
 from pathlib import Path
 
 from minivm import MinivmError
@@ -208,10 +207,14 @@ def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
     return path, False
 
 
-def write_initrd(base: Path, run: bytes) -> Path:
+def write_initrd(base: Path, run: bytes, nonce: str) -> Path:
     """One file for QEMU's -initrd: the cached base archive followed by this run's archive.
-    The caller deletes it when QEMU is done."""
-    descriptor, name = tempfile.mkstemp(prefix="minivm-initrd-", suffix=".cpio")
+
+    O_EXCL with mode 0600: never follow a file someone planted in /tmp under this name.
+    The caller deletes it when QEMU is done.
+    """
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"minivm-initrd-{os.getpid()}-{nonce}.cpio"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as initrd:
         initrd.write(base.read_bytes() + run)
-    return Path(name)
+    return path

@@ -7,68 +7,33 @@ Where the kernel comes from, first match wins:
 4. Debian's kernel package, fetched with `apt-get download` and unpacked with `dpkg-deb -x`
    into the cache: the kernel and its modules (virtio, 9p... for guests that need them).
 
-Why the uncompressed vmlinux: a bzImage is a small decompressor plus the real kernel,
-compressed. Under TCG that decompressor is emulated and takes seconds (5.5 s vs 1.9 s per boot,
-measured here). So minivm decompresses once, on the host, with Python's own lzma/gzip/bz2, and
-caches the result. QEMU boots an ELF vmlinux directly when it carries a PVH note (the
-XEN_ELFNOTE_PHYS32_ENTRY entry point, CONFIG_PVH=y; Documentation/arch/x86/boot.rst for the
-bzImage layout, QEMU's docs/system/i386/microvm.rst for PVH boot).
+QEMU boots the *uncompressed* kernel, which bzimage.py takes out of the bzImage once and the
+cache keeps: an ELF vmlinux with a PVH note (the XEN_ELFNOTE_PHYS32_ENTRY entry point,
+CONFIG_PVH=y) boots straight into 32-bit mode, no bootloader, no decompressor
+(QEMU's docs/system/i386/microvm.rst).
 
 The cache is /var/cache/minivm for root, ~/.cache/minivm otherwise; MINIVM_CACHE overrides.
 """
-import bz2
 import fcntl
 import hashlib
 import json
-import lzma
 import os
-import platform
 import re
 import shutil
-import struct
 import subprocess
 import sys
-import tempfile
-import zlib
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from minivm import MinivmError
 
 BOOT_DIR = Path("/boot")
 DEBIAN_META_PACKAGE = "linux-image-amd64"
-ELF_MAGIC = b"\x7fELF"
 
-# Magic numbers at the start of each compressed stream (the same list the kernel's own
-# scripts/extract-vmlinux searches for), and how to decompress each in Python. The kernel
-# appends the uncompressed size after the stream; decompressor objects stop at the stream's
-# end and leave those 4 bytes alone.
-COMPRESSIONS = {
-    b"\xfd7zXZ\x00": ("xz", lambda data: lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(data)),
-    b"\x5d\x00\x00": ("lzma", lambda data: lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(data)),
-    b"\x1f\x8b": ("gzip", lambda data: zlib.decompressobj(wbits=31).decompress(data)),
-    b"BZh": ("bzip2", lambda data: bz2.BZ2Decompressor().decompress(data)),
-    b"\x28\xb5\x2f\xfd": ("zstd", lambda data: _decompress_with("zstd", data)),
-    b"\x02\x21\x4c\x18": ("lz4", lambda data: _decompress_with("lz4", data)),
-}
-
-
-def _decompress_with(tool: str, data: bytes) -> bytes:
-    """zstd and lz4 have no decoder in Python 3.11's standard library: use the command."""
-    if shutil.which(tool) is None:
-        raise MinivmError(f"this kernel is {tool}-compressed: install the {tool} package")
-    done = subprocess.run([tool, "-dc"], input=data, capture_output=True)
-    if not done.stdout:
-        raise MinivmError(f"{tool} could not decompress the kernel: {done.stderr.decode().strip()}")
-    return done.stdout
-
-
-@dataclass(frozen=True)
-class Kernel:
-    vmlinux: Path            # the ELF QEMU boots
-    release: str             # `uname -r` inside the guest, e.g. 6.1.0-56-amd64
-    origin: str              # where it came from, for --explain and `kernel list`
-    modules: Path | None     # lib/modules/<release> when minivm has them (issue: 9p, virtio)
+# vmlinux: the ELF QEMU boots; release: `uname -r` in the guest, e.g. 6.1.0-56-amd64;
+# origin: where it came from, for --explain and `kernel list`; modules: lib/modules/<release>
+# when minivm has them (virtio, 9p... for guests that need them), else None.
+Kernel = namedtuple("Kernel", "vmlinux release origin modules")
 
 
 def cache_dir() -> Path:
@@ -77,48 +42,6 @@ def cache_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/cache/minivm")
     return Path.home() / ".cache" / "minivm"
-
-
-# --- reading a bzImage (Documentation/arch/x86/boot.rst, "The real-mode kernel header") ---
-
-def _setup_header(image: bytes) -> tuple[int, int]:
-    """(boot protocol version, start of the protected-mode code) of a bzImage."""
-    if len(image) < 0x250 or image[0x202:0x206] != b"HdrS":
-        raise MinivmError("not a bzImage: no 'HdrS' boot header at offset 0x202")
-    version = struct.unpack_from("<H", image, 0x206)[0]
-    setup_sects = image[0x1F1] or 4  # "if this field is 0, the real value is 4"
-    return version, (setup_sects + 1) * 512
-
-
-def bzimage_release(image: bytes) -> str:
-    """The release from the header's kernel_version field: a pointer to a string, less 0x200."""
-    _setup_header(image)
-    pointer = struct.unpack_from("<H", image, 0x20E)[0]
-    if not pointer:
-        raise MinivmError("this bzImage records no kernel version string")
-    text = image[pointer + 0x200:pointer + 0x400].split(b"\0")[0].decode(errors="replace")
-    return text.split()[0]
-
-
-def vmlinux_from_bzimage(image: bytes) -> tuple[bytes, str]:
-    """Decompress the kernel inside a bzImage. Returns (the vmlinux ELF, compression name).
-
-    Since boot protocol 2.08 the header says where the compressed kernel is: payload_offset
-    (0x248) counts from the protected-mode code, payload_length (0x24c) is its size.
-    """
-    version, protected_mode_start = _setup_header(image)
-    if version < 0x208:
-        raise MinivmError(f"boot protocol {version >> 8}.{version & 0xff} is too old "
-                          "(2.08+ records where the compressed kernel is)")
-    offset, length = struct.unpack_from("<II", image, 0x248)
-    payload = image[protected_mode_start + offset:protected_mode_start + offset + length]
-    for magic, (name, decompress) in COMPRESSIONS.items():
-        if payload.startswith(magic):
-            vmlinux = decompress(payload)
-            if not vmlinux.startswith(ELF_MAGIC):
-                raise MinivmError(f"the {name} payload of this bzImage is not an ELF file")
-            return vmlinux, name
-    raise MinivmError(f"unknown compression in this bzImage (payload starts {payload[:4].hex()})")
 
 
 def vmlinux_release(vmlinux: Path) -> str:
@@ -161,19 +84,20 @@ def cached_kernels(cache: Path) -> list[Kernel]:
     return sorted(found, key=lambda kernel: _release_key(kernel.release), reverse=True)
 
 
-def from_file(path: Path, cache: Path, progress=None) -> Kernel:
+def from_file(path: Path, cache: Path, progress) -> Kernel:
     """A kernel the user or /boot names. A bzImage is decompressed once into the cache.
 
     The extracted vmlinux is keyed by the file's path, size and modification time rather
     than a hash of its 8 MB, so finding it again costs one stat(2) per boot.
     """
+    from minivm import bzimage  # lzma & co.: only for kernels that aren't cached
     try:
         info = path.stat()
         with path.open("rb") as kernel_file:
             magic = kernel_file.read(4)
     except OSError as error:
         raise MinivmError(f"cannot read kernel {path}: {error.strerror}") from None
-    if magic == ELF_MAGIC:
+    if magic == bzimage.ELF_MAGIC:
         return Kernel(path, vmlinux_release(path), f"{path} (an ELF vmlinux)", None)
     key = hashlib.sha256(f"{path.resolve()}:{info.st_size}:{info.st_mtime_ns}".encode())
     directory = cache / "extracted" / key.hexdigest()[:16]
@@ -181,10 +105,9 @@ def from_file(path: Path, cache: Path, progress=None) -> Kernel:
     if known and known.vmlinux.is_file():
         return known
     image = path.read_bytes()
-    release = bzimage_release(image)
-    if progress:
-        progress(f"extracting the uncompressed kernel from {path} (once; cached)")
-    vmlinux, compression = vmlinux_from_bzimage(image)
+    release = bzimage.release(image)
+    progress(f"extracting the uncompressed kernel from {path} (once; cached)")
+    vmlinux, compression = bzimage.vmlinux(image)
     directory.mkdir(parents=True, exist_ok=True)
     _save(directory, "vmlinux", vmlinux)
     origin = f"{path} ({compression}-compressed bzImage, extracted to {directory / 'vmlinux'})"
@@ -219,8 +142,9 @@ def find(explicit: Path | None, cache: Path, progress, boot_dir: Path = BOOT_DIR
 
 def debian_package() -> str:
     """The versioned package that linux-image-amd64 points at, e.g. linux-image-6.1.0-56-amd64."""
-    if platform.machine() != "x86_64":
-        raise MinivmError(f"minivm boots x86_64 guests; this host is {platform.machine()}")
+    machine = os.uname().machine
+    if machine != "x86_64":
+        raise MinivmError(f"minivm boots x86_64 guests; this host is {machine}")
     if shutil.which("apt-cache") is None:
         raise MinivmError("no apt-cache: cannot find Debian's kernel package; pass --kernel PATH")
     depends = subprocess.run(["apt-cache", "depends", DEBIAN_META_PACKAGE],
@@ -239,6 +163,7 @@ def fetch_debian(cache: Path, progress, package: str | None = None) -> Kernel:
     """
     package = package or debian_package()
     cache.mkdir(parents=True, exist_ok=True)
+    import tempfile  # only here: the common path never fetches
     with open(cache / "fetch.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for kernel in cached_kernels(cache):
@@ -249,6 +174,7 @@ def fetch_debian(cache: Path, progress, package: str | None = None) -> Kernel:
 
 
 def _download_and_unpack(package: str, cache: Path, scratch: Path, progress) -> Kernel:
+    from minivm import bzimage
     progress(f"downloading {package} with apt-get (Debian's kernel package, ~70 MB)")
     # As root apt drops to the _apt user to download, which can't write into our private
     # directory; APT::Sandbox::User=root keeps it root for this one download.
@@ -264,9 +190,9 @@ def _download_and_unpack(package: str, cache: Path, scratch: Path, progress) -> 
     if not images:
         raise MinivmError(f"{debs[0].name} holds no boot/vmlinuz-*")
     image = images[0].read_bytes()
-    release = bzimage_release(image)
+    release = bzimage.release(image)
     progress(f"extracting the uncompressed kernel {release} from the bzImage")
-    vmlinux, compression = vmlinux_from_bzimage(image)
+    vmlinux, compression = bzimage.vmlinux(image)
     _save(tree, "vmlinux", vmlinux)
     directory = cache / "kernels" / release
     origin = f"Debian package {debs[0].name} ({compression} bzImage), cached in {directory}"

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections import namedtuple
 from pathlib import Path
 
 from minivm.console import ConsoleParser
@@ -31,29 +31,26 @@ EOF_BYTE = b"\x04"     # Ctrl-D: the guest terminal's end-of-file when piped inp
 DEBUG_EXIT_STATUS = 1
 
 
-@dataclass(frozen=True)
-class Option:
-    """Some QEMU options (or one kernel parameter) and why they are there."""
-    args: tuple[str, ...]
-    why: str
-    doc: str
-    where: str  # file:line of the code that added it, for --explain
+# Some QEMU options (or one kernel parameter), why they are there, where that is documented,
+# and the file:line that added them, for --explain.
+Option = namedtuple("Option", "args why doc where")
 
 
 def option(*args: str, why: str, doc: str) -> Option:
     return Option(args, why, doc, source_location())
 
 
-@dataclass
 class VMConfig:
-    kernel: Path
-    initrd: Path
-    memory_mib: int = 256
-    cpus: int = 1
-    accel: str = "tcg"
-    tsc_khz: int | None = None
-    kernel_args: list[Option] = field(default_factory=list)  # extra kernel parameters
-    devices: list[Option] = field(default_factory=list)      # extra QEMU devices
+    """What the guest gets. kernel_args and devices hold extra kernel parameters and QEMU
+    devices (Options), for features beyond a bare command runner."""
+
+    def __init__(self, kernel: Path, initrd: Path, memory_mib: int = 256, cpus: int = 1,
+                 accel: str = "tcg", tsc_khz: int | None = None,
+                 kernel_args: list[Option] = (), devices: list[Option] = ()):
+        self.kernel, self.initrd = kernel, initrd
+        self.memory_mib, self.cpus = memory_mib, cpus
+        self.accel, self.tsc_khz = accel, tsc_khz
+        self.kernel_args, self.devices = list(kernel_args), list(devices)
 
 
 def kernel_parameters(config: VMConfig) -> list[Option]:
@@ -125,17 +122,19 @@ def argv(config: VMConfig) -> list[str]:
     return [QEMU_BINARY] + [arg for opt in qemu_options(config) for arg in opt.args]
 
 
-@dataclass
 class Result:
-    status: int | None = None          # the guest command's exit status, None if never told
-    not_found: bool = False            # the command does not exist in the guest
-    guest_release: str | None = None   # `uname -r` as the guest's /init saw it
-    timed_out: bool = False
-    escaped: bool = False              # the user left with the escape key
-    qemu_status: int | None = None
-    qemu_errors: str = ""              # what QEMU printed on stderr
-    kernel_tail: list[str] = field(default_factory=list)
-    phases: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds since start)
+    """How a run ended, as far as the host can tell."""
+
+    def __init__(self):
+        self.status: int | None = None         # the guest command's exit status, if told
+        self.not_found = False                 # the command does not exist in the guest
+        self.guest_release: str | None = None  # `uname -r` as the guest's /init saw it
+        self.timed_out = False
+        self.escaped = False                   # the user left with the escape key
+        self.qemu_status: int | None = None
+        self.qemu_errors = ""                  # what QEMU printed on stderr
+        self.kernel_tail: list[str] = []
+        self.phases: list[tuple[str, float]] = []  # (name, seconds since minivm started)
 
 
 def _die_with_parent():
