@@ -41,15 +41,12 @@ class Narrator:
         if not self.enabled:
             return
         where = where or source_location()
-        lines = [f"=> {text}"]
-        if ref:
-            lines.append(f"   see: {ref}")
-        lines.append(f"   code: {where}")
-        self._stream.write("\n".join(lines) + "\n")
+        # The same layout as minibox's narration, so the two halves read alike.
+        self._stream.write(f"=> {text}\n     read:    {ref}  (code: {where})\n")
         self._stream.flush()
 
     def detail(self, text: str):
         if self.enabled:
-            self._stream.write(f"   {text}\n")
+            self._stream.write(f"     {text}\n")
             self._stream.flush()
 

@@ -204,6 +204,9 @@ def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     partial.write_bytes(base_archive(busybox))
     os.replace(partial, path)  # atomic: a concurrent run sees the whole file or none
+    for stale in path.parent.glob("base-*.cpio"):
+        if stale != path:  # built from an older busybox or an older minivm
+            stale.unlink(missing_ok=True)
     return path, False
 
 

@@ -1,0 +1,92 @@
+"""minivm's bad-input paths: one line on stderr, a non-zero status, no traceback, no boot."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minivm import MinivmError, accel, cli
+
+
+def minivm(*args, env=None, cache=None):
+    environment = dict(os.environ, **(env or {}))
+    if cache is not None:
+        environment["MINIVM_CACHE"] = str(cache)
+    return subprocess.run([sys.executable, "-m", "minivm", *args], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, env=environment, timeout=60)
+
+
+def assert_one_line_error(done, status, message):
+    assert done.returncode == status, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.startswith("minivm: ")
+
+
+HOST_CPUS = os.cpu_count()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-m", "12X"], "-m 12X: not a memory size"),
+    (["-m", "16M"], "at least 64M"),
+    (["-m", "100000G"], "more than this host's"),
+    (["--cpus", "0"], "--cpus 0: must be at least 1"),
+    (["--cpus", str(HOST_CPUS + 1)], f"this host has only {HOST_CPUS} CPUs"),
+    (["--timeout", "0"], "must be more than 0 seconds"),
+    (["--cpus", "two"], "invalid int value"),
+    (["--accel", "xen"], "invalid choice"),
+    (["--no-such-flag"], "unrecognized arguments"),
+])
+def test_bad_options_are_one_line(args, message, tmp_path):
+    done = minivm("run", *args, "--", "true", cache=tmp_path)
+    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR, message)
+
+
+def test_no_command_is_one_line(tmp_path):
+    assert_one_line_error(minivm("run", cache=tmp_path), cli.EXIT_MINIVM_ERROR, "no command given")
+
+
+def test_missing_qemu_names_the_package(tmp_path):
+    done = minivm("run", "--", "true", env={"PATH": str(tmp_path)}, cache=tmp_path)
+    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR,
+                          "qemu-system-x86_64 not found: install the qemu-system-x86 package")
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs qemu")
+def test_no_kernel_and_no_apt_is_one_line(tmp_path):
+    if any(os.access(path, os.R_OK) for path in Path("/boot").glob("vmlinuz-*")):
+        pytest.skip("this host has a readable /boot/vmlinuz-*, which minivm would use")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "qemu-system-x86_64").symlink_to(shutil.which("qemu-system-x86_64"))
+    done = minivm("run", "--accel", "tcg", "--", "true", env={"PATH": str(bin_dir)},
+                  cache=tmp_path / "cache")
+    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR, "no guest kernel")
+    assert "pass --kernel PATH" in done.stderr
+
+
+@pytest.mark.skipif(accel.kvm_problem() is None, reason="KVM works on this host")
+def test_accel_kvm_where_it_cannot_work_says_why(tmp_path):
+    done = minivm("run", "--accel", "kvm", "--", "true", cache=tmp_path)
+    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR,
+                          f"--accel kvm cannot work here: {accel.kvm_problem()}")
+
+
+def test_kernel_list_with_an_empty_cache(tmp_path):
+    done = minivm("kernel", "list", cache=tmp_path)
+    assert done.returncode == 0
+    if not any(os.access(path, os.R_OK) for path in Path("/boot").glob("vmlinuz-*")):
+        assert "no kernels yet" in done.stdout and "minivm kernel fetch" in done.stdout
+
+
+@pytest.mark.parametrize("text,mib", [("256M", 256), ("1G", 1024), ("512", 512),
+                                      ("128MiB", 128), ("2g", 2048)])
+def test_memory_sizes(text, mib):
+    assert cli.memory_mib(text) == mib
+
+
+def test_memory_size_errors_name_the_value():
+    with pytest.raises(MinivmError, match="-m lots: not a memory size"):
+        cli.memory_mib("lots")
