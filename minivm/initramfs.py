@@ -101,7 +101,8 @@ devtmpfs  /dev   devtmpfs  nosuid               0 0
 # kernel's own command line is not used because the kernel hands unknown parameters to init
 # as arguments and environment (Documentation/admin-guide/kernel-parameters.rst).
 # The command runs in a subshell so that a shell builtin (`exit 3`, `cd`) cannot end PID 1:
-# the kernel panics when init exits. Protocol lines start with a newline (the command's last line may lack one) and carry a
+# the kernel panics when init exits. Without -t its output goes through a pipe, as under
+# `docker run` without -t: programs see no terminal (no columns, no colours, no CR). Protocol lines start with a newline (the command's last line may lack one) and carry a
 # per-run nonce, so nothing the command prints can be mistaken for them.
 INIT = r"""#!/bin/busybox sh
 export PATH=/bin HOME=/root
@@ -117,6 +118,8 @@ else
 fi
 read -r release < /proc/sys/kernel/osrelease
 marker() { printf '\nMINIVM:%s:%s\n' "$nonce" "$1"; }
+# With pipefail a pipeline's status is its last failing command's: here, the command's.
+set -o pipefail
 marker "init=$release"
 # Console loglevel 1: from here on only kernel emergencies reach the serial line, so kernel
 # messages do not mix into the command's output (syslog(2), /proc/sys/kernel/printk).
@@ -130,10 +133,10 @@ elif [ "$tty" = 1 ]; then
     setsid cttyhack "$@"
     status=$?
 elif [ "$stdin" = 1 ]; then
-    ( "$@" )
+    ( "$@" ) 2>&1 | cat
     status=$?
 else
-    ( "$@" ) </dev/null
+    ( "$@" ) </dev/null 2>&1 | cat
     status=$?
 fi
 marker "exit=$status"
