@@ -20,6 +20,7 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
+from minivm import MinivmError
 from minivm.console import ConsoleParser
 from minivm.explain import source_location
 
@@ -27,8 +28,6 @@ QEMU_BINARY = "qemu-system-x86_64"
 QEMU_PACKAGE = "qemu-system-x86"
 ESCAPE_BYTE = b"\x1d"  # Ctrl-], telnet's escape key: ends an interactive session
 EOF_BYTE = b"\x04"     # Ctrl-D: the guest terminal's end-of-file when piped input runs out
-# isa-debug-exit makes QEMU exit with (value << 1) | 1; /init writes 0.
-DEBUG_EXIT_STATUS = 1
 
 
 # Some QEMU options (or one kernel parameter), why they are there, where that is documented,
@@ -170,12 +169,15 @@ def run(config: VMConfig, parser: ConsoleParser, console: Console, timeout: floa
     def phase(name: str):
         result.phases.append((name, time.monotonic() - started))
 
-    qemu = subprocess.Popen(
-        argv(config), stdin=subprocess.PIPE if console.stdin_fd is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        # Its own session: a Ctrl-C on the host terminal reaches minivm, which then stops
-        # QEMU itself, rather than QEMU dying first and the exit status getting lost.
-        start_new_session=True, preexec_fn=_die_with_parent)
+    try:
+        qemu = subprocess.Popen(
+            argv(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if console.stdin_fd is not None else subprocess.DEVNULL,
+            # Its own session: a Ctrl-C on the host terminal reaches minivm, which then stops
+            # QEMU itself, rather than QEMU dying first and the exit status getting lost.
+            start_new_session=True, preexec_fn=_die_with_parent)
+    except OSError as error:
+        raise MinivmError(f"cannot start {QEMU_BINARY}: {error.strerror}") from None
     phase("qemu spawned")
     try:
         ending = _relay(qemu, parser, console, started + timeout, result, phase)

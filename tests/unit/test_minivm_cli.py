@@ -30,7 +30,7 @@ HOST_CPUS = os.cpu_count()
 
 @pytest.mark.parametrize("args,message", [
     (["-m", "12X"], "-m 12X: not a memory size"),
-    (["-m", "16M"], "at least 64M"),
+    (["-m", "64M"], "at least 96M"),
     (["-m", "100000G"], "more than this host's"),
     (["--cpus", "0"], "--cpus 0: must be at least 1"),
     (["--cpus", str(HOST_CPUS + 1)], f"this host has only {HOST_CPUS} CPUs"),
