@@ -176,3 +176,27 @@ def test_interactive_escape_key_quits_and_stops_qemu(guest_kernel):
     child.close()
     assert child.exitstatus == 128 + signal.SIGINT
     assert not any(os.path.exists(f"/proc/{pid}") for pid in qemus)
+
+
+def test_a_bzimage_given_with_kernel_is_extracted_and_booted(minivm, guest_kernel, tmp_path):
+    bzimages = sorted((guest_kernel.vmlinux.parent / "boot").glob("vmlinuz-*"))
+    if not bzimages:
+        pytest.skip("the cached kernel did not come with its bzImage")
+    cache = tmp_path / "cache"
+    try:
+        done = minivm("run", "--kernel", str(bzimages[0]), "--", "uname", "-r",
+                      env=dict(os.environ, MINIVM_CACHE=str(cache)))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.decode().strip() == guest_kernel.release
+        assert "extracting the uncompressed kernel" in done.stderr.decode()
+        extracted = list(cache.glob("extracted/*/vmlinux"))
+        assert len(extracted) == 1 and extracted[0].read_bytes()[:4] == b"\x7fELF"
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)  # 65 MB: don't leave it to pytest's tmp
+
+
+def test_kernel_list_shows_the_default_kernel_and_its_version(minivm, guest_kernel):
+    done = minivm("kernel", "list")
+    assert done.returncode == 0
+    first = done.stdout.decode().splitlines()[0].split()
+    assert first[:3] == ["*", guest_kernel.release, str(guest_kernel.vmlinux)]
