@@ -15,7 +15,6 @@ not in the guest.
 import argparse
 import os
 import re
-import shutil
 import signal
 import sys
 import time
@@ -41,10 +40,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 def memory_mib(text: str) -> int:
     """'256M', '1G', '512' (MiB) -> MiB."""
-    found = re.fullmatch(r"(\d+)\s*([mg]?)(?:i?b)?", text.strip(), re.IGNORECASE)
+    found = re.fullmatch(r"(\d+)\s*(?:([mg])(?:i?b)?)?", text.strip(), re.IGNORECASE)
     if not found:
         raise MinivmError(f"-m {text}: not a memory size; use e.g. 256M or 1G")
-    size = int(found.group(1)) * (1024 if found.group(2).lower() == "g" else 1)
+    size = int(found.group(1)) * (1024 if (found.group(2) or "").lower() == "g" else 1)
     if size < MIN_MEMORY_MIB:
         raise MinivmError(f"-m {text}: a guest needs at least {MIN_MEMORY_MIB}M")
     host_mib = _host_memory_mib()
@@ -143,7 +142,7 @@ def run(args, started: float) -> int:
     cpus = cpu_count(args.cpus)
     if args.timeout <= 0:
         raise MinivmError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
-    if shutil.which(qemu.QEMU_BINARY) is None:
+    if not _on_path(qemu.QEMU_BINARY):
         raise MinivmError(f"{qemu.QEMU_BINARY} not found: install the {qemu.QEMU_PACKAGE} "
                           f"package (apt-get install {qemu.QEMU_PACKAGE})")
     narrator = Narrator(args.explain)
@@ -206,6 +205,12 @@ def _boot(config, nonce: str, args, narrator, started: float):
         return qemu.run(config, parser, console, args.timeout, started)
 
 
+def _on_path(program: str) -> bool:
+    """shutil.which(), without importing shutil (and the bz2/lzma it pulls in) on every boot."""
+    directories = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    return any(os.access(os.path.join(directory, program), os.X_OK) for directory in directories)
+
+
 def _terminal_size() -> tuple[int, int]:
     try:
         size = os.get_terminal_size(sys.stdin.fileno())
@@ -259,6 +264,6 @@ def list_kernels():
 
 
 def fetch_kernel(package: str | None):
-    from minivm import kernel
-    fetched = kernel.fetch_debian(kernel.cache_dir(), progress, package)
+    from minivm import debian, kernel
+    fetched = debian.fetch(kernel.cache_dir(), progress, package)
     print(f"{fetched.release} {fetched.vmlinux}")

@@ -14,11 +14,11 @@ run's command (`/minivm/run.conf`). The kernel unpacks both, later files win.
 Nothing is compressed: under TCG the guest would spend longer decompressing than the kernel
 spends copying 2 MB.
 """
-import hashlib
 import os
 import shlex
 import stat
 import subprocess
+import zlib
 from pathlib import Path
 
 from minivm import MinivmError
@@ -193,14 +193,15 @@ def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
 
     The key hashes everything that goes into the archive: the busybox binary (its applet list
     comes from it), /init, fstab and this writer's source. A changed input means a new file.
+    The hash is zlib's CRC-32 (with the sizes): a cache key needs no cryptography, and
+    hashlib's OpenSSL takes milliseconds to import, on every boot.
     """
     if not busybox.is_file():
         raise MinivmError(f"{busybox} not found: install the busybox-static package "
                           "(apt-get install busybox-static)")
-    key = hashlib.sha256()
-    key.update(busybox.read_bytes())
-    key.update(Path(__file__).read_bytes())
-    path = cache_dir / "initramfs" / f"base-{key.hexdigest()[:16]}.cpio"
+    inputs = busybox.read_bytes(), Path(__file__).read_bytes()
+    key = "-".join(f"{len(data):x}-{zlib.crc32(data):08x}" for data in inputs)
+    path = cache_dir / "initramfs" / f"base-{key}.cpio"
     if path.exists():
         return path, True
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -88,5 +88,6 @@ def test_memory_sizes(text, mib):
 
 
 def test_memory_size_errors_name_the_value():
-    with pytest.raises(MinivmError, match="-m lots: not a memory size"):
-        cli.memory_mib("lots")
+    for text in ("lots", "512b", "1T", "-5M"):
+        with pytest.raises(MinivmError, match=f"-m {text}: not a memory size"):
+            cli.memory_mib(text)
