@@ -91,3 +91,39 @@ def test_memory_size_errors_name_the_value():
     for text in ("lots", "512b", "1T", "-5M"):
         with pytest.raises(MinivmError, match=f"-m {text}: not a memory size"):
             cli.memory_mib(text)
+
+
+def report(capsys, **fields):
+    """cli._report on a qemu.Result with these fields; returns (status, stderr)."""
+    from argparse import Namespace
+
+    from minivm import kernel, qemu
+    result = qemu.Result()
+    result.__dict__.update(fields)
+    guest = kernel.Kernel(Path("/k"), "6.1.0-56-amd64", "test", None)
+    args = Namespace(timings=False, timeout=20.0)
+    status = cli._report(result, ["cmd"], guest, args, [])
+    return status, capsys.readouterr().err
+
+
+def test_report_maps_each_ending_to_a_status_and_a_line(capsys):
+    assert report(capsys, status=3, guest_release="6.1.0-56-amd64") == (3, "")
+    status, err = report(capsys, timed_out=True, kernel_tail=["[ 2.0] Run /init as init process"])
+    assert status == cli.EXIT_TIMEOUT
+    assert err.startswith("minivm: timeout: the guest did not finish within 20 s")
+    assert err.endswith("Last kernel lines:\n  [ 2.0] Run /init as init process\n")
+    assert report(capsys, not_found=True, status=127) == (
+        127, "minivm: cmd: command not found in the guest\n")
+    assert report(capsys, escaped=True)[0] == 130
+
+
+def test_report_warns_when_the_guest_runs_another_kernel(capsys):
+    status, err = report(capsys, status=0, guest_release="6.9.9-other")
+    assert status == 0
+    assert err == "minivm: warning: expected kernel 6.1.0-56-amd64, but the guest runs 6.9.9-other\n"
+
+
+def test_report_of_a_guest_that_never_said_its_status_is_an_error(capsys):
+    with pytest.raises(MinivmError, match=r"without reporting an exit status \(QEMU exit status "
+                       r"0, QEMU said: boom\). Last kernel lines:\n  Kernel panic"):
+        report(capsys, qemu_status=0, qemu_errors="boom\n", kernel_tail=["Kernel panic"])
