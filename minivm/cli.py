@@ -170,7 +170,8 @@ def run(args, started: float) -> int:
     nonce = os.urandom(8).hex()
     rows, cols = _terminal_size() if args.tty else (24, 80)
     run_archive = initramfs.run_archive(command, nonce, kernel_log=args.verbose or args.explain,
-                                        stdin=args.interactive, tty=args.tty, rows=rows, cols=cols)
+                                        stdin=args.interactive, tty=args.tty, rows=rows, cols=cols,
+                                        term=os.environ.get("TERM", "linux"))
     narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
                   f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
                   code_of(initramfs.run_archive))

@@ -110,6 +110,7 @@ busybox mount -a
 . /minivm/run.conf
 if [ "$tty" = 1 ]; then
     stty rows "$rows" cols "$cols"
+    export TERM="$term"
 elif [ "$stdin" = 1 ]; then
     # Piped input: no echo, and no CR added before LF on output (termios(3): ECHO, OPOST).
     stty -echo -opost
@@ -171,7 +172,7 @@ def base_archive(busybox: Path) -> bytes:
 
 
 def run_archive(argv: list[str], nonce: str, *, kernel_log: bool = False, stdin: bool = False,
-                tty: bool = False, rows: int = 24, cols: int = 80) -> bytes:
+                tty: bool = False, rows: int = 24, cols: int = 80, term: str = "linux") -> bytes:
     """The per-run archive: /minivm/run.conf, sourced by /init.
 
     The command travels as a shell `set --` line in which every argument is single-quoted
@@ -180,7 +181,7 @@ def run_archive(argv: list[str], nonce: str, *, kernel_log: bool = False, stdin:
     so spaces, quotes, `$`, backslashes and newlines all arrive unchanged.
     """
     settings = {"nonce": nonce, "kernel_log": int(kernel_log), "stdin": int(stdin),
-                "tty": int(tty), "rows": rows, "cols": cols}
+                "tty": int(tty), "rows": rows, "cols": cols, "term": term}
     conf = "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in settings.items())
     conf += "set -- " + " ".join(shlex.quote(arg) for arg in argv) + "\n"
     archive = CpioWriter()

@@ -148,7 +148,8 @@ def test_qemu_dies_with_a_killed_minivm(guest_kernel):
 def spawn_interactive():
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(sys.executable, ["-m", "minivm", "run", "-it", "--", "sh"],
-                          timeout=90, dimensions=(30, 100))
+                          timeout=90, dimensions=(30, 100),
+                          env=dict(os.environ, TERM="xterm-mini"))
     child.expect("press Ctrl-] to quit")
     child.expect(r"/ # ")
     return child, pexpect
@@ -156,8 +157,9 @@ def spawn_interactive():
 
 def test_interactive_shell_has_a_terminal_and_its_exit_status(guest_kernel):
     child, pexpect = spawn_interactive()
-    child.sendline("tty; stty size; echo $((6*7))")
+    child.sendline("tty; echo $TERM; stty size; echo $((6*7))")
     child.expect("/dev/ttyS0")
+    child.expect("xterm-mini")
     child.expect("30 100")  # the host terminal's size, passed to the guest
     child.expect("42")
     child.sendline("exit 5")
