@@ -28,6 +28,7 @@ QEMU_BINARY = "qemu-system-x86_64"
 QEMU_PACKAGE = "qemu-system-x86"
 ESCAPE_BYTE = b"\x1d"  # Ctrl-], telnet's escape key: ends an interactive session
 EOF_BYTE = b"\x04"     # Ctrl-D: the guest terminal's end-of-file when piped input runs out
+BOOT_LOG_BATCH_SECONDS = 0.01
 
 
 # Some QEMU options (or one kernel parameter), why they are there, where that is documented,
@@ -216,6 +217,11 @@ def _relay(qemu: subprocess.Popen, parser: ConsoleParser, console: Console, dead
         if console.stdin_fd is not None and result.guest_release is not None:
             watched.add(console.stdin_fd)
         ready, _, _ = select.select(list(watched), [], [], remaining)
+        if result.guest_release is None:
+            # Booting: QEMU passes the serial port on as the guest writes it, often a byte
+            # per write(2). Waking for each byte would cost thousands of wakeups per boot,
+            # taking CPU from the emulator; the boot log can wait a few milliseconds.
+            time.sleep(BOOT_LOG_BATCH_SECONDS)
         for fd in ready:
             data = os.read(fd, 65536)
             if fd == serial and data:
