@@ -21,6 +21,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,18 +49,25 @@ def hand_typed(kernel_path, initrd, khz):
 
 
 def timed(argv, expect):
-    """(wall seconds, CPU seconds) of one run, or None when it failed (`expect` says no).
+    """(wall seconds, CPU seconds) of one run, or None when it failed.
 
-    CPU time (user + system of the child, getrusage(2)) shifts much less than wall time when
-    other work shares the machine, so it is shown too.
+    expect(status, output) says whether it worked. Output goes to a file, as it would go to
+    a terminal, rather than through a pipe this script must read (a byte at a time during
+    the boot log, which would steal CPU from the run being timed). CPU time (user + system
+    of the child, getrusage(2)) shifts much less than wall time when other work shares the
+    machine, so it is shown too.
     """
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with tempfile.TemporaryFile() as output:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        status = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                                timeout=120).returncode
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        output.seek(0)
+        worked = expect(status, output.read())
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return (wall, cpu) if expect(done) else None
+    return (wall, cpu) if worked else None
 
 
 def medians(runs):
@@ -77,6 +85,10 @@ def main():
     parser.add_argument("--boots", type=int, default=50)
     parser.add_argument("--bzimage", type=int, default=0)
     args = parser.parse_args()
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+        # Set here by the environment; it makes Python recompile minivm's modules at every
+        # start (+10 ms), which no installed minivm does. Runs below go without it.
+        print("note: PYTHONDONTWRITEBYTECODE unset for these runs (installed code has .pyc)")
     minivm = [shutil.which("minivm") or os.path.join(os.path.dirname(sys.executable), "minivm")]
     guest = kernel.find(None, kernel.cache_dir(), lambda message: print(message, file=sys.stderr))
     if args.rounds:
@@ -98,12 +110,12 @@ def compare(minivm, guest, rounds, bzimage_rounds):
     try:
         for _ in range(rounds):
             results["hand-typed qemu (vmlinux)"].append(
-                timed(hand, lambda done: marker in done.stdout))
-            results["minivm run -- true"].append(timed(run, lambda done: done.returncode == 0))
+                timed(hand, lambda status, output: marker in output))
+            results["minivm run -- true"].append(timed(run, lambda status, output: status == 0))
         if bzimage_rounds:
             bzimage = _debian_bzimage(guest)
             results["hand-typed qemu (bzImage)"] = [
-                timed(hand_typed(bzimage, initrd, khz), lambda done: marker in done.stdout)
+                timed(hand_typed(bzimage, initrd, khz), lambda status, output: marker in output)
                 for _ in range(bzimage_rounds)]
     finally:
         initrd.unlink()
