@@ -1,9 +1,12 @@
 """The `minivm` command: parse, call the library, print. No VM work happens here.
 
     minivm run [--kernel PATH] [-m 256M] [--cpus N] [--accel auto|kvm|tcg] [-i] [-t]
-               [--timeout S] [--timings] [--explain] [-v] -- CMD [ARG...]
+               [-v HOSTDIR:GUESTDIR[:ro]]... [--append PARAMS] [--timeout S] [--timings]
+               [--explain] [--verbose] -- CMD [ARG...]
+    minivm sandbox [the same options] -- CMD [ARG...]
     minivm kernel list
     minivm kernel fetch [--package NAME]
+    minivm kernel build
 
 argparse rather than click (which minibox uses): minivm's work is booting in well under two
 seconds, and click's import alone costs ~30 ms of that.
@@ -87,16 +90,32 @@ def build_parser() -> argparse.ArgumentParser:
                      f"after this many seconds (default {DEFAULT_TIMEOUT:.0f})")
     run.add_argument("--timings", action="store_true", help="print phase timings on stderr")
     run.add_argument("--explain", action="store_true", help="narrate every step on stderr")
-    run.add_argument("-v", "--verbose", action="store_true", help="show the kernel's messages")
+    run.add_argument("--verbose", action="store_true", help="show the kernel's messages")
+    run.add_argument("-v", "--volume", action="append", default=[],
+                     metavar="HOSTDIR:GUESTDIR[:ro]", help="share a host folder with the guest "
+                     "over virtio-9p, read-only with :ro (repeatable)")
+    run.add_argument("--append", default="", metavar="PARAMS", help="more kernel command line "
+                     "parameters, e.g. cgroup_no_v1=all")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+    # Everything `run` takes; a parser copies its parents' options (argparse `parents=`).
+    commands.add_parser("sandbox", parents=[run], add_help=False,
+                        help="run a host program under the guest kernel: the host's root, "
+                        "read-only, with a throwaway tmpfs over it",
+                        description="Like kvmtool's `lkvm sandbox`: the guest's root is the "
+                        "host's, shared read-only over 9p with a tmpfs overlay on top, so CMD "
+                        "is a host program; it starts in the current directory and its writes "
+                        "vanish with the VM unless they go to a -v folder.")
 
     kernel = commands.add_parser("kernel", help="list or fetch guest kernels")
     kernel_commands = kernel.add_subparsers(dest="kernel_command", required=True,
-                                            metavar="list|fetch", parser_class=OneLineParser)
+                                            metavar="list|fetch|build",
+                                            parser_class=OneLineParser)
     kernel_commands.add_parser("list", help="kernels minivm can boot, the default marked *")
     fetch = kernel_commands.add_parser("fetch", help="download Debian's kernel into the cache")
     fetch.add_argument("--package", help="a linux-image-* package (default: the one "
                        "linux-image-amd64 depends on)")
+    kernel_commands.add_parser("build", help="build the tiny kernel from Debian's linux-source "
+                               "(~5 min); `run` prefers it from then on")
     return parser
 
 
@@ -111,10 +130,12 @@ def main(argv: list[str] | None = None):
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
     try:
-        if args.command_name == "run":
+        if args.command_name in ("run", "sandbox"):
             sys.exit(run(args, started))
         elif args.kernel_command == "list":
             list_kernels()
+        elif args.kernel_command == "build":
+            build_kernel()
         else:
             fetch_kernel(args.package)
     except MinivmError as error:
@@ -130,7 +151,7 @@ def main(argv: list[str] | None = None):
 
 
 def run(args, started: float) -> int:
-    from minivm import accel, initramfs, kernel, qemu
+    from minivm import accel, initramfs, kernel, modules, qemu, shares
     from minivm.explain import Narrator, code_of
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -140,6 +161,8 @@ def run(args, started: float) -> int:
         command = ["sh"]
     memory = memory_mib(args.memory)
     cpus = cpu_count(args.cpus)
+    folders = [shares.parse(spec) for spec in args.volume]
+    sandbox = args.command_name == "sandbox"
     if args.timeout <= 0:
         raise MinivmError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
     if not _on_path(qemu.QEMU_BINARY):
@@ -168,17 +191,36 @@ def run(args, started: float) -> int:
                   "Documentation/driver-api/early-userspace/buffer-format.rst",
                   code_of(initramfs.base_archive))
     nonce = os.urandom(8).hex()
+    attached = shares.attach(folders, sandbox)
+    if attached.setup:
+        narrator.step("host folders over 9p, mounted by /init: " + "; ".join(
+            " ".join(step) for step in attached.setup), "Documentation/filesystems/9p.rst"
+            + (", overlayfs.rst" if sandbox else ""), code_of(shares.attach))
+    guest_modules = modules.ModuleTree(guest_kernel.modules).load_order(attached.modules)
+    if guest_modules:
+        narrator.step(f"kernel modules for the guest, dependencies first: "
+                      f"{' '.join(name for name, _ in guest_modules)}",
+                      "modinfo(8) depends=, modprobe(8)", code_of(modules.ModuleTree.load_order))
     rows, cols = _terminal_size() if args.tty else (24, 80)
+    place = dict(root=shares.SANDBOX_ROOT, cwd=os.getcwd(),
+                 path=os.environ.get("PATH", os.defpath)) if sandbox else {}
     run_archive = initramfs.run_archive(command, nonce, kernel_log=args.verbose or args.explain,
                                         stdin=args.interactive, tty=args.tty, rows=rows, cols=cols,
-                                        term=os.environ.get("TERM", "linux"))
+                                        term=os.environ.get("TERM", "linux"),
+                                        modules=guest_modules, setup=attached.setup, **place)
     narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
                   f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
                   code_of(initramfs.run_archive))
     initrd = initramfs.write_initrd(base, run_archive, nonce)
     phases.append(("initramfs ready", time.monotonic() - started))
+    extra = [qemu.option(param, why="asked for with --append", doc="kernel-parameters.txt")
+             for param in args.append.split()]
     config = qemu.VMConfig(kernel=guest_kernel.vmlinux, initrd=initrd, memory_mib=memory,
-                           cpus=cpus, accel=choice.name, tsc_khz=accel.host_tsc_khz())
+                           cpus=cpus, accel=choice.name, tsc_khz=accel.host_tsc_khz(),
+                           kernel_args=extra, devices=attached.options,
+                           acpi=bool(attached.options)
+                           and not kernel.takes_mmio_devices_from_command_line(guest_kernel),
+                           pit_tick=guest_kernel == kernel.tiny_kernel(cache))
     try:
         result = _boot(config, nonce, args, narrator, started)
     finally:
@@ -237,6 +279,8 @@ def _report(result, command, guest_kernel, args, phases) -> int:
     if result.escaped:
         progress("left the guest (Ctrl-]); QEMU was stopped")
         return 128 + signal.SIGINT
+    if result.setup_failed:
+        raise MinivmError(f"the guest could not be prepared: {result.setup_failed}")
     if result.not_found:
         progress(f"{command[0]}: command not found in the guest")
         return EXIT_NOT_FOUND
@@ -262,6 +306,12 @@ def list_kernels():
     for index, path in enumerate(boot):
         default = "*" if index == 0 and not cached else " "
         print(f"{default} {path.name:<24} {path} (host /boot; extracted on first use)")
+
+
+def build_kernel():
+    from minivm import kernel, tinykernel
+    built = tinykernel.build(kernel.cache_dir(), progress)
+    print(f"{built.release} {built.vmlinux}")
 
 
 def fetch_kernel(package: str | None):

@@ -82,7 +82,7 @@ def test_piped_stdin_reaches_the_command_with_i(minivm):
 
 
 def test_verbose_shows_kernel_messages_on_stderr_only(minivm):
-    done = minivm("run", "-v", "--", "echo", "hi")
+    done = minivm("run", "--verbose", "--", "echo", "hi")
     assert done.stdout == b"hi\n"
     assert "[guest] [    0.000000] Linux version" in done.stderr.decode()
 
