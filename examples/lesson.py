@@ -13,6 +13,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 MINIBOX = [sys.executable, "-m", "minibox"]
 MINIVM = [sys.executable, "-m", "minivm"]
+COMMANDS = {"minibox": MINIBOX, "minivm": MINIVM, "python": [sys.executable]}
 
 
 def start(title, read_alongside):
@@ -26,25 +27,25 @@ def say(text):
     print(f"# {text}", flush=True)
 
 
-def run(program, *args, check_code=None, **kwargs):
-    """Show `$ program args`, run it, show what it printed and its exit code; return the
-    CompletedProcess (text). program is "minibox", "minivm" or a host command."""
+def run(program, *args, check_code=None, quiet=False, **kwargs):
+    """Show `$ program args`, run it, show what it printed (unless quiet) and its exit code;
+    return the CompletedProcess (text). program is "minibox", "minivm" or a host command."""
     argv = {"minibox": MINIBOX, "minivm": MINIVM}.get(program, [program]) + list(args)
     print(f"$ {program} {shlex.join(args)}", flush=True)
     kwargs.setdefault("stdin", subprocess.DEVNULL)
     result = subprocess.run(argv, capture_output=True, text=True, **kwargs)
-    for line in (result.stdout + result.stderr).splitlines():
+    for line in [] if quiet else (result.stdout + result.stderr).splitlines():
         print(f"  {line}")
-    print(f"  (exit code {result.returncode})\n", flush=True)
+    print(f"  (exit code {result.returncode})" + ("" if quiet else "\n"), flush=True)
     if check_code is not None and result.returncode != check_code:
         sys.exit(f"expected exit code {check_code}, got {result.returncode}: stopping here")
     return result
 
 
 def has_option(program, command, option):
-    """Does `program command --help` list option? (Lessons on parts not built yet say so.)"""
-    argv = {"minibox": MINIBOX, "minivm": MINIVM}[program]
-    text = subprocess.run(argv + [command, "--help"], capture_output=True, text=True).stdout
+    """Does `program [command] --help` list option? (Lessons on parts not built yet say so.)"""
+    argv = COMMANDS[program] + ([command] if command else []) + ["--help"]
+    text = subprocess.run(argv, capture_output=True, text=True).stdout
     return option in text
 
 
