@@ -9,10 +9,6 @@ minibox then detaches the old root (umount2(MNT_DETACH)), so there is nothing le
 
 The escape is examples/escapes/chroot_escape.c, from the escape lab (lesson 06 runs more).
 """
-import os
-import shutil
-import tempfile
-
 import lesson
 
 
@@ -25,21 +21,12 @@ def main():
                "root is not in it.")
     lesson.run("minibox", "run", "--rm", "busybox", "sh", "-c",
                "head -n 1 /proc/self/mountinfo | cut -d' ' -f4-9")
-    work = tempfile.mkdtemp(prefix="lesson-02-", dir="/var/tmp")
-    try:
-        marker = os.path.join(work, "host-marker")
-        open(marker, "w").close()
-        probes = os.path.join(work, "probes")
-        os.mkdir(probes)
-        lab.build_probes(probes)
+    with lab.built_probes() as (probes, marker):
         lesson.say(f"The escape: chroot into a subdirectory, climb '..' 64 times, chroot('.'), "
                    f"then look for the host file {marker}.")
         for label, flags in (("pivot_root", []), ("--chroot", ["--chroot"])):
             verdict, line = lab.run_probe(probes, "chroot_escape", [marker], flags)
             print(f"  {label:11} {verdict}: {line}", flush=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

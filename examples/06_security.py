@@ -9,10 +9,6 @@ each runs protected, then with exactly that protection removed.
     sudo .venv/bin/python examples/06_security.py
     sudo .venv/bin/python examples/escapes/run.py     # all ten escapes
 """
-import os
-import shutil
-import tempfile
-
 import lesson
 from minibox.security import CAPABILITIES
 
@@ -45,22 +41,15 @@ def main():
     lesson.say("--privileged keeps every capability and turns seccomp off (Seccomp: 0):")
     show_status("--privileged")
     lab = lesson.escape_lab()
-    work = tempfile.mkdtemp(prefix="lesson-06-", dir="/var/tmp")
-    try:
-        probes = os.path.join(work, "probes")
-        os.mkdir(probes)
-        lab.build_probes(probes)
+    with lab.built_probes() as (probes, marker):
         lesson.say("Escapes, protected and unprotected:")
-        for name, argv, flags, protection in lab.escapes(os.path.join(work, "marker"), probes):
+        for name, argv, flags, protection in lab.escapes(marker, probes):
             if name not in ESCAPES:
                 continue
             print(f"  {name}  (stopped by: {protection})")
             for label, used in (("protected", []), (" ".join(flags), flags)):
                 verdict, line = lab.run_probe(probes, name, argv, used)
                 print(f"    {label:30} {verdict}: {line}", flush=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()
