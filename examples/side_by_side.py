@@ -377,15 +377,15 @@ def read_probe(sections):
                      f"process {'SEEN' if ours in processes else 'not among them'}",
         "devices": f"{len(sections['dev'])} in /dev ({_some(sections['dev'])})",
         "mounts": f"{len(mounts)} mounts, its own; "
-                  + (f"{revealing} name host paths ({host_paths[0][:40]}...)"
+                  + (f"the options of {revealing} name host paths ({host_paths[0][:40]}...)"
                      if host_paths else "none names a host path"),
         "dmesg": ("the host's kernel log: " if dmesg.startswith("[") and _host_dmesg() == dmesg
                   else "its own kernel log: " if dmesg.startswith("[") else "denied: ")
         + dmesg[:60],
-        "kernel": f"{kernel} ({'the host' if kernel == host_kernel else 'its own'}: host "
-                  f"runs {host_kernel})",
-        "uptime": f"{uptime:.0f} s ({'the host' if abs(uptime - host_uptime) < 60 else 'its own'}"
-                  f": host up {host_uptime:.0f} s)",
+        "kernel": (f"{kernel}: the host's" if kernel == host_kernel
+                   else f"{kernel}: its own (the host runs {host_kernel})"),
+        "uptime": (f"{uptime:.0f} s: the host's" if abs(uptime - host_uptime) < 60
+                   else f"{uptime:.0f} s: its own (the host's is {host_uptime:.0f} s)"),
         "cpu": sections["cpu"][0].strip() if sections["cpu"] else "(none listed)",
         "other_kernel": ("yes: runs " + kernel if kernel != host_kernel
                          else "no: always the host's kernel"),
