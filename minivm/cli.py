@@ -1,0 +1,270 @@
+"""The `minivm` command: parse, call the library, print. No VM work happens here.
+
+    minivm run [--kernel PATH] [-m 256M] [--cpus N] [--accel auto|kvm|tcg] [-i] [-t]
+               [--timeout S] [--timings] [--explain] [-v] -- CMD [ARG...]
+    minivm kernel list
+    minivm kernel fetch [--package NAME]
+
+argparse rather than click (which minibox uses): minivm's work is booting in well under two
+seconds, and click's import alone costs ~30 ms of that.
+
+Exit status: the guest command's own; 124 when the timeout killed the guest; 125 for minivm's
+own errors (bad options, no QEMU, no kernel...), like `docker run`; 127 when the command is
+not in the guest.
+"""
+import argparse
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+from minivm import MinivmError
+
+EXIT_TIMEOUT = 124
+EXIT_MINIVM_ERROR = 125
+EXIT_NOT_FOUND = 127
+# The stock Debian kernel keeps ~50 MB for itself; measured here, 80M panics while
+# unpacking the initramfs and 64M never prints a line. 96M boots.
+MIN_MEMORY_MIB = 96
+DEFAULT_TIMEOUT = 120.0  # a stock kernel boots in ~2 s under TCG; generous for loaded CI
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad usage is one line on stderr and exit 125, not a usage dump."""
+
+    def error(self, message):
+        self.exit(EXIT_MINIVM_ERROR, f"minivm: {message} (see `{self.prog} --help`)\n")
+
+
+def memory_mib(text: str) -> int:
+    """'256M', '1G', '512' (MiB) -> MiB."""
+    found = re.fullmatch(r"(\d+)\s*(?:([mg])(?:i?b)?)?", text.strip(), re.IGNORECASE)
+    if not found:
+        raise MinivmError(f"-m {text}: not a memory size; use e.g. 256M or 1G")
+    size = int(found.group(1)) * (1024 if (found.group(2) or "").lower() == "g" else 1)
+    if size < MIN_MEMORY_MIB:
+        raise MinivmError(f"-m {text}: a guest needs at least {MIN_MEMORY_MIB}M")
+    host_mib = _host_memory_mib()
+    if size > host_mib:
+        raise MinivmError(f"-m {text}: more than this host's {host_mib}M of RAM")
+    return size
+
+
+def _host_memory_mib() -> int:
+    with open("/proc/meminfo") as meminfo:
+        return int(meminfo.readline().split()[1]) // 1024  # first line: MemTotal in kB
+
+
+def cpu_count(value: int) -> int:
+    host = os.cpu_count() or 1
+    if value < 1:
+        raise MinivmError(f"--cpus {value}: must be at least 1")
+    if value > host:
+        raise MinivmError(f"--cpus {value}: this host has only {host} CPUs")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="minivm", description="Boot a small Linux guest under QEMU and "
+                           "run one command in it.")
+    commands = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND",
+                                     parser_class=OneLineParser)
+    run = commands.add_parser("run", help="boot a guest, run CMD in it, exit with its status",
+                              epilog="Exit status: CMD's; 124 timeout; 125 minivm error; "
+                              "127 CMD not in the guest. With -t, Ctrl-] quits.")
+    run.add_argument("--kernel", type=Path, help="a bzImage or vmlinux to boot (default: the "
+                     "cached kernel, else /boot/vmlinuz-*, else Debian's, downloaded)")
+    run.add_argument("-m", "--memory", default="256M", help="guest RAM (default 256M)")
+    run.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default 1)")
+    run.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                     help="kvm, tcg (emulation) or auto: kvm only where it really works")
+    run.add_argument("-i", "--interactive", action="store_true", help="send stdin to CMD")
+    run.add_argument("-t", "--tty", action="store_true", help="a terminal for CMD (host "
+                     "terminal in raw mode; Ctrl-] quits)")
+    run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="kill the guest "
+                     f"after this many seconds (default {DEFAULT_TIMEOUT:.0f})")
+    run.add_argument("--timings", action="store_true", help="print phase timings on stderr")
+    run.add_argument("--explain", action="store_true", help="narrate every step on stderr")
+    run.add_argument("-v", "--verbose", action="store_true", help="show the kernel's messages")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+
+    kernel = commands.add_parser("kernel", help="list or fetch guest kernels")
+    kernel_commands = kernel.add_subparsers(dest="kernel_command", required=True,
+                                            metavar="list|fetch", parser_class=OneLineParser)
+    kernel_commands.add_parser("list", help="kernels minivm can boot, the default marked *")
+    fetch = kernel_commands.add_parser("fetch", help="download Debian's kernel into the cache")
+    fetch.add_argument("--package", help="a linux-image-* package (default: the one "
+                       "linux-image-amd64 depends on)")
+    return parser
+
+
+def progress(message: str):
+    print(f"minivm: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None):
+    started = time.monotonic()
+    args = build_parser().parse_args(argv)
+    # SIGTERM/SIGHUP become exceptions, so the `finally` that stops QEMU runs.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        if args.command_name == "run":
+            sys.exit(run(args, started))
+        elif args.kernel_command == "list":
+            list_kernels()
+        else:
+            fetch_kernel(args.package)
+    except MinivmError as error:
+        print(f"minivm: {error}", file=sys.stderr)
+        sys.exit(EXIT_MINIVM_ERROR)
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGINT)
+    except BrokenPipeError:
+        # Whoever read our stdout left (`minivm run -- yes | head`); QEMU is already stopped.
+        # Point stdout at /dev/null so Python's exit-time flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + signal.SIGPIPE)
+
+
+def run(args, started: float) -> int:
+    from minivm import accel, initramfs, kernel, qemu
+    from minivm.explain import Narrator, code_of
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        if not args.tty:
+            raise MinivmError("run: no command given: minivm run [OPTIONS] -- CMD [ARG...]")
+        command = ["sh"]
+    memory = memory_mib(args.memory)
+    cpus = cpu_count(args.cpus)
+    if args.timeout <= 0:
+        raise MinivmError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
+    if not _on_path(qemu.QEMU_BINARY):
+        raise MinivmError(f"{qemu.QEMU_BINARY} not found: install the {qemu.QEMU_PACKAGE} "
+                          f"package (apt-get install {qemu.QEMU_PACKAGE})")
+    narrator = Narrator(args.explain)
+    phases = []
+
+    choice = accel.choose(args.accel)
+    if args.accel == "auto" and choice.name == "tcg":
+        progress(f"using {choice.reason}")
+    narrator.step(f"accelerator: {choice.reason}", "Documentation/virt/kvm/api.rst",
+                  code_of(accel.kvm_problem))
+
+    cache = kernel.cache_dir()
+    guest_kernel = kernel.find(args.kernel, cache, progress)
+    narrator.step(f"kernel {guest_kernel.release}: {guest_kernel.vmlinux}",
+                  "Documentation/arch/x86/boot.rst (bzImage), QEMU microvm.rst (PVH)",
+                  code_of(kernel.find))
+    narrator.detail(f"from {guest_kernel.origin}")
+    phases.append(("kernel ready", time.monotonic() - started))
+
+    base, was_cached = initramfs.cached_base(cache)
+    narrator.step(f"initramfs: {base} ({'cached' if was_cached else 'built now'}): "
+                  "busybox-static, applet links, /etc/fstab, /init",
+                  "Documentation/driver-api/early-userspace/buffer-format.rst",
+                  code_of(initramfs.base_archive))
+    nonce = os.urandom(8).hex()
+    rows, cols = _terminal_size() if args.tty else (24, 80)
+    run_archive = initramfs.run_archive(command, nonce, kernel_log=args.verbose or args.explain,
+                                        stdin=args.interactive, tty=args.tty, rows=rows, cols=cols,
+                                        term=os.environ.get("TERM", "linux"))
+    narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
+                  f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
+                  code_of(initramfs.run_archive))
+    initrd = initramfs.write_initrd(base, run_archive, nonce)
+    phases.append(("initramfs ready", time.monotonic() - started))
+    config = qemu.VMConfig(kernel=guest_kernel.vmlinux, initrd=initrd, memory_mib=memory,
+                           cpus=cpus, accel=choice.name, tsc_khz=accel.host_tsc_khz())
+    try:
+        result = _boot(config, nonce, args, narrator, started)
+    finally:
+        initrd.unlink()
+    return _report(result, command, guest_kernel, args, phases)
+
+
+def _boot(config, nonce: str, args, narrator, started: float):
+    from minivm import qemu
+    from minivm.console import ConsoleParser, raw_terminal
+
+    if narrator.enabled:
+        for opt in qemu.qemu_options(config):
+            narrator.step(f"qemu {' '.join(opt.args)}: {opt.why}", opt.doc, opt.where)
+        for param in qemu.kernel_parameters(config):
+            narrator.step(f"kernel parameter {param.args[0]}: {param.why}", param.doc, param.where)
+        narrator.step("starting QEMU; kernel messages follow as [guest] lines",
+                      "qemu-system-x86_64(1)")
+    console = qemu.Console(show_kernel=args.verbose or args.explain,
+                           stdin_fd=sys.stdin.fileno() if args.interactive or args.tty else None)
+    parser = ConsoleParser(nonce, crlf=args.tty)
+    if args.tty:
+        progress("interactive guest: press Ctrl-] to quit")
+    with raw_terminal(sys.stdin.fileno() if args.tty else None):
+        return qemu.run(config, parser, console, args.timeout, started)
+
+
+def _on_path(program: str) -> bool:
+    """shutil.which(), without importing shutil (and the bz2/lzma it pulls in) on every boot."""
+    directories = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    return any(os.access(os.path.join(directory, program), os.X_OK) for directory in directories)
+
+
+def _terminal_size() -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(sys.stdin.fileno())
+        return size.lines, size.columns
+    except OSError:
+        return 24, 80
+
+
+def _report(result, command, guest_kernel, args, phases) -> int:
+    """Turn a qemu.Result into messages on stderr and minivm's exit status."""
+    if args.timings:
+        rows = sorted(phases + result.phases, key=lambda phase: phase[1])
+        sys.stderr.write("minivm timings (seconds since minivm started):\n" + "".join(
+            f"  {name:<20} {seconds:7.3f}\n" for name, seconds in rows))
+    if result.guest_release and result.guest_release != guest_kernel.release:
+        progress(f"warning: expected kernel {guest_kernel.release}, "
+                 f"but the guest runs {result.guest_release}")
+    last_lines = "".join(f"\n  {line}" for line in result.kernel_tail[-6:])
+    if result.timed_out:
+        progress(f"timeout: the guest did not finish within {args.timeout:g} s; QEMU was "
+                 f"killed. Last kernel lines:{last_lines or ' (none)'}")
+        return EXIT_TIMEOUT
+    if result.escaped:
+        progress("left the guest (Ctrl-]); QEMU was stopped")
+        return 128 + signal.SIGINT
+    if result.not_found:
+        progress(f"{command[0]}: command not found in the guest")
+        return EXIT_NOT_FOUND
+    if result.status is None:
+        qemu_said = result.qemu_errors.strip().splitlines()[-1:] or ["nothing on stderr"]
+        raise MinivmError(f"the guest stopped without reporting an exit status (QEMU exit "
+                          f"status {result.qemu_status}, QEMU said: {qemu_said[0]}). "
+                          f"Last kernel lines:{last_lines or ' (none)'}")
+    return result.status
+
+
+def list_kernels():
+    from minivm import kernel
+    cache = kernel.cache_dir()
+    cached = kernel.cached_kernels(cache)
+    boot = kernel.boot_kernels()
+    if not cached and not boot:
+        print(f"no kernels yet (cache: {cache}); `minivm kernel fetch` downloads Debian's")
+    for index, entry in enumerate(cached):
+        default = "*" if index == 0 else " "
+        modules = entry.modules or "no modules"
+        print(f"{default} {entry.release:<24} {entry.vmlinux}\n    {entry.origin}; {modules}")
+    for index, path in enumerate(boot):
+        default = "*" if index == 0 and not cached else " "
+        print(f"{default} {path.name:<24} {path} (host /boot; extracted on first use)")
+
+
+def fetch_kernel(package: str | None):
+    from minivm import debian, kernel
+    fetched = debian.fetch(kernel.cache_dir(), progress, package)
+    print(f"{fetched.release} {fetched.vmlinux}")

@@ -1,0 +1,228 @@
+"""The guest's first (and only) filesystem: an initramfs that minivm writes itself.
+
+An initramfs is a cpio archive that the kernel unpacks into a RAM filesystem before it runs
+`/init` as PID 1 (Documentation/filesystems/ramfs-rootfs-initramfs.rst). The archive format is
+cpio "newc", specified in Documentation/driver-api/early-userspace/buffer-format.rst and cpio(5).
+The same document says the buffer may hold *several archives one after another*:
+
+    initramfs := ("\\0" | cpio_archive | cpio_compressed_archive)*
+
+minivm uses that: a base archive (busybox-static, its applet links and `/init`) is built once
+and cached under its content hash; each run appends a tiny second archive holding only that
+run's command (`/minivm/run.conf`). The kernel unpacks both, later files win.
+
+Nothing is compressed: under TCG the guest would spend longer decompressing than the kernel
+spends copying 2 MB.
+"""
+import os
+import shlex
+import stat
+import subprocess
+import zlib
+from pathlib import Path
+
+from minivm import MinivmError
+
+BUSYBOX = Path("/bin/busybox")
+
+NEWC_MAGIC = b"070701"
+TRAILER = "TRAILER!!!"
+
+
+def _pad4(length: int) -> bytes:
+    """newc aligns every header and every file body to 4 bytes (the ALGN(4) of the grammar)."""
+    return b"\0" * (-length % 4)
+
+
+class CpioWriter:
+    """Writes a cpio "newc" archive in memory, one entry at a time.
+
+    Each entry is a 110-byte ASCII header, the NUL-terminated name, padding, the data, padding.
+    The header is "070701" followed by 13 fields, each 8 hex digits (buffer-format.rst):
+
+        c_ino c_mode c_uid c_gid c_nlink c_mtime c_filesize
+        c_maj c_min c_rmaj c_rmin c_namesize c_chksum
+
+    c_maj/c_min name the device holding the file (0 here), c_rmaj/c_rmin the device a
+    character/block special file stands for, c_namesize counts the trailing NUL, and c_chksum
+    is only used by the "crc" variant (070702). Names are relative ("bin/sh", not "/bin/sh").
+    Every mtime is 0 and owners are root, so the same inputs give the same bytes and the
+    cache key is stable.
+    """
+
+    def __init__(self):
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._next_inode = 1
+
+    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)):
+        name_bytes = name.encode() + b"\0"
+        # Each file gets its own inode number: the kernel only treats entries with the same
+        # inode *and* c_nlink >= 2 as hard links (init/initramfs.c, maybe_link()).
+        fields = (self._next_inode, mode, 0, 0, 1, 0, len(data),
+                  0, 0, rdev[0], rdev[1], len(name_bytes), 0)
+        self._next_inode += 1
+        header = NEWC_MAGIC + b"".join(b"%08x" % field for field in fields)
+        self._write(header + name_bytes + _pad4(len(header) + len(name_bytes)))
+        self._write(data + _pad4(len(data)))
+
+    def _write(self, chunk: bytes):
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+
+    def add_dir(self, name: str, perms: int = 0o755):
+        self._entry(name, stat.S_IFDIR | perms)
+
+    def add_file(self, name: str, data: bytes, perms: int = 0o644):
+        self._entry(name, stat.S_IFREG | perms, data)
+
+    def add_symlink(self, name: str, target: str):
+        # A symlink's "data" is its target path (no trailing NUL), as in the on-disk inode.
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def add_char_device(self, name: str, major: int, minor: int, perms: int = 0o600):
+        self._entry(name, stat.S_IFCHR | perms, rdev=(major, minor))
+
+    def finish(self) -> bytes:
+        """Append the trailer entry that ends the archive and return the archive's bytes."""
+        self._entry(TRAILER, 0)
+        return b"".join(self._chunks)
+
+
+# fstab(5), so that one `mount -a` (one process) mounts all three kernel filesystems.
+FSTAB = """\
+proc      /proc  proc      nosuid,nodev,noexec  0 0
+sysfs     /sys   sysfs     nosuid,nodev,noexec  0 0
+devtmpfs  /dev   devtmpfs  nosuid               0 0
+"""
+
+# PID 1 of the guest. The kernel runs it with /dev/console as stdin, stdout and stderr.
+# Everything it needs from the host comes from /minivm/run.conf (see run_archive()); the
+# kernel's own command line is not used because the kernel hands unknown parameters to init
+# as arguments and environment (Documentation/admin-guide/kernel-parameters.rst).
+# The command runs in a subshell so that a shell builtin (`exit 3`, `cd`) cannot end PID 1:
+# the kernel panics when init exits. Without -t its output goes through a pipe, as under
+# `docker run` without -t: programs see no terminal (no columns, no colours, no CR). Protocol lines start with a newline (the command's last line may lack one) and carry a
+# per-run nonce, so nothing the command prints can be mistaken for them.
+INIT = r"""#!/bin/busybox sh
+export PATH=/bin HOME=/root
+busybox mount -a
+. /minivm/run.conf
+if [ "$tty" = 1 ]; then
+    stty rows "$rows" cols "$cols"
+    export TERM="$term"
+elif [ "$stdin" = 1 ]; then
+    # Piped input: no echo, and no CR added before LF on output (termios(3): ECHO, OPOST).
+    stty -echo -opost
+else
+    stty -opost
+fi
+read -r release < /proc/sys/kernel/osrelease
+marker() { printf '\nMINIVM:%s:%s\n' "$nonce" "$1"; }
+# With pipefail a pipeline's status is its last failing command's: here, the command's.
+set -o pipefail
+marker "init=$release"
+# Console loglevel 1: from here on only kernel emergencies reach the serial line, so kernel
+# messages do not mix into the command's output (syslog(2), /proc/sys/kernel/printk).
+[ "$kernel_log" = 1 ] || echo 1 > /proc/sys/kernel/printk
+if ! command -v "$1" >/dev/null; then
+    marker notfound
+    status=127
+elif [ "$tty" = 1 ]; then
+    # setsid + cttyhack make the serial port the command's controlling terminal, so
+    # Ctrl-C and job control work (busybox cttyhack opens /dev/ttyS0 behind /dev/console).
+    setsid cttyhack "$@"
+    status=$?
+elif [ "$stdin" = 1 ]; then
+    ( "$@" ) 2>&1 | cat
+    status=$?
+else
+    ( "$@" ) </dev/null 2>&1 | cat
+    status=$?
+fi
+marker "exit=$status"
+# isa-debug-exit at port 0xf4 (QEMU docs, "isa-debug-exit"): one byte written there ends
+# QEMU at once. /dev/port is the kernel's byte-addressed I/O port space (mem(4)).
+printf '\0' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
+# Not reached when the device is there; otherwise reboot=t + QEMU's -no-reboot end the VM.
+reboot -f
+"""
+
+
+def busybox_applets(busybox: Path) -> list[str]:
+    """The applet names this busybox binary provides (`busybox --list`)."""
+    listing = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True)
+    return [name for name in listing.stdout.split() if name != "busybox"]
+
+
+def base_archive(busybox: Path) -> bytes:
+    """busybox-static, a /bin link per applet, /etc/fstab and /init, as one newc archive."""
+    archive = CpioWriter()
+    for directory in ("bin", "dev", "etc", "minivm", "proc", "root", "sys", "tmp"):
+        archive.add_dir(directory, 0o1777 if directory == "tmp" else 0o755)
+    # The kernel opens /dev/console for init's stdio before init runs (init/main.c,
+    # console_on_rootfs()); devtmpfs is only mounted later, by /init.
+    archive.add_char_device("dev/console", 5, 1)
+    archive.add_file("bin/busybox", busybox.read_bytes(), 0o755)
+    for applet in busybox_applets(busybox):
+        archive.add_symlink(f"bin/{applet}", "busybox")
+    archive.add_file("etc/fstab", FSTAB.encode())
+    archive.add_file("init", INIT.encode(), 0o755)
+    return archive.finish()
+
+
+def run_archive(argv: list[str], nonce: str, *, kernel_log: bool = False, stdin: bool = False,
+                tty: bool = False, rows: int = 24, cols: int = 80, term: str = "linux") -> bytes:
+    """The per-run archive: /minivm/run.conf, sourced by /init.
+
+    The command travels as a shell `set --` line in which every argument is single-quoted
+    by shlex.quote(). Inside single quotes a POSIX shell treats every byte literally except
+    the closing quote (sh(1p), "Single-Quotes"), and shlex.quote() spells a quote as '"'"',
+    so spaces, quotes, `$`, backslashes and newlines all arrive unchanged.
+    """
+    settings = {"nonce": nonce, "kernel_log": int(kernel_log), "stdin": int(stdin),
+                "tty": int(tty), "rows": rows, "cols": cols, "term": term}
+    conf = "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in settings.items())
+    conf += "set -- " + " ".join(shlex.quote(arg) for arg in argv) + "\n"
+    archive = CpioWriter()
+    archive.add_file("minivm/run.conf", conf.encode())
+    return archive.finish()
+
+
+def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
+    """The base archive from the cache, built first when missing. Returns (path, was_cached).
+
+    The key hashes everything that goes into the archive: the busybox binary (its applet list
+    comes from it), /init, fstab and this writer's source. A changed input means a new file.
+    The hash is zlib's CRC-32 (with the sizes): a cache key needs no cryptography, and
+    hashlib's OpenSSL takes milliseconds to import, on every boot.
+    """
+    if not busybox.is_file():
+        raise MinivmError(f"{busybox} not found: install the busybox-static package "
+                          "(apt-get install busybox-static)")
+    inputs = busybox.read_bytes(), Path(__file__).read_bytes()
+    key = "-".join(f"{len(data):x}-{zlib.crc32(data):08x}" for data in inputs)
+    path = cache_dir / "initramfs" / f"base-{key}.cpio"
+    if path.exists():
+        return path, True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_bytes(base_archive(busybox))
+    os.replace(partial, path)  # atomic: a concurrent run sees the whole file or none
+    for stale in path.parent.glob("base-*.cpio"):
+        if stale != path:  # built from an older busybox or an older minivm
+            stale.unlink(missing_ok=True)
+    return path, False
+
+
+def write_initrd(base: Path, run: bytes, nonce: str) -> Path:
+    """One file for QEMU's -initrd: the cached base archive followed by this run's archive.
+
+    O_EXCL with mode 0600: never follow a file someone planted in /tmp under this name.
+    The caller deletes it when QEMU is done.
+    """
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"minivm-initrd-{os.getpid()}-{nonce}.cpio"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as initrd:
+        initrd.write(base.read_bytes() + run)
+    return path

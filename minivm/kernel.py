@@ -1,0 +1,136 @@
+"""Find a guest kernel and turn it into something QEMU boots fast: an uncompressed vmlinux.
+
+Where the kernel comes from, first match wins:
+1. `--kernel PATH` (a bzImage like /boot/vmlinuz-*, or an ELF vmlinux);
+2. the cache: kernels minivm fetched itself, under <cache>/kernels/<release>/;
+3. the host's /boot/vmlinuz-*, when readable (Ubuntu makes them root-only);
+4. Debian's kernel package, fetched into the cache (debian.py): the kernel and its modules
+   (virtio, 9p... for guests that need them).
+
+QEMU boots the *uncompressed* kernel, which bzimage.py takes out of the bzImage once and the
+cache keeps: an ELF vmlinux with a PVH note (the XEN_ELFNOTE_PHYS32_ENTRY entry point,
+CONFIG_PVH=y) boots straight into 32-bit mode, no bootloader, no decompressor
+(QEMU's docs/system/i386/microvm.rst).
+
+The cache is /var/cache/minivm for root, ~/.cache/minivm otherwise; MINIVM_CACHE overrides.
+"""
+import json
+import os
+import re
+import zlib
+from collections import namedtuple
+from pathlib import Path
+
+from minivm import MinivmError
+
+BOOT_DIR = Path("/boot")
+
+# vmlinux: the ELF QEMU boots; release: `uname -r` in the guest, e.g. 6.1.0-56-amd64;
+# origin: where it came from, for --explain and `kernel list`; modules: lib/modules/<release>
+# when minivm has them (virtio, 9p... for guests that need them), else None.
+Kernel = namedtuple("Kernel", "vmlinux release origin modules")
+
+
+def cache_dir() -> Path:
+    if "MINIVM_CACHE" in os.environ:
+        return Path(os.environ["MINIVM_CACHE"])
+    if os.geteuid() == 0:
+        return Path("/var/cache/minivm")
+    return Path.home() / ".cache" / "minivm"
+
+
+def vmlinux_release(vmlinux: Path) -> str:
+    """The release from an ELF vmlinux: the banner `Linux version <release> (...)`."""
+    found = re.search(rb"Linux version (\S+) \(", vmlinux.read_bytes())
+    if not found:
+        raise MinivmError(f"{vmlinux}: no 'Linux version' banner found: is it a Linux kernel?")
+    return found.group(1).decode()
+
+
+# --- the cache ---
+
+def save(directory: Path, name: str, data: bytes):
+    """Write atomically: a concurrent minivm sees the whole file or none."""
+    partial = directory / f".{name}.{os.getpid()}.tmp"
+    partial.write_bytes(data)
+    os.replace(partial, directory / name)
+
+
+def entry(directory: Path) -> Kernel | None:
+    """A cache entry: <dir>/kernel.json records what <dir>/vmlinux is."""
+    try:
+        record = json.loads((directory / "kernel.json").read_text())
+    except (OSError, ValueError):
+        return None
+    modules = directory / "lib" / "modules" / record["release"]
+    return Kernel(Path(record["vmlinux"]), record["release"], record["origin"],
+                  modules if modules.is_dir() else None)
+
+
+def _release_key(release: str) -> list:
+    """Sort 6.1.0-56-amd64 after 6.1.0-9-amd64: compare numbers as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", release)]
+
+
+def cached_kernels(cache: Path) -> list[Kernel]:
+    """Kernels minivm fetched into the cache, newest release first."""
+    entries = [entry(path) for path in (cache / "kernels").glob("*") if path.is_dir()]
+    found = [entry for entry in entries if entry and entry.vmlinux.is_file()]
+    return sorted(found, key=lambda kernel: _release_key(kernel.release), reverse=True)
+
+
+def from_file(path: Path, cache: Path, progress) -> Kernel:
+    """A kernel the user or /boot names. A bzImage is decompressed once into the cache.
+
+    The extracted vmlinux is keyed by the file's path, size and modification time rather
+    than a hash of its 8 MB, so finding it again costs one stat(2) per boot. (zlib.crc32, not
+hashlib: a cache key needs no cryptography, and OpenSSL's import costs milliseconds.)
+    """
+    from minivm import bzimage  # lzma & co.: only for kernels that aren't cached
+    try:
+        info = path.stat()
+        with path.open("rb") as kernel_file:
+            magic = kernel_file.read(4)
+    except OSError as error:
+        raise MinivmError(f"cannot read kernel {path}: {error.strerror}") from None
+    if magic == bzimage.ELF_MAGIC:
+        return Kernel(path, vmlinux_release(path), f"{path} (an ELF vmlinux)", None)
+    key = zlib.crc32(f"{path.resolve()}:{info.st_size}:{info.st_mtime_ns}".encode())
+    directory = cache / "extracted" / f"{key:08x}"
+    known = entry(directory)
+    if known and known.vmlinux.is_file():
+        return known
+    image = path.read_bytes()
+    release = bzimage.release(image)
+    progress(f"extracting the uncompressed kernel from {path} (once; cached)")
+    vmlinux, compression = bzimage.vmlinux(image)
+    directory.mkdir(parents=True, exist_ok=True)
+    save(directory, "vmlinux", vmlinux)
+    origin = f"{path} ({compression}-compressed bzImage, extracted to {directory / 'vmlinux'})"
+    record = {"release": release, "origin": origin, "vmlinux": str(directory / "vmlinux")}
+    save(directory, "kernel.json", json.dumps(record, indent=1).encode())
+    return Kernel(directory / "vmlinux", release, origin, None)
+
+
+def boot_kernels(boot_dir: Path = BOOT_DIR) -> list[Path]:
+    """Readable /boot/vmlinuz-* files, newest release first."""
+    found = [path for path in boot_dir.glob("vmlinuz-*") if os.access(path, os.R_OK)]
+    return sorted(found, key=lambda path: _release_key(path.name), reverse=True)
+
+
+def find(explicit: Path | None, cache: Path, progress, boot_dir: Path = BOOT_DIR) -> Kernel:
+    """The kernel to boot, following the order in this module's docstring."""
+    if explicit is not None:
+        return from_file(explicit, cache, progress)
+    cached = cached_kernels(cache)
+    if cached:
+        return cached[0]
+    on_host = boot_kernels(boot_dir)
+    if on_host:
+        return from_file(on_host[0], cache, progress)
+    from minivm import debian  # apt-get & co.: only when no kernel is at hand
+    if not debian.apt_available():
+        raise MinivmError(f"no guest kernel: none in {cache}, no readable {boot_dir}/vmlinuz-*, "
+                          "and no apt-get to download one; pass --kernel PATH")
+    progress(f"no guest kernel yet: fetching Debian's into {cache} (once)")
+    return debian.fetch(cache, progress)

@@ -1,0 +1,270 @@
+"""QEMU: the VM's hardware, one option at a time, and the process that runs it.
+
+A VMConfig says what the guest gets; qemu_options() turns it into QEMU options, each with the
+reason it is there and where that is documented, so --explain can print them and a reader can
+check them. run() starts QEMU, feeds its serial console through console.ConsoleParser, enforces
+the timeout and records the phase timings.
+
+The machine is QEMU's `microvm` (docs/system/i386/microvm.rst): no PCI, no firmware menus, no
+emulated disks — a few ISA devices and virtio-mmio slots, made for fast-booting guests. Devices
+for later features (a virtio-9p share: `-fsdev local,...` + `-device virtio-9p-device,...`;
+disks; NICs) are appended to VMConfig.devices, and kernel parameters they need (e.g.
+`cgroup_no_v1=all`) to VMConfig.kernel_args.
+"""
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import namedtuple
+from pathlib import Path
+
+from minivm import MinivmError
+from minivm.console import ConsoleParser
+from minivm.explain import source_location
+
+QEMU_BINARY = "qemu-system-x86_64"
+QEMU_PACKAGE = "qemu-system-x86"
+ESCAPE_BYTE = b"\x1d"  # Ctrl-], telnet's escape key: ends an interactive session
+EOF_BYTE = b"\x04"     # Ctrl-D: the guest terminal's end-of-file when piped input runs out
+BOOT_LOG_BATCH_SECONDS = 0.01
+
+
+# Some QEMU options (or one kernel parameter), why they are there, where that is documented,
+# and the file:line that added them, for --explain.
+Option = namedtuple("Option", "args why doc where")
+
+
+def option(*args: str, why: str, doc: str) -> Option:
+    return Option(args, why, doc, source_location())
+
+
+class VMConfig:
+    """What the guest gets. kernel_args and devices hold extra kernel parameters and QEMU
+    devices (Options), for features beyond a bare command runner."""
+
+    def __init__(self, kernel: Path, initrd: Path, memory_mib: int = 256, cpus: int = 1,
+                 accel: str = "tcg", tsc_khz: int | None = None,
+                 kernel_args: list[Option] = (), devices: list[Option] = ()):
+        self.kernel, self.initrd = kernel, initrd
+        self.memory_mib, self.cpus = memory_mib, cpus
+        self.accel, self.tsc_khz = accel, tsc_khz
+        self.kernel_args, self.devices = list(kernel_args), list(devices)
+
+
+def kernel_parameters(config: VMConfig) -> list[Option]:
+    """The guest kernel's command line (Documentation/admin-guide/kernel-parameters.txt)."""
+    params = [
+        option("console=ttyS0", why="kernel messages go to the first serial port, which QEMU "
+               "connects to minivm", doc="kernel-parameters: console="),
+        option("reboot=t", why="without ACPI the kernel has no way to reset but a triple "
+               "fault; other methods loop forever", doc="kernel-parameters: reboot="),
+        option("panic=-1", why="a panicking guest reboots at once (so QEMU exits, see "
+               "-no-reboot) instead of hanging until the timeout", doc="kernel-parameters: panic="),
+    ]
+    if config.accel == "tcg":
+        if config.tsc_khz:
+            params.append(option(
+                f"tsc_early_khz={config.tsc_khz}", why="microvm has no HPET or PM timer to "
+                "calibrate the TSC against; when calibration fails (~5% of boots here) the "
+                "kernel stalls. Under TCG the guest TSC ticks at the host's rate, so tell it",
+                doc="kernel-parameters: tsc_early_khz="))
+        params += [
+            option("noapictimer", why="emulating the local APIC timer is slow under TCG; the "
+                   "PIT serves as the tick", doc="kernel-parameters: noapictimer"),
+            option("cryptomgr.notests", why="skip the crypto self-tests that run at every "
+                   "boot (~0.3 s under TCG)", doc="kernel-parameters: cryptomgr.notests"),
+        ]
+    return params + config.kernel_args
+
+
+def qemu_options(config: VMConfig) -> list[Option]:
+    """Every QEMU option, in order (qemu-system-x86_64(1), QEMU docs/system/invocation)."""
+    accel = [option("-accel", "tcg", why="TCG: QEMU translates guest instructions itself",
+                    doc="QEMU docs: -accel")]
+    if config.accel == "kvm":
+        accel = [option("-accel", "kvm", "-cpu", "host", why="KVM runs the guest on the real "
+                        "CPU; -cpu host exposes its features", doc="QEMU docs: -accel, -cpu")]
+    command_line = " ".join(param.args[0] for param in kernel_parameters(config))
+    return [
+        option("-M", "microvm,acpi=off", why="a minimal machine with no PCI and no firmware "
+               "tables; with acpi=off QEMU describes its virtio-mmio devices on the kernel "
+               "command line, the only way the guest finds them",
+               doc="QEMU docs/system/i386/microvm.rst"),
+        *accel,
+        option("-m", f"{config.memory_mib}M", why="guest RAM", doc="QEMU docs: -m"),
+        option("-smp", str(config.cpus), why="virtual CPUs", doc="QEMU docs: -smp"),
+        option("-nodefaults", "-no-user-config", why="no default devices (VGA, NIC, floppy...) "
+               "and no system config file: the VM has exactly what this list says",
+               doc="QEMU docs: -nodefaults, -no-user-config"),
+        option("-display", "none", why="no window: the serial port is the only console",
+               doc="QEMU docs: -display"),
+        option("-serial", "stdio", why="the guest's ttyS0 is QEMU's stdin/stdout, which are "
+               "pipes to minivm", doc="QEMU docs: -serial, -chardev stdio"),
+        option("-no-reboot", why="a guest reboot (reboot=t, panic=-1) ends QEMU instead",
+               doc="QEMU docs: -no-reboot"),
+        option("-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", why="a write to I/O port "
+               "0xf4 ends QEMU at once: the fastest clean way out for /init",
+               doc="QEMU hw/misc/debugexit.c"),
+        option("-kernel", str(config.kernel), why="boot this uncompressed ELF vmlinux through "
+               "its PVH entry point: no bootloader, no decompression",
+               doc="QEMU docs/system/i386/microvm.rst, Linux arch/x86/platform/pvh"),
+        option("-initrd", str(config.initrd), why="the cpio archive the kernel unpacks as its "
+               "root filesystem", doc="Linux Documentation/filesystems/ramfs-rootfs-initramfs.rst"),
+        option("-append", command_line, why="the kernel command line (parameters listed "
+               "separately)", doc="QEMU docs: -append"),
+        *config.devices,
+    ]
+
+
+def argv(config: VMConfig) -> list[str]:
+    return [QEMU_BINARY] + [arg for opt in qemu_options(config) for arg in opt.args]
+
+
+class Result:
+    """How a run ended, as far as the host can tell."""
+
+    def __init__(self):
+        self.status: int | None = None         # the guest command's exit status, if told
+        self.not_found = False                 # the command does not exist in the guest
+        self.guest_release: str | None = None  # `uname -r` as the guest's /init saw it
+        self.timed_out = False
+        self.escaped = False                   # the user left with the escape key
+        self.qemu_status: int | None = None
+        self.qemu_errors = ""                  # what QEMU printed on stderr
+        self.kernel_tail: list[str] = []
+        self.phases: list[tuple[str, float]] = []  # (name, seconds since minivm started)
+
+
+def _die_with_parent():
+    """In the QEMU child before exec: PR_SET_PDEATHSIG (prctl(2)) asks the kernel to SIGKILL
+    QEMU when minivm dies, even by SIGKILL, so no guest outlives its minivm."""
+    import ctypes
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+class Console:
+    """Where the guest's parts go: output to stdout, kernel lines to stderr (when shown)."""
+
+    def __init__(self, show_kernel: bool, stdin_fd: int | None = None):
+        self.show_kernel = show_kernel
+        self.stdin_fd = stdin_fd  # forwarded to the guest (-i), None otherwise
+
+    def output(self, data: bytes):
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    def kernel(self, lines: list[str]):
+        if self.show_kernel and lines:
+            sys.stderr.write("".join(f"[guest] {line}\n" for line in lines))
+            sys.stderr.flush()
+
+
+def run(config: VMConfig, parser: ConsoleParser, console: Console, timeout: float,
+        started: float) -> Result:
+    """Boot, relay the console until QEMU exits or the timeout; never leave QEMU running."""
+    result = Result()
+
+    def phase(name: str):
+        result.phases.append((name, time.monotonic() - started))
+
+    try:
+        qemu = subprocess.Popen(
+            argv(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if console.stdin_fd is not None else subprocess.DEVNULL,
+            # Its own session: a Ctrl-C on the host terminal reaches minivm, which then stops
+            # QEMU itself, rather than QEMU dying first and the exit status getting lost.
+            start_new_session=True, preexec_fn=_die_with_parent)
+    except OSError as error:
+        raise MinivmError(f"cannot start {QEMU_BINARY}: {error.strerror}") from None
+    phase("qemu spawned")
+    try:
+        ending = _relay(qemu, parser, console, started + timeout, result, phase)
+        result.timed_out = ending == "timeout"
+        result.escaped = ending == "escape"
+        if ending == "serial closed":
+            result.qemu_status = qemu.wait(timeout=max(started + timeout - time.monotonic(), 0))
+            result.qemu_errors += qemu.stderr.read().decode(errors="replace")
+            phase("qemu exited")
+    except subprocess.TimeoutExpired:
+        result.timed_out = True
+    finally:
+        if qemu.poll() is None:
+            qemu.kill()  # by PID: our own child, nothing else
+            qemu.wait()
+        for pipe in (qemu.stdin, qemu.stdout, qemu.stderr):
+            if pipe:
+                pipe.close()
+    result.kernel_tail = list(parser.kernel_tail)
+    return result
+
+
+def _relay(qemu: subprocess.Popen, parser: ConsoleParser, console: Console, deadline: float,
+           result: Result, phase) -> str:
+    """Move bytes until the serial port closes. Returns why it stopped:
+    "serial closed", "timeout" or "escape" (the user pressed the escape key)."""
+    serial, errors = qemu.stdout.fileno(), qemu.stderr.fileno()
+    watched = {serial, errors}
+    first_output = True
+    while serial in watched:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout"
+        # Host input waits until /init runs: before the guest opens its console, the UART
+        # driver's start-up discards whatever arrived (8250 serial8250_do_startup()).
+        if console.stdin_fd is not None and result.guest_release is not None:
+            watched.add(console.stdin_fd)
+        ready, _, _ = select.select(list(watched), [], [], remaining)
+        if result.guest_release is None:
+            # Booting: QEMU passes the serial port on as the guest writes it, often a byte
+            # per write(2). Waking for each byte would cost thousands of wakeups per boot,
+            # taking CPU from the emulator; the boot log can wait a few milliseconds.
+            time.sleep(BOOT_LOG_BATCH_SECONDS)
+        for fd in ready:
+            data = os.read(fd, 65536)
+            if fd == serial and data:
+                if first_output:
+                    phase("first kernel output")
+                    first_output = False
+                _dispatch(parser.feed(data), console, result, phase)
+            elif fd == errors and data:
+                result.qemu_errors += data.decode(errors="replace")
+            elif fd == console.stdin_fd:
+                if not data:  # host input is over: the guest reader gets end-of-file
+                    _forward_input(EOF_BYTE, qemu)
+                    console.stdin_fd = None
+                    watched.discard(fd)
+                    continue
+                before, escape, _ = data.partition(ESCAPE_BYTE)
+                if before:
+                    _forward_input(before, qemu)
+                if escape:
+                    return "escape"
+            else:
+                watched.discard(fd)
+    return "serial closed"
+
+
+def _dispatch(chunk, console: Console, result: Result, phase):
+    console.kernel(chunk.kernel_lines)
+    if chunk.output:
+        console.output(chunk.output)
+    for event in chunk.events:
+        if event.name == "init":
+            result.guest_release = event.value
+            phase("init started")
+        elif event.name == "notfound":
+            result.not_found = True
+        elif event.name == "exit":
+            result.status = int(event.value)
+            phase("command done")
+
+
+def _forward_input(data: bytes, qemu: subprocess.Popen):
+    """Send host input to the guest's serial port; a guest that is gone just misses it."""
+    try:
+        os.write(qemu.stdin.fileno(), data)
+    except BrokenPipeError:
+        pass

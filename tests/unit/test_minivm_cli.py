@@ -1,0 +1,129 @@
+"""minivm's bad-input paths: one line on stderr, a non-zero status, no traceback, no boot."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minivm import MinivmError, accel, cli
+
+
+def minivm(*args, env=None, cache=None):
+    environment = dict(os.environ, **(env or {}))
+    if cache is not None:
+        environment["MINIVM_CACHE"] = str(cache)
+    return subprocess.run([sys.executable, "-m", "minivm", *args], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, env=environment, timeout=60)
+
+
+def assert_one_line_error(done, status, message):
+    assert done.returncode == status, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.startswith("minivm: ")
+
+
+HOST_CPUS = os.cpu_count()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-m", "12X"], "-m 12X: not a memory size"),
+    (["-m", "64M"], "at least 96M"),
+    (["-m", "100000G"], "more than this host's"),
+    (["--cpus", "0"], "--cpus 0: must be at least 1"),
+    (["--cpus", str(HOST_CPUS + 1)], f"this host has only {HOST_CPUS} CPUs"),
+    (["--timeout", "0"], "must be more than 0 seconds"),
+    (["--cpus", "two"], "invalid int value"),
+    (["--accel", "xen"], "invalid choice"),
+    (["--no-such-flag"], "unrecognized arguments"),
+])
+def test_bad_options_are_one_line(args, message, tmp_path):
+    done = minivm("run", *args, "--", "true", cache=tmp_path)
+    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR, message)
+
+
+def test_no_command_is_one_line(tmp_path):
+    assert_one_line_error(minivm("run", cache=tmp_path), cli.EXIT_MINIVM_ERROR, "no command given")
+
+
+def test_missing_qemu_names_the_package(tmp_path):
+    done = minivm("run", "--", "true", env={"PATH": str(tmp_path)}, cache=tmp_path)
+    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR,
+                          "qemu-system-x86_64 not found: install the qemu-system-x86 package")
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs qemu")
+def test_no_kernel_and_no_apt_is_one_line(tmp_path):
+    if any(os.access(path, os.R_OK) for path in Path("/boot").glob("vmlinuz-*")):
+        pytest.skip("this host has a readable /boot/vmlinuz-*, which minivm would use")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "qemu-system-x86_64").symlink_to(shutil.which("qemu-system-x86_64"))
+    done = minivm("run", "--accel", "tcg", "--", "true", env={"PATH": str(bin_dir)},
+                  cache=tmp_path / "cache")
+    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR, "no guest kernel")
+    assert "pass --kernel PATH" in done.stderr
+
+
+@pytest.mark.skipif(accel.kvm_problem() is None, reason="KVM works on this host")
+def test_accel_kvm_where_it_cannot_work_says_why(tmp_path):
+    done = minivm("run", "--accel", "kvm", "--", "true", cache=tmp_path)
+    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR,
+                          f"--accel kvm cannot work here: {accel.kvm_problem()}")
+
+
+def test_kernel_list_with_an_empty_cache(tmp_path):
+    done = minivm("kernel", "list", cache=tmp_path)
+    assert done.returncode == 0
+    if not any(os.access(path, os.R_OK) for path in Path("/boot").glob("vmlinuz-*")):
+        assert "no kernels yet" in done.stdout and "minivm kernel fetch" in done.stdout
+
+
+@pytest.mark.parametrize("text,mib", [("256M", 256), ("1G", 1024), ("512", 512),
+                                      ("128MiB", 128), ("2g", 2048)])
+def test_memory_sizes(text, mib):
+    assert cli.memory_mib(text) == mib
+
+
+def test_memory_size_errors_name_the_value():
+    for text in ("lots", "512b", "1T", "-5M"):
+        with pytest.raises(MinivmError, match=f"-m {text}: not a memory size"):
+            cli.memory_mib(text)
+
+
+def report(capsys, **fields):
+    """cli._report on a qemu.Result with these fields; returns (status, stderr)."""
+    from argparse import Namespace
+
+    from minivm import kernel, qemu
+    result = qemu.Result()
+    result.__dict__.update(fields)
+    guest = kernel.Kernel(Path("/k"), "6.1.0-56-amd64", "test", None)
+    args = Namespace(timings=False, timeout=20.0)
+    status = cli._report(result, ["cmd"], guest, args, [])
+    return status, capsys.readouterr().err
+
+
+def test_report_maps_each_ending_to_a_status_and_a_line(capsys):
+    assert report(capsys, status=3, guest_release="6.1.0-56-amd64") == (3, "")
+    status, err = report(capsys, timed_out=True, kernel_tail=["[ 2.0] Run /init as init process"])
+    assert status == cli.EXIT_TIMEOUT
+    assert err.startswith("minivm: timeout: the guest did not finish within 20 s")
+    assert err.endswith("Last kernel lines:\n  [ 2.0] Run /init as init process\n")
+    assert report(capsys, not_found=True, status=127) == (
+        127, "minivm: cmd: command not found in the guest\n")
+    assert report(capsys, escaped=True)[0] == 130
+
+
+def test_report_warns_when_the_guest_runs_another_kernel(capsys):
+    status, err = report(capsys, status=0, guest_release="6.9.9-other")
+    assert status == 0
+    assert err == "minivm: warning: expected kernel 6.1.0-56-amd64, but the guest runs 6.9.9-other\n"
+
+
+def test_report_of_a_guest_that_never_said_its_status_is_an_error(capsys):
+    with pytest.raises(MinivmError, match=r"without reporting an exit status \(QEMU exit status "
+                       r"0, QEMU said: boom\). Last kernel lines:\n  Kernel panic"):
+        report(capsys, qemu_status=0, qemu_errors="boom\n", kernel_tail=["Kernel panic"])

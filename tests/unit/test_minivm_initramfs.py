@@ -1,0 +1,89 @@
+"""The cpio "newc" writer and the /init argument passing, checked with the system's tools."""
+import shutil
+import subprocess
+
+import pytest
+
+from minivm import initramfs
+from minivm.initramfs import CpioWriter
+
+needs_cpio = pytest.mark.skipif(shutil.which("cpio") is None, reason="needs cpio (apt cpio)")
+
+
+def sample_archive() -> bytes:
+    archive = CpioWriter()
+    archive.add_dir("bin")
+    archive.add_file("bin/hello", b"#!/bin/sh\necho hi\n", 0o755)
+    archive.add_file("odd", b"abc")  # 3 bytes: the writer must pad to 4
+    archive.add_symlink("bin/hi", "hello")
+    return archive.finish()
+
+
+def test_newc_headers_follow_the_format():
+    data = sample_archive()
+    assert data.startswith(b"070701")
+    assert len(data) % 4 == 0
+    # Each header is "070701" + 13 fields of 8 hex digits; c_namesize counts the NUL.
+    fields = [int(data[6 + 8 * i:14 + 8 * i], 16) for i in range(13)]
+    mode, namesize, filesize = fields[1], fields[11], fields[6]
+    assert mode == 0o040755 and namesize == len(b"bin\0") and filesize == 0
+    assert b"TRAILER!!!\0" in data[-124:]
+
+
+@needs_cpio
+def test_system_cpio_lists_and_extracts_what_the_writer_wrote(tmp_path):
+    archive = tmp_path / "sample.cpio"
+    archive.write_bytes(sample_archive())
+    listing = subprocess.run(["cpio", "-t", "--quiet"], stdin=archive.open("rb"),
+                             capture_output=True, text=True, check=True)
+    assert listing.stdout.split() == ["bin", "bin/hello", "odd", "bin/hi"]
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["cpio", "-id", "--quiet"], stdin=archive.open("rb"), cwd=out, check=True)
+    assert (out / "bin/hello").read_bytes() == b"#!/bin/sh\necho hi\n"
+    assert (out / "bin/hello").stat().st_mode & 0o777 == 0o755
+    assert (out / "odd").read_bytes() == b"abc"
+    assert (out / "bin/hi").readlink().as_posix() == "hello"
+
+
+@needs_cpio
+def test_base_archive_has_busybox_applets_init_and_console(tmp_path):
+    if not initramfs.BUSYBOX.is_file():
+        pytest.skip("needs busybox-static")
+    path, cached = initramfs.cached_base(tmp_path)
+    assert not cached
+    assert initramfs.cached_base(tmp_path) == (path, True)
+    listing = subprocess.run(["cpio", "-tv", "--quiet"], stdin=path.open("rb"),
+                             capture_output=True, text=True, check=True).stdout
+    lines = {line.split()[-1] if "->" not in line else line.split()[-3]: line
+             for line in listing.splitlines()}
+    assert lines["init"].startswith("-rwxr-xr-x")
+    assert lines["bin/busybox"].startswith("-rwxr-xr-x")
+    assert lines["bin/sh"].startswith("l") and lines["bin/sh"].endswith("-> busybox")
+    assert lines["dev/console"].startswith("crw-------")
+    assert "5," in lines["dev/console"] and " 1 " in lines["dev/console"]
+    assert "etc/fstab" in lines
+
+
+@pytest.mark.parametrize("shell", [["sh"], [str(initramfs.BUSYBOX), "sh"]])
+def test_run_conf_passes_every_argument_intact(tmp_path, shell):
+    """The `set --` line of run.conf, sourced by a real POSIX shell, gives back the argv."""
+    if not shutil.which(shell[0]):
+        pytest.skip(f"needs {shell[0]}")
+    argv = ["printf", "a b", "it's", '"q"', "$HOME", "`id`", "back\\slash", "new\nline", "", "*"]
+    data = initramfs.run_archive(argv, "nonce")
+    conf = data[data.index(b"nonce="):data.index(b"\0", data.index(b"nonce="))]
+    (tmp_path / "run.conf").write_bytes(conf)
+    script = f'. {tmp_path}/run.conf; for arg in "$@"; do printf "%s\\0" "$arg"; done'
+    done = subprocess.run([*shell, "-c", script], capture_output=True, check=True, cwd=tmp_path)
+    assert done.stdout.split(b"\0")[:-1] == [arg.encode() for arg in argv]
+
+
+def test_initrd_is_base_then_run_archive_and_private(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    base = tmp_path / "base.cpio"
+    base.write_bytes(sample_archive())
+    path = initramfs.write_initrd(base, b"RUN", "abcd")
+    assert path.parent == tmp_path
+    assert path.read_bytes() == sample_archive() + b"RUN"
+    assert path.stat().st_mode & 0o777 == 0o600
