@@ -208,10 +208,9 @@ def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     partial.write_bytes(base_archive(busybox))
-    os.replace(partial, path)  # atomic: a concurrent run sees the whole file or none
-    for stale in path.parent.glob("base-*.cpio"):
-        if stale != path:  # built from an older busybox or an older minivm
-            stale.unlink(missing_ok=True)
+    # Atomic: a concurrent run sees the whole file or none. Archives of other busybox or
+    # minivm versions stay: another minivm may be about to copy one.
+    os.replace(partial, path)
     return path, False
 
 
