@@ -9,7 +9,7 @@ import time
 import pytest
 
 from minivm import accel, initramfs, kernel
-from tests.vm.conftest import initrds_of, qemu_pids_of, wait_for
+from tests.vm.helpers import initrds_of, qemu_pids_of, wait_for
 
 pytestmark = pytest.mark.vm
 
