@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from minivm import MinivmError
+from minivm import MinivmError, accel
 
 EXIT_TIMEOUT = 124
 EXIT_MINIVM_ERROR = 125
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "cached kernel, else /boot/vmlinuz-*, else Debian's, downloaded)")
     run.add_argument("-m", "--memory", default="256M", help="guest RAM (default 256M)")
     run.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default 1)")
-    run.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+    run.add_argument("--accel", choices=accel.CHOICES, default="auto",
                      help="kvm, tcg (emulation) or auto: kvm only where it really works")
     run.add_argument("-i", "--interactive", action="store_true", help="send stdin to CMD")
     run.add_argument("-t", "--tty", action="store_true", help="a terminal for CMD (host "
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None):
 
 
 def run(args, started: float) -> int:
-    from minivm import accel, initramfs, kernel, qemu
+    from minivm import initramfs, kernel, qemu
     from minivm.explain import Narrator, code_of
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
