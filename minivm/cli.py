@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                      f"after this many seconds (default {DEFAULT_TIMEOUT:.0f})")
     run.add_argument("--timings", action="store_true", help="print phase timings on stderr")
     run.add_argument("--explain", action="store_true", help="narrate every step on stderr")
-    run.add_argument("-v", "--verbose", action="store_true", help="show the kernel's messages")
+    run.add_argument("-v", "--verbose", action="store_true", help="show the kernel's boot "
+                     "messages (on stderr)")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
 
     kernel = commands.add_parser("kernel", help="list or fetch guest kernels")
@@ -169,9 +170,8 @@ def run(args, started: float) -> int:
                   code_of(initramfs.base_archive))
     nonce = os.urandom(8).hex()
     rows, cols = _terminal_size() if args.tty else (24, 80)
-    run_archive = initramfs.run_archive(command, nonce, kernel_log=args.verbose or args.explain,
-                                        stdin=args.interactive, tty=args.tty, rows=rows, cols=cols,
-                                        term=os.environ.get("TERM", "linux"))
+    run_archive = initramfs.run_archive(command, nonce, stdin=args.interactive, tty=args.tty,
+                                        rows=rows, cols=cols, term=os.environ.get("TERM", "linux"))
     narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
                   f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
                   code_of(initramfs.run_archive))

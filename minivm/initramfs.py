@@ -123,8 +123,10 @@ marker() { printf '\nMINIVM:%s:%s\n' "$nonce" "$1"; }
 set -o pipefail
 marker "init=$release"
 # Console loglevel 1: from here on only kernel emergencies reach the serial line, so kernel
-# messages do not mix into the command's output (syslog(2), /proc/sys/kernel/printk).
-[ "$kernel_log" = 1 ] || echo 1 > /proc/sys/kernel/printk
+# messages (a late "clocksource: Switched to tsc", an OOM report) never mix into the
+# command's output, even with -v; `dmesg` in the guest still has them all
+# (syslog(2), /proc/sys/kernel/printk).
+echo 1 > /proc/sys/kernel/printk
 if ! command -v "$1" >/dev/null; then
     marker notfound
     status=127
@@ -171,8 +173,8 @@ def base_archive(busybox: Path) -> bytes:
     return archive.finish()
 
 
-def run_archive(argv: list[str], nonce: str, *, kernel_log: bool = False, stdin: bool = False,
-                tty: bool = False, rows: int = 24, cols: int = 80, term: str = "linux") -> bytes:
+def run_archive(argv: list[str], nonce: str, *, stdin: bool = False, tty: bool = False,
+                rows: int = 24, cols: int = 80, term: str = "linux") -> bytes:
     """The per-run archive: /minivm/run.conf, sourced by /init.
 
     The command travels as a shell `set --` line in which every argument is single-quoted
@@ -180,8 +182,8 @@ def run_archive(argv: list[str], nonce: str, *, kernel_log: bool = False, stdin:
     the closing quote (sh(1p), "Single-Quotes"), and shlex.quote() spells a quote as '"'"',
     so spaces, quotes, `$`, backslashes and newlines all arrive unchanged.
     """
-    settings = {"nonce": nonce, "kernel_log": int(kernel_log), "stdin": int(stdin),
-                "tty": int(tty), "rows": rows, "cols": cols, "term": term}
+    settings = {"nonce": nonce, "stdin": int(stdin), "tty": int(tty), "rows": rows,
+                "cols": cols, "term": term}
     conf = "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in settings.items())
     conf += "set -- " + " ".join(shlex.quote(arg) for arg in argv) + "\n"
     archive = CpioWriter()
