@@ -1,0 +1,122 @@
+"""The file-locked lease table: allocation, release, exhaustion, and 20 racing processes."""
+import ipaddress
+import json
+import multiprocessing
+
+import pytest
+
+from minibox.ipam import AddressError, AddressPool
+
+SUBNET = "10.199.0.0/24"
+
+
+@pytest.fixture
+def pool(tmp_path):
+    return AddressPool(tmp_path / "networks", "minibox0")
+
+
+def allocate(pool, owner, requested=None, subnet=SUBNET):
+    with pool.locked(subnet_if_new=subnet) as table:
+        return table.allocate(owner, requested)
+
+
+def test_first_address_follows_the_gateway(pool):
+    with pool.locked(subnet_if_new=SUBNET) as table:
+        assert table.gateway == ipaddress.IPv4Address("10.199.0.1")
+        assert table.allocate("a") == ipaddress.IPv4Address("10.199.0.2")
+        assert table.allocate("b") == ipaddress.IPv4Address("10.199.0.3")
+    stored = json.loads(pool.table_path.read_text())
+    assert stored == {"subnet": SUBNET, "leases": {"10.199.0.2": "a", "10.199.0.3": "b"}}
+
+
+def test_release_frees_the_address_for_the_next_container(pool):
+    allocate(pool, "a")
+    allocate(pool, "b")
+    with pool.locked() as table:
+        table.release("a")
+        table.release("a")  # twice is harmless
+    assert str(allocate(pool, "c")) == "10.199.0.2"
+    assert json.loads(pool.table_path.read_text())["leases"] == {
+        "10.199.0.2": "c", "10.199.0.3": "b"}
+
+
+def test_exhaustion(pool):
+    # a /29 has 6 host addresses; the first is the gateway
+    got = [str(allocate(pool, f"c{i}", subnet="10.199.0.0/29")) for i in range(5)]
+    assert got == [f"10.199.0.{n}" for n in range(2, 7)]
+    with pytest.raises(AddressError, match=r"no free address left in 10.199.0.0/29 \(5 leased\)"):
+        allocate(pool, "one-too-many")
+    assert len(json.loads(pool.table_path.read_text())["leases"]) == 5
+
+
+def test_requested_address(pool):
+    assert str(allocate(pool, "a", "10.199.0.50")) == "10.199.0.50"
+    assert str(allocate(pool, "b")) == "10.199.0.2"
+
+
+@pytest.mark.parametrize("requested, complaint", [
+    ("10.199.0.50", "already in use by container a"),
+    ("10.199.0.1", "gateway"),
+    ("10.199.0.0", "not a usable address"),
+    ("10.199.0.255", "not a usable address"),
+    ("10.200.0.5", "not a usable address in 10.199.0.0/24"),
+])
+def test_bad_requested_address(pool, requested, complaint):
+    allocate(pool, "a", "10.199.0.50")
+    with pytest.raises(AddressError, match=complaint):
+        allocate(pool, "b", requested)
+    assert json.loads(pool.table_path.read_text())["leases"] == {"10.199.0.50": "a"}
+
+
+def test_failure_inside_the_lock_saves_nothing(pool):
+    allocate(pool, "a")
+    with pytest.raises(RuntimeError):
+        with pool.locked() as table:
+            table.allocate("b")
+            raise RuntimeError("veth creation failed")
+    assert json.loads(pool.table_path.read_text())["leases"] == {"10.199.0.2": "a"}
+
+
+def test_the_stored_subnet_wins_over_a_new_default(pool):
+    allocate(pool, "a", subnet="10.199.0.0/24")
+    with pool.locked(subnet_if_new="172.31.0.0/16") as table:
+        assert str(table.subnet) == "10.199.0.0/24"
+
+
+def test_missing_pool_without_a_subnet(pool):
+    assert not pool.exists()
+    with pytest.raises(FileNotFoundError):
+        with pool.locked():
+            pass
+
+
+def test_discard_removes_the_table_but_keeps_the_lock_file(pool):
+    allocate(pool, "a")
+    with pool.locked() as table:
+        table.release("a")
+        table.discard()
+    assert not pool.exists() and pool.lock_path.exists()
+
+
+def _allocate_in_child(store_dir, owner, barrier, results):
+    barrier.wait()  # all 20 processes hit the lock at the same moment
+    with AddressPool(store_dir, "minibox0").locked(subnet_if_new=SUBNET) as table:
+        results.put((owner, str(table.allocate(owner))))
+
+
+def test_twenty_parallel_processes_get_distinct_addresses(pool):
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(20), context.Queue()
+    children = [context.Process(target=_allocate_in_child,
+                                args=(pool.store_dir, f"c{i}", barrier, results))
+                for i in range(20)]
+    for child in children:
+        child.start()
+    got = dict(results.get(timeout=30) for _ in children)
+    for child in children:
+        child.join(timeout=30)
+        assert child.exitcode == 0
+    assert len(set(got.values())) == 20
+    assert set(got.values()) == {f"10.199.0.{n}" for n in range(2, 22)}
+    stored = json.loads(pool.table_path.read_text())["leases"]
+    assert {owner: address for address, owner in stored.items()} == got
