@@ -277,7 +277,20 @@ def bridge_status(state_root):
     with pool.locked() as table:
         leases = dict(table.leases)
     return BridgeStatus(BRIDGE, str(table.subnet), str(table.gateway),
-                        Path("/sys/class/net", BRIDGE).exists(), leases)
+                        _link_exists(BRIDGE), leases)
+
+
+def _link_exists(ifname):
+    """Does `ifname` exist in this thread's netns? (SIOCGIFINDEX, `netdevice(7)`)
+
+    Not /sys/class/net: sysfs shows the interfaces of the netns that mounted it, which
+    is not ours when minibox runs under `nsenter --net` or `ip netns exec`.
+    """
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
 
 
 def remove_bridge(state_root):
