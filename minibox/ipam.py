@@ -12,10 +12,11 @@ The table is a small JSON file beside the lock::
     {"subnet": "10.199.0.0/24", "leases": {"10.199.0.2": "<container id>", ...}}
 
 It is replaced with `rename(2)` (write a temporary file, then rename over the old one) so a
-reader never sees half a file, even if a writer is killed mid-write. The lock lives in a
-separate file because a lock on the old inode would mean nothing after the rename, and that
-lock file is never deleted: a process still waiting on a deleted lock file and a newcomer
-locking its freshly created successor would both believe they hold the lock.
+reader never sees half a file, even if a writer is killed mid-write. The lock is taken on
+the store's directory, not on the table: a lock on the table's old inode would mean
+nothing after the rename, and a separate lock file could never be deleted safely (a process
+still waiting on a deleted lock file and a newcomer locking its fresh successor would both
+believe they hold the lock).
 
 No `fsync(2)`: the state root is `/run` (tmpfs) by default, and leases only describe
 interfaces that a reboot wipes anyway.
@@ -89,12 +90,11 @@ class LeaseTable:
 
 
 class AddressPool:
-    """The lease store of one bridge network under `store_dir`."""
+    """The lease table `name`.json of one bridge network, in `store_dir`."""
 
     def __init__(self, store_dir, name):
         self.store_dir = Path(store_dir)
         self.table_path = self.store_dir / f"{name}.json"
-        self.lock_path = self.store_dir / f"{name}.lock"
 
     @contextmanager
     def locked(self, subnet_if_new=None):
@@ -104,8 +104,8 @@ class AddressPool:
         missing pool raises FileNotFoundError. An exception inside the block leaves the
         stored table untouched, so a half-done allocation never reaches the disk.
         """
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock_fd = os.open(self.store_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             table = self._load(subnet_if_new)

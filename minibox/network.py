@@ -1,84 +1,91 @@
-"""Container networking: a bridge, one veth pair per container, and four modes.
+"""Container networking: four modes, and for the default one a bridge and a veth pair.
 
-A new network namespace (`network_namespaces(7)`, `unshare(2)` with CLONE_NEWNET) holds
-only a loopback device, and even that is down. What a container can reach depends on
-what the runtime puts into that namespace:
+A new network namespace (network_namespaces(7), CLONE_NEWNET) holds one device, `lo`, and
+even that is down. What a container can reach depends on what the runtime puts there:
 
-    --network none           loopback only (brought up by `bring_up_loopback()`)
+    --network none           loopback only (`bring_up_loopback`)
     --network host           no new namespace: the host's interfaces, ports and routes
-    --network container:ID   `setns(2)` into the namespace of another container
-    --network bridge         (default) a veth pair from the namespace to the bridge:
+    --network container:ID   setns(2) into the network namespace of another container
+    --network bridge         (the default of `run`) a veth pair to the bridge minibox0:
 
-        host netns                                   container netns
-        minibox0 (bridge, 10.199.0.1/24) --- mb<id>  <== veth ==>  eth0 10.199.0.N/24
-                                                                   default via 10.199.0.1
+        host netns                                        container netns
+        minibox0 (bridge, 10.199.0.1/24) -- mb<id>  <== veth ==>  eth0 10.199.0.N/24
+                                                                  default via 10.199.0.1
 
-A veth pair (`veth(4)`) is a virtual cable: what goes in one end comes out of the other.
-The host end is enslaved to a Linux bridge (a virtual switch), so containers on the
-bridge reach each other, and the bridge's own address is the containers' gateway, so the
-host reaches them (and they the host) by IP. Nothing is forwarded or NATed beyond the
-host: minibox never touches `ip_forward` or the firewall.
+A veth pair (veth(4)) is a virtual cable: what goes in one end comes out of the other. The
+host end is a port of a Linux bridge (a virtual switch), so containers on the bridge reach
+each other, and the bridge's own address is their gateway, so the host reaches them (and
+they the host) by IP. Nothing is forwarded or NATed beyond the host: minibox never touches
+`ip_forward` or the firewall.
 
-All netlink work (`rtnetlink(7)`) goes through pyroute2's IPRoute. Two things keep it fast
-(a few milliseconds per container):
+All netlink work (rtnetlink(7)) goes through pyroute2's IPRoute, and two choices keep it
+at a few milliseconds per container:
 
-  * The peer is created *directly inside* the container's namespace, already named eth0:
-    RTM_NEWLINK with IFLA_NET_NS_FD in the peer's attributes (what `ip link add mbX type
-    veth peer name eth0 netns PID` does). No create-move-rename dance, and no name clash
-    between many `eth0`s in the host namespace.
-  * The inside end is configured over a netlink socket opened by a short-lived thread that
-    `setns(2)`'d into the container's namespace. A socket stays in the namespace it was
-    created in, and setns(CLONE_NEWNET) only moves the calling thread. pyroute2's own
-    `NetNS`/`IPRoute(netns=...)` forks a helper process per namespace to do the same,
-    which costs more than all the netlink work together.
+  * The peer is created *inside* the container's namespace, already named eth0: one
+    RTM_NEWLINK whose peer carries IFLA_NET_NS_FD (what `ip link add mbX type veth peer
+    name eth0 netns PID` does). No create-move-rename dance, no clash between many eth0s.
+  * The inside end is configured over a netlink socket opened by a short-lived thread
+    that setns(2)'d into the container's namespace: a socket stays in the namespace it was
+    created in, and setns(CLONE_NEWNET) moves only the calling thread. pyroute2's own
+    `NetNS` / `IPRoute(netns=...)` forks a helper process per namespace for the same job,
+    which costs more than all the netlink requests together.
 
-pyroute2's top-level import takes ~150 ms (its `__init__` imports every netlink family),
-so it is imported inside the functions that need it, never at module level: a container
-with `--network none` or `host` never loads it.
+pyroute2's package import takes ~150 ms (its __init__ loads every netlink family), so it is
+imported inside the functions that talk netlink, never at module level: containers with
+`--network none` or `host` never load it.
 
-Port publishing lives in `minibox.portproxy`, address leases in `minibox.ipam`.
+Addresses come from `minibox.ipam`; published ports are served by `minibox.portproxy`.
 """
-import ctypes
 import errno
 import fcntl
-import ipaddress
 import os
-import random
 import socket
 import struct
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 
-from minibox.ipam import AddressError, AddressPool
+from . import namespaces, portproxy, state, syscalls
+from .errors import MiniboxError
+from .explain import step
+from .ipam import AddressError, AddressPool
 
 BRIDGE = "minibox0"
+# ifalias(the IFLA_IFALIAS text) of the bridge minibox made: anything else named minibox0
+# is someone else's interface and is left alone.
+BRIDGE_ALIAS = "minibox bridge"
+CONTAINER_IFNAME = "eth0"
 
 DEFAULT_SUBNET = "10.199.0.0/24"
 SUBNET_ENV = "MINIBOX_SUBNET"
 SUBNET_HELP = (
-    f"The bridge {BRIDGE} gets the subnet {DEFAULT_SUBNET} (gateway .1 on the bridge, "
-    f"253 containers) when it is first created; set {SUBNET_ENV} to choose another. "
-    "It lies outside the defaults of Docker (172.17-31.x, 192.168.x), Podman (10.88.x), "
-    "libvirt (192.168.122.x), QEMU user networking (10.0.2.x), LXC (10.0.3.x), "
-    "Kubernetes (10.96-111.x, 10.244.x, k3s 10.42-43.x) and CGNAT/Tailscale (100.64/10)."
+    f"bridge: the bridge {BRIDGE} is created on first use with the subnet {DEFAULT_SUBNET} "
+    f"(gateway .1; set {SUBNET_ENV} to choose another), outside the defaults of Docker "
+    "(172.17-31.x, 192.168.x), Podman (10.88.x), libvirt (192.168.122.x), QEMU user "
+    "networking (10.0.2.x), LXC (10.0.3.x), Kubernetes (10.96-111.x, 10.244.x, k3s "
+    "10.42-43.x) and CGNAT/Tailscale (100.64/10)."
 )
-
-CONTAINER_IFNAME = "eth0"
-CLONE_NEWNET = 0x40000000
 MODES = ("bridge", "none", "host", "container:ID")
+NETWORK_HELP = ("bridge (default), none (loopback only), host (the host's network) or "
+                "container:ID (share that container's network). " + SUBNET_HELP)
+
+# The lease tables live outside MINIBOX_ROOT: the bridge is one per network namespace, not
+# one per state root, so every minibox using it must share one table. The table's name
+# carries the netns inode, so `ip netns exec X minibox ...` gets a table of its own.
+STORE_DIR = "/run/minibox-network"
 
 
-class NetworkError(Exception):
-    """A network request that can't be met; the message is one line for the user."""
+class NetworkError(MiniboxError):
+    """A network request that can't be met (exit 125, one line)."""
 
 
-@dataclass(frozen=True)
 class NetworkMode:
-    """What `--network` asked for; `container` is the ID or name for `container:ID`."""
+    """What `--network` asked for; `container` is the ID or name for container:ID."""
 
-    kind: str
-    container: str | None = None
+    def __init__(self, kind, container=None):
+        self.kind = kind
+        self.container = container
+
+    def __str__(self):
+        return f"container:{self.container}" if self.kind == "container" else self.kind
 
     @classmethod
     def parse(cls, text):
@@ -95,27 +102,33 @@ class NetworkMode:
         return self.kind in ("bridge", "none")
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """A container's attachment to the bridge, as created by `connect()`."""
-
-    address: ipaddress.IPv4Address
-    network: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address
-    host_ifname: str
+def check_options(mode, requested_ip, publish):
+    """--ip and -p only make sense on the bridge: refuse them elsewhere, before anything runs."""
+    import ipaddress
+    if requested_ip is not None:
+        if mode.kind != "bridge":
+            raise NetworkError(f"--ip needs --network bridge, not {mode}")
+        try:
+            ipaddress.IPv4Address(requested_ip)
+        except ValueError:
+            raise NetworkError(f"bad --ip {requested_ip!r}: not an IPv4 address") from None
+    if publish and mode.kind != "bridge":
+        raise NetworkError(f"-p needs --network bridge, not {mode} "
+                           "(with host networking the container's ports are the host's)")
 
 
 def host_ifname(container_id):
     """The host end of the container's veth pair: `mb` + 12 id characters.
 
-    Derived from the id alone, so the ledger can name it before it exists and `gc` can
-    find it after a crash. IFNAMSIZ is 16 bytes with the NUL, so 15 characters at most.
+    Derived from the id alone, so the ledger can name it before it exists. IFNAMSIZ is 16
+    bytes with the NUL, so 15 characters at most.
     """
     return f"mb{container_id[:12]}"
 
 
 def subnet_for_new_bridge():
-    """The subnet a bridge gets on first use: $MINIBOX_SUBNET or DEFAULT_SUBNET."""
+    """The subnet a bridge gets when it is created: $MINIBOX_SUBNET or DEFAULT_SUBNET."""
+    import ipaddress
     text = os.environ.get(SUBNET_ENV, DEFAULT_SUBNET)
     try:
         subnet = ipaddress.IPv4Network(text)
@@ -126,53 +139,106 @@ def subnet_for_new_bridge():
     return subnet
 
 
-def _pool(state_root):
-    return AddressPool(Path(state_root) / "networks", BRIDGE)
+def address_pool():
+    """The lease table of minibox0 in this thread's network namespace."""
+    netns = os.stat("/proc/thread-self/ns/net").st_ino
+    return AddressPool(STORE_DIR, f"{BRIDGE}.netns{netns}")
 
 
-def _owner_tag(state_root):
-    """The bridge's ifalias: marks minibox0 as ours, and as belonging to this state root.
+# -- the runtime's side: before the fork, and between the init's "ready" and "go" ----------
 
-    Two state roots (two MINIBOX_ROOTs) sharing one bridge would each have their own lease
-    table and hand out the same addresses, so a bridge of another root counts as foreign.
+def open_shared_netns(mode):
+    """For container:ID: an fd of that container's netns and its address, else (None, None).
+
+    Opened by the runtime before the fork, while it can still check that the PID is the
+    init it recorded (not a reused PID); the init inherits the fd and setns(2)s into it.
     """
-    return f"minibox {Path(state_root).resolve()}"
+    if mode.kind != "container":
+        return None, None
+    current = state.find(mode.container).load() or {}
+    pid = current.get("pid")
+    if current.get("status") not in ("created", "running") or not state.process_alive(
+            pid, current.get("pid_start")):
+        raise NetworkError(f"container {mode.container} is not running")
+    netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    if not state.process_alive(pid, current.get("pid_start")):  # it died as we opened it
+        os.close(netns)
+        raise NetworkError(f"container {mode.container} is not running")
+    return netns, (current.get("network") or {}).get("address")
 
 
-def connect(container_id, netns_pid, state_root, requested_ip=None):
-    """Attach the network namespace of `netns_pid` to the bridge; return the Endpoint.
+def init_namespaces(mode):
+    """The unshare(2) flags of the init: CLONE_NEWNET only for a network of its own."""
+    if mode.new_netns:
+        return namespaces.INIT_NAMESPACES
+    return namespaces.INIT_NAMESPACES.replace("|CLONE_NEWNET", "")
 
-    Runs in the runtime (host namespaces) after the container's init has unshared its
-    netns. Everything created here is undone if a later step fails.
+
+@step("Join the network namespace of another container",
+      syscall="setns(fd, CLONE_NEWNET)", man="setns(2), network_namespaces(7)")
+def join_netns(netns_fd):
+    syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
+    os.close(netns_fd)
+
+
+def set_up(spec, directory, pid, bound_ports, shared_address):
+    """Host side, while the init waits in its new namespaces: connect, publish, /etc files.
+
+    Every resource goes into the container's ledger, so teardown and `gc` undo it.
+    Returns the container's address (None with none/host).
+    """
+    mode = spec.network
+    address = shared_address
+    if mode.kind == "bridge":
+        directory.record("network", container=directory.id)
+        address = str(connect(directory.id, pid, spec.ip))
+    if bound_ports:
+        proxy = portproxy.start_proxy(bound_ports, address, pid)
+        directory.record("proxy", pid=proxy.pid, start_time=proxy.started)
+    if mode.kind == "host":
+        hosts = _host_etc_hosts()
+    else:
+        hosts = etc_hosts(spec.hostname, address)
+    write_etc_files(directory.file("upper"), spec.hostname, hosts)
+    directory.update(network={"mode": str(mode), "address": address,
+                              "ports": [str(mapping) for mapping in spec.publish]})
+    return address
+
+
+@step("Connect the container to the bridge: a veth pair, an address, a default route",
+      syscall="RTM_NEWLINK veth peer eth0 IFLA_NET_NS_FD; in the netns: RTM_NEWADDR, "
+              "RTM_NEWLINK IFF_UP, RTM_NEWROUTE default", man="veth(4), rtnetlink(7)")
+def connect(container_id, netns_pid, requested_ip=None):
+    """Attach the network namespace of `netns_pid` to minibox0; return the address.
+
+    Everything made here is undone if a later step fails.
     """
     from pyroute2.iproute.linux import IPRoute
 
-    pool = _pool(state_root)
+    pool = address_pool()
     host_end = host_ifname(container_id)
     netns_fd = os.open(f"/proc/{netns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         with IPRoute() as ipr:
-            # One lock for bridge creation and allocation: twenty parallel first starts
+            # One lock around bridge creation and allocation: twenty parallel first starts
             # must neither race to create minibox0 nor see it half-configured.
             with pool.locked(subnet_if_new=subnet_for_new_bridge()) as table:
-                bridge_index = _ensure_bridge(ipr, table, _owner_tag(state_root))
+                bridge_index = _ensure_bridge(ipr, table)
                 address = _allocate(table, container_id, requested_ip)
-            endpoint = Endpoint(address, table.subnet, table.gateway, host_end)
             try:
                 _netlink(ipr.link, "add", ifname=host_end, kind="veth", master=bridge_index,
                          state="up", peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": netns_fd},
                          doing=f"create veth pair {host_end} <-> {CONTAINER_IFNAME}")
-                _in_netns(netns_fd, lambda: _configure_inside(endpoint))
+                _in_netns(netns_fd, lambda: _configure_inside(address, table))
             except BaseException:
                 _delete_link(ipr, host_end)
                 raise
     except BaseException:
-        with pool.locked(subnet_if_new=subnet_for_new_bridge()) as table:
-            table.release(container_id)
+        _release_lease(pool, container_id)
         raise
     finally:
         os.close(netns_fd)
-    return endpoint
+    return address
 
 
 def _allocate(table, container_id, requested_ip):
@@ -182,7 +248,7 @@ def _allocate(table, container_id, requested_ip):
         raise NetworkError(f"{BRIDGE}: {error}") from None
 
 
-def _ensure_bridge(ipr, table, owner_tag):
+def _ensure_bridge(ipr, table):
     """Return the index of minibox0, creating it with its gateway address on first use."""
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -190,24 +256,29 @@ def _ensure_bridge(ipr, table, owner_tag):
         (link,) = ipr.link("get", ifname=BRIDGE)
     except NetlinkError as error:
         if error.code != errno.ENODEV:
-            raise NetworkError(f"looking up {BRIDGE}: {error.args[1]}") from None
+            raise NetworkError(f"looking up {BRIDGE}: {os.strerror(error.code)}") from None
     else:
         kind, alias = link.get(("linkinfo", "kind")), link.get("ifalias")
-        if kind != "bridge" or alias != owner_tag:
-            raise NetworkError(
-                f"an interface named {BRIDGE} already exists and is not this minibox's bridge "
-                f"(kind {kind}, alias {alias!r}); remove it or use another MINIBOX_ROOT")
+        if kind != "bridge" or alias != BRIDGE_ALIAS:
+            raise NetworkError(f"an interface named {BRIDGE} already exists and minibox did "
+                               f"not create it (kind {kind}, alias {alias!r}): remove or "
+                               "rename it")
         return link["index"]
+    # No bridge means no container is attached: leases left in the table are stale (a
+    # bridge deleted by hand, or a reused netns inode), and the subnet may be chosen anew.
+    table.leases.clear()
+    table.subnet = subnet_for_new_bridge()
     # Without an explicit address a bridge takes the lowest MAC of its ports, so it would
     # change whenever a container comes or goes, and containers that cached the gateway's
     # old MAC would lose the host until their ARP entry expires. A fixed, locally
     # administered (bit 1) unicast (bit 0 clear) MAC stays put.
-    mac = ":".join(f"{b:02x}" for b in [0x02, *random.randbytes(5)])
+    mac = ":".join(f"{byte:02x}" for byte in b"\x02" + os.urandom(5))
     _netlink(ipr.link, "add", ifname=BRIDGE, kind="bridge", address=mac, state="up",
              doing=f"create bridge {BRIDGE}")
     try:
         (index,) = ipr.link_lookup(ifname=BRIDGE)
-        _netlink(ipr.link, "set", index=index, ifalias=owner_tag, doing=f"label {BRIDGE}")
+        # The alias can't ride along in RTM_NEWLINK: the kernel only sets it on a change.
+        _netlink(ipr.link, "set", index=index, ifalias=BRIDGE_ALIAS, doing=f"label {BRIDGE}")
         _netlink(ipr.addr, "add", index=index, address=str(table.gateway),
                  prefixlen=table.subnet.prefixlen,
                  doing=f"add {table.gateway}/{table.subnet.prefixlen} to {BRIDGE}")
@@ -217,32 +288,35 @@ def _ensure_bridge(ipr, table, owner_tag):
     return index
 
 
-def _configure_inside(endpoint):
-    """Inside the container's netns: address on eth0, eth0 up, default route via gateway."""
+def _configure_inside(address, table):
+    """In the container's netns: the address on eth0, eth0 up, default route via gateway."""
     from pyroute2.iproute.linux import IPRoute
 
     with IPRoute() as ipr:
         (index,) = ipr.link_lookup(ifname=CONTAINER_IFNAME)
-        _netlink(ipr.addr, "add", index=index, address=str(endpoint.address),
-                 prefixlen=endpoint.network.prefixlen,
-                 doing=f"add {endpoint.address} to {CONTAINER_IFNAME}")
+        _netlink(ipr.addr, "add", index=index, address=str(address),
+                 prefixlen=table.subnet.prefixlen,
+                 doing=f"add {address} to {CONTAINER_IFNAME}")
         _netlink(ipr.link, "set", index=index, state="up", doing=f"bring up {CONTAINER_IFNAME}")
-        _netlink(ipr.route, "add", dst="default", gateway=str(endpoint.gateway),
-                 doing=f"add default route via {endpoint.gateway}")
+        _netlink(ipr.route, "add", dst="default", gateway=str(table.gateway),
+                 doing=f"add default route via {table.gateway}")
 
 
-def disconnect(container_id, state_root):
+def disconnect(container_id):
     """Delete the container's veth pair and release its address; safe to call twice.
 
     Deleting either end of a veth pair deletes both. When the container's netns dies
-    first, the kernel removes the pair on its own, but it does so asynchronously (in the
-    netns cleanup work queue), so the delete here is still needed to be sure.
+    first the kernel removes the pair itself, but asynchronously (in the netns cleanup
+    work queue), so the delete here is still needed to be sure it is gone.
     """
     from pyroute2.iproute.linux import IPRoute
 
     with IPRoute() as ipr:
         _delete_link(ipr, host_ifname(container_id))
-    pool = _pool(state_root)
+    _release_lease(address_pool(), container_id)
+
+
+def _release_lease(pool, container_id):
     if pool.exists():
         with pool.locked() as table:
             table.release(container_id)
@@ -255,79 +329,7 @@ def _delete_link(ipr, ifname):
         ipr.link("del", ifname=ifname)
     except NetlinkError as error:
         if error.code != errno.ENODEV:
-            raise NetworkError(f"deleting {ifname}: {error.args[1]}") from None
-
-
-@dataclass(frozen=True)
-class BridgeStatus:
-    """One row of `minibox network ls`."""
-
-    name: str
-    subnet: str
-    gateway: str
-    present: bool
-    leases: dict  # address -> container id
-
-
-def bridge_status(state_root):
-    """What the lease table and the kernel say about minibox0 (None: never created)."""
-    pool = _pool(state_root)
-    if not pool.exists():
-        return None
-    with pool.locked() as table:
-        leases = dict(table.leases)
-    return BridgeStatus(BRIDGE, str(table.subnet), str(table.gateway),
-                        _link_exists(BRIDGE), leases)
-
-
-def _link_exists(ifname):
-    """Does `ifname` exist in this thread's netns? (SIOCGIFINDEX, `netdevice(7)`)
-
-    Not /sys/class/net: sysfs shows the interfaces of the netns that mounted it, which
-    is not ours when minibox runs under `nsenter --net` or `ip netns exec`.
-    """
-    try:
-        socket.if_nametoindex(ifname)
-    except OSError:
-        return False
-    return True
-
-
-def remove_bridge(state_root):
-    """Delete minibox0 and its lease table; refuse while a container holds an address.
-
-    Returns False when there was nothing to remove. `minibox gc` calls this after it has
-    released the leases of containers that no longer exist.
-    """
-    pool = _pool(state_root)
-    if not pool.exists():
-        return False
-    from pyroute2.iproute.linux import IPRoute
-
-    with pool.locked() as table:
-        if table.leases:
-            owners = ", ".join(owner[:12] for owner in table.leases.values())
-            raise NetworkError(f"{BRIDGE} is in use by container(s) {owners}")
-        with IPRoute() as ipr:
-            ports = ipr.link("dump", master=_index_of_ours(ipr, state_root))
-            if ports:
-                names = ", ".join(port.get("ifname") for port in ports)
-                raise NetworkError(f"{BRIDGE} still has ports attached: {names}")
-            _delete_link(ipr, BRIDGE)
-        table.discard()
-    return True
-
-
-def _index_of_ours(ipr, state_root):
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    try:
-        (link,) = ipr.link("get", ifname=BRIDGE)
-    except NetlinkError:
-        return 0  # already gone: no ports to worry about
-    if link.get("ifalias") != _owner_tag(state_root):
-        raise NetworkError(f"{BRIDGE} belongs to someone else (alias {link.get('ifalias')!r})")
-    return link["index"]
+            raise NetworkError(f"deleting {ifname}: {os.strerror(error.code)}") from None
 
 
 def _netlink(request, *args, doing, **kwargs):
@@ -340,29 +342,19 @@ def _netlink(request, *args, doing, **kwargs):
         raise NetworkError(f"{doing}: {os.strerror(error.code)}") from None
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd, nstype):
-    """`setns(2)`: Python 3.11 has no os.setns."""
-    if _libc.setns(fd, nstype) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"setns: {os.strerror(code)}")
-
-
 def _in_netns(netns_fd, work):
     """Run `work()` on a new thread that has joined the network namespace `netns_fd`.
 
     setns(CLONE_NEWNET) moves only the calling thread, so the runtime's main thread never
-    leaves the host namespace, even if `work` fails; the thread and its view die together.
+    leaves the host's namespace, even if `work` fails; the thread and its view end together.
     """
     outcome = {}
 
     def thread_main():
         try:
-            _setns(netns_fd, CLONE_NEWNET)
+            syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
             outcome["value"] = work()
-        except BaseException as error:  # handed to the caller's thread below
+        except BaseException as error:  # handed over to the caller's thread below
             outcome["error"] = error
 
     thread = threading.Thread(target=thread_main, name="minibox-netns")
@@ -373,31 +365,136 @@ def _in_netns(netns_fd, work):
     return outcome.get("value")
 
 
-def etc_hosts(hostname, address=None):
-    """/etc/hosts for a container: localhost, and its hostname on its own address.
+# -- /etc/hosts and /etc/hostname ---------------------------------------------------------
 
-    Without an address (`--network none`) the hostname maps to 127.0.1.1, as Debian
-    does, so `hostname -i` and programs that resolve their own name still work.
+def etc_hosts(hostname, address=None):
+    """/etc/hosts of a container: localhost, and its hostname on its own address.
+
+    Without an address (`--network none`) the hostname maps to 127.0.1.1, as Debian does,
+    so programs that resolve their own name still work.
     """
-    own = f"{address or '127.0.1.1'}\t{hostname}\n"
     return ("127.0.0.1\tlocalhost\n"
             "::1\tlocalhost ip6-localhost ip6-loopback\n"
-            + own)
+            f"{address or '127.0.1.1'}\t{hostname}\n")
 
+
+def _host_etc_hosts():
+    """--network host shares the host's addresses, so it gets the host's /etc/hosts (as Docker)."""
+    try:
+        with open("/etc/hosts") as hosts:
+            return hosts.read()
+    except FileNotFoundError:
+        return etc_hosts("localhost")
+
+
+@step("Write /etc/hosts and /etc/hostname into the container's writable layer",
+      syscall='open("upper/etc/hosts", O_CREAT|O_WRONLY)', man="hosts(5), overlayfs")
+def write_etc_files(upper, hostname, hosts):
+    # The overlay is not mounted yet: files put into the upper layer now simply appear
+    # in the merged view (changing a layer *under* a mounted overlay is undefined).
+    etc = os.path.join(upper, "etc")
+    os.makedirs(etc, mode=0o755, exist_ok=True)
+    for name, text in (("hosts", hosts), ("hostname", f"{hostname}\n")):
+        with open(os.path.join(etc, name), "w") as out:
+            out.write(text)
+
+
+# -- teardown: the ledger kinds this module adds -----------------------------------------
+
+def _release_network(entry):
+    disconnect(entry["container"])
+
+
+def _release_proxy(entry):
+    portproxy.stop(portproxy.ProxyProcess(entry["pid"], entry["start_time"]))
+
+
+state.RELEASE.update(network=_release_network, proxy=_release_proxy)
+
+
+# -- `minibox network ls | rm`, and gc ---------------------------------------------------
+
+def bridge_status():
+    """(subnet, gateway, present, leases) of minibox0, or None if it was never made."""
+    pool = address_pool()
+    if not pool.exists():
+        return None
+    with pool.locked() as table:
+        leases = dict(table.leases)
+    return str(table.subnet), str(table.gateway), _link_exists(BRIDGE), leases
+
+
+def _link_exists(ifname):
+    """Does `ifname` exist in this thread's netns? (SIOCGIFINDEX, netdevice(7))
+
+    Not /sys/class/net: sysfs shows the interfaces of the netns that mounted it, which is
+    not ours under `nsenter --net` or `ip netns exec`.
+    """
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
+
+
+def remove_bridge():
+    """Delete minibox0 and its lease table; refuse while a container uses it.
+
+    Returns False when there was nothing to remove.
+    """
+    pool = address_pool()
+    if not pool.exists() and not _link_exists(BRIDGE):
+        return False
+    from pyroute2.iproute.linux import IPRoute
+
+    with pool.locked(subnet_if_new=DEFAULT_SUBNET) as table, IPRoute() as ipr:
+        if table.leases:
+            owners = ", ".join(owner[:12] for owner in table.leases.values())
+            raise NetworkError(f"{BRIDGE} is in use by container(s) {owners}")
+        index = _our_bridge_index(ipr)
+        if index is not None:
+            ports = [port.get("ifname") for port in ipr.link("dump", master=index)]
+            if ports:
+                raise NetworkError(f"{BRIDGE} still has ports attached: {', '.join(ports)}")
+            _delete_link(ipr, BRIDGE)
+        table.discard()
+    return True
+
+
+def remove_bridge_if_unused():
+    """For `minibox gc`: remove minibox0 unless a container still holds an address."""
+    try:
+        return remove_bridge()
+    except NetworkError:
+        return False
+
+
+def _our_bridge_index(ipr):
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        (link,) = ipr.link("get", ifname=BRIDGE)
+    except NetlinkError:
+        return None  # already gone
+    if link.get("ifalias") != BRIDGE_ALIAS:
+        raise NetworkError(f"{BRIDGE} was not created by minibox "
+                           f"(alias {link.get('ifalias')!r}): not removing it")
+    return link["index"]
+
+
+# -- loopback -----------------------------------------------------------------------------
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
 
+@step("Bring up the loopback device of the new network namespace",
+      syscall='ioctl(socket, SIOCSIFFLAGS, {{"lo", IFF_UP}})', man="netdevice(7)")
 def bring_up_loopback():
-    """Bring `lo` up in the current network namespace, without netlink.
-
-    A fresh netns has `lo` down, so even 127.0.0.1 is unreachable. This is the old
-    `ifconfig lo up`: the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls (`netdevice(7)`) on any socket,
-    with a `struct ifreq` = 16-byte interface name + a short of flags.
-    """
+    """A new netns starts with `lo` down; no netlink needed to bring it up: the
+    SIOCGIFFLAGS/SIOCSIFFLAGS ioctls on any socket (netdevice(7)) set IFF_UP."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sh", b"lo", 0)
-        flags = struct.unpack("16sh", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
+        request = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, request)[:18])[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))

@@ -28,26 +28,36 @@ import selectors
 import signal
 import socket
 import threading
-from dataclasses import dataclass
+
+from . import state
+from .errors import MiniboxError
 
 DEFAULT_HOST_IP = "127.0.0.1"
 PUBLISH_HELP = (
-    "Publish a container port on the host: [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]. "
+    "Publish a container port on the host (bridge network only). "
     f"HOSTIP defaults to {DEFAULT_HOST_IP} (loopback only); use 0.0.0.0 for all "
     "interfaces. Served by a userspace TCP proxy process. Repeatable."
 )
 
 
-class PublishError(Exception):
+class PublishError(MiniboxError):
     """A `-p` value that can't be parsed or a host port that can't be bound."""
 
 
-@dataclass(frozen=True)
 class PortMapping:
-    host_ip: str
-    host_port: int
-    container_port: int
-    protocol: str = "tcp"
+    """One `-p`: where the host listens and which container port it forwards to."""
+
+    def __init__(self, host_ip, host_port, container_port, protocol="tcp"):
+        self.host_ip = host_ip
+        self.host_port = host_port
+        self.container_port = container_port
+        self.protocol = protocol
+
+    def __eq__(self, other):
+        return isinstance(other, PortMapping) and str(self) == str(other)
+
+    def __repr__(self):
+        return f"PortMapping({self})"
 
     def __str__(self):
         return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.protocol}"
@@ -77,12 +87,12 @@ def _port(text, whole):
     return int(text)
 
 
-@dataclass(frozen=True)
 class ProxyProcess:
-    """What the ledger records of a proxy: its PID and start time (see `start_time`)."""
+    """What the ledger records of a proxy: its PID and start time (`state.process_start_time`)."""
 
-    pid: int
-    started: int
+    def __init__(self, pid, started):
+        self.pid = pid
+        self.started = started
 
 
 def bind_ports(mappings):
@@ -119,7 +129,7 @@ def start_proxy(bound, container_ip, container_pid):
         os.close(container_exit)
     finally:
         close_ports(bound)
-    return ProxyProcess(pid, start_time(pid))
+    return ProxyProcess(pid, state.process_start_time(pid))
 
 
 def _listen(mapping):
@@ -202,27 +212,17 @@ def _pump(source, sink):
                 pass
 
 
-def start_time(pid):
-    """The process's start time in clock ticks since boot (field 22 of `proc(5)` stat).
-
-    A PID alone can be reused by an unrelated process once the proxy is gone; the pair
-    (PID, start time) can't, so the ledger records both and `stop` checks them.
-    """
-    with open(f"/proc/{pid}/stat") as stat:
-        # the command name (field 2) may contain spaces and parentheses: split after it
-        return int(stat.read().rpartition(")")[2].split()[19])
-
-
 def stop(proxy):
     """Kill the proxy (SIGKILL: it holds no state worth a clean exit) and reap it."""
-    pid = proxy.pid
-    try:
-        if start_time(pid) != proxy.started:
-            return  # the proxy is long gone and its PID now belongs to someone else
-        os.kill(pid, signal.SIGKILL)
-    except (FileNotFoundError, ProcessLookupError):
+    # (PID, start time) names one process for all time; a PID alone may have been reused
+    # by an unrelated process since the proxy exited.
+    if not state.process_alive(proxy.pid, proxy.started):
         return
     try:
-        os.waitpid(pid, 0)
+        os.kill(proxy.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    try:
+        os.waitpid(proxy.pid, 0)
     except ChildProcessError:
         pass  # forked by another runtime process: whoever inherited it reaps it

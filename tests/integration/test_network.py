@@ -6,7 +6,6 @@ and each "container" is an `unshare --net sleep` process. Facts are read back wi
 independent tools (iproute2's `ip`, /proc/net/tcp, busybox ping/wget/httpd), never
 with the code under test.
 """
-import ctypes
 import json
 import multiprocessing
 import os
@@ -17,34 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from minibox import network, portproxy
+from minibox import network, portproxy, state
 from minibox.network import NetworkError
 from minibox.portproxy import PortMapping, PublishError
 
 pytestmark = pytest.mark.root
 
-CLONE_NEWNET = 0x40000000
 BUSYBOX = "/bin/busybox"
-
-
-@pytest.fixture
-def host_netns(monkeypatch):
-    """Move this test's thread into a brand-new netns for the duration of the test."""
-    monkeypatch.delenv(network.SUBNET_ENV, raising=False)
-    libc = ctypes.CDLL(None, use_errno=True)
-    original = os.open("/proc/self/ns/net", os.O_RDONLY)
-    assert libc.unshare(CLONE_NEWNET) == 0, os.strerror(ctypes.get_errno())
-    try:
-        network.bring_up_loopback()
-        yield
-    finally:
-        assert libc.setns(original, CLONE_NEWNET) == 0
-        os.close(original)
-
-
-@pytest.fixture
-def state_root(tmp_path):
-    return tmp_path / "state"
 
 
 class FakeContainer:
@@ -106,8 +84,8 @@ def link_exists(ifname):
     return subprocess.run(["ip", "link", "show", ifname], capture_output=True).returncode == 0
 
 
-def leases(state_root):
-    path = state_root / "networks" / "minibox0.json"
+def leases():
+    path = network.address_pool().table_path
     return json.loads(path.read_text())["leases"] if path.exists() else {}
 
 
@@ -116,11 +94,9 @@ def test_bring_up_loopback(host_netns):
     assert "<LOOPBACK,UP," in ip("-o", "link", "show", "lo")
 
 
-def test_connect_configures_both_ends(host_netns, state_root, containers):
+def test_connect_configures_both_ends(host_netns, containers):
     box = containers()
-    endpoint = network.connect(box.id, box.pid, state_root)
-
-    assert str(endpoint.address) == "10.199.0.2" and str(endpoint.gateway) == "10.199.0.1"
+    assert str(network.connect(box.id, box.pid)) == "10.199.0.2"
     assert "inet 10.199.0.2/24" in box.run("ip", "-4", "-o", "addr", "show", "eth0").stdout
     assert "state UP" in box.run("ip", "-o", "link", "show", "eth0").stdout
     assert "default via 10.199.0.1 dev eth0" in box.run("ip", "route").stdout
@@ -128,14 +104,14 @@ def test_connect_configures_both_ends(host_netns, state_root, containers):
     host_end = network.host_ifname(box.id)
     assert f"{host_end}@" in ip("-o", "link", "show", "master", "minibox0")
     assert "inet 10.199.0.1/24" in ip("-4", "-o", "addr", "show", "minibox0")
-    assert f"alias minibox {state_root.resolve()}" in ip("-d", "link", "show", "minibox0")
-    assert leases(state_root) == {"10.199.0.2": box.id}
+    assert "alias minibox bridge" in ip("-d", "link", "show", "minibox0")
+    assert leases() == {"10.199.0.2": box.id}
 
 
-def test_containers_and_host_reach_each_other(host_netns, state_root, containers, tmp_path):
+def test_containers_and_host_reach_each_other(host_netns, containers, tmp_path):
     server, client = containers("server"), containers("client")
-    server_ip = network.connect(server.id, server.pid, state_root).address
-    client_ip = network.connect(client.id, client.pid, state_root).address
+    server_ip = network.connect(server.id, server.pid)
+    client_ip = network.connect(client.id, client.pid)
     assert server_ip != client_ip
 
     client.run(BUSYBOX, "ping", "-c", "1", "-W", "2", str(server_ip))
@@ -151,90 +127,91 @@ def test_containers_and_host_reach_each_other(host_netns, state_root, containers
     assert fetched.stdout == "hello from the server\n"
 
 
-def test_disconnect_leaves_nothing(host_netns, state_root, containers):
+def test_disconnect_leaves_nothing(host_netns, containers):
     box = containers()
-    network.connect(box.id, box.pid, state_root)
-    network.disconnect(box.id, state_root)
-    network.disconnect(box.id, state_root)  # twice is harmless
+    network.connect(box.id, box.pid)
+    network.disconnect(box.id)
+    network.disconnect(box.id)  # twice is harmless
 
     assert veths_on_host() == []
-    assert leases(state_root) == {}
+    assert leases() == {}
     assert "eth0" not in box.run("ip", "-o", "link").stdout
     assert link_exists("minibox0")  # the bridge stays, like docker0
 
 
-def test_requested_address(host_netns, state_root, containers):
+def test_requested_address(host_netns, containers):
     first, second = containers(), containers()
-    assert str(network.connect(first.id, first.pid, state_root, "10.199.0.77").address) == "10.199.0.77"
+    assert str(network.connect(first.id, first.pid, "10.199.0.77")) == "10.199.0.77"
     with pytest.raises(NetworkError, match="10.199.0.77 is already in use"):
-        network.connect(second.id, second.pid, state_root, "10.199.0.77")
+        network.connect(second.id, second.pid, "10.199.0.77")
     assert veths_on_host() == [network.host_ifname(first.id)]
-    assert leases(state_root) == {"10.199.0.77": first.id}
+    assert leases() == {"10.199.0.77": first.id}
 
 
-def test_failure_inside_the_container_rolls_back(host_netns, state_root, containers):
+def test_failure_inside_the_container_rolls_back(host_netns, containers):
     box = containers()
     box.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other")
     with pytest.raises(NetworkError, match="create veth pair .*: File exists"):
-        network.connect(box.id, box.pid, state_root)
+        network.connect(box.id, box.pid)
     assert veths_on_host() == []
-    assert leases(state_root) == {}
+    assert leases() == {}
 
 
-def test_foreign_minibox0_is_refused(host_netns, state_root, containers):
+def test_foreign_minibox0_is_refused(host_netns, containers):
     ip("link", "add", "minibox0", "type", "veth", "peer", "name", "squatter")
     box = containers()
-    with pytest.raises(NetworkError, match="minibox0 already exists and is not this minibox's bridge"):
-        network.connect(box.id, box.pid, state_root)
+    with pytest.raises(NetworkError, match="minibox0 already exists and minibox did not create it"):
+        network.connect(box.id, box.pid)
     assert veths_on_host() == ["minibox0", "squatter"]  # untouched, nothing added
-    assert leases(state_root) == {}
+    assert leases() == {}
     assert "eth0" not in box.run("ip", "-o", "link").stdout
 
 
-def test_bridge_of_another_state_root_is_foreign(host_netns, tmp_path, containers):
+def test_a_bridge_deleted_by_hand_is_recreated_and_its_stale_leases_dropped(host_netns, containers):
     first, second = containers(), containers()
-    network.connect(first.id, first.pid, tmp_path / "one")
-    with pytest.raises(NetworkError, match="not this minibox's bridge"):
-        network.connect(second.id, second.pid, tmp_path / "two")
+    network.connect(first.id, first.pid)
+    ip("link", "del", "minibox0")  # its ports are detached: nobody is on that bridge now
+    assert str(network.connect(second.id, second.pid)) == "10.199.0.2"
+    assert leases() == {"10.199.0.2": second.id}
+    assert "alias minibox bridge" in ip("-d", "link", "show", "minibox0")
+    assert f"{network.host_ifname(second.id)}@" in ip("-o", "link", "show", "master", "minibox0")
 
 
-def test_subnet_exhausted(host_netns, state_root, containers, monkeypatch):
+def test_subnet_exhausted(host_netns, containers, monkeypatch):
     monkeypatch.setenv(network.SUBNET_ENV, "10.199.0.0/30")  # gateway .1, one container .2
     first, second = containers(), containers()
-    network.connect(first.id, first.pid, state_root)
+    network.connect(first.id, first.pid)
     with pytest.raises(NetworkError, match=r"no free address left in 10.199.0.0/30"):
-        network.connect(second.id, second.pid, state_root)
+        network.connect(second.id, second.pid)
     assert veths_on_host() == [network.host_ifname(first.id)]
-    assert list(leases(state_root).values()) == [first.id]
+    assert list(leases().values()) == [first.id]
 
 
-def test_remove_bridge_only_when_unused(host_netns, state_root, containers):
-    assert network.bridge_status(state_root) is None
-    assert network.remove_bridge(state_root) is False
+def test_remove_bridge_only_when_unused(host_netns, containers):
+    assert network.bridge_status() is None
+    assert network.remove_bridge() is False
     box = containers()
-    network.connect(box.id, box.pid, state_root)
-    status = network.bridge_status(state_root)
-    assert (status.subnet, status.gateway, status.present) == ("10.199.0.0/24", "10.199.0.1", True)
-    assert status.leases == {"10.199.0.2": box.id}
+    network.connect(box.id, box.pid)
+    assert network.bridge_status() == ("10.199.0.0/24", "10.199.0.1", True, {"10.199.0.2": box.id})
 
     with pytest.raises(NetworkError, match=f"in use by container.*{box.id[:12]}"):
-        network.remove_bridge(state_root)
+        network.remove_bridge()
     assert link_exists("minibox0")
 
-    network.disconnect(box.id, state_root)
-    assert network.remove_bridge(state_root) is True
+    network.disconnect(box.id)
+    assert network.remove_bridge() is True
     assert not link_exists("minibox0")
-    assert network.bridge_status(state_root) is None
+    assert network.bridge_status() is None
 
 
-def _connect_in_child(container_id, pid, state_root):
-    network.connect(container_id, pid, state_root)
+def _connect_in_child(container_id, pid):
+    network.connect(container_id, pid)
 
 
-def test_twenty_parallel_connects(host_netns, state_root, containers):
+def test_twenty_parallel_connects(host_netns, containers):
     boxes = [containers() for _ in range(20)]
     context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_connect_in_child, args=(box.id, box.pid, state_root))
+    workers = [context.Process(target=_connect_in_child, args=(box.id, box.pid))
                for box in boxes]
     for worker in workers:
         worker.start()
@@ -247,18 +224,18 @@ def test_twenty_parallel_connects(host_netns, state_root, containers):
         line = box.run("ip", "-4", "-o", "addr", "show", "eth0").stdout
         seen[box.id] = line.split("inet ")[1].split("/")[0]
     assert len(set(seen.values())) == 20
-    assert {owner: address for address, owner in leases(state_root).items()} == seen
+    assert {owner: address for address, owner in leases().items()} == seen
     assert len(veths_on_host()) == 20
 
     for box in boxes:
-        network.disconnect(box.id, state_root)
-    assert veths_on_host() == [] and leases(state_root) == {}
+        network.disconnect(box.id)
+    assert veths_on_host() == [] and leases() == {}
 
 
 @pytest.fixture
-def web_container(host_netns, state_root, containers, tmp_path):
+def web_container(host_netns, containers, tmp_path):
     box = containers("web")
-    address = network.connect(box.id, box.pid, state_root).address
+    address = network.connect(box.id, box.pid)
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text("published\n")
@@ -322,7 +299,7 @@ def test_stop_never_kills_a_recycled_pid(host_netns):
     """After the proxy is gone, its PID may belong to someone else: stop() must leave it be."""
     bystander = subprocess.Popen(["sleep", "30"])
     try:
-        impostor = portproxy.ProxyProcess(bystander.pid, portproxy.start_time(bystander.pid) + 1)
+        impostor = portproxy.ProxyProcess(bystander.pid, state.process_start_time(bystander.pid) + 1)
         portproxy.stop(impostor)
         assert bystander.poll() is None
     finally:

@@ -90,12 +90,12 @@ def test_missing_pool_without_a_subnet(pool):
             pass
 
 
-def test_discard_removes_the_table_but_keeps_the_lock_file(pool):
+def test_discard_removes_the_table(pool):
     allocate(pool, "a")
     with pool.locked() as table:
         table.release("a")
         table.discard()
-    assert not pool.exists() and pool.lock_path.exists()
+    assert not pool.exists() and list(pool.store_dir.iterdir()) == []
 
 
 def _allocate_in_child(store_dir, owner, barrier, results):

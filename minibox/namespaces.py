@@ -1,0 +1,67 @@
+"""Namespaces: give the container its own view of mounts, hostname, IPC, network, PIDs, cgroups.
+
+A namespace wraps one global resource so that the processes inside see their own instance
+(namespaces(7)). unshare(2) moves the *calling* process into new namespaces, with one
+exception: CLONE_NEWPID only sets the PID namespace for the caller's future children
+(/proc/self/ns/pid_for_children); the first child forked afterwards becomes PID 1 there.
+That is why the runtime unshares the PID namespace itself, forks the container's init, and
+then setns(2)s its children's PID namespace back to its own.
+"""
+import os
+
+from . import syscalls
+from .errors import MiniboxError
+from .explain import step
+
+# The namespaces the container's init enters itself, as unshare(2) flags. The cgroup
+# namespace comes later (see enter_cgroup_namespace) and PID is the runtime's job.
+INIT_NAMESPACES = "CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET"
+_KERNEL_OPTION = {"mnt": "CONFIG_NAMESPACES", "uts": "CONFIG_UTS_NS", "ipc": "CONFIG_IPC_NS",
+                  "net": "CONFIG_NET_NS", "pid": "CONFIG_PID_NS", "cgroup": "CONFIG_CGROUPS"}
+
+
+def check_kernel_support(names=("mnt", "uts", "ipc", "net", "pid", "cgroup")):
+    """Fail early, naming the namespace, if this kernel was built without it."""
+    for name in names:
+        if not os.path.exists(f"/proc/self/ns/{name}"):
+            raise MiniboxError(f"this kernel has no {name} namespace "
+                               f"(built without {_KERNEL_OPTION[name]})")
+
+
+@step("Make a new PID namespace for the next child: it will be PID 1 there",
+      syscall="unshare(CLONE_NEWPID)", man="pid_namespaces(7)")
+def new_pid_namespace_for_children():
+    """Returns an fd of our own PID namespace, to switch children back with restore_pid_namespace."""
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    syscalls.unshare(syscalls.CLONE_NEWPID)
+    return own
+
+
+def restore_pid_namespace(own_pid_namespace):
+    """Later children of the runtime (helpers, proxies) belong in the host's PID namespace."""
+    syscalls.setns(own_pid_namespace, syscalls.CLONE_NEWPID)
+    os.close(own_pid_namespace)
+
+
+@step("Enter new mount, UTS, IPC and network namespaces",
+      syscall="unshare({clone_flags})", man="unshare(2), namespaces(7)")
+def enter_namespaces(clone_flags=INIT_NAMESPACES):
+    flags = 0
+    for name in clone_flags.split("|"):
+        flags |= getattr(syscalls, name)
+    syscalls.unshare(flags)
+
+
+@step("Enter a new cgroup namespace: the container's own cgroup now looks like /",
+      syscall="unshare(CLONE_NEWCGROUP)", man="cgroup_namespaces(7)")
+def enter_cgroup_namespace():
+    # After the runtime has moved us into our cgroup: the namespace's root is fixed to
+    # the cgroup we are in at the moment of unshare(2).
+    syscalls.unshare(syscalls.CLONE_NEWCGROUP)
+
+
+@step("Set the hostname inside the new UTS namespace", syscall='sethostname("{hostname}")',
+      man="uts_namespaces(7), sethostname(2)")
+def set_hostname(hostname):
+    import socket
+    socket.sethostname(hostname)

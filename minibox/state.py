@@ -1,0 +1,176 @@
+"""Container state on disk: /run/minibox/<id>/ with state.json and the ledger.
+
+Layout of one container's directory (MINIBOX_ROOT overrides /run/minibox, as runc's --root):
+
+    state.json   what `ps`/`state` report: status, pid, exit code (rewritten atomically)
+    ledger       one JSON line per resource, appended *before* the resource is made
+    upper/ work/ the overlay's private writable layer and its scratch dir
+    rootfs/      where the overlay is mounted (inside the container's mount namespace only)
+    exec.fifo    blocks the container before execve until `start` (runc's trick)
+
+The ledger is what makes cleanup crash-proof: teardown and `minibox gc` both walk it in
+reverse and release each entry, so a runtime killed at any point leaves a list of exactly
+what to undo. Names are symlinks in names/ -> id: symlink(2) is atomic, so two runs racing
+for one --name cannot both win.
+"""
+import json
+import os
+import secrets
+import shutil
+
+from .errors import MiniboxError
+
+ROOT = os.environ.get("MINIBOX_ROOT", "/run/minibox")
+NAMES = os.path.join(ROOT, "names")
+
+
+def new_container_id():
+    """64 hex digits, like Docker; the first 12 are the short id people type."""
+    return secrets.token_hex(32)
+
+
+def process_start_time(pid):
+    """Field 22 of /proc/<pid>/stat: with the pid, it names one process for all time."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def process_alive(pid, start_time):
+    """True if the process we recorded still runs (and its pid was not reused)."""
+    return pid is not None and process_start_time(pid) == start_time
+
+
+class ContainerDir:
+    """One container's directory, its state.json and its ledger."""
+
+    def __init__(self, container_id):
+        self.id = container_id
+        self.path = os.path.join(ROOT, container_id)
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    @classmethod
+    def create(cls, container_id, name=None):
+        """Make the directory (mkdir(2) fails if the id is taken) and claim the name."""
+        os.makedirs(ROOT, mode=0o711, exist_ok=True)
+        os.makedirs(NAMES, mode=0o711, exist_ok=True)
+        directory = cls(container_id)
+        try:
+            os.mkdir(directory.path, 0o711)
+        except FileExistsError:
+            raise MiniboxError(f"container id {container_id!r} already exists") from None
+        directory.record("dir", path=directory.path)
+        if name:
+            directory.record("name", name=name, id=container_id)
+            try:
+                os.symlink(container_id, os.path.join(NAMES, name))
+            except FileExistsError:
+                directory.release_all()
+                raise MiniboxError(f"the container name {name!r} is already in use") from None
+        return directory
+
+    # -- state.json -------------------------------------------------------------------------
+
+    def save(self, state):
+        """Write state.json atomically: a reader sees the old or the new file, never half."""
+        temporary = self.file(f"state.json.{os.getpid()}")
+        with open(temporary, "w") as out:
+            json.dump(state, out, indent=1)
+        os.replace(temporary, self.file("state.json"))
+
+    def load(self):
+        try:
+            with open(self.file("state.json")) as state:
+                return json.load(state)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def update(self, **changes):
+        state = self.load() or {}
+        state.update(changes)
+        self.save(state)
+        return state
+
+    # -- the ledger -------------------------------------------------------------------------
+
+    def record(self, kind, **what):
+        """Append a resource to the ledger before creating it (O_APPEND: whole lines)."""
+        with open(self.file("ledger"), "a") as ledger:
+            ledger.write(json.dumps({"kind": kind, **what}) + "\n")
+
+    def entries(self):
+        try:
+            with open(self.file("ledger")) as ledger:
+                return [json.loads(line) for line in ledger if line.endswith("\n")]
+        except FileNotFoundError:
+            return []
+
+    def release_all(self, keep=()):
+        """Undo every ledger entry, newest first, except the kinds in `keep`."""
+        kept = []
+        for entry in reversed(self.entries()):
+            if entry["kind"] in keep:
+                kept.append(entry)
+            else:
+                RELEASE[entry["kind"]](entry)
+        if kept and os.path.isdir(self.path):
+            with open(self.file("ledger"), "w") as ledger:
+                ledger.writelines(json.dumps(entry) + "\n" for entry in reversed(kept))
+
+
+def _kill_process(entry):
+    if process_alive(entry["pid"], entry["start_time"]):
+        os.kill(entry["pid"], 9)
+
+
+def _remove_name(entry):
+    link = os.path.join(NAMES, entry["name"])
+    try:
+        if os.readlink(link) == entry["id"]:  # a run that lost the race must not free it
+            os.unlink(link)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_dir(entry):
+    shutil.rmtree(entry["path"], ignore_errors=True)
+
+
+# How to undo each kind of ledger entry. Other modules add their kinds (cgroup, veth...).
+RELEASE = {
+    "process": _kill_process,
+    "name": _remove_name,
+    "dir": _remove_dir,
+}
+
+
+def all_containers():
+    """Every container directory under ROOT, oldest first."""
+    try:
+        names = os.listdir(ROOT)
+    except FileNotFoundError:
+        return []
+    directories = [ContainerDir(name) for name in names
+                   if name != "names" and os.path.isdir(os.path.join(ROOT, name))]
+    return sorted(directories, key=lambda d: os.stat(d.path).st_mtime)
+
+
+def find(reference):
+    """A container by name, full id or unique id prefix (as Docker accepts them)."""
+    try:
+        return ContainerDir(os.readlink(os.path.join(NAMES, reference)))
+    except (FileNotFoundError, OSError):
+        pass
+    if reference and os.path.isdir(os.path.join(ROOT, reference)) and reference != "names":
+        return ContainerDir(reference)
+    matches = [d for d in all_containers() if reference and d.id.startswith(reference)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise MiniboxError(f"container id prefix {reference!r} is ambiguous")
+    raise MiniboxError(f"no such container: {reference}")
+

@@ -1,0 +1,77 @@
+"""The few system calls Python's standard library lacks, wrapped with ctypes.
+
+Python 3.11 has os.fork, os.execvpe, os.chroot, os.mknod and socket.sethostname, but not
+mount(2), umount2(2), pivot_root(2), unshare(2) or setns(2) (os.unshare/os.setns arrived in
+3.12). Each wrapper calls libc and turns a -1 return into an OSError that names the call and
+its arguments, so a failure reads "mount(overlay -> /run/...): No such device" instead of a
+bare errno.
+"""
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# mount(2) flags, from <sys/mount.h>
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_SHARED = 0x100000
+
+# umount2(2) flags
+MNT_DETACH = 0x2
+
+# clone(2) / unshare(2) / setns(2) flags, from <sched.h>
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+_SYS_pivot_root = 155  # x86_64; glibc has no pivot_root() wrapper
+
+
+def _check(result, what):
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def _bytes(value):
+    return None if value is None else os.fsencode(value)
+
+
+def mount(source, target, fstype, flags=0, data=None):
+    """mount(2): attach a filesystem (or a bind/propagation change) at target."""
+    _check(_libc.mount(_bytes(source), _bytes(target), _bytes(fstype),
+                       ctypes.c_ulong(flags), _bytes(data)),
+           f"mount({source} -> {target})")
+
+
+def umount2(target, flags=0):
+    """umount2(2): detach the filesystem mounted at target (MNT_DETACH: lazily)."""
+    _check(_libc.umount2(_bytes(target), flags), f"umount2({target})")
+
+
+def pivot_root(new_root, put_old):
+    """pivot_root(2): make new_root the root mount of this mount namespace."""
+    _check(_libc.syscall(_SYS_pivot_root, _bytes(new_root), _bytes(put_old)),
+           f"pivot_root({new_root}, {put_old})")
+
+
+def unshare(flags):
+    """unshare(2): move this process into new namespaces of the given CLONE_NEW* types."""
+    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+
+
+def setns(fd, nstype=0):
+    """setns(2): join the namespace that the open /proc/<pid>/ns/* file descriptor fd names."""
+    _check(_libc.setns(fd, nstype), f"setns({fd}, {nstype:#x})")

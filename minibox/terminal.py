@@ -1,0 +1,76 @@
+"""`-t`: give the container a real terminal, the way runc's console socket does.
+
+The pseudo-terminal is created *inside* the container, from its own devpts instance, so
+`tty` in the container prints /dev/pts/0 and job control works. The init sends the master
+side back to the runtime over a unix socket with SCM_RIGHTS (unix(7)); the runtime puts the
+host terminal in raw mode and copies bytes both ways, and passes window size changes
+(SIGWINCH -> TIOCSWINSZ, tty_ioctl(4)) through.
+"""
+import fcntl
+import os
+import select
+import signal
+import struct
+import sys
+import termios
+import tty
+
+from .explain import step
+
+
+@step("Open a pseudo-terminal in the container's devpts and make it the controlling terminal",
+      syscall='openpty(); setsid(); ioctl(slave, TIOCSCTTY); dup2(slave, 0..2); '
+              'sendmsg(SCM_RIGHTS, master)', man="pty(7), tty_ioctl(4), unix(7)")
+def open_console(channel):
+    """In the init, after pivot_root: returns nothing; the master fd went to the runtime."""
+    master, slave = os.openpty()
+    # setsid(2) was done at the start of the init; a session leader without a controlling
+    # terminal acquires one with TIOCSCTTY.
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.close(slave)
+    import socket
+    socket.send_fds(channel, [b"console"], [master])
+    os.close(master)
+
+
+def _copy_window_size(source_fd, target_fd):
+    try:
+        size = fcntl.ioctl(source_fd, termios.TIOCGWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+        fcntl.ioctl(target_fd, termios.TIOCSWINSZ, size)
+    except OSError:
+        pass  # stdin is not a terminal: keep the kernel's default size
+
+
+def relay(master, forward_stdin):
+    """Copy host stdin -> master and master -> host stdout until the container side closes."""
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
+    _copy_window_size(stdin, master)
+    previous = signal.signal(signal.SIGWINCH, lambda *_: _copy_window_size(stdin, master))
+    if saved is not None:
+        tty.setraw(stdin)
+    watched = [master, stdin] if forward_stdin else [master]
+    try:
+        while True:
+            readable, _, _ = select.select(watched, [], [])
+            if master in readable:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every slave fd closed, the container is gone
+                    break
+                if not data:
+                    break
+                os.write(stdout, data)
+            if stdin in readable:
+                data = os.read(stdin, 65536)
+                if data:
+                    os.write(master, data)
+                else:
+                    watched.remove(stdin)
+    finally:
+        if saved is not None:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGWINCH, previous)
+        os.close(master)
