@@ -67,9 +67,9 @@ MODES = ("bridge", "none", "host", "container:ID")
 NETWORK_HELP = ("bridge (default), none (loopback only), host (the host's network) or "
                 "container:ID (share that container's network). " + SUBNET_HELP)
 
-# The lease tables live outside MINIBOX_ROOT: the bridge is one per network namespace, not
-# one per state root, so every minibox using it must share one table. The table's name
-# carries the netns inode, so `ip netns exec X minibox ...` gets a table of its own.
+# The address pools live outside MINIBOX_ROOT: there is one bridge per network namespace,
+# not one per state root, so every minibox using it must share one pool. The pool's name
+# carries the netns inode, so `ip netns exec X minibox ...` gets a pool of its own.
 STORE_DIR = "/run/minibox-network"
 
 
@@ -140,7 +140,7 @@ def subnet_for_new_bridge():
 
 
 def address_pool():
-    """The lease table of minibox0 in this thread's network namespace."""
+    """The address pool of minibox0 in this thread's network namespace."""
     netns = os.stat("/proc/thread-self/ns/net").st_ino
     return AddressPool(STORE_DIR, f"{BRIDGE}.netns{netns}")
 
@@ -264,10 +264,9 @@ def _ensure_bridge(ipr, table):
                                f"not create it (kind {kind}, alias {alias!r}): remove or "
                                "rename it")
         return link["index"]
-    # No bridge means no container is attached: leases left in the table are stale (a
+    # No bridge means no container is attached: leases left in the pool are stale (a
     # bridge deleted by hand, or a reused netns inode), and the subnet may be chosen anew.
-    table.leases.clear()
-    table.subnet = subnet_for_new_bridge()
+    table.reset(subnet_for_new_bridge())
     # Without an explicit address a bridge takes the lowest MAC of its ports, so it would
     # change whenever a container comes or goes, and containers that cached the gateway's
     # old MAC would lose the host until their ARP entry expires. A fixed, locally
@@ -438,7 +437,7 @@ def _link_exists(ifname):
 
 
 def remove_bridge():
-    """Delete minibox0 and its lease table; refuse while a container uses it.
+    """Delete minibox0 and its address pool; refuse while a container uses it.
 
     Returns False when there was nothing to remove.
     """

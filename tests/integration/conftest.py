@@ -1,6 +1,7 @@
 """Fixtures for the network tests: a private network namespace that plays "the host"."""
 import ctypes
 import os
+import shutil
 
 import pytest
 
@@ -14,7 +15,7 @@ def host_netns(monkeypatch):
     """Move the test's thread (and every process it starts) into a brand-new netns.
 
     The real host never sees minibox0, a veth or a published port, and a concurrent
-    minibox on the host can't disturb the test. When the test ends, its lease table is
+    minibox on the host can't disturb the test. When the test ends, its address pool is
     dropped and the thread returns to the original netns; the private one dies with the
     last process in it, taking the bridge along.
     """
@@ -26,6 +27,6 @@ def host_netns(monkeypatch):
         network.bring_up_loopback()
         yield
     finally:
-        network.address_pool().table_path.unlink(missing_ok=True)
+        shutil.rmtree(network.address_pool().directory, ignore_errors=True)
         assert libc.setns(original, CLONE_NEWNET) == 0
         os.close(original)

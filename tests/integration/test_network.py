@@ -6,7 +6,6 @@ and each "container" is an `unshare --net sleep` process. Facts are read back wi
 independent tools (iproute2's `ip`, /proc/net/tcp, busybox ping/wget/httpd), never
 with the code under test.
 """
-import json
 import multiprocessing
 import os
 import subprocess
@@ -85,8 +84,10 @@ def link_exists(ifname):
 
 
 def leases():
-    path = network.address_pool().table_path
-    return json.loads(path.read_text())["leases"] if path.exists() else {}
+    """{address: container id}, read from the pool's lease files."""
+    pool = network.address_pool().directory
+    return ({path.name: path.read_text() for path in pool.iterdir() if path.name != "subnet"}
+            if pool.exists() else {})
 
 
 def test_bring_up_loopback(host_netns):
