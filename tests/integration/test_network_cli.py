@@ -341,3 +341,13 @@ def test_foreign_minibox0(root):
     assert result.stderr.startswith("minibox: an interface named minibox0 already exists "
                                     "and minibox did not create it (kind veth")
     assert_nothing_left(root, veths_before=["minibox0", "squatter"])
+
+
+def test_explain_narrates_the_network_steps(root):
+    result = minibox("run", "--rm", "--explain", "-p", "18096:80", "busybox", "true")
+    assert result.returncode == 0, result.stderr
+    for expected in ("=> Connect the container to the bridge", "RTM_NEWLINK veth peer eth0",
+                     "read:    veth(4), rtnetlink(7)  (code: minibox/network.py:",
+                     "=> Write /etc/hosts and /etc/hostname",
+                     "=> Bring up the loopback device"):
+        assert expected in result.stderr
