@@ -19,8 +19,8 @@ def cli():
     """minibox: a teaching container runtime (namespaces, cgroups, overlayfs, pivot_root)."""
 
 
-@cli.command(context_settings={"ignore_unknown_options": True,
-                               "allow_interspersed_args": False})
+# Options end at IMAGE: everything after it is the command's (`run busybox ls -l`).
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
 @click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
 @click.option("-t", "--tty", is_flag=True, help="Give the command a pseudo-terminal.")
@@ -143,9 +143,19 @@ def main():
         code = error.exit_code
     except click.exceptions.Abort:
         code = 130
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "minibox"
+        click.echo(f"minibox: {error.format_message()} (see: {command} --help)", err=True)
+        code = RUNTIME_ERROR
     except click.ClickException as error:
         click.echo(f"minibox: {error.format_message()}", err=True)
         code = RUNTIME_ERROR
     except KeyboardInterrupt:
         code = 130
+    except Exception as error:  # a bug: still one line, with the traceback on request
+        if os.environ.get("MINIBOX_DEBUG"):
+            raise
+        click.echo(f"minibox: internal error: {type(error).__name__}: {error} "
+                   "(MINIBOX_DEBUG=1 shows the traceback)", err=True)
+        code = RUNTIME_ERROR
     sys.exit(code if isinstance(code, int) else 0)

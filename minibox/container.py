@@ -22,7 +22,7 @@ import signal
 import socket
 import time
 
-from . import explain, images, namespaces, network, portproxy, rootfs, state, terminal
+from . import explain, images, namespaces, network, portproxy, rootfs, state, syscalls
 from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError
 
 # Signals the runtime passes on to the container instead of dying of them.
@@ -46,6 +46,9 @@ def create(spec, container_id=None):
     """The runtime's story, steps 1-4: from a spec to an init blocked just before execve."""
     namespaces.check_kernel_support()
     rootfs.check_overlay_support()
+    if spec.tty:
+        global terminal
+        from . import terminal  # now: after pivot_root the init can't import from our tree
     # 1. Resolve the image; make the container's directory. Every resource is recorded in
     #    the ledger before it is made, so teardown and `minibox gc` know what to undo.
     layers = [spec.rootfs] if spec.rootfs else images.image_layers(spec.image)
@@ -104,8 +107,8 @@ def _init(spec, directory, lowerdir, channel, shared_netns):
     exit_code = RUNTIME_ERROR
     try:
         os.setsid()  # a session of our own: signals reach us only as the runtime forwards them
-        import prctl
-        prctl.set_pdeathsig(signal.SIGKILL)  # the runtime dies -> so does the container
+        # If the runtime dies, so does the container (and gc finds the ledger).
+        syscalls.set_parent_death_signal(signal.SIGKILL)
         if not spec.interactive and not spec.tty:
             os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
         namespaces.enter_namespaces(network.init_namespaces(spec.network))

@@ -12,6 +12,8 @@ import os
 import sys
 
 _narrate = False
+_steps = []        # every decorated function, to find their source lines up front
+_locations = {}    # function -> "file:line", filled while the source is still reachable
 _pause_tty = None  # an open /dev/tty when --step asked to pause before each step
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,6 +22,11 @@ def configure(narrate, pause=False):
     """Turn narration on for this process and the container processes it forks."""
     global _narrate, _pause_tty
     _narrate = narrate or pause
+    if _narrate:
+        # After pivot_root the container can no longer read our source files: look up
+        # every step's line now, while they are reachable.
+        for func in _steps:
+            where(func)
     if pause:
         _pause_tty = open("/dev/tty", "r+b", buffering=0)
         os.set_inheritable(_pause_tty.fileno(), False)
@@ -37,7 +44,7 @@ def step(title, syscall="", man=""):
             if _narrate:
                 say(title, syscall.format(**_arguments(func, args, kwargs)), man, where(func))
             return func(*args, **kwargs)
-        narrated.narration = (title, syscall, man)
+        _steps.append(func)
         return narrated
     return decorate
 
@@ -55,13 +62,17 @@ def _arguments(func, args, kwargs):
 
 def where(func):
     """'minibox/rootfs.py:42': the line of the `def` of func, relative to the project."""
-    import linecache
-    code = func.__code__
-    line = code.co_firstlineno  # the first decorator's line; walk down to the def
-    while not linecache.getline(code.co_filename, line).lstrip().startswith(
-            ("def ", "async def ")):
-        line += 1
-    return f"{os.path.relpath(code.co_filename, _PACKAGE_ROOT)}:{line}"
+    func = getattr(func, "__wrapped__", func)
+    if func not in _locations:
+        import linecache
+        code = func.__code__
+        line = code.co_firstlineno  # the first decorator's line; walk down to the def
+        for offset in range(20):
+            if linecache.getline(code.co_filename, line + offset).lstrip().startswith("def "):
+                line += offset
+                break
+        _locations[func] = f"{os.path.relpath(code.co_filename, _PACKAGE_ROOT)}:{line}"
+    return _locations[func]
 
 
 def say(title, syscall="", man="", source=""):

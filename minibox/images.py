@@ -7,7 +7,6 @@ made on first use from the host's static busybox: one binary plus a symlink per 
 MINIBOX_STORE overrides /var/lib/minibox.
 """
 import os
-import shutil
 import struct
 
 from .errors import MiniboxError
@@ -60,6 +59,8 @@ def build_busybox_image(image_dir):
     if not _is_static_elf(HOST_BUSYBOX):
         raise MiniboxError(f"{HOST_BUSYBOX} is dynamically linked and would not run inside "
                            "the image: install busybox-static")
+    import shutil
+    import subprocess
     os.makedirs(image_dir, exist_ok=True)
     scratch = os.path.join(image_dir, f"rootfs.building.{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
@@ -69,7 +70,6 @@ def build_busybox_image(image_dir):
         os.makedirs(os.path.join(scratch, directory), exist_ok=True)
         os.chmod(os.path.join(scratch, directory), mode)
     shutil.copy2(HOST_BUSYBOX, os.path.join(scratch, "bin/busybox"))
-    import subprocess
     applets = subprocess.run([HOST_BUSYBOX, "--list-full"], capture_output=True,
                              text=True, check=True).stdout.split()
     for applet in applets:

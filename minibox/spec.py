@@ -3,7 +3,6 @@
 The CLI builds a spec from flags; each parse_* function turns one flag's text into a value
 or raises MiniboxError with one line saying what is wrong.
 """
-import dataclasses
 import os
 
 from .errors import MiniboxError
@@ -12,33 +11,39 @@ from .network import NetworkMode
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclasses.dataclass
 class Volume:
-    host_path: str
-    container_path: str
-    readonly: bool = False
+    """-v: a host directory bind-mounted into the container."""
+
+    def __init__(self, host_path, container_path, readonly=False):
+        self.host_path = host_path
+        self.container_path = container_path
+        self.readonly = readonly
 
 
-@dataclasses.dataclass
 class ContainerSpec:
-    command: list
-    image: str = None          # a name from the image store, or None with rootfs
-    rootfs: str = None         # --rootfs: any directory as the read-only lower layer
-    name: str = None
-    hostname: str = None
-    env: dict = dataclasses.field(default_factory=dict)
-    workdir: str = "/"
-    volumes: list = dataclasses.field(default_factory=list)
-    interactive: bool = False  # -i: keep stdin attached
-    tty: bool = False          # -t: a pseudo-terminal made inside the container
-    remove: bool = False       # --rm
-    use_chroot: bool = False   # --chroot: the escapable way, for the lesson
-    network: NetworkMode = None  # --network; None: a netns with lo only (as runc's default)
-    ip: str = None             # --ip: a chosen address on the bridge
-    publish: list = dataclasses.field(default_factory=list)  # -p: PortMappings
+    """What to run and how. (A plain class: dataclasses would import inspect, ~10 ms of
+    every container start.)"""
 
-    def __post_init__(self):
-        self.network = self.network or NetworkMode("none")
+    def __init__(self, command, image=None, rootfs=None, name=None, hostname=None, env=None,
+                 workdir="/", volumes=(), interactive=False, tty=False, remove=False,
+                 use_chroot=False, network=None, ip=None, publish=()):
+        self.command = list(command)
+        self.image = image              # a name from the image store, or None with rootfs
+        self.rootfs = rootfs            # --rootfs: any directory as the read-only lower layer
+        self.name = name
+        self.hostname = hostname
+        self.env = dict(env or {})
+        self.workdir = workdir
+        self.volumes = list(volumes)
+        self.interactive = interactive  # -i: keep stdin attached
+        self.tty = tty                  # -t: a pseudo-terminal made inside the container
+        self.remove = remove            # --rm
+        self.use_chroot = use_chroot    # --chroot: the escapable way, for the lesson
+        # --network: a NetworkMode; `run` defaults to bridge, a bare spec gets a netns
+        # with lo only (as runc's default config does)
+        self.network = network or NetworkMode("none")
+        self.ip = ip                    # --ip: a chosen address on the bridge
+        self.publish = list(publish)    # -p: PortMappings
 
     def environment(self, container_id):
         """The command's environment: Docker's defaults, then -e values on top."""

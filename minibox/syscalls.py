@@ -35,6 +35,8 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
+PR_SET_PDEATHSIG = 1
+
 _SYS_pivot_root = 155  # x86_64; glibc has no pivot_root() wrapper
 
 
@@ -75,3 +77,8 @@ def unshare(flags):
 def setns(fd, nstype=0):
     """setns(2): join the namespace that the open /proc/<pid>/ns/* file descriptor fd names."""
     _check(_libc.setns(fd, nstype), f"setns({fd}, {nstype:#x})")
+
+
+def set_parent_death_signal(signum):
+    """prctl(2) PR_SET_PDEATHSIG: the kernel sends signum to us when our parent exits."""
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")

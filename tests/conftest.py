@@ -13,3 +13,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(not_root)
         if "vm" in item.keywords and shutil.which("qemu-system-x86_64") is None:
             item.add_marker(no_qemu)
+
+
+@pytest.fixture(scope="session")
+def image_store(tmp_path_factory):
+    """One image store for the session: the busybox image is built once."""
+    return str(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture
+def minibox_env(tmp_path, image_store, monkeypatch):
+    """A private state root per test, so tests never see each other's containers."""
+    root = str(tmp_path / "run")
+    monkeypatch.setenv("MINIBOX_ROOT", root)
+    monkeypatch.setenv("MINIBOX_STORE", image_store)
+    return {"root": root, "store": image_store}
+
+
+@pytest.fixture
+def minibox(minibox_env):
+    """Run the minibox CLI as a subprocess; returns the CompletedProcess (text mode)."""
+    import subprocess
+    import sys
+
+    def run(*args, timeout=60, **kwargs):
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.run([sys.executable, "-m", "minibox", *args], text=True,
+                              timeout=timeout, **kwargs)
+    return run
+

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -22,17 +23,10 @@ pytestmark = pytest.mark.root
 SITE = "mkdir -p /www && echo hello from $(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"
 
 
-@pytest.fixture(scope="module")
-def image_store(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("store"))  # the busybox image is built once
-
-
 @pytest.fixture
-def root(tmp_path, image_store, monkeypatch, host_netns):
-    """A private state root and image store; returns the state root."""
-    monkeypatch.setenv("MINIBOX_ROOT", str(tmp_path / "run"))
-    monkeypatch.setenv("MINIBOX_STORE", image_store)
-    return tmp_path / "run"
+def root(host_netns, minibox_env):
+    """The test's private state root (conftest's minibox_env), inside the private netns."""
+    return Path(minibox_env["root"])
 
 
 @pytest.fixture
@@ -50,11 +44,6 @@ def background(root):
     for runtime in started:
         runtime.kill()
         runtime.communicate()
-
-
-def minibox(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "minibox", *args], capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=timeout)
 
 
 def container_states(root):
@@ -140,7 +129,7 @@ def netns_in_use(inode):
     return False
 
 
-def test_two_containers_talk_over_the_bridge(root, background):
+def test_two_containers_talk_over_the_bridge(root, background, minibox):
     server = background("--rm", "--name", "web", "busybox", "sh", "-c", SITE)
     web = wait_running(root, "web")
     wait_listening(web["pid"], 80)
@@ -174,7 +163,7 @@ def test_host_fetches_a_page_through_a_published_port(root, background):
     assert veths() == [] and leases() == {}
 
 
-def test_network_none_sees_only_loopback(root):
+def test_network_none_sees_only_loopback(root, minibox):
     result = minibox("run", "--rm", "--network", "none", "busybox", "sh", "-c",
                      "ls /sys/class/net; cat /etc/hosts")
     assert result.returncode == 0, result.stderr
@@ -183,7 +172,7 @@ def test_network_none_sees_only_loopback(root):
     assert not network.address_pool().exists()  # no bridge, no lease table
 
 
-def test_network_host_shares_the_hosts_namespace(root):
+def test_network_host_shares_the_hosts_namespace(root, minibox):
     ip("link", "add", "hostonly0", "type", "veth", "peer", "name", "hostonly1")
     result = minibox("run", "--rm", "--network", "host", "busybox", "sh", "-c",
                      "readlink /proc/self/ns/net; ls /sys/class/net")
@@ -193,7 +182,7 @@ def test_network_host_shares_the_hosts_namespace(root):
     assert {"lo", "hostonly0", "hostonly1"} <= set(names)
 
 
-def test_container_mode_shares_address_and_loopback(root, background):
+def test_container_mode_shares_address_and_loopback(root, background, minibox):
     server = background("--rm", "--name", "base", "busybox", "sh", "-c", SITE)
     base = wait_running(root, "base")
     wait_listening(base["pid"], 80)
@@ -209,7 +198,7 @@ def test_container_mode_shares_address_and_loopback(root, background):
     stop(server, base)
 
 
-def test_container_mode_needs_a_running_container(root):
+def test_container_mode_needs_a_running_container(root, minibox):
     result = minibox("run", "--rm", "--network", "container:nobody", "busybox", "true")
     assert result.returncode == 125
     assert result.stderr == "minibox: no such container: nobody\n"
@@ -246,7 +235,7 @@ def test_twenty_parallel_containers_then_no_leftovers(root, background, tmp_path
     assert not any(netns_in_use(inode) for inode in namespaces)
 
 
-def test_sigkill_of_the_runtime_then_gc_leaves_nothing(root, background):
+def test_sigkill_of_the_runtime_then_gc_leaves_nothing(root, background, minibox):
     runtime = background("--rm", "--name", "doomed", "-p", "18090:80", "busybox", "sh", "-c", SITE)
     doomed = wait_running(root, "doomed")
     (proxy,) = [e for e in ledger(root, doomed["id"]) if e["kind"] == "proxy"]
@@ -270,7 +259,7 @@ def test_sigkill_of_the_runtime_then_gc_leaves_nothing(root, background):
     assert not netns_in_use(netns)
 
 
-def test_network_ls_and_rm(root, background):
+def test_network_ls_and_rm(root, background, minibox):
     assert minibox("network", "ls").stdout.splitlines()[1:] == []
     server = background("--rm", "--name", "user", "busybox", "sleep", "60")
     user = wait_running(root, "user")
@@ -303,14 +292,14 @@ def assert_nothing_left(root, veths_before=(), leases_before=None):
     (["--ip", "10.199.0.1"], "minibox0: 10.199.0.1 is the bridge's gateway address"),
     (["--ip", "10.200.0.9"], "minibox0: 10.200.0.9 is not a usable address in 10.199.0.0/24"),
 ])
-def test_bad_network_options(root, args, message):
+def test_bad_network_options(root, args, message, minibox):
     result = minibox("run", "--rm", *args, "busybox", "true")
     assert result.returncode == 125
     assert result.stderr.startswith(f"minibox: {message}") and result.stderr.count("\n") == 1
     assert_nothing_left(root)
 
 
-def test_busy_host_port(root):
+def test_busy_host_port(root, minibox):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 18095))
         squatter.listen()
@@ -321,7 +310,7 @@ def test_busy_host_port(root):
     assert_nothing_left(root)
 
 
-def test_subnet_exhausted(root, background, monkeypatch):
+def test_subnet_exhausted(root, background, monkeypatch, minibox):
     monkeypatch.setenv(network.SUBNET_ENV, "10.199.0.0/30")  # room for one container
     server = background("--rm", "--name", "only", "busybox", "sleep", "60")
     only = wait_running(root, "only")
@@ -334,7 +323,7 @@ def test_subnet_exhausted(root, background, monkeypatch):
     stop(server, only)
 
 
-def test_foreign_minibox0(root):
+def test_foreign_minibox0(root, minibox):
     ip("link", "add", "minibox0", "type", "veth", "peer", "name", "squatter")
     result = minibox("run", "--rm", "busybox", "true")
     assert result.returncode == 125
@@ -343,7 +332,7 @@ def test_foreign_minibox0(root):
     assert_nothing_left(root, veths_before=["minibox0", "squatter"])
 
 
-def test_explain_narrates_the_network_steps(root):
+def test_explain_narrates_the_network_steps(root, minibox):
     result = minibox("run", "--rm", "--explain", "-p", "18096:80", "busybox", "true")
     assert result.returncode == 0, result.stderr
     for expected in ("=> Connect the container to the bridge", "RTM_NEWLINK veth peer eth0",

@@ -1,0 +1,117 @@
+"""Unit tests of the foundation's pure parts: no root, no containers."""
+import os
+
+import pytest
+
+from minibox import explain, rootfs, spec, state
+from minibox.errors import MiniboxError
+
+
+def test_parse_env_accepts_values_with_equals_and_copies_host_values():
+    env = spec.parse_env(["A=1", "B=x=y", "HOMEISH"], host_env={"HOMEISH": "h"})
+    assert env == {"A": "1", "B": "x=y", "HOMEISH": "h"}
+
+
+@pytest.mark.parametrize("bad", ["=value", "A B=1", ""])
+def test_parse_env_rejects_bad_names(bad):
+    with pytest.raises(MiniboxError, match="invalid environment variable"):
+        spec.parse_env([bad])
+
+
+def test_parse_volume(tmp_path):
+    volume = spec.parse_volume(f"{tmp_path}:/data:ro")
+    assert (volume.host_path, volume.container_path, volume.readonly) == (str(tmp_path), "/data", True)
+    with pytest.raises(MiniboxError, match="must be absolute"):
+        spec.parse_volume(f"{tmp_path}:data")
+    with pytest.raises(MiniboxError, match="expected HOSTDIR:CONTAINERDIR"):
+        spec.parse_volume(f"{tmp_path}:/a:rx")
+
+
+def test_path_in_root_never_leaves_the_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    os.symlink("/etc", root / "abs")            # absolute link: resolved inside root
+    os.symlink("../../../..", root / "up")      # climbing link: stops at root
+    os.symlink("loop", root / "loop")
+    assert rootfs.path_in_root(str(root), "/abs/passwd") == str(root / "etc" / "passwd")
+    assert rootfs.path_in_root(str(root), "/up/etc") == str(root / "etc")
+    assert rootfs.path_in_root(str(root), "../../x") == str(root / "x")
+    with pytest.raises(MiniboxError, match="too many levels"):
+        rootfs.path_in_root(str(root), "/loop")
+
+
+def test_explain_points_at_the_def_line_of_each_step():
+    location = explain.where(rootfs.pivot_to)
+    path, line = location.rsplit(":", 1)
+    assert path == "minibox/rootfs.py"
+    with open(rootfs.__file__) as source:
+        assert source.read().splitlines()[int(line) - 1].startswith("def pivot_to(")
+
+
+def test_explain_narrates_with_arguments(capsys):
+    explain.configure(True)
+    try:
+        rootfs.check_overlay_support()  # not a step: prints nothing
+        assert capsys.readouterr().err == ""
+        explain.say("title", "mount(x)", "mount(2)", "minibox/rootfs.py:1")
+        assert "=> title" in capsys.readouterr().err
+    finally:
+        explain.configure(False)
+
+
+def test_ledger_release_runs_newest_first_and_keeps_kinds(tmp_path, monkeypatch):
+    monkeypatch.setattr(state, "ROOT", str(tmp_path))
+    monkeypatch.setattr(state, "NAMES", str(tmp_path / "names"))
+    released = []
+    monkeypatch.setitem(state.RELEASE, "thing", lambda entry: released.append(entry["n"]))
+    directory = state.ContainerDir.create("c1", name="web")
+    directory.record("thing", n=1)
+    directory.record("thing", n=2)
+    directory.release_all(keep=("dir", "name"))
+    assert released == [2, 1]
+    assert [e["kind"] for e in directory.entries()] == ["dir", "name"]
+    assert state.find("web").id == "c1" and state.find("c").id == "c1"
+    with pytest.raises(MiniboxError, match="already in use"):
+        state.ContainerDir.create("c2", name="web")
+    assert state.find("web").id == "c1"  # the loser did not free the winner's name
+    directory.release_all()
+    assert not os.path.exists(directory.path)
+    with pytest.raises(MiniboxError, match="no such container"):
+        state.find("web")
+
+
+def test_state_is_replaced_atomically(tmp_path, monkeypatch):
+    monkeypatch.setattr(state, "ROOT", str(tmp_path))
+    monkeypatch.setattr(state, "NAMES", str(tmp_path / "names"))
+    directory = state.ContainerDir.create("c1")
+    directory.save({"status": "created"})
+    directory.update(status="running", pid=5)
+    assert directory.load() == {"status": "running", "pid": 5}
+    assert sorted(os.listdir(directory.path)) == ["ledger", "state.json"]
+
+
+def test_process_identity_survives_pid_reuse_check():
+    me = os.getpid()
+    assert state.process_alive(me, state.process_start_time(me))
+    assert not state.process_alive(me, state.process_start_time(me) + 1)
+    assert state.process_start_time(2 ** 22 + 1) is None
+
+
+def test_a_kernel_without_a_namespace_type_is_named(monkeypatch):
+    # This kernel has them all; what a kernel without one would show is faked here.
+    from minibox import namespaces
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists",
+                        lambda p: False if p == "/proc/self/ns/cgroup" else real_exists(p))
+    with pytest.raises(MiniboxError, match="no cgroup namespace .*CONFIG_CGROUPS"):
+        namespaces.check_kernel_support()
+
+
+def test_a_kernel_without_overlayfs_is_named(monkeypatch):
+    import builtins
+    import io
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: io.StringIO("nodev\tproc\n")
+                        if p == "/proc/filesystems" else real_open(p, *a, **k))
+    with pytest.raises(MiniboxError, match="no overlayfs"):
+        rootfs.check_overlay_support()
