@@ -114,11 +114,10 @@ def network_ls():
     from . import network
     require_root()
     status = network.bridge_status()
-    click.echo(f"{'NAME':10}{'DRIVER':8}{'SUBNET':18}{'GATEWAY':16}{'STATE':9}CONTAINERS")
+    click.echo(f"{'NAME':10}{'DRIVER':8}{'SUBNET':18}{'GATEWAY':16}CONTAINERS")
     if status is not None:
-        subnet, gateway, present, leases = status
-        click.echo(f"{network.BRIDGE:10}{'bridge':8}{subnet:18}{gateway:16}"
-                   f"{'up' if present else 'missing':9}{len(leases)}")
+        subnet, gateway, leases = status
+        click.echo(f"{network.BRIDGE:10}{'bridge':8}{subnet:18}{gateway:16}{len(leases)}")
 
 
 @network_group.command("rm")

@@ -414,13 +414,18 @@ state.RELEASE.update(network=_release_network, proxy=_release_proxy)
 # -- `minibox network ls | rm`, and gc ---------------------------------------------------
 
 def bridge_status():
-    """(subnet, gateway, present, leases) of minibox0, or None if it was never made."""
+    """(subnet, gateway, {address: container id}) of minibox0, or None if there is none."""
+    if not _link_exists(BRIDGE):
+        return None  # and any pool left in the store is stale
+    from pyroute2.iproute.linux import IPRoute
+
+    with IPRoute() as ipr:
+        _our_bridge_index(ipr)  # a foreign minibox0 is not ours to describe
     pool = address_pool()
     if not pool.exists():
-        return None
+        return "unknown", "unknown", {}
     with pool.locked() as table:
-        leases = dict(table.leases)
-    return str(table.subnet), str(table.gateway), _link_exists(BRIDGE), leases
+        return str(table.subnet), str(table.gateway), table.leases
 
 
 def _link_exists(ifname):
@@ -439,7 +444,7 @@ def _link_exists(ifname):
 def remove_bridge():
     """Delete minibox0 and its address pool; refuse while a container uses it.
 
-    Returns False when there was nothing to remove.
+    Returns False when there was no bridge to remove (a stale pool is dropped all the same).
     """
     pool = address_pool()
     if not pool.exists() and not _link_exists(BRIDGE):
@@ -447,17 +452,17 @@ def remove_bridge():
     from pyroute2.iproute.linux import IPRoute
 
     with pool.locked(subnet_if_new=DEFAULT_SUBNET) as table, IPRoute() as ipr:
-        if table.leases:
-            owners = ", ".join(owner[:12] for owner in table.leases.values())
-            raise NetworkError(f"{BRIDGE} is in use by container(s) {owners}")
         index = _our_bridge_index(ipr)
         if index is not None:
+            if table.leases:
+                owners = ", ".join(owner[:12] for owner in table.leases.values())
+                raise NetworkError(f"{BRIDGE} is in use by container(s) {owners}")
             ports = [port.get("ifname") for port in ipr.link("dump", master=index)]
             if ports:
                 raise NetworkError(f"{BRIDGE} still has ports attached: {', '.join(ports)}")
             _delete_link(ipr, BRIDGE)
         table.discard()
-    return True
+    return index is not None
 
 
 def remove_bridge_if_unused():

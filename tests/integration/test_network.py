@@ -178,6 +178,16 @@ def test_a_bridge_deleted_by_hand_is_recreated_and_its_stale_leases_dropped(host
     assert f"{network.host_ifname(second.id)}@" in ip("-o", "link", "show", "master", "minibox0")
 
 
+def test_a_stale_pool_without_a_bridge_is_dropped(host_netns):
+    """A netns that died with leases leaves a pool; a new netns may reuse its inode."""
+    pool = network.address_pool()
+    with pool.locked(subnet_if_new="10.199.0.0/24") as table:
+        table.allocate("ghost")
+    assert network.bridge_status() is None
+    assert network.remove_bridge() is False
+    assert not pool.directory.exists()
+
+
 def test_subnet_exhausted(host_netns, containers, monkeypatch):
     monkeypatch.setenv(network.SUBNET_ENV, "10.199.0.0/30")  # gateway .1, one container .2
     first, second = containers(), containers()
@@ -193,7 +203,7 @@ def test_remove_bridge_only_when_unused(host_netns, containers):
     assert network.remove_bridge() is False
     box = containers()
     network.connect(box.id, box.pid)
-    assert network.bridge_status() == ("10.199.0.0/24", "10.199.0.1", True, {"10.199.0.2": box.id})
+    assert network.bridge_status() == ("10.199.0.0/24", "10.199.0.1", {"10.199.0.2": box.id})
 
     with pytest.raises(NetworkError, match=f"in use by container.*{box.id[:12]}"):
         network.remove_bridge()
