@@ -138,7 +138,8 @@ def main():
     os.rmdir(network.STORE_DIR)
 
     module_ms, pyroute2_ms = import_times()
-    print(f"{rounds} containers per method, medians (p90) in ms; kernel {os.uname().release}\n")
+    print(f"{rounds} containers per method, in ms: median [min, p90]; kernel "
+          f"{os.uname().release}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
     print("| method | setup | teardown | setup + teardown |")
     print("|---|---|---|---|")
     for method, (set_ups, teardowns) in results.items():
@@ -150,7 +151,7 @@ def main():
 
 def ms(samples):
     p90 = statistics.quantiles(samples, n=10)[-1]
-    return f"{statistics.median(samples) * 1e3:.1f} ({p90 * 1e3:.1f})"
+    return f"{statistics.median(samples) * 1e3:.1f} [{min(samples) * 1e3:.1f}, {p90 * 1e3:.1f}]"
 
 
 if __name__ == "__main__":

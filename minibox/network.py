@@ -113,8 +113,7 @@ def check_options(mode, requested_ip, publish):
         except ValueError:
             raise NetworkError(f"bad --ip {requested_ip!r}: not an IPv4 address") from None
     if publish and mode.kind != "bridge":
-        raise NetworkError(f"-p needs --network bridge, not {mode} "
-                           "(with host networking the container's ports are the host's)")
+        raise NetworkError(f"-p needs --network bridge, not {mode}")
 
 
 def host_ifname(container_id):
@@ -185,7 +184,6 @@ def set_up(spec, directory, pid, bound_ports, shared_address):
     """Host side, while the init waits in its new namespaces: connect, publish, /etc files.
 
     Every resource goes into the container's ledger, so teardown and `gc` undo it.
-    Returns the container's address (None with none/host).
     """
     mode = spec.network
     address = shared_address
@@ -202,7 +200,6 @@ def set_up(spec, directory, pid, bound_ports, shared_address):
     write_etc_files(directory.file("upper"), spec.hostname, hosts)
     directory.update(network={"mode": str(mode), "address": address,
                               "ports": [str(mapping) for mapping in spec.publish]})
-    return address
 
 
 @step("Connect the container to the bridge: a veth pair, an address, a default route",
