@@ -24,11 +24,11 @@ at a few milliseconds per container:
   * The peer is created *inside* the container's namespace, already named eth0: one
     RTM_NEWLINK whose peer carries IFLA_NET_NS_FD (what `ip link add mbX type veth peer
     name eth0 netns PID` does). No create-move-rename dance, no clash between many eth0s.
-  * The inside end is configured over a netlink socket opened by a short-lived thread
-    that setns(2)'d into the container's namespace: a socket stays in the namespace it was
-    created in, and setns(CLONE_NEWNET) moves only the calling thread. pyroute2's own
-    `NetNS` / `IPRoute(netns=...)` forks a helper process per namespace for the same job,
-    which costs more than all the netlink requests together.
+  * The inside end is configured over a netlink socket that lives in the container's
+    namespace: the runtime setns(2)s there just long enough to create it, then returns (a
+    socket stays in the namespace it was created in). pyroute2's own `NetNS` /
+    `IPRoute(netns=...)` forks a helper process per namespace for the same job, which
+    costs more than all the netlink requests together.
 
 pyroute2's package import takes ~150 ms (its __init__ loads every netlink family), so it is
 imported inside the functions that talk netlink, never at module level: containers with
@@ -41,7 +41,6 @@ import fcntl
 import os
 import socket
 import struct
-import threading
 
 from . import namespaces, portproxy, state, syscalls
 from .errors import MiniboxError
@@ -226,7 +225,7 @@ def connect(container_id, netns_pid, requested_ip=None):
                 _netlink(ipr.link, "add", ifname=host_end, kind="veth", master=bridge_index,
                          state="up", peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": netns_fd},
                          doing=f"create veth pair {host_end} <-> {CONTAINER_IFNAME}")
-                _in_netns(netns_fd, lambda: _configure_inside(address, table))
+                _configure_inside(netns_fd, address, table)
             except BaseException:
                 _delete_link(ipr, host_end)
                 raise
@@ -284,11 +283,11 @@ def _ensure_bridge(ipr, table):
     return index
 
 
-def _configure_inside(address, table):
+def _configure_inside(netns_fd, address, table):
     """In the container's netns: the address on eth0, eth0 up, default route via gateway."""
     from pyroute2.iproute.linux import IPRoute
 
-    with IPRoute() as ipr:
+    with IPRoute(fileno=_socket_in_netns(netns_fd).detach()) as ipr:
         (index,) = ipr.link_lookup(ifname=CONTAINER_IFNAME)
         _netlink(ipr.addr, "add", index=index, address=str(address),
                  prefixlen=table.subnet.prefixlen,
@@ -338,27 +337,22 @@ def _netlink(request, *args, doing, **kwargs):
         raise NetworkError(f"{doing}: {os.strerror(error.code)}") from None
 
 
-def _in_netns(netns_fd, work):
-    """Run `work()` on a new thread that has joined the network namespace `netns_fd`.
+def _socket_in_netns(netns_fd):
+    """A NETLINK_ROUTE socket bound to the network namespace `netns_fd`, not to ours.
 
-    setns(CLONE_NEWNET) moves only the calling thread, so the runtime's main thread never
-    leaves the host's namespace, even if `work` fails; the thread and its view end together.
+    A socket belongs to the netns it was created in, for life. So: setns(2) there, create
+    it, setns(2) back. Only this thread moves (setns(CLONE_NEWNET) is per thread), and
+    only for the one socket(2) call.
     """
-    outcome = {}
-
-    def thread_main():
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
         try:
-            syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
-            outcome["value"] = work()
-        except BaseException as error:  # handed over to the caller's thread below
-            outcome["error"] = error
-
-    thread = threading.Thread(target=thread_main, name="minibox-netns")
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+        finally:
+            syscalls.setns(own, syscalls.CLONE_NEWNET)
+    finally:
+        os.close(own)
 
 
 # -- /etc/hosts and /etc/hostname ---------------------------------------------------------

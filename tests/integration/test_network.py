@@ -97,7 +97,9 @@ def test_bring_up_loopback(host_netns):
 
 def test_connect_configures_both_ends(host_netns, containers):
     box = containers()
+    ours = os.readlink("/proc/thread-self/ns/net")
     assert str(network.connect(box.id, box.pid)) == "10.199.0.2"
+    assert os.readlink("/proc/thread-self/ns/net") == ours  # visited the container's, came back
     assert "inet 10.199.0.2/24" in box.run("ip", "-4", "-o", "addr", "show", "eth0").stdout
     assert "state UP" in box.run("ip", "-o", "link", "show", "eth0").stdout
     assert "default via 10.199.0.1 dev eth0" in box.run("ip", "route").stdout
