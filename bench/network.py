@@ -12,12 +12,16 @@ default route. Teardown = deleting the pair (and, for minibox, releasing the lea
     naive pyroute2 the same netlink requests, the inside through IPRoute(netns=PATH), which
                    forks a helper process to open its socket (no IPAM)
 
-As in the runtime, each "container" is a process forked right before setup that has
-unshared its netns; methods are interleaved so a noisy moment hits all alike. Everything
-happens inside a private network namespace made for the run. Import times are measured
-separately in fresh interpreters. Run as root: `sudo .venv/bin/python bench/network.py [-n 40]`.
+As in the runtime, every container is measured in a fresh Python process (each `minibox
+run` is one) that forks the "container" (a child that unshares its netns) right before
+setup, so the copy-on-write faults that fork costs the parent are part of the numbers;
+pyroute2 is imported after that fork, as in the runtime, and its import is timed apart.
+Methods are interleaved so a noisy moment hits all alike, and everything happens inside
+a private network namespace made for the run.
+Run as root: `sudo .venv/bin/python bench/network.py [-n 40]`.
 """
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -96,59 +100,78 @@ METHODS = {"minibox": with_minibox, "ip commands": with_ip_commands,
            "naive pyroute2 (NetNS fork)": with_naive_pyroute2}
 
 
-def import_times(runs=7):
-    """Median ms to import minibox.network (its own share: the modules every container
-    loads anyway come first) and then pyroute2's IPRoute."""
-    probe = ("import time, minibox.explain, minibox.namespaces, minibox.state; "
-             "t = time.perf_counter(); import minibox.network; "
-             "u = time.perf_counter(); from pyroute2.iproute.linux import IPRoute; "
-             "print(u - t, time.perf_counter() - u)")
-    samples = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                              check=True, cwd=PROJECT).stdout.split() for _ in range(runs)]
-    return [statistics.median(float(sample[i]) for sample in samples) * 1e3 for i in (0, 1)]
+def import_time(runs=7):
+    """Median ms to import minibox.network in a fresh interpreter, after the modules every
+    container loads anyway (its own share; pyroute2 is not imported)."""
+    probe = ("import time, select, signal, socket, minibox.explain, minibox.namespaces, "
+             "minibox.state; "
+             "t = time.perf_counter(); import minibox.network; print(time.perf_counter() - t)")
+    samples = [float(subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                                    text=True, check=True, cwd=PROJECT).stdout)
+               for _ in range(runs)]
+    return statistics.median(samples) * 1e3
+
+
+def worker(method, index, store_dir):
+    """One container, measured in this fresh process; prints {import, setup, teardown} in s."""
+    network.STORE_DIR = store_dir
+    pid = fork_container()
+    try:
+        started = time.perf_counter()
+        if method != "ip commands":
+            from pyroute2.iproute.linux import IPRoute  # noqa: F401  (timed: the import)
+        imported = time.perf_counter()
+        set_up, torn_down = METHODS[method](index, pid)
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    print(json.dumps({"import": imported - started, "setup": set_up, "teardown": torn_down}))
+
+
+def measure_in_fresh_process(method, index, store_dir):
+    out = subprocess.run([sys.executable, __file__, "--worker", method, str(index), store_dir],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=30, help="containers per method")
-    rounds = parser.parse_args().n
+    parser.add_argument("--worker", nargs=3, metavar=("METHOD", "INDEX", "STORE"),
+                        help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.worker:
+        method, index, store_dir = options.worker
+        return worker(method, int(index), store_dir)
     if os.geteuid() != 0:
         sys.exit("bench/network.py: must be run as root")
-    # A private "host": the bridge and every veth vanish with this process.
+    # A private "host", inherited by the workers: the bridge and every veth vanish with it.
     syscalls.unshare(syscalls.CLONE_NEWNET)
     network.bring_up_loopback()
-    network.STORE_DIR = f"/tmp/minibox-bench-network-{os.getpid()}"
+    store_dir = network.STORE_DIR = f"/tmp/minibox-bench-network-{os.getpid()}"
     os.environ[network.SUBNET_ENV] = "10.199.0.0/16"
 
-    results = {method: ([], []) for method in METHODS}
-    warm_up = fork_container()
-    network.connect("warmup", warm_up)  # creates minibox0; loads pyroute2 for every method
-    network.disconnect("warmup")
-    os.kill(warm_up, 9)
-    os.waitpid(warm_up, 0)
-    for index in range(rounds):
-        for method, measure in METHODS.items():
-            pid = fork_container()
-            try:
-                set_up, torn_down = measure(index, pid)
-            finally:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-            results[method][0].append(set_up)
-            results[method][1].append(torn_down)
+    measure_in_fresh_process("minibox", 0, store_dir)  # creates minibox0 for every method
+    results = {method: {"import": [], "setup": [], "teardown": []} for method in METHODS}
+    for index in range(1, options.n + 1):
+        for method in METHODS:
+            for key, seconds in measure_in_fresh_process(method, index, store_dir).items():
+                results[method][key].append(seconds)
     network.remove_bridge()
-    os.rmdir(network.STORE_DIR)
+    os.rmdir(store_dir)
 
-    module_ms, pyroute2_ms = import_times()
-    print(f"{rounds} containers per method, in ms: median [min, p90]; kernel "
-          f"{os.uname().release}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
-    print("| method | setup | teardown | setup + teardown |")
-    print("|---|---|---|---|")
-    for method, (set_ups, teardowns) in results.items():
-        totals = [a + b for a, b in zip(set_ups, teardowns)]
-        print(f"| {method} | {ms(set_ups)} | {ms(teardowns)} | {ms(totals)} |")
-    print(f"\nimport, fresh interpreter: minibox.network {module_ms:.1f} ms (without pyroute2; "
-          f"every container), then pyroute2's IPRoute {pyroute2_ms:.0f} ms (bridge containers)")
+    print(f"{options.n} containers per method, each in a fresh process, in ms: median "
+          f"[min, p90]; kernel {os.uname().release}, load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs\n")
+    print("| method | setup | teardown | setup + teardown | pyroute2 import |")
+    print("|---|---|---|---|---|")
+    for method, times in results.items():
+        totals = [a + b for a, b in zip(times["setup"], times["teardown"])]
+        imports = ms(times["import"]) if method != "ip commands" else "-"
+        print(f"| {method} | {ms(times['setup'])} | {ms(times['teardown'])} | {ms(totals)} "
+              f"| {imports} |")
+    print(f"\nminibox.network itself imports in {import_time():.1f} ms (no pyroute2: what a "
+          "container with --network none or host pays)")
 
 
 def ms(samples):
