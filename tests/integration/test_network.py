@@ -30,7 +30,8 @@ class FakeContainer:
     def __init__(self, name):
         self.id = f"{name}{os.urandom(16).hex()}"
         self.process = subprocess.Popen(
-            ["unshare", "--net", "--", "sh", "-c", "ip link set lo up && echo ready && exec sleep 300"],
+            ["unshare", "--net", "--", "sh", "-c",
+             "ip link set lo up && echo ready && exec sleep 300"],
             stdout=subprocess.PIPE, text=True)
         assert self.process.stdout.readline() == "ready\n"
         self.pid = self.process.pid
@@ -312,7 +313,8 @@ def test_stop_never_kills_a_recycled_pid(host_netns):
     """After the proxy is gone, its PID may belong to someone else: stop() must leave it be."""
     bystander = subprocess.Popen(["sleep", "30"])
     try:
-        impostor = portproxy.ProxyProcess(bystander.pid, state.process_start_time(bystander.pid) + 1)
+        started = state.process_start_time(bystander.pid)
+        impostor = portproxy.ProxyProcess(bystander.pid, started + 1)
         portproxy.stop(impostor)
         assert bystander.poll() is None
     finally:

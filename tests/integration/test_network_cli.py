@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from minibox import network
+from minibox import network, state
 
 pytestmark = pytest.mark.root
 
-SITE = "mkdir -p /www && echo hello from $(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"
+SITE = ("mkdir -p /www && echo hello from $(hostname) > /www/index.html"
+        " && exec httpd -f -p 80 -h /www")
 
 
 @pytest.fixture
@@ -105,27 +106,30 @@ def leases():
             if pool.exists() else {})
 
 
-def alive(pid, start_time):
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[19]) == start_time
-    except FileNotFoundError:
-        return False
-
-
 def ledger(root, container_id):
     lines = (root / container_id / "ledger").read_text().splitlines()
     return [json.loads(line) for line in lines]
 
 
-def netns_in_use(inode):
-    """Does any process on the machine still sit in the network namespace `inode`?"""
+def now_in_ticks():
+    """Clock ticks since boot: the unit of a process's start time (proc(5), stat field 22)."""
+    with open("/proc/uptime") as uptime:
+        return int(float(uptime.read().split()[0]) * os.sysconf("SC_CLK_TCK"))
+
+
+def netns_in_use(inode, born_before):
+    """Does a process that started before `born_before` still sit in the netns `inode`?
+
+    The start-time filter matters on a busy machine: nsfs hands a dead namespace's inode
+    number to the next new namespace, which may belong to anyone.
+    """
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.stat(f"/proc/{pid}/ns/net").st_ino == inode:
+            if (os.stat(f"/proc/{pid}/ns/net").st_ino == inode
+                    and state.process_start_time(pid) <= born_before):
                 return True
-        except (FileNotFoundError, PermissionError):
-            continue
+        except (FileNotFoundError, PermissionError, TypeError):
+            continue  # gone while we looked (TypeError: no start time any more)
     return False
 
 
@@ -155,10 +159,10 @@ def test_host_fetches_a_page_through_a_published_port(root, background):
     with urllib.request.urlopen("http://127.0.0.1:18080/", timeout=10) as response:
         assert response.read() == b"hello from pub\n"
     (proxy,) = [e for e in ledger(root, web["id"]) if e["kind"] == "proxy"]
-    assert alive(proxy["pid"], proxy["start_time"])
+    assert state.process_alive(proxy["pid"], proxy["start_time"])
 
     stop(server, web)
-    assert not alive(proxy["pid"], proxy["start_time"])
+    assert not state.process_alive(proxy["pid"], proxy["start_time"])
     assert not listening(18080)
     assert veths() == [] and leases() == {}
 
@@ -220,8 +224,10 @@ def test_twenty_parallel_containers_then_no_leftovers(root, background, tmp_path
     namespaces = [os.stat(f"/proc/{current['pid']}/ns/net").st_ino for current in running]
     proxies = [entry for current in running for entry in ledger(root, current["id"])
                if entry["kind"] == "proxy"]
-    assert len(proxies) == 20 and all(alive(p["pid"], p["start_time"]) for p in proxies)
+    assert len(proxies) == 20
+    assert all(state.process_alive(p["pid"], p["start_time"]) for p in proxies)
 
+    born_before = now_in_ticks()
     (gate / "go").touch()
     seen_inside = set()
     for runtime in runtimes:
@@ -230,9 +236,9 @@ def test_twenty_parallel_containers_then_no_leftovers(root, background, tmp_path
         seen_inside.add(out.split("inet ")[1].split("/")[0])
     assert seen_inside == addresses
     assert veths() == [] and leases() == {}
-    assert not any(alive(p["pid"], p["start_time"]) for p in proxies)
+    assert not any(state.process_alive(p["pid"], p["start_time"]) for p in proxies)
     assert not any(listening(18100 + i) for i in range(20))
-    assert not any(netns_in_use(inode) for inode in namespaces)
+    assert not any(netns_in_use(inode, born_before) for inode in namespaces)
 
 
 def test_sigkill_of_the_runtime_then_gc_leaves_nothing(root, background, minibox):
@@ -240,11 +246,13 @@ def test_sigkill_of_the_runtime_then_gc_leaves_nothing(root, background, minibox
     doomed = wait_running(root, "doomed")
     (proxy,) = [e for e in ledger(root, doomed["id"]) if e["kind"] == "proxy"]
     netns = os.stat(f"/proc/{doomed['pid']}/ns/net").st_ino
+    born_before = now_in_ticks()
     runtime.kill()  # SIGKILL: no teardown at all; the init dies of PR_SET_PDEATHSIG
     runtime.wait()
     deadline = time.monotonic() + 10
-    while (alive(proxy["pid"], proxy["start_time"]) or netns_in_use(netns)) \
-            and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (
+            state.process_alive(proxy["pid"], proxy["start_time"])
+            or netns_in_use(netns, born_before)):
         time.sleep(0.05)
     assert list(leases().values()) == [doomed["id"]]  # what gc is for
 
@@ -255,8 +263,8 @@ def test_sigkill_of_the_runtime_then_gc_leaves_nothing(root, background, minibox
     assert veths() == [] and leases() == {}
     assert not network.address_pool().exists()
     assert subprocess.run(["ip", "link", "show", "minibox0"], capture_output=True).returncode != 0
-    assert not alive(proxy["pid"], proxy["start_time"]) and not listening(18090)
-    assert not netns_in_use(netns)
+    assert not state.process_alive(proxy["pid"], proxy["start_time"]) and not listening(18090)
+    assert not netns_in_use(netns, born_before)
 
 
 def test_network_ls_and_rm(root, background, minibox):
@@ -286,7 +294,8 @@ def assert_nothing_left(root, veths_before=(), leases_before=None):
     (["-p", "80"], "bad -p '80': expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]"),
     (["-p", "8080:80/udp"], "bad -p '8080:80/udp': only tcp can be published"),
     (["-p", "99999:80"], "bad -p '99999:80': '99999' is not a port number (1-65535)"),
-    (["--network", "bridged"], "bad --network 'bridged': expected one of bridge, none, host, container:ID"),
+    (["--network", "bridged"],
+     "bad --network 'bridged': expected one of bridge, none, host, container:ID"),
     (["--network", "none", "-p", "8080:80"], "-p needs --network bridge, not none"),
     (["--network", "host", "--ip", "10.199.0.9"], "--ip needs --network bridge, not host"),
     (["--ip", "10.199.0.1"], "minibox0: 10.199.0.1 is the bridge's gateway address"),
