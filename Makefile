@@ -2,7 +2,7 @@
 # which is idempotent and quick once everything is installed.
 PYTHON ?= python3
 VENV   := .venv
-APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static libcap-dev cpio iproute2 \
+APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static libcap-dev cpio iproute2 libc6-dev \
                 python3-venv python3-dev gcc runc crun bubblewrap
 
 .PHONY: setup demo test clean

@@ -27,12 +27,33 @@ def cli():
 @click.option("--name", help="A unique name for the container.")
 @click.option("-h", "--hostname", help="Hostname inside (default: the name, else the short id).")
 @click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Set an environment variable.")
-@click.option("-w", "--workdir", default="/", help="Working directory inside the container.")
+@click.option("-w", "--workdir", help="Working directory inside (default: the image's, else /).")
+@click.option("--entrypoint", help="Run this instead of the image's ENTRYPOINT (drops its CMD).")
 @click.option("-v", "--volume", multiple=True, metavar="HOSTDIR:DIR[:ro]",
               help="Bind-mount a host directory (read-only with :ro).")
 @click.option("--rootfs", type=click.Path(), help="Use DIR as the read-only image instead of IMAGE.")
 @click.option("--chroot", "use_chroot", is_flag=True,
               help="Use chroot(2) instead of pivot_root(2) (escapable: for the lesson).")
+@click.option("-m", "--memory", metavar="SIZE", help="Memory limit, e.g. 64m (OOM kill above it).")
+@click.option("--memory-swap", metavar="SIZE", help="Memory plus swap limit; -1: unlimited swap.")
+@click.option("--cpus", metavar="N", help="CPU time limit in CPUs, e.g. 0.5.")
+@click.option("--cpu-shares", metavar="N", help="Relative CPU weight (default 1024).")
+@click.option("--pids-limit", metavar="N", help="Most processes at once (fork bombs stop here).")
+@click.option("--cgroup-parent", metavar="PATH", help="Put the cgroup under PATH instead of minibox/.")
+@click.option("--stats", "show_stats", is_flag=True,
+              help="At exit, print peak memory, CPU time and max pids.")
+@click.option("--cap-add", multiple=True, metavar="CAP",
+              help="Keep a capability beyond Docker's default set (ALL: every one).")
+@click.option("--cap-drop", multiple=True, metavar="CAP",
+              help="Drop a capability from the default set (ALL: every one).")
+@click.option("--privileged", is_flag=True,
+              help="Keep every capability, no seccomp, no masked paths (to see what opens up).")
+@click.option("--security-opt", multiple=True, metavar="OPT",
+              help="no-new-privileges[=false] or seccomp=unconfined.")
+@click.option("--read-only", is_flag=True, help="Make the root read-only (with a tmpfs /tmp).")
+@click.option("-u", "--user", metavar="USER[:GROUP]", help="Run the command as this user (ids or names).")
+@click.option("--userns", is_flag=True,
+              help="A user namespace: container root is uid 100000 on the host.")
 @click.option("--network", "network_mode", default="bridge", metavar="MODE",
               help=network_help.NETWORK_HELP)
 @click.option("--ip", metavar="ADDRESS", help="The container's address on the bridge "
@@ -41,11 +62,17 @@ def cli():
               help=portproxy.PUBLISH_HELP)
 @click.option("--explain", is_flag=True, help="Narrate each step: syscall, man page, source line.")
 @click.option("--step", is_flag=True, help="Like --explain, and wait for Enter before each step.")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="(IMAGE | --rootfs DIR) CMD [ARG...]")
-def run(remove, interactive, tty, name, hostname, env, workdir, volume, rootfs, use_chroot,
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="(IMAGE | --rootfs DIR) [CMD [ARG...]]")
+def run(remove, interactive, tty, name, hostname, env, workdir, entrypoint, volume, rootfs,
+        use_chroot, memory, memory_swap, cpus, cpu_shares, pids_limit, cgroup_parent,
+        show_stats, cap_add, cap_drop, privileged, security_opt, read_only, user, userns,
         network_mode, ip, publish, explain, step, args):
-    """Run a command in a new container; exit with the command's exit code."""
-    from . import container, network, spec as specs
+    """Run a command in a new container; exit with the command's exit code.
+
+    Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD."""
+    from . import container, images, network, spec as specs
+    if userns and os.geteuid() != 0:
+        _refuse_rootless()
     require_root()
     mode = network.NetworkMode.parse(network_mode)
     mappings = [portproxy.PortMapping.parse(text) for text in publish]
@@ -53,23 +80,44 @@ def run(remove, interactive, tty, name, hostname, env, workdir, volume, rootfs, 
     args = list(args)
     image = None if rootfs else (args.pop(0) if args else None)
     if not rootfs and image is None:
-        raise MiniboxError("no image given (usage: minibox run IMAGE CMD [ARG...])")
+        raise MiniboxError("no image given (usage: minibox run IMAGE [CMD [ARG...]])")
+    config = images.image_config(image) if image else {}
+    args = images.command_for(config, args, entrypoint)
     if not args:
-        raise MiniboxError("no command given (usage: minibox run IMAGE CMD [ARG...])")
+        raise MiniboxError("no command given, and the image has no default command "
+                           "(usage: minibox run IMAGE CMD [ARG...])")
     if tty and not os.isatty(sys.stdin.fileno()):
         raise MiniboxError("-t needs a terminal on stdin (the input device is not a TTY)")
     spec = specs.ContainerSpec(
         command=args, image=image,
         rootfs=specs.check_rootfs(rootfs) if rootfs else None,
-        name=specs.check_name(name), hostname=hostname, env=specs.parse_env(env),
-        workdir=workdir, volumes=[specs.parse_volume(v) for v in volume],
+        name=specs.check_name(name), hostname=hostname,
+        env={**images.environment_of(config), **specs.parse_env(env)},
+        workdir=workdir or config.get("WorkingDir") or "/",
+        user=specs.check_user(user) if user else config.get("User") or None,
+        volumes=[specs.parse_volume(v) for v in volume],
         interactive=interactive, tty=tty, remove=remove, use_chroot=use_chroot,
+        limits=specs.parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit),
+        cgroup_parent=specs.parse_cgroup_parent(cgroup_parent), stats=show_stats,
+        security=specs.security_profile(cap_add, cap_drop, privileged, security_opt),
+        privileged=privileged, read_only=read_only, userns=userns,
         network=mode, ip=ip, publish=mappings)
     if use_chroot:
         click.echo("minibox: warning: --chroot is escapable (chroot(2) does not change the "
                    "mount namespace's root); use it only for the lesson", err=True)
     _configure_explain(explain, step)
     return container.run(spec)
+
+
+def _refuse_rootless():
+    """A non-root --userns: name what on this host forbids it, else say what is missing."""
+    from . import namespaces
+    reason = namespaces.check_unprivileged_user_namespaces()
+    if reason:
+        raise MiniboxError(f"--userns without root: {reason}")
+    raise MiniboxError("--userns without root (rootless mode) is not implemented yet: this "
+                       "host allows unprivileged user namespaces, but the runtime still needs "
+                       "root for its cgroup and PID namespace; use sudo")
 
 
 def _configure_explain(narrate, pause):
@@ -131,6 +179,82 @@ def network_rm(name):
     if not network.remove_bridge():
         raise MiniboxError(f"network {name} does not exist")
     click.echo(name)
+
+
+@cli.group()
+def image():
+    """Manage images: import archives, build the built-in busybox image."""
+
+
+@image.command("import")
+@click.option("--name", metavar="NAME[:TAG]", help="Tag the image (default: the archive's tags).")
+@click.argument("archive", type=click.Path())
+def image_import(name, archive):
+    """Import a `docker save` archive, an OCI image layout or a rootfs tarball (file or dir)."""
+    from . import imagestore
+    require_root()
+    progress = imagestore.Progress(sys.stderr)
+    for names, image_id in imagestore.import_archive(archive, name, progress):
+        for tagged in names or ["<untagged>"]:
+            click.echo(f"Loaded image: {tagged} ({image_id[:19]})")
+
+
+@image.command("build")
+@click.argument("which", type=click.Choice(["busybox"]))
+def image_build(which):
+    """(Re)build a built-in image from the host: busybox from busybox-static."""
+    from . import images, imagestore
+    require_root()
+    image_id = imagestore.build_busybox_image(imagestore.Progress(sys.stderr))
+    click.echo(f"Built image: {images.BUSYBOX} ({image_id[:19]})")
+
+
+@cli.command("images")
+def list_images():
+    """List stored images."""
+    from . import images
+    require_root()
+    click.echo(f"{'REPOSITORY':<30} {'TAG':<16} {'IMAGE ID':<12} {'LAYERS':>6} {'SIZE':>10}")
+    for name, image_id, layer_count, size in images.list_images():
+        repository, tag = name.rsplit(":", 1) if name else ("<none>", "<none>")
+        click.echo(f"{repository:<30} {tag:<16} {image_id[7:19]:<12} {layer_count:>6} "
+                   f"{size / 1e6:>8.1f}MB")
+
+
+@cli.command()
+@click.argument("references", nargs=-1, required=True)
+def rmi(references):
+    """Remove images (untag; delete the layers no other image uses)."""
+    from . import imagestore
+    require_root()
+    for reference in references:
+        image_id = imagestore.remove_image(reference)
+        click.echo(f"Removed: {reference} ({image_id[:19]})")
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Path(), help="Write to FILE instead of stdout.")
+@click.argument("reference")
+def export(output, reference):
+    """Write a container's filesystem as a tar archive (to stdout or -o FILE)."""
+    from . import imagestore
+    require_root()
+    if output is None and sys.stdout.isatty():
+        raise MiniboxError("refusing to write a tar archive to a terminal: "
+                           "redirect stdout or use -o FILE")
+    with open(output, "wb") if output else os.fdopen(os.dup(1), "wb") as out:
+        imagestore.export_container(reference, out)
+
+
+@cli.command()
+@click.argument("reference")
+@click.argument("name", metavar="NAME[:TAG]")
+def commit(reference, name):
+    """Make a new image from a container: its changes become a new top layer."""
+    from . import imagestore
+    require_root()
+    image_id = imagestore.commit_container(reference, name, imagestore.Progress(sys.stderr))
+    click.echo(image_id)
 
 
 def main():

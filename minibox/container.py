@@ -12,17 +12,22 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
     unshare(cgroup)              <-----  "go"
     overlay, /proc, /dev, /sys, pivot_root, hostname, lo up
     [pty master fd]              ----->  (with -t)
+    [unshare(user) with --userns ----->  "userns"; maps written <----- "mapped"]
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
-    execve(CMD)                  <-----  start: reads exec.fifo
+                                 <-----  start: reads exec.fifo
+    seccomp, capabilities, user, no_new_privs (security.confine)
+    execve(CMD)
     (socket closes on exec: FD_CLOEXEC) -> runtime knows the exec happened
 """
 import os
 import select
 import signal
 import socket
+import sys
 import time
 
-from . import explain, images, namespaces, network, portproxy, rootfs, state, syscalls
+from . import (cgroups, explain, images, namespaces, network, portproxy, rootfs, security, state,
+               syscalls)
 from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError
 
 # Signals the runtime passes on to the container instead of dying of them.
@@ -33,12 +38,13 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
 class Container:
     """A created container, as seen by its monitor."""
 
-    def __init__(self, spec, directory, pid, channel, console=None):
+    def __init__(self, spec, directory, pid, channel, cgroup, console=None):
         self.spec = spec
         self.directory = directory
         self.id = directory.id
         self.pid = pid              # the init's PID on the host
         self.channel = channel      # our end of the socketpair
+        self.cgroup = cgroup        # cgroups.Cgroup: limits, stats, OOM kills
         self.console = console      # the pty master, with -t
 
 
@@ -60,7 +66,13 @@ def create(spec, container_id=None):
         for scratch in ("upper", "work", "rootfs"):
             os.mkdir(directory.file(scratch), 0o755)
         os.mkfifo(directory.file("exec.fifo"), 0o600)
-        # 2. (cgroup: created here, before the init exists)
+        if spec.userns:  # the init opens it as container root, i.e. host uid 100000
+            os.chown(directory.file("exec.fifo"), namespaces.USERNS_HOST_BASE,
+                     namespaces.USERNS_HOST_BASE)
+        # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
+        cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent)
+        directory.record("cgroup", paths=cgroup.paths())
+        _create_cgroup(cgroup, spec.limits, "\n              ".join(cgroup.plan(spec.limits)))
         #    Published host ports are bound now, so a busy port fails the run before the
         #    container exists; --network container:ID opens that container's netns now.
         bound_ports = portproxy.bind_ports(spec.publish)
@@ -77,14 +89,19 @@ def create(spec, container_id=None):
         directory.record("process", pid=pid, start_time=state.process_start_time(pid))
         # 4. Host-side setup while the init waits in its new namespaces.
         _expect(channel, b"ready", pid)
+        _join_cgroup(cgroup, pid)
         network.set_up(spec, directory, pid, bound_ports, shared_address)
         channel.send(b"go")
+        if spec.userns:
+            _expect(channel, b"userns", pid)
+            namespaces.write_id_maps(pid)
+            channel.send(b"mapped")
         console = None
         if spec.tty:
             console = _receive_console(channel, pid)
         _expect(channel, b"created", pid)
         directory.update(status="created", pid=pid, pid_start=state.process_start_time(pid))
-        return Container(spec, directory, pid, channel, console)
+        return Container(spec, directory, pid, channel, cgroup, console)
     except BaseException:
         portproxy.close_ports(bound_ports)
         directory.release_all()
@@ -92,6 +109,34 @@ def create(spec, container_id=None):
     finally:
         if shared_netns is not None:
             os.close(shared_netns)
+
+
+@explain.step("Create the container's cgroup and write its limits: the kernel enforces them "
+              "on every process put in it", syscall="{plan}", man="cgroups(7)")
+def _create_cgroup(cgroup, limits, plan):
+    """`plan` is the narration: each mkdir and control file, with its twin in the other
+    cgroup version."""
+    try:
+        cgroup.create(limits)
+    except cgroups.CgroupError as error:
+        raise MiniboxError(str(error)) from None
+
+
+@explain.step("Move the init into the cgroup, before it runs a single instruction of the "
+              "user's", syscall='echo {pid} > cgroup.procs (v1: in every hierarchy)',
+              man="cgroups(7)")
+def _join_cgroup(cgroup, pid):
+    cgroup.add(pid)
+
+
+def _release_cgroup(entry):
+    try:
+        cgroups.remove_cgroup_dirs(entry["paths"])
+    except cgroups.CgroupError as error:
+        raise MiniboxError(str(error)) from None
+
+
+state.RELEASE["cgroup"] = _release_cgroup
 
 
 def _initial_state(spec, directory):
@@ -120,13 +165,20 @@ def _init(spec, directory, lowerdir, channel, shared_netns):
         namespaces.enter_cgroup_namespace()
         merged = directory.file("rootfs")
         rootfs.make_mounts_private()
-        rootfs.mount_overlay(lowerdir, directory.file("upper"), directory.file("work"), merged)
+        # No device node made inside may be opened, unless --privileged (rootfs.mount_dev).
+        nodev = not spec.privileged
+        rootfs.mount_overlay(lowerdir, directory.file("upper"), directory.file("work"), merged,
+                             nodev)
         for volume in spec.volumes:
-            rootfs.bind_mount(volume.host_path, merged, volume.container_path, volume.readonly)
+            rootfs.bind_mount(volume.host_path, merged, volume.container_path, volume.readonly,
+                              nodev)
         rootfs.mount_proc(merged)
-        rootfs.mount_dev(merged)
+        rootfs.mount_dev(merged, nodev)
         rootfs.mount_sys(merged)
-        rootfs.mask_paths(merged)
+        if not spec.privileged:
+            rootfs.mask_paths(merged)
+        if spec.read_only:
+            rootfs.make_root_read_only(merged, nodev)
         # Opened now, written after pivot_root through /proc/self/fd: the host path is gone then.
         exec_fifo = os.open(directory.file("exec.fifo"), os.O_PATH | os.O_CLOEXEC)
         if spec.use_chroot:
@@ -142,9 +194,19 @@ def _init(spec, directory, lowerdir, channel, shared_netns):
         os.makedirs(spec.workdir, exist_ok=True)  # docker run -w creates it too
         os.chdir(spec.workdir)
         program = _find_program(spec.command[0], env["PATH"])
+        if spec.userns:
+            namespaces.enter_user_namespace()
+            channel.send(b"userns")
+            if channel.recv(16) != b"mapped":
+                return
+            namespaces.become_namespace_root()
         _close_inherited_fds()
         channel.send(b"created")
         _wait_for_start(exec_fifo)
+        # Last, so that the steps above still run as root with every capability, and the
+        # fifo (owned by the host's root) can be opened whatever --user says.
+        security.confine(spec.security or security.SecurityProfile(), spec.user)
+        syscalls.set_parent_death_signal(signal.SIGKILL)  # changing uid (--user) cleared it
         exit_code = CANNOT_RUN
         os.execve(program, spec.command, env)
     except MiniboxError as error:
@@ -283,7 +345,10 @@ def wait(container):
     exit_code = os.waitstatus_to_exitcode(status)
     if exit_code < 0:
         exit_code = 128 - exit_code
-    container.directory.update(status="stopped", exit_code=exit_code, finished=time.time())
+    # Read while the cgroup still exists: `minibox stats` and --stats show these later.
+    container.stats, container.oom_kills = container.cgroup.stats(), container.cgroup.oom_kills()
+    container.directory.update(status="stopped", exit_code=exit_code, finished=time.time(),
+                               stats=vars(container.stats), oom_kills=container.oom_kills)
     return exit_code
 
 
@@ -298,9 +363,28 @@ def run(spec):
     container = create(spec)
     try:
         start(container)
-        return wait(container)
+        exit_code = wait(container)
     finally:
         release(container)
+    return _report_usage(container, exit_code)
+
+
+def _report_usage(container, exit_code):
+    """--stats, and the OOM killer's verdict: Docker only shows it in `inspect` (OOMKilled),
+    but a bare exit code 137 looks the same as `kill -9`."""
+    short_id = container.id[:12]
+    if container.spec.stats:
+        sys.stderr.write(f"minibox: container {short_id}: {container.stats.describe()}\n")
+    if container.oom_kills:
+        memory = container.spec.limits.memory
+        limit = "no memory limit" if memory is None else f"memory limit {cgroups.format_size(memory)}"
+        if exit_code == 128 + signal.SIGKILL:
+            raise MiniboxError(f"container {short_id} was killed by the OOM killer ({limit})",
+                               exit_code)
+        killed = "a process" if container.oom_kills == 1 else f"{container.oom_kills} processes"
+        sys.stderr.write(f"minibox: warning: the OOM killer killed {killed} in container "
+                         f"{short_id} ({limit})\n")
+    return exit_code
 
 
 def remove(reference, force=False):

@@ -1,85 +1,169 @@
-"""The image store: read-only root filesystems that containers stack an overlay on.
+"""The image store: read-only layers that containers stack an overlay on, and image configs.
 
-An image is a directory tree that is never written after it is made; every container gets
-its own writable layer on top (see rootfs.mount_overlay). The built-in image `busybox` is
-made on first use from the host's static busybox: one binary plus a symlink per applet
-(`busybox --list-full`), the few files in /etc that programs expect, and empty mount points.
-MINIBOX_STORE overrides /var/lib/minibox.
+An image is a config (JSON: what to run, its environment, and rootfs.diff_ids, the sha256 of
+each uncompressed layer tar, bottom first) plus those layers. The image id is the sha256 of
+the config file, stored verbatim, as Docker does. Each layer is unpacked once, into a
+directory named by its diff_id, whatever image or archive brought it (content addressed), and
+is never written again: every container gets its own writable layer on top
+(rootfs.mount_overlay). Layout under MINIBOX_STORE (default /var/lib/minibox, mode 0700:
+layers keep their setuid binaries, which no host user may reach):
+
+    images/<id>.json         image configs          repositories.json  NAME:TAG -> id
+    layers/<diff_id>/diff/   the unpacked layer     layers/<diff_id>/link, size
+    l/<short> -> ../layers/<diff_id>/diff           tmp/  imports in progress
+    lock                     flock(2)ed while the store changes
+
+Why l/: mount(2) copies at most one page (4096 bytes) of options (copy_mount_options), and
+overlayfs takes all lower layers in that one string. At ~90 bytes per
+/var/lib/minibox/layers/<64 hex>/diff only ~40 layers would fit; the 10-character links in l/
+(Docker's overlay2 driver does the same) fit ~100 in imagestore.LOWERDIR_BUDGET. An image with
+more layers than fit is flattened at import: its lowest layers are merged into one by the
+kernel itself (a read-only overlay of them, mounted in a private mount namespace, packed into
+a new layer), like `docker export | docker import` of just those layers.
+
+This module is the read side, on the path of every `minibox run`, so it stays light (no
+hashlib, no tarfile). Writing the store (import, commit, rmi, the built-in busybox image) is
+imagestore.py; unpacking layer tarballs safely is layers.py.
 """
+import json
 import os
-import struct
 
 from .errors import MiniboxError
 
 STORE = os.environ.get("MINIBOX_STORE", "/var/lib/minibox")
 IMAGES = os.path.join(STORE, "images")
-HOST_BUSYBOX = "/bin/busybox"
+LAYERS = os.path.join(STORE, "layers")
+SHORT_LINKS = os.path.join(STORE, "l")
+SCRATCH = os.path.join(STORE, "tmp")
+REPOSITORIES = os.path.join(STORE, "repositories.json")
+BUSYBOX = "busybox:latest"
+# A first component is a registry host (any case) only if it has a dot or a port, or is
+# localhost: Docker's rule, so "Team/app" is an invalid name rather than a host "Team".
+_NAME = (r"(?:(?:[A-Za-z0-9-]+\.[A-Za-z0-9.-]+|localhost)(?::[0-9]+)?/|[A-Za-z0-9-]+:[0-9]+/)?"
+         r"[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*")
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_HEX = frozenset("0123456789abcdef")
 
-_ETC_FILES = {
-    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-    "etc/group": "root:x:0:\nnogroup:x:65534:\n",
-    "etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-}
-_MOUNT_POINTS = {"proc": 0o555, "sys": 0o555, "dev": 0o755, "tmp": 0o1777, "root": 0o700,
-                 "etc": 0o755}
+# -- references and lookup -------------------------------------------------------------------
 
-
-def image_layers(name):
-    """The image's layer directories, top layer first (overlayfs' lowerdir order)."""
-    if name == "busybox":
-        return [_busybox_rootfs()]
-    raise MiniboxError(f"unknown image {name!r} (available: busybox)")
-
-
-def _busybox_rootfs():
-    rootfs = os.path.join(IMAGES, "busybox", "rootfs")
-    if not os.path.isdir(rootfs):
-        build_busybox_image(os.path.dirname(rootfs))
-    return rootfs
+def normalize(reference):
+    """NAME[:TAG] -> "name:tag" (tag "latest" by default; docker.io/library/ dropped, so an
+    archive's "docker.io/library/busybox:1.36" is "busybox:1.36" here, as in `docker images`)."""
+    name, tag = reference, "latest"
+    if ":" in reference.rsplit("/", 1)[-1]:
+        name, tag = reference.rsplit(":", 1)
+    return f"{name.removeprefix('docker.io/').removeprefix('library/')}:{tag}"
 
 
-def _is_static_elf(path):
-    """True if the ELF file has no PT_INTERP program header (no dynamic loader needed)."""
-    with open(path, "rb") as elf:
-        header = elf.read(64)
-        if header[:4] != b"\x7fELF" or header[4] != 2:  # 64-bit only
-            return False
-        phoff, = struct.unpack_from("<Q", header, 0x20)
-        phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
-        elf.seek(phoff)
-        table = elf.read(phentsize * phnum)
-    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
+def parse_reference(text):
+    """normalize(), after checking the name and tag are ones Docker would accept."""
+    import re
+    name, tag = normalize(text).rsplit(":", 1)
+    if not re.fullmatch(_NAME, name) or not re.fullmatch(_TAG, tag):
+        raise MiniboxError(f"invalid image reference {text!r}: expected NAME[:TAG] "
+                           "(lowercase name, tag of letters, digits, _ . -)")
+    return f"{name}:{tag}"
 
 
-def build_busybox_image(image_dir):
-    """Build the busybox image in a scratch dir, then rename(2) it into place atomically."""
-    if not os.path.exists(HOST_BUSYBOX):
-        raise MiniboxError(f"{HOST_BUSYBOX} not found: install busybox-static "
-                           "(sudo apt-get install busybox-static)")
-    if not _is_static_elf(HOST_BUSYBOX):
-        raise MiniboxError(f"{HOST_BUSYBOX} is dynamically linked and would not run inside "
-                           "the image: install busybox-static")
-    import shutil
-    import subprocess
-    os.makedirs(image_dir, exist_ok=True)
-    scratch = os.path.join(image_dir, f"rootfs.building.{os.getpid()}")
-    shutil.rmtree(scratch, ignore_errors=True)
-    for directory in ("bin", "sbin", "usr/bin", "usr/sbin"):
-        os.makedirs(os.path.join(scratch, directory))
-    for directory, mode in _MOUNT_POINTS.items():
-        os.makedirs(os.path.join(scratch, directory), exist_ok=True)
-        os.chmod(os.path.join(scratch, directory), mode)
-    shutil.copy2(HOST_BUSYBOX, os.path.join(scratch, "bin/busybox"))
-    applets = subprocess.run([HOST_BUSYBOX, "--list-full"], capture_output=True,
-                             text=True, check=True).stdout.split()
-    for applet in applets:
-        link = os.path.join(scratch, applet)
-        if applet != "bin/busybox" and not os.path.lexists(link):
-            os.symlink("/bin/busybox", link)
-    for relative, text in _ETC_FILES.items():
-        with open(os.path.join(scratch, relative), "w") as out:
-            out.write(text)
+def load_repositories():
     try:
-        os.rename(scratch, os.path.join(image_dir, "rootfs"))
-    except OSError:  # another run built it first: theirs is as good as ours
-        shutil.rmtree(scratch, ignore_errors=True)
+        with open(REPOSITORIES) as tags:
+            return json.load(tags)
+    except FileNotFoundError:
+        return {}
+
+
+def resolve(reference, repositories=None, build=False):
+    """The image id a reference names: a NAME[:TAG] or a unique prefix of an image id.
+    With `build`, the busybox image is built if it is missing."""
+    repositories = load_repositories() if repositories is None else repositories
+    name = normalize(reference)
+    if name in repositories:
+        return repositories[name]
+    prefix = "sha256:" + reference.removeprefix("sha256:")
+    if len(prefix) >= 11 and set(prefix[7:]) <= _HEX:
+        matches = [image_id for image_id in all_image_ids() if image_id.startswith(prefix)]
+        if len(matches) == 1:
+            return matches[0]
+    if name == BUSYBOX and build:
+        from . import imagestore
+        return imagestore.build_busybox_image()
+    raise MiniboxError(f"no such image: {reference} (`minibox images` lists them; "
+                       "`minibox image import FILE` adds one)")
+
+
+def all_image_ids():
+    try:
+        names = os.listdir(IMAGES)
+    except FileNotFoundError:
+        return []
+    # Only <64 hex>.json: not a config being written (.tmp), nor the foundation's old
+    # images/busybox/rootfs tree that stores made before this layout still hold.
+    return ["sha256:" + name[:-5] for name in names
+            if name.endswith(".json") and len(name) == 69 and set(name[:-5]) <= _HEX]
+
+
+def load_config(image_id):
+    with open(os.path.join(IMAGES, image_id.removeprefix("sha256:") + ".json"), "rb") as config:
+        return json.load(config)
+
+
+def image_layers(reference):
+    """The image's layer directories, top layer first (overlayfs' lowerdir order)."""
+    config = load_config(resolve(reference, build=True))
+    return [layer_path(diff_id) for diff_id in stack(config["rootfs"]["diff_ids"])]
+
+
+def stack(diff_ids):
+    """diff_ids (bottom first) as overlay lowers: top first, each layer once. Images often
+    hold the same layer twice (every build step that changed nothing is the same empty tar),
+    and overlayfs refuses a directory given twice. Keeping only the topmost copy changes
+    nothing: whatever the copy below would show or hide, the same copy above does too."""
+    return list(dict.fromkeys(reversed(diff_ids)))
+
+
+def image_config(reference):
+    """The image's run settings: the "config" of its config (Entrypoint, Cmd, Env,
+    WorkingDir, User...); building the busybox image on first use."""
+    config = load_config(resolve(reference, build=True))
+    return config.get("config") or {}
+
+
+def layer_path(diff_id):
+    with open(os.path.join(LAYERS, diff_id.removeprefix("sha256:"), "link")) as link:
+        return os.path.join(SHORT_LINKS, link.read().strip())
+
+
+def command_for(config, args, entrypoint=None):
+    """Docker's rule: ENTRYPOINT + CMD, where arguments after the image replace CMD and
+    `--entrypoint` replaces ENTRYPOINT *and* drops CMD (`--entrypoint ""` clears it)."""
+    if entrypoint is not None:
+        head, default = ([entrypoint] if entrypoint else []), []
+    else:
+        head, default = config.get("Entrypoint") or [], config.get("Cmd") or []
+    return list(head) + (list(args) or list(default))
+
+
+def environment_of(config):
+    """The image's Env ["KEY=VALUE", ...] as a dict."""
+    return dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+def list_images():
+    """[(name:tag or None, image id, layer count, bytes)] for every stored image."""
+    repositories = load_repositories()
+    tagged = {image_id for image_id in repositories.values()}
+    rows = [(name, image_id) for name, image_id in sorted(repositories.items())]
+    rows += [(None, image_id) for image_id in all_image_ids() if image_id not in tagged]
+    listing = []
+    for name, image_id in rows:
+        diff_ids = load_config(image_id)["rootfs"]["diff_ids"]
+        listing.append((name, image_id, len(diff_ids), sum(map(_layer_size, diff_ids))))
+    return listing
+
+
+def _layer_size(diff_id):
+    with open(os.path.join(LAYERS, diff_id.removeprefix("sha256:"), "size")) as size:
+        return int(size.read())

@@ -65,3 +65,58 @@ def enter_cgroup_namespace():
 def set_hostname(hostname):
     import socket
     socket.sethostname(hostname)
+
+
+# --userns: container uids 0..65535 are host uids 100000..165535 (the usual /etc/subuid range).
+USERNS_HOST_BASE = 100000
+USERNS_SIZE = 65536
+
+
+@step("Enter a new user namespace: root inside will be an unprivileged uid on the host",
+      syscall="unshare(CLONE_NEWUSER)", man="user_namespaces(7)")
+def enter_user_namespace():
+    # Entered last, after every mount, so that the mount, UTS, IPC and network namespaces
+    # stay owned by the host's user namespace: root inside holds its capabilities only over
+    # what the new user namespace owns, so it can no longer mount, set the hostname or change
+    # the network at all. (runc enters it first instead and owns them all, which then needs
+    # the image shifted to the mapped uids.)
+    syscalls.unshare(syscalls.CLONE_NEWUSER)
+
+
+@step("Map the container's uids and gids 0-65535 to host ids 100000-165535",
+      syscall='write("/proc/{pid}/uid_map", "0 100000 65536"); the same to gid_map',
+      man="user_namespaces(7) 'User and group ID mappings'")
+def write_id_maps(pid, host_base=USERNS_HOST_BASE, size=USERNS_SIZE):
+    # Only the runtime can write these: mapping ids other than one's own needs CAP_SETUID in
+    # the parent user namespace, which the container's init no longer has.
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as id_map:
+            id_map.write(f"0 {host_base} {size}\n")
+
+
+@step("Become root of the new user namespace (host uid 100000): no groups, gid 0, uid 0",
+      syscall="setgroups(0, NULL); setresgid(0, 0, 0); setresuid(0, 0, 0)",
+      man="user_namespaces(7), setresuid(2)")
+def become_namespace_root():
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def check_unprivileged_user_namespaces(sysctl="/proc/sys"):
+    """Why a non-root user cannot create a user namespace here, or None if nothing says no."""
+    def read(name):
+        try:
+            with open(os.path.join(sysctl, name)) as value:
+                return value.read().strip()
+        except OSError:
+            return None
+    if read("kernel/unprivileged_userns_clone") == "0":
+        return "unprivileged user namespaces are disabled (sysctl kernel.unprivileged_userns_clone=0)"
+    if read("user/max_user_namespaces") == "0":
+        return "user namespaces are disabled (sysctl user.max_user_namespaces=0)"
+    if read("kernel/apparmor_restrict_unprivileged_userns") == "1":
+        return ("AppArmor restricts unprivileged user namespaces (Ubuntu 24.04: sysctl "
+                "kernel.apparmor_restrict_unprivileged_userns=1, or an AppArmor profile with "
+                "'userns,' for this program)")
+    return None

@@ -5,7 +5,6 @@ so none of these mounts is ever visible on the host, and all of them vanish by t
 the namespace's last process exits: nothing to unmount at teardown.
 """
 import os
-import stat
 
 from . import syscalls
 from .errors import MiniboxError
@@ -13,9 +12,8 @@ from .explain import step
 from .syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
                        MS_RDONLY, MS_REC, MS_REMOUNT, mount)
 
-# Character devices a program may expect in /dev (major, minor from devices.txt).
-DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
-           "urandom": (1, 9), "tty": (5, 0)}
+# Character devices a program may expect in /dev, bound in from the host's /dev.
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
              "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
 # Docker's lists. Masked paths leak host details or give kernel access (/proc/kcore is the
@@ -77,15 +75,15 @@ def make_mounts_private():
 
 
 @step("Stack a private writable layer on the read-only image with overlayfs",
-      syscall='mount("overlay", "{merged}", "overlay", 0, '
+      syscall='mount("overlay", "{merged}", "overlay", nodev={nodev}, '
               '"lowerdir={lowerdir},upperdir={upper},workdir={work}")',
       man="https://docs.kernel.org/filesystems/overlayfs.html")
-def mount_overlay(lowerdir, upper, work, merged):
+def mount_overlay(lowerdir, upper, work, merged, nodev=True):
     # Writes go to `upper` (copy-up on first write); the image below is never touched, so
     # any number of containers share one image. The mount also makes `merged` a mount point,
     # which pivot_root(2) requires of new_root (else EBUSY/EINVAL).
     try:
-        mount("overlay", merged, "overlay", 0,
+        mount("overlay", merged, "overlay", MS_NODEV if nodev else 0,
               f"lowerdir={lowerdir},upperdir={upper},workdir={work}")
     except OSError as error:
         raise MiniboxError(f"cannot mount the overlay for the root filesystem: {error}") from None
@@ -93,9 +91,9 @@ def mount_overlay(lowerdir, upper, work, merged):
 
 @step("Bind-mount a host directory into the container (its persistent storage)",
       syscall='mount("{source}", "{target}", NULL, MS_BIND|MS_REC, NULL)'
-              '; read-only={readonly}: mount(.., MS_BIND|MS_REMOUNT|MS_RDONLY)',
+              '; read-only={readonly} nodev={nodev}: mount(.., MS_BIND|MS_REMOUNT|..)',
       man="mount(2) 'Creating a bind mount'")
-def bind_mount(source, rootfs, target, readonly):
+def bind_mount(source, rootfs, target, readonly, nodev=True):
     where = path_in_root(rootfs, target)
     if os.path.isdir(source):
         os.makedirs(where, exist_ok=True)
@@ -103,9 +101,10 @@ def bind_mount(source, rootfs, target, readonly):
         os.makedirs(os.path.dirname(where), exist_ok=True)
         open(where, "a").close()
     mount(source, where, None, MS_BIND | MS_REC)
-    if readonly:
-        # A bind mount inherits the source's flags; read-only needs a second remount call.
-        mount(None, where, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+    if readonly or nodev:
+        # A bind mount inherits the source's flags; changing them needs a second remount call.
+        mount(None, where, None, MS_BIND | MS_REMOUNT | MS_REC
+              | (MS_RDONLY if readonly else 0) | (MS_NODEV if nodev else 0))
 
 
 @step("Mount a /proc that shows only the container's PID namespace",
@@ -118,19 +117,27 @@ def mount_proc(rootfs):
     mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-@step("Build a minimal /dev: a tmpfs with null, zero, full, random, urandom, tty, "
-      "a private devpts, shm and mqueue",
-      syscall='mount("tmpfs", "{rootfs}/dev", "tmpfs", MS_NOSUID, "mode=755"); '
-              'mknod(...); mount("devpts", .., "newinstance,ptmxmode=0666")',
-      man="mknod(2), pts(4), mq_overview(7)")
-def mount_dev(rootfs):
-    # Never bind the host's /dev: it holds the host's disks (mknod-free raw disk access).
+@step("Build a minimal /dev: a nodev tmpfs with the host's null, zero, full, random, "
+      "urandom, tty bound in, a private devpts, shm and mqueue",
+      syscall='mount("tmpfs", "{rootfs}/dev", "tmpfs", MS_NOSUID|MS_NODEV, "mode=755"); '
+              'mount("/dev/null", "{rootfs}/dev/null", NULL, MS_BIND); ...; '
+              'mount("devpts", .., "newinstance,ptmxmode=0666")',
+      man="mount(2), pts(4), mq_overview(7)")
+def mount_dev(rootfs, nodev=True):
+    # Never bind the host's /dev: it holds the host's disks. Only six harmless nodes are
+    # bound in, one by one. Binding instead of mknod(2) is what lets /dev be nodev: the kernel
+    # refuses to open any device node on a nodev mount (EACCES), so a node the container
+    # makes itself with CAP_MKNOD -- say, of the host's disk -- is useless, while each bound
+    # node is a mount of the host's /dev and works. Docker gets the same from its device
+    # cgroup (v1 devices.deny, v2 an eBPF program); nodev needs neither. It also works in a
+    # user namespace, where mknod(2) is not allowed at all.
     dev = os.path.join(rootfs, "dev")
     os.makedirs(dev, exist_ok=True)
-    mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
-    for name, (major, minor) in DEVICES.items():
-        os.mknod(os.path.join(dev, name), 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-        os.chmod(os.path.join(dev, name), 0o666)
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | (MS_NODEV if nodev else 0), "mode=755,size=65536k")
+    for name in DEVICES:
+        target = os.path.join(dev, name)
+        open(target, "x").close()
+        mount(os.path.join("/dev", name), target, None, MS_BIND)
     for name in ("pts", "shm", "mqueue"):
         os.mkdir(os.path.join(dev, name))
     # newinstance: a devpts of our own, so the container can't see the host's terminals.
@@ -172,6 +179,20 @@ def mask_paths(rootfs, masked=MASKED_PATHS, readonly=READONLY_PATHS):
             mount(target, target, None, MS_BIND | MS_REC)
             mount(None, target, None,
                   MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+@step("Make the root filesystem read-only, with a writable tmpfs on /tmp",
+      syscall='mount("tmpfs", "{rootfs}/tmp", "tmpfs", MS_NOSUID|MS_NODEV, "mode=1777"); '
+              'mount(NULL, "{rootfs}", NULL, MS_BIND|MS_REMOUNT|MS_RDONLY, NULL)',
+      man="mount(2) 'Remounting an existing mount'")
+def make_root_read_only(rootfs, nodev=True):
+    # Only the root mount turns read-only: /proc, /dev, /tmp and volumes are mounts of their
+    # own. MS_REMOUNT|MS_BIND changes the per-mount flags and replaces all of them, so nodev
+    # must be given again.
+    tmp = path_in_root(rootfs, "/tmp")
+    os.makedirs(tmp, exist_ok=True)
+    mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k")
+    mount(None, rootfs, None, MS_BIND | MS_REMOUNT | MS_RDONLY | (MS_NODEV if nodev else 0))
 
 
 @step("Switch the root: pivot_root(\".\", \".\") stacks the old root under the new one, "

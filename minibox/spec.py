@@ -5,6 +5,7 @@ or raises MiniboxError with one line saying what is wrong.
 """
 import os
 
+from .cgroups import limits as cgroup_limits
 from .errors import MiniboxError
 from .network import NetworkMode
 
@@ -26,7 +27,9 @@ class ContainerSpec:
 
     def __init__(self, command, image=None, rootfs=None, name=None, hostname=None, env=None,
                  workdir="/", volumes=(), interactive=False, tty=False, remove=False,
-                 use_chroot=False, network=None, ip=None, publish=()):
+                 use_chroot=False, user=None, limits=None, cgroup_parent=None, stats=False,
+                 security=None, privileged=False, read_only=False, userns=False,
+                 network=None, ip=None, publish=()):
         self.command = list(command)
         self.image = image              # a name from the image store, or None with rootfs
         self.rootfs = rootfs            # --rootfs: any directory as the read-only lower layer
@@ -39,6 +42,14 @@ class ContainerSpec:
         self.tty = tty                  # -t: a pseudo-terminal made inside the container
         self.remove = remove            # --rm
         self.use_chroot = use_chroot    # --chroot: the escapable way, for the lesson
+        self.limits = limits or cgroup_limits.Limits()  # -m, --cpus, --pids-limit ...
+        self.cgroup_parent = cgroup_parent  # --cgroup-parent, below each hierarchy's root
+        self.stats = stats              # --stats: print peak memory, CPU time, max pids at exit
+        self.user = user                # --user or the image's User: USER[:GROUP], names or ids
+        self.security = security        # a security.SecurityProfile (None: Docker's defaults)
+        self.privileged = privileged    # --privileged: also no masked paths, devices allowed
+        self.read_only = read_only      # --read-only: the root read-only, a tmpfs on /tmp
+        self.userns = userns            # --userns: container root is host uid 100000
         # --network: a NetworkMode; `run` defaults to bridge, a bare spec gets a netns
         # with lo only (as runc's default config does)
         self.network = network or NetworkMode("none")
@@ -99,3 +110,57 @@ def check_name(name):
                              or not all(c.isalnum() or c in "_.-" for c in name)):
         raise MiniboxError(f"invalid container name {name!r}: use letters, digits, _ . -")
     return name
+
+
+def parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit):
+    """-m, --memory-swap, --cpus, --cpu-shares, --pids-limit -> Limits (cgroups/limits.py)."""
+    return _one_line(cgroup_limits.parse_limits, memory, memory_swap, cpus, cpu_shares, pids_limit)
+
+
+def parse_cgroup_parent(text):
+    return None if text is None else _one_line(cgroup_limits.parse_cgroup_parent, text)
+
+
+def _one_line(parse, *texts):
+    try:
+        return parse(*texts)
+    except ValueError as error:
+        raise MiniboxError(str(error)) from None
+def check_user(text):
+    """--user USER[:GROUP]: ids or names; names are looked up in the container's own
+    /etc/passwd and /etc/group at start (security.resolve_user), as docker run does."""
+    user, _, group = text.partition(":")
+    if not user or ":" in group or any(c.isspace() for c in text):
+        raise MiniboxError(f"invalid --user {text!r}: expected USER[:GROUP], e.g. 1000:1000")
+    return text
+
+
+def parse_security_options(options):
+    """--security-opt no-new-privileges[=true|false] | seccomp=unconfined
+    -> (no_new_privileges, seccomp), both on by default."""
+    no_new_privileges, seccomp = True, True
+    for option in options:
+        key, _, value = option.replace(":", "=", 1).partition("=")
+        if key == "no-new-privileges" and value in ("", "true", "false"):
+            no_new_privileges = value != "false"
+        elif key == "seccomp" and value == "unconfined":
+            seccomp = False
+        elif key == "seccomp":
+            raise MiniboxError(f"--security-opt {option}: only seccomp=unconfined is supported "
+                               "(the default filter is built into minibox/security.py)")
+        else:
+            raise MiniboxError(f"invalid --security-opt {option!r}: expected "
+                               "no-new-privileges[=true|false] or seccomp=unconfined")
+    return no_new_privileges, seccomp
+
+
+def security_profile(cap_add=(), cap_drop=(), privileged=False, security_options=()):
+    """The flags' SecurityProfile. --privileged keeps every capability and, as in Docker, turns
+    seccomp off too; capability names are checked here, before anything is made."""
+    from . import security
+    no_new_privileges, seccomp = parse_security_options(security_options)
+    try:
+        capabilities = security.resolve_capabilities(cap_add, cap_drop, privileged)
+    except ValueError as error:
+        raise MiniboxError(str(error)) from None
+    return security.SecurityProfile(capabilities, no_new_privileges, seccomp and not privileged)

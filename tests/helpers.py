@@ -8,3 +8,12 @@ def container_dirs(root):
         return sorted(name for name in os.listdir(root) if name != "names")
     except FileNotFoundError:
         return []
+
+
+def busybox_layer(store):
+    """The busybox image's (one) layer directory in the image store at `store`."""
+    import subprocess
+    import sys
+    code = "from minibox import images; print(images.image_layers('busybox')[0])"
+    return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, MINIBOX_STORE=store),
+                          capture_output=True, text=True, check=True).stdout.strip()

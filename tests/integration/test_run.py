@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.helpers import container_dirs
+from tests.helpers import busybox_layer, container_dirs
 
 pytestmark = pytest.mark.root
 
@@ -106,7 +106,7 @@ def test_signals_to_minibox_are_forwarded(minibox_env):
 
 
 def test_copy_on_write_keeps_image_and_other_containers_clean(minibox, minibox_env):
-    image = os.path.join(minibox_env["store"], "images", "busybox", "rootfs")
+    image = busybox_layer(minibox_env["store"])
     first = minibox("run", "--name", "writer", "busybox", "sh", "-c",
                     "echo changed > /etc/hosts; echo new > /made-here; cat /etc/hosts")
     assert first.stdout == "changed\n"
@@ -137,8 +137,8 @@ def test_volumes_read_write_and_read_only(minibox, tmp_path):
 def test_volume_target_symlink_cannot_escape_the_root(minibox, tmp_path, minibox_env):
     # An image path that is a symlink to / must resolve inside the container's root.
     rootfs = tmp_path / "rootfs"
-    image = os.path.join(minibox_env["store"], "images", "busybox", "rootfs")
-    subprocess.run(["cp", "-a", image, str(rootfs)], check=True)
+    image = busybox_layer(minibox_env["store"])
+    subprocess.run(["cp", "-a", image + "/.", str(rootfs)], check=True)
     os.symlink("/etc", rootfs / "escape")
     source = tmp_path / "src"
     source.mkdir()
@@ -250,10 +250,10 @@ def test_explain_prints_every_step_with_real_source_lines(minibox):
 
 
 ERROR_CASES = [
-    (["run", "--rm", "no-such-image", "true"], 125, "unknown image 'no-such-image'"),
+    (["run", "--rm", "no-such-image", "true"], 125, "no such image: no-such-image"),
     (["run", "--rm", "--rootfs", "/no/such/dir", "true"], 125, "no such directory"),
     (["run", "--rm", "--rootfs", "/etc/hostname", "true"], 125, "not a directory"),
-    (["run", "--rm", "busybox"], 125, "no command given"),
+    (["run", "--rm", "--rootfs", "/tmp"], 125, "no command given"),
     (["run", "--rm", "-e", "=value", "busybox", "true"], 125, "invalid environment variable"),
     (["run", "--rm", "-v", "/no/such/host/dir:/x", "busybox", "true"], 125, "does not exist"),
     (["run", "--rm", "--no-such-flag", "busybox", "true"], 125, "No such option '--no-such-flag'"),

@@ -1,0 +1,44 @@
+"""cgroups(7): limit and account what a container's processes may use.
+
+Namespaces decide what a process can *see*; cgroups decide how much it can *use*: memory
+(the kernel OOM-kills inside the cgroup when it is over its limit), CPU time (CFS bandwidth:
+a quota per period), the number of processes (a fork bomb gets EAGAIN from fork(2)), and a
+freezer. Two very different kernel interfaces do this:
+
+- v1 (v1.py): one hierarchy per controller, /sys/fs/cgroup/<controller>/...; still the only
+  one usable on this host, which is "hybrid" (v1 controllers + an empty cgroup2).
+- v2 (v2.py): one unified hierarchy; the default on current distros.
+
+The runtime only talks to the small interface in base.Cgroup; cgroup_for() picks the backend.
+"""
+import os
+
+from minibox.cgroups.base import Cgroup, CgroupError, Stats, remove_cgroup_dirs
+from minibox.cgroups.limits import Limits, format_size, parse_cgroup_parent, parse_limits, parse_size
+
+__all__ = [
+    "Cgroup", "CgroupError", "Limits", "Stats", "cgroup_for", "cgroup_version", "format_size",
+    "parse_cgroup_parent", "parse_limits", "parse_size", "remove_cgroup_dirs",
+]
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def cgroup_version(root: str = CGROUP_ROOT) -> int:
+    """2 when `root` is a cgroup2 mount (it has cgroup.controllers), else 1 (v1 or hybrid)."""
+    return 2 if os.path.exists(os.path.join(root, "cgroup.controllers")) else 1
+
+
+def cgroup_for(container_id: str, parent: str | None = None) -> Cgroup:
+    """The container's cgroup on this host's cgroup version; nothing is created yet.
+
+    `parent` (from --cgroup-parent, already through parse_cgroup_parent) replaces the default
+    place: minibox/ at the v2 root, or minibox/ under the runtime's own v1 cgroups.
+    """
+    if cgroup_version() == 2:
+        from minibox.cgroups.v2 import V2Cgroup
+
+        return V2Cgroup(container_id, parent)
+    from minibox.cgroups.v1 import V1Cgroup
+
+    return V1Cgroup(container_id, parent)

@@ -1,0 +1,157 @@
+"""What the user asked for: `-m 64m --cpus 0.5 --pids-limit 32`, checked before anything exists.
+
+Every check here runs before a single cgroup directory is made, so bad input leaves nothing
+behind. The messages follow Docker's where Docker has one (`docker run --help`,
+https://docs.docker.com/engine/containers/resource_constraints/).
+"""
+import os
+import re
+
+# Docker's floor: below this the container is OOM-killed before its first instruction.
+MIN_MEMORY = 6 * 1024 * 1024
+
+# The range the kernel accepts for v1 `cpu.shares` (kernel/sched/sched.h MIN/MAX_SHARES).
+MIN_CPU_SHARES = 2
+MAX_CPU_SHARES = 262144
+
+# The CFS bandwidth period both versions use (cpu.cfs_period_us / the second field of cpu.max):
+# the kernel's default, and Docker's. --cpus 0.5 becomes 50 ms of CPU time per 100 ms.
+CFS_PERIOD_US = 100_000
+
+# Which flag asked for which controller, to name both when a host lacks one.
+CONTROLLER_FLAGS = {"memory": "-m/--memory", "cpu": "--cpus/--cpu-shares", "pids": "--pids-limit"}
+
+UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+# The grammar of Docker's units.RAMInBytes: "64m", "64M", "64mb", "64MiB", "1.5g", "512".
+SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$", re.IGNORECASE)
+
+
+class Limits:
+    """Validated resource limits; None means "leave the kernel's default (no limit)".
+    (A plain class: dataclasses would import inspect, ~10 ms of every container start.)"""
+
+    def __init__(self, memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids=None):
+        self.memory = memory  # bytes (-m)
+        self.memory_swap = memory_swap  # bytes of memory + swap (--memory-swap); -1: no swap limit
+        self.cpus = cpus  # --cpus, becomes a CFS quota per 100 ms period
+        self.cpu_shares = cpu_shares  # --cpu-shares, relative weight (v1 cpu.shares scale)
+        self.pids = pids  # --pids-limit
+
+    def controllers(self) -> set[str]:
+        """The cgroup controllers these limits need (a host lacking one must refuse)."""
+        needed = set()
+        if self.memory is not None or self.memory_swap is not None:
+            needed.add("memory")
+        if self.cpus is not None or self.cpu_shares is not None:
+            needed.add("cpu")
+        if self.pids is not None:
+            needed.add("pids")
+        return needed
+
+    def cpu_quota_us(self) -> int:
+        """--cpus as CFS quota: microseconds of CPU time allowed per CFS_PERIOD_US."""
+        return round(self.cpus * CFS_PERIOD_US)
+
+
+def parse_size(text: str) -> int:
+    """"64m" -> 67108864. Units are binary (k = 1024), as in Docker; a bare number is bytes."""
+    match = SIZE.match(text.strip())
+    if not match:
+        raise ValueError(
+            f"invalid size {text!r}: use a number with an optional unit b, k, m, g (e.g. 64m)"
+        )
+    number, unit = match.groups()
+    return int(float(number) * UNITS[unit.lower()])
+
+
+def format_size(size: int) -> str:
+    """67108864 -> "64 MiB": the largest binary unit, a decimal only when it isn't exact."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor:
+            value = size / factor
+            return f"{value:.0f} {unit}" if value.is_integer() else f"{value:.1f} {unit}"
+    return f"{size} B"
+
+
+def host_cpus() -> int:
+    """CPUs this process may run on (sched_getaffinity(2)), which is what Docker counts too."""
+    return len(os.sched_getaffinity(0))
+
+
+def parse_limits(memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids_limit=None) -> Limits:
+    """Turn the raw CLI strings into Limits, or raise ValueError with one line naming the flag."""
+    limits = Limits()
+    if memory is not None:
+        limits.memory = _size("-m/--memory", memory)
+        if limits.memory < MIN_MEMORY:
+            raise ValueError(
+                f"-m/--memory: minimum memory limit allowed is {format_size(MIN_MEMORY)}"
+                f" (got {format_size(limits.memory)})"
+            )
+    if memory_swap is not None:
+        limits.memory_swap = _memory_swap(str(memory_swap), limits.memory)
+    if cpus is not None:
+        limits.cpus = _cpus(cpus)
+    if cpu_shares is not None:
+        limits.cpu_shares = _number("--cpu-shares", int, cpu_shares)
+        if not MIN_CPU_SHARES <= limits.cpu_shares <= MAX_CPU_SHARES:
+            raise ValueError(
+                f"--cpu-shares: must be from {MIN_CPU_SHARES} to {MAX_CPU_SHARES}"
+                f" (got {limits.cpu_shares})"
+            )
+    if pids_limit is not None:
+        limits.pids = _number("--pids-limit", int, pids_limit)
+        if limits.pids < 1:
+            raise ValueError(f"--pids-limit: must be a positive number of processes (got {limits.pids})")
+    return limits
+
+
+def parse_cgroup_parent(text: str) -> str:
+    """--cgroup-parent "/ci/jobs" -> "ci/jobs": a path below each hierarchy's root, never above."""
+    parts = [part for part in text.split("/") if part]
+    if not parts or ".." in parts or "." in parts:
+        raise ValueError(f"--cgroup-parent: {text!r} must be a path like /ci/jobs, without . or ..")
+    return "/".join(parts)
+
+
+def _size(flag: str, text) -> int:
+    try:
+        return parse_size(str(text))
+    except ValueError as error:
+        raise ValueError(f"{flag}: {error}") from None
+
+
+def _number(flag: str, kind: type, text):
+    """int(text) or float(text), with the flag's name in the complaint instead of Python's."""
+    try:
+        return kind(str(text).strip())
+    except ValueError:
+        raise ValueError(f"{flag}: not a number: {text!r}") from None
+
+
+def _memory_swap(text: str, memory: int | None) -> int:
+    """Docker's --memory-swap is memory *plus* swap, so it only means something next to -m."""
+    if memory is None:
+        raise ValueError("--memory-swap: needs -m/--memory as well (it is the total of memory and swap)")
+    if text.strip() == "-1":
+        return -1
+    total = _size("--memory-swap", text)
+    if total < memory:
+        raise ValueError(
+            f"--memory-swap: must be at least the memory limit {format_size(memory)}"
+            f" (got {format_size(total)}), or -1 for unlimited swap"
+        )
+    return total
+
+
+def _cpus(text) -> float:
+    cpus = _number("--cpus", float, text)
+    available = host_cpus()
+    # `not (a <= x <= b)` rather than `x < a or x > b` so that "nan" is refused too.
+    if not 0.01 <= cpus <= available:
+        raise ValueError(
+            f"--cpus: range of CPUs is from 0.01 to {available:.2f},"
+            f" as there are only {available} CPUs available (got {text})"
+        )
+    return cpus

@@ -1,0 +1,157 @@
+"""cgroup v1: a separate directory tree per controller (cgroups(7), "CGROUPS VERSION 1").
+
+Each controller (or a few mounted together, like "cpu,cpuacct" on most distros) is its own
+hierarchy, mounted at /sys/fs/cgroup/<controller>. A container therefore gets one directory
+*per hierarchy*, and the same PID is written into each. This host is "hybrid": v1 controllers,
+plus an empty cgroup2 at /sys/fs/cgroup/unified that minibox leaves alone.
+
+The files this backend writes, and their twins in v2 (see v2.py):
+
+| what             | v1 (this file)                                   | v2                     |
+|------------------|--------------------------------------------------|------------------------|
+| memory limit     | memory.limit_in_bytes                            | memory.max             |
+| memory + swap    | memory.memsw.limit_in_bytes (memory + swap)      | memory.swap.max (swap) |
+| CPU bandwidth    | cpu.cfs_quota_us + cpu.cfs_period_us             | cpu.max "quota period" |
+| CPU weight       | cpu.shares (2..262144, default 1024)             | cpu.weight (1..10000)  |
+| process limit    | pids.max                                         | pids.max               |
+| add a process    | cgroup.procs (`tasks` moves a single thread)     | cgroup.procs           |
+| OOM kills        | memory.oom_control "oom_kill N"                  | memory.events          |
+| peak memory      | memory.max_usage_in_bytes                        | memory.peak            |
+| CPU time         | cpuacct.usage (ns, a separate controller)        | cpu.stat usage_usec    |
+| freeze           | freezer.state FROZEN/THAWED (own controller)     | cgroup.freeze 1/0      |
+
+Placement: <hierarchy>/<the runtime's own cgroup>/minibox/<id>, the own cgroup read from
+/proc/self/cgroup, so a runtime that is itself confined (here memory is under
+/process_api/<hash>) keeps its containers inside that confinement. --cgroup-parent replaces
+"<own>/minibox" with a path from the hierarchy's root, like Docker's cgroupfs driver.
+"""
+import os
+from collections import namedtuple
+
+from minibox.cgroups.base import Cgroup, CgroupError, LimitFile, Stats, read, read_int, read_keyed
+from minibox.cgroups.base import refuse_missing, wait_for, write
+from minibox.cgroups.limits import CFS_PERIOD_US, Limits
+
+# Only the hierarchies minibox uses: each one is a mkdir and a cgroup.procs write per container.
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
+
+
+# mountpoint: e.g. /sys/fs/cgroup/memory; own: the runtime's cgroup in it, relative to the
+# mount point ("process_api/34869c..." on this host, "" at the root). (`typing` costs 3 ms.)
+Hierarchy = namedtuple("Hierarchy", "mountpoint own")
+
+
+def mounted_hierarchies(mountinfo: str = "/proc/self/mountinfo",
+                        own_cgroups: str = "/proc/self/cgroup") -> dict[str, Hierarchy]:
+    """{controller: Hierarchy} for the v1 controllers minibox uses that this host mounts.
+
+    Mount points come from proc(5) mountinfo (filesystem type "cgroup", controllers in the
+    super options); the runtime's place in each hierarchy from /proc/self/cgroup, whose lines
+    read "hierarchy-ID:controller,list:/path".
+    """
+    mounts = {}  # controller -> (mount point, the cgroup shown at that mount point)
+    with open(mountinfo) as lines:
+        for line in lines:
+            mount, _, filesystem = line.partition(" - ")
+            fstype, _, options = filesystem.split()[:3]
+            if fstype != "cgroup":
+                continue
+            fields = mount.split()
+            root, mountpoint = fields[3], fields[4].replace("\\040", " ")
+            for controller in set(options.split(",")) & set(CONTROLLERS):
+                mounts.setdefault(controller, (mountpoint, root))
+    hierarchies = {}
+    with open(own_cgroups) as lines:
+        for line in lines:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(","):
+                if controller in mounts:
+                    mountpoint, root = mounts[controller]
+                    # A mount of a sub-tree (root != "/") shows that cgroup at its mount point.
+                    own = path[len(root):] if path.startswith(root) else path
+                    hierarchies[controller] = Hierarchy(mountpoint, own.strip("/"))
+    return {controller: hierarchies[controller] for controller in CONTROLLERS if controller in hierarchies}
+
+
+class V1Cgroup(Cgroup):
+    """A container's directories in the memory, cpu, cpuacct, pids and freezer hierarchies."""
+
+    version = 1
+
+    def __init__(self, container_id: str, parent: str | None = None,
+                 hierarchies: dict[str, Hierarchy] | None = None):
+        """`hierarchies` defaults to this host's (mounted_hierarchies()); `parent` is a path
+        below each hierarchy's root (see limits.parse_cgroup_parent)."""
+        self.hierarchies = mounted_hierarchies() if hierarchies is None else hierarchies
+        self.dirs = {
+            controller: os.path.join(mountpoint, parent or os.path.join(own, "minibox"), container_id)
+            for controller, (mountpoint, own) in self.hierarchies.items()
+        }
+
+    def paths(self) -> list[str]:
+        # cpu and cpuacct share one directory when they are mounted together.
+        return list(dict.fromkeys(self.dirs.values()))
+
+    def _check(self, limits: Limits) -> None:
+        refuse_missing(limits.controllers(), self.dirs, version=1)
+        if limits.memory_swap is not None:
+            memory_root = self.hierarchies["memory"].mountpoint
+            if not os.path.exists(os.path.join(memory_root, "memory.memsw.limit_in_bytes")):
+                raise CgroupError("--memory-swap needs swap accounting, which this kernel has off"
+                                  " (no memory.memsw.limit_in_bytes; boot with swapaccount=1)")
+
+    def _make_dirs(self) -> None:
+        for path in self.paths():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._mkdir(path)
+
+    def limit_files(self, limits: Limits) -> list[LimitFile]:
+        memory, cpu, pids = self.dirs.get("memory"), self.dirs.get("cpu"), self.dirs.get("pids")
+        files = []
+        if limits.memory is not None:
+            files.append(LimitFile(memory, "memory.limit_in_bytes", limits.memory, "memory.max"))
+        if limits.memory_swap is not None:
+            # memsw is memory *plus* swap and must stay >= limit_in_bytes, so it comes second.
+            files.append(LimitFile(memory, "memory.memsw.limit_in_bytes", limits.memory_swap,
+                                   "memory.swap.max, swap alone"))
+        if limits.cpus is not None:
+            files.append(LimitFile(cpu, "cpu.cfs_period_us", CFS_PERIOD_US, "cpu.max, 2nd field"))
+            files.append(LimitFile(cpu, "cpu.cfs_quota_us", limits.cpu_quota_us(), "cpu.max, 1st field"))
+        if limits.cpu_shares is not None:
+            files.append(LimitFile(cpu, "cpu.shares", limits.cpu_shares, "cpu.weight, 1..10000"))
+        if limits.pids is not None:
+            files.append(LimitFile(pids, "pids.max", limits.pids, "pids.max"))
+        return files
+
+    def stats(self) -> Stats:
+        cpu_ns = self._read_int("cpuacct", "cpuacct.usage")
+        return Stats(
+            memory_peak=self._read_int("memory", "memory.max_usage_in_bytes"),
+            cpu_seconds=None if cpu_ns is None else cpu_ns / 1e9,
+            pids_peak=self._read_int("pids", "pids.peak"),
+        )
+
+    def oom_kills(self) -> int:
+        """The kernel counts kills in memory.oom_control's "oom_kill" line (Linux 4.13+)."""
+        if "memory" not in self.dirs:
+            return 0
+        return read_keyed(self.dirs["memory"], "memory.oom_control").get("oom_kill", 0)
+
+    def freeze(self) -> None:
+        """FREEZING becomes FROZEN once every task has stopped; wait for that."""
+        self._set_freezer("FROZEN")
+
+    def thaw(self) -> None:
+        self._set_freezer("THAWED")
+
+    def _set_freezer(self, state: str) -> None:
+        if "freezer" not in self.dirs:
+            raise CgroupError("this host lacks the cgroup v1 controller 'freezer'")
+        directory = self.dirs["freezer"]
+        write(directory, "freezer.state", state)
+        if not wait_for(lambda: read(directory, "freezer.state").strip() == state, timeout=2.0):
+            raise CgroupError(f"{directory}/freezer.state did not become {state} within 2 s")
+
+    def _read_int(self, controller: str, name: str) -> int | None:
+        return read_int(self.dirs[controller], name) if controller in self.dirs else None
+

@@ -1,0 +1,118 @@
+"""cgroup v2: one unified tree with every controller (cgroups(7), "CGROUPS VERSION 2";
+Documentation/admin-guide/cgroup-v2.rst).
+
+A container gets a single directory, /sys/fs/cgroup/minibox/<id>. A controller only shows up
+in a cgroup when its parent lists it in `cgroup.subtree_control`, so minibox writes
+"+cpu +memory +pids" into every ancestor from the root down. The "no internal processes" rule
+means those ancestors must hold no processes themselves (the root is exempt), which is why
+containers sit in a `minibox/` group of their own rather than next to the runtime.
+
+The files this backend writes, and their twins in v1 (see v1.py):
+
+| what             | v2 (this file)                           | v1                                       |
+|------------------|------------------------------------------|------------------------------------------|
+| memory limit     | memory.max                               | memory.limit_in_bytes                    |
+| swap limit       | memory.swap.max (swap alone)             | memory.memsw.limit_in_bytes (mem + swap) |
+| CPU bandwidth    | cpu.max "quota period"                   | cpu.cfs_quota_us + cpu.cfs_period_us     |
+| CPU weight       | cpu.weight (1..10000, default 100)       | cpu.shares (2..262144, default 1024)     |
+| process limit    | pids.max                                 | pids.max                                 |
+| add a process    | cgroup.procs                             | cgroup.procs or `tasks` (one thread)     |
+| OOM kills        | memory.events "oom_kill N"               | memory.oom_control "oom_kill N"          |
+| peak memory      | memory.peak (Linux 5.19+)                | memory.max_usage_in_bytes                |
+| CPU time         | cpu.stat "usage_usec N" (always there)   | cpuacct.usage, a separate controller     |
+| freeze           | cgroup.freeze 1/0, cgroup.events frozen  | freezer.state, a separate controller     |
+"""
+import os
+
+from minibox.cgroups.base import Cgroup, CgroupError, LimitFile, Stats, read, read_int, read_keyed
+from minibox.cgroups.base import refuse_missing, wait_for, write
+from minibox.cgroups.limits import CFS_PERIOD_US, MAX_CPU_SHARES, MIN_CPU_SHARES, Limits
+
+ROOT = "/sys/fs/cgroup"
+
+# Enabled whenever the host offers them, limits or not: memory for OOM kills and peak memory,
+# pids for the process count, cpu for cpu.max/cpu.weight (cpu.stat exists without it).
+CONTROLLERS = ("cpu", "memory", "pids")
+
+
+def cpu_weight(shares: int) -> int:
+    """Map cpu.shares [2, 262144] linearly onto cpu.weight [1, 10000], as runc and crun do."""
+    return 1 + (shares - MIN_CPU_SHARES) * 9999 // (MAX_CPU_SHARES - MIN_CPU_SHARES)
+
+
+class V2Cgroup(Cgroup):
+    """A container's directory in the unified hierarchy mounted at `root`."""
+
+    version = 2
+
+    def __init__(self, container_id: str, parent: str | None = None, root: str = ROOT):
+        """`parent` is a path below `root` (see limits.parse_cgroup_parent), default "minibox"."""
+        self.root = root
+        self.path = os.path.join(root, parent or "minibox", container_id)
+
+    def paths(self) -> list[str]:
+        return [self.path]
+
+    def available(self) -> set[str]:
+        """Controllers the root offers (cgroup.controllers), e.g. {"cpu", "memory", "pids"}."""
+        return set(read(self.root, "cgroup.controllers").split())
+
+    def _check(self, limits: Limits) -> None:
+        refuse_missing(limits.controllers(), self.available(), version=2)
+
+    def _make_dirs(self) -> None:
+        available = self.available()
+        enable = " ".join(f"+{name}" for name in CONTROLLERS if name in available)
+        ancestor = self.root
+        for part in os.path.relpath(os.path.dirname(self.path), self.root).split(os.sep):
+            write(ancestor, "cgroup.subtree_control", enable)
+            ancestor = os.path.join(ancestor, part)
+            os.makedirs(ancestor, exist_ok=True)
+        write(ancestor, "cgroup.subtree_control", enable)
+        self._mkdir(self.path)
+
+    def limit_files(self, limits: Limits) -> list[LimitFile]:
+        files = []
+        if limits.memory is not None:
+            files.append(LimitFile(self.path, "memory.max", limits.memory, "memory.limit_in_bytes"))
+        if limits.memory_swap is not None:
+            # Docker's --memory-swap counts memory + swap; v2 limits the swap alone.
+            swap = "max" if limits.memory_swap == -1 else limits.memory_swap - limits.memory
+            files.append(LimitFile(self.path, "memory.swap.max", swap,
+                                   "memory.memsw.limit_in_bytes, memory + swap"))
+        if limits.cpus is not None:
+            files.append(LimitFile(self.path, "cpu.max", f"{limits.cpu_quota_us()} {CFS_PERIOD_US}",
+                                   "cpu.cfs_quota_us + cpu.cfs_period_us"))
+        if limits.cpu_shares is not None:
+            files.append(LimitFile(self.path, "cpu.weight", cpu_weight(limits.cpu_shares),
+                                   "cpu.shares, 2..262144"))
+        if limits.pids is not None:
+            files.append(LimitFile(self.path, "pids.max", limits.pids, "pids.max"))
+        return files
+
+    def stats(self) -> Stats:
+        usage_usec = read_keyed(self.path, "cpu.stat").get("usage_usec")
+        return Stats(
+            memory_peak=read_int(self.path, "memory.peak"),
+            cpu_seconds=None if usage_usec is None else usage_usec / 1e6,
+            pids_peak=read_int(self.path, "pids.peak"),
+        )
+
+    def oom_kills(self) -> int:
+        """memory.events counts this cgroup and its descendants (memory.events.local: only it)."""
+        try:
+            return read_keyed(self.path, "memory.events").get("oom_kill", 0)
+        except FileNotFoundError:  # the memory controller is not enabled here
+            return 0
+
+    def freeze(self) -> None:
+        """Writing 1 starts freezing; cgroup.events says "frozen 1" once every task stopped."""
+        self._set_frozen(1)
+
+    def thaw(self) -> None:
+        self._set_frozen(0)
+
+    def _set_frozen(self, frozen: int) -> None:
+        write(self.path, "cgroup.freeze", frozen)
+        if not wait_for(lambda: read_keyed(self.path, "cgroup.events").get("frozen") == frozen, timeout=2.0):
+            raise CgroupError(f"{self.path}/cgroup.events did not show frozen {frozen} within 2 s")

@@ -1,0 +1,274 @@
+"""Images end to end, as root: import (docker save, OCI layout), run, commit, export, rmi.
+
+Every image is built here with tarfile from the host's busybox-static (tests/imagebuilder.py):
+no registry, no internet. Each test gets its own MINIBOX_STORE and MINIBOX_ROOT.
+"""
+import gzip
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from tests import imagebuilder as ib
+
+pytestmark = pytest.mark.root
+
+BASE = ib.busybox_entries() + [
+    ("dir", "data"), ("file", "data/keep", "kept\n"), ("file", "data/gone", "deleted\n"),
+    ("dir", "opq"), ("file", "opq/old", "hidden\n"), ("dir", "opq/sub"),
+    ("file", "opq/sub/old2", "hidden\n")]
+TOP = [("file", "data/.wh.gone", ""), ("dir", "opq"), ("file", "opq/.wh..wh..opq", ""),
+       ("file", "opq/new", "new\n"), ("file", "added", "added in layer 2\n")]
+SHOW = "ls /data; echo --; find /opq | sort; echo --; cat /added"
+SHOWN = "keep\n--\n/opq\n/opq/new\n--\nadded in layer 2\n"
+
+
+@pytest.fixture
+def box(tmp_path):
+    """Run the minibox CLI against a private store and state root; check nothing leaks."""
+    env = dict(os.environ, MINIBOX_STORE=str(tmp_path / "store"),
+               MINIBOX_ROOT=str(tmp_path / "run"))
+
+    def minibox(*args, input=None, check=True):
+        result = subprocess.run([sys.executable, "-m", "minibox", *args], env=env, input=input,
+                                capture_output=True, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"minibox {' '.join(args)} exited {result.returncode}: "
+                                 f"{result.stderr.decode()}")
+        return result
+    minibox.store = tmp_path / "store"
+    minibox.tmp = tmp_path
+    yield minibox
+    with open("/proc/self/mountinfo") as mounts:
+        assert str(tmp_path) not in mounts.read()
+    scratch = tmp_path / "store" / "tmp"
+    assert not scratch.exists() or os.listdir(scratch) == []
+
+
+def write_archive(box, files, kind, name="image"):
+    path = box.tmp / f"{name}.{'d' if kind == 'dir' else 'tar'}"
+    (ib.write_dir if kind == "dir" else ib.write_tar)(str(path), files)
+    return str(path)
+
+
+def stored_layers(box):
+    layers = box.store / "layers"
+    return sorted(os.listdir(layers)) if layers.exists() else []
+
+
+def one_line_error(result):
+    """The one `minibox: ...` line of a failure (progress lines may come before it)."""
+    stderr = result.stderr.decode()
+    errors = [line for line in stderr.splitlines() if line.startswith("minibox: ")]
+    assert result.returncode == 125 and len(errors) == 1 and "Traceback" not in stderr, stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("form", ["docker-save", "oci"])
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_two_layer_image_with_whiteout_and_opaque_dir(box, form, kind):
+    layers = [ib.layer_tar(BASE), ib.layer_tar(TOP)]
+    files = ib.docker_save(layers) if form == "docker-save" else ib.oci_layout(layers)
+    name = "test/image:1" if form == "docker-save" else "test/oci:2"
+    imported = box("image", "import", write_archive(box, files, kind))
+    assert f"Loaded image: {name}" in imported.stdout.decode()
+
+    assert box("run", "--rm", name, "sh", "-c", SHOW).stdout.decode() == SHOWN
+    # The overlay form on disk: a 0:0 character device and trusted.overlay.opaque=y.
+    top = box.store / "layers" / ib.sha256(layers[1])[7:] / "diff"
+    whiteout = os.lstat(top / "data" / "gone")
+    assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0
+    assert os.getxattr(top / "opq", "trusted.overlay.opaque") == b"y"
+    assert stored_layers(box) == sorted(ib.sha256(layer)[7:] for layer in layers)
+
+
+def test_a_layer_twice_in_one_image_runs(box):
+    # Empty build steps give identical layers; overlayfs would refuse a lowerdir given twice.
+    empty = ib.layer_tar([])
+    layers = [ib.layer_tar(BASE), empty, ib.layer_tar(TOP), empty]
+    box("image", "import", write_archive(box, ib.docker_save(layers), "file"))
+    assert box("run", "--rm", "test/image:1", "sh", "-c", SHOW).stdout.decode() == SHOWN
+    assert len(stored_layers(box)) == 3
+
+
+def test_layers_are_stored_once(box):
+    base = ib.layer_tar(BASE)
+    box("image", "import", write_archive(box, ib.docker_save([base]), "file", "one"))
+    box("image", "import", write_archive(box, ib.oci_layout([base, ib.layer_tar(TOP)]), "file"))
+    assert len(stored_layers(box)) == 2
+    listing = box("images").stdout.decode().splitlines()
+    assert [line.split()[:2] for line in listing[1:]] == [["test/image", "1"], ["test/oci", "2"]]
+
+
+def test_image_config_is_applied(box):
+    layers = [ib.layer_tar(BASE)]
+    settings = {"Entrypoint": ["/bin/echo", "entry"], "Cmd": ["default", "cmd"],
+                "Env": ["GREETING=hello", "PATH=/bin"], "WorkingDir": "/work"}
+    box("image", "import", "--name", "cfg", write_archive(box, ib.docker_save(layers, settings),
+                                                          "file"))
+    assert box("run", "--rm", "cfg").stdout == b"entry default cmd\n"
+    assert box("run", "--rm", "cfg", "replaced").stdout == b"entry replaced\n"
+    shown = box("run", "--rm", "-e", "EXTRA=1", "--entrypoint", "/bin/sh", "cfg",
+                "-c", "echo $GREETING $EXTRA $PATH; pwd").stdout
+    assert shown == b"hello 1 /bin\n/work\n"
+    assert box("run", "--rm", "-e", "GREETING=override", "-w", "/tmp", "--entrypoint", "sh",
+               "cfg", "-c", "echo $GREETING; pwd").stdout == b"override\n/tmp\n"
+
+
+def test_image_user_is_applied(box):
+    layers = [ib.layer_tar(BASE)]
+    box("image", "import", "--name", "user",
+        write_archive(box, ib.docker_save(layers, {"User": "1000:1001"}), "file"))
+    status = box("run", "--rm", "user", "cat", "/proc/self/status").stdout.decode()
+    assert "\nUid:\t1000\t1000\t1000\t1000\n" in status
+    assert "\nGid:\t1001\t1001\t1001\t1001\n" in status
+
+
+def test_busybox_runs_sh_by_default(box):
+    assert box("run", "-i", "--rm", "busybox", input=b"echo $((6*7))\n").stdout == b"42\n"
+
+
+def test_many_layers_are_flattened_to_fit_one_mount(tmp_path):
+    # A long store path leaves room for few l/<short> links in the mount options' budget:
+    # 12 layers must be merged down to what fits, and the files must survive the merge.
+    store = tmp_path / ("s" * 200) / ("t" * 200) / "store"
+    env = dict(os.environ, MINIBOX_STORE=str(store), MINIBOX_ROOT=str(tmp_path / "run"))
+    layers = [ib.layer_tar(BASE)]
+    for number in range(1, 12):
+        layers.append(ib.layer_tar([("file", f"f{number}", f"{number}\n")]
+                                   + ([("file", ".wh.f1", "")] if number == 5 else [])))
+    ib.write_tar(str(tmp_path / "deep.tar"), ib.docker_save(layers))
+
+    def minibox(*args):
+        return subprocess.run([sys.executable, "-m", "minibox", *args], env=env,
+                              capture_output=True, check=True, timeout=60)
+    minibox("image", "import", str(tmp_path / "deep.tar"))
+    config, = os.listdir(store / "images")
+    diff_ids = json.loads((store / "images" / config).read_text())["rootfs"]["diff_ids"]
+    limit = 3072 // (len(str(store / "l")) + 12)
+    assert 1 < len(diff_ids) <= limit < len(layers)
+    assert len(os.listdir(store / "layers")) == len(diff_ids)  # the merged ones are gone
+    shown = minibox("run", "--rm", "test/image:1", "sh", "-c", "ls /; cat /f11").stdout.split()
+    assert b"f1" not in shown and b"f2" in shown and b"f11" in shown and shown[-1] == b"11"
+
+
+@pytest.mark.parametrize("entries, outside", [
+    ([("file", "../../escaped", "x")], "escaped"),
+    ([("symlink", "link", "{outside}"), ("file", "link/escaped", "x")], "escaped"),
+    ([("symlink", "link", "../../../../../../../../{outside}"), ("file", "link/escaped", "x")],
+     "escaped"),
+    ([("dir", "d"), ("symlink", "d/up", "../../.."), ("file", "d/up/escaped", "x")], None),
+    ([("hardlink", "stolen", "{outside}/secret")], "secret"),
+    ([("hardlink", "stolen", "../../../../../../{outside}/secret")], "secret"),
+], ids=["dotdot", "symlink-absolute", "symlink-relative", "symlink-up", "hardlink-absolute",
+        "hardlink-dotdot"])
+def test_malicious_layers_write_nothing_outside(box, entries, outside):
+    victim = box.tmp / "victim"
+    victim.mkdir()
+    (victim / "secret").write_text("host secret\n")
+    entries = [tuple(part.format(outside=victim) if isinstance(part, str) else part
+                     for part in entry) for entry in entries]
+    archive = write_archive(box, ib.docker_save([ib.layer_tar(entries)]), "file")
+    result = box("image", "import", archive, check=False)
+    assert "refusing the layer" in one_line_error(result)
+    assert sorted(os.listdir(victim)) == ["secret"] and os.stat(victim / "secret").st_nlink == 1
+    assert not (box.tmp / "escaped").exists() and not (box.store / "escaped").exists()
+    assert stored_layers(box) == [] and not (box.store / "repositories.json").exists()
+
+
+def test_absolute_names_stay_inside_and_devices_are_skipped(box):
+    victim = box.tmp / "victim"
+    entries = ib.busybox_entries() + [("file", f"{victim}/planted", "x"),
+                                      ("chardev", "disk", 8, 0)]
+    layer = ib.layer_tar(entries)
+    result = box("image", "import", "--name", "odd",
+                 write_archive(box, ib.docker_save([layer]), "file"))
+    assert "skipped 1 device node" in result.stderr.decode()
+    assert not victim.exists()
+    diff = box.store / "layers" / ib.sha256(layer)[7:] / "diff"
+    assert (diff / str(victim).lstrip("/") / "planted").read_text() == "x"
+    assert not os.path.lexists(diff / "disk")
+
+
+def test_digest_mismatch_and_truncation_store_nothing(box):
+    layers = [ib.layer_tar(BASE), ib.layer_tar(TOP)]
+    tampered = ib.docker_save(layers)
+    name = next(n for n in tampered if n.endswith("layer.tar") and tampered[n] == layers[1])
+    tampered[name] = ib.layer_tar(TOP + [("file", "backdoor", "x")])
+    result = box("image", "import", write_archive(box, tampered, "file", "tampered"), check=False)
+    assert "digest mismatch" in one_line_error(result)
+
+    oci = ib.oci_layout(layers)
+    blob = next(n for n in oci if oci[n] == gzip.compress(layers[1]))
+    oci[blob] = gzip.compress(layers[1] + b"\0" * 1024)
+    result = box("image", "import", write_archive(box, oci, "dir", "oci"), check=False)
+    assert "digest mismatch" in one_line_error(result)
+
+    whole = box.tmp / "whole.tar"
+    ib.write_tar(str(whole), ib.docker_save(layers))
+    data = whole.read_bytes()
+    (box.tmp / "cut.tar").write_bytes(data[:len(data) // 2])
+    result = box("image", "import", str(box.tmp / "cut.tar"), check=False)
+    assert "truncated" in one_line_error(result)
+    # A rootfs tarball has no digest to check: cut inside busybox, tar itself notices.
+    (box.tmp / "cut-rootfs.tar").write_bytes(layers[0][:len(layers[0]) // 2])
+    result = box("image", "import", "--name", "cut", str(box.tmp / "cut-rootfs.tar"),
+                 check=False)
+    assert "truncated" in one_line_error(result)
+    assert stored_layers(box) == [] and not (box.store / "images").exists()
+
+
+def test_commit_then_run_sees_the_change(box):
+    box("run", "--name", "builder", "busybox", "sh", "-c",
+        "echo committed > /new; rm /etc/hosts; mkdir -p /opt/app; echo x > /opt/app/f")
+    box("commit", "builder", "mine:v1")
+    shown = box("run", "--rm", "mine:v1", "sh", "-c",
+                "cat /new /opt/app/f; test -e /etc/hosts || echo hosts-gone").stdout
+    assert shown == b"committed\nx\nhosts-gone\n"
+    # rmi refuses while a container made from the image exists, and then frees its layers.
+    box("run", "--name", "user-of-mine", "mine:v1", "true")
+    assert "used by container" in one_line_error(box("rmi", "mine:v1", check=False))
+    box("rm", "user-of-mine", "builder")
+    before = stored_layers(box)
+    box("rmi", "mine:v1")
+    assert len(stored_layers(box)) == len(before) - 1
+    assert "no such image" in one_line_error(box("run", "--rm", "mine:v1", check=False))
+
+
+def test_export_round_trips_through_import(box):
+    layers = [ib.layer_tar(BASE), ib.layer_tar(TOP)]
+    box("image", "import", write_archive(box, ib.docker_save(layers), "file"))
+    box("run", "--name", "exported", "test/image:1", "sh", "-c", "echo hi > /data/mine")
+    exported = box.tmp / "fs.tar"
+    box("export", "-o", str(exported), "exported")
+    box("rm", "exported")
+    box("image", "import", "--name", "flat", str(exported))
+    assert box("images").stdout.decode().split("\n")[1].split()[:4][3] == "1"  # one layer
+    shown = box("run", "--rm", "flat", "sh", "-c", "cat /data/mine; " + SHOW).stdout.decode()
+    assert shown == "hi\n" + SHOWN.replace("keep\n", "keep\nmine\n")
+
+
+def test_rmi_untags_before_it_deletes(box):
+    os.makedirs(box.store / "images" / "busybox" / "rootfs")  # the foundation's old layout
+    archive = write_archive(box, ib.docker_save([ib.layer_tar(BASE)]), "file")
+    box("image", "import", archive)
+    box("image", "import", "--name", "alias", archive)
+    box("rmi", "alias")
+    assert len(stored_layers(box)) == 1
+    box("rmi", "test/image:1")
+    assert stored_layers(box) == [] and os.listdir(box.store / "l") == []
+
+
+def test_bad_input_is_one_line(box):
+    assert "no such file" in one_line_error(box("image", "import", "/nonexistent.tar",
+                                                check=False))
+    assert "no such image" in one_line_error(box("run", "--rm", "nothing:here", check=False))
+    assert "invalid image reference" in one_line_error(
+        box("image", "import", "--name", "Bad Name", str(box.tmp), check=False))
+    not_tar = box.tmp / "junk.tar"
+    not_tar.write_bytes(b"this is not a tar archive at all" * 100)
+    assert "not a readable tar" in one_line_error(box("image", "import", str(not_tar),
+                                                      check=False))

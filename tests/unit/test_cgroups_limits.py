@@ -1,0 +1,106 @@
+"""Limits parsing and validation: every bad value is refused with one line naming the flag."""
+import pytest
+
+from minibox.cgroups import Limits, format_size, parse_cgroup_parent, parse_limits, parse_size
+from minibox.cgroups.limits import host_cpus
+
+
+@pytest.mark.parametrize("text, size", [
+    ("512", 512),
+    ("1b", 1),
+    ("4k", 4096),
+    ("64m", 64 * 2**20),
+    ("64M", 64 * 2**20),
+    ("64mb", 64 * 2**20),
+    ("64MiB", 64 * 2**20),
+    ("1.5g", 3 * 2**29),
+    (" 2 g ", 2 * 2**30),
+])
+def test_parse_size_accepts_dockers_units(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["10x", "", "m", "-5m", "1e9", "64 megs", "0x10"])
+def test_parse_size_refuses_garbage_in_one_line(text):
+    with pytest.raises(ValueError) as error:
+        parse_size(text)
+    assert str(error.value) == (
+        f"invalid size {text!r}: use a number with an optional unit b, k, m, g (e.g. 64m)"
+    )
+
+
+@pytest.mark.parametrize("size, text", [
+    (64 * 2**20, "64 MiB"), (3 * 2**29, "1.5 GiB"), (4096, "4 KiB"), (100, "100 B"), (0, "0 B"),
+    (6 * 2**20 + 1, "6.0 MiB"),
+])
+def test_format_size(size, text):
+    assert format_size(size) == text
+
+
+def test_parse_limits_builds_every_field():
+    limits = parse_limits("64m", "128m", "0.5", "512", "32")
+    assert vars(limits) == dict(memory=64 * 2**20, memory_swap=128 * 2**20, cpus=0.5, cpu_shares=512, pids=32)
+    assert limits.controllers() == {"memory", "cpu", "pids"}
+    assert limits.cpu_quota_us() == 50_000
+
+
+def test_no_flags_means_no_limits_and_no_controllers_required():
+    limits = parse_limits()
+    assert vars(limits) == vars(Limits())
+    assert limits.controllers() == set()
+
+
+def test_unlimited_swap_is_minus_one():
+    assert parse_limits("64m", "-1").memory_swap == -1
+
+
+BAD_INPUT = [
+    (dict(memory="10x"),
+     "-m/--memory: invalid size '10x': use a number with an optional unit b, k, m, g (e.g. 64m)"),
+    (dict(memory="0"), "-m/--memory: minimum memory limit allowed is 6 MiB (got 0 B)"),
+    (dict(memory="5m"), "-m/--memory: minimum memory limit allowed is 6 MiB (got 5 MiB)"),
+    (dict(memory_swap="128m"),
+     "--memory-swap: needs -m/--memory as well (it is the total of memory and swap)"),
+    (dict(memory="64m", memory_swap="32m"),
+     "--memory-swap: must be at least the memory limit 64 MiB (got 32 MiB), or -1 for unlimited swap"),
+    (dict(cpus="abc"), "--cpus: not a number: 'abc'"),
+    (dict(cpu_shares="1"), "--cpu-shares: must be from 2 to 262144 (got 1)"),
+    (dict(cpu_shares="300000"), "--cpu-shares: must be from 2 to 262144 (got 300000)"),
+    (dict(pids_limit="0"), "--pids-limit: must be a positive number of processes (got 0)"),
+    (dict(pids_limit="-1"), "--pids-limit: must be a positive number of processes (got -1)"),
+    (dict(pids_limit="many"), "--pids-limit: not a number: 'many'"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_INPUT)
+def test_bad_limits_get_one_line_naming_the_flag(flags, message):
+    with pytest.raises(ValueError) as error:
+        parse_limits(**flags)
+    assert str(error.value) == message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("cpus", ["0", "-1", "0.001", "nan", "inf", str(host_cpus() + 1)])
+def test_cpus_out_of_range_quotes_docker(cpus):
+    n = host_cpus()
+    with pytest.raises(ValueError) as error:
+        parse_limits(cpus=cpus)
+    assert str(error.value) == (
+        f"--cpus: range of CPUs is from 0.01 to {n}.00, as there are only {n} CPUs available (got {cpus})"
+    )
+
+
+def test_cpus_at_the_edges_are_accepted():
+    assert parse_limits(cpus="0.01").cpu_quota_us() == 1000
+    assert parse_limits(cpus=str(host_cpus())).cpus == host_cpus()
+
+
+@pytest.mark.parametrize("text, path", [("/ci/jobs", "ci/jobs"), ("ci//jobs/", "ci/jobs"), ("x", "x")])
+def test_cgroup_parent_is_made_relative(text, path):
+    assert parse_cgroup_parent(text) == path
+
+
+@pytest.mark.parametrize("text", ["/", "", "../escape", "a/../../b", "./a"])
+def test_cgroup_parent_cannot_climb_out(text):
+    with pytest.raises(ValueError, match=r"^--cgroup-parent: .* must be a path like /ci/jobs, without \. or \.\.$"):
+        parse_cgroup_parent(text)

@@ -1,0 +1,138 @@
+"""The v1 backend's bookkeeping against fake /proc files and a temporary hierarchy.
+
+The real v1 hierarchies of this host are exercised in tests/integration/test_cgroups_backend.py.
+"""
+import os
+
+import pytest
+
+from minibox.cgroups import CgroupError, Limits, remove_cgroup_dirs
+from minibox.cgroups.v1 import Hierarchy, V1Cgroup, mounted_hierarchies
+
+MOUNTINFO = """\
+23 1 0:21 / /sys rw,nosuid - sysfs sysfs rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+38 31 0:35 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+"""
+
+OWN_CGROUPS = """\
+9:name=systemd:/user.slice
+7:blkio:/
+6:freezer:/
+4:memory:/process_api/34869c
+2:cpu,cpuacct:/
+0::/user.slice
+"""
+
+
+def test_hierarchies_come_from_mountinfo_and_proc_self_cgroup(tmp_path):
+    (tmp_path / "mountinfo").write_text(MOUNTINFO)
+    (tmp_path / "cgroup").write_text(OWN_CGROUPS)
+    assert mounted_hierarchies(str(tmp_path / "mountinfo"), str(tmp_path / "cgroup")) == {
+        "cpu": Hierarchy("/sys/fs/cgroup/cpu,cpuacct", ""),
+        "cpuacct": Hierarchy("/sys/fs/cgroup/cpu,cpuacct", ""),
+        "memory": Hierarchy("/sys/fs/cgroup/memory", "process_api/34869c"),
+        "freezer": Hierarchy("/sys/fs/cgroup/freezer", ""),
+    }
+
+
+def test_a_subtree_mount_strips_its_root(tmp_path):
+    (tmp_path / "mountinfo").write_text(
+        "35 31 0:32 /docker/abc /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n")
+    (tmp_path / "cgroup").write_text("4:memory:/docker/abc/inner\n")
+    assert mounted_hierarchies(str(tmp_path / "mountinfo"), str(tmp_path / "cgroup")) == {
+        "memory": Hierarchy("/sys/fs/cgroup/memory", "inner"),
+    }
+
+
+@pytest.fixture
+def hierarchies(tmp_path):
+    """memory (with the runtime in a sub-cgroup), cpu+cpuacct co-mounted, pids, freezer."""
+    for name in ("memory/process_api/34869c", "cpu,cpuacct", "pids", "freezer"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "memory" / "memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
+    return {
+        "memory": Hierarchy(str(tmp_path / "memory"), "process_api/34869c"),
+        "cpu": Hierarchy(str(tmp_path / "cpu,cpuacct"), ""),
+        "cpuacct": Hierarchy(str(tmp_path / "cpu,cpuacct"), ""),
+        "pids": Hierarchy(str(tmp_path / "pids"), ""),
+        "freezer": Hierarchy(str(tmp_path / "freezer"), ""),
+    }
+
+
+def test_each_hierarchy_gets_one_directory_under_the_runtimes_own_cgroup(hierarchies, tmp_path):
+    assert V1Cgroup("abc123", hierarchies=hierarchies).paths() == [
+        f"{tmp_path}/memory/process_api/34869c/minibox/abc123",
+        f"{tmp_path}/cpu,cpuacct/minibox/abc123",
+        f"{tmp_path}/pids/minibox/abc123",
+        f"{tmp_path}/freezer/minibox/abc123",
+    ]
+
+
+def test_cgroup_parent_starts_at_each_hierarchys_root(hierarchies, tmp_path):
+    cgroup = V1Cgroup("abc123", parent="ci/jobs", hierarchies=hierarchies)
+    assert cgroup.paths()[0] == f"{tmp_path}/memory/ci/jobs/abc123"
+
+
+def test_create_writes_the_v1_files(hierarchies, tmp_path):
+    limits = Limits(memory=64 << 20, memory_swap=128 << 20, cpus=0.5, cpu_shares=512, pids=32)
+    V1Cgroup("abc123", hierarchies=hierarchies).create(limits)
+    memory = tmp_path / "memory/process_api/34869c/minibox/abc123"
+    cpu = tmp_path / "cpu,cpuacct/minibox/abc123"
+    assert (memory / "memory.limit_in_bytes").read_text() == str(64 << 20)
+    assert (memory / "memory.memsw.limit_in_bytes").read_text() == str(128 << 20)  # memory + swap
+    assert (cpu / "cpu.cfs_period_us").read_text() == "100000"
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "50000"
+    assert (cpu / "cpu.shares").read_text() == "512"
+    assert (tmp_path / "pids/minibox/abc123/pids.max").read_text() == "32"
+    assert os.listdir(tmp_path / "freezer/minibox/abc123") == []
+
+
+def test_a_missing_controller_is_named_and_nothing_is_created(hierarchies, tmp_path):
+    del hierarchies["pids"], hierarchies["cpu"]
+    with pytest.raises(CgroupError) as error:
+        V1Cgroup("abc123", hierarchies=hierarchies).create(Limits(cpus=1.0, pids=20))
+    assert str(error.value) == (
+        "this host lacks the cgroup v1 controller 'cpu' (for --cpus/--cpu-shares),"
+        " 'pids' (for --pids-limit)"
+    )
+    assert not (tmp_path / "freezer" / "minibox").exists()
+
+
+def test_memory_swap_without_swap_accounting_is_refused_before_mkdir(hierarchies, tmp_path):
+    (tmp_path / "memory" / "memory.memsw.limit_in_bytes").unlink()
+    with pytest.raises(CgroupError, match=r"^--memory-swap needs swap accounting.*swapaccount=1\)$"):
+        V1Cgroup("abc123", hierarchies=hierarchies).create(Limits(memory=64 << 20, memory_swap=-1))
+    assert not (tmp_path / "freezer" / "minibox").exists()
+
+
+def test_stats_and_oom_kills(hierarchies, tmp_path):
+    cgroup = V1Cgroup("abc123", hierarchies=hierarchies)
+    cgroup.create(Limits())
+    memory = tmp_path / "memory/process_api/34869c/minibox/abc123"
+    (memory / "memory.max_usage_in_bytes").write_text("1048576\n")
+    (memory / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    (tmp_path / "cpu,cpuacct/minibox/abc123/cpuacct.usage").write_text("2500000000\n")
+    (tmp_path / "pids/minibox/abc123/pids.peak").write_text("7\n")
+    assert cgroup.stats().describe() == "peak memory 1 MiB, CPU time 2.50 s, max pids 7"
+    assert cgroup.oom_kills() == 1
+
+
+def test_freeze_writes_freezer_state(hierarchies, tmp_path):
+    cgroup = V1Cgroup("abc123", hierarchies=hierarchies)
+    cgroup.create(Limits())
+    cgroup.freeze()  # a plain file reads back what was written, as a frozen cgroup does
+    assert (tmp_path / "freezer/minibox/abc123/freezer.state").read_text() == "FROZEN"
+    cgroup.thaw()
+    assert (tmp_path / "freezer/minibox/abc123/freezer.state").read_text() == "THAWED"
+
+
+def test_remove_cgroup_dirs_goes_deepest_first_and_skips_missing(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    remove_cgroup_dirs([str(tmp_path / "a"), str(tmp_path / "a" / "b"), str(tmp_path / "gone")])
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,151 @@
+"""The v2 backend against a temporary directory laid out like a cgroup2 mount.
+
+A real cgroup2 filesystem creates the control files on mkdir; here the test writes the files
+the kernel would fill in (memory.events, cpu.stat, ...) and checks what minibox writes.
+The same backend runs for real on a cgroup-v2 kernel in tests/vm/test_cgroups_v2_guest.py.
+"""
+import os
+
+import pytest
+
+from minibox.cgroups import CgroupError, Limits, cgroup_version
+from minibox.cgroups.v2 import V2Cgroup, cpu_weight
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids rdma misc\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    return tmp_path
+
+
+def read(path):
+    return path.read_text()
+
+
+def test_version_is_told_by_cgroup_controllers(root, tmp_path_factory):
+    assert cgroup_version(str(root)) == 2
+    assert cgroup_version(str(tmp_path_factory.mktemp("v1"))) == 1
+
+
+def test_paths_are_known_before_create(root):
+    cgroup = V2Cgroup("abc123", root=str(root))
+    assert cgroup.paths() == [str(root / "minibox" / "abc123")]
+    assert not (root / "minibox").exists()
+
+
+def test_create_enables_controllers_in_every_ancestor_and_writes_limits(root):
+    limits = Limits(memory=64 << 20, memory_swap=128 << 20, cpus=0.5, cpu_shares=1024, pids=32)
+    V2Cgroup("abc123", root=str(root)).create(limits)
+    leaf = root / "minibox" / "abc123"
+    assert read(root / "cgroup.subtree_control") == "+cpu +memory +pids"
+    assert read(root / "minibox" / "cgroup.subtree_control") == "+cpu +memory +pids"
+    assert read(leaf / "memory.max") == str(64 << 20)
+    assert read(leaf / "memory.swap.max") == str(64 << 20)  # swap alone: 128m total - 64m memory
+    assert read(leaf / "cpu.max") == "50000 100000"
+    assert read(leaf / "cpu.weight") == "39"  # runc's mapping of the default 1024 shares
+    assert read(leaf / "pids.max") == "32"
+
+
+def test_plan_narrates_each_file_with_its_v1_twin(root):
+    plan = V2Cgroup("abc123", root=str(root)).plan(Limits(memory=64 << 20, cpus=1.5))
+    assert plan == [
+        f"mkdir {root}/minibox/abc123",
+        f"echo 67108864 > {root}/minibox/abc123/memory.max   (v1: memory.limit_in_bytes)",
+        f"echo 150000 100000 > {root}/minibox/abc123/cpu.max"
+        "   (v1: cpu.cfs_quota_us + cpu.cfs_period_us)",
+    ]
+    assert not (root / "minibox").exists()
+
+
+def test_create_without_limits_writes_no_limit_files(root):
+    V2Cgroup("abc123", root=str(root)).create(Limits())
+    assert os.listdir(root / "minibox" / "abc123") == []
+
+
+def test_unlimited_swap_is_max(root):
+    V2Cgroup("abc123", root=str(root)).create(Limits(memory=64 << 20, memory_swap=-1))
+    assert read(root / "minibox" / "abc123" / "memory.swap.max") == "max"
+
+
+def test_cgroup_parent_replaces_minibox_and_each_level_delegates(root):
+    cgroup = V2Cgroup("abc123", parent="ci/jobs", root=str(root))
+    cgroup.create(Limits())
+    assert cgroup.paths() == [str(root / "ci" / "jobs" / "abc123")]
+    for level in (root, root / "ci", root / "ci" / "jobs"):
+        assert read(level / "cgroup.subtree_control") == "+cpu +memory +pids"
+
+
+def test_only_offered_controllers_are_enabled(root):
+    (root / "cgroup.controllers").write_text("cpu memory\n")
+    V2Cgroup("abc123", root=str(root)).create(Limits(memory=64 << 20))
+    assert read(root / "cgroup.subtree_control") == "+cpu +memory"
+
+
+def test_a_missing_controller_is_named_and_nothing_is_created(root):
+    (root / "cgroup.controllers").write_text("cpu memory\n")
+    with pytest.raises(CgroupError) as error:
+        V2Cgroup("abc123", root=str(root)).create(Limits(pids=20))
+    assert str(error.value) == "this host lacks the cgroup v2 controller 'pids' (for --pids-limit)"
+    assert sorted(os.listdir(root)) == ["cgroup.controllers", "cgroup.subtree_control"]
+    assert read(root / "cgroup.subtree_control") == ""
+
+
+def test_an_existing_cgroup_is_neither_reused_nor_removed(root):
+    V2Cgroup("abc123", root=str(root)).create(Limits())
+    with pytest.raises(CgroupError, match="cannot create cgroup .*/minibox/abc123: File exists"):
+        V2Cgroup("abc123", root=str(root)).create(Limits())
+    assert (root / "minibox" / "abc123").is_dir()
+
+
+@pytest.mark.parametrize("shares, weight", [(2, 1), (1024, 39), (262144, 10000)])
+def test_cpu_weight_maps_the_whole_shares_range(shares, weight):
+    assert cpu_weight(shares) == weight
+
+
+@pytest.fixture
+def created(root):
+    cgroup = V2Cgroup("abc123", root=str(root))
+    cgroup.create(Limits(memory=32 << 20))
+    return cgroup, root / "minibox" / "abc123"
+
+
+def test_add_writes_the_pid_to_cgroup_procs(created):
+    cgroup, leaf = created
+    cgroup.add(4242)
+    assert read(leaf / "cgroup.procs") == "4242"
+    assert cgroup.pids() == [4242]
+
+
+def test_stats_and_oom_kills_are_parsed_from_the_kernels_files(created):
+    cgroup, leaf = created
+    (leaf / "memory.peak").write_text("33550336\n")
+    (leaf / "pids.peak").write_text("20\n")
+    (leaf / "cpu.stat").write_text(
+        "usage_usec 1500000\nuser_usec 1200000\nsystem_usec 300000\n"
+        "nr_periods 30\nnr_throttled 15\nthrottled_usec 1480000\nnr_bursts 0\nburst_usec 0\n"
+    )
+    (leaf / "memory.events").write_text(
+        "low 0\nhigh 0\nmax 112\noom 3\noom_kill 2\noom_group_kill 0\n"
+    )
+    assert vars(cgroup.stats()) == dict(memory_peak=33550336, cpu_seconds=1.5, pids_peak=20)
+    assert cgroup.stats().describe() == "peak memory 32.0 MiB, CPU time 1.50 s, max pids 20"
+    assert cgroup.oom_kills() == 2
+
+
+def test_stats_of_an_older_kernel_say_what_is_unknown(created):
+    cgroup, leaf = created
+    (leaf / "cpu.stat").write_text("usage_usec 250\n")
+    assert vars(cgroup.stats()) == dict(memory_peak=None, cpu_seconds=0.00025, pids_peak=None)
+    assert cgroup.stats().describe() == "peak memory n/a, CPU time 0.00 s, max pids n/a"
+    assert cgroup.oom_kills() == 0
+
+
+def test_freeze_and_thaw_wait_for_cgroup_events(created):
+    cgroup, leaf = created
+    (leaf / "cgroup.events").write_text("populated 1\nfrozen 1\n")
+    cgroup.freeze()
+    assert read(leaf / "cgroup.freeze") == "1"
+    (leaf / "cgroup.events").write_text("populated 1\nfrozen 0\n")
+    cgroup.thaw()
+    assert read(leaf / "cgroup.freeze") == "0"

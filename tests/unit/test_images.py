@@ -1,0 +1,191 @@
+"""Images without containers: references, Docker's command rules, archive parsing, layer
+conversion (overlay whiteouts <-> OCI whiteouts) and how `run` composes an image's config."""
+import gzip
+import io
+import json
+import os
+import stat
+import tarfile
+
+import pytest
+from click.testing import CliRunner
+
+from minibox import archives, cli, container, images, imagestore, layers
+from minibox.errors import MiniboxError
+from tests import imagebuilder as ib
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("busybox", "busybox:latest"),
+    ("busybox:1.36", "busybox:1.36"),
+    ("docker.io/library/alpine:3.19", "alpine:3.19"),
+    ("docker.io/user/app", "user/app:latest"),
+    ("localhost:5000/team/app:v2", "localhost:5000/team/app:v2"),
+    ("Registry.Example.com/app", "Registry.Example.com/app:latest"),
+])
+def test_references_are_normalised_like_docker(text, expected):
+    assert images.parse_reference(text) == expected
+
+
+@pytest.mark.parametrize("text", ["Upper/case", "with space", "app:bad/tag", "app:", "-app",
+                                  "app:" + "x" * 129])
+def test_bad_references_are_refused(text):
+    with pytest.raises(MiniboxError, match="invalid image reference"):
+        images.parse_reference(text)
+
+
+CONFIG = {"Entrypoint": ["/bin/echo", "entry"], "Cmd": ["default"]}
+
+
+@pytest.mark.parametrize("config, args, entrypoint, expected", [
+    (CONFIG, [], None, ["/bin/echo", "entry", "default"]),
+    (CONFIG, ["mine"], None, ["/bin/echo", "entry", "mine"]),
+    (CONFIG, [], "/bin/sh", ["/bin/sh"]),                      # --entrypoint drops CMD
+    (CONFIG, ["-c", "x"], "/bin/sh", ["/bin/sh", "-c", "x"]),
+    (CONFIG, ["ls"], "", ["ls"]),                              # --entrypoint "" clears it
+    ({"Cmd": ["sh"]}, [], None, ["sh"]),
+    ({}, [], None, []),
+])
+def test_entrypoint_and_cmd_follow_docker(config, args, entrypoint, expected):
+    assert images.command_for(config, args, entrypoint) == expected
+
+
+def test_image_env_is_a_dict():
+    assert images.environment_of({"Env": ["A=1", "B=x=y", "junk"]}) == {"A": "1", "B": "x=y"}
+
+
+def test_run_applies_the_image_config(monkeypatch):
+    settings = {"Entrypoint": ["/bin/echo"], "Cmd": ["hi"], "Env": ["PATH=/bin", "A=image"],
+                "WorkingDir": "/srv", "User": "1000:1001"}
+    seen = []
+    monkeypatch.setattr(cli, "require_root", lambda: None)
+    monkeypatch.setattr(images, "image_config", lambda reference: settings)
+    monkeypatch.setattr(container, "run", lambda spec: seen.append(spec) or 0)
+    runner = CliRunner()
+    assert runner.invoke(cli.cli, ["run", "-e", "A=flag", "img"]).exit_code == 0
+    assert runner.invoke(cli.cli, ["run", "-w", "/tmp", "img", "there"]).exit_code == 0
+    first, second = seen
+    assert first.command == ["/bin/echo", "hi"] and second.command == ["/bin/echo", "there"]
+    assert first.env == {"PATH": "/bin", "A": "flag"}
+    assert (first.workdir, second.workdir) == ("/srv", "/tmp")
+    assert first.user == "1000:1001"
+
+
+# -- archives -------------------------------------------------------------------------------
+
+def found(tmp_path, files):
+    ib.write_dir(str(tmp_path / "archive"), files)
+    with archives.open_archive(str(tmp_path / "archive")) as images_found:
+        return images_found
+
+
+def test_docker_save_config_is_checked_against_its_file_name(tmp_path):
+    files = ib.docker_save([ib.layer_tar([])])
+    config_name = next(name for name in files if name.endswith(".json") and name[0] != "m")
+    files[config_name] = files[config_name].replace(b'"os"', b'"OS"')
+    with pytest.raises(MiniboxError, match="digest mismatch for .*json"):
+        found(tmp_path, files)
+
+
+def test_manifest_paths_may_not_leave_the_archive(tmp_path):
+    files = ib.docker_save([ib.layer_tar([])])
+    manifest = json.loads(files["manifest.json"])
+    manifest[0]["Layers"] = ["../../etc/passwd"]
+    files["manifest.json"] = json.dumps(manifest).encode()
+    with pytest.raises(MiniboxError, match="refusing the archive"):
+        found(tmp_path, files)
+
+
+def test_oci_index_picks_this_machines_platform(tmp_path):
+    files = ib.oci_layout([ib.layer_tar([])], name="multi:1")
+    index = json.loads(files["index.json"])
+    image_manifest = index["manifests"][0]
+    platforms = json.dumps({"schemaVersion": 2,
+                            "mediaType": "application/vnd.oci.image.index.v1+json",
+                            "manifests": [
+                                dict(image_manifest, digest="sha256:" + "0" * 64,
+                                     platform={"architecture": "arm64", "os": "linux"}),
+                                dict(image_manifest,
+                                     platform={"architecture": "amd64", "os": "linux"})]}).encode()
+    files[f"blobs/sha256/{ib.sha256(platforms)[7:]}"] = platforms
+    index["manifests"] = [dict(image_manifest, digest=ib.sha256(platforms),
+                               mediaType="application/vnd.oci.image.index.v1+json")]
+    files["index.json"] = json.dumps(index).encode()
+    image, = found(tmp_path, files)
+    assert image.names == ["multi:1"] and len(image.layers) == 1
+
+
+def test_oci_blob_digests_are_checked(tmp_path):
+    files = ib.oci_layout([ib.layer_tar([])])
+    index = json.loads(files["index.json"])
+    files[f"blobs/sha256/{index['manifests'][0]['digest'][7:]}"] += b" "
+    with pytest.raises(MiniboxError, match="digest mismatch"):
+        found(tmp_path, files)
+
+
+def test_a_directory_that_is_no_archive_is_refused(tmp_path):
+    with pytest.raises(MiniboxError, match="neither a docker save archive"):
+        found(tmp_path, {"README": b"hello"})
+
+
+def test_config_must_list_one_diff_id_per_layer(tmp_path):
+    layer = ib.layer_tar([])
+    files = ib.docker_save([layer, layer], config=ib.image_config([layer]))
+    image, = found(tmp_path, files)
+    with pytest.raises(MiniboxError, match="one sha256 digest for each of its 2 layers"):
+        archives.parse_config(image)
+
+
+# -- layers ---------------------------------------------------------------------------------
+
+@pytest.mark.root
+def test_whiteouts_become_overlay_whiteouts_and_pack_back(tmp_path):
+    entries = [("dir", "etc"), ("file", "etc/.wh.hosts", ""), ("dir", "var", 0o1777),
+               ("file", "var/.wh..wh..opq", ""), ("file", "var/new", "n", 0o4755),
+               ("file", "owned", "o", {"uid": 1234, "gid": 5678}),
+               ("hardlink", "var/again", "var/new"), ("symlink", "abs", "/etc/passwd"),
+               ("file", ".wh..wh.plnk", "aufs bookkeeping")]
+    layer = ib.layer_tar(entries)
+    target = tmp_path / "layer"
+    target.mkdir()
+    blob, diff_id, skipped = layers.unpack_layer(io.BytesIO(gzip.compress(layer)), str(target))
+    assert diff_id == ib.sha256(layer) and blob != diff_id and skipped == 0
+    whiteout = os.lstat(target / "etc" / "hosts")
+    assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0
+    assert os.getxattr(target / "var", "trusted.overlay.opaque") == b"y"
+    assert stat.S_IMODE(os.stat(target / "var").st_mode) == 0o1777
+    assert stat.S_IMODE(os.stat(target / "var" / "new").st_mode) == 0o4755  # setuid kept
+    assert os.stat(target / "var" / "new").st_ino == os.stat(target / "var" / "again").st_ino
+    assert (os.stat(target / "owned").st_uid, os.stat(target / "owned").st_gid) == (1234, 5678)
+    assert os.readlink(target / "abs") == "/etc/passwd"
+    assert sorted(os.listdir(target)) == ["abs", "etc", "owned", "var"]
+
+    packed = io.BytesIO()
+    layers.pack(str(target), packed)
+    packed.seek(0)
+    with tarfile.open(fileobj=packed) as tar:
+        members = {member.name: member for member in tar}
+    assert "etc/.wh.hosts" in members and "var/.wh..wh..opq" in members
+    assert members["var/again"].islnk() or members["var/new"].islnk()
+    assert members["owned"].uid == 1234 and members["owned"].uname == ""
+
+
+@pytest.mark.root
+def test_zstd_layers_are_refused_with_a_reason(tmp_path):
+    with pytest.raises(MiniboxError, match="zstd"):
+        layers.unpack_layer(io.BytesIO(b"\x28\xb5\x2f\xfd" + b"\0" * 100), str(tmp_path))
+
+
+def test_progress_lines_without_a_terminal():
+    out = io.StringIO()
+    progress = imagestore.Progress(out)
+    progress.start(2, 3, archives.LayerBlob("abc/layer.tar", None, 2_000_000))
+    progress.update(2_000_000)
+    progress.done(skipped=1)
+    assert out.getvalue() == ("layer 2/3 abc/layer.tar: 2.0/2.0 MB done, "
+                              "skipped 1 device node(s)/FIFO(s)\n")
+
+
+def test_the_lowerdir_budget_fits_the_page():
+    per_layer = len(images.SHORT_LINKS) + 1 + 2 * imagestore._SHORT_NAME_BYTES + 1
+    assert imagestore.max_layers() * per_layer <= imagestore.LOWERDIR_BUDGET < 4096
