@@ -172,6 +172,7 @@ def _init(spec, directory, lowerdir, channel, shared_netns):
         for volume in spec.volumes:
             rootfs.bind_mount(volume.host_path, merged, volume.container_path, volume.readonly,
                               nodev)
+        network.mount_etc_files(directory, merged, nodev)
         rootfs.mount_proc(merged)
         rootfs.mount_dev(merged, nodev)
         rootfs.mount_sys(merged)

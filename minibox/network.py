@@ -46,6 +46,7 @@ from . import namespaces, portproxy, state, syscalls
 from .errors import MiniboxError
 from .explain import step
 from .ipam import AddressError, AddressPool
+from .rootfs import bind_mount
 
 BRIDGE = "minibox0"
 # ifalias(the IFLA_IFALIAS text) of the bridge minibox made: anything else named minibox0
@@ -196,7 +197,7 @@ def set_up(spec, directory, pid, bound_ports, shared_address):
         hosts = _host_etc_hosts()
     else:
         hosts = etc_hosts(spec.hostname, address)
-    write_etc_files(directory.file("upper"), spec.hostname, hosts)
+    write_etc_files(directory, spec.hostname, hosts)
     directory.update(network={"mode": str(mode), "address": address,
                               "ports": [str(mapping) for mapping in spec.publish]})
 
@@ -377,16 +378,22 @@ def _host_etc_hosts():
         return etc_hosts("localhost")
 
 
-@step("Write /etc/hosts and /etc/hostname into the container's writable layer",
-      syscall='open("upper/etc/hosts", O_CREAT|O_WRONLY)', man="hosts(5), overlayfs")
-def write_etc_files(upper, hostname, hosts):
-    # The overlay is not mounted yet: files put into the upper layer now simply appear
-    # in the merged view (changing a layer *under* a mounted overlay is undefined).
-    etc = os.path.join(upper, "etc")
-    os.makedirs(etc, mode=0o755, exist_ok=True)
+def write_etc_files(directory, hostname, hosts):
+    """The runtime writes them beside the container's state; the init bind-mounts them."""
     for name, text in (("hosts", hosts), ("hostname", f"{hostname}\n")):
-        with open(os.path.join(etc, name), "w") as out:
+        with open(directory.file(name), "w") as out:
             out.write(text)
+
+
+@step("Bind-mount the container's /etc/hosts and /etc/hostname, written by the runtime",
+      syscall='mount("<container dir>/hosts", "{rootfs}/etc/hosts", NULL, MS_BIND); '
+              'the same for hostname', man="hosts(5), mount(2)")
+def mount_etc_files(directory, rootfs, nodev=True):
+    # Bind mounts, not files in the writable layer: `minibox commit` packs that layer and
+    # must not bake one container's address into an image. Docker mounts them the same way
+    # (and so `rm /etc/hosts` fails with EBUSY inside, as it does there).
+    for name in ("hosts", "hostname"):
+        bind_mount(directory.file(name), rootfs, f"/etc/{name}", False, nodev)
 
 
 # -- teardown: the ledger kinds this module adds -----------------------------------------

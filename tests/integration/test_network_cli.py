@@ -147,6 +147,8 @@ def test_two_containers_talk_over_the_bridge(root, background, minibox):
     assert page == "hello from web"
     own = inet.split("inet ")[1].split("/")[0]
     assert own != address and f"{own}\tclient" in hosts
+    # /etc/hosts is a bind mount, not a file in the writable layer `minibox commit` packs
+    assert not (root / web["id"] / "upper" / "etc" / "hosts").exists()
     stop(server, web)
 
 
@@ -346,6 +348,6 @@ def test_explain_narrates_the_network_steps(root, minibox):
     assert result.returncode == 0, result.stderr
     for expected in ("=> Connect the container to the bridge", "RTM_NEWLINK veth peer eth0",
                      "read:    veth(4), rtnetlink(7)  (code: minibox/network.py:",
-                     "=> Write /etc/hosts and /etc/hostname",
+                     "=> Bind-mount the container's /etc/hosts and /etc/hostname",
                      "=> Bring up the loopback device"):
         assert expected in result.stderr
