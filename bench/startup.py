@@ -22,7 +22,9 @@ PROJECT = os.path.dirname(HERE)
 def busybox_rootfs():
     sys.path.insert(0, PROJECT)
     from minibox import images
-    return images.image_layers("busybox")[0]
+    # The store names layers by short symlinks (overlay's lowerdir length limit); runc
+    # refuses a symlink as root.path.
+    return os.path.realpath(images.image_layers("busybox")[0])
 
 
 def oci_bundle(rootfs, workdir):

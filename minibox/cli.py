@@ -1,6 +1,7 @@
 """The `minibox` command line: parse flags, call the library, print. No kernel work here."""
 import os
 import sys
+import time
 
 import click
 
@@ -15,13 +16,21 @@ def require_root():
 
 
 @click.group(context_settings={"help_option_names": ["--help"]})
-def cli():
+@click.option("--root", type=click.Path(), metavar="DIR",
+              help="Where container state lives (default /run/minibox, or $MINIBOX_ROOT).")
+def cli(root):
     """minibox: a teaching container runtime (namespaces, cgroups, overlayfs, pivot_root)."""
+    if root:
+        from . import state
+        state.set_root(os.path.abspath(root))
 
 
 # Options end at IMAGE: everything after it is the command's (`run busybox ls -l`).
 @cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
+@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
+@click.option("--restart", default="no", metavar="POLICY",
+              help="no | on-failure[:N] | always: restart the command when it exits.")
 @click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
 @click.option("-t", "--tty", is_flag=True, help="Give the command a pseudo-terminal.")
 @click.option("--name", help="A unique name for the container.")
@@ -63,14 +72,14 @@ def cli():
 @click.option("--explain", is_flag=True, help="Narrate each step: syscall, man page, source line.")
 @click.option("--step", is_flag=True, help="Like --explain, and wait for Enter before each step.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="(IMAGE | --rootfs DIR) [CMD [ARG...]]")
-def run(remove, interactive, tty, name, hostname, env, workdir, entrypoint, volume, rootfs,
-        use_chroot, memory, memory_swap, cpus, cpu_shares, pids_limit, cgroup_parent,
-        show_stats, cap_add, cap_drop, privileged, security_opt, read_only, user, userns,
-        network_mode, ip, publish, explain, step, args):
+def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir, entrypoint,
+        volume, rootfs, use_chroot, memory, memory_swap, cpus, cpu_shares, pids_limit,
+        cgroup_parent, show_stats, cap_add, cap_drop, privileged, security_opt, read_only, user,
+        userns, network_mode, ip, publish, explain, step, args):
     """Run a command in a new container; exit with the command's exit code.
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD."""
-    from . import container, images, network, spec as specs
+    from . import container, images, network, spec as specs, state
     if userns and os.geteuid() != 0:
         _refuse_rootless()
     require_root()
@@ -86,17 +95,27 @@ def run(remove, interactive, tty, name, hostname, env, workdir, entrypoint, volu
     if not args:
         raise MiniboxError("no command given, and the image has no default command "
                            "(usage: minibox run IMAGE CMD [ARG...])")
+    if detach and (tty or interactive):
+        raise MiniboxError("-d cannot be combined with -i or -t (minibox has no attach)")
     if tty and not os.isatty(sys.stdin.fileno()):
         raise MiniboxError("-t needs a terminal on stdin (the input device is not a TTY)")
+    policy = specs.parse_restart(restart)
+    if remove and policy.name != "no":
+        raise MiniboxError("--rm and --restart cannot be combined")
+    container_id = state.new_container_id()
+    hostname = hostname or name or container_id[:12]
     spec = specs.ContainerSpec(
         command=args, image=image,
         rootfs=specs.check_rootfs(rootfs) if rootfs else None,
         name=specs.check_name(name), hostname=hostname,
-        env={**images.environment_of(config), **specs.parse_env(env)},
+        env=specs.docker_environment(env, hostname, tty, images.environment_of(config)),
         workdir=workdir or config.get("WorkingDir") or "/",
         user=specs.check_user(user) if user else config.get("User") or None,
         volumes=[specs.parse_volume(v) for v in volume],
-        interactive=interactive, tty=tty, remove=remove, use_chroot=use_chroot,
+        mounts=specs.docker_mounts(state.ContainerDir(container_id).path, privileged, read_only),
+        namespaces=specs.docker_namespaces(mode),
+        interactive=interactive, tty=tty, remove=remove, detach=detach, restart=policy,
+        use_chroot=use_chroot,
         limits=specs.parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit),
         cgroup_parent=specs.parse_cgroup_parent(cgroup_parent), stats=show_stats,
         security=specs.security_profile(cap_add, cap_drop, privileged, security_opt),
@@ -106,7 +125,12 @@ def run(remove, interactive, tty, name, hostname, env, workdir, entrypoint, volu
         click.echo("minibox: warning: --chroot is escapable (chroot(2) does not change the "
                    "mount namespace's root); use it only for the lesson", err=True)
     _configure_explain(explain, step)
-    return container.run(spec)
+    if detach:
+        from . import monitor
+        monitor.launch(spec, container_id)
+        click.echo(container_id)
+        return 0
+    return container.run(spec, container_id)
 
 
 def _refuse_rootless():
@@ -255,6 +279,223 @@ def commit(reference, name):
     require_root()
     image_id = imagestore.commit_container(reference, name, imagestore.Progress(sys.stderr))
     click.echo(image_id)
+
+@cli.command()
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped containers too.")
+@click.option("-q", "--quiet", is_flag=True, help="Only print the ids.")
+def ps(show_all, quiet):
+    """List containers."""
+    from . import control
+    require_root()
+    found = control.containers(include_stopped=show_all)
+    if quiet:
+        for directory, _, _ in found:
+            click.echo(directory.id[:12])
+        return
+    rows = [("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS", "RESTARTS", "PID")]
+    now = time.time()
+    for directory, current, status in found:
+        command = " ".join(current.get("command") or [])
+        rows.append((directory.id[:12], current.get("name") or "",
+                     os.path.basename(current.get("image") or ""),
+                     f'"{command[:24]}…"' if len(command) > 25 else f'"{command}"',
+                     f"{_ago(now - current['created'])} ago", _describe(status, current, now),
+                     str(current.get("restarts", 0)),
+                     str(current["pid"]) if status in ("created", "running") else ""))
+    _print_table(rows)
+
+
+def _ago(seconds):
+    """Docker's way of saying how long: '3 seconds', 'About a minute', '5 hours'."""
+    seconds = max(0, int(seconds))
+    if seconds < 1:
+        return "Less than a second"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"About a {unit}" if count == 1 and unit != "day" else \
+                f"{count} {unit}{'s' if count > 1 else ''}"
+    return f"{seconds} second{'s' if seconds > 1 else ''}"
+
+
+def _describe(status, current, now):
+    if status == "running":
+        return f"Up {_ago(now - current.get('started', now))}"
+    if status == "stopped":
+        finished = current.get("finished") or now
+        return f"Exited ({current.get('exit_code')}) {_ago(now - finished)} ago"
+    if status == "restarting":
+        return f"Restarting ({current.get('exit_code')})"
+    return status.capitalize()
+
+
+@cli.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing output until it exits.")
+@click.option("--tail", type=click.IntRange(min=0), help="Only the last N lines.")
+@click.argument("reference", metavar="CONTAINER")
+def logs(follow, tail, reference):
+    """Print a detached container's output (stdout and stderr)."""
+    from . import control
+    require_root()
+    control.logs(reference, sys.stdout.buffer, follow=follow, tail=tail)
+
+
+@cli.command(name="exec", context_settings={"allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
+@click.option("-t", "--tty", is_flag=True, help="Give the command a pseudo-terminal.")
+@click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Set an environment variable.")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.argument("reference", metavar="CONTAINER")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_command(interactive, tty, env, workdir, reference, command):
+    """Run a command in a running container (its namespaces and cgroups); exit with its code."""
+    from . import control, enter, spec as specs
+    require_root()
+    if tty and not os.isatty(sys.stdin.fileno()):
+        raise MiniboxError("-t needs a terminal on stdin (the input device is not a TTY)")
+    directory, current, status = control.load(reference)
+    if status != "running":
+        raise MiniboxError(f"container {directory.id[:12]} is not running (it is {status})")
+    spec = specs.ContainerSpec.load(directory.file("spec.json"))
+    spec.env.update(specs.parse_env(env))
+    spec.workdir = workdir or spec.workdir
+    return enter.exec_in(current["pid"], spec, list(command), tty=tty, interactive=interactive)
+
+
+@cli.command()
+@click.option("-t", "--time", "timeout", type=click.IntRange(min=0), default=10,
+              help="Seconds to wait after SIGTERM before SIGKILL.")
+@click.argument("containers", nargs=-1, required=True)
+def stop(timeout, containers):
+    """Stop containers: SIGTERM, then SIGKILL after the timeout."""
+    from . import control
+    require_root()
+    for reference in containers:
+        control.stop(reference, timeout)
+        click.echo(reference)
+
+
+@cli.command()
+@click.option("-s", "--signal", "signal_name", help="Signal to send (default TERM).")
+@click.argument("args", nargs=-1, required=True, metavar="CONTAINER... | ID [SIGNAL]")
+def kill(signal_name, args):
+    """Send a signal to containers: docker's `kill [-s SIG] C...` or runc's `kill ID [SIG]`."""
+    from . import control
+    require_root()
+    references = list(args)
+    if signal_name is None and len(references) == 2 and _is_signal(references[1]):
+        signal_name = references.pop()
+    signum = control.parse_signal(signal_name or "TERM")
+    for reference in references:
+        control.kill(reference, signum)
+
+
+def _is_signal(text):
+    from . import control
+    try:
+        control.parse_signal(text)
+    except MiniboxError:
+        return False
+    return True
+
+
+@cli.command()
+@click.option("--no-stream", is_flag=True, help="Print one sample and exit.")
+@click.argument("references", nargs=-1, metavar="[CONTAINER...]")
+def stats(no_stream, references):
+    """Show running containers' CPU, memory and processes, from their cgroups."""
+    from . import cgroups, control
+    require_root()
+    while True:
+        rows = [("CONTAINER ID", "NAME", "CPU %", "MEM PEAK / LIMIT", "PIDS")]
+        for directory, name, cpu, usage, limit, pids in control.usage(
+                0.5 if no_stream else 1.0, references):
+            memory = "n/a" if usage.memory_peak is None else cgroups.format_size(usage.memory_peak)
+            rows.append((directory.id[:12], name or "", "n/a" if cpu is None else f"{cpu:.1f}%",
+                         f"{memory} / {'-' if limit is None else cgroups.format_size(limit)}",
+                         str(pids)))
+        if not no_stream:
+            click.echo("\033[2J\033[H", nl=False)  # clear the terminal, like `docker stats`
+        _print_table(rows)
+        if no_stream:
+            return
+
+
+def _print_table(rows):
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@cli.command()
+@click.argument("references", nargs=-1, required=True, metavar="CONTAINER...")
+def inspect(references):
+    """Print containers' configuration and state as JSON."""
+    import json
+    from . import control
+    require_root()
+    click.echo(json.dumps([control.inspect(r) for r in references], indent=2))
+
+
+# -- the OCI runtime command line (runc-compatible) -------------------------------------------
+
+@cli.command()
+@click.option("-b", "--bundle", default=".", type=click.Path(), help="The bundle directory.")
+@click.option("--pid-file", type=click.Path(), help="Write the container's PID here.")
+@click.argument("container_id", metavar="ID")
+def create(bundle, pid_file, container_id):
+    """OCI: create a container from a bundle, stopped just before its command runs."""
+    from . import control, monitor, spec as specs
+    require_root()
+    spec = specs.load_bundle(bundle)
+    monitor.launch(spec, specs.check_container_id(container_id), wait_for_start=True)
+    if pid_file:
+        _write_pid_file(pid_file, control.load(container_id)[1]["pid"])
+
+
+def _write_pid_file(path, pid):
+    """The digits only, written atomically (a reader never sees an empty file)."""
+    path = os.path.abspath(path)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as out:
+        out.write(str(pid))
+    os.replace(temporary, path)
+
+
+@cli.command()
+@click.argument("container_id", metavar="ID")
+def start(container_id):
+    """OCI: run the command of a created container."""
+    from . import control
+    require_root()
+    control.start(container_id)
+
+
+@cli.command()
+@click.argument("container_id", metavar="ID")
+def state(container_id):
+    """OCI: print the container's state as JSON."""
+    from . import control
+    require_root()
+    click.echo(control.oci_state(container_id))
+
+
+@cli.command()
+@click.option("-f", "--force", is_flag=True, help="Kill the container first if it runs.")
+@click.argument("container_id", metavar="ID")
+def delete(force, container_id):
+    """OCI: delete a stopped container (a running one only with --force)."""
+    from . import control
+    require_root()
+    control.delete(container_id, force=force)
+
+
+@cli.command()
+@click.option("-b", "--bundle", default=".", type=click.Path(), help="Where to write config.json.")
+def spec(bundle):
+    """OCI: write a default config.json, like `runc spec`."""
+    from . import spec as specs
+    specs.write_default_config(bundle)
 
 
 def main():

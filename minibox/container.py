@@ -8,16 +8,23 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
 
     init                                   runtime
     unshare(mnt, uts, ipc, net)  ----->  "ready"
-                                           host side: cgroup, uid maps, veth, proxy
+                                           host side: cgroup, veth, /etc/hosts, hooks
     unshare(cgroup)              <-----  "go"
-    overlay, /proc, /dev, /sys, pivot_root, hostname, lo up
+    overlay, the spec's mounts (/proc, /dev, /sys, /etc/hosts...), pivot_root, hostname, lo up
     [pty master fd]              ----->  (with -t)
     [unshare(user) with --userns ----->  "userns"; maps written <----- "mapped"]
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
+                                           port proxy (-p), once per container
                                  <-----  start: reads exec.fifo
     seccomp, capabilities, user, no_new_privs (security.confine)
     execve(CMD)
     (socket closes on exec: FD_CLOEXEC) -> runtime knows the exec happened
+
+Then the monitor waits for PID 1 (supervise), records its exit code in state.json, restarts
+it as the restart policy says -- with a fresh init, since a PID namespace dies with its
+PID 1, and the fresh network namespace gets the container's address again -- and tears
+down what the ledger lists. For `run -d` and OCI `create` the monitor is a detached process
+of its own (monitor.py); for a plain `run` it is the `minibox` process.
 """
 import os
 import select
@@ -26,8 +33,9 @@ import socket
 import sys
 import time
 
-from . import (cgroups, explain, images, namespaces, network, portproxy, rootfs, security, state,
-               syscalls)
+from . import (cgroups, explain, hooks, images, namespaces, network, portproxy, rootfs, security,
+               state, syscalls)
+from . import spec as spec_module
 from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError
 
 # Signals the runtime passes on to the container instead of dying of them.
@@ -51,64 +59,82 @@ class Container:
 def create(spec, container_id=None):
     """The runtime's story, steps 1-4: from a spec to an init blocked just before execve."""
     namespaces.check_kernel_support()
-    rootfs.check_overlay_support()
+    if spec.root_path is None:
+        rootfs.check_overlay_support()
+        _lowerdir(spec)  # an unknown image fails here, before anything is made
     if spec.tty:
         global terminal
         from . import terminal  # now: after pivot_root the init can't import from our tree
-    # 1. Resolve the image; make the container's directory. Every resource is recorded in
-    #    the ledger before it is made, so teardown and `minibox gc` know what to undo.
-    layers = [spec.rootfs] if spec.rootfs else images.image_layers(spec.image)
+    # 1. Make the container's directory. Every resource is recorded in the ledger before it
+    #    is made, so teardown and `minibox gc` know what to undo.
     directory = state.ContainerDir.create(container_id or state.new_container_id(), spec.name)
-    bound_ports, shared_netns = [], None
+    bound_ports = []
     try:
-        spec.hostname = spec.hostname or spec.name or directory.id[:12]
         directory.save(_initial_state(spec, directory))
+        spec.save(directory.file("spec.json"))
         for scratch in ("upper", "work", "rootfs"):
             os.mkdir(directory.file(scratch), 0o755)
-        os.mkfifo(directory.file("exec.fifo"), 0o600)
-        if spec.userns:  # the init opens it as container root, i.e. host uid 100000
-            os.chown(directory.file("exec.fifo"), namespaces.USERNS_HOST_BASE,
-                     namespaces.USERNS_HOST_BASE)
         # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
         cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent)
         directory.record("cgroup", paths=cgroup.paths())
         _create_cgroup(cgroup, spec.limits, "\n              ".join(cgroup.plan(spec.limits)))
         #    Published host ports are bound now, so a busy port fails the run before the
-        #    container exists; --network container:ID opens that container's netns now.
+        #    container exists.
         bound_ports = portproxy.bind_ports(spec.publish)
-        shared_netns, shared_address = network.open_shared_netns(spec.network)
-        # 3. Fork the init into a new PID namespace; it unshares the others itself.
-        channel, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        own_pid_namespace = namespaces.new_pid_namespace_for_children()
-        pid = os.fork()
-        if pid == 0:
-            channel.close()
-            _init(spec, directory, ":".join(layers), init_end, shared_netns)  # never returns
-        namespaces.restore_pid_namespace(own_pid_namespace)
-        init_end.close()
-        directory.record("process", pid=pid, start_time=state.process_start_time(pid))
-        # 4. Host-side setup while the init waits in its new namespaces.
-        _expect(channel, b"ready", pid)
-        _join_cgroup(cgroup, pid)
-        network.set_up(spec, directory, pid, bound_ports, shared_address)
-        channel.send(b"go")
-        if spec.userns:
-            _expect(channel, b"userns", pid)
-            namespaces.write_id_maps(pid)
-            channel.send(b"mapped")
-        console = None
-        if spec.tty:
-            console = _receive_console(channel, pid)
-        _expect(channel, b"created", pid)
-        directory.update(status="created", pid=pid, pid_start=state.process_start_time(pid))
-        return Container(spec, directory, pid, channel, cgroup, console)
+        container = spawn(spec, directory, cgroup)
+        network.publish(directory, bound_ports)
+        return container
     except BaseException:
         portproxy.close_ports(bound_ports)
         directory.release_all()
         raise
-    finally:
-        if shared_netns is not None:
-            os.close(shared_netns)
+
+
+def _lowerdir(spec):
+    return ":".join([spec.rootfs] if spec.rootfs else images.image_layers(spec.image))
+
+
+def spawn(spec, directory, cgroup):
+    """Steps 3-4 (again for each restart): fork a fresh init and take it to `created`."""
+    os.mkfifo(directory.file("exec.fifo"), 0o600)
+    if spec.userns:  # the init opens it as container root, i.e. host uid 100000
+        os.chown(directory.file("exec.fifo"), namespaces.USERNS_HOST_BASE,
+                 namespaces.USERNS_HOST_BASE)
+    # --network container:ID: that container's netns, opened now, while its init can still
+    # be told from a process that got its PID later.
+    shared_netns, shared_address = network.open_shared_netns(spec.network)
+    channel, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # 3. Fork the init into a new PID namespace; it unshares the others itself. A PID
+    #    namespace dies with its PID 1, so a restarted container gets a fresh one too.
+    new_pid_namespace = "pid" in spec.namespaces
+    if new_pid_namespace:
+        own_pid_namespace = namespaces.new_pid_namespace_for_children(spec.namespaces["pid"])
+    pid = os.fork()
+    if pid == 0:
+        channel.close()
+        _init(spec, directory, init_end, shared_netns)  # never returns
+    if new_pid_namespace:
+        namespaces.restore_pid_namespace(own_pid_namespace)
+    if shared_netns is not None:
+        os.close(shared_netns)
+    init_end.close()
+    directory.record("process", pid=pid, start_time=state.process_start_time(pid))
+    # 4. Host-side setup while the init waits in its new namespaces.
+    _expect(channel, b"ready", pid)
+    _join_cgroup(cgroup, pid)
+    network.set_up(spec, directory, pid, shared_address)
+    hooks.run(spec, ("prestart", "createRuntime"), _hook_state(directory, "creating", pid))
+    channel.send(b"go")
+    if spec.userns:
+        _expect(channel, b"userns", pid)
+        namespaces.write_id_maps(pid)
+        channel.send(b"mapped")
+    console = None
+    if spec.tty:
+        console = _receive_console(channel, pid)
+    _expect(channel, b"created", pid)
+    directory.update(status="created", pid=pid, pid_start=state.process_start_time(pid))
+    return Container(spec, directory, pid, channel, cgroup, console)
 
 
 @explain.step("Create the container's cgroup and write its limits: the kernel enforces them "
@@ -140,61 +166,68 @@ state.RELEASE["cgroup"] = _release_cgroup
 
 
 def _initial_state(spec, directory):
-    return {"id": directory.id, "name": spec.name, "image": spec.image or spec.rootfs,
-            "command": spec.command, "hostname": spec.hostname, "created": time.time(),
-            "status": "creating", "pid": None, "exit_code": None, "remove": spec.remove,
+    return {"id": directory.id, "name": spec.name,
+            "image": spec.image or spec.rootfs or spec.root_path, "command": spec.command,
+            "hostname": spec.hostname, "created": time.time(), "status": "creating",
+            "pid": None, "exit_code": None, "remove": spec.remove, "restarts": 0,
+            "bundle": spec.bundle or directory.path, "annotations": spec.annotations,
             "monitor_pid": os.getpid(),
             "monitor_start": state.process_start_time(os.getpid())}
 
 
-def _init(spec, directory, lowerdir, channel, shared_netns):
+def _hook_state(directory, status, pid):
+    """The OCI state JSON a hook reads on its stdin."""
+    current = directory.load() or {}
+    return oci_state(directory.id, dict(current, status=status, pid=pid))
+
+
+def oci_state(container_id, current):
+    """The OCI runtime spec's state: what `minibox state` prints and hooks read."""
+    import json
+    status = state.live_status(current)
+    status = status if status in ("created", "running", "stopped") else "creating"
+    return json.dumps({"ociVersion": spec_module.OCI_VERSION, "id": container_id,
+                       "status": status, "pid": current.get("pid") if status != "stopped" else 0,
+                       "bundle": current.get("bundle"),
+                       "annotations": current.get("annotations") or {}}, indent=2)
+
+
+def _init(spec, directory, channel, shared_netns=None):
     """Step 5, PID 1's own story: from fork(2) to execve(2). Never returns."""
     exit_code = RUNTIME_ERROR
     try:
         os.setsid()  # a session of our own: signals reach us only as the runtime forwards them
+        reset_signals()
         # If the runtime dies, so does the container (and gc finds the ledger).
         syscalls.set_parent_death_signal(signal.SIGKILL)
-        if not spec.interactive and not spec.tty:
-            os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
-        namespaces.enter_namespaces(network.init_namespaces(spec.network))
+        _connect_stdio(spec, directory)
+        namespaces.enter_namespaces(spec.namespaces)
         if shared_netns is not None:
             network.join_netns(shared_netns)
         channel.send(b"ready")
         if channel.recv(16) != b"go":  # the runtime gave up
             return
-        namespaces.enter_cgroup_namespace()
-        merged = directory.file("rootfs")
-        rootfs.make_mounts_private()
-        # No device node made inside may be opened, unless --privileged (rootfs.mount_dev).
-        nodev = not spec.privileged
-        rootfs.mount_overlay(lowerdir, directory.file("upper"), directory.file("work"), merged,
-                             nodev)
-        for volume in spec.volumes:
-            rootfs.bind_mount(volume.host_path, merged, volume.container_path, volume.readonly,
-                              nodev)
-        network.mount_etc_files(directory, merged, nodev)
-        rootfs.mount_proc(merged)
-        rootfs.mount_dev(merged, nodev)
-        rootfs.mount_sys(merged)
-        if not spec.privileged:
-            rootfs.mask_paths(merged)
-        if spec.read_only:
-            rootfs.make_root_read_only(merged, nodev)
+        if "cgroup" in spec.namespaces:
+            namespaces.enter_cgroup_namespace(spec.namespaces["cgroup"])
+        _set_process_limits(spec)
+        merged = _build_root(spec, directory)
         # Opened now, written after pivot_root through /proc/self/fd: the host path is gone then.
         exec_fifo = os.open(directory.file("exec.fifo"), os.O_PATH | os.O_CLOEXEC)
         if spec.use_chroot:
             rootfs.chroot_to(merged)
         else:
             rootfs.pivot_to(merged)
-        namespaces.set_hostname(spec.hostname)
-        if spec.network.new_netns:
+        if spec.rootfs_propagation:
+            rootfs.set_root_propagation(spec.rootfs_propagation)
+        if _new_namespace(spec, "uts") and spec.hostname:
+            namespaces.set_hostname(spec.hostname)
+        if _new_namespace(spec, "network"):
             network.bring_up_loopback()
         if spec.tty:
             terminal.open_console(channel)
-        env = spec.environment(directory.id)
-        os.makedirs(spec.workdir, exist_ok=True)  # docker run -w creates it too
         os.chdir(spec.workdir)
-        program = _find_program(spec.command[0], env["PATH"])
+        env = spec.env if "HOME" in spec.env else dict(spec.env, HOME=home_directory(spec.user))
+        program = find_program(spec.command[0], env.get("PATH", spec_module.DEFAULT_PATH))
         if spec.userns:
             namespaces.enter_user_namespace()
             channel.send(b"userns")
@@ -204,10 +237,7 @@ def _init(spec, directory, lowerdir, channel, shared_netns):
         _close_inherited_fds()
         channel.send(b"created")
         _wait_for_start(exec_fifo)
-        # Last, so that the steps above still run as root with every capability, and the
-        # fifo (owned by the host's root) can be opened whatever --user says.
-        security.confine(spec.security or security.SecurityProfile(), spec.user)
-        syscalls.set_parent_death_signal(signal.SIGKILL)  # changing uid (--user) cleared it
+        confine(spec)
         exit_code = CANNOT_RUN
         os.execve(program, spec.command, env)
     except MiniboxError as error:
@@ -221,6 +251,87 @@ def _init(spec, directory, lowerdir, channel, shared_netns):
         os._exit(exit_code)
 
 
+def reset_signals():
+    # An ignored signal stays ignored across execve(2) (signal(7)), and Python ignores
+    # SIGPIPE: `yes | head` in the container would then never end by SIGPIPE. A caller
+    # started with `nohup` or `&` passes SIG_IGN for SIGHUP/SIGINT down the same way.
+    for signum in signal.valid_signals():
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(signum, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass  # real-time signals the C library keeps for itself
+
+
+def _new_namespace(spec, kind):
+    return kind in spec.namespaces and spec.namespaces[kind] is None
+
+
+def _connect_stdio(spec, directory):
+    """stdin: /dev/null unless -i/-t; stdout and stderr of a detached container: its log."""
+    if not spec.interactive and not spec.tty:
+        os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+    if spec.detach:
+        log = os.open(directory.file("container.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                      0o640)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+
+
+def _build_root(spec, directory):
+    """The container's root filesystem, still seen from the host's tree: returns its path."""
+    merged = directory.file("rootfs")
+    rootfs.make_mounts_private()
+    # `run`: no device node made inside may be opened, unless --privileged (see
+    # rootfs.make_default_devices). An OCI bundle says so in its mount options instead.
+    nodev = spec.root_path is None and not spec.privileged
+    if spec.root_path is None:
+        rootfs.mount_overlay(_lowerdir(spec), directory.file("upper"), directory.file("work"),
+                             merged, nodev)
+    else:
+        rootfs.bind_root(spec.root_path, merged)
+    for entry in spec.mounts + [volume.mount(nodev) for volume in spec.volumes]:
+        rootfs.mount_entry(merged, entry.destination, entry.type, entry.source, entry.options,
+                           own_cgroup_namespace="cgroup" in spec.namespaces)
+    for device in spec.devices:
+        rootfs.create_device(rootfs.path_in_root(merged, device["path"]), device["type"],
+                             device.get("major", 0), device.get("minor", 0),
+                             device.get("fileMode", 0o666), device.get("uid", 0),
+                             device.get("gid", 0))
+    if spec.sysctl:
+        rootfs.set_sysctls(merged, spec.sysctl)
+    rootfs.mask_paths(merged, spec.masked_paths, spec.readonly_paths)
+    # docker run -w and runc both create a missing working directory (before `readonly`).
+    os.makedirs(rootfs.path_in_root(merged, spec.workdir), exist_ok=True)
+    if spec.read_only:
+        rootfs.make_root_read_only(merged, nodev)
+    return merged
+
+
+@explain.step("Set the process's resource limits and OOM score",
+              syscall="setrlimit(RLIMIT_*, {{soft, hard}}); write /proc/self/oom_score_adj",
+              man="setrlimit(2), proc(5)")
+def _set_process_limits(spec):
+    import resource
+    for name, soft, hard in spec.rlimits:
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+    if spec.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as score:
+            score.write(str(spec.oom_score_adj))
+
+
+def confine(spec):
+    """The last steps before execve(2), for PID 1 and for `exec`: umask, then what
+    security.confine gives up (seccomp, capabilities, user, no_new_privs). Last, so that
+    everything before still runs as root with every capability."""
+    if spec.umask is not None:
+        os.umask(spec.umask)
+    security.confine(spec.security or security.SecurityProfile(), spec.user,
+                     spec.additional_gids)
+    syscalls.set_parent_death_signal(signal.SIGKILL)  # changing uid (--user) cleared it
+
+
 def _report(channel, exit_code, message):
     try:
         channel.send(f"error {exit_code} {message}".encode())
@@ -228,7 +339,21 @@ def _report(channel, exit_code, message):
         pass
 
 
-def _find_program(name, path):
+def home_directory(user):
+    """HOME for a spec that sets none, from the container's /etc/passwd (as runc does)."""
+    name = (user or "0").partition(":")[0]
+    try:
+        with open("/etc/passwd") as passwd:
+            for line in passwd:
+                fields = line.split(":")
+                if len(fields) > 5 and name in (fields[0], fields[2]):
+                    return fields[5]
+    except OSError:
+        pass
+    return "/"
+
+
+def find_program(name, path):
     """Look CMD up in the container's PATH before `created`, as runc does, so that a typo
     fails at create time with 127 instead of after start."""
     candidates = [name] if "/" in name else [os.path.join(d, name) for d in path.split(":") if d]
@@ -299,37 +424,67 @@ def _reap(pid):
 
 @explain.step("Start: open exec.fifo for reading, which lets the init go on to execve(2)",
               syscall='open("exec.fifo", O_RDONLY); read(fd, buf, 1)', man="fifo(7)")
-def start(container):
-    """Release the init blocked in _wait_for_start (what `minibox start` does too)."""
-    directory = container.directory
-    fifo = os.open(directory.file("exec.fifo"), os.O_RDONLY | os.O_NONBLOCK)
-    init = os.pidfd_open(container.pid)
+def release_init(directory, pid):
+    """Release the init blocked in _wait_for_start (`run`, and `minibox start` for OCI)."""
+    gone = MiniboxError(f"container {directory.id[:12]} exited before it was started")
+    try:
+        fifo = os.open(directory.file("exec.fifo"), os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise gone from None  # someone else started it
+    try:
+        init = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.close(fifo)
+        raise gone from None
     try:
         # Poll both: an init killed while blocked would otherwise leave us waiting forever.
         readable, _, _ = select.select([fifo, init], [], [])
         if fifo not in readable or not os.read(fifo, 1):
-            _reap(container.pid)
-            raise MiniboxError(f"container {container.id[:12]} exited before it was started")
+            raise gone
     finally:
         os.close(fifo)
         os.close(init)
     os.unlink(directory.file("exec.fifo"))
-    if container.channel is not None:
-        # The init's end closes on a successful execve (FD_CLOEXEC), or reports why not.
-        message = container.channel.recv(4096)
-        if message.startswith(b"error "):
-            _reap(container.pid)
-            _, code, text = message.decode(errors="replace").split(" ", 2)
-            directory.update(status="stopped", exit_code=int(code), finished=time.time())
-            raise MiniboxError(text, int(code))
-    directory.update(status="running", started=time.time())
+
+
+def start(container):
+    release_init(container.directory, container.pid)
+    confirm_exec(container)
+
+
+def confirm_exec(container):
+    """Wait until the init has exec'd the command (its end of the channel closes on execve:
+    FD_CLOEXEC) or reported why it could not; then the container is running."""
+    directory = container.directory
+    message = container.channel.recv(4096)
+    container.channel.close()
+    if message.startswith(b"error "):
+        _reap(container.pid)
+        _, code, text = message.decode(errors="replace").split(" ", 2)
+        directory.update(status="stopped", exit_code=int(code), finished=time.time(),
+                         error=text)
+        raise MiniboxError(text, int(code))
+    # EOF also comes when the init was killed before `start` (OCI kill of a created
+    # container): then it is not running, and wait() will record how it ended.
+    if os.waitid(os.P_PID, container.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if directory.update(only_from=("created",), status="running", started=time.time()):
+            hooks.run(container.spec, ("poststart",), _hook_state(directory, "running",
+                                                                  container.pid), fatal=False)
 
 
 def wait(container):
-    """Wait for PID 1 to exit, passing signals and terminal traffic on; return its exit code
-    the way a shell reports it: the code, or 128+N when killed by signal N."""
-    pid = container.pid
+    """Wait for PID 1 to exit and record how it ended; return its exit code."""
+    exit_code = wait_for(container.pid, container.console, container.spec.interactive)
+    # Read while the cgroup still exists: `minibox stats` and --stats show these later.
+    container.stats, container.oom_kills = container.cgroup.stats(), container.cgroup.oom_kills()
+    container.directory.update(status="stopped", exit_code=exit_code, finished=time.time(),
+                               stats=vars(container.stats), oom_kills=container.oom_kills)
+    return exit_code
 
+
+def wait_for(pid, console=None, interactive=False):
+    """Wait for a child, passing signals and terminal traffic on; return its exit code the
+    way a shell reports it: the code, or 128+N when killed by signal N."""
     def forward(signum, _frame):
         try:
             os.kill(pid, signum)
@@ -337,20 +492,40 @@ def wait(container):
             pass
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
     try:
-        if container.console is not None:
-            terminal.relay(container.console, container.spec.interactive)
+        if console is not None:
+            from . import terminal
+            terminal.relay(console, interactive)
         _, status = os.waitpid(pid, 0)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     exit_code = os.waitstatus_to_exitcode(status)
-    if exit_code < 0:
-        exit_code = 128 - exit_code
-    # Read while the cgroup still exists: `minibox stats` and --stats show these later.
-    container.stats, container.oom_kills = container.cgroup.stats(), container.cgroup.oom_kills()
-    container.directory.update(status="stopped", exit_code=exit_code, finished=time.time(),
-                               stats=vars(container.stats), oom_kills=container.oom_kills)
-    return exit_code
+    return 128 - exit_code if exit_code < 0 else exit_code
+
+
+def supervise(container):
+    """Wait for PID 1 and restart it while the restart policy says so (and nobody ran
+    `minibox stop`); return the last incarnation and its exit code."""
+    directory, spec = container.directory, container.spec
+    restarts = 0
+    while True:
+        exit_code = wait(container)
+        if not spec.restart.should_restart(exit_code, restarts):
+            return container, exit_code
+        restarts += 1
+        if _stop_requested(directory) or not directory.update(
+                only_from=("stopped",), status="restarting", restarts=restarts):
+            return container, exit_code
+        time.sleep(min(0.1 * 2 ** restarts, 5))  # Docker doubles its delay between restarts too
+        if _stop_requested(directory):
+            directory.update(status="stopped")
+            return container, exit_code
+        container = spawn(spec, directory, container.cgroup)
+        start(container)
+
+
+def _stop_requested(directory):
+    return (directory.load() or {}).get("stop_requested", False)
 
 
 def release(container):
@@ -359,12 +534,22 @@ def release(container):
     container.directory.release_all(keep=keep)
 
 
-def run(spec):
-    """`minibox run`: create + start + wait (+ delete with --rm), one code path."""
-    container = create(spec)
+def run(spec, container_id=None, ready=None, wait_for_start=False):
+    """`minibox run`: create + start + wait (+ delete with --rm), one code path.
+
+    A detached container's monitor (monitor.py) passes `ready`, called once the container is
+    up: running, or with wait_for_start only created (OCI `create`: then `minibox start`,
+    another process, opens the fifo)."""
+    container = create(spec, container_id)
     try:
-        start(container)
-        exit_code = wait(container)
+        if wait_for_start:
+            ready(container)
+        else:
+            release_init(container.directory, container.pid)
+        confirm_exec(container)
+        if ready is not None and not wait_for_start:
+            ready(container)
+        container, exit_code = supervise(container)
     finally:
         release(container)
     return _report_usage(container, exit_code)
@@ -392,13 +577,29 @@ def remove(reference, force=False):
     """`minibox rm`: delete a stopped container's directory (and its name)."""
     directory = state.find(reference)
     current = directory.load() or {}
-    if current.get("status") != "stopped" and _monitor_alive(current):
+    if state.live_status(current) != "stopped":
         if not force:
             raise MiniboxError(f"container {directory.id[:12]} is {current.get('status')}: "
                                "stop it first (or use rm -f)")
-        os.kill(current["pid"], signal.SIGKILL)
+        kill_and_wait(directory, current)
     directory.release_all()
     return directory.id
+
+
+def kill_and_wait(directory, current, timeout=5.0):
+    """SIGKILL the container's PID 1 and wait for its monitor to record the end and tear
+    down, so that nothing writes into the directory while it is removed."""
+    if state.process_alive(current.get("pid"), current.get("pid_start")):
+        os.kill(current["pid"], signal.SIGKILL)
+    wait_for_monitor(current, timeout)
+
+
+def wait_for_monitor(current, timeout=5.0):
+    """Wait until the container's monitor is gone: then PID 1's end is recorded and what the
+    container held on the host (proxy, veth, lease, cgroup) is released."""
+    deadline = time.monotonic() + timeout
+    while _monitor_alive(current) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _monitor_alive(current):

@@ -1,7 +1,7 @@
 """Narration: `minibox run --explain` prints each step before the code that does it runs.
 
 Every function that performs one isolation step is decorated with @step, which holds the
-step's title, the system call it makes (a template filled from the function's arguments) and
+step's title and the system call it makes (templates filled from the function's arguments) and
 the man page to read. With narration off, the decorator costs one extra call. With it on,
 the step is printed to stderr together with the file:line of the decorated function, so the
 narration *is* the code path: there is no second copy of the story to fall out of date.
@@ -42,7 +42,8 @@ def step(title, syscall="", man=""):
         @functools.wraps(func)
         def narrated(*args, **kwargs):
             if _narrate:
-                say(title, syscall.format(**_arguments(func, args, kwargs)), man, where(func))
+                values = _arguments(func, args, kwargs)
+                say(title.format(**values), syscall.format(**values), man, where(func))
             return func(*args, **kwargs)
         _steps.append(func)
         return narrated

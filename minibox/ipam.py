@@ -92,6 +92,7 @@ class LeaseTable:
         """Lease `requested` (or the lowest free address) to `owner` and return it.
 
         The network address, the gateway and the broadcast address are never handed out.
+        An owner asking again for an address it holds keeps it (a restarted container).
         """
         if requested is not None:
             address = ipaddress.IPv4Address(requested)
@@ -101,6 +102,8 @@ class LeaseTable:
             if address == self.gateway:
                 raise AddressError(f"{address} is the bridge's gateway address")
             holder = self.leases.get(str(address))
+            if holder == owner:
+                return address
             if holder is not None:
                 raise AddressError(f"{address} is already in use by container {holder[:12]}")
             return self._claim(address, owner)

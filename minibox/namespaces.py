@@ -13,9 +13,14 @@ from . import syscalls
 from .errors import MiniboxError
 from .explain import step
 
-# The namespaces the container's init enters itself, as unshare(2) flags. The cgroup
-# namespace comes later (see enter_cgroup_namespace) and PID is the runtime's job.
-INIT_NAMESPACES = "CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET"
+# OCI namespace types (config.json's linux.namespaces) as clone(2)/setns(2) flags.
+CLONE_FLAGS = {"mount": "CLONE_NEWNS", "uts": "CLONE_NEWUTS", "ipc": "CLONE_NEWIPC",
+               "network": "CLONE_NEWNET", "pid": "CLONE_NEWPID", "cgroup": "CLONE_NEWCGROUP",
+               "user": "CLONE_NEWUSER"}
+# The ones the container's init enters itself, in this order. The cgroup namespace comes
+# later (see enter_cgroup_namespace) and PID is the runtime's job.
+INIT_NAMESPACES = ("mount", "uts", "ipc", "network")
+NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): which CLONE_NEW* type an nsfs file descriptor is
 _KERNEL_OPTION = {"mnt": "CONFIG_NAMESPACES", "uts": "CONFIG_UTS_NS", "ipc": "CONFIG_IPC_NS",
                   "net": "CONFIG_NET_NS", "pid": "CONFIG_PID_NS", "cgroup": "CONFIG_CGROUPS"}
 
@@ -28,12 +33,33 @@ def check_kernel_support(names=("mnt", "uts", "ipc", "net", "pid", "cgroup")):
                                f"(built without {_KERNEL_OPTION[name]})")
 
 
-@step("Make a new PID namespace for the next child: it will be PID 1 there",
-      syscall="unshare(CLONE_NEWPID)", man="pid_namespaces(7)")
-def new_pid_namespace_for_children():
+def check_namespace_path(kind, path):
+    """A `path` to join must be a namespace file of that type (ioctl_ns(2) NS_GET_NSTYPE):
+    setns(2) would refuse it later anyway, but only after the container was half made."""
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        raise MiniboxError(f"{kind} namespace path {path}: {error.strerror}") from None
+    try:
+        found = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        raise MiniboxError(f"{kind} namespace path {path} is not a namespace file") from None
+    finally:
+        os.close(fd)
+    if found != getattr(syscalls, CLONE_FLAGS[kind]):
+        raise MiniboxError(f"{kind} namespace path {path} is a namespace of another type")
+
+
+@step("Make a new PID namespace for the next child (or join {path}): it will be PID 1 there",
+      syscall="unshare(CLONE_NEWPID) or setns(open(path), CLONE_NEWPID)", man="pid_namespaces(7)")
+def new_pid_namespace_for_children(path=None):
     """Returns an fd of our own PID namespace, to switch children back with restore_pid_namespace."""
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    syscalls.unshare(syscalls.CLONE_NEWPID)
+    if path is None:
+        syscalls.unshare(syscalls.CLONE_NEWPID)
+    else:
+        join_namespace("pid", path)
     return own
 
 
@@ -43,21 +69,46 @@ def restore_pid_namespace(own_pid_namespace):
     os.close(own_pid_namespace)
 
 
-@step("Enter new mount, UTS, IPC and network namespaces",
-      syscall="unshare({clone_flags})", man="unshare(2), namespaces(7)")
-def enter_namespaces(clone_flags=INIT_NAMESPACES):
+def enter_namespaces(namespaces):
+    """The init's own namespaces from the spec ({type: None for new, or a path to join});
+    a type missing from the spec stays the host's. A new mount namespace is a must: the
+    root filesystem is built by mounting."""
+    for kind in INIT_NAMESPACES:
+        if namespaces.get(kind) is not None:
+            join_namespace(kind, namespaces[kind])
+    new = [CLONE_FLAGS[kind] for kind in INIT_NAMESPACES
+           if kind in namespaces and namespaces[kind] is None]
+    if new:
+        unshare_namespaces("|".join(new))
+
+
+@step("Enter new namespaces", syscall="unshare({clone_flags})", man="unshare(2), namespaces(7)")
+def unshare_namespaces(clone_flags):
     flags = 0
     for name in clone_flags.split("|"):
         flags |= getattr(syscalls, name)
     syscalls.unshare(flags)
 
 
+@step("Join an existing {kind} namespace", syscall='setns(open("{path}"), {kind})',
+      man="setns(2)")
+def join_namespace(kind, path):
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.setns(fd, getattr(syscalls, CLONE_FLAGS[kind]))
+    finally:
+        os.close(fd)
+
+
 @step("Enter a new cgroup namespace: the container's own cgroup now looks like /",
       syscall="unshare(CLONE_NEWCGROUP)", man="cgroup_namespaces(7)")
-def enter_cgroup_namespace():
+def enter_cgroup_namespace(path=None):
     # After the runtime has moved us into our cgroup: the namespace's root is fixed to
     # the cgroup we are in at the moment of unshare(2).
-    syscalls.unshare(syscalls.CLONE_NEWCGROUP)
+    if path is None:
+        syscalls.unshare(syscalls.CLONE_NEWCGROUP)
+    else:
+        join_namespace("cgroup", path)
 
 
 @step("Set the hostname inside the new UTS namespace", syscall='sethostname("{hostname}")',

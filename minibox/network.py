@@ -35,6 +35,14 @@ imported inside the functions that talk netlink, never at module level: containe
 `--network none` or `host` never load it.
 
 Addresses come from `minibox.ipam`; published ports are served by `minibox.portproxy`.
+
+When, in a container's life (container.py): the runtime binds the -p ports before the
+container exists, connects each new init's netns between its "ready" and "go" (`set_up`)
+and starts the port proxy once the container is created (`publish`). A restart's fresh
+init, in a fresh netns, gets a new veth pair but keeps the container's address and proxy.
+Teardown, `minibox stop` and `gc` release the ledger's `network` (veth and lease) and
+`proxy` entries. OCI `create` gets none of this: a new netns from config.json holds lo
+only, as with runc, which makes no bridges either.
 """
 import errno
 import fcntl
@@ -42,17 +50,18 @@ import os
 import socket
 import struct
 
-from . import namespaces, portproxy, state, syscalls
+from . import portproxy, state, syscalls
 from .errors import MiniboxError
 from .explain import step
 from .ipam import AddressError, AddressPool
-from .rootfs import bind_mount
 
 BRIDGE = "minibox0"
 # ifalias(the IFLA_IFALIAS text) of the bridge minibox made: anything else named minibox0
 # is someone else's interface and is left alone.
 BRIDGE_ALIAS = "minibox bridge"
 CONTAINER_IFNAME = "eth0"
+# Written into the container's directory, bind-mounted at /etc/<name> (spec.docker_mounts).
+ETC_FILES = ("hosts", "hostname")
 
 DEFAULT_SUBNET = "10.199.0.0/24"
 SUBNET_ENV = "MINIBOX_SUBNET"
@@ -149,10 +158,11 @@ def address_pool():
 def open_shared_netns(mode):
     """For container:ID: an fd of that container's netns and its address, else (None, None).
 
-    Opened by the runtime before the fork, while it can still check that the PID is the
-    init it recorded (not a reused PID); the init inherits the fd and setns(2)s into it.
+    Opened by the runtime before each fork of an init, while it can still check that the
+    PID is the init it recorded (not a reused PID); the init inherits the fd and setns(2)s
+    into it. So a restart joins the other container's netns as it is then.
     """
-    if mode.kind != "container":
+    if mode is None or mode.kind != "container":
         return None, None
     current = state.find(mode.container).load() or {}
     pid = current.get("pid")
@@ -166,13 +176,6 @@ def open_shared_netns(mode):
     return netns, (current.get("network") or {}).get("address")
 
 
-def init_namespaces(mode):
-    """The unshare(2) flags of the init: CLONE_NEWNET only for a network of its own."""
-    if mode.new_netns:
-        return namespaces.INIT_NAMESPACES
-    return namespaces.INIT_NAMESPACES.replace("|CLONE_NEWNET", "")
-
-
 @step("Join the network namespace of another container",
       syscall="setns(fd, CLONE_NEWNET)", man="setns(2), network_namespaces(7)")
 def join_netns(netns_fd):
@@ -180,19 +183,29 @@ def join_netns(netns_fd):
     os.close(netns_fd)
 
 
-def set_up(spec, directory, pid, bound_ports, shared_address):
-    """Host side, while the init waits in its new namespaces: connect, publish, /etc files.
+def set_up(spec, directory, pid, shared_address=None):
+    """Host side, while the init waits in its new namespaces: connect it to the bridge and
+    write its /etc/hosts and /etc/hostname. Nothing at all for an OCI bundle (spec.network
+    None): its new netns keeps lo only, as with runc.
 
+    Again for each restart (container.spawn), whose fresh init has a fresh netns: the
+    container keeps its address -- the lease lives as long as the container, like the
+    proxy of its published ports (`publish`) -- and only the veth pair is made anew.
     Every resource goes into the container's ledger, so teardown and `gc` undo it.
     """
     mode = spec.network
+    if mode is None:
+        return
     address = shared_address
     if mode.kind == "bridge":
-        directory.record("network", container=directory.id)
-        address = str(connect(directory.id, pid, spec.ip))
-    if bound_ports:
-        proxy = portproxy.start_proxy(bound_ports, address, pid)
-        directory.record("proxy", pid=proxy.pid, start_time=proxy.started)
+        previous = (directory.load() or {}).get("network")
+        if previous is None:
+            directory.record("network", container=directory.id)
+        else:
+            # The last init's pair: the kernel deletes it with that init's netns, but
+            # asynchronously, and the name is the container's.
+            delete_veth(directory.id)
+        address = str(connect(directory.id, pid, previous["address"] if previous else spec.ip))
     if mode.kind == "host":
         hosts = _host_etc_hosts()
     else:
@@ -200,6 +213,18 @@ def set_up(spec, directory, pid, bound_ports, shared_address):
     write_etc_files(directory, spec.hostname, hosts)
     directory.update(network={"mode": str(mode), "address": address,
                               "ports": [str(mapping) for mapping in spec.publish]})
+
+
+def publish(directory, bound_ports):
+    """Start the proxy serving the -p ports `portproxy.bind_ports` bound before the
+    container was made. Once per container, not per init: it forwards to the container's
+    address, which restarts keep, and exits when this process -- the container's monitor,
+    which outlives every restart -- does."""
+    if not bound_ports:
+        return
+    address = directory.load()["network"]["address"]
+    proxy = portproxy.start_proxy(bound_ports, address, os.getpid())
+    directory.record("proxy", pid=proxy.pid, start_time=proxy.started)
 
 
 @step("Connect the container to the bridge: a veth pair, an address, a default route",
@@ -305,11 +330,16 @@ def disconnect(container_id):
     first the kernel removes the pair itself, but asynchronously (in the netns cleanup
     work queue), so the delete here is still needed to be sure it is gone.
     """
+    delete_veth(container_id)
+    _release_lease(address_pool(), container_id)
+
+
+def delete_veth(container_id):
+    """Delete the container's veth pair, if it still exists."""
     from pyroute2.iproute.linux import IPRoute
 
     with IPRoute() as ipr:
         _delete_link(ipr, host_ifname(container_id))
-    _release_lease(address_pool(), container_id)
 
 
 def _release_lease(pool, container_id):
@@ -378,22 +408,14 @@ def _host_etc_hosts():
         return etc_hosts("localhost")
 
 
+@step("Write the container's /etc/hosts and /etc/hostname beside its state; the init "
+      "bind-mounts them over the image's",
+      syscall='write("<container dir>/hosts", ...); write("<container dir>/hostname", ...)',
+      man="hosts(5), hostname(5)")
 def write_etc_files(directory, hostname, hosts):
-    """The runtime writes them beside the container's state; the init bind-mounts them."""
-    for name, text in (("hosts", hosts), ("hostname", f"{hostname}\n")):
+    for name, text in zip(ETC_FILES, (hosts, f"{hostname}\n")):
         with open(directory.file(name), "w") as out:
             out.write(text)
-
-
-@step("Bind-mount the container's /etc/hosts and /etc/hostname, written by the runtime",
-      syscall='mount("<container dir>/hosts", "{rootfs}/etc/hosts", NULL, MS_BIND); '
-              'the same for hostname', man="hosts(5), mount(2)")
-def mount_etc_files(directory, rootfs, nodev=True):
-    # Bind mounts, not files in the writable layer: `minibox commit` packs that layer and
-    # must not bake one container's address into an image. Docker mounts them the same way
-    # (and so `rm /etc/hosts` fails with EBUSY inside, as it does there).
-    for name in ("hosts", "hostname"):
-        bind_mount(directory.file(name), rootfs, f"/etc/{name}", False, nodev)
 
 
 # -- teardown: the ledger kinds this module adds -----------------------------------------
@@ -413,7 +435,7 @@ state.RELEASE.update(network=_release_network, proxy=_release_proxy)
 
 def bridge_status():
     """(subnet, gateway, {address: container id}) of minibox0, or None if there is none."""
-    if not _link_exists(BRIDGE):
+    if not link_exists(BRIDGE):
         return None  # and any pool left in the store is stale
     from pyroute2.iproute.linux import IPRoute
 
@@ -426,7 +448,7 @@ def bridge_status():
         return str(table.subnet), str(table.gateway), table.leases
 
 
-def _link_exists(ifname):
+def link_exists(ifname):
     """Does `ifname` exist in this thread's netns? (SIOCGIFINDEX, netdevice(7))
 
     Not /sys/class/net: sysfs shows the interfaces of the netns that mounted it, which is
@@ -445,7 +467,7 @@ def remove_bridge():
     Returns False when there was no bridge to remove (a stale pool is dropped all the same).
     """
     pool = address_pool()
-    if not pool.exists() and not _link_exists(BRIDGE):
+    if not pool.exists() and not link_exists(BRIDGE):
         return False
     from pyroute2.iproute.linux import IPRoute
 

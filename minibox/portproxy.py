@@ -17,9 +17,10 @@ real client, and every byte is copied through userspace.
 
 The listening sockets are bound by the runtime before it creates the container, so a
 busy port fails the run before anything exists; the proxy, forked once the container has
-an address, inherits them. The proxy also holds a pidfd (`pidfd_open(2)`) of
-the container's init and exits when it does, so a container killed with SIGKILL can't
-leave a proxy behind; teardown and `gc` still kill it by PID as well.
+an address, inherits them. It serves the container for its whole life, restarts included
+(a restarted container keeps its address), so it holds a pidfd (`pidfd_open(2)`) of the
+container's monitor, not of one init, and exits when the monitor does: a monitor killed
+with SIGKILL can't leave a proxy behind. Teardown and `gc` kill it by PID as well.
 """
 import errno
 import ipaddress
@@ -116,17 +117,18 @@ def close_ports(bound):
         listener.close()
 
 
-def start_proxy(bound, container_ip, container_pid):
-    """Fork the proxy serving the `bound_ports()` sockets; return its ProxyProcess.
+def start_proxy(bound, container_ip, watched_pid):
+    """Fork the proxy serving the `bound_ports()` sockets; return its ProxyProcess. The
+    proxy exits when the process `watched_pid` does.
 
     The sockets now belong to the proxy: this process closes its copies.
     """
     try:
-        container_exit = os.pidfd_open(container_pid)
+        watched_exit = os.pidfd_open(watched_pid)
         pid = os.fork()
         if pid == 0:
-            _become_proxy(bound, str(container_ip), container_exit)
-        os.close(container_exit)
+            _become_proxy(bound, str(container_ip), watched_exit)
+        os.close(watched_exit)
     finally:
         close_ports(bound)
     return ProxyProcess(pid, state.process_start_time(pid))
@@ -149,7 +151,7 @@ def _listen(mapping):
     return listener
 
 
-def _become_proxy(listeners, container_ip, container_exit):
+def _become_proxy(listeners, container_ip, watched_exit):
     """The proxy process: never returns. Detached from the runtime's session and stdio."""
     try:
         os.setsid()  # Ctrl-C on the terminal of `minibox run` is not meant for us
@@ -160,23 +162,23 @@ def _become_proxy(listeners, container_ip, container_exit):
             os.dup2(devnull, stdio)
         # Inherited fds (the runtime's sync pipes, a test's stdout pipe) must not stay
         # open here, or whoever waits for their EOF would wait for the proxy to exit.
-        keep = sorted({0, 1, 2, container_exit, *(sock.fileno() for sock, _ in listeners)})
+        keep = sorted({0, 1, 2, watched_exit, *(sock.fileno() for sock, _ in listeners)})
         for low, high in zip(keep, keep[1:] + [os.sysconf("SC_OPEN_MAX")]):
             os.closerange(low + 1, high)
-        _serve(listeners, container_ip, container_exit)
+        _serve(listeners, container_ip, watched_exit)
     finally:
         os._exit(0)
 
 
-def _serve(listeners, container_ip, container_exit):
+def _serve(listeners, container_ip, watched_exit):
     events = selectors.DefaultSelector()
-    events.register(container_exit, selectors.EVENT_READ)
+    events.register(watched_exit, selectors.EVENT_READ)
     for listener, container_port in listeners:
         events.register(listener, selectors.EVENT_READ, container_port)
     while True:
         for key, _ in events.select():
-            if key.fileobj == container_exit:
-                return  # the container's init exited: nothing left to forward to
+            if key.fileobj == watched_exit:
+                return  # the container's monitor exited: nothing left to forward to
             client, _ = key.fileobj.accept()
             threading.Thread(target=_relay, args=(client, (container_ip, key.data)),
                              daemon=True).start()

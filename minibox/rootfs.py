@@ -5,15 +5,19 @@ so none of these mounts is ever visible on the host, and all of them vanish by t
 the namespace's last process exits: nothing to unmount at teardown.
 """
 import os
+import stat
 
 from . import syscalls
 from .errors import MiniboxError
 from .explain import step
-from .syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
-                       MS_RDONLY, MS_REC, MS_REMOUNT, mount)
+from .syscalls import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_MANDLOCK, MS_NOATIME,
+                       MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
+                       MS_REC, MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_STRICTATIME,
+                       MS_SYNCHRONOUS, MS_UNBINDABLE, mount)
 
-# Character devices a program may expect in /dev, bound in from the host's /dev.
-DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# Character devices a program may expect in /dev (major, minor from devices.txt).
+DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
+           "urandom": (1, 9), "tty": (5, 0)}
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
              "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
 # Docker's lists. Masked paths leak host details or give kernel access (/proc/kcore is the
@@ -89,41 +93,149 @@ def mount_overlay(lowerdir, upper, work, merged, nodev=True):
         raise MiniboxError(f"cannot mount the overlay for the root filesystem: {error}") from None
 
 
-@step("Bind-mount a host directory into the container (its persistent storage)",
-      syscall='mount("{source}", "{target}", NULL, MS_BIND|MS_REC, NULL)'
-              '; read-only={readonly} nodev={nodev}: mount(.., MS_BIND|MS_REMOUNT|..)',
-      man="mount(2) 'Creating a bind mount'")
-def bind_mount(source, rootfs, target, readonly, nodev=True):
-    where = path_in_root(rootfs, target)
-    if os.path.isdir(source):
-        os.makedirs(where, exist_ok=True)
-    elif not os.path.exists(where):
-        os.makedirs(os.path.dirname(where), exist_ok=True)
-        open(where, "a").close()
-    mount(source, where, None, MS_BIND | MS_REC)
-    if readonly or nodev:
-        # A bind mount inherits the source's flags; changing them needs a second remount call.
-        mount(None, where, None, MS_BIND | MS_REMOUNT | MS_REC
-              | (MS_RDONLY if readonly else 0) | (MS_NODEV if nodev else 0))
+# mount(8) option words that are mount(2) flags: word -> (flag, set it?). Every other word
+# (mode=755, size=65536k, newinstance...) is passed to the filesystem as its data string.
+_FLAG_OPTIONS = {
+    "ro": (MS_RDONLY, True), "rw": (MS_RDONLY, False),
+    "nosuid": (MS_NOSUID, True), "suid": (MS_NOSUID, False),
+    "nodev": (MS_NODEV, True), "dev": (MS_NODEV, False),
+    "noexec": (MS_NOEXEC, True), "exec": (MS_NOEXEC, False),
+    "sync": (MS_SYNCHRONOUS, True), "async": (MS_SYNCHRONOUS, False),
+    "dirsync": (MS_DIRSYNC, True), "remount": (MS_REMOUNT, True),
+    "mand": (MS_MANDLOCK, True), "nomand": (MS_MANDLOCK, False),
+    "noatime": (MS_NOATIME, True), "atime": (MS_NOATIME, False),
+    "nodiratime": (MS_NODIRATIME, True), "diratime": (MS_NODIRATIME, False),
+    "relatime": (MS_RELATIME, True), "norelatime": (MS_RELATIME, False),
+    "strictatime": (MS_STRICTATIME, True), "nostrictatime": (MS_STRICTATIME, False),
+    "bind": (MS_BIND, True), "rbind": (MS_BIND | MS_REC, True),
+}
+# Propagation is changed by a second mount(2) call of its own (mount_namespaces(7)).
+PROPAGATION = {
+    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
+    "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
+    "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC,
+    "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
+}
 
 
-@step("Mount a /proc that shows only the container's PID namespace",
-      syscall='mount("proc", "{rootfs}/proc", "proc", MS_NOSUID|MS_NODEV|MS_NOEXEC, NULL)',
-      man="proc(5)")
-def mount_proc(rootfs):
-    # procfs shows the PID namespace of the process that mounts it: we are PID 1 of ours.
-    target = os.path.join(rootfs, "proc")
-    os.makedirs(target, exist_ok=True)
-    mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+def parse_mount_options(options):
+    """['nosuid', 'mode=755', 'rslave'] -> (mount flags, propagation flags, 'mode=755')."""
+    flags, propagation, data = 0, 0, []
+    for word in options:
+        if word in _FLAG_OPTIONS:
+            flag, on = _FLAG_OPTIONS[word]
+            flags = flags | flag if on else flags & ~flag
+        elif word in PROPAGATION:
+            propagation |= PROPAGATION[word]
+        else:
+            data.append(word)
+    return flags, propagation, ",".join(data)
 
 
-@step("Build a minimal /dev: a nodev tmpfs with the host's null, zero, full, random, "
-      "urandom, tty bound in, a private devpts, shm and mqueue",
-      syscall='mount("tmpfs", "{rootfs}/dev", "tmpfs", MS_NOSUID|MS_NODEV, "mode=755"); '
-              'mount("/dev/null", "{rootfs}/dev/null", NULL, MS_BIND); ...; '
-              'mount("devpts", .., "newinstance,ptmxmode=0666")',
-      man="mount(2), pts(4), mq_overview(7)")
-def mount_dev(rootfs, nodev=True):
+@step("Use the bundle's root directory in place: bind-mount it (the OCI way, no overlay)",
+      syscall='mount("{path}", "{merged}", NULL, MS_BIND|MS_REC, NULL)', man="mount(2)")
+def bind_root(path, merged):
+    # A bind mount makes new_root a mount point, which pivot_root(2) requires.
+    mount(path, merged, None, MS_BIND | MS_REC)
+
+
+@step("Mount {fstype} at {destination}",
+      syscall='mount("{source}", "<root>{destination}", "{fstype}", <flags from {options}>)',
+      man="mount(2), mount(8) for the options")
+def mount_entry(rootfs, destination, fstype, source, options, own_cgroup_namespace=False):
+    """One entry of the spec's mount list, mounted below rootfs. Why each default is there:
+    proc(5) shows the PID namespace of whoever mounts it (ours: we are PID 1 of it); a
+    tmpfs /dev gets only the harmless devices (make_default_devices); devpts with
+    `newinstance` is a pts(4) of our own, not the host's terminals; an mqueue mount shows
+    the message queues of the mounter's IPC namespace; sysfs(5) can only be mounted by the
+    owner of the current network namespace, so /sys/class/net lists our own devices."""
+    flags, propagation, data = parse_mount_options(options)
+    target = path_in_root(rootfs, destination)
+    if flags & MS_BIND:
+        if not os.path.exists(source):
+            raise MiniboxError(f"bind mount source {source} does not exist")
+        _make_mount_point(target, directory=os.path.isdir(source))
+        mount(source, target, None, flags & (MS_BIND | MS_REC))
+        if flags & ~(MS_BIND | MS_REC):
+            # A bind mount inherits the source's flags; ro, nosuid... need a remount.
+            mount(None, target, None, flags | MS_REMOUNT)
+    elif fstype == "cgroup":
+        _mount_cgroups(target, flags, own_cgroup_namespace)
+    else:
+        _make_mount_point(target, directory=True)
+        mount(source or fstype, target, fstype, flags, data or None)
+    if propagation:
+        mount(None, target, None, propagation)
+    if destination == "/dev" and fstype == "tmpfs":
+        make_default_devices(target, bind=bool(flags & MS_NODEV))
+
+
+def _make_mount_point(target, directory):
+    if directory:
+        os.makedirs(target, exist_ok=True)
+    elif not os.path.exists(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, "a").close()
+
+
+def _mount_cgroups(target, flags, own_namespace):
+    """`type: cgroup`: the container's own cgroups, read-only by default, under target.
+
+    cgroup v2: one cgroup2 mount (inside a cgroup namespace it shows the container's cgroup
+    as its root). v1: a tmpfs with one bind mount per hierarchy of the container's cgroup
+    directory, as runc does -- the rest of the host's tree stays out of sight."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        _make_mount_point(target, directory=True)
+        mount("cgroup", target, "cgroup2", flags)
+        return
+    _make_mount_point(target, directory=True)
+    mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755")
+    # In a cgroup namespace of our own a fresh mount of a hierarchy shows our cgroup as its
+    # root; without one it would show the host's whole tree, so bind our directory instead.
+    for controllers, mount_point, path in cgroup_directories("self"):
+        if controllers:  # v1 hierarchies only, as runc does on a hybrid host
+            where = os.path.join(target, os.path.basename(mount_point))
+            os.makedirs(where, exist_ok=True)
+            if own_namespace:
+                mount("cgroup", where, "cgroup", flags, controllers)
+            else:
+                mount(mount_point + path, where, None, MS_BIND)
+                mount(None, where, None, MS_BIND | MS_REMOUNT | flags)
+
+
+def cgroup_directories(pid):
+    """Where the process's cgroups are: (controllers, mount point, path) per hierarchy.
+
+    /proc/<pid>/cgroup names each hierarchy by its controllers ("4:memory:/x"; v2 is
+    "0::/x") and a path relative to that hierarchy's root (cgroups(7)); /proc/self/mountinfo
+    says where each hierarchy is mounted, its controllers in the super options."""
+    mounted = {}
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            fstype = fields[fields.index("-") + 1]
+            if fstype == "cgroup":
+                options = fields[-1].split(",")
+                mounted.setdefault(frozenset(o for o in options if o not in ("rw", "ro")),
+                                   fields[4])
+            elif fstype == "cgroup2":
+                mounted.setdefault(frozenset(), fields[4])
+    found = []
+    with open(f"/proc/{pid}/cgroup") as cgroups:
+        for line in cgroups:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            mount_point = mounted.get(frozenset(controllers.split(",")) if controllers
+                                      else frozenset())
+            if mount_point is not None:
+                found.append((controllers, mount_point, path))
+    return found
+
+
+@step("Fill the tmpfs /dev: null, zero, full, random, urandom, tty (bound from the host's "
+      "when /dev is nodev, else made with mknod(2) as runc does) and the /dev/fd links",
+      syscall='mount("/dev/null", "{dev}/null", NULL, MS_BIND) or mknod(...); symlink(...)',
+      man="mount(2), mknod(2)")
+def make_default_devices(dev, bind):
     # Never bind the host's /dev: it holds the host's disks. Only six harmless nodes are
     # bound in, one by one. Binding instead of mknod(2) is what lets /dev be nodev: the kernel
     # refuses to open any device node on a nodev mount (EACCES), so a node the container
@@ -131,68 +243,58 @@ def mount_dev(rootfs, nodev=True):
     # node is a mount of the host's /dev and works. Docker gets the same from its device
     # cgroup (v1 devices.deny, v2 an eBPF program); nodev needs neither. It also works in a
     # user namespace, where mknod(2) is not allowed at all.
-    dev = os.path.join(rootfs, "dev")
-    os.makedirs(dev, exist_ok=True)
-    mount("tmpfs", dev, "tmpfs", MS_NOSUID | (MS_NODEV if nodev else 0), "mode=755,size=65536k")
-    for name in DEVICES:
+    for name, (major, minor) in DEVICES.items():
         target = os.path.join(dev, name)
-        open(target, "x").close()
-        mount(os.path.join("/dev", name), target, None, MS_BIND)
-    for name in ("pts", "shm", "mqueue"):
-        os.mkdir(os.path.join(dev, name))
-    # newinstance: a devpts of our own, so the container can't see the host's terminals.
-    mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC,
-          "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    mount("shm", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-          "mode=1777,size=65536k")
-    # An mqueue mount shows the message queues of the mounter's IPC namespace: ours.
-    mount("mqueue", os.path.join(dev, "mqueue"), "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        if bind:
+            open(target, "x").close()
+            mount(os.path.join("/dev", name), target, None, MS_BIND)
+        else:
+            create_device(target, "c", major, minor)
     for name, target in DEV_LINKS.items():
         os.symlink(target, os.path.join(dev, name))
 
 
-@step("Mount /sys read-only",
-      syscall='mount("sysfs", "{rootfs}/sys", "sysfs", MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC)',
-      man="sysfs(5)")
-def mount_sys(rootfs):
-    # sysfs can only be mounted by the owner of the current network namespace: ours, so the
-    # network devices listed in /sys/class/net are the container's own.
-    target = os.path.join(rootfs, "sys")
-    os.makedirs(target, exist_ok=True)
-    mount("sysfs", target, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+def create_device(path, kind, major, minor, mode=0o666, uid=0, gid=0):
+    """mknod(2) one device node: kind c (character), b (block) or p (fifo)."""
+    file_type = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.lexists(path):
+        os.unlink(path)
+    os.mknod(path, mode | file_type[kind], os.makedev(major, minor))
+    os.chmod(path, mode)  # mknod(2) applies the umask
+    os.chown(path, uid, gid)
+
+
+@step("Set namespaced kernel parameters through the container's own /proc/sys",
+      syscall='write("/proc/sys/<key with dots as slashes>", value)', man="sysctl(8), proc(5)")
+def set_sysctls(rootfs, sysctl):
+    # Only sysctls that belong to one of our namespaces (net.*, kernel.shm*...) get here:
+    # spec.py refuses the rest, which would change the host.
+    for key, value in sysctl.items():
+        with open(os.path.join(rootfs, "proc/sys", key.replace(".", "/")), "w") as knob:
+            knob.write(str(value))
 
 
 @step("Mask /proc and /sys paths that expose the host kernel; make others read-only",
       syscall='mount("/dev/null", "/proc/kcore", NULL, MS_BIND); '
               'mount(.., "/proc/sys", .., MS_BIND|MS_REMOUNT|MS_RDONLY)',
       man="proc(5); runc's maskedPaths/readonlyPaths (OCI runtime spec)")
-def mask_paths(rootfs, masked=MASKED_PATHS, readonly=READONLY_PATHS):
+def mask_paths(rootfs, masked, readonly):
+    # The container's own /dev/null when it has one (as runc): nothing of the host's /dev.
+    null = os.path.join(rootfs, "dev/null")
+    null = null if os.path.exists(null) else "/dev/null"
     for path in masked:
         target = os.path.join(rootfs, path.lstrip("/"))
         if os.path.isdir(target):
             mount("tmpfs", target, "tmpfs", MS_RDONLY, "size=0")
         elif os.path.exists(target):
-            mount("/dev/null", target, None, MS_BIND)
+            mount(null, target, None, MS_BIND)
     for path in readonly:
         target = os.path.join(rootfs, path.lstrip("/"))
         if os.path.exists(target):
             mount(target, target, None, MS_BIND | MS_REC)
             mount(None, target, None,
                   MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-
-
-@step("Make the root filesystem read-only, with a writable tmpfs on /tmp",
-      syscall='mount("tmpfs", "{rootfs}/tmp", "tmpfs", MS_NOSUID|MS_NODEV, "mode=1777"); '
-              'mount(NULL, "{rootfs}", NULL, MS_BIND|MS_REMOUNT|MS_RDONLY, NULL)',
-      man="mount(2) 'Remounting an existing mount'")
-def make_root_read_only(rootfs, nodev=True):
-    # Only the root mount turns read-only: /proc, /dev, /tmp and volumes are mounts of their
-    # own. MS_REMOUNT|MS_BIND changes the per-mount flags and replaces all of them, so nodev
-    # must be given again.
-    tmp = path_in_root(rootfs, "/tmp")
-    os.makedirs(tmp, exist_ok=True)
-    mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k")
-    mount(None, rootfs, None, MS_BIND | MS_REMOUNT | MS_RDONLY | (MS_NODEV if nodev else 0))
 
 
 @step("Switch the root: pivot_root(\".\", \".\") stacks the old root under the new one, "
@@ -208,6 +310,22 @@ def pivot_to(rootfs):
     syscalls.pivot_root(".", ".")
     syscalls.umount2(".", MNT_DETACH)
     os.chdir("/")
+
+
+@step("Make the root filesystem read-only (--read-only, OCI root.readonly)",
+      syscall='mount(NULL, "{rootfs}", NULL, MS_BIND|MS_REMOUNT|MS_RDONLY, NULL)',
+      man="mount(2) 'Remounting an existing mount'")
+def make_root_read_only(rootfs, nodev=True):
+    # Only the root mount turns read-only: /proc, /dev, /tmp and volumes are mounts of their
+    # own. MS_REMOUNT|MS_BIND changes the per-mount flags and replaces all of them, so nodev
+    # must be given again.
+    mount(None, rootfs, None, MS_BIND | MS_REMOUNT | MS_RDONLY | (MS_NODEV if nodev else 0))
+
+
+@step("Set the propagation of the new root (OCI rootfsPropagation: {kind})",
+      syscall='mount(NULL, "/", NULL, <{kind}>, NULL)', man="mount_namespaces(7)")
+def set_root_propagation(kind):
+    mount(None, "/", None, PROPAGATION[kind])
 
 
 @step("chroot into the new root (WARNING: escapable, the host's mounts stay reachable)",

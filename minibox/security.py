@@ -137,14 +137,15 @@ def set_capabilities(keep):
 @step("Become the --user: drop supplementary groups, then gid, then uid",
       syscall="setgroups(0, NULL); setgid({gid}); setuid({uid})",
       man="setgroups(2), setuid(2), capabilities(7)")
-def switch_user(uid, gid):
-    """Become uid:gid with no supplementary groups: setgroups(2), setgid(2), setuid(2).
+def switch_user(uid, gid, groups=()):
+    """Become uid:gid with only the given supplementary groups (OCI additionalGids):
+    setgroups(2), setgid(2), setuid(2).
 
     Groups and gid first: after setuid to a non-zero uid we no longer hold CAP_SETGID. Leaving
     uid 0 also empties the permitted and effective sets (the kernel's "setuid fixup"), so a
     --user container runs with no effective capabilities, like Docker.
     """
-    os.setgroups([])
+    os.setgroups(list(groups))
     os.setgid(gid)
     os.setuid(uid)
 
@@ -374,14 +375,14 @@ def _find_entry(path, name_or_id):
     return None
 
 
-def confine(profile, user=None):
+def confine(profile, user=None, groups=()):
     """The container init's last steps before execve(2), in runc's order (module docstring)."""
     uid, gid = resolve_user(user) if user else (0, 0)
     if profile.seccomp:
         install_seccomp_filter()
     drop_bounding_set(profile.capabilities)
-    if (uid, gid) != (0, 0):
-        switch_user(uid, gid)
+    if (uid, gid) != (0, 0) or groups:
+        switch_user(uid, gid, groups)
     # A non-root user keeps nothing: its permitted set is already empty after setuid, and a
     # non-empty inheritable set would let it gain capabilities by executing a binary with
     # inheritable file capabilities (CVE-2022-24769, which made Docker empty it).

@@ -2,7 +2,10 @@
 
 Layout of one container's directory (MINIBOX_ROOT overrides /run/minibox, as runc's --root):
 
-    state.json   what `ps`/`state` report: status, pid, exit code (rewritten atomically)
+    state.json   what `ps`/`state` report: status, pid, exit code (rewritten atomically,
+                 under flock(2) on the directory: the monitor, `start`, `stop` all write it)
+    spec.json    the ContainerSpec it was created from (config.json edits after create: no effect)
+    container.log  stdout and stderr of a detached (-d) container
     ledger       one JSON line per resource, appended *before* the resource is made
     upper/ work/ the overlay's private writable layer and its scratch dir
     rootfs/      where the overlay is mounted (inside the container's mount namespace only)
@@ -13,6 +16,8 @@ reverse and release each entry, so a runtime killed at any point leaves a list o
 what to undo. Names are symlinks in names/ -> id: symlink(2) is atomic, so two runs racing
 for one --name cannot both win.
 """
+import contextlib
+import fcntl
 import json
 import os
 
@@ -20,6 +25,12 @@ from .errors import MiniboxError
 
 ROOT = os.environ.get("MINIBOX_ROOT", "/run/minibox")
 NAMES = os.path.join(ROOT, "names")
+
+
+def set_root(root):
+    """`minibox --root DIR`, as runc's: keep this invocation's containers under DIR."""
+    global ROOT, NAMES
+    ROOT, NAMES = root, os.path.join(root, "names")
 
 
 def new_container_id():
@@ -87,11 +98,29 @@ class ContainerDir:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
-    def update(self, **changes):
-        state = self.load() or {}
-        state.update(changes)
-        self.save(state)
-        return state
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold flock(2) on the container's directory: one read-modify-write at a time."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise MiniboxError(f"no such container: {self.id}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def update(self, only_from=None, **changes):
+        """Change state.json under the lock. With only_from (a tuple of statuses), change it
+        only if the status is one of them; returns the new state, or None if not changed."""
+        with self.locked():
+            state = self.load() or {}
+            if only_from is not None and state.get("status") not in only_from:
+                return None
+            state.update(changes)
+            self.save(state)
+            return state
 
     # -- the ledger -------------------------------------------------------------------------
 
@@ -145,6 +174,20 @@ RELEASE = {
     "name": _remove_name,
     "dir": _remove_dir,
 }
+
+
+def live_status(state):
+    """The status as it is now. state.json says what the monitor last wrote; if the process
+    it names is gone (killed, or its monitor was SIGKILLed), the container has stopped."""
+    status = state.get("status")
+    if status == "stopped":
+        return status
+    monitor_alive = process_alive(state.get("monitor_pid"), state.get("monitor_start"))
+    if status in ("creating", "restarting"):
+        return status if monitor_alive else "stopped"
+    if not process_alive(state.get("pid"), state.get("pid_start")):
+        return "stopped"
+    return status
 
 
 def all_containers():

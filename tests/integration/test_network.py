@@ -293,7 +293,7 @@ def test_busy_host_port_is_refused_before_anything_starts(host_netns):
     assert not listening(18081)
 
 
-def test_proxy_exits_with_the_container(web_container):
+def test_proxy_exits_with_the_process_it_watches(web_container):
     box, address = web_container
     proxy = portproxy.start_proxy(portproxy.bind_ports([PortMapping.parse("18083:80")]),
                                   address, box.pid)
@@ -305,7 +305,7 @@ def test_proxy_exits_with_the_container(web_container):
         time.sleep(0.01)
     else:
         portproxy.stop(proxy)
-        pytest.fail("the proxy outlived the container's init")
+        pytest.fail("the proxy outlived the process it watches")
     assert not listening(18083)
 
 

@@ -348,6 +348,7 @@ def test_explain_narrates_the_network_steps(root, minibox):
     assert result.returncode == 0, result.stderr
     for expected in ("=> Connect the container to the bridge", "RTM_NEWLINK veth peer eth0",
                      "read:    veth(4), rtnetlink(7)  (code: minibox/network.py:",
-                     "=> Bind-mount the container's /etc/hosts and /etc/hostname",
+                     "=> Write the container's /etc/hosts and /etc/hostname",
+                     "=> Mount bind at /etc/hosts", "=> Mount bind at /etc/hostname",
                      "=> Bring up the loopback device"):
         assert expected in result.stderr

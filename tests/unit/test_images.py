@@ -60,13 +60,15 @@ def test_run_applies_the_image_config(monkeypatch):
     seen = []
     monkeypatch.setattr(cli, "require_root", lambda: None)
     monkeypatch.setattr(images, "image_config", lambda reference: settings)
-    monkeypatch.setattr(container, "run", lambda spec: seen.append(spec) or 0)
+    monkeypatch.setattr(container, "run", lambda spec, container_id: seen.append(spec) or 0)
     runner = CliRunner()
     assert runner.invoke(cli.cli, ["run", "-e", "A=flag", "img"]).exit_code == 0
     assert runner.invoke(cli.cli, ["run", "-w", "/tmp", "img", "there"]).exit_code == 0
     first, second = seen
     assert first.command == ["/bin/echo", "hi"] and second.command == ["/bin/echo", "there"]
-    assert first.env == {"PATH": "/bin", "A": "flag"}
+    # Docker's defaults, then the image's ENV, then -e
+    assert first.env == {"PATH": "/bin", "A": "flag", "HOME": "/root",
+                         "HOSTNAME": first.hostname}
     assert (first.workdir, second.workdir) == ("/srv", "/tmp")
     assert first.user == "1000:1001"
 

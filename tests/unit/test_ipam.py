@@ -64,6 +64,14 @@ def test_requested_address(pool):
     assert on_disk(pool) == {"10.199.0.50": "a", "10.199.0.2": "b"}
 
 
+def test_an_owner_asking_again_for_its_address_keeps_it(pool):
+    """A restarted container asks for the address it holds: same lease, no second one."""
+    first = allocate(pool, "a")
+    allocate(pool, "b")
+    assert allocate(pool, "a", str(first)) == first
+    assert on_disk(pool) == {"10.199.0.2": "a", "10.199.0.3": "b"}
+
+
 @pytest.mark.parametrize("requested, complaint", [
     ("10.199.0.50", "already in use by container a"),
     ("10.199.0.1", "gateway"),

@@ -1,0 +1,243 @@
+"""Acting on a container that already exists, from any process: start, kill, stop, delete,
+state, ps, logs, inspect.
+
+The container's monitor owns it (monitor.py); these commands only read state.json, signal
+the container's PID 1 with kill(2), open its exec.fifo, or wait for the monitor to record
+what happened. Each one finds the container by name, id or unique id prefix (state.find).
+"""
+import json
+import os
+import signal
+import time
+
+from . import container, hooks, state
+from .errors import MiniboxError
+from .spec import ContainerSpec
+
+
+def load(reference):
+    """(directory, state, live status) of a container, or one clear line if there is none."""
+    directory = state.find(reference)
+    current = directory.load()
+    if current is None:
+        raise MiniboxError(f"container {reference} is being created or removed")
+    return directory, current, state.live_status(current)
+
+
+def containers(include_stopped=False):
+    """(directory, state, live status) of every container, oldest first (`ps`)."""
+    found = []
+    for directory in state.all_containers():
+        current = directory.load()
+        if current is not None:
+            status = state.live_status(current)
+            if include_stopped or status != "stopped":
+                found.append((directory, current, status))
+    return found
+
+
+def oci_state(reference):
+    directory, current, _ = load(reference)
+    return container.oci_state(directory.id, current)
+
+
+def start(reference, timeout=5.0):
+    """OCI `start`: let a created container exec its command; return once it runs."""
+    directory, current, status = load(reference)
+    if status != "created":
+        raise MiniboxError(f"cannot start container {directory.id}: it is {status}, "
+                           "not created")
+    container.release_init(directory, current["pid"])
+    # The monitor sees the exec (the init's end of their channel closes) and records it.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = directory.load() or {}
+        if current.get("error"):
+            raise MiniboxError(current["error"], current.get("exit_code") or 1)
+        if state.live_status(current) != "created":
+            return
+        time.sleep(0.002)
+
+
+def parse_signal(text):
+    """KILL, SIGKILL, kill or 9 -> signal.SIGKILL."""
+    text = str(text).strip()
+    if text.isdigit():
+        number = int(text)
+        if number not in signal.valid_signals():
+            raise MiniboxError(f"invalid signal {text!r}")
+        return signal.Signals(number)
+    name = text.upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    try:
+        return signal.Signals[name]
+    except KeyError:
+        raise MiniboxError(f"invalid signal {text!r} (try TERM, KILL, HUP, USR1 or a number)"
+                           ) from None
+
+
+def kill(reference, signum):
+    """Send a signal to the container's PID 1 (created or running)."""
+    directory, current, status = load(reference)
+    if status not in ("created", "running"):
+        raise MiniboxError(f"cannot kill container {directory.id[:12]}: it is {status}")
+    os.kill(current["pid"], signum)
+
+
+def stop(reference, timeout=10):
+    """SIGTERM, then SIGKILL after `timeout` seconds, as `docker stop` does. PID 1 of a PID
+    namespace only gets the signals it has a handler for (pid_namespaces(7)): a plain
+    `sleep` ignores SIGTERM and is killed after the timeout. No restart afterwards.
+
+    Returns once the monitor has also released what the container held on the host (its
+    veth, address and port proxy too), so that the bridge or the port is free right away."""
+    directory, first, status = load(reference)
+    if status != "stopped":
+        directory.update(stop_requested=True)
+        _signal_until_stopped(directory, first, timeout)
+    container.wait_for_monitor(first)
+    return directory.id
+
+
+def _signal_until_stopped(directory, current, timeout):
+    for signum, wait_for in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
+        if state.process_alive(current.get("pid"), current.get("pid_start")):
+            os.kill(current["pid"], signum)
+        deadline = time.monotonic() + wait_for
+        while time.monotonic() < deadline:
+            current = directory.load() or {}
+            if state.live_status(current) == "stopped":
+                return
+            time.sleep(0.02)
+    raise MiniboxError(f"container {directory.id[:12]} did not stop")
+
+
+def delete(reference, force=False):
+    """OCI `delete`: remove a stopped container (created or running only with --force),
+    then run its poststop hooks."""
+    directory, current, status = load(reference)
+    if status != "stopped" and not force:
+        raise MiniboxError(f"cannot delete container {directory.id}: it is {status} "
+                           "(stop it, or use --force)")
+    spec = _saved_spec(directory)
+    container.remove(directory.id, force=True)
+    if spec is not None and spec.hooks.get("poststop"):
+        stopped = container.oci_state(directory.id, dict(current, status="stopped"))
+        hooks.run(spec, ("poststop",), stopped, fatal=False)
+
+
+def _saved_spec(directory):
+    try:
+        return ContainerSpec.load(directory.file("spec.json"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def logs(reference, out, follow=False, tail=None):
+    """Copy the container's log to `out` (a binary stream); with follow, keep copying what
+    it writes until its monitor is gone."""
+    directory, current, _ = load(reference)
+    try:
+        log = open(directory.file("container.log"), "rb")
+    except FileNotFoundError:
+        return
+    with log:
+        if tail is not None:
+            lines = log.read().splitlines(keepends=True)
+            out.write(b"".join(lines[len(lines) - tail:] if tail else []))
+        while True:
+            # Liveness first, then read: what was written before the end is never missed.
+            running = follow and state.process_alive(current.get("monitor_pid"),
+                                                     current.get("monitor_start"))
+            data = log.read()
+            if data:
+                out.write(data)
+                out.flush()
+            elif not running:
+                return
+            else:
+                time.sleep(0.1)
+
+
+def usage(interval=0.5, references=()):
+    """`minibox stats`: per running container, CPU use over `interval` seconds (from the
+    cgroup's CPU time: cpuacct.usage on v1, cpu.stat on v2), peak memory and limit, and the
+    processes in it now. Returns (directory, name, cpu %, stats, memory limit, pids)."""
+    from . import cgroups
+    found = [load(r) for r in references] if references else containers()
+    running = [(directory, current) for directory, current, status in found
+               if status == "running"]
+    groups = []
+    for directory, current in running:
+        spec = _saved_spec(directory)
+        groups.append((directory, current, spec, cgroups.cgroup_for(directory.id,
+                                                                    spec.cgroup_parent)))
+    before = [group.stats().cpu_seconds for *_, group in groups]
+    time.sleep(interval)
+    rows = []
+    for (directory, current, spec, group), cpu_before in zip(groups, before):
+        try:
+            now, pids = group.stats(), len(group.pids())
+        except OSError:
+            continue  # it stopped meanwhile
+        cpu = None if None in (now.cpu_seconds, cpu_before) else \
+            100 * (now.cpu_seconds - cpu_before) / interval
+        rows.append((directory, current.get("name"), cpu, now, spec.limits.memory, pids))
+    return rows
+
+
+def inspect(reference):
+    """What `minibox inspect` prints: config, state, pid, cgroup, mounts, addresses, and
+    the network minibox set up (mode, address, published ports: state.json's record)."""
+    directory, current, status = load(reference)
+    spec = _saved_spec(directory)
+    pid = current.get("pid") if status in ("created", "running") else None
+    return {"Id": directory.id, "Name": current.get("name"), "Created": current.get("created"),
+            "Path": directory.path, "Config": spec.to_json() if spec else None,
+            "State": {"Status": status, "Pid": pid, "ExitCode": current.get("exit_code"),
+                      "StartedAt": current.get("started"), "FinishedAt": current.get("finished"),
+                      "RestartCount": current.get("restarts", 0),
+                      "Error": current.get("error")},
+            "Pid": pid, "Cgroup": _cgroups(pid), "Mounts": _mounts(pid),
+            "Addresses": _addresses(pid),
+            "NetworkSettings": current.get("network") if pid is not None else None}
+
+
+def _read_lines(path):
+    try:
+        with open(path) as lines:
+            return lines.read().splitlines()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+
+
+def _cgroups(pid):
+    """hierarchy -> path, from the host's view of /proc/<pid>/cgroup."""
+    if pid is None:
+        return {}
+    entries = (line.split(":", 2) for line in _read_lines(f"/proc/{pid}/cgroup"))
+    return {controllers or "unified": path for _, controllers, path in entries}
+
+
+def _mounts(pid):
+    """Mount points and types as the container sees them (proc(5): mountinfo)."""
+    if pid is None:
+        return []
+    mounts = []
+    for line in _read_lines(f"/proc/{pid}/mountinfo"):
+        fields = line.split()
+        after = fields.index("-")
+        mounts.append({"Destination": fields[4], "Type": fields[after + 1],
+                       "Source": fields[after + 2], "Options": fields[5]})
+    return mounts
+
+
+def _addresses(pid):
+    """The IPv4 addresses of the container's network namespace, without netlink: the kernel's
+    routing trie in /proc/<pid>/net/fib_trie marks each local address `/32 host LOCAL`."""
+    if pid is None:
+        return []
+    lines = _read_lines(f"/proc/{pid}/net/fib_trie")
+    found = {lines[i - 1].split()[-1] for i, line in enumerate(lines)
+             if line.strip() == "/32 host LOCAL"}
+    return sorted(address for address in found if not address.startswith("127."))

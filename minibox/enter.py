@@ -1,0 +1,120 @@
+"""`minibox exec`: start one more process inside a running container.
+
+A container is only a set of namespaces and cgroups that its processes share, so a new
+process joins it by joining them, the way nsenter(1) and runc exec do:
+
+1. Open PID 1's /proc/<pid>/ns/* files and its root directory /proc/<pid>/root *first*:
+   once we are in the container's mount namespace, the host's /proc is out of reach.
+2. Join PID 1's cgroups (write our PID to each cgroup.procs), so the new process is
+   limited and counted with the others -- before anything can fork.
+3. setns(2) into each namespace that differs from ours. setns(CLONE_NEWNS) leaves us at the
+   root of the namespace's first mount, not at the container's pivoted root, so fchdir(2)
+   to the root fd and chroot(".") follow.
+4. fork(2): setns(CLONE_NEWPID) only decides the PID namespace of *children* (like
+   unshare, pid_namespaces(7)); the child gets a PID in the container and shows up in its
+   `ps`. It gives up what PID 1 gave up (container.confine: capabilities, seccomp, user)
+   and execs the command; we wait, pass signals on and exit with its code.
+"""
+import os
+
+from . import container, namespaces, rootfs, terminal
+from .errors import CANNOT_RUN, MiniboxError
+from .explain import step
+from .spec import DEFAULT_PATH
+
+# Joined in this order: the mount namespace late, since after it paths mean the container's;
+# cgroup once we are in the container's cgroups; user (--userns) last of all, because it
+# owns none of the others (namespaces.enter_user_namespace): joined first, it would leave
+# us without the capabilities the other setns(2) calls need.
+NAMESPACE_ORDER = ("ipc", "uts", "net", "pid", "mnt", "cgroup", "user")
+
+
+def exec_in(pid, spec, command, tty=False, interactive=False):
+    """Run `command` in the running container whose PID 1 is `pid`, with the environment,
+    working directory and user of `spec`; return its exit code (128+N on signal N)."""
+    namespace_fds = _open_namespaces(pid)
+    root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    join_cgroups(pid)
+    user_namespace = namespace_fds.pop("user", None)
+    for kind, fd in namespace_fds.items():
+        _join(kind, fd)
+    os.fchdir(root)
+    os.chroot(".")
+    os.close(root)
+    if user_namespace is not None:
+        _join("user", user_namespace)
+    console = None
+    if tty:
+        console, terminal_fd = os.openpty()  # from the container's devpts: we are inside now
+    child = os.fork()
+    if child == 0:
+        _exec_child(spec, command, terminal_fd if tty else None, interactive or tty,
+                    user_namespace is not None)
+    if tty:
+        os.close(terminal_fd)
+    return container.wait_for(child, console, interactive)
+
+
+def _open_namespaces(pid):
+    opened = {}
+    for kind in NAMESPACE_ORDER:
+        ours = "pid_for_children" if kind == "pid" else kind
+        try:
+            if os.stat(f"/proc/{pid}/ns/{kind}").st_ino == os.stat(f"/proc/self/ns/{ours}").st_ino:
+                continue  # shared with the host (or not asked for in config.json)
+            opened[kind] = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise MiniboxError("the container stopped") from None
+    return opened
+
+
+@step("Join the container's {kind} namespace", syscall="setns(fd of /proc/<pid>/ns/{kind}, 0)",
+      man="setns(2), nsenter(1)")
+def _join(kind, fd):
+    from . import syscalls
+    syscalls.setns(fd, 0)
+    os.close(fd)
+
+
+@step("Join the container's cgroups", syscall='write("<cgroup dir>/cgroup.procs", "<our pid>")',
+      man="cgroups(7)")
+def join_cgroups(pid):
+    ours = set(rootfs.cgroup_directories("self"))
+    # A move costs the kernel an RCU grace period (~15 ms on cgroup v1) even when it moves
+    # us nowhere: only write where the container's cgroup is not already ours.
+    for _, mount_point, path in set(rootfs.cgroup_directories(pid)) - ours:
+        try:
+            with open(os.path.join(mount_point + path, "cgroup.procs"), "w") as procs:
+                procs.write(str(os.getpid()))
+        except OSError as error:
+            raise MiniboxError(f"cannot join cgroup {mount_point}{path}: {error.strerror}"
+                               ) from None
+
+
+def _exec_child(spec, command, terminal_fd, keep_stdin, in_user_namespace):
+    """In the forked child, now a process of the container: never returns."""
+    exit_code = CANNOT_RUN
+    try:
+        os.setsid()
+        container.reset_signals()
+        if terminal_fd is not None:
+            import fcntl
+            import termios
+            fcntl.ioctl(terminal_fd, termios.TIOCSCTTY, 0)
+            for fd in (0, 1, 2):
+                os.dup2(terminal_fd, fd)
+        elif not keep_stdin:
+            os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+        os.chdir(spec.workdir)
+        program = container.find_program(command[0], spec.env.get("PATH", DEFAULT_PATH))
+        if in_user_namespace:
+            namespaces.become_namespace_root()
+        container.confine(spec)
+        os.execve(program, command, spec.env)
+    except MiniboxError as error:
+        exit_code = error.exit_code
+        os.write(2, f"minibox: {error}\n".encode())
+    except OSError as error:
+        os.write(2, f"minibox: {command[0]}: {error.strerror}\n".encode())
+    finally:
+        os._exit(exit_code)

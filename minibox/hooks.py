@@ -1,0 +1,46 @@
+"""OCI hooks: programs the runtime runs at fixed points of a container's life.
+
+config.json's `hooks` lists, per stage, programs (path, args, env, timeout) that get the
+container's state JSON on stdin -- how tools like nvidia-container-toolkit or a CNI plugin
+set up a container's devices or network from outside. Stages run here, by the runtime, in
+the host's namespaces (https://github.com/opencontainers/runtime-spec/blob/main/config.md#posix-platform-hooks):
+
+    prestart, createRuntime  after the namespaces exist, before pivot_root: a failure aborts
+                             the create and leaves nothing behind
+    poststart                after the command started: a failure is only a warning
+    poststop                 after `delete`: a failure is only a warning
+"""
+import sys
+
+from .errors import MiniboxError
+
+
+def run(spec, stages, state_json, fatal=True):
+    """Run each hook of the given stages in order, feeding it the state JSON."""
+    for stage in stages:
+        for hook in spec.hooks.get(stage, []):
+            failure = _run_one(hook, state_json)
+            if failure is None:
+                continue
+            message = f"{stage} hook {hook['path']} {failure}"
+            if fatal:
+                raise MiniboxError(message)
+            print(f"minibox: warning: {message}", file=sys.stderr)
+
+
+def _run_one(hook, state_json):
+    """None on success, else what went wrong."""
+    import subprocess
+    env = dict(item.split("=", 1) for item in hook.get("env", []))
+    try:
+        result = subprocess.run(hook.get("args") or [hook["path"]], executable=hook["path"],
+                                input=state_json.encode(), env=env, capture_output=True,
+                                timeout=hook.get("timeout"), close_fds=True)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {hook['timeout']} s"
+    except OSError as error:
+        return f"could not run: {error.strerror}"
+    if result.returncode != 0:
+        detail = result.stderr.decode(errors="replace").strip().splitlines()
+        return f"failed with exit code {result.returncode}" + (f": {detail[-1]}" if detail else "")
+    return None

@@ -1,0 +1,95 @@
+"""The detached monitor: what looks after a container once `run -d` or `create` returned.
+
+`minibox run -d` must print the id and return at once, even as `id=$(minibox run -d ...)`,
+whose stdout is a pipe the shell reads until *every* process holding it has closed it. So
+the caller forks a monitor that keeps nothing of the caller's: it forks twice (the monitor
+is reparented to init, or the nearest subreaper, and the caller reaps the middle process at
+once), calls setsid(2) (no controlling terminal: the caller's terminal closing does not
+reach it), and puts /dev/null on its stdio. The monitor then runs container.run -- the very
+code of a foreground run -- and reports over a pipe when the container is up, or why not.
+
+OCI `create` is the same with one twist: the container's process gets create's own stdio,
+unchanged (runc's "pass-through" mode, for a caller that wires pipes to the container). The
+monitor holds the caller's fds 0-2 only until the init has been forked with them, then
+trades its own for /dev/null before it reports "created".
+"""
+import os
+
+from . import container
+from .errors import RUNTIME_ERROR, MiniboxError
+
+
+def launch(spec, container_id, wait_for_start=False):
+    """Fork the container's monitor; return when the container runs (or, with
+    wait_for_start, is created). A failure is raised here, in the caller, as usual."""
+    report_read, report_write = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        try:
+            os.close(report_read)
+            os.setsid()
+            if os.fork() == 0:
+                _monitor(spec, container_id, report_write, wait_for_start)
+        finally:
+            os._exit(0)
+    os.close(report_write)
+    os.waitpid(middle, 0)
+    # One read, not read-to-EOF: a created init still holds the pipe until it execs.
+    message = os.read(report_read, 4096).decode(errors="replace")
+    os.close(report_read)
+    if message == "ok":
+        return
+    if message.startswith("error "):
+        _, code, text = message.split(" ", 2)
+        raise MiniboxError(text, int(code))
+    raise MiniboxError("the container's monitor died before the container started")
+
+
+def _monitor(spec, container_id, report, wait_for_start):
+    """The monitor's whole life; never returns."""
+    _close_fds_except(report)
+    if not wait_for_start:
+        _stdio_to_dev_null()
+    pending = [report]  # the report pipe, until it has been used (fd numbers get reused)
+
+    def ready(_container):
+        if wait_for_start:
+            _stdio_to_dev_null()
+        _send(pending, "ok")
+
+    exit_code = 0
+    try:
+        container.run(spec, container_id, ready=ready, wait_for_start=wait_for_start)
+    except MiniboxError as error:
+        exit_code = error.exit_code
+        _send(pending, f"error {error.exit_code} {error}")
+    except BaseException as error:  # a bug: still report it, as one line
+        exit_code = RUNTIME_ERROR
+        _send(pending, f"error {RUNTIME_ERROR} {type(error).__name__}: {error}")
+    os._exit(exit_code)
+
+
+def _send(pending, message):
+    if pending:
+        fd = pending.pop()
+        os.write(fd, message.encode())
+        os.close(fd)
+
+
+def _stdio_to_dev_null():
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def _close_fds_except(keep):
+    """Whatever else the caller had open (a --step terminal, a pipe of its parent) is no
+    business of a process that outlives it."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listdir's own fd, already gone

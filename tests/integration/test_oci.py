@@ -1,0 +1,339 @@
+"""The OCI runtime command line on real containers: create/start/state/kill/delete/spec, the
+config.json fields, hooks, the lifecycle rules -- and a differential test against runc."""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from ..helpers import busybox_layer
+from .minibox_cli import minibox  # noqa: F401 (the fixture)
+from .minibox_cli import wait_until
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def bundle(tmp_path, minibox):
+    """A bundle made by `minibox spec`, with the busybox image copied in as rootfs."""
+    directory = tmp_path / "bundle"
+    directory.mkdir()
+    minibox("spec", "--bundle", str(directory))
+    # builds the image in the private store (no bridge needed for that)
+    minibox("run", "--rm", "--network", "none", "busybox", "true")
+    shutil.copytree(busybox_layer(minibox.env["MINIBOX_STORE"]), directory / "rootfs",
+                    symlinks=True)
+    return directory
+
+
+def configure(bundle, change):
+    """Edit config.json: change(config) modifies the dict in place."""
+    path = bundle / "config.json"
+    config = json.loads(path.read_text())
+    change(config)
+    path.write_text(json.dumps(config))
+
+
+def set_args(bundle, *args):
+    configure(bundle, lambda c: c["process"].__setitem__("args", list(args)))
+
+
+def create(minibox, bundle, container_id, *options):
+    """`minibox create`, its stdio on files: the container gets create's stdio, so with pipes
+    the caller would wait for the container's end. Returns (stdout path, stderr path)."""
+    out, err = bundle.parent / f"{container_id}.out", bundle.parent / f"{container_id}.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        minibox("create", "--bundle", str(bundle), *options, container_id, stdout=stdout,
+                stderr=stderr)
+    return out, err
+
+
+def oci_state(minibox, container_id):
+    return json.loads(minibox("state", container_id).stdout)
+
+
+def test_spec_writes_a_default_config_and_refuses_to_overwrite(minibox, tmp_path):
+    minibox("spec", "--bundle", str(tmp_path))
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["ociVersion"].startswith("1.") and config["root"]["path"] == "rootfs"
+    assert {n["type"] for n in config["linux"]["namespaces"]} >= {"pid", "mount", "network"}
+    again = minibox("spec", "--bundle", str(tmp_path), check=False)
+    assert again.returncode == 125 and "exists" in again.stderr
+
+
+def test_created_running_stopped_and_the_rules_between(minibox, bundle, tmp_path):
+    set_args(bundle, "sleep", "60")
+    pid_file = tmp_path / "pid"
+    out, _ = create(minibox, bundle, "c1", "--pid-file", str(pid_file))
+    assert out.read_text() == ""
+    state = oci_state(minibox, "c1")
+    assert (state["id"], state["status"], state["bundle"]) == ("c1", "created", str(bundle))
+    assert set(state) == {"ociVersion", "id", "status", "pid", "bundle", "annotations"}
+    pid = state["pid"]
+    assert pid_file.read_text() == str(pid)  # the digits only
+    # Blocked before exec, in its final namespaces.
+    for kind in ("pid", "mnt", "net", "uts", "ipc"):
+        assert os.stat(f"/proc/{pid}/ns/{kind}").st_ino != os.stat(f"/proc/self/ns/{kind}").st_ino
+    assert os.readlink(f"/proc/{pid}/exe") != "/bin/busybox"
+    # delete without --force of a created container fails and changes nothing
+    refused = minibox("delete", "c1", check=False)
+    assert refused.returncode == 125 and oci_state(minibox, "c1")["status"] == "created"
+    started = minibox("start", "c1", timeout=10)
+    assert started.stdout == ""
+    assert oci_state(minibox, "c1")["status"] == "running"
+    assert minibox("start", "c1", check=False).returncode == 125
+    refused = minibox("delete", "c1", check=False)
+    assert refused.returncode == 125 and oci_state(minibox, "c1")["status"] == "running"
+    minibox("kill", "c1", "KILL")
+    wait_until(lambda: oci_state(minibox, "c1")["status"] == "stopped")
+    assert oci_state(minibox, "c1")["pid"] == 0
+    for command in (("start", "c1"), ("kill", "c1", "TERM")):
+        refused = minibox(*command, check=False)
+        assert refused.returncode == 125 and len(refused.stderr.splitlines()) == 1
+    assert oci_state(minibox, "c1")["status"] == "stopped"
+    assert minibox("delete", "c1").stdout == ""
+    gone = minibox("state", "c1", check=False)
+    assert gone.returncode == 125 and "no such container" in gone.stderr
+
+
+def test_create_hands_its_stdio_to_the_container_and_no_command_holds_a_pipe(minibox, bundle,
+                                                                           tmp_path):
+    set_args(bundle, "sh", "-c", "echo to-stdout; echo to-stderr >&2")
+    out, err = create(minibox, bundle, "c2")
+    # start/state/delete with pipes: run() reads them to EOF, so each returns only if no
+    # process (monitor or container) kept them open.
+    assert minibox("start", "c2", timeout=10).stdout == ""
+    wait_until(lambda: oci_state(minibox, "c2")["status"] == "stopped")
+    assert out.read_text() == "to-stdout\n" and err.read_text() == "to-stderr\n"
+    minibox("delete", "c2", timeout=10)
+
+
+def test_delete_force_of_a_running_container(minibox, bundle):
+    set_args(bundle, "sleep", "60")
+    create(minibox, bundle, "c3")
+    minibox("start", "c3")
+    pid = oci_state(minibox, "c3")["pid"]
+    minibox("delete", "--force", "c3")
+    assert minibox("state", "c3", check=False).returncode == 125
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"))
+
+
+def test_kill_of_a_created_container_and_signal_numbers(minibox, bundle):
+    set_args(bundle, "sleep", "60")
+    create(minibox, bundle, "c4")
+    minibox("kill", "c4", "9")
+    wait_until(lambda: oci_state(minibox, "c4")["status"] == "stopped")
+    minibox("delete", "c4")
+
+
+def test_config_edits_after_create_have_no_effect(minibox, bundle, tmp_path):
+    set_args(bundle, "sh", "-c", "echo original")
+    out, _ = create(minibox, bundle, "c5")
+    set_args(bundle, "sh", "-c", "echo edited")
+    configure(bundle, lambda c: c.__setitem__("hostname", "edited"))
+    minibox("start", "c5")
+    wait_until(lambda: oci_state(minibox, "c5")["status"] == "stopped")
+    assert out.read_text() == "original\n"
+    minibox("delete", "c5")
+
+
+def probe_output(minibox, bundle, tmp_path, container_id, script):
+    """Run `sh -c script` in a container from the bundle; return what it printed."""
+    set_args(bundle, "sh", "-c", script)
+    out, _ = create(minibox, bundle, container_id)
+    minibox("start", container_id)
+    wait_until(lambda: oci_state(minibox, container_id)["status"] == "stopped")
+    minibox("delete", container_id)
+    return out.read_text()
+
+
+def test_config_fields_reach_the_process(minibox, bundle, tmp_path):
+    def change(config):
+        config["hostname"] = "probe-host"
+        config["process"]["env"] = ["PATH=/bin:/usr/bin", "ONLY=this"]
+        config["process"]["cwd"] = "/work/dir"
+        config["process"]["user"] = {"uid": 1000, "gid": 1001, "additionalGids": [5],
+                                     "umask": 0o27}
+        config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]
+        config["process"]["oomScoreAdj"] = 500
+        config["root"]["readonly"] = True
+        config["mounts"].append({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                                 "options": ["nosuid", "size=1m", "mode=1777"]})
+        config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+        config["linux"]["maskedPaths"] = ["/proc/kcore", "/etc/hostname-secret"]
+        config["linux"]["readonlyPaths"] = ["/proc/sys"]
+        config["annotations"] = {"org.example/key": "value"}
+        config["someFutureField"] = {"accepted": True}
+    configure(bundle, change)
+    (bundle / "rootfs/etc/hostname-secret").write_text("secret\n")
+    out = probe_output(minibox, bundle, tmp_path, "fields", (
+        "echo host=$(hostname) uid=$(id -u) gid=$(id -g) groups=$(id -G | tr ' ' ,);"
+        "echo cwd=$(pwd) umask=$(umask) nofile=$(ulimit -n)/$(ulimit -Hn);"
+        "echo oom=$(cat /proc/self/oom_score_adj) forward=$(cat /proc/sys/net/ipv4/ip_forward);"
+        "touch /rootfile 2>/dev/null && echo root=rw || echo root=ro;"
+        "touch /scratch/f && echo scratch=rw;"
+        "echo masked=$(cat /etc/hostname-secret | wc -c)/$(cat /proc/kcore | wc -c);"
+        "(echo 0 > /proc/sys/net/ipv4/ip_forward) 2>/dev/null && echo sys=rw || echo sys=ro;"
+        "env | sort"))
+    facts = dict(word.split("=", 1) for line in out.splitlines() for word in line.split())
+    assert facts == {
+        "host": "probe-host", "uid": "1000", "gid": "1001", "groups": "1001,5",
+        "cwd": "/work/dir", "umask": "0027", "nofile": "123/456", "oom": "500",
+        "forward": "1", "root": "ro", "scratch": "rw", "masked": "0/0", "sys": "ro",
+        # the environment is config.json's, plus what sh itself sets and HOME
+        "ONLY": "this", "PATH": "/bin:/usr/bin", "PWD": "/work/dir", "SHLVL": "1",
+        "HOME": "/"}  # uid 1000 has no /etc/passwd entry: HOME=/, as runc
+
+
+def test_joining_an_existing_network_namespace_and_refusing_a_wrong_type(minibox, bundle,
+                                                                         tmp_path):
+    holder = minibox.run_detached("busybox", "sleep", "60")
+    holder_pid = minibox.state(holder)["pid"]
+    net_path = f"/proc/{holder_pid}/ns/net"
+
+    def join(kind, path):
+        def change(config):
+            for namespace in config["linux"]["namespaces"]:
+                if namespace["type"] == kind:
+                    namespace["path"] = path
+        return change
+    configure(bundle, join("network", f"/proc/{holder_pid}/ns/uts"))
+    wrong = minibox("create", "--bundle", str(bundle), "wrongtype", check=False)
+    assert wrong.returncode == 125 and "another type" in wrong.stderr
+    assert "wrongtype" not in minibox.container_dirs()
+    configure(bundle, join("network", net_path))
+    out = probe_output(minibox, bundle, tmp_path, "joined", "readlink /proc/self/ns/net")
+    assert out.strip() == os.readlink(net_path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.__setitem__("ociVersion", "0.9"), "unsupported ociVersion"),
+    (lambda c: c.__setitem__("ociVersion", 1), "unsupported ociVersion"),
+    (lambda c: c["process"]["capabilities"]["bounding"].append("CAP_NO_SUCH"),
+     "unknown capability 'CAP_NO_SUCH'"),
+    (lambda c: c["process"]["rlimits"].append({"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}),
+     "unknown rlimit 'RLIMIT_NOPE'"),
+    (lambda c: c["process"].__setitem__("args", []), "process.args"),
+    (lambda c: c["process"].__setitem__("terminal", True), "console socket"),
+    (lambda c: c["linux"].__setitem__("sysctl", {"kernel.panic": "1"}),
+     "not in a separate kernel namespace"),
+    (lambda c: c["root"].__setitem__("path", "nosuchdir"), "root.path"),
+])
+def test_invalid_configs_are_refused_with_one_line(minibox, bundle, change, message):
+    configure(bundle, change)
+    result = minibox("create", "--bundle", str(bundle), "bad", check=False)
+    assert result.returncode == 125
+    assert message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert minibox.container_dirs() == []
+
+
+def test_malformed_json_is_refused_with_one_line(minibox, bundle):
+    (bundle / "config.json").write_text('{"ociVersion": "1.0.2",\n "process": }')
+    result = minibox("create", "--bundle", str(bundle), "bad", check=False)
+    assert result.returncode == 125 and "invalid JSON at line 2" in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and minibox.container_dirs() == []
+
+
+def write_hook(tmp_path, name, body):
+    hook = tmp_path / name
+    hook.write_text(f"#!/bin/sh\n{body}\n")
+    hook.chmod(0o755)
+    return str(hook)
+
+
+def written_json(path):
+    """The JSON a hook wrote to path, once it has written all of it."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def test_hooks_get_the_state_on_stdin(minibox, bundle, tmp_path):
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    hooks = {stage: [{"path": write_hook(tmp_path, stage, f"cat > {seen}/{stage}"),
+                      "args": [stage, "an-arg"]}]
+             for stage in ("prestart", "createRuntime", "poststart", "poststop")}
+    configure(bundle, lambda c: c.__setitem__("hooks", hooks))
+    set_args(bundle, "sleep", "60")
+    create(minibox, bundle, "hooked")
+    pid = oci_state(minibox, "hooked")["pid"]
+    for stage in ("prestart", "createRuntime"):
+        state = json.loads((seen / stage).read_text())
+        assert (state["id"], state["pid"], state["status"]) == ("hooked", pid, "creating")
+    minibox("start", "hooked")
+    poststart = wait_until(lambda: written_json(seen / "poststart"))
+    assert poststart["status"] == "running"
+    minibox("delete", "--force", "hooked")
+    assert json.loads((seen / "poststop").read_text())["status"] == "stopped"
+
+
+def test_a_failing_prestart_hook_aborts_and_leaves_nothing(minibox, bundle, tmp_path):
+    hook = write_hook(tmp_path, "fail", "echo no network for you >&2; exit 3")
+    configure(bundle, lambda c: c.__setitem__("hooks", {"prestart": [{"path": hook}]}))
+    result = minibox("create", "--bundle", str(bundle), "aborted", check=False)
+    assert result.returncode == 125
+    assert "prestart hook" in result.stderr and "exit code 3" in result.stderr
+    assert minibox("state", "aborted", check=False).returncode == 125
+    assert minibox.container_dirs() == []
+
+
+# -- differential test against runc ----------------------------------------------------------
+
+PROBE = ("hostname; id -u; id -g; pwd; env | sort; grep -E '^(CapEff|CapBnd|NoNewPrivs)' "
+         "/proc/self/status; ulimit -n; ulimit -Hn; ulimit -c;"
+         "awk '{print $5, $(NF-2), $4}' /proc/self/mountinfo | sort")
+# What each line of the probe is, for readable failures.
+SECURITY_LINES = ("CapEff", "CapBnd", "NoNewPrivs")
+
+
+def _probe_config(config):
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["sh", "-c", PROBE]
+    config["process"]["cwd"] = "/tmp"
+    config["process"]["env"] = ["PATH=/bin:/usr/bin", "PROBE=1"]
+    config["hostname"] = "differential"
+
+
+def _split(output):
+    lines = output.splitlines()
+    security = {line.split(":")[0]: line.split()[1] for line in lines
+                if line.startswith(SECURITY_LINES)}
+    rest = [line for line in lines if not line.startswith(SECURITY_LINES)]
+    # Each puts the container in a cgroup of its own, named differently (runc: /<id>,
+    # minibox: minibox/<id> below its own cgroup): compare the hierarchies, not the paths.
+    rest = [" ".join(line.split()[:2]) if line.startswith("/sys/fs/cgroup/") else line
+            for line in rest]
+    return security, rest
+
+
+@pytest.fixture
+def differential(tmp_path, minibox, bundle):
+    """(runc's output, minibox's output) of the probe, from one `runc spec` bundle."""
+    if shutil.which("runc") is None:
+        pytest.skip("runc is not installed (sudo apt-get install runc)")
+    os.remove(bundle / "config.json")
+    subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+    configure(bundle, _probe_config)
+    runc_root = tmp_path / "runc-root"
+    runc = subprocess.run(["runc", "--root", str(runc_root), "run", "--bundle", str(bundle),
+                           f"diff-{os.getpid()}"], capture_output=True, text=True, timeout=30)
+    assert runc.returncode == 0, runc.stderr
+    out, _ = create(minibox, bundle, "differential")
+    minibox("start", "differential")
+    wait_until(lambda: oci_state(minibox, "differential")["status"] == "stopped")
+    minibox("delete", "differential")
+    return _split(runc.stdout), _split(out.read_text())
+
+
+def test_differential_identity_environment_mounts_and_rlimits_match_runc(differential):
+    (_, runc_rest), (_, minibox_rest) = differential
+    assert minibox_rest == runc_rest
+
+
+def test_differential_capabilities_and_no_new_privs_match_runc(differential):
+    (runc_security, _), (minibox_security, _) = differential
+    assert minibox_security == runc_security
