@@ -427,15 +427,17 @@ def _reap(pid):
 def release_init(directory, pid):
     """Release the init blocked in _wait_for_start (`run`, and `minibox start` for OCI)."""
     gone = MiniboxError(f"container {directory.id[:12]} exited before it was started")
-    try:
-        fifo = os.open(directory.file("exec.fifo"), os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise gone from None  # someone else started it
+    # The pidfd first: once the fifo is open the init may exec, exit and be reaped before
+    # our next line runs, and a reaped process has no pidfd to give any more.
     try:
         init = os.pidfd_open(pid)
     except ProcessLookupError:
-        os.close(fifo)
         raise gone from None
+    try:
+        fifo = os.open(directory.file("exec.fifo"), os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        os.close(init)
+        raise gone from None  # someone else started it
     try:
         # Poll both: an init killed while blocked would otherwise leave us waiting forever.
         readable, _, _ = select.select([fifo, init], [], [])
