@@ -18,6 +18,7 @@ import re
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from minivm import MinivmError
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timings", action="store_true", help="print phase timings on stderr")
     run.add_argument("--explain", action="store_true", help="narrate every step on stderr")
     run.add_argument("-v", "--verbose", action="store_true", help="show the kernel's messages")
+    run.add_argument("--disk", type=Path, action="append", default=[], metavar="IMAGE",
+                     help="attach IMAGE as /dev/vda (repeat for vdb...) through a qcow2 "
+                     "overlay: the guest may write, the image never changes")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
 
     kernel = commands.add_parser("kernel", help="list or fetch guest kernels")
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None):
 
 
 def run(args, started: float) -> int:
-    from minivm import accel, initramfs, kernel, qemu
+    from minivm import accel, disk, initramfs, kernel, modules, qemu
     from minivm.explain import Narrator, code_of
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -142,6 +146,8 @@ def run(args, started: float) -> int:
     cpus = cpu_count(args.cpus)
     if args.timeout <= 0:
         raise MinivmError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
+    # Bad input is one line, before anything else is said or done.
+    disks = [(image, disk.base_format(image)) for image in args.disk]
     if not _on_path(qemu.QEMU_BINARY):
         raise MinivmError(f"{qemu.QEMU_BINARY} not found: install the {qemu.QEMU_PACKAGE} "
                           f"package (apt-get install {qemu.QEMU_PACKAGE})")
@@ -168,22 +174,59 @@ def run(args, started: float) -> int:
                   "Documentation/driver-api/early-userspace/buffer-format.rst",
                   code_of(initramfs.base_archive))
     nonce = os.urandom(8).hex()
-    rows, cols = _terminal_size() if args.tty else (24, 80)
-    run_archive = initramfs.run_archive(command, nonce, kernel_log=args.verbose or args.explain,
-                                        stdin=args.interactive, tty=args.tty, rows=rows, cols=cols,
-                                        term=os.environ.get("TERM", "linux"))
-    narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
-                  f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
-                  code_of(initramfs.run_archive))
-    initrd = initramfs.write_initrd(base, run_archive, nonce)
-    phases.append(("initramfs ready", time.monotonic() - started))
-    config = qemu.VMConfig(kernel=guest_kernel.vmlinux, initrd=initrd, memory_mib=memory,
-                           cpus=cpus, accel=choice.name, tsc_khz=accel.host_tsc_khz())
-    try:
+    with ExitStack() as cleanup:
+        devices = _attach_devices(args, disks, nonce, cleanup, narrator)
+        guest_modules = modules.ModuleTree(guest_kernel.modules).load_order(devices.modules)
+        if guest_modules:
+            narrator.step(f"kernel modules for the guest, dependencies first: "
+                          f"{' '.join(name for name, _ in guest_modules)}",
+                          "modinfo(8) depends=, modprobe(8)", code_of(modules.ModuleTree.load_order))
+        rows, cols = _terminal_size() if args.tty else (24, 80)
+        run_archive = initramfs.run_archive(
+            command, nonce, kernel_log=args.verbose or args.explain, stdin=args.interactive,
+            tty=args.tty, rows=rows, cols=cols, term=os.environ.get("TERM", "linux"),
+            modules=guest_modules)
+        narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
+                      f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
+                      code_of(initramfs.run_archive))
+        initrd = initramfs.write_initrd(base, run_archive, nonce)
+        cleanup.callback(initrd.unlink)
+        phases.append(("initramfs ready", time.monotonic() - started))
+        config = qemu.VMConfig(kernel=guest_kernel.vmlinux, initrd=initrd, memory_mib=memory,
+                               cpus=cpus, accel=choice.name, tsc_khz=accel.host_tsc_khz(),
+                               devices=devices.options,
+                               acpi=bool(devices.options) and modules.devices_need_acpi(
+                                   guest_kernel.modules))
         result = _boot(config, nonce, args, narrator, started)
-    finally:
-        initrd.unlink()
     return _report(result, command, guest_kernel, args, phases)
+
+
+class Devices:
+    """What the VM gets beyond CPU, memory and console: QEMU options, guest kernel modules."""
+
+    def __init__(self):
+        self.options, self.modules = [], []
+
+
+def _attach_devices(args, disks, nonce: str, cleanup: ExitStack, narrator) -> Devices:
+    """Make each requested device's host side; `cleanup` undoes it when the VM is gone."""
+    from minivm import disk
+    from minivm.explain import code_of
+    devices = Devices()
+    if disks:
+        overlays, options = disk.attach(disks, _scratch_dir(),
+                                        f"minivm-{os.getpid()}-{nonce}-")
+        cleanup.callback(disk.remove, overlays)
+        narrator.step(f"qcow2 overlays over {', '.join(map(str, args.disk))}: "
+                      f"{', '.join(map(str, overlays))}", "qemu-img(1) create -b -F",
+                      code_of(disk.attach))
+        devices.options += options
+        devices.modules += disk.GUEST_MODULES
+    return devices
+
+
+def _scratch_dir() -> Path:
+    return Path(os.environ.get("TMPDIR", "/tmp"))
 
 
 def _boot(config, nonce: str, args, narrator, started: float):
@@ -237,6 +280,8 @@ def _report(result, command, guest_kernel, args, phases) -> int:
     if result.escaped:
         progress("left the guest (Ctrl-]); QEMU was stopped")
         return 128 + signal.SIGINT
+    if result.setup_failed:
+        raise MinivmError(f"the guest could not be prepared: {result.setup_failed}")
     if result.not_found:
         progress(f"{command[0]}: command not found in the guest")
         return EXIT_NOT_FOUND

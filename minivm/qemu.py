@@ -42,15 +42,18 @@ def option(*args: str, why: str, doc: str) -> Option:
 
 class VMConfig:
     """What the guest gets. kernel_args and devices hold extra kernel parameters and QEMU
-    devices (Options), for features beyond a bare command runner."""
+    devices (Options), for features beyond a bare command runner. acpi: describe the
+    devices in ACPI tables, for kernels that cannot read them from the command line
+    (modules.devices_need_acpi())."""
 
     def __init__(self, kernel: Path, initrd: Path, memory_mib: int = 256, cpus: int = 1,
                  accel: str = "tcg", tsc_khz: int | None = None,
-                 kernel_args: list[Option] = (), devices: list[Option] = ()):
+                 kernel_args: list[Option] = (), devices: list[Option] = (), acpi: bool = False):
         self.kernel, self.initrd = kernel, initrd
         self.memory_mib, self.cpus = memory_mib, cpus
         self.accel, self.tsc_khz = accel, tsc_khz
         self.kernel_args, self.devices = list(kernel_args), list(devices)
+        self.acpi = acpi
 
 
 def kernel_parameters(config: VMConfig) -> list[Option]:
@@ -87,11 +90,17 @@ def qemu_options(config: VMConfig) -> list[Option]:
         accel = [option("-accel", "kvm", "-cpu", "host", why="KVM runs the guest on the real "
                         "CPU; -cpu host exposes its features", doc="QEMU docs: -accel, -cpu")]
     command_line = " ".join(param.args[0] for param in kernel_parameters(config))
+    machine = option("-M", "microvm,acpi=off", why="a minimal machine with no PCI and no "
+                     "firmware tables; with acpi=off QEMU describes its virtio-mmio devices "
+                     "on the kernel command line (virtio_mmio.device=)",
+                     doc="QEMU docs/system/i386/microvm.rst")
+    if config.acpi:
+        machine = option("-M", "microvm,acpi=on", why="a minimal machine with no PCI; its "
+                         "virtio-mmio devices are described in an ACPI table (DSDT, _HID "
+                         "LNRO0005), because this kernel's virtio_mmio cannot take them from "
+                         "the command line", doc="QEMU docs/system/i386/microvm.rst")
     return [
-        option("-M", "microvm,acpi=off", why="a minimal machine with no PCI and no firmware "
-               "tables; with acpi=off QEMU describes its virtio-mmio devices on the kernel "
-               "command line, the only way the guest finds them",
-               doc="QEMU docs/system/i386/microvm.rst"),
+        machine,
         *accel,
         option("-m", f"{config.memory_mib}M", why="guest RAM", doc="QEMU docs: -m"),
         option("-smp", str(config.cpus), why="virtual CPUs", doc="QEMU docs: -smp"),
@@ -128,6 +137,7 @@ class Result:
     def __init__(self):
         self.status: int | None = None         # the guest command's exit status, if told
         self.not_found = False                 # the command does not exist in the guest
+        self.setup_failed: str | None = None   # why /init could not prepare the guest
         self.guest_release: str | None = None  # `uname -r` as the guest's /init saw it
         self.timed_out = False
         self.escaped = False                   # the user left with the escape key
@@ -257,6 +267,8 @@ def _dispatch(chunk, console: Console, result: Result, phase):
             phase("init started")
         elif event.name == "notfound":
             result.not_found = True
+        elif event.name == "failed":
+            result.setup_failed = event.value
         elif event.name == "exit":
             result.status = int(event.value)
             phase("command done")
