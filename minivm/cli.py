@@ -195,8 +195,8 @@ def run(args, started: float) -> int:
         config = qemu.VMConfig(kernel=guest_kernel.vmlinux, initrd=initrd, memory_mib=memory,
                                cpus=cpus, accel=choice.name, tsc_khz=accel.host_tsc_khz(),
                                devices=devices.options,
-                               acpi=bool(devices.options) and modules.devices_need_acpi(
-                                   guest_kernel.modules))
+                               acpi=bool(devices.options)
+                               and not kernel.takes_mmio_devices_from_command_line(guest_kernel))
         result = _boot(config, nonce, args, narrator, started)
     return _report(result, command, guest_kernel, args, phases)
 

@@ -181,7 +181,7 @@ def busybox_applets(busybox: Path) -> list[str]:
 def base_archive(busybox: Path) -> bytes:
     """busybox-static, a /bin link per applet, /etc/fstab and /init, as one newc archive."""
     archive = CpioWriter()
-    for directory in ("bin", "dev", "etc", "minivm", "mnt", "proc", "root", "sys", "tmp"):
+    for directory in ("bin", "dev", "etc", "minivm", "proc", "root", "sys", "tmp"):
         archive.add_dir(directory, 0o1777 if directory == "tmp" else 0o755)
     # The kernel opens /dev/console for init's stdio before init runs (init/main.c,
     # console_on_rootfs()); devtmpfs is only mounted later, by /init.

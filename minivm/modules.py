@@ -74,28 +74,6 @@ class ModuleTree:
         return list(ordered.items())
 
 
-def devices_need_acpi(kernel_modules: Path | None) -> bool:
-    """Must QEMU describe virtio-mmio devices in ACPI tables for this kernel to find them?
-
-    With acpi=off QEMU lists them on the command line (`virtio_mmio.device=`), which only a
-    kernel built with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES understands; Debian's is not
-    (the module then says "unknown parameter 'device' ignored"). Its virtio_mmio does match
-    ACPI devices with _HID LNRO0005, which microvm puts in its DSDT when ACPI is on. The
-    kernel package keeps its build config beside the modules, as boot/config-<release>;
-    a kernel without one (a --kernel vmlinux, a tiny kernel) is expected to read the
-    command line.
-    """
-    if kernel_modules is None:
-        return False
-    release = kernel_modules.name
-    config = kernel_modules.parent.parent.parent / "boot" / f"config-{release}"
-    try:
-        lines = config.read_text().splitlines()
-    except OSError:
-        return False
-    return "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y" not in lines and "CONFIG_ACPI=y" in lines
-
-
 def _read_module(path: Path) -> bytes:
     """A module file's ELF bytes; newer Debian kernels ship them xz-compressed (.ko.xz)."""
     try:

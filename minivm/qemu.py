@@ -42,18 +42,17 @@ def option(*args: str, why: str, doc: str) -> Option:
 
 class VMConfig:
     """What the guest gets. kernel_args and devices hold extra kernel parameters and QEMU
-    devices (Options), for features beyond a bare command runner. acpi: describe the
-    devices in ACPI tables, for kernels that cannot read them from the command line
-    (modules.devices_need_acpi())."""
+    devices (Options), for features beyond a bare command runner."""
 
     def __init__(self, kernel: Path, initrd: Path, memory_mib: int = 256, cpus: int = 1,
                  accel: str = "tcg", tsc_khz: int | None = None,
-                 kernel_args: list[Option] = (), devices: list[Option] = (), acpi: bool = False):
+                 kernel_args: list[Option] = (), devices: list[Option] = (),
+                 acpi: bool = False):
         self.kernel, self.initrd = kernel, initrd
+        self.acpi = acpi  # describe devices in ACPI tables (see machine())
         self.memory_mib, self.cpus = memory_mib, cpus
         self.accel, self.tsc_khz = accel, tsc_khz
         self.kernel_args, self.devices = list(kernel_args), list(devices)
-        self.acpi = acpi
 
 
 def kernel_parameters(config: VMConfig) -> list[Option]:
@@ -82,6 +81,22 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
     return params + config.kernel_args
 
 
+def machine(config: VMConfig) -> Option:
+    """microvm (QEMU docs/system/i386/microvm.rst): no PCI, no firmware menus, virtio-mmio
+    slots. The guest must learn where QEMU put each virtio-mmio device, one of two ways:
+    with acpi=off QEMU appends `virtio_mmio.device=<size>@<address>:<irq>` to the kernel
+    command line, which only a kernel with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES reads (the tiny
+    kernel; not Debian's); with ACPI on, QEMU lists them in its ACPI tables (DSDT), which
+    Debian's kernel reads, at the price of ACPI's start-up under emulation."""
+    if config.acpi:
+        return option("-M", "microvm,acpi=on", why="a minimal machine; its ACPI tables tell "
+                      "this kernel where the virtio-mmio devices are (it cannot read them "
+                      "from its command line)", doc="QEMU docs/system/i386/microvm.rst")
+    return option("-M", "microvm,acpi=off", why="a minimal machine with no PCI and no firmware "
+                  "tables; QEMU describes its virtio-mmio devices on the kernel command line",
+                  doc="QEMU docs/system/i386/microvm.rst")
+
+
 def qemu_options(config: VMConfig) -> list[Option]:
     """Every QEMU option, in order (qemu-system-x86_64(1), QEMU docs/system/invocation)."""
     accel = [option("-accel", "tcg", why="TCG: QEMU translates guest instructions itself",
@@ -90,17 +105,8 @@ def qemu_options(config: VMConfig) -> list[Option]:
         accel = [option("-accel", "kvm", "-cpu", "host", why="KVM runs the guest on the real "
                         "CPU; -cpu host exposes its features", doc="QEMU docs: -accel, -cpu")]
     command_line = " ".join(param.args[0] for param in kernel_parameters(config))
-    machine = option("-M", "microvm,acpi=off", why="a minimal machine with no PCI and no "
-                     "firmware tables; with acpi=off QEMU describes its virtio-mmio devices "
-                     "on the kernel command line (virtio_mmio.device=)",
-                     doc="QEMU docs/system/i386/microvm.rst")
-    if config.acpi:
-        machine = option("-M", "microvm,acpi=on", why="a minimal machine with no PCI; its "
-                         "virtio-mmio devices are described in an ACPI table (DSDT, _HID "
-                         "LNRO0005), because this kernel's virtio_mmio cannot take them from "
-                         "the command line", doc="QEMU docs/system/i386/microvm.rst")
     return [
-        machine,
+        machine(config),
         *accel,
         option("-m", f"{config.memory_mib}M", why="guest RAM", doc="QEMU docs: -m"),
         option("-smp", str(config.cpus), why="virtual CPUs", doc="QEMU docs: -smp"),

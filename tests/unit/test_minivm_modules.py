@@ -34,23 +34,3 @@ def test_an_unknown_module_is_a_clear_error(debian_tree):
 
 def test_without_a_module_directory_everything_is_built_in():
     assert modules.ModuleTree(None).load_order(["virtio_blk"]) == []
-
-
-def kernel_package(tmp_path, config_lines):
-    modules_dir = tmp_path / "lib" / "modules" / "6.1.0-test"
-    modules_dir.mkdir(parents=True)
-    (tmp_path / "boot").mkdir()
-    (tmp_path / "boot" / "config-6.1.0-test").write_text("\n".join(config_lines) + "\n")
-    return modules_dir
-
-
-def test_debian_style_kernels_find_virtio_mmio_devices_through_acpi(tmp_path):
-    debian = kernel_package(tmp_path, ["CONFIG_ACPI=y", "CONFIG_VIRTIO_MMIO=m",
-                                       "# CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES is not set"])
-    assert modules.devices_need_acpi(debian)
-
-
-def test_kernels_that_read_the_command_line_keep_acpi_off(tmp_path):
-    tiny = kernel_package(tmp_path, ["CONFIG_ACPI=y", "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y"])
-    assert not modules.devices_need_acpi(tiny)
-    assert not modules.devices_need_acpi(None)

@@ -37,7 +37,7 @@ def test_guest_writes_land_in_an_overlay_that_is_thrown_away(minivm, base_image,
     scratch.mkdir()
     before = digest(base_image), base_image.stat().st_mtime_ns
     env = dict(os.environ, TMPDIR=str(scratch))
-    write = "mount /dev/vda /mnt && cat /mnt/hello && echo changed > /mnt/hello && " \
+    write = "mkdir /mnt && mount /dev/vda /mnt && cat /mnt/hello && echo changed > /mnt/hello && " \
             "cat /mnt/hello && umount /mnt"
     done = minivm("run", "--disk", str(base_image), "--", "sh", "-c", write, env=env)
     assert done.returncode == 0, done.stderr
@@ -46,7 +46,7 @@ def test_guest_writes_land_in_an_overlay_that_is_thrown_away(minivm, base_image,
     assert overlays_in(scratch) == []
     # A new VM gets a new overlay: the write is gone.
     done = minivm("run", "--disk", str(base_image), "--", "sh", "-c",
-                  "mount -o ro /dev/vda /mnt && cat /mnt/hello", env=env)
+                  "mkdir /mnt && mount -o ro /dev/vda /mnt && cat /mnt/hello", env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"hello from the base\n"
     assert overlays_in(scratch) == []
