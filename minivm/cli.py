@@ -2,6 +2,7 @@
 
     minivm run [--kernel PATH] [-m 256M] [--cpus N] [--accel auto|kvm|tcg] [-i] [-t]
                [--timeout S] [--timings] [--explain] [-v] -- CMD [ARG...]
+    minivm kvm-hello
     minivm kernel list
     minivm kernel fetch [--package NAME]
 
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "overlay: the guest may write, the image never changes")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
 
+    commands.add_parser("kvm-hello", help="a lesson: a VM from raw /dev/kvm ioctls that "
+                        "runs a few real-mode instructions, each VM exit printed")
     kernel = commands.add_parser("kernel", help="list or fetch guest kernels")
     kernel_commands = kernel.add_subparsers(dest="kernel_command", required=True,
                                             metavar="list|fetch", parser_class=OneLineParser)
@@ -117,6 +120,9 @@ def main(argv: list[str] | None = None):
     try:
         if args.command_name == "run":
             sys.exit(run(args, started))
+        elif args.command_name == "kvm-hello":
+            from minivm import kvmhello
+            kvmhello.main()
         elif args.kernel_command == "list":
             list_kernels()
         else:
