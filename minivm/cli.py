@@ -2,6 +2,8 @@
 
     minivm run [--kernel PATH] [-m 256M] [--cpus N] [--accel auto|kvm|tcg] [-i] [-t]
                [--timeout S] [--timings] [--explain] [-v] -- CMD [ARG...]
+    minivm run -d [--name NAME] [OPTIONS] -- CMD [ARG...]
+    minivm ps | logs NAME | pause NAME | resume NAME | stop [-t S] NAME | rm [-f] NAME
     minivm kvm-hello
     minivm kernel list
     minivm kernel fetch [--package NAME]
@@ -90,11 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timings", action="store_true", help="print phase timings on stderr")
     run.add_argument("--explain", action="store_true", help="narrate every step on stderr")
     run.add_argument("-v", "--verbose", action="store_true", help="show the kernel's messages")
+    run.add_argument("-d", "--detach", action="store_true", help="start the VM in the "
+                     "background and print its name (see ps, logs, pause, resume, stop, rm)")
+    run.add_argument("--name", help="name of a detached VM (default: vm-<6 hex digits>)")
     run.add_argument("--disk", type=Path, action="append", default=[], metavar="IMAGE",
                      help="attach IMAGE as /dev/vda (repeat for vdb...) through a qcow2 "
                      "overlay: the guest may write, the image never changes")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
 
+    commands.add_parser("ps", help="list detached VMs and their status")
+    for name, what in (("logs", "print what a detached VM's command wrote"),
+                       ("pause", "pause a detached VM's vCPUs (QMP stop)"),
+                       ("resume", "resume a paused VM (QMP cont)")):
+        commands.add_parser(name, help=what).add_argument("name")
+    stop = commands.add_parser("stop", help="ask a detached VM's guest to end its command; "
+                               "after the grace time, quit QEMU")
+    stop.add_argument("-t", "--time", type=float, default=10.0, help="seconds of grace "
+                      "(default 10)")
+    stop.add_argument("name")
+    remove = commands.add_parser("rm", help="remove a stopped VM and its files")
+    remove.add_argument("-f", "--force", action="store_true", help="kill it first if running")
+    remove.add_argument("name")
     commands.add_parser("kvm-hello", help="a lesson: a VM from raw /dev/kvm ioctls that "
                         "runs a few real-mode instructions, each VM exit printed")
     kernel = commands.add_parser("kernel", help="list or fetch guest kernels")
@@ -120,6 +138,8 @@ def main(argv: list[str] | None = None):
     try:
         if args.command_name == "run":
             sys.exit(run(args, started))
+        elif args.command_name in VM_COMMANDS:
+            VM_COMMANDS[args.command_name](args)
         elif args.command_name == "kvm-hello":
             from minivm import kvmhello
             kvmhello.main()
@@ -150,6 +170,13 @@ def run(args, started: float) -> int:
         command = ["sh"]
     memory = memory_mib(args.memory)
     cpus = cpu_count(args.cpus)
+    if args.detach and (args.interactive or args.tty):
+        raise MinivmError("-d runs the VM in the background: it cannot take -i or -t")
+    if args.name is not None and not args.detach:
+        raise MinivmError("--name names a detached VM: use it with -d")
+    if args.name is not None:
+        from minivm import vms
+        vms.VMDir(args.name).check_free()  # claimed later, atomically; this says it early
     if args.timeout <= 0:
         raise MinivmError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
     # Bad input is one line, before anything else is said or done.
@@ -181,12 +208,14 @@ def run(args, started: float) -> int:
                   code_of(initramfs.base_archive))
     nonce = os.urandom(8).hex()
     with ExitStack() as cleanup:
-        devices = _attach_devices(args, disks, nonce, cleanup, narrator)
+        vm_dir = _claim_name(args, cleanup) if args.detach else None
+        devices = _attach_devices(args, disks, nonce, cleanup, narrator, vm_dir)
         guest_modules = modules.ModuleTree(guest_kernel.modules).load_order(devices.modules)
         if guest_modules:
             narrator.step(f"kernel modules for the guest, dependencies first: "
                           f"{' '.join(name for name, _ in guest_modules)}",
-                          "modinfo(8) depends=, modprobe(8)", code_of(modules.ModuleTree.load_order))
+                          "modinfo(8) depends=, modprobe(8)",
+                          code_of(modules.ModuleTree.load_order))
         rows, cols = _terminal_size() if args.tty else (24, 80)
         run_archive = initramfs.run_archive(
             command, nonce, kernel_log=args.verbose or args.explain, stdin=args.interactive,
@@ -196,15 +225,41 @@ def run(args, started: float) -> int:
                       f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
                       code_of(initramfs.run_archive))
         initrd = initramfs.write_initrd(base, run_archive, nonce)
-        cleanup.callback(initrd.unlink)
-        phases.append(("initramfs ready", time.monotonic() - started))
-        config = qemu.VMConfig(kernel=guest_kernel.vmlinux, initrd=initrd, memory_mib=memory,
-                               cpus=cpus, accel=choice.name, tsc_khz=accel.host_tsc_khz(),
-                               devices=devices.options,
-                               acpi=bool(devices.options)
-                               and not kernel.takes_mmio_devices_from_command_line(guest_kernel))
-        result = _boot(config, nonce, args, narrator, started)
+        try:
+            phases.append(("initramfs ready", time.monotonic() - started))
+            config = qemu.VMConfig(
+                kernel=guest_kernel.vmlinux, initrd=initrd, memory_mib=memory, cpus=cpus,
+                accel=choice.name, tsc_khz=accel.host_tsc_khz(), devices=devices.options,
+                acpi=bool(devices.options)
+                and not kernel.takes_mmio_devices_from_command_line(guest_kernel))
+            if vm_dir:
+                _start_detached(config, vm_dir, command, nonce, narrator)
+                cleanup.pop_all()  # the VM keeps its directory, overlays... until `minivm rm`
+                print(vm_dir.name)
+                return 0
+            result = _boot(config, nonce, args, narrator, started)
+        finally:
+            initrd.unlink()  # QEMU read it at start; a detached VM is running by now
     return _report(result, command, guest_kernel, args, phases)
+
+
+def _claim_name(args, cleanup: ExitStack):
+    """`run -d`: the VM's directory, its name claimed; removed again if the start fails."""
+    import shutil
+
+    from minivm import vms
+    vm_dir = vms.VMDir.create(args.name or vms.new_name())
+    cleanup.callback(shutil.rmtree, vm_dir.path, True)
+    return vm_dir
+
+
+def _start_detached(config, vm_dir, command: list[str], nonce: str, narrator):
+    from minivm import qemu, vms
+    config.serial = f"file:{vm_dir.file('console.log')}"
+    config.devices += vms.control_options(vm_dir)
+    for opt in qemu.qemu_options(config) if narrator.enabled else ():
+        narrator.step(f"qemu {' '.join(opt.args)}: {opt.why}", opt.doc, opt.where)
+    vms.start(qemu.argv(config), vm_dir, command, nonce)
 
 
 class Devices:
@@ -214,14 +269,17 @@ class Devices:
         self.options, self.modules = [], []
 
 
-def _attach_devices(args, disks, nonce: str, cleanup: ExitStack, narrator) -> Devices:
-    """Make each requested device's host side; `cleanup` undoes it when the VM is gone."""
+def _attach_devices(args, disks, nonce: str, cleanup: ExitStack, narrator,
+                    vm_dir=None) -> Devices:
+    """Make each requested device's host side; `cleanup` undoes it when the VM is gone.
+    A detached VM (vm_dir) keeps its files in its directory, others in $TMPDIR."""
     from minivm import disk
     from minivm.explain import code_of
     devices = Devices()
     if disks:
-        overlays, options = disk.attach(disks, _scratch_dir(),
-                                        f"minivm-{os.getpid()}-{nonce}-")
+        directory, prefix = ((vm_dir.path, "") if vm_dir else
+                             (_scratch_dir(), f"minivm-{os.getpid()}-{nonce}-"))
+        overlays, options = disk.attach(disks, directory, prefix)
         cleanup.callback(disk.remove, overlays)
         narrator.step(f"qcow2 overlays over {', '.join(map(str, args.disk))}: "
                       f"{', '.join(map(str, overlays))}", "qemu-img(1) create -b -F",
@@ -297,6 +355,44 @@ def _report(result, command, guest_kernel, args, phases) -> int:
                           f"status {result.qemu_status}, QEMU said: {qemu_said[0]}). "
                           f"Last kernel lines:{last_lines or ' (none)'}")
     return result.status
+
+
+def list_vms(args):
+    from minivm import vms
+    print(f"{'NAME':<20} {'STATUS':<14} {'PID':>8}  COMMAND")
+    for vm_dir in vms.all_vms():
+        state = vm_dir.state()
+        running = vm_dir.running()
+        print(f"{vm_dir.name:<20} {vm_dir.status():<14} {state['pid'] if running else '-':>8}  "
+              f"{' '.join(state['command'])}")
+
+
+def show_logs(args):
+    from minivm import vms
+    vm_dir = vms.VMDir.find(args.name)
+    sys.stdout.buffer.write(vms.command_output(vm_dir.file("console.log"),
+                                               vm_dir.state()["nonce"]))
+
+
+def pause_vm(args):
+    from minivm import vms
+    vms.pause(vms.VMDir.find(args.name), paused=args.command_name == "pause")
+
+
+def stop_vm(args):
+    from minivm import vms
+    if args.time < 0:
+        raise MinivmError(f"--time {args.time:g}: must be 0 or more seconds")
+    progress(f"{args.name}: {vms.stop(vms.VMDir.find(args.name), args.time)}")
+
+
+def remove_vm(args):
+    from minivm import vms
+    vms.remove(vms.VMDir.find(args.name), args.force)
+
+
+VM_COMMANDS = {"ps": list_vms, "logs": show_logs, "pause": pause_vm, "resume": pause_vm,
+               "stop": stop_vm, "rm": remove_vm}
 
 
 def list_kernels():

@@ -146,6 +146,12 @@ for module in $modules; do
 done
 # Devices the host attached may need a command or two each (an address for eth0...).
 [ -f /minivm/setup.sh ] && . /minivm/setup.sh
+# A detached VM has a second serial port, ttyS1 (a port that exists has a UART type other
+# than 0 in sysfs). `minivm stop` writes a line there: then every process but init gets
+# SIGTERM (kill(2) with pid -1), as a shutting-down init does, and the run ends as usual.
+if read -r uart 2>/dev/null < /sys/class/tty/ttyS1/type && [ "$uart" != 0 ]; then
+    ( stty -echo < /dev/ttyS1; read -r request < /dev/ttyS1; kill -TERM -1 ) &
+fi
 # With pipefail a pipeline's status is its last failing command's: here, the command's.
 set -o pipefail
 marker "init=$release"

@@ -47,8 +47,9 @@ class VMConfig:
     def __init__(self, kernel: Path, initrd: Path, memory_mib: int = 256, cpus: int = 1,
                  accel: str = "tcg", tsc_khz: int | None = None,
                  kernel_args: list[Option] = (), devices: list[Option] = (),
-                 acpi: bool = False):
+                 acpi: bool = False, serial: str = "stdio"):
         self.kernel, self.initrd = kernel, initrd
+        self.serial = serial  # where ttyS0 goes: stdio, or file:PATH for a detached VM
         self.acpi = acpi  # describe devices in ACPI tables (see machine())
         self.memory_mib, self.cpus = memory_mib, cpus
         self.accel, self.tsc_khz = accel, tsc_khz
@@ -115,8 +116,8 @@ def qemu_options(config: VMConfig) -> list[Option]:
                doc="QEMU docs: -nodefaults, -no-user-config"),
         option("-display", "none", why="no window: the serial port is the only console",
                doc="QEMU docs: -display"),
-        option("-serial", "stdio", why="the guest's ttyS0 is QEMU's stdin/stdout, which are "
-               "pipes to minivm", doc="QEMU docs: -serial, -chardev stdio"),
+        option("-serial", config.serial, why="the guest's ttyS0: QEMU's stdin/stdout, pipes to "
+               "minivm (a detached VM's goes to its console.log)", doc="QEMU docs: -serial"),
         option("-no-reboot", why="a guest reboot (reboot=t, panic=-1) ends QEMU instead",
                doc="QEMU docs: -no-reboot"),
         option("-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", why="a write to I/O port "
