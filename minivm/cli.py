@@ -24,7 +24,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from minivm import MinivmError
+from minivm import MinivmError, accel
 
 EXIT_TIMEOUT = 124
 EXIT_MINIVM_ERROR = 125
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "cached kernel, else /boot/vmlinuz-*, else Debian's, downloaded)")
     run.add_argument("-m", "--memory", default="256M", help="guest RAM (default 256M)")
     run.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default 1)")
-    run.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+    run.add_argument("--accel", choices=accel.CHOICES, default="auto",
                      help="kvm, tcg (emulation) or auto: kvm only where it really works")
     run.add_argument("-i", "--interactive", action="store_true", help="send stdin to CMD")
     run.add_argument("-t", "--tty", action="store_true", help="a terminal for CMD (host "
@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                      f"after this many seconds (default {DEFAULT_TIMEOUT:.0f})")
     run.add_argument("--timings", action="store_true", help="print phase timings on stderr")
     run.add_argument("--explain", action="store_true", help="narrate every step on stderr")
-    run.add_argument("-v", "--verbose", action="store_true", help="show the kernel's messages")
+    run.add_argument("-v", "--verbose", action="store_true", help="show the kernel's boot "
+                     "messages (on stderr)")
     run.add_argument("-d", "--detach", action="store_true", help="start the VM in the "
                      "background and print its name (see ps, logs, pause, resume, stop, rm)")
     run.add_argument("--name", help="name of a detached VM (default: vm-<6 hex digits>)")
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None):
 
 
 def run(args, started: float) -> int:
-    from minivm import accel, disk, initramfs, kernel, modules, qemu
+    from minivm import disk, initramfs, kernel, modules, qemu
     from minivm.explain import Narrator, code_of
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -218,9 +219,8 @@ def run(args, started: float) -> int:
                           code_of(modules.ModuleTree.load_order))
         rows, cols = _terminal_size() if args.tty else (24, 80)
         run_archive = initramfs.run_archive(
-            command, nonce, kernel_log=args.verbose or args.explain, stdin=args.interactive,
-            tty=args.tty, rows=rows, cols=cols, term=os.environ.get("TERM", "linux"),
-            modules=guest_modules)
+            command, nonce, stdin=args.interactive, tty=args.tty, rows=rows, cols=cols,
+            term=os.environ.get("TERM", "linux"), modules=guest_modules)
         narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
                       f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
                       code_of(initramfs.run_archive))

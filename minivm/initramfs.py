@@ -156,8 +156,10 @@ fi
 set -o pipefail
 marker "init=$release"
 # Console loglevel 1: from here on only kernel emergencies reach the serial line, so kernel
-# messages do not mix into the command's output (syslog(2), /proc/sys/kernel/printk).
-[ "$kernel_log" = 1 ] || echo 1 > /proc/sys/kernel/printk
+# messages (a late "clocksource: Switched to tsc", an OOM report) never mix into the
+# command's output, even with -v; `dmesg` in the guest still has them all
+# (syslog(2), /proc/sys/kernel/printk).
+echo 1 > /proc/sys/kernel/printk
 if ! command -v "$1" >/dev/null; then
     marker notfound
     status=127
@@ -200,8 +202,8 @@ def base_archive(busybox: Path) -> bytes:
     return archive.finish()
 
 
-def run_archive(argv: list[str], nonce: str, *, kernel_log: bool = False, stdin: bool = False,
-                tty: bool = False, rows: int = 24, cols: int = 80, term: str = "linux",
+def run_archive(argv: list[str], nonce: str, *, stdin: bool = False, tty: bool = False,
+                rows: int = 24, cols: int = 80, term: str = "linux",
                 modules: list[tuple[str, bytes]] = (), setup: list[list[str]] = ()) -> bytes:
     """The per-run archive: /minivm/run.conf, sourced by /init; the kernel modules to load
     (name, .ko bytes; modules.py puts them in load order) and /minivm/setup.sh, the commands
@@ -212,9 +214,8 @@ def run_archive(argv: list[str], nonce: str, *, kernel_log: bool = False, stdin:
     the closing quote (sh(1p), "Single-Quotes"), and shlex.quote() spells a quote as '"'"',
     so spaces, quotes, `$`, backslashes and newlines all arrive unchanged.
     """
-    settings = {"nonce": nonce, "kernel_log": int(kernel_log), "stdin": int(stdin),
-                "tty": int(tty), "rows": rows, "cols": cols, "term": term,
-                "modules": " ".join(name for name, _ in modules)}
+    settings = {"nonce": nonce, "stdin": int(stdin), "tty": int(tty), "rows": rows,
+                "cols": cols, "term": term, "modules": " ".join(name for name, _ in modules)}
     conf = "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in settings.items())
     conf += f"set -- {_quoted(argv)}\n"
     archive = CpioWriter()
@@ -252,10 +253,9 @@ def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     partial.write_bytes(base_archive(busybox))
-    os.replace(partial, path)  # atomic: a concurrent run sees the whole file or none
-    for stale in path.parent.glob("base-*.cpio"):
-        if stale != path:  # built from an older busybox or an older minivm
-            stale.unlink(missing_ok=True)
+    # Atomic: a concurrent run sees the whole file or none. Archives of other busybox or
+    # minivm versions stay: another minivm may be about to copy one.
+    os.replace(partial, path)
     return path, False
 
 

@@ -29,6 +29,8 @@ QEMU_PACKAGE = "qemu-system-x86"
 ESCAPE_BYTE = b"\x1d"  # Ctrl-], telnet's escape key: ends an interactive session
 EOF_BYTE = b"\x04"     # Ctrl-D: the guest terminal's end-of-file when piped input runs out
 BOOT_LOG_BATCH_SECONDS = 0.01
+# The command printed a newline and went quiet: show it after this long (console.release).
+RELEASE_HELD_OUTPUT_SECONDS = 0.05
 
 
 # Some QEMU options (or one kernel parameter), why they are there, where that is documented,
@@ -233,7 +235,11 @@ def _relay(qemu: subprocess.Popen, parser: ConsoleParser, console: Console, dead
         # driver's start-up discards whatever arrived (8250 serial8250_do_startup()).
         if console.stdin_fd is not None and result.guest_release is not None:
             watched.add(console.stdin_fd)
+        if parser.holding():
+            remaining = min(remaining, RELEASE_HELD_OUTPUT_SECONDS)
         ready, _, _ = select.select(list(watched), [], [], remaining)
+        if not ready and parser.holding():
+            _dispatch(parser.release(), console, result, phase)
         if result.guest_release is None:
             # Booting: QEMU passes the serial port on as the guest writes it, often a byte
             # per write(2). Waking for each byte would cost thousands of wakeups per boot,

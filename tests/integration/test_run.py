@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.helpers import busybox_layer, container_dirs
+from tests.helpers import busybox_layer, code_references, container_dirs
 
 pytestmark = pytest.mark.root
 
@@ -237,13 +237,10 @@ def test_explain_prints_every_step_with_real_source_lines(minibox):
     result = minibox("run", "--rm", "--explain", "busybox", "true")
     assert result.returncode == 0
     steps = re.findall(r"^=> (.*)$", result.stderr, re.M)
-    sources = re.findall(r"\(code: ([\w/]+\.py):(\d+)\)", result.stderr)
+    sources = code_references(result.stderr)
     assert len(steps) == len(sources) >= 12
-    project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for path, line in sources:
-        with open(os.path.join(project, path)) as source:
-            text = source.read().splitlines()[int(line) - 1]
-        assert text.lstrip().startswith("def "), f"{path}:{line} is not a function: {text}"
+    for where, text in sources:
+        assert text.lstrip().startswith("def "), f"{where} is not a function: {text}"
     for expected in ("unshare(CLONE_NEWPID)", "MS_REC|MS_PRIVATE", '"overlay"', "pivot_root",
                      "sethostname", "SIOCSIFFLAGS", "exec.fifo"):
         assert expected in result.stderr

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.vm.conftest import wait_for
+from tests.vm.helpers import wait_for
 
 pytestmark = pytest.mark.vm
 
