@@ -5,7 +5,8 @@ import time
 
 import click
 
-from . import explain
+from . import explain, portproxy
+from . import network as network_help
 from .errors import RUNTIME_ERROR, MiniboxError
 
 
@@ -62,20 +63,29 @@ def cli(root):
 @click.option("-u", "--user", metavar="USER[:GROUP]", help="Run the command as this user (ids or names).")
 @click.option("--userns", is_flag=True,
               help="A user namespace: container root is uid 100000 on the host.")
+@click.option("--network", "network_mode", default="bridge", metavar="MODE",
+              help=network_help.NETWORK_HELP)
+@click.option("--ip", metavar="ADDRESS", help="The container's address on the bridge "
+              "(default: the lowest free one).")
+@click.option("-p", "--publish", multiple=True, metavar="[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]",
+              help=portproxy.PUBLISH_HELP)
 @click.option("--explain", is_flag=True, help="Narrate each step: syscall, man page, source line.")
 @click.option("--step", is_flag=True, help="Like --explain, and wait for Enter before each step.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="(IMAGE | --rootfs DIR) [CMD [ARG...]]")
 def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir, entrypoint,
         volume, rootfs, use_chroot, memory, memory_swap, cpus, cpu_shares, pids_limit,
         cgroup_parent, show_stats, cap_add, cap_drop, privileged, security_opt, read_only, user,
-        userns, explain, step, args):
+        userns, network_mode, ip, publish, explain, step, args):
     """Run a command in a new container; exit with the command's exit code.
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD."""
-    from . import container, images, spec as specs, state
+    from . import container, images, network, spec as specs, state
     if userns and os.geteuid() != 0:
         _refuse_rootless()
     require_root()
+    mode = network.NetworkMode.parse(network_mode)
+    mappings = [portproxy.PortMapping.parse(text) for text in publish]
+    network.check_options(mode, ip, mappings)
     args = list(args)
     image = None if rootfs else (args.pop(0) if args else None)
     if not rootfs and image is None:
@@ -102,13 +112,15 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
         workdir=workdir or config.get("WorkingDir") or "/",
         user=specs.check_user(user) if user else config.get("User") or None,
         volumes=[specs.parse_volume(v) for v in volume],
-        mounts=specs.docker_mounts(privileged, read_only),
+        mounts=specs.docker_mounts(state.ContainerDir(container_id).path, privileged, read_only),
+        namespaces=specs.docker_namespaces(mode),
         interactive=interactive, tty=tty, remove=remove, detach=detach, restart=policy,
         use_chroot=use_chroot,
         limits=specs.parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit),
         cgroup_parent=specs.parse_cgroup_parent(cgroup_parent), stats=show_stats,
         security=specs.security_profile(cap_add, cap_drop, privileged, security_opt),
-        privileged=privileged, read_only=read_only, userns=userns)
+        privileged=privileged, read_only=read_only, userns=userns,
+        network=mode, ip=ip, publish=mappings)
     if use_chroot:
         click.echo("minibox: warning: --chroot is escapable (chroot(2) does not change the "
                    "mount namespace's root); use it only for the lesson", err=True)
@@ -153,11 +165,44 @@ def rm(force, containers):
 
 @cli.command()
 def gc():
-    """Remove what crashed runs left behind (from each container's ledger)."""
-    from . import container
+    """Remove what crashed runs left behind (from each container's ledger), and the bridge
+    if no container uses it any more."""
+    from . import container, network
     require_root()
     for container_id in container.collect_garbage():
         click.echo(f"removed leftovers of {container_id[:12]}")
+    if network.remove_bridge_if_unused():
+        click.echo(f"removed unused bridge {network.BRIDGE}")
+
+
+@cli.group("network")
+def network_group():
+    """The bridge network minibox0 (created on first use; stays, like docker0)."""
+
+
+@network_group.command("ls")
+def network_ls():
+    """List the bridge network: subnet, gateway, containers attached."""
+    from . import network
+    require_root()
+    status = network.bridge_status()
+    click.echo(f"{'NAME':10}{'DRIVER':8}{'SUBNET':18}{'GATEWAY':16}CONTAINERS")
+    if status is not None:
+        subnet, gateway, leases = status
+        click.echo(f"{network.BRIDGE:10}{'bridge':8}{subnet:18}{gateway:16}{len(leases)}")
+
+
+@network_group.command("rm")
+@click.argument("name")
+def network_rm(name):
+    """Remove the bridge (refused while a container uses it)."""
+    from . import network
+    require_root()
+    if name != network.BRIDGE:
+        raise MiniboxError(f"no such network: {name} (the only one is {network.BRIDGE})")
+    if not network.remove_bridge():
+        raise MiniboxError(f"network {name} does not exist")
+    click.echo(name)
 
 
 @cli.group()
