@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--disk", type=Path, action="append", default=[], metavar="IMAGE",
                      help="attach IMAGE as /dev/vda (repeat for vdb...) through a qcow2 "
                      "overlay: the guest may write, the image never changes")
+    run.add_argument("--network", choices=("none", "bridge"), default="none",
+                     help="none (default): no NIC; bridge: a virtio NIC on a tap in minibox0, "
+                     "addressed from the containers' pool")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
 
     commands.add_parser("ps", help="list detached VMs and their status")
@@ -220,7 +223,7 @@ def run(args, started: float) -> int:
         rows, cols = _terminal_size() if args.tty else (24, 80)
         run_archive = initramfs.run_archive(
             command, nonce, stdin=args.interactive, tty=args.tty, rows=rows, cols=cols,
-            term=os.environ.get("TERM", "linux"), modules=guest_modules)
+            term=os.environ.get("TERM", "linux"), modules=guest_modules, setup=devices.setup)
         narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
                       f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
                       code_of(initramfs.run_archive))
@@ -231,9 +234,11 @@ def run(args, started: float) -> int:
                 kernel=guest_kernel.vmlinux, initrd=initrd, memory_mib=memory, cpus=cpus,
                 accel=choice.name, tsc_khz=accel.host_tsc_khz(), devices=devices.options,
                 acpi=bool(devices.options)
-                and not kernel.takes_mmio_devices_from_command_line(guest_kernel))
+                and not kernel.takes_mmio_devices_from_command_line(guest_kernel),
+                pass_fds=tuple(devices.fds))
             if vm_dir:
-                _start_detached(config, vm_dir, command, nonce, narrator)
+                _start_detached(config, vm_dir, {"command": command, "nonce": nonce,
+                                                 "network": devices.network}, narrator)
                 cleanup.pop_all()  # the VM keeps its directory, overlays... until `minivm rm`
                 print(vm_dir.name)
                 return 0
@@ -253,13 +258,13 @@ def _claim_name(args, cleanup: ExitStack):
     return vm_dir
 
 
-def _start_detached(config, vm_dir, command: list[str], nonce: str, narrator):
+def _start_detached(config, vm_dir, state: dict, narrator):
     from minivm import qemu, vms
     config.serial = f"file:{vm_dir.file('console.log')}"
     config.devices += vms.control_options(vm_dir)
     for opt in qemu.qemu_options(config) if narrator.enabled else ():
         narrator.step(f"qemu {' '.join(opt.args)}: {opt.why}", opt.doc, opt.where)
-    vms.start(qemu.argv(config), vm_dir, command, nonce)
+    vms.start(config, vm_dir, state)
 
 
 class Devices:
@@ -267,6 +272,9 @@ class Devices:
 
     def __init__(self):
         self.options, self.modules = [], []
+        self.setup: list[list[str]] = []  # commands for the guest's /init (initramfs.py)
+        self.fds: list[int] = []          # descriptors QEMU inherits
+        self.network: dict = {}           # the NIC's lease owner and address, for state.json
 
 
 def _attach_devices(args, disks, nonce: str, cleanup: ExitStack, narrator,
@@ -286,6 +294,20 @@ def _attach_devices(args, disks, nonce: str, cleanup: ExitStack, narrator,
                       code_of(disk.attach))
         devices.options += options
         devices.modules += disk.GUEST_MODULES
+    if args.network == "bridge":
+        from minivm import nic
+        owner = f"minivm-{vm_dir.name if vm_dir else nonce}"
+        card = nic.connect(owner, f"mv{nonce[:12]}")
+        cleanup.callback(nic.release, owner)
+        cleanup.callback(os.close, card.tap_fd)
+        narrator.step(f"tap {card.tap_name} on minibox0, guest address {card.address}/"
+                      f"{card.subnet.prefixlen} via {card.gateway}",
+                      "Documentation/networking/tuntap.rst, rtnetlink(7)", code_of(nic.connect))
+        devices.options += card.options()
+        devices.modules += nic.GUEST_MODULES
+        devices.setup += card.guest_setup()
+        devices.fds.append(card.tap_fd)
+        devices.network = {"owner": owner, "address": str(card.address)}
     return devices
 
 
@@ -359,11 +381,12 @@ def _report(result, command, guest_kernel, args, phases) -> int:
 
 def list_vms(args):
     from minivm import vms
-    print(f"{'NAME':<20} {'STATUS':<14} {'PID':>8}  COMMAND")
+    print(f"{'NAME':<20} {'STATUS':<14} {'PID':>8}  {'ADDRESS':<15}  COMMAND")
     for vm_dir in vms.all_vms():
         state = vm_dir.state()
-        running = vm_dir.running()
-        print(f"{vm_dir.name:<20} {vm_dir.status():<14} {state['pid'] if running else '-':>8}  "
+        pid = state["pid"] if vm_dir.running() else "-"
+        address = state.get("network", {}).get("address", "-")
+        print(f"{vm_dir.name:<20} {vm_dir.status():<14} {pid:>8}  {address:<15}  "
               f"{' '.join(state['command'])}")
 
 

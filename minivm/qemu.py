@@ -49,9 +49,10 @@ class VMConfig:
     def __init__(self, kernel: Path, initrd: Path, memory_mib: int = 256, cpus: int = 1,
                  accel: str = "tcg", tsc_khz: int | None = None,
                  kernel_args: list[Option] = (), devices: list[Option] = (),
-                 acpi: bool = False, serial: str = "stdio"):
+                 acpi: bool = False, serial: str = "stdio", pass_fds: tuple[int, ...] = ()):
         self.kernel, self.initrd = kernel, initrd
         self.serial = serial  # where ttyS0 goes: stdio, or file:PATH for a detached VM
+        self.pass_fds = pass_fds  # descriptors QEMU inherits (a tap device's: -netdev fd=N)
         self.acpi = acpi  # describe devices in ACPI tables (see machine())
         self.memory_mib, self.cpus = memory_mib, cpus
         self.accel, self.tsc_khz = accel, tsc_khz
@@ -195,7 +196,7 @@ def run(config: VMConfig, parser: ConsoleParser, console: Console, timeout: floa
             stdin=subprocess.PIPE if console.stdin_fd is not None else subprocess.DEVNULL,
             # Its own session: a Ctrl-C on the host terminal reaches minivm, which then stops
             # QEMU itself, rather than QEMU dying first and the exit status getting lost.
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True, preexec_fn=_die_with_parent, pass_fds=config.pass_fds)
     except OSError as error:
         raise MinivmError(f"cannot start {QEMU_BINARY}: {error.strerror}") from None
     phase("qemu spawned")

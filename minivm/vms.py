@@ -130,24 +130,26 @@ def _process_start(pid: int) -> int | None:
     return None if fields[0] == "Z" else int(fields[19])  # fields 3 and 22
 
 
-def start(argv: list[str], directory: VMDir, command: list[str], nonce: str):
+def start(config, directory: VMDir, state: dict):
     """Start QEMU so that it outlives minivm: its own session, no PR_SET_PDEATHSIG, output to
-    files; record it in state.json. Returns once QMP answers, so the VM is really there when
-    `run -d` says so."""
+    files; record it and `state` in state.json. Returns once QMP answers, so the VM is
+    really there when `run -d` says so."""
+    from minivm.qemu import argv
     with open(directory.file("qemu.log"), "wb") as qemu_log:
         try:
-            qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=qemu_log, start_new_session=True)
+            qemu = subprocess.Popen(argv(config), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=qemu_log,
+                                    start_new_session=True, pass_fds=config.pass_fds)
         except OSError as error:
-            raise MinivmError(f"cannot start {argv[0]}: {error.strerror}") from None
+            raise MinivmError(f"cannot start QEMU: {error.strerror}") from None
     from minivm import qmp
     deadline = time.monotonic() + QMP_START_SECONDS
     while qemu.poll() is None:
         try:
             qmp.execute(directory.file("qmp.sock"), "query-status")
             directory.save({"name": directory.name, "pid": qemu.pid,
-                            "pid_start": _process_start(qemu.pid), "command": command,
-                            "nonce": nonce, "created": time.time()})
+                            "pid_start": _process_start(qemu.pid), "created": time.time(),
+                            **state})
             return
         except MinivmError:
             if time.monotonic() > deadline:
@@ -218,11 +220,17 @@ def stop(directory: VMDir, grace_seconds: float) -> str:
 
 
 def remove(directory: VMDir, force: bool):
+    """Remove a VM that has ended (`force`: kill it first): its address, its directory.
+    Its tap device went with its QEMU (nic.py)."""
     if directory.running():
         if not force:
             raise MinivmError(f"{directory.name} is running: `minivm stop {directory.name}` "
                               "first, or `minivm rm -f`")
         _kill(directory)
+    owner = directory.state().get("network", {}).get("owner")
+    if owner:
+        from minivm import nic
+        nic.release(owner)
     shutil.rmtree(directory.path)
 
 
