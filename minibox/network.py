@@ -263,6 +263,36 @@ def connect(container_id, netns_pid, requested_ip=None):
     return address
 
 
+def connect_interface(owner, ifname):
+    """Attach an interface that already exists here, a VM's tap device (minivm/nic.py), to
+    minibox0 and lease an address to `owner`, whatever is behind the interface.
+
+    Returns (address, subnet, gateway) for the other side to configure itself; the lease
+    stays until release_address(owner).
+    """
+    from pyroute2.iproute.linux import IPRoute
+
+    pool = address_pool()
+    with IPRoute() as ipr:
+        with pool.locked(subnet_if_new=subnet_for_new_bridge()) as table:
+            bridge_index = _ensure_bridge(ipr, table)
+            address = _allocate(table, owner, None)
+            subnet, gateway = table.subnet, table.gateway
+        try:
+            (index,) = ipr.link_lookup(ifname=ifname)
+            _netlink(ipr.link, "set", index=index, master=bridge_index, state="up",
+                     doing=f"attach {ifname} to {BRIDGE}")
+        except BaseException:
+            _release_lease(pool, owner)
+            raise
+    return address, subnet, gateway
+
+
+def release_address(owner):
+    """Give back the address connect_interface() leased to `owner`; harmless twice."""
+    _release_lease(address_pool(), owner)
+
+
 def _allocate(table, container_id, requested_ip):
     try:
         return table.allocate(container_id, requested_ip)

@@ -119,6 +119,39 @@ else
 fi
 read -r release < /proc/sys/kernel/osrelease
 marker() { printf '\nMINIVM:%s:%s\n' "$nonce" "$1"; }
+# The end of every run: isa-debug-exit at port 0xf4 (QEMU docs, "isa-debug-exit"): one byte
+# written there ends QEMU at once. /dev/port is the kernel's byte-addressed I/O port space
+# (mem(4)). If the device is missing, reboot=t + QEMU's -no-reboot end the VM.
+leave() {
+    printf '\0' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
+    reboot -f
+}
+# A step that prepares the guest for the command; if it fails, the host hears why, in one line.
+prepare() {
+    if ! problem=$("$@" 2>&1); then
+        marker "failed=$* failed: $(echo $problem)"
+        leave
+    fi
+}
+# Kernel modules the host picked from the kernel package (minivm/modules.py), dependencies
+# first. Each gets its `<module>.<param>=` words from the kernel command line, as modprobe(8)
+# hands them over: that is how virtio_mmio learns where QEMU put the devices.
+read -r cmdline < /proc/cmdline
+for module in $modules; do
+    options=
+    for word in $cmdline; do
+        case $word in "$module".*) options="$options ${word#"$module".}" ;; esac
+    done
+    prepare insmod "/minivm/modules/$module.ko" $options
+done
+# Devices the host attached may need a command or two each (an address for eth0...).
+[ -f /minivm/setup.sh ] && . /minivm/setup.sh
+# A detached VM has a second serial port, ttyS1 (a port that exists has a UART type other
+# than 0 in sysfs). `minivm stop` writes a line there: then every process but init gets
+# SIGTERM (kill(2) with pid -1), as a shutting-down init does, and the run ends as usual.
+if read -r uart 2>/dev/null < /sys/class/tty/ttyS1/type && [ "$uart" != 0 ]; then
+    ( stty -echo < /dev/ttyS1; read -r request < /dev/ttyS1; kill -TERM -1 ) &
+fi
 # With pipefail a pipeline's status is its last failing command's: here, the command's.
 set -o pipefail
 marker "init=$release"
@@ -143,11 +176,7 @@ else
     status=$?
 fi
 marker "exit=$status"
-# isa-debug-exit at port 0xf4 (QEMU docs, "isa-debug-exit"): one byte written there ends
-# QEMU at once. /dev/port is the kernel's byte-addressed I/O port space (mem(4)).
-printf '\0' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
-# Not reached when the device is there; otherwise reboot=t + QEMU's -no-reboot end the VM.
-reboot -f
+leave
 """
 
 
@@ -174,8 +203,11 @@ def base_archive(busybox: Path) -> bytes:
 
 
 def run_archive(argv: list[str], nonce: str, *, stdin: bool = False, tty: bool = False,
-                rows: int = 24, cols: int = 80, term: str = "linux") -> bytes:
-    """The per-run archive: /minivm/run.conf, sourced by /init.
+                rows: int = 24, cols: int = 80, term: str = "linux",
+                modules: list[tuple[str, bytes]] = (), setup: list[list[str]] = ()) -> bytes:
+    """The per-run archive: /minivm/run.conf, sourced by /init; the kernel modules to load
+    (name, .ko bytes; modules.py puts them in load order) and /minivm/setup.sh, the commands
+    that prepare the attached devices, each run through /init's `prepare` (an argv list).
 
     The command travels as a shell `set --` line in which every argument is single-quoted
     by shlex.quote(). Inside single quotes a POSIX shell treats every byte literally except
@@ -183,12 +215,23 @@ def run_archive(argv: list[str], nonce: str, *, stdin: bool = False, tty: bool =
     so spaces, quotes, `$`, backslashes and newlines all arrive unchanged.
     """
     settings = {"nonce": nonce, "stdin": int(stdin), "tty": int(tty), "rows": rows,
-                "cols": cols, "term": term}
+                "cols": cols, "term": term, "modules": " ".join(name for name, _ in modules)}
     conf = "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in settings.items())
-    conf += "set -- " + " ".join(shlex.quote(arg) for arg in argv) + "\n"
+    conf += f"set -- {_quoted(argv)}\n"
     archive = CpioWriter()
     archive.add_file("minivm/run.conf", conf.encode())
+    if modules:
+        archive.add_dir("minivm/modules")
+    for name, image in modules:
+        archive.add_file(f"minivm/modules/{name}.ko", image)
+    if setup:
+        archive.add_file("minivm/setup.sh", "".join(f"prepare {_quoted(command)}\n"
+                                                     for command in setup).encode())
     return archive.finish()
+
+
+def _quoted(argv: list[str]) -> str:
+    return " ".join(shlex.quote(arg) for arg in argv)
 
 
 def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:

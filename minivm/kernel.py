@@ -47,6 +47,27 @@ def vmlinux_release(vmlinux: Path) -> str:
     return found.group(1).decode()
 
 
+def config_text(kernel: Kernel, boot_dir: Path = BOOT_DIR) -> str | None:
+    """The .config the kernel was built from, when it came with one: <dir>/config for the
+    tiny kernel, boot/config-<release> in a Debian package, /boot/config-<release>."""
+    directory = kernel.vmlinux.parent
+    for path in (directory / "config", directory / "boot" / f"config-{kernel.release}",
+                 boot_dir / f"config-{kernel.release}"):
+        try:
+            return path.read_text()
+        except OSError:
+            continue
+    return None
+
+
+def takes_mmio_devices_from_command_line(kernel: Kernel) -> bool:
+    """Does the kernel read `virtio_mmio.device=` (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES)?
+    Debian's does not: it finds microvm's devices through ACPI. A kernel that came without
+    its config is taken to (a vmlinux built for microvm)."""
+    config = config_text(kernel)
+    return config is None or "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y" in config.splitlines()
+
+
 # --- the cache ---
 
 def save(directory: Path, name: str, data: bytes):

@@ -48,8 +48,12 @@ class VMConfig:
 
     def __init__(self, kernel: Path, initrd: Path, memory_mib: int = 256, cpus: int = 1,
                  accel: str = "tcg", tsc_khz: int | None = None,
-                 kernel_args: list[Option] = (), devices: list[Option] = ()):
+                 kernel_args: list[Option] = (), devices: list[Option] = (),
+                 acpi: bool = False, serial: str = "stdio", pass_fds: tuple[int, ...] = ()):
         self.kernel, self.initrd = kernel, initrd
+        self.serial = serial  # where ttyS0 goes: stdio, or file:PATH for a detached VM
+        self.pass_fds = pass_fds  # descriptors QEMU inherits (a tap device's: -netdev fd=N)
+        self.acpi = acpi  # describe devices in ACPI tables (see machine())
         self.memory_mib, self.cpus = memory_mib, cpus
         self.accel, self.tsc_khz = accel, tsc_khz
         self.kernel_args, self.devices = list(kernel_args), list(devices)
@@ -81,6 +85,22 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
     return params + config.kernel_args
 
 
+def machine(config: VMConfig) -> Option:
+    """microvm (QEMU docs/system/i386/microvm.rst): no PCI, no firmware menus, virtio-mmio
+    slots. The guest must learn where QEMU put each virtio-mmio device, one of two ways:
+    with acpi=off QEMU appends `virtio_mmio.device=<size>@<address>:<irq>` to the kernel
+    command line, which only a kernel with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES reads (the tiny
+    kernel; not Debian's); with ACPI on, QEMU lists them in its ACPI tables (DSDT), which
+    Debian's kernel reads, at the price of ACPI's start-up under emulation."""
+    if config.acpi:
+        return option("-M", "microvm,acpi=on", why="a minimal machine; its ACPI tables tell "
+                      "this kernel where the virtio-mmio devices are (it cannot read them "
+                      "from its command line)", doc="QEMU docs/system/i386/microvm.rst")
+    return option("-M", "microvm,acpi=off", why="a minimal machine with no PCI and no firmware "
+                  "tables; QEMU describes its virtio-mmio devices on the kernel command line",
+                  doc="QEMU docs/system/i386/microvm.rst")
+
+
 def qemu_options(config: VMConfig) -> list[Option]:
     """Every QEMU option, in order (qemu-system-x86_64(1), QEMU docs/system/invocation)."""
     accel = [option("-accel", "tcg", why="TCG: QEMU translates guest instructions itself",
@@ -90,10 +110,7 @@ def qemu_options(config: VMConfig) -> list[Option]:
                         "CPU; -cpu host exposes its features", doc="QEMU docs: -accel, -cpu")]
     command_line = " ".join(param.args[0] for param in kernel_parameters(config))
     return [
-        option("-M", "microvm,acpi=off", why="a minimal machine with no PCI and no firmware "
-               "tables; with acpi=off QEMU describes its virtio-mmio devices on the kernel "
-               "command line, the only way the guest finds them",
-               doc="QEMU docs/system/i386/microvm.rst"),
+        machine(config),
         *accel,
         option("-m", f"{config.memory_mib}M", why="guest RAM", doc="QEMU docs: -m"),
         option("-smp", str(config.cpus), why="virtual CPUs", doc="QEMU docs: -smp"),
@@ -102,8 +119,8 @@ def qemu_options(config: VMConfig) -> list[Option]:
                doc="QEMU docs: -nodefaults, -no-user-config"),
         option("-display", "none", why="no window: the serial port is the only console",
                doc="QEMU docs: -display"),
-        option("-serial", "stdio", why="the guest's ttyS0 is QEMU's stdin/stdout, which are "
-               "pipes to minivm", doc="QEMU docs: -serial, -chardev stdio"),
+        option("-serial", config.serial, why="the guest's ttyS0: QEMU's stdin/stdout, pipes to "
+               "minivm (a detached VM's goes to its console.log)", doc="QEMU docs: -serial"),
         option("-no-reboot", why="a guest reboot (reboot=t, panic=-1) ends QEMU instead",
                doc="QEMU docs: -no-reboot"),
         option("-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", why="a write to I/O port "
@@ -130,6 +147,7 @@ class Result:
     def __init__(self):
         self.status: int | None = None         # the guest command's exit status, if told
         self.not_found = False                 # the command does not exist in the guest
+        self.setup_failed: str | None = None   # why /init could not prepare the guest
         self.guest_release: str | None = None  # `uname -r` as the guest's /init saw it
         self.timed_out = False
         self.escaped = False                   # the user left with the escape key
@@ -178,7 +196,7 @@ def run(config: VMConfig, parser: ConsoleParser, console: Console, timeout: floa
             stdin=subprocess.PIPE if console.stdin_fd is not None else subprocess.DEVNULL,
             # Its own session: a Ctrl-C on the host terminal reaches minivm, which then stops
             # QEMU itself, rather than QEMU dying first and the exit status getting lost.
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True, preexec_fn=_die_with_parent, pass_fds=config.pass_fds)
     except OSError as error:
         raise MinivmError(f"cannot start {QEMU_BINARY}: {error.strerror}") from None
     phase("qemu spawned")
@@ -263,6 +281,8 @@ def _dispatch(chunk, console: Console, result: Result, phase):
             phase("init started")
         elif event.name == "notfound":
             result.not_found = True
+        elif event.name == "failed":
+            result.setup_failed = event.value
         elif event.name == "exit":
             result.status = int(event.value)
             phase("command done")
