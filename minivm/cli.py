@@ -8,7 +8,7 @@
     minivm kernel list
     minivm kernel fetch [--package NAME]
 
-argparse rather than click (which minibox uses): minivm's work is booting in well under two
+argparse rather than click, as minibox's CLI: minivm's work is booting in well under two
 seconds, and click's import alone costs ~30 ms of that.
 
 Exit status: the guest command's own; 124 when the timeout killed the guest; 125 for minivm's

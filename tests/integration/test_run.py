@@ -255,7 +255,7 @@ ERROR_CASES = [
     (["run", "--rm", "--rootfs", "/tmp"], 125, "no command given"),
     (["run", "--rm", "-e", "=value", "busybox", "true"], 125, "invalid environment variable"),
     (["run", "--rm", "-v", "/no/such/host/dir:/x", "busybox", "true"], 125, "does not exist"),
-    (["run", "--rm", "--no-such-flag", "busybox", "true"], 125, "No such option '--no-such-flag'"),
+    (["run", "--rm", "--no-such-flag", "busybox", "true"], 125, "no such option: --no-such-flag (see: minibox run --help)"),
 ]
 
 
@@ -279,12 +279,29 @@ def test_duplicate_name_is_refused_without_touching_the_first(minibox, minibox_e
 
 def test_not_root_is_refused_in_one_line(minibox_env):
     # The interpreter lives under /root here, so drop the effective uid only once the
-    # modules are loaded; the check in the CLI sees what it would under a real user.
-    as_nobody = ("import os, minibox.cli, minibox.container; os.seteuid(65534); "
+    # modules are loaded (parsing once loads what argparse imports lazily); the check in the
+    # CLI sees what it would under a real user.
+    as_nobody = ("import os, minibox.cli, minibox.container; "
+                 "minibox.cli.parse(['run', 'busybox', 'true']); os.seteuid(65534); "
                  "import sys; sys.argv = ['minibox', 'run', 'busybox', 'true']; minibox.cli.main()")
     result = subprocess.run([sys.executable, "-c", as_nobody], capture_output=True, text=True)
     assert result.returncode == 125
     assert result.stderr == "minibox: must be run as root (try sudo)\n"
+
+
+def test_a_run_without_network_imports_nothing_heavy(minibox_env):
+    """The whole `run` path, container included: no click, no pyroute2 (~150 ms), no
+    inspect/typing (bench/startup.py compares this start-up with runc's)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "minibox", "run", "--rm",
+                             "--network", "none", "busybox", "true"],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    loaded = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+              if line.startswith("import time:") and not line.endswith("| imported package")}
+    assert {"argparse", "minibox.cli", "minibox.container"} <= loaded
+    heavy = {name for name in loaded if name.split(".")[0] in ("click", "pyroute2", "inspect",
+                                                                "typing")}
+    assert heavy == set()
 
 
 def test_step_mode_waits_for_enter_before_each_step(minibox_env):
