@@ -125,6 +125,7 @@ class CommandParser(OneLineParser):
         self.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     def choose(self, words):
+        """-> (the command's full name, the words left for it, all that was parsed)."""
         chosen = self.parse_args(words)
         if chosen.command is None:
             self.error("no command given")
