@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/python examples/tour.py
+	$(VENV)/bin/python examples/side_by_side.py
 
 test: setup
 	$(VENV)/bin/python -m pytest

@@ -41,7 +41,9 @@ def main():
     with tempfile.TemporaryDirectory(dir="/run") as state, \
             tempfile.TemporaryDirectory() as workdir:
         os.environ["MINIBOX_ROOT"] = state  # a private state dir; the image store is shared
-        container_id = subprocess.run([minibox, "run", "-d", "busybox", "sleep", "3600"],
+        # --network none: like runc's default config (and no bridge left on the host)
+        container_id = subprocess.run([minibox, "run", "-d", "--network", "none", "busybox",
+                                       "sleep", "3600"],
                                       capture_output=True, text=True, check=True).stdout.strip()
         runc_id = f"bench-exec-{os.getpid()}"
         subprocess.run(["runc", "run", "-d", "--bundle", sleeping_bundle(rootfs, workdir),

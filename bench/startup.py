@@ -45,7 +45,10 @@ def oci_bundle(rootfs, workdir):
 
 
 def commands(rootfs, bundle):
-    minibox = [os.path.join(PROJECT, ".venv/bin/minibox"), "run", "--rm", "busybox", "/bin/true"]
+    # --network none: like runc's default config, a netns with only lo (bridge networking
+    # is measured on its own in bench/network.py)
+    minibox = [os.path.join(PROJECT, ".venv/bin/minibox"), "run", "--rm", "--network", "none",
+               "busybox", "/bin/true"]
     tools = {"minibox": lambda i: minibox}
     if shutil.which("runc"):
         tools["runc"] = lambda i: ["runc", "run", "--bundle", bundle, f"bench-runc-{i}"]

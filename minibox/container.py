@@ -8,12 +8,13 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
 
     init                                   runtime
     unshare(mnt, uts, ipc, net)  ----->  "ready"
-                                           host side: cgroup, uid maps, veth ...
+                                           host side: cgroup, veth, /etc/hosts, hooks
     unshare(cgroup)              <-----  "go"
-    overlay, /proc, /dev, /sys, pivot_root, hostname, lo up
+    overlay, the spec's mounts (/proc, /dev, /sys, /etc/hosts...), pivot_root, hostname, lo up
     [pty master fd]              ----->  (with -t)
     [unshare(user) with --userns ----->  "userns"; maps written <----- "mapped"]
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
+                                           port proxy (-p), once per container
                                  <-----  start: reads exec.fifo
     seccomp, capabilities, user, no_new_privs (security.confine)
     execve(CMD)
@@ -21,8 +22,9 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
 
 Then the monitor waits for PID 1 (supervise), records its exit code in state.json, restarts
 it as the restart policy says -- with a fresh init, since a PID namespace dies with its
-PID 1 -- and tears down what the ledger lists. For `run -d` and OCI `create` the monitor is a
-detached process of its own (monitor.py); for a plain `run` it is the `minibox` process.
+PID 1, and the fresh network namespace gets the container's address again -- and tears
+down what the ledger lists. For `run -d` and OCI `create` the monitor is a detached process
+of its own (monitor.py); for a plain `run` it is the `minibox` process.
 """
 import os
 import select
@@ -31,8 +33,8 @@ import socket
 import sys
 import time
 
-from . import (cgroups, explain, hooks, images, namespaces, network, rootfs, security, state,
-               syscalls)
+from . import (cgroups, explain, hooks, images, namespaces, network, portproxy, rootfs, security,
+               state, syscalls)
 from . import spec as spec_module
 from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError
 
@@ -66,6 +68,7 @@ def create(spec, container_id=None):
     # 1. Make the container's directory. Every resource is recorded in the ledger before it
     #    is made, so teardown and `minibox gc` know what to undo.
     directory = state.ContainerDir.create(container_id or state.new_container_id(), spec.name)
+    bound_ports = []
     try:
         directory.save(_initial_state(spec, directory))
         spec.save(directory.file("spec.json"))
@@ -75,8 +78,14 @@ def create(spec, container_id=None):
         cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent)
         directory.record("cgroup", paths=cgroup.paths())
         _create_cgroup(cgroup, spec.limits, "\n              ".join(cgroup.plan(spec.limits)))
-        return spawn(spec, directory, cgroup)
+        #    Published host ports are bound now, so a busy port fails the run before the
+        #    container exists.
+        bound_ports = portproxy.bind_ports(spec.publish)
+        container = spawn(spec, directory, cgroup)
+        network.publish(directory, bound_ports)
+        return container
     except BaseException:
+        portproxy.close_ports(bound_ports)
         directory.release_all()
         raise
 
@@ -91,6 +100,9 @@ def spawn(spec, directory, cgroup):
     if spec.userns:  # the init opens it as container root, i.e. host uid 100000
         os.chown(directory.file("exec.fifo"), namespaces.USERNS_HOST_BASE,
                  namespaces.USERNS_HOST_BASE)
+    # --network container:ID: that container's netns, opened now, while its init can still
+    # be told from a process that got its PID later.
+    shared_netns, shared_address = network.open_shared_netns(spec.network)
     channel, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     # 3. Fork the init into a new PID namespace; it unshares the others itself. A PID
     #    namespace dies with its PID 1, so a restarted container gets a fresh one too.
@@ -100,14 +112,17 @@ def spawn(spec, directory, cgroup):
     pid = os.fork()
     if pid == 0:
         channel.close()
-        _init(spec, directory, init_end)  # never returns
+        _init(spec, directory, init_end, shared_netns)  # never returns
     if new_pid_namespace:
         namespaces.restore_pid_namespace(own_pid_namespace)
+    if shared_netns is not None:
+        os.close(shared_netns)
     init_end.close()
     directory.record("process", pid=pid, start_time=state.process_start_time(pid))
     # 4. Host-side setup while the init waits in its new namespaces.
     _expect(channel, b"ready", pid)
     _join_cgroup(cgroup, pid)
+    network.set_up(spec, directory, pid, shared_address)
     hooks.run(spec, ("prestart", "createRuntime"), _hook_state(directory, "creating", pid))
     channel.send(b"go")
     if spec.userns:
@@ -177,7 +192,7 @@ def oci_state(container_id, current):
                        "annotations": current.get("annotations") or {}}, indent=2)
 
 
-def _init(spec, directory, channel):
+def _init(spec, directory, channel, shared_netns=None):
     """Step 5, PID 1's own story: from fork(2) to execve(2). Never returns."""
     exit_code = RUNTIME_ERROR
     try:
@@ -187,6 +202,8 @@ def _init(spec, directory, channel):
         syscalls.set_parent_death_signal(signal.SIGKILL)
         _connect_stdio(spec, directory)
         namespaces.enter_namespaces(spec.namespaces)
+        if shared_netns is not None:
+            network.join_netns(shared_netns)
         channel.send(b"ready")
         if channel.recv(16) != b"go":  # the runtime gave up
             return
@@ -410,15 +427,17 @@ def _reap(pid):
 def release_init(directory, pid):
     """Release the init blocked in _wait_for_start (`run`, and `minibox start` for OCI)."""
     gone = MiniboxError(f"container {directory.id[:12]} exited before it was started")
-    try:
-        fifo = os.open(directory.file("exec.fifo"), os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise gone from None  # someone else started it
+    # The pidfd first: once the fifo is open the init may exec, exit and be reaped before
+    # our next line runs, and a reaped process has no pidfd to give any more.
     try:
         init = os.pidfd_open(pid)
     except ProcessLookupError:
-        os.close(fifo)
         raise gone from None
+    try:
+        fifo = os.open(directory.file("exec.fifo"), os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        os.close(init)
+        raise gone from None  # someone else started it
     try:
         # Poll both: an init killed while blocked would otherwise leave us waiting forever.
         readable, _, _ = select.select([fifo, init], [], [])
@@ -574,6 +593,12 @@ def kill_and_wait(directory, current, timeout=5.0):
     down, so that nothing writes into the directory while it is removed."""
     if state.process_alive(current.get("pid"), current.get("pid_start")):
         os.kill(current["pid"], signal.SIGKILL)
+    wait_for_monitor(current, timeout)
+
+
+def wait_for_monitor(current, timeout=5.0):
+    """Wait until the container's monitor is gone: then PID 1's end is recorded and what the
+    container held on the host (proxy, veth, lease, cgroup) is released."""
     deadline = time.monotonic() + timeout
     while _monitor_alive(current) and time.monotonic() < deadline:
         time.sleep(0.01)

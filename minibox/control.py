@@ -87,11 +87,19 @@ def kill(reference, signum):
 def stop(reference, timeout=10):
     """SIGTERM, then SIGKILL after `timeout` seconds, as `docker stop` does. PID 1 of a PID
     namespace only gets the signals it has a handler for (pid_namespaces(7)): a plain
-    `sleep` ignores SIGTERM and is killed after the timeout. No restart afterwards."""
-    directory, current, status = load(reference)
-    if status == "stopped":
-        return directory.id
-    directory.update(stop_requested=True)
+    `sleep` ignores SIGTERM and is killed after the timeout. No restart afterwards.
+
+    Returns once the monitor has also released what the container held on the host (its
+    veth, address and port proxy too), so that the bridge or the port is free right away."""
+    directory, first, status = load(reference)
+    if status != "stopped":
+        directory.update(stop_requested=True)
+        _signal_until_stopped(directory, first, timeout)
+    container.wait_for_monitor(first)
+    return directory.id
+
+
+def _signal_until_stopped(directory, current, timeout):
     for signum, wait_for in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
         if state.process_alive(current.get("pid"), current.get("pid_start")):
             os.kill(current["pid"], signum)
@@ -99,7 +107,7 @@ def stop(reference, timeout=10):
         while time.monotonic() < deadline:
             current = directory.load() or {}
             if state.live_status(current) == "stopped":
-                return directory.id
+                return
             time.sleep(0.02)
     raise MiniboxError(f"container {directory.id[:12]} did not stop")
 
@@ -179,7 +187,8 @@ def usage(interval=0.5, references=()):
 
 
 def inspect(reference):
-    """What `minibox inspect` prints: config, state, pid, cgroup, mounts, addresses."""
+    """What `minibox inspect` prints: config, state, pid, cgroup, mounts, addresses, and
+    the network minibox set up (mode, address, published ports: state.json's record)."""
     directory, current, status = load(reference)
     spec = _saved_spec(directory)
     pid = current.get("pid") if status in ("created", "running") else None
@@ -190,7 +199,8 @@ def inspect(reference):
                       "RestartCount": current.get("restarts", 0),
                       "Error": current.get("error")},
             "Pid": pid, "Cgroup": _cgroups(pid), "Mounts": _mounts(pid),
-            "Addresses": _addresses(pid)}
+            "Addresses": _addresses(pid),
+            "NetworkSettings": current.get("network") if pid is not None else None}
 
 
 def _read_lines(path):

@@ -1,14 +1,542 @@
-"""Container networking. For now: the loopback device of the container's own network namespace.
+"""Container networking: four modes, and for the default one a bridge and a veth pair.
 
-A new network namespace (network_namespaces(7)) starts with one device, `lo`, and even that
-is down. Bringing it up needs no netlink library: the SIOCSIFFLAGS ioctl on any socket
-(netdevice(7)) sets the IFF_UP flag.
+A new network namespace (network_namespaces(7), CLONE_NEWNET) holds one device, `lo`, and
+even that is down. What a container can reach depends on what the runtime puts there:
+
+    --network none           loopback only (`bring_up_loopback`)
+    --network host           no new namespace: the host's interfaces, ports and routes
+    --network container:ID   setns(2) into the network namespace of another container
+    --network bridge         (the default of `run`) a veth pair to the bridge minibox0:
+
+        host netns                                        container netns
+        minibox0 (bridge, 10.199.0.1/24) -- mb<id>  <== veth ==>  eth0 10.199.0.N/24
+                                                                  default via 10.199.0.1
+
+A veth pair (veth(4)) is a virtual cable: what goes in one end comes out of the other. The
+host end is a port of a Linux bridge (a virtual switch), so containers on the bridge reach
+each other, and the bridge's own address is their gateway, so the host reaches them (and
+they the host) by IP. Nothing is forwarded or NATed beyond the host: minibox never touches
+`ip_forward` or the firewall.
+
+All netlink work (rtnetlink(7)) goes through pyroute2's IPRoute, and two choices keep it
+at a few milliseconds per container:
+
+  * The peer is created *inside* the container's namespace, already named eth0: one
+    RTM_NEWLINK whose peer carries IFLA_NET_NS_FD (what `ip link add mbX type veth peer
+    name eth0 netns PID` does). No create-move-rename dance, no clash between many eth0s.
+  * The inside end is configured over a netlink socket that lives in the container's
+    namespace: the runtime setns(2)s there just long enough to create it, then returns (a
+    socket stays in the namespace it was created in). pyroute2's own `NetNS` /
+    `IPRoute(netns=...)` forks a helper process per namespace for the same job, which
+    costs more than all the netlink requests together.
+
+pyroute2's package import takes ~150 ms (its __init__ loads every netlink family), so it is
+imported inside the functions that talk netlink, never at module level: containers with
+`--network none` or `host` never load it.
+
+Addresses come from `minibox.ipam`; published ports are served by `minibox.portproxy`.
+
+When, in a container's life (container.py): the runtime binds the -p ports before the
+container exists, connects each new init's netns between its "ready" and "go" (`set_up`)
+and starts the port proxy once the container is created (`publish`). A restart's fresh
+init, in a fresh netns, gets a new veth pair but keeps the container's address and proxy.
+Teardown, `minibox stop` and `gc` release the ledger's `network` (veth and lease) and
+`proxy` entries. OCI `create` gets none of this: a new netns from config.json holds lo
+only, as with runc, which makes no bridges either.
 """
+import errno
 import fcntl
+import os
 import socket
 import struct
 
+from . import portproxy, state, syscalls
+from .errors import MiniboxError
 from .explain import step
+from .ipam import AddressError, AddressPool
+
+BRIDGE = "minibox0"
+# ifalias(the IFLA_IFALIAS text) of the bridge minibox made: anything else named minibox0
+# is someone else's interface and is left alone.
+BRIDGE_ALIAS = "minibox bridge"
+CONTAINER_IFNAME = "eth0"
+# Written into the container's directory, bind-mounted at /etc/<name> (spec.docker_mounts).
+ETC_FILES = ("hosts", "hostname")
+
+DEFAULT_SUBNET = "10.199.0.0/24"
+SUBNET_ENV = "MINIBOX_SUBNET"
+SUBNET_HELP = (
+    f"bridge: the bridge {BRIDGE} is created on first use with the subnet {DEFAULT_SUBNET} "
+    f"(gateway .1; set {SUBNET_ENV} to choose another), outside the defaults of Docker "
+    "(172.17-31.x, 192.168.x), Podman (10.88.x), libvirt (192.168.122.x), QEMU user "
+    "networking (10.0.2.x), LXC (10.0.3.x), Kubernetes (10.96-111.x, 10.244.x, k3s "
+    "10.42-43.x) and CGNAT/Tailscale (100.64/10)."
+)
+MODES = ("bridge", "none", "host", "container:ID")
+NETWORK_HELP = ("bridge (default), none (loopback only), host (the host's network) or "
+                "container:ID (share that container's network). " + SUBNET_HELP)
+
+# The address pools live outside MINIBOX_ROOT: there is one bridge per network namespace,
+# not one per state root, so every minibox using it must share one pool. The pool's name
+# carries the netns inode, so `ip netns exec X minibox ...` gets a pool of its own.
+STORE_DIR = "/run/minibox-network"
+
+
+class NetworkError(MiniboxError):
+    """A network request that can't be met (exit 125, one line)."""
+
+
+class NetworkMode:
+    """What `--network` asked for; `container` is the ID or name for container:ID."""
+
+    def __init__(self, kind, container=None):
+        self.kind = kind
+        self.container = container
+
+    def __str__(self):
+        return f"container:{self.container}" if self.kind == "container" else self.kind
+
+    @classmethod
+    def parse(cls, text):
+        if text in ("bridge", "none", "host"):
+            return cls(text)
+        kind, _, container = text.partition(":")
+        if kind == "container" and container:
+            return cls("container", container)
+        raise NetworkError(f"bad --network {text!r}: expected one of {', '.join(MODES)}")
+
+    @property
+    def new_netns(self):
+        """Does the container get a network namespace of its own (CLONE_NEWNET)?"""
+        return self.kind in ("bridge", "none")
+
+
+def check_options(mode, requested_ip, publish):
+    """--ip and -p only make sense on the bridge: refuse them elsewhere, before anything runs."""
+    import ipaddress
+    if requested_ip is not None:
+        if mode.kind != "bridge":
+            raise NetworkError(f"--ip needs --network bridge, not {mode}")
+        try:
+            ipaddress.IPv4Address(requested_ip)
+        except ValueError:
+            raise NetworkError(f"bad --ip {requested_ip!r}: not an IPv4 address") from None
+    if publish and mode.kind != "bridge":
+        raise NetworkError(f"-p needs --network bridge, not {mode}")
+
+
+def host_ifname(container_id):
+    """The host end of the container's veth pair: `mb` + 12 id characters.
+
+    Derived from the id alone, so the ledger can name it before it exists. IFNAMSIZ is 16
+    bytes with the NUL, so 15 characters at most.
+    """
+    return f"mb{container_id[:12]}"
+
+
+def subnet_for_new_bridge():
+    """The subnet a bridge gets when it is created: $MINIBOX_SUBNET or DEFAULT_SUBNET."""
+    import ipaddress
+    text = os.environ.get(SUBNET_ENV, DEFAULT_SUBNET)
+    try:
+        subnet = ipaddress.IPv4Network(text)
+    except ValueError as error:
+        raise NetworkError(f"bad {SUBNET_ENV} {text!r}: {error}") from None
+    if subnet.num_addresses < 4:
+        raise NetworkError(f"bad {SUBNET_ENV} {text!r}: a bridge needs at least a /30")
+    return subnet
+
+
+def address_pool():
+    """The address pool of minibox0 in this thread's network namespace."""
+    netns = os.stat("/proc/thread-self/ns/net").st_ino
+    return AddressPool(STORE_DIR, f"{BRIDGE}.netns{netns}")
+
+
+# -- the runtime's side: before the fork, and between the init's "ready" and "go" ----------
+
+def open_shared_netns(mode):
+    """For container:ID: an fd of that container's netns and its address, else (None, None).
+
+    Opened by the runtime before each fork of an init, while it can still check that the
+    PID is the init it recorded (not a reused PID); the init inherits the fd and setns(2)s
+    into it. So a restart joins the other container's netns as it is then.
+    """
+    if mode is None or mode.kind != "container":
+        return None, None
+    current = state.find(mode.container).load() or {}
+    pid = current.get("pid")
+    if current.get("status") not in ("created", "running") or not state.process_alive(
+            pid, current.get("pid_start")):
+        raise NetworkError(f"container {mode.container} is not running")
+    netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    if not state.process_alive(pid, current.get("pid_start")):  # it died as we opened it
+        os.close(netns)
+        raise NetworkError(f"container {mode.container} is not running")
+    return netns, (current.get("network") or {}).get("address")
+
+
+@step("Join the network namespace of another container",
+      syscall="setns(fd, CLONE_NEWNET)", man="setns(2), network_namespaces(7)")
+def join_netns(netns_fd):
+    syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
+    os.close(netns_fd)
+
+
+def set_up(spec, directory, pid, shared_address=None):
+    """Host side, while the init waits in its new namespaces: connect it to the bridge and
+    write its /etc/hosts and /etc/hostname. Nothing at all for an OCI bundle (spec.network
+    None): its new netns keeps lo only, as with runc.
+
+    Again for each restart (container.spawn), whose fresh init has a fresh netns: the
+    container keeps its address -- the lease lives as long as the container, like the
+    proxy of its published ports (`publish`) -- and only the veth pair is made anew.
+    Every resource goes into the container's ledger, so teardown and `gc` undo it.
+    """
+    mode = spec.network
+    if mode is None:
+        return
+    address = shared_address
+    if mode.kind == "bridge":
+        previous = (directory.load() or {}).get("network")
+        if previous is None:
+            directory.record("network", container=directory.id)
+        else:
+            # The last init's pair: the kernel deletes it with that init's netns, but
+            # asynchronously, and the name is the container's.
+            delete_veth(directory.id)
+        address = str(connect(directory.id, pid, previous["address"] if previous else spec.ip))
+    if mode.kind == "host":
+        hosts = _host_etc_hosts()
+    else:
+        hosts = etc_hosts(spec.hostname, address)
+    write_etc_files(directory, spec.hostname, hosts)
+    directory.update(network={"mode": str(mode), "address": address,
+                              "ports": [str(mapping) for mapping in spec.publish]})
+
+
+def publish(directory, bound_ports):
+    """Start the proxy serving the -p ports `portproxy.bind_ports` bound before the
+    container was made. Once per container, not per init: it forwards to the container's
+    address, which restarts keep, and exits when this process -- the container's monitor,
+    which outlives every restart -- does."""
+    if not bound_ports:
+        return
+    address = directory.load()["network"]["address"]
+    proxy = portproxy.start_proxy(bound_ports, address, os.getpid())
+    directory.record("proxy", pid=proxy.pid, start_time=proxy.started)
+
+
+@step("Connect the container to the bridge: a veth pair, an address, a default route",
+      syscall="RTM_NEWLINK veth peer eth0 IFLA_NET_NS_FD; in the netns: RTM_NEWADDR, "
+              "RTM_NEWLINK IFF_UP, RTM_NEWROUTE default", man="veth(4), rtnetlink(7)")
+def connect(container_id, netns_pid, requested_ip=None):
+    """Attach the network namespace of `netns_pid` to minibox0; return the address.
+
+    Everything made here is undone if a later step fails.
+    """
+    from pyroute2.iproute.linux import IPRoute
+
+    pool = address_pool()
+    host_end = host_ifname(container_id)
+    netns_fd = os.open(f"/proc/{netns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with IPRoute() as ipr:
+            # One lock around bridge creation and allocation: twenty parallel first starts
+            # must neither race to create minibox0 nor see it half-configured.
+            with pool.locked(subnet_if_new=subnet_for_new_bridge()) as table:
+                bridge_index = _ensure_bridge(ipr, table)
+                address = _allocate(table, container_id, requested_ip)
+            try:
+                _netlink(ipr.link, "add", ifname=host_end, kind="veth", master=bridge_index,
+                         state="up", peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": netns_fd},
+                         doing=f"create veth pair {host_end} <-> {CONTAINER_IFNAME}")
+                _configure_inside(netns_fd, address, table)
+            except BaseException:
+                _delete_link(ipr, host_end)
+                raise
+    except BaseException:
+        _release_lease(pool, container_id)
+        raise
+    finally:
+        os.close(netns_fd)
+    return address
+
+
+def connect_interface(owner, ifname):
+    """Attach an interface that already exists here, a VM's tap device (minivm/nic.py), to
+    minibox0 and lease an address to `owner`, whatever is behind the interface.
+
+    Returns (address, subnet, gateway) for the other side to configure itself; the lease
+    stays until release_address(owner).
+    """
+    from pyroute2.iproute.linux import IPRoute
+
+    pool = address_pool()
+    with IPRoute() as ipr:
+        with pool.locked(subnet_if_new=subnet_for_new_bridge()) as table:
+            bridge_index = _ensure_bridge(ipr, table)
+            address = _allocate(table, owner, None)
+            subnet, gateway = table.subnet, table.gateway
+        try:
+            (index,) = ipr.link_lookup(ifname=ifname)
+            _netlink(ipr.link, "set", index=index, master=bridge_index, state="up",
+                     doing=f"attach {ifname} to {BRIDGE}")
+        except BaseException:
+            _release_lease(pool, owner)
+            raise
+    return address, subnet, gateway
+
+
+def release_address(owner):
+    """Give back the address connect_interface() leased to `owner`; harmless twice."""
+    _release_lease(address_pool(), owner)
+
+
+def _allocate(table, container_id, requested_ip):
+    try:
+        return table.allocate(container_id, requested_ip)
+    except (AddressError, ValueError) as error:
+        raise NetworkError(f"{BRIDGE}: {error}") from None
+
+
+def _ensure_bridge(ipr, table):
+    """Return the index of minibox0, creating it with its gateway address on first use."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        (link,) = ipr.link("get", ifname=BRIDGE)
+    except NetlinkError as error:
+        if error.code != errno.ENODEV:
+            raise NetworkError(f"looking up {BRIDGE}: {os.strerror(error.code)}") from None
+    else:
+        kind, alias = link.get(("linkinfo", "kind")), link.get("ifalias")
+        if kind != "bridge" or alias != BRIDGE_ALIAS:
+            raise NetworkError(f"an interface named {BRIDGE} already exists and minibox did "
+                               f"not create it (kind {kind}, alias {alias!r}): remove or "
+                               "rename it")
+        return link["index"]
+    # No bridge means no container is attached: leases left in the pool are stale (a
+    # bridge deleted by hand, or a reused netns inode), and the subnet may be chosen anew.
+    table.reset(subnet_for_new_bridge())
+    # Without an explicit address a bridge takes the lowest MAC of its ports, so it would
+    # change whenever a container comes or goes, and containers that cached the gateway's
+    # old MAC would lose the host until their ARP entry expires. A fixed, locally
+    # administered (bit 1) unicast (bit 0 clear) MAC stays put.
+    mac = ":".join(f"{byte:02x}" for byte in b"\x02" + os.urandom(5))
+    _netlink(ipr.link, "add", ifname=BRIDGE, kind="bridge", address=mac, state="up",
+             doing=f"create bridge {BRIDGE}")
+    try:
+        (index,) = ipr.link_lookup(ifname=BRIDGE)
+        # The alias can't ride along in RTM_NEWLINK: the kernel only sets it on a change.
+        _netlink(ipr.link, "set", index=index, ifalias=BRIDGE_ALIAS, doing=f"label {BRIDGE}")
+        _netlink(ipr.addr, "add", index=index, address=str(table.gateway),
+                 prefixlen=table.subnet.prefixlen,
+                 doing=f"add {table.gateway}/{table.subnet.prefixlen} to {BRIDGE}")
+    except BaseException:
+        _delete_link(ipr, BRIDGE)
+        raise
+    return index
+
+
+def _configure_inside(netns_fd, address, table):
+    """In the container's netns: the address on eth0, eth0 up, default route via gateway."""
+    from pyroute2.iproute.linux import IPRoute
+
+    with IPRoute(fileno=_socket_in_netns(netns_fd).detach()) as ipr:
+        (index,) = ipr.link_lookup(ifname=CONTAINER_IFNAME)
+        _netlink(ipr.addr, "add", index=index, address=str(address),
+                 prefixlen=table.subnet.prefixlen,
+                 doing=f"add {address} to {CONTAINER_IFNAME}")
+        _netlink(ipr.link, "set", index=index, state="up", doing=f"bring up {CONTAINER_IFNAME}")
+        _netlink(ipr.route, "add", dst="default", gateway=str(table.gateway),
+                 doing=f"add default route via {table.gateway}")
+
+
+def disconnect(container_id):
+    """Delete the container's veth pair and release its address; safe to call twice.
+
+    Deleting either end of a veth pair deletes both. When the container's netns dies
+    first the kernel removes the pair itself, but asynchronously (in the netns cleanup
+    work queue), so the delete here is still needed to be sure it is gone.
+    """
+    delete_veth(container_id)
+    _release_lease(address_pool(), container_id)
+
+
+def delete_veth(container_id):
+    """Delete the container's veth pair, if it still exists."""
+    from pyroute2.iproute.linux import IPRoute
+
+    with IPRoute() as ipr:
+        _delete_link(ipr, host_ifname(container_id))
+
+
+def _release_lease(pool, container_id):
+    if pool.exists():
+        with pool.locked() as table:
+            table.release(container_id)
+
+
+def _delete_link(ipr, ifname):
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        ipr.link("del", ifname=ifname)
+    except NetlinkError as error:
+        if error.code != errno.ENODEV:
+            raise NetworkError(f"deleting {ifname}: {os.strerror(error.code)}") from None
+
+
+def _netlink(request, *args, doing, **kwargs):
+    """Send one rtnetlink request; turn a kernel error into a one-line NetworkError."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        return request(*args, **kwargs)
+    except NetlinkError as error:
+        raise NetworkError(f"{doing}: {os.strerror(error.code)}") from None
+
+
+def _socket_in_netns(netns_fd):
+    """A NETLINK_ROUTE socket bound to the network namespace `netns_fd`, not to ours.
+
+    A socket belongs to the netns it was created in, for life. So: setns(2) there, create
+    it, setns(2) back. Only this thread moves (setns(CLONE_NEWNET) is per thread), and
+    only for the one socket(2) call.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
+        try:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+        finally:
+            syscalls.setns(own, syscalls.CLONE_NEWNET)
+    finally:
+        os.close(own)
+
+
+# -- /etc/hosts and /etc/hostname ---------------------------------------------------------
+
+def etc_hosts(hostname, address=None):
+    """/etc/hosts of a container: localhost, and its hostname on its own address.
+
+    Without an address (`--network none`) the hostname maps to 127.0.1.1, as Debian does,
+    so programs that resolve their own name still work.
+    """
+    return ("127.0.0.1\tlocalhost\n"
+            "::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"{address or '127.0.1.1'}\t{hostname}\n")
+
+
+def _host_etc_hosts():
+    """--network host shares the host's addresses, so it gets the host's /etc/hosts (as Docker)."""
+    try:
+        with open("/etc/hosts") as hosts:
+            return hosts.read()
+    except FileNotFoundError:
+        return etc_hosts("localhost")
+
+
+@step("Write the container's /etc/hosts and /etc/hostname beside its state; the init "
+      "bind-mounts them over the image's",
+      syscall='write("<container dir>/hosts", ...); write("<container dir>/hostname", ...)',
+      man="hosts(5), hostname(5)")
+def write_etc_files(directory, hostname, hosts):
+    for name, text in zip(ETC_FILES, (hosts, f"{hostname}\n")):
+        with open(directory.file(name), "w") as out:
+            out.write(text)
+
+
+# -- teardown: the ledger kinds this module adds -----------------------------------------
+
+def _release_network(entry):
+    disconnect(entry["container"])
+
+
+def _release_proxy(entry):
+    portproxy.stop(portproxy.ProxyProcess(entry["pid"], entry["start_time"]))
+
+
+state.RELEASE.update(network=_release_network, proxy=_release_proxy)
+
+
+# -- `minibox network ls | rm`, and gc ---------------------------------------------------
+
+def bridge_status():
+    """(subnet, gateway, {address: container id}) of minibox0, or None if there is none."""
+    if not link_exists(BRIDGE):
+        return None  # and any pool left in the store is stale
+    from pyroute2.iproute.linux import IPRoute
+
+    with IPRoute() as ipr:
+        _our_bridge_index(ipr)  # a foreign minibox0 is not ours to describe
+    pool = address_pool()
+    if not pool.exists():
+        return "unknown", "unknown", {}
+    with pool.locked() as table:
+        return str(table.subnet), str(table.gateway), table.leases
+
+
+def link_exists(ifname):
+    """Does `ifname` exist in this thread's netns? (SIOCGIFINDEX, netdevice(7))
+
+    Not /sys/class/net: sysfs shows the interfaces of the netns that mounted it, which is
+    not ours under `nsenter --net` or `ip netns exec`.
+    """
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
+
+
+def remove_bridge():
+    """Delete minibox0 and its address pool; refuse while a container uses it.
+
+    Returns False when there was no bridge to remove (a stale pool is dropped all the same).
+    """
+    pool = address_pool()
+    if not pool.exists() and not link_exists(BRIDGE):
+        return False
+    from pyroute2.iproute.linux import IPRoute
+
+    with pool.locked(subnet_if_new=DEFAULT_SUBNET) as table, IPRoute() as ipr:
+        index = _our_bridge_index(ipr)
+        if index is not None:
+            if table.leases:
+                owners = ", ".join(owner[:12] for owner in table.leases.values())
+                raise NetworkError(f"{BRIDGE} is in use by container(s) {owners}")
+            ports = [port.get("ifname") for port in ipr.link("dump", master=index)]
+            if ports:
+                raise NetworkError(f"{BRIDGE} still has ports attached: {', '.join(ports)}")
+            _delete_link(ipr, BRIDGE)
+        table.discard()
+    return index is not None
+
+
+def remove_bridge_if_unused():
+    """For `minibox gc`: remove minibox0 unless a container still holds an address."""
+    try:
+        return remove_bridge()
+    except NetworkError:
+        return False
+
+
+def _our_bridge_index(ipr):
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        (link,) = ipr.link("get", ifname=BRIDGE)
+    except NetlinkError:
+        return None  # already gone
+    if link.get("ifalias") != BRIDGE_ALIAS:
+        raise NetworkError(f"{BRIDGE} was not created by minibox "
+                           f"(alias {link.get('ifalias')!r}): not removing it")
+    return link["index"]
+
+
+# -- loopback -----------------------------------------------------------------------------
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -18,6 +546,8 @@ IFF_UP = 0x1
 @step("Bring up the loopback device of the new network namespace",
       syscall='ioctl(socket, SIOCSIFFLAGS, {{"lo", IFF_UP}})', man="netdevice(7)")
 def bring_up_loopback():
+    """A new netns starts with `lo` down; no netlink needed to bring it up: the
+    SIOCGIFFLAGS/SIOCSIFFLAGS ioctls on any socket (netdevice(7)) set IFF_UP."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         request = struct.pack("16sH", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, request)[:18])[1]

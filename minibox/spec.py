@@ -17,6 +17,8 @@ import re
 
 from .cgroups import limits as cgroup_limits
 from .errors import MiniboxError
+from .network import ETC_FILES, NetworkMode
+from .portproxy import PortMapping
 from .rootfs import MASKED_PATHS, READONLY_PATHS
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -51,17 +53,32 @@ DEFAULT_MOUNTS = (
 )
 
 
-def docker_mounts(privileged=False, read_only=False):
+def docker_mounts(container_dir, privileged=False, read_only=False):
     """`minibox run`'s mounts. /dev is nodev unless --privileged: no device node the
     container makes itself can be opened (rootfs.make_default_devices binds the few it
-    needs); --read-only adds a writable tmpfs /tmp."""
+    needs); --read-only adds a writable tmpfs /tmp.
+
+    /etc/hosts and /etc/hostname are bind mounts of files the runtime writes into the
+    container's directory once it knows the address (network.write_etc_files), as Docker's
+    are: files in the writable layer would be packed by `minibox commit`, baking one
+    container's address into an image (and so `rm /etc/hosts` fails with EBUSY inside)."""
     mounts = [Mount(m.destination, m.type, m.source,
                     m.options + ["nodev"] if m.destination == "/dev" and not privileged
                     else m.options) for m in DEFAULT_MOUNTS]
     if read_only:
         mounts.append(Mount("/tmp", "tmpfs", "tmpfs",
                             ["nosuid", "nodev", "mode=1777", "size=65536k"]))
+    for name in ETC_FILES:
+        mounts.append(Mount(f"/etc/{name}", "bind", os.path.join(container_dir, name),
+                            ["rbind", "rw"] + ([] if privileged else ["nodev"])))
     return mounts
+
+
+def docker_namespaces(network):
+    """`minibox run`'s namespaces: Docker's, but the network namespace only for a network
+    of its own. --network host keeps the host's; container:ID joins that container's
+    (network.open_shared_netns)."""
+    return [kind for kind in DOCKER_NAMESPACES if kind != "network" or network.new_netns]
 
 
 class Volume:
@@ -105,7 +122,7 @@ class ContainerSpec:
                  namespaces=DOCKER_NAMESPACES, masked_paths=MASKED_PATHS,
                  readonly_paths=READONLY_PATHS, rootfs_propagation=None, sysctl=None,
                  devices=(), additional_gids=(), umask=None, rlimits=(), oom_score_adj=None,
-                 hooks=None, annotations=None, bundle=None):
+                 hooks=None, annotations=None, bundle=None, network=None, ip=None, publish=()):
         self.command = list(command)
         self.image = image              # a name from the image store, or None with rootfs
         self.rootfs = rootfs            # --rootfs: any directory as the read-only lower layer
@@ -146,6 +163,12 @@ class ContainerSpec:
         self.hooks = dict(hooks or {})  # OCI hooks, by stage
         self.annotations = dict(annotations or {})
         self.bundle = bundle            # OCI: the bundle directory; None for `minibox run`
+        # --network, a NetworkMode: what the runtime sets up on the host side. None (an OCI
+        # bundle) means none at all: `namespaces` says it all, and a new network namespace
+        # has only lo, as with runc, which makes no bridges either.
+        self.network = network
+        self.ip = ip                    # --ip: a chosen address on the bridge
+        self.publish = list(publish)    # -p: PortMappings
 
     def to_json(self):
         """A JSON-ready dict (what `inspect` shows and spec.json holds)."""
@@ -154,6 +177,8 @@ class ContainerSpec:
             fields[name] = [vars(item) for item in fields[name]]
         fields["restart"] = vars(self.restart)
         fields["limits"] = vars(self.limits)
+        fields["network"] = self.network and vars(self.network)
+        fields["publish"] = [vars(mapping) for mapping in self.publish]
         if self.security is not None:
             fields["security"] = dict(vars(self.security),
                                       capabilities=sorted(self.security.capabilities))
@@ -171,6 +196,8 @@ class ContainerSpec:
         fields["volumes"] = [Volume(**v) for v in fields["volumes"]]
         fields["restart"] = RestartPolicy(**fields["restart"])
         fields["limits"] = cgroup_limits.Limits(**fields["limits"])
+        fields["network"] = fields["network"] and NetworkMode(**fields["network"])
+        fields["publish"] = [PortMapping(**mapping) for mapping in fields["publish"]]
         if fields["security"] is not None:
             from . import security
             fields["security"] = security.SecurityProfile(**fields["security"])
@@ -554,6 +581,8 @@ def write_default_config(bundle):
     with open(path, "w") as out:
         json.dump(default_config(), out, indent=2)
         out.write("\n")
+
+
 def parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit):
     """-m, --memory-swap, --cpus, --cpu-shares, --pids-limit -> Limits (cgroups/limits.py)."""
     return _one_line(cgroup_limits.parse_limits, memory, memory_swap, cpus, cpu_shares, pids_limit)

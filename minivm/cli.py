@@ -3,12 +3,15 @@
     minivm run [--kernel PATH] [-m 256M] [--cpus N] [--accel auto|kvm|tcg] [-i] [-t]
                [-v HOSTDIR:GUESTDIR[:ro]]... [--append PARAMS] [--timeout S] [--timings]
                [--explain] [--verbose] -- CMD [ARG...]
-    minivm sandbox [the same options] -- CMD [ARG...]
+    minivm run -d [--name NAME] [OPTIONS] -- CMD [ARG...]
+    minivm sandbox [the options of run] -- CMD [ARG...]
+    minivm ps | logs NAME | pause NAME | resume NAME | stop [-t S] NAME | rm [-f] NAME
+    minivm kvm-hello
     minivm kernel list
     minivm kernel fetch [--package NAME]
     minivm kernel build
 
-argparse rather than click (which minibox uses): minivm's work is booting in well under two
+argparse rather than click, as minibox's CLI: minivm's work is booting in well under two
 seconds, and click's import alone costs ~30 ms of that.
 
 Exit status: the guest command's own; 124 when the timeout killed the guest; 125 for minivm's
@@ -21,9 +24,10 @@ import re
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from minivm import MinivmError
+from minivm import MinivmError, accel
 
 EXIT_TIMEOUT = 124
 EXIT_MINIVM_ERROR = 125
@@ -81,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "cached kernel, else /boot/vmlinuz-*, else Debian's, downloaded)")
     run.add_argument("-m", "--memory", default="256M", help="guest RAM (default 256M)")
     run.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default 1)")
-    run.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+    run.add_argument("--accel", choices=accel.CHOICES, default="auto",
                      help="kvm, tcg (emulation) or auto: kvm only where it really works")
     run.add_argument("-i", "--interactive", action="store_true", help="send stdin to CMD")
     run.add_argument("-t", "--tty", action="store_true", help="a terminal for CMD (host "
@@ -90,12 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
                      f"after this many seconds (default {DEFAULT_TIMEOUT:.0f})")
     run.add_argument("--timings", action="store_true", help="print phase timings on stderr")
     run.add_argument("--explain", action="store_true", help="narrate every step on stderr")
-    run.add_argument("--verbose", action="store_true", help="show the kernel's messages")
+    run.add_argument("--verbose", action="store_true", help="show the kernel's boot "
+                     "messages (on stderr)")
     run.add_argument("-v", "--volume", action="append", default=[],
                      metavar="HOSTDIR:GUESTDIR[:ro]", help="share a host folder with the guest "
                      "over virtio-9p, read-only with :ro (repeatable)")
     run.add_argument("--append", default="", metavar="PARAMS", help="more kernel command line "
                      "parameters, e.g. cgroup_no_v1=all")
+    run.add_argument("-d", "--detach", action="store_true", help="start the VM in the "
+                     "background and print its name (see ps, logs, pause, resume, stop, rm)")
+    run.add_argument("--name", help="name of a detached VM (default: vm-<6 hex digits>)")
+    run.add_argument("--disk", type=Path, action="append", default=[], metavar="IMAGE",
+                     help="attach IMAGE as /dev/vda (repeat for vdb...) through a qcow2 "
+                     "overlay: the guest may write, the image never changes")
+    run.add_argument("--network", choices=("none", "bridge"), default="none",
+                     help="none (default): no NIC; bridge: a virtio NIC on a tap in minibox0, "
+                     "addressed from the containers' pool")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
     # Everything `run` takes; a parser copies its parents' options (argparse `parents=`).
     commands.add_parser("sandbox", parents=[run], add_help=False,
@@ -106,6 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "is a host program; it starts in the current directory and its writes "
                         "vanish with the VM unless they go to a -v folder.")
 
+    commands.add_parser("ps", help="list detached VMs and their status")
+    for name, what in (("logs", "print what a detached VM's command wrote"),
+                       ("pause", "pause a detached VM's vCPUs (QMP stop)"),
+                       ("resume", "resume a paused VM (QMP cont)")):
+        commands.add_parser(name, help=what).add_argument("name")
+    stop = commands.add_parser("stop", help="ask a detached VM's guest to end its command; "
+                               "after the grace time, quit QEMU")
+    stop.add_argument("-t", "--time", type=float, default=10.0, help="seconds of grace "
+                      "(default 10)")
+    stop.add_argument("name")
+    remove = commands.add_parser("rm", help="remove a stopped VM and its files")
+    remove.add_argument("-f", "--force", action="store_true", help="kill it first if running")
+    remove.add_argument("name")
+    commands.add_parser("kvm-hello", help="a lesson: a VM from raw /dev/kvm ioctls that "
+                        "runs a few real-mode instructions, each VM exit printed")
     kernel = commands.add_parser("kernel", help="list or fetch guest kernels")
     kernel_commands = kernel.add_subparsers(dest="kernel_command", required=True,
                                             metavar="list|fetch|build",
@@ -132,6 +161,11 @@ def main(argv: list[str] | None = None):
     try:
         if args.command_name in ("run", "sandbox"):
             sys.exit(run(args, started))
+        elif args.command_name in VM_COMMANDS:
+            VM_COMMANDS[args.command_name](args)
+        elif args.command_name == "kvm-hello":
+            from minivm import kvmhello
+            kvmhello.main()
         elif args.kernel_command == "list":
             list_kernels()
         elif args.kernel_command == "build":
@@ -151,7 +185,7 @@ def main(argv: list[str] | None = None):
 
 
 def run(args, started: float) -> int:
-    from minivm import accel, initramfs, kernel, modules, qemu, shares
+    from minivm import disk, initramfs, kernel, modules, qemu, shares
     from minivm.explain import Narrator, code_of
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -161,10 +195,18 @@ def run(args, started: float) -> int:
         command = ["sh"]
     memory = memory_mib(args.memory)
     cpus = cpu_count(args.cpus)
-    folders = [shares.parse(spec) for spec in args.volume]
-    sandbox = args.command_name == "sandbox"
+    if args.detach and (args.interactive or args.tty):
+        raise MinivmError("-d runs the VM in the background: it cannot take -i or -t")
+    if args.name is not None and not args.detach:
+        raise MinivmError("--name names a detached VM: use it with -d")
+    if args.name is not None:
+        from minivm import vms
+        vms.VMDir(args.name).check_free()  # claimed later, atomically; this says it early
     if args.timeout <= 0:
         raise MinivmError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
+    # Bad input is one line, before anything else is said or done.
+    disks = [(image, disk.base_format(image)) for image in args.disk]
+    folders = [shares.parse(spec) for spec in args.volume]
     if not _on_path(qemu.QEMU_BINARY):
         raise MinivmError(f"{qemu.QEMU_BINARY} not found: install the {qemu.QEMU_PACKAGE} "
                           f"package (apt-get install {qemu.QEMU_PACKAGE})")
@@ -191,41 +233,124 @@ def run(args, started: float) -> int:
                   "Documentation/driver-api/early-userspace/buffer-format.rst",
                   code_of(initramfs.base_archive))
     nonce = os.urandom(8).hex()
-    attached = shares.attach(folders, sandbox)
-    if attached.setup:
-        narrator.step("host folders over 9p, mounted by /init: " + "; ".join(
-            " ".join(step) for step in attached.setup), "Documentation/filesystems/9p.rst"
-            + (", overlayfs.rst" if sandbox else ""), code_of(shares.attach))
-    guest_modules = modules.ModuleTree(guest_kernel.modules).load_order(attached.modules)
-    if guest_modules:
-        narrator.step(f"kernel modules for the guest, dependencies first: "
-                      f"{' '.join(name for name, _ in guest_modules)}",
-                      "modinfo(8) depends=, modprobe(8)", code_of(modules.ModuleTree.load_order))
-    rows, cols = _terminal_size() if args.tty else (24, 80)
-    place = dict(root=shares.SANDBOX_ROOT, cwd=os.getcwd(),
-                 path=os.environ.get("PATH", os.defpath)) if sandbox else {}
-    run_archive = initramfs.run_archive(command, nonce, kernel_log=args.verbose or args.explain,
-                                        stdin=args.interactive, tty=args.tty, rows=rows, cols=cols,
-                                        term=os.environ.get("TERM", "linux"),
-                                        modules=guest_modules, setup=attached.setup, **place)
-    narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
-                  f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
-                  code_of(initramfs.run_archive))
-    initrd = initramfs.write_initrd(base, run_archive, nonce)
-    phases.append(("initramfs ready", time.monotonic() - started))
-    extra = [qemu.option(param, why="asked for with --append", doc="kernel-parameters.txt")
-             for param in args.append.split()]
-    config = qemu.VMConfig(kernel=guest_kernel.vmlinux, initrd=initrd, memory_mib=memory,
-                           cpus=cpus, accel=choice.name, tsc_khz=accel.host_tsc_khz(),
-                           kernel_args=extra, devices=attached.options,
-                           acpi=bool(attached.options)
-                           and not kernel.takes_mmio_devices_from_command_line(guest_kernel),
-                           pit_tick=guest_kernel == kernel.tiny_kernel(cache))
-    try:
-        result = _boot(config, nonce, args, narrator, started)
-    finally:
-        initrd.unlink()
+    with ExitStack() as cleanup:
+        vm_dir = _claim_name(args, cleanup) if args.detach else None
+        devices = _attach_devices(args, disks, folders, nonce, cleanup, narrator, vm_dir)
+        guest_modules = modules.ModuleTree(guest_kernel.modules).load_order(devices.modules)
+        if guest_modules:
+            narrator.step(f"kernel modules for the guest, dependencies first: "
+                          f"{' '.join(name for name, _ in guest_modules)}",
+                          "modinfo(8) depends=, modprobe(8)",
+                          code_of(modules.ModuleTree.load_order))
+        rows, cols = _terminal_size() if args.tty else (24, 80)
+        sandbox = args.command_name == "sandbox"
+        place = dict(root=shares.SANDBOX_ROOT, cwd=os.getcwd(),
+                     path=os.environ.get("PATH", os.defpath)) if sandbox else {}
+        run_archive = initramfs.run_archive(
+            command, nonce, stdin=args.interactive, tty=args.tty, rows=rows, cols=cols,
+            term=os.environ.get("TERM", "linux"), modules=guest_modules, setup=devices.setup,
+            **place)
+        narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
+                      f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
+                      code_of(initramfs.run_archive))
+        initrd = initramfs.write_initrd(base, run_archive, nonce)
+        try:
+            phases.append(("initramfs ready", time.monotonic() - started))
+            config = qemu.VMConfig(
+                kernel=guest_kernel.vmlinux, initrd=initrd, memory_mib=memory, cpus=cpus,
+                accel=choice.name, tsc_khz=accel.host_tsc_khz(), devices=devices.options,
+                kernel_args=[qemu.option(param, why="asked for with --append",
+                                         doc="kernel-parameters.txt")
+                             for param in args.append.split()],
+                acpi=bool(devices.options)
+                and not kernel.takes_mmio_devices_from_command_line(guest_kernel),
+                pass_fds=tuple(devices.fds), pit_tick=guest_kernel == kernel.tiny_kernel(cache))
+            if vm_dir:
+                _start_detached(config, vm_dir, {"command": command, "nonce": nonce,
+                                                 "network": devices.network}, narrator)
+                cleanup.pop_all()  # the VM keeps its directory, overlays... until `minivm rm`
+                print(vm_dir.name)
+                return 0
+            result = _boot(config, nonce, args, narrator, started)
+        finally:
+            initrd.unlink()  # QEMU read it at start; a detached VM is running by now
     return _report(result, command, guest_kernel, args, phases)
+
+
+def _claim_name(args, cleanup: ExitStack):
+    """`run -d`: the VM's directory, its name claimed; removed again if the start fails."""
+    import shutil
+
+    from minivm import vms
+    vm_dir = vms.VMDir.create(args.name or vms.new_name())
+    cleanup.callback(shutil.rmtree, vm_dir.path, True)
+    return vm_dir
+
+
+def _start_detached(config, vm_dir, state: dict, narrator):
+    from minivm import qemu, vms
+    config.serial = f"file:{vm_dir.file('console.log')}"
+    config.devices += vms.control_options(vm_dir)
+    for opt in qemu.qemu_options(config) if narrator.enabled else ():
+        narrator.step(f"qemu {' '.join(opt.args)}: {opt.why}", opt.doc, opt.where)
+    vms.start(config, vm_dir, state)
+
+
+class Devices:
+    """What the VM gets beyond CPU, memory and console: QEMU options, guest kernel modules."""
+
+    def __init__(self):
+        self.options, self.modules = [], []
+        self.setup: list[list[str]] = []  # commands for the guest's /init (initramfs.py)
+        self.fds: list[int] = []          # descriptors QEMU inherits
+        self.network: dict = {}           # the NIC's lease owner and address, for state.json
+
+
+def _attach_devices(args, disks, folders, nonce: str, cleanup: ExitStack, narrator,
+                    vm_dir=None) -> Devices:
+    """Make each requested device's host side; `cleanup` undoes it when the VM is gone.
+    A detached VM (vm_dir) keeps its files in its directory, others in $TMPDIR."""
+    from minivm import disk
+    from minivm.explain import code_of
+    devices = Devices()
+    if disks:
+        directory, prefix = ((vm_dir.path, "") if vm_dir else
+                             (_scratch_dir(), f"minivm-{os.getpid()}-{nonce}-"))
+        overlays, options = disk.attach(disks, directory, prefix)
+        cleanup.callback(disk.remove, overlays)
+        narrator.step(f"qcow2 overlays over {', '.join(map(str, args.disk))}: "
+                      f"{', '.join(map(str, overlays))}", "qemu-img(1) create -b -F",
+                      code_of(disk.attach))
+        devices.options += options
+        devices.modules += disk.GUEST_MODULES
+    if args.network == "bridge":
+        from minivm import nic
+        owner = f"minivm-{vm_dir.name if vm_dir else nonce}"
+        card = nic.connect(owner, f"mv{nonce[:12]}")
+        cleanup.callback(nic.release, owner)
+        cleanup.callback(os.close, card.tap_fd)
+        narrator.step(f"tap {card.tap_name} on minibox0, guest address {card.address}/"
+                      f"{card.subnet.prefixlen} via {card.gateway}",
+                      "Documentation/networking/tuntap.rst, rtnetlink(7)", code_of(nic.connect))
+        devices.options += card.options()
+        devices.modules += nic.GUEST_MODULES
+        devices.setup += card.guest_setup()
+        devices.fds.append(card.tap_fd)
+        devices.network = {"owner": owner, "address": str(card.address)}
+    if folders or args.command_name == "sandbox":
+        from minivm import shares
+        attached = shares.attach(folders, args.command_name == "sandbox")
+        narrator.step("host folders over 9p, mounted by /init: " + "; ".join(
+            " ".join(step) for step in attached.setup), "Documentation/filesystems/9p.rst, "
+            "overlayfs.rst (sandbox)", code_of(shares.attach))
+        devices.options += attached.options
+        devices.modules += attached.modules
+        devices.setup += attached.setup
+    return devices
+
+
+def _scratch_dir() -> Path:
+    return Path(os.environ.get("TMPDIR", "/tmp"))
 
 
 def _boot(config, nonce: str, args, narrator, started: float):
@@ -290,6 +415,45 @@ def _report(result, command, guest_kernel, args, phases) -> int:
                           f"status {result.qemu_status}, QEMU said: {qemu_said[0]}). "
                           f"Last kernel lines:{last_lines or ' (none)'}")
     return result.status
+
+
+def list_vms(args):
+    from minivm import vms
+    print(f"{'NAME':<20} {'STATUS':<14} {'PID':>8}  {'ADDRESS':<15}  COMMAND")
+    for vm_dir in vms.all_vms():
+        state = vm_dir.state()
+        pid = state["pid"] if vm_dir.running() else "-"
+        address = state.get("network", {}).get("address", "-")
+        print(f"{vm_dir.name:<20} {vm_dir.status():<14} {pid:>8}  {address:<15}  "
+              f"{' '.join(state['command'])}")
+
+
+def show_logs(args):
+    from minivm import vms
+    vm_dir = vms.VMDir.find(args.name)
+    sys.stdout.buffer.write(vms.command_output(vm_dir.file("console.log"),
+                                               vm_dir.state()["nonce"]))
+
+
+def pause_vm(args):
+    from minivm import vms
+    vms.pause(vms.VMDir.find(args.name), paused=args.command_name == "pause")
+
+
+def stop_vm(args):
+    from minivm import vms
+    if args.time < 0:
+        raise MinivmError(f"--time {args.time:g}: must be 0 or more seconds")
+    progress(f"{args.name}: {vms.stop(vms.VMDir.find(args.name), args.time)}")
+
+
+def remove_vm(args):
+    from minivm import vms
+    vms.remove(vms.VMDir.find(args.name), args.force)
+
+
+VM_COMMANDS = {"ps": list_vms, "logs": show_logs, "pause": pause_vm, "resume": pause_vm,
+               "stop": stop_vm, "rm": remove_vm}
 
 
 def list_kernels():

@@ -48,6 +48,7 @@ class ConsoleParser:
         self._prefix = f"\nMINIVM:{nonce}:".encode()
         self._framing = (b"\r" + self._prefix) if crlf else self._prefix
         self._pending = b""
+        self._released = b""  # a held-back tail shown after a pause (see release())
         self._in_command = False
         self._done = False
         self.kernel_tail: deque[str] = deque(maxlen=KERNEL_LINES_KEPT)
@@ -79,7 +80,30 @@ class ConsoleParser:
             chunk.kernel_lines.append(text)
         return True
 
+    def holding(self) -> bool:
+        """True while some of the command's output waits to see if a protocol line starts."""
+        return self._in_command and bool(self._pending)
+
+    def release(self) -> Chunk:
+        """After a pause, show the held-back tail: a program that prints a line and then waits
+        must not have its newline kept from a reader on the host. Should the bytes turn out
+        to begin a protocol line after all, the line is still recognised; the command's output
+        then shows one newline it did not print."""
+        chunk = Chunk()
+        if self.holding():
+            chunk.output = self._pending
+            self._released += self._pending
+            self._pending = b""
+        return chunk
+
     def _take_output(self, chunk: Chunk) -> bool:
+        if self._released:
+            joined = self._released + self._pending
+            if len(joined) < len(self._framing) and self._framing.startswith(joined):
+                return False
+            if joined.startswith(self._framing):
+                self._pending = joined  # the released bytes were a protocol line's start
+            self._released = b""
         start = self._pending.find(self._framing)
         if start < 0:
             cut = len(self._pending) - self._undecided_tail()

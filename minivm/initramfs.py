@@ -146,12 +146,20 @@ for module in $modules; do
 done
 # Devices the host attached may need a command or two each (an address for eth0...).
 [ -f /minivm/setup.sh ] && . /minivm/setup.sh
+# A detached VM has a second serial port, ttyS1 (a port that exists has a UART type other
+# than 0 in sysfs). `minivm stop` writes a line there: then every process but init gets
+# SIGTERM (kill(2) with pid -1), as a shutting-down init does, and the run ends as usual.
+if read -r uart 2>/dev/null < /sys/class/tty/ttyS1/type && [ "$uart" != 0 ]; then
+    ( stty -echo < /dev/ttyS1; read -r request < /dev/ttyS1; kill -TERM -1 ) &
+fi
 # With pipefail a pipeline's status is its last failing command's: here, the command's.
 set -o pipefail
 marker "init=$release"
 # Console loglevel 1: from here on only kernel emergencies reach the serial line, so kernel
-# messages do not mix into the command's output (syslog(2), /proc/sys/kernel/printk).
-[ "$kernel_log" = 1 ] || echo 1 > /proc/sys/kernel/printk
+# messages (a late "clocksource: Switched to tsc", an OOM report) never mix into the
+# command's output, even with -v; `dmesg` in the guest still has them all
+# (syslog(2), /proc/sys/kernel/printk).
+echo 1 > /proc/sys/kernel/printk
 if [ -n "$root" ]; then
     # minivm sandbox: the command runs in the host's root that setup.sh assembled (shares.py),
     # in the host's working directory and with the host's PATH. chroot(8) changes what / means;
@@ -206,8 +214,8 @@ def base_archive(busybox: Path) -> bytes:
     return archive.finish()
 
 
-def run_archive(argv: list[str], nonce: str, *, kernel_log: bool = False, stdin: bool = False,
-                tty: bool = False, rows: int = 24, cols: int = 80, term: str = "linux",
+def run_archive(argv: list[str], nonce: str, *, stdin: bool = False, tty: bool = False,
+                rows: int = 24, cols: int = 80, term: str = "linux",
                 modules: list[tuple[str, bytes]] = (), setup: list[list[str]] = (),
                 root: str = "", cwd: str = "/", path: str = "/bin") -> bytes:
     """The per-run archive: /minivm/run.conf, sourced by /init; the kernel modules to load
@@ -221,9 +229,8 @@ def run_archive(argv: list[str], nonce: str, *, kernel_log: bool = False, stdin:
     the closing quote (sh(1p), "Single-Quotes"), and shlex.quote() spells a quote as '"'"',
     so spaces, quotes, `$`, backslashes and newlines all arrive unchanged.
     """
-    settings = {"nonce": nonce, "kernel_log": int(kernel_log), "stdin": int(stdin),
-                "tty": int(tty), "rows": rows, "cols": cols, "term": term,
-                "modules": " ".join(name for name, _ in modules),
+    settings = {"nonce": nonce, "stdin": int(stdin), "tty": int(tty), "rows": rows,
+                "cols": cols, "term": term, "modules": " ".join(name for name, _ in modules),
                 "root": root, "cwd": cwd, "path": path}
     conf = "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in settings.items())
     conf += f"set -- {_quoted(argv)}\n"
@@ -262,10 +269,9 @@ def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     partial.write_bytes(base_archive(busybox))
-    os.replace(partial, path)  # atomic: a concurrent run sees the whole file or none
-    for stale in path.parent.glob("base-*.cpio"):
-        if stale != path:  # built from an older busybox or an older minivm
-            stale.unlink(missing_ok=True)
+    # Atomic: a concurrent run sees the whole file or none. Archives of other busybox or
+    # minivm versions stay: another minivm may be about to copy one.
+    os.replace(partial, path)
     return path, False
 
 

@@ -29,6 +29,8 @@ QEMU_PACKAGE = "qemu-system-x86"
 ESCAPE_BYTE = b"\x1d"  # Ctrl-], telnet's escape key: ends an interactive session
 EOF_BYTE = b"\x04"     # Ctrl-D: the guest terminal's end-of-file when piped input runs out
 BOOT_LOG_BATCH_SECONDS = 0.01
+# The command printed a newline and went quiet: show it after this long (console.release).
+RELEASE_HELD_OUTPUT_SECONDS = 0.05
 
 
 # Some QEMU options (or one kernel parameter), why they are there, where that is documented,
@@ -47,14 +49,17 @@ class VMConfig:
     def __init__(self, kernel: Path, initrd: Path, memory_mib: int = 256, cpus: int = 1,
                  accel: str = "tcg", tsc_khz: int | None = None,
                  kernel_args: list[Option] = (), devices: list[Option] = (),
-                 acpi: bool = False, pit_tick: bool = True):
+                 acpi: bool = False, serial: str = "stdio", pass_fds: tuple[int, ...] = (),
+                 pit_tick: bool = True):
         self.kernel, self.initrd = kernel, initrd
-        self.acpi = acpi  # describe devices in ACPI tables (see machine())
         # Under TCG, tick with the PIT instead of the local APIC timer (faster to emulate).
         # Only for kernels known to take it: measured here, Debian's 6.1 kernel with
         # noapictimer never ends a normal RCU grace period, so the first cgroup migration
         # (which waits for one while holding the lock that fork(2) needs) froze the guest.
         self.pit_tick = pit_tick
+        self.serial = serial  # where ttyS0 goes: stdio, or file:PATH for a detached VM
+        self.pass_fds = pass_fds  # descriptors QEMU inherits (a tap device's: -netdev fd=N)
+        self.acpi = acpi  # describe devices in ACPI tables (see machine())
         self.memory_mib, self.cpus = memory_mib, cpus
         self.accel, self.tsc_khz = accel, tsc_khz
         self.kernel_args, self.devices = list(kernel_args), list(devices)
@@ -121,8 +126,8 @@ def qemu_options(config: VMConfig) -> list[Option]:
                doc="QEMU docs: -nodefaults, -no-user-config"),
         option("-display", "none", why="no window: the serial port is the only console",
                doc="QEMU docs: -display"),
-        option("-serial", "stdio", why="the guest's ttyS0 is QEMU's stdin/stdout, which are "
-               "pipes to minivm", doc="QEMU docs: -serial, -chardev stdio"),
+        option("-serial", config.serial, why="the guest's ttyS0: QEMU's stdin/stdout, pipes to "
+               "minivm (a detached VM's goes to its console.log)", doc="QEMU docs: -serial"),
         option("-no-reboot", why="a guest reboot (reboot=t, panic=-1) ends QEMU instead",
                doc="QEMU docs: -no-reboot"),
         option("-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", why="a write to I/O port "
@@ -198,7 +203,7 @@ def run(config: VMConfig, parser: ConsoleParser, console: Console, timeout: floa
             stdin=subprocess.PIPE if console.stdin_fd is not None else subprocess.DEVNULL,
             # Its own session: a Ctrl-C on the host terminal reaches minivm, which then stops
             # QEMU itself, rather than QEMU dying first and the exit status getting lost.
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True, preexec_fn=_die_with_parent, pass_fds=config.pass_fds)
     except OSError as error:
         raise MinivmError(f"cannot start {QEMU_BINARY}: {error.strerror}") from None
     phase("qemu spawned")
@@ -238,7 +243,11 @@ def _relay(qemu: subprocess.Popen, parser: ConsoleParser, console: Console, dead
         # driver's start-up discards whatever arrived (8250 serial8250_do_startup()).
         if console.stdin_fd is not None and result.guest_release is not None:
             watched.add(console.stdin_fd)
+        if parser.holding():
+            remaining = min(remaining, RELEASE_HELD_OUTPUT_SECONDS)
         ready, _, _ = select.select(list(watched), [], [], remaining)
+        if not ready and parser.holding():
+            _dispatch(parser.release(), console, result, phase)
         if result.guest_release is None:
             # Booting: QEMU passes the serial port on as the guest writes it, often a byte
             # per write(2). Waking for each byte would cost thousands of wakeups per boot,

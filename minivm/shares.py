@@ -89,34 +89,25 @@ def mount_command(tag: str, target: str, readonly: bool) -> list[str]:
     return ["mount", "-t", "9p", "-o", options, tag, target]
 
 
-class Attached:
-    """What shares add to a VM: QEMU options, guest modules, setup commands for /init."""
-
-    def __init__(self):
-        self.options: list[Option] = []
-        self.modules: list[str] = []
-        self.setup: list[list[str]] = []
+# What shares add to a VM: QEMU options, guest kernel modules, commands for the guest's /init.
+Attachment = namedtuple("Attachment", "options modules setup")
 
 
-def attach(shares: list[Share], sandbox: bool) -> Attached:
+def attach(shares: list[Share], sandbox: bool) -> Attachment:
     """QEMU devices for the shares and the guest commands that mount them, in order: in a
     sandbox first the host's root (read-only 9p + tmpfs + overlay, with fresh proc, sys and
     dev in it), then each -v folder inside that root."""
-    attached = Attached()
-    root = ""
+    options, setup, root = [], [], ""
     if sandbox:
-        attached.options += device_options(Share("/", "/", True), "hostroot")
-        attached.options.append(ENTROPY)
-        attached.setup += sandbox_commands("hostroot")
+        options += device_options(Share("/", "/", True), "hostroot") + [ENTROPY]
+        setup += sandbox_commands("hostroot")
         root = SANDBOX_ROOT
     for index, share in enumerate(shares):
         tag = f"share{index}"
-        attached.options += device_options(share, tag)
+        options += device_options(share, tag)
         target = root + share.guest
-        attached.setup += [["mkdir", "-p", target], mount_command(tag, target, share.readonly)]
-    if sandbox or shares:
-        attached.modules = SANDBOX_MODULES if sandbox else GUEST_MODULES
-    return attached
+        setup += [["mkdir", "-p", target], mount_command(tag, target, share.readonly)]
+    return Attachment(options, SANDBOX_MODULES if sandbox else GUEST_MODULES, setup)
 
 
 def sandbox_commands(tag: str) -> list[list[str]]:

@@ -17,3 +17,24 @@ def busybox_layer(store):
     code = "from minibox import images; print(images.image_layers('busybox')[0])"
     return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, MINIBOX_STORE=store),
                           capture_output=True, text=True, check=True).stdout.strip()
+
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def code_references(narration):
+    """Every `(code: path:line)` that `--explain` printed, checked: the file exists in the
+    project and the line is real code (not past the end, not blank). Returns [(path, text)]."""
+    import re
+    found = re.findall(r"\(code: ([\w./-]+\.py):(\d+)\)", narration)
+    assert found, "no (code: file:line) references in the narration"
+    checked = []
+    for path, line in found:
+        assert not os.path.isabs(path), f"{path}: absolute; the narration should name project files"
+        with open(os.path.join(PROJECT, path)) as source:
+            lines = source.read().splitlines()
+        assert 1 <= int(line) <= len(lines), f"{path}:{line}: past the end ({len(lines)} lines)"
+        text = lines[int(line) - 1]
+        assert text.strip(), f"{path}:{line} is a blank line"
+        checked.append((path, text))
+    return checked

@@ -12,6 +12,7 @@ Every probe is harmless when it succeeds: it reads, or opens without writing, or
 on the container itself. An escape this kernel cannot offer at all (no /proc/kcore, no module
 support) shows that error in both columns.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -100,18 +101,26 @@ def print_table(results):
               f"{row['unprotected'][1]}")
 
 
-def main():
-    if os.geteuid() != 0:
-        sys.exit("run.py: must be run as root (it runs containers)")
+@contextlib.contextmanager
+def built_probes():
+    """A scratch directory with every probe built and a host marker file; removed after.
+    Yields (probes_dir, marker)."""
     work = tempfile.mkdtemp(prefix="minibox-escapes-", dir="/var/tmp")
     try:
         marker = os.path.join(work, "host-marker")
         open(marker, "w").close()
         probes_dir = os.path.join(work, "probes")
         os.mkdir(probes_dir)
-        results = run_lab(build_probes(probes_dir), marker)
+        yield build_probes(probes_dir), marker
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("run.py: must be run as root (it runs containers)")
+    with built_probes() as (probes_dir, marker):
+        results = run_lab(probes_dir, marker)
     if "--json" in sys.argv:
         json.dump(results, sys.stdout, indent=1)
     else:

@@ -1,5 +1,6 @@
 """Running the real `minibox` command in tests, with private state and image dirs, and
-checking that nothing it made is left behind (processes, mounts, directories, cgroups).
+checking that nothing it made is left behind (processes, mounts, directories, cgroups,
+veths and address leases).
 
 Import the `minibox` fixture into a test module to use it instead of conftest's simpler one.
 """
@@ -13,6 +14,8 @@ import tempfile
 import time
 
 import pytest
+
+from minibox import network
 
 
 class Minibox:
@@ -135,8 +138,16 @@ def leftovers(root, mounts_before, container_ids=()):
     mounts = {m for m in mounts if root in m}
     if mounts:
         found["mounts"] = sorted(mounts)
-    cgroups = [path for container_id in set(container_ids) | set(directories)
+    ids = set(container_ids) | set(directories)
+    cgroups = [path for container_id in ids
                for path in glob.glob(f"/sys/fs/cgroup/*/**/{container_id}", recursive=True)]
     if cgroups:
         found["cgroups"] = cgroups
+    veths = [name for name in map(network.host_ifname, ids) if network.link_exists(name)]
+    if veths:
+        found["veths"] = veths
+    pool = network.address_pool().directory
+    leases = [lease.name for lease in pool.glob("*.*.*.*") if lease.read_text() in ids]
+    if leases:
+        found["leases"] = leases
     return found

@@ -223,11 +223,11 @@ def test_digest_mismatch_and_truncation_store_nothing(box):
 
 def test_commit_then_run_sees_the_change(box):
     box("run", "--name", "builder", "busybox", "sh", "-c",
-        "echo committed > /new; rm /etc/hosts; mkdir -p /opt/app; echo x > /opt/app/f")
+        "echo committed > /new; rm /etc/group; mkdir -p /opt/app; echo x > /opt/app/f")
     box("commit", "builder", "mine:v1")
     shown = box("run", "--rm", "mine:v1", "sh", "-c",
-                "cat /new /opt/app/f; test -e /etc/hosts || echo hosts-gone").stdout
-    assert shown == b"committed\nx\nhosts-gone\n"
+                "cat /new /opt/app/f; test -e /etc/group || echo group-gone").stdout
+    assert shown == b"committed\nx\ngroup-gone\n"
     # rmi refuses while a container made from the image exists, and then frees its layers.
     box("run", "--name", "user-of-mine", "mine:v1", "true")
     assert "used by container" in one_line_error(box("rmi", "mine:v1", check=False))

@@ -183,7 +183,9 @@ def test_inspect_reports_config_state_pid_cgroups_and_mounts(minibox):
     assert {m["Destination"] for m in info["Mounts"]} >= {"/", "/proc", "/dev", "/sys"}
     with open(f"/proc/{pid}/cgroup") as cgroup:
         assert len(info["Cgroup"]) == len(cgroup.read().splitlines())
-    assert info["Addresses"] == []  # loopback only, until networking is wired in
+    address = minibox.state(container_id)["network"]["address"]  # --network bridge
+    assert info["Addresses"] == [address]  # as the kernel's routing table in its netns says
+    assert info["NetworkSettings"] == {"mode": "bridge", "address": address, "ports": []}
 
 
 def test_restart_on_failure_restarts_n_times_then_stops(minibox):

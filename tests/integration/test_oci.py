@@ -21,7 +21,8 @@ def bundle(tmp_path, minibox):
     directory = tmp_path / "bundle"
     directory.mkdir()
     minibox("spec", "--bundle", str(directory))
-    minibox("run", "--rm", "busybox", "true")  # builds the image in the private store
+    # builds the image in the private store (no bridge needed for that)
+    minibox("run", "--rm", "--network", "none", "busybox", "true")
     shutil.copytree(busybox_layer(minibox.env["MINIBOX_STORE"]), directory / "rootfs",
                     symlinks=True)
     return directory

@@ -127,3 +127,11 @@ def test_report_of_a_guest_that_never_said_its_status_is_an_error(capsys):
     with pytest.raises(MinivmError, match=r"without reporting an exit status \(QEMU exit status "
                        r"0, QEMU said: boom\). Last kernel lines:\n  Kernel panic"):
         report(capsys, qemu_status=0, qemu_errors="boom\n", kernel_tail=["Kernel panic"])
+
+
+def test_report_of_a_guest_that_could_not_be_prepared_is_one_error(capsys):
+    """/init's `prepare` failed (an insmod, an `ip addr add`): its one line becomes the error."""
+    with pytest.raises(MinivmError, match=r"^the guest could not be prepared: ip addr add "
+                       r"10.199.0.2/24 dev eth0 failed: ip: RTNETLINK answers: File exists$"):
+        report(capsys, setup_failed="ip addr add 10.199.0.2/24 dev eth0 failed: ip: RTNETLINK "
+               "answers: File exists", guest_release="6.1.0-56-amd64")

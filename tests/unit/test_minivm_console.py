@@ -1,7 +1,7 @@
 """The host side of the serial console protocol, fed recorded guest output."""
 import pytest
 
-from minivm.console import ConsoleParser
+from minivm.console import ConsoleParser, Event
 
 NONCE = "feedc0de"
 BOOT = (b"[    0.000000] Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)\r\n"
@@ -73,3 +73,22 @@ def test_output_is_released_as_soon_as_it_cannot_be_a_marker():
     # Released; the final newline waits in turn, since a protocol line may follow it.
     assert parser.feed(b"MUM\n").output == b"\nMINIMUM"
     assert parser.feed(b"ok").output == b"\nok"
+
+
+def test_a_held_back_newline_is_released_after_a_pause():
+    parser = ConsoleParser("n0")
+    parser.feed(b"\nMINIVM:n0:init=6.1\n")
+    assert parser.feed(b"prompt\n").output == b"prompt"
+    assert parser.holding()
+    assert parser.release().output == b"\n"
+    assert not parser.holding()
+    assert parser.feed(b"more\n").output == b"more"
+
+
+def test_a_protocol_line_is_still_seen_after_its_newline_was_released():
+    parser = ConsoleParser("n0")
+    parser.feed(b"\nMINIVM:n0:init=6.1\n")
+    assert parser.feed(b"x\n").output == b"x"
+    assert parser.release().output == b"\n"
+    chunk = parser.feed(b"MINIVM:n0:exit=3\n")
+    assert chunk.output == b"" and chunk.events == [Event("exit", "3")]

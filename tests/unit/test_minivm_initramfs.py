@@ -87,3 +87,16 @@ def test_initrd_is_base_then_run_archive_and_private(tmp_path, monkeypatch):
     assert path.parent == tmp_path
     assert path.read_bytes() == sample_archive() + b"RUN"
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_run_archive_carries_modules_in_order_and_setup_commands(tmp_path):
+    if shutil.which("cpio") is None:
+        pytest.skip("needs cpio")
+    archive = initramfs.run_archive(["true"], "n0nce", modules=[("virtio", b"A"), ("blk", b"B")],
+                                    setup=[["ip", "addr", "add", "10.0.0.2/24", "dev", "eth0"]])
+    subprocess.run(["cpio", "-id", "--quiet"], input=archive, cwd=tmp_path, check=True)
+    conf = (tmp_path / "minivm" / "run.conf").read_text()
+    assert "modules='virtio blk'\n" in conf  # load order as given
+    assert (tmp_path / "minivm" / "modules" / "blk.ko").read_bytes() == b"B"
+    assert (tmp_path / "minivm" / "setup.sh").read_text() == \
+        "prepare ip addr add 10.0.0.2/24 dev eth0\n"

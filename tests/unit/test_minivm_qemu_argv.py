@@ -60,3 +60,7 @@ def test_every_option_says_why_where_documented_and_which_line_added_it():
         path, line = opt.where.rsplit(":", 1)
         assert path == "minivm/qemu.py"
         assert "option(" in source[int(line) - 1]
+
+
+def test_acpi_on_for_kernels_that_find_virtio_devices_only_in_acpi_tables():
+    assert option_value(qemu.argv(config(acpi=True)), "-M") == "microvm,acpi=on"

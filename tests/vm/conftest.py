@@ -1,9 +1,6 @@
 """Fixtures for tests that boot guests: one kernel for the whole session, and a runner."""
-import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -31,32 +28,3 @@ def minivm(guest_kernel):
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         return subprocess.run([sys.executable, "-m", "minivm", *args], timeout=timeout, **kwargs)
     return run
-
-
-def qemu_pids_of(minivm_pid: int) -> list[int]:
-    """QEMU processes started by that minivm: their -initrd names the minivm's PID."""
-    mark = f"minivm-initrd-{minivm_pid}-".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline.startswith(b"qemu-system") and mark in cmdline:
-                found.append(int(entry.name))
-    return found
-
-
-def initrds_of(minivm_pid: int) -> list[Path]:
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
-    return list(tmp.glob(f"minivm-initrd-{minivm_pid}-*.cpio"))
-
-
-def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from minivm import accel, initramfs, kernel
-from tests.vm.conftest import initrds_of, qemu_pids_of, wait_for
+from tests.vm.helpers import initrds_of, qemu_pids_of, wait_for
 
 pytestmark = pytest.mark.vm
 
@@ -202,3 +202,18 @@ def test_kernel_list_shows_the_default_kernel_and_its_version(minivm, guest_kern
     assert done.returncode == 0
     first = done.stdout.decode().splitlines()[0].split()
     assert first[:3] == ["*", guest_kernel.release, str(guest_kernel.vmlinux)]
+
+
+def test_a_line_reaches_the_host_while_the_guest_command_still_runs(guest_kernel):
+    # A host program reading line by line must not wait for the guest command to end.
+    runner = subprocess.Popen([sys.executable, "-m", "minivm", "run", "--", "sh", "-c",
+                               "echo first; sleep 3; echo second"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        first = runner.stdout.readline()
+        still_running = runner.poll() is None
+        rest = runner.stdout.read()
+    finally:
+        runner.wait(timeout=60)
+    assert first == b"first\n" and still_running
+    assert rest == b"second\n" and runner.returncode == 0

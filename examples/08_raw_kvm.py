@@ -1,0 +1,29 @@
+"""Lesson 08: raw KVM: a virtual machine made with nothing but ioctls on /dev/kvm.
+
+QEMU (lesson 07) is a big program around a small kernel interface. `minivm kvm-hello` is the
+small interface alone: open /dev/kvm, KVM_CREATE_VM, give it memory (KVM_SET_USER_MEMORY_REGION),
+KVM_CREATE_VCPU, set its registers, KVM_RUN, and print each VM exit -- a few real-mode
+instructions that write to a serial port and halt (Documentation/virt/kvm/api.rst).
+
+    sudo .venv/bin/python examples/08_raw_kvm.py
+"""
+import lesson
+
+
+def main():
+    lesson.start("Lesson 08: raw KVM",
+                 "minivm's kvm-hello (when present), minivm/accel.py (is KVM usable here?), "
+                 "Linux Documentation/virt/kvm/api.rst")
+    if lesson.has_option("minivm", None, "kvm-hello"):
+        lesson.run("minivm", "kvm-hello")
+        return
+    print("not available: `minivm kvm-hello` is not in this checkout yet; it comes with the "
+          "minivm devices issue (issue 9). Until then, read Documentation/virt/kvm/api.rst, "
+          "sections 4.2 (KVM_CREATE_VM) to 4.10 (KVM_RUN), in that order.")
+    if lesson.has_option("minivm", "run", "--accel"):
+        lesson.say("What minivm decides about this host's KVM (minivm/accel.py):")
+        lesson.run("python", "-c", "from minivm import accel; print(accel.choose('auto').reason)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Fixtures for the network tests: a private network namespace that plays "the host"."""
+import ctypes
+import os
+import shutil
+
+import pytest
+
+from minibox import network
+
+CLONE_NEWNET = 0x40000000
+
+
+@pytest.fixture
+def host_netns(monkeypatch):
+    """Move the test's thread (and every process it starts) into a brand-new netns.
+
+    The real host never sees minibox0, a veth or a published port, and a concurrent
+    minibox on the host can't disturb the test. When the test ends, its address pool is
+    dropped and the thread returns to the original netns; the private one dies with the
+    last process in it, taking the bridge along.
+    """
+    monkeypatch.delenv(network.SUBNET_ENV, raising=False)
+    libc = ctypes.CDLL(None, use_errno=True)
+    original = os.open("/proc/self/ns/net", os.O_RDONLY)
+    assert libc.unshare(CLONE_NEWNET) == 0, os.strerror(ctypes.get_errno())
+    try:
+        network.bring_up_loopback()
+        yield
+    finally:
+        shutil.rmtree(network.address_pool().directory, ignore_errors=True)
+        assert libc.setns(original, CLONE_NEWNET) == 0
+        os.close(original)

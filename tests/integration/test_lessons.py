@@ -1,0 +1,160 @@
+"""The workshop lessons (examples/NN_*.py) and the side-by-side demo: each runs on its own,
+as a participant would run it, and prints its key lines. The `minibox` fixture runs them with
+a private state root and fails the test if any container, mount, cgroup or process (QEMU
+included: it inherits MINIBOX_ROOT) is left behind."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import PROJECT, code_references
+from tests.integration.minibox_cli import minibox  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.root
+
+
+def lesson(minibox, name, *args, timeout=240, parse_json=False):
+    """Run examples/<name> the way the README says; its output (stdout + stderr), or with
+    parse_json its stdout as JSON."""
+    result = subprocess.run([sys.executable, os.path.join(PROJECT, "examples", name), *args],
+                            env=minibox.env, capture_output=True, text=True, timeout=timeout,
+                            stdin=subprocess.DEVNULL, cwd=PROJECT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout) if parse_json else result.stdout + result.stderr
+
+
+def has_option(module, command, option):
+    help_text = subprocess.run([sys.executable, "-m", module, command, "--help"],
+                               capture_output=True, text=True).stdout
+    return option in help_text
+
+
+def test_01_namespaces_one_at_a_time(minibox):
+    out = lesson(minibox, "01_namespaces.py")
+    host = os.uname().nodename
+    assert re.search(r"uts +inside: +hostname is lesson-01 ", out)
+    assert re.search(rf"uts +host: +hostname is {re.escape(host)} ", out)
+    assert re.search(r"pid +inside: +my child calls itself PID 1;", out)
+    assert re.search(r"mnt +inside: +tmpfs on \S+ in my mountinfo: yes", out)
+    assert re.search(r"mnt +host: +tmpfs on \S+ in my mountinfo: no", out)
+    assert re.search(r"net +inside: +network interfaces: lo +\[", out)
+    assert re.search(r"ipc +inside: +made a segment; System V shared memory segments: 1 ", out)
+    assert re.search(r"user +inside: +uid 65534", out)
+    assert re.search(r"cgroup +inside: +my cgroup paths start at: / +\[", out)
+    # each namespace inode inside differs from the host's
+    for kind in ("uts", "mnt", "net", "ipc", "user", "cgroup"):
+        inside = re.search(rf"{kind} +inside: .*\[ns (\S+)\]", out)[1]
+        on_host = re.search(rf"{kind} +host: .*\[ns (\S+)\]", out)[1]
+        assert inside != on_host == os.readlink(f"/proc/self/ns/{kind}")
+    assert "PID=1 hostname=lesson-01" in out
+    assert not [d for d in os.listdir("/tmp") if d.startswith("lesson-01-")]
+    code_references(out)  # the --explain part names real code
+
+
+def test_02_pivot_root_blocks_the_escape_that_chroot_allows(minibox):
+    out = lesson(minibox, "02_pivot_root.py")
+    assert "/ / rw,nodev,relatime - overlay overlay" in out
+    assert re.search(r"^  pivot_root +BLOCKED: access\(host file\)", out, re.M)
+    assert re.search(r"^  --chroot +ESCAPED: climbed out of the root", out, re.M)
+
+
+def test_03_overlay_copies_up_and_whites_out(minibox):
+    out = lesson(minibox, "03_overlay.py")
+    assert re.search(r"upper /bin/vi +whiteout \(character device 0:0", out)
+    assert re.search(r"upper /etc/motd +file, 6 bytes", out)
+    assert re.search(r"upper /etc/passwd +file", out)
+    assert re.search(r"layer /etc/motd +absent", out)
+    assert re.search(r"layer /bin/vi +symlink to ", out)
+    assert "ls: /etc/motd: No such file or directory" in out  # a fresh container: the image's
+    assert minibox.container_dirs() == []  # the lesson removed its container
+
+
+def test_04_cgroups_oom_fork_bomb_cpu_quota(minibox):
+    out = lesson(minibox, "04_cgroups.py")
+    assert re.search(r"echo 33554432 > \S+/memory\.(limit_in_bytes|max)", out)
+    assert re.search(r"echo 20 > \S+/pids\.max", out)
+    assert re.search(r"killed by the OOM killer \(memory limit 32 MiB\)\n  \(exit code 137\)", out)
+    assert "max pids 20" in out
+    cpu = float(re.search(r"CPU time ([\d.]+) s, max pids \d+\n  \(exit code 0\)\n*$", out)[1])
+    assert 1.0 < cpu < 1.8  # a 0.5 CPU quota over 3 s
+
+
+def test_05_networking_veth_and_bridge(minibox):
+    out = lesson(minibox, "05_networking.py")
+    if not has_option("minibox", "run", "--network"):
+        assert "not available: this checkout of minibox has no --network" in out
+        return
+    assert re.search(r"^  1: lo\b", out, re.M) and "eth0" in out.split("# A web server")[1]
+    assert re.search(r"inet 10\.\d+\.\d+\.\d+/\d+", out)
+    assert out.count("hello from lesson 05") >= 3  # the echo, the other container, the host
+    assert "GET http://127.0.0.1:18080/ -> hello from lesson 05" in out
+    after_rm = out.rsplit("$ ip -o link show master minibox0", 1)[1]
+    assert "mb" not in after_rm.split("(exit code")[0]  # the veth pair went with the container
+
+
+def test_06_capabilities_and_seccomp(minibox):
+    out = lesson(minibox, "06_security.py")
+    assert "= 14 capabilities: CHOWN" in out and "Seccomp:\t2" in out
+    assert "Seccomp:\t0" in out  # --privileged
+    for escape in ("remount_proc_sys", "reboot", "userns_caps", "open_by_handle"):
+        block = out.split(f"  {escape}  (stopped by:")[1].split("\n  ")[0:3]
+        assert "BLOCKED" in block[1] and "ESCAPED" in block[2], block
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_07_a_vm_from_kernel_initramfs_qemu(minibox):
+    out = lesson(minibox, "07_vm.py")
+    if not has_option("minivm", "run", "--timings"):
+        assert "not available: this checkout of minivm cannot boot guests" in out
+        return
+    assert re.search(r"^  Linux \S+ \d+\.\d+\S* ", out, re.M)  # the guest's uname -a
+    assert "=> qemu -M microvm,acpi=off" in out and "[guest] " in out
+    assert "kernel command line: console=ttyS0" in out
+    assert re.search(r"qemu exited +[\d.]+\n  \(exit code 3\)", out)
+    code_references(out)  # every file:line minivm --explain printed exists
+
+
+def test_08_raw_kvm_says_what_it_can(minibox):
+    out = lesson(minibox, "08_raw_kvm.py")
+    assert "not available: `minivm kvm-hello`" in out or "KVM_RUN" in out
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_09_side_by_side_measures_both_columns(minibox):
+    with open("/proc/sys/vm/swappiness") as swappiness:
+        host_swappiness = swappiness.read().strip()
+    started = os.times().elapsed
+    report = lesson(minibox, "side_by_side.py", "--json", "-n", "2", parse_json=True)
+    assert os.times().elapsed - started < 120  # the whole demo, on 2 cores under TCG
+    cells = {row["key"]: (row["container"], row["vm"]) for row in report["rows"]}
+    host_kernel = os.uname().release
+    assert cells["kernel"][0] == f"{host_kernel}: the host's"
+    assert "this script's process not among them" in cells["processes"][0]
+    assert cells["dmesg"][0].startswith("denied")
+    assert cells["sysctl"][0].startswith("vm.swappiness=10 refused (Read-only file system)")
+    assert cells["own_file"][0].endswith("is gone in the replacement")
+    assert cells["shared_file"][0] == "file written to the shared folder survives"
+    assert cells["restart"][0].startswith("crashed (exit 139)")
+    with open("/proc/sys/vm/swappiness") as swappiness:
+        assert swappiness.read().strip() == host_swappiness
+    if has_option("minibox", "run", "--network"):
+        assert cells["interface"][0].startswith("eth0: veth")
+        assert cells["reachable"][0].startswith("yes: HTTP from the host")
+    if not has_option("minivm", "run", "--timings"):
+        assert all(vm.startswith("not available: ") for _, vm in cells.values())
+        return
+    assert not cells["kernel"][1].startswith(host_kernel) and ": its own (" in cells["kernel"][1]
+    assert "QEMU" in cells["cpu"][1]
+    assert cells["dmesg"][1].startswith("its own kernel log: [")
+    assert cells["sysctl"][1].startswith("vm.swappiness=10 set in the guest (reads 10)")
+    assert cells["own_file"][1].endswith("is gone in the replacement")
+    assert cells["restart"][1].startswith("crashed (exit 139)")
+    container, vm = report["container"], report["vm"]
+    assert container["start_seconds"] < vm["start_seconds"]
+    assert container["memory_bytes"] < vm["memory_bytes"]
+    assert container["many_memory_bytes"] < vm["many_memory_bytes"]

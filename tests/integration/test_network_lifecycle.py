@@ -1,0 +1,130 @@
+"""Networking across a container's whole life: `run -d`, `exec`, `inspect`, `stop`,
+restarts and OCI `create` -- and nothing left behind (the `minibox` fixture also checks for
+veths and leases of every container).
+
+Every test runs in a private network namespace that plays the host (conftest's
+`host_netns`), so the bridge, the veths and the published ports never reach the real host.
+"""
+import json
+import os
+import urllib.request
+
+import pytest
+
+from minibox import network, state
+
+from .minibox_cli import minibox  # noqa: F401 (the fixture)
+from .minibox_cli import wait_until
+from .test_network_cli import SITE, leases, listening, wait_listening
+from .test_oci import bundle, create, oci_state, set_args  # noqa: F401 (bundle: a fixture)
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(autouse=True)
+def private_host(host_netns):
+    """Set up before (and torn down after) the `minibox` fixture: its cleanup and leftover
+    checks run in this namespace too."""
+
+
+def fetch(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+        return response.read().decode()
+
+
+def proxy_of(minibox, container_id):
+    with open(os.path.join(minibox.root, container_id, "ledger")) as ledger:
+        entries = [json.loads(line) for line in ledger]
+    (proxy,) = [entry for entry in entries if entry["kind"] == "proxy"]
+    return proxy
+
+
+def test_detached_exec_inspect_then_stop_releases_veth_lease_and_proxy(minibox):
+    container_id = minibox.run_detached("--name", "web", "-p", "18280:80", "busybox", "sh",
+                                        "-c", SITE)
+    current = minibox.state(container_id)
+    address, pid = current["network"]["address"], current["pid"]
+    wait_listening(pid, 80)
+    assert fetch(18280) == "hello from web\n"
+    # exec joins the container's netns: the same namespace, the veth's address on eth0.
+    joined = minibox("exec", "web", "sh", "-c",
+                     "readlink /proc/self/ns/net; ip -4 -o addr show eth0").stdout
+    netns, inet = joined.splitlines()
+    assert netns == os.readlink(f"/proc/{pid}/ns/net")
+    assert f"inet {address}/24" in inet
+    [info] = json.loads(minibox("inspect", "web").stdout)
+    assert info["Addresses"] == [address]
+    assert info["NetworkSettings"] == {"mode": "bridge", "address": address,
+                                       "ports": ["127.0.0.1:18280->80/tcp"]}
+    proxy = proxy_of(minibox, container_id)
+    assert state.process_alive(proxy["pid"], proxy["start_time"])
+
+    minibox("stop", "-t", "1", "web")
+    # stop returns once the monitor has torn down: everything is free at once
+    assert not network.link_exists(network.host_ifname(container_id))
+    assert leases() == {}
+    assert not state.process_alive(proxy["pid"], proxy["start_time"])
+    assert not listening(18280)
+    [info] = json.loads(minibox("inspect", "web").stdout)
+    assert (info["State"]["Status"], info["Addresses"], info["NetworkSettings"]) == \
+        ("stopped", [], None)
+
+
+def test_a_restart_gets_a_new_netns_and_veth_but_keeps_address_and_proxy(minibox):
+    # Each incarnation serves a page, prints its peer's (the host end's) ifindex and its
+    # address, and exits after a moment: --restart always brings it back.
+    script = ("mkdir -p /www; echo up > /www/index.html; httpd -p 80 -h /www; "
+              "echo $(cat /sys/class/net/eth0/iflink) $(ip -4 -o addr show eth0); sleep 0.5")
+    container_id = minibox.run_detached("--restart", "always", "-p", "18281:80", "busybox",
+                                        "sh", "-c", script)
+    first = minibox.state(container_id)
+    proxy = proxy_of(minibox, container_id)
+    wait_until(lambda: minibox.state(container_id)["restarts"] >= 2, timeout=20)
+    assert wait_until(lambda: _try_fetch(18281), timeout=10) == "up\n"  # the same proxy
+    assert proxy_of(minibox, container_id) == proxy
+    assert state.process_alive(proxy["pid"], proxy["start_time"])
+    assert minibox.state(container_id)["pid"] != first["pid"]
+    assert leases() == {first["network"]["address"]: container_id}
+
+    minibox("stop", "-t", "0", container_id)
+    lines = minibox("logs", container_id).stdout.splitlines()
+    assert len(lines) >= 3
+    host_ends = [line.split()[0] for line in lines]
+    addresses = {line.split("inet ")[1].split("/")[0] for line in lines}
+    assert len(set(host_ends)) == len(host_ends)  # a new veth pair for every init
+    assert addresses == {first["network"]["address"]}
+    assert not network.link_exists(network.host_ifname(container_id))
+    assert leases() == {}
+    assert not state.process_alive(proxy["pid"], proxy["start_time"])
+
+
+def _try_fetch(port):
+    try:
+        return fetch(port)
+    except OSError:
+        return None  # between two incarnations
+
+
+def test_rm_force_of_a_running_container_releases_its_network(minibox):
+    container_id = minibox.run_detached("-p", "18282:80", "busybox", "sleep", "60")
+    proxy = proxy_of(minibox, container_id)
+    assert network.link_exists(network.host_ifname(container_id))
+    minibox("rm", "-f", container_id)
+    assert not network.link_exists(network.host_ifname(container_id))
+    assert leases() == {}
+    assert not state.process_alive(proxy["pid"], proxy["start_time"])
+
+
+def test_oci_create_gets_loopback_only_and_no_bridge(minibox, bundle):
+    set_args(bundle, "sleep", "60")
+    create(minibox, bundle, "oci-net")
+    pid = oci_state(minibox, "oci-net")["pid"]
+    assert os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
+    with open(f"/proc/{pid}/net/dev") as devices:
+        assert [line.split(":")[0].strip() for line in devices.readlines()[2:]] == ["lo"]
+    with open(f"/proc/{pid}/net/fib_trie") as routes:  # lo is up: the kernel gave it 127.0.0.1
+        assert "127.0.0.1" in routes.read()
+    assert not network.link_exists(network.BRIDGE)  # runc makes no bridge; nor do we
+    [info] = json.loads(minibox("inspect", "oci-net").stdout)
+    assert (info["Addresses"], info["NetworkSettings"]) == ([], None)
+    minibox("delete", "--force", "oci-net")
