@@ -20,6 +20,7 @@ the fragment or the source changes. Measured here: ~5 minutes on 2 cores.
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -36,17 +37,27 @@ BUILD_PACKAGES = ("build-essential", "flex", "bison", "bc", "libelf-dev", "libss
 PROGRESS_SECONDS = 15
 
 
-def fragment_options(text: str) -> list[str]:
-    """The `CONFIG_X=value` lines of a config fragment (`# CONFIG_X is not set` lines are
-    comments to merge_config.sh as well, but the fragment does not rely on them)."""
-    return [line.strip() for line in text.splitlines() if line.startswith("CONFIG_")]
+def fragment_options(text: str) -> dict[str, str | None]:
+    """{"CONFIG_X": value} for each `CONFIG_X=value` line of a config fragment, and
+    {"CONFIG_Y": None} for each `# CONFIG_Y is not set` (Kconfig's way to write "off")."""
+    options = {}
+    for line in text.splitlines():
+        off = re.fullmatch(r"# (CONFIG_\w+) is not set", line.strip())
+        if off:
+            options[off.group(1)] = None
+        elif line.startswith("CONFIG_"):
+            name, _, value = line.strip().partition("=")
+            options[name] = value
+    return options
 
 
 def dropped_options(fragment: str, config: str) -> list[str]:
-    """Fragment lines that are not in the final .config: Kconfig turned them off because
-    something they depend on is off (or the option no longer exists in this source)."""
-    present = set(config.splitlines())
-    return [line for line in fragment_options(fragment) if line not in present]
+    """Fragment lines the final .config does not honour: Kconfig turned an option off because
+    something it depends on is off, or on because something selects it (or the option does
+    not exist in this source)."""
+    final = fragment_options(config)
+    return [f"{name}={value}" if value is not None else f"{name} off"
+            for name, value in fragment_options(fragment).items() if final.get(name) != value]
 
 
 def _missing_packages() -> list[str]:
@@ -79,7 +90,7 @@ def source_tarball() -> Path:
     return found[0]
 
 
-def _build_key(tarball: Path) -> str:
+def build_key(tarball: Path) -> str:
     """What the result depends on: the fragment's text and which source it was built from."""
     info = tarball.stat()
     return f"{zlib.crc32(FRAGMENT.read_bytes()):08x}-{tarball.name}-{info.st_size}"
@@ -90,12 +101,12 @@ def build(cache: Path, progress, jobs: int | None = None) -> kernel.Kernel:
     <cache>/build.lock keeps two builds from running at once."""
     _install_packages(progress)
     tarball = source_tarball()
-    key = _build_key(tarball)
+    key = build_key(tarball)
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         current = kernel.tiny_kernel(cache)
-        record = _record(kernel.tiny_dir(cache))
+        record = read_record(kernel.tiny_dir(cache))
         if current and record.get("key") == key:
             progress(f"tiny kernel {current.release} is up to date: {current.vmlinux}")
             return current
@@ -104,7 +115,7 @@ def build(cache: Path, progress, jobs: int | None = None) -> kernel.Kernel:
                              jobs or os.cpu_count() or 1)
 
 
-def _record(path: Path) -> dict:
+def read_record(path: Path) -> dict:
     try:
         return json.loads((path / "kernel.json").read_text())
     except (OSError, ValueError):
@@ -127,10 +138,9 @@ def _build_in(scratch: Path, tarball: Path, key: str, cache: Path, progress,
         raise MinivmError(f"Kconfig dropped these lines of {FRAGMENT} (a dependency is off, "
                           f"or the option does not exist in {tarball.name}): "
                           f"{', '.join(dropped)}")
-    release = subprocess.run(["make", "-s", "kernelrelease"], cwd=source, capture_output=True,
-                             text=True, check=True).stdout.strip()
-    progress(f"compiling Linux {release} with {jobs} jobs (~5 min on 2 cores)")
+    progress(f"compiling {source.name} with {jobs} jobs (~5 min on 2 cores)")
     _compile(source, jobs, progress, started)
+    release = kernel.vmlinux_release(source / "vmlinux")
     target = kernel.tiny_dir(cache)
     staged = scratch / "result"
     staged.mkdir()

@@ -38,6 +38,8 @@ HOST_CPUS = os.cpu_count()
     (["--cpus", "two"], "invalid int value"),
     (["--accel", "xen"], "invalid choice"),
     (["--no-such-flag"], "unrecognized arguments"),
+    (["-v", "/no/such/dir:/x"], "-v /no/such/dir:/x: host directory /no/such/dir does not exist"),
+    (["-v", "/tmp"], "-v /tmp: expected HOSTDIR:GUESTDIR or HOSTDIR:GUESTDIR:ro"),
 ])
 def test_bad_options_are_one_line(args, message, tmp_path):
     done = minivm("run", *args, "--", "true", cache=tmp_path)

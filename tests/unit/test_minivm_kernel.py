@@ -98,3 +98,31 @@ def test_no_kernel_and_no_apt_is_one_clear_error(tmp_path, monkeypatch):
 def test_cache_dir_follows_minivm_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIVM_CACHE", str(tmp_path))
     assert kernel.cache_dir() == tmp_path
+
+
+def tiny_entry(cache, release="6.1.192-minivm"):
+    directory = kernel.tiny_dir(cache)
+    directory.mkdir(parents=True)
+    (directory / "vmlinux").write_bytes(ELF)
+    (directory / "config").write_text("CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y\n")
+    record = {"release": release, "origin": "built", "vmlinux": str(directory / "vmlinux")}
+    (directory / "kernel.json").write_text(json.dumps(record))
+
+
+def test_the_tiny_kernel_comes_first_once_built_unless_asked_not_to(tmp_path):
+    cache = tmp_path / "cache"
+    cache_entry(cache, "6.1.0-56-amd64")
+    assert kernel.find(None, cache, print, tmp_path).release == "6.1.0-56-amd64"
+    tiny_entry(cache)
+    found = kernel.find(None, cache, print, tmp_path)
+    assert found == kernel.tiny_kernel(cache) and found.release == "6.1.192-minivm"
+    assert found.modules is None  # everything built in
+    assert kernel.takes_mmio_devices_from_command_line(found)
+    assert kernel.find(None, cache, print, tmp_path, tiny=False).release == "6.1.0-56-amd64"
+
+
+def test_a_cached_vmlinux_named_with_kernel_keeps_its_modules(tmp_path):
+    cache = tmp_path / "cache"
+    cache_entry(cache, "6.1.0-56-amd64")
+    found = kernel.find(cache / "kernels/6.1.0-56-amd64/vmlinux", cache, print, tmp_path)
+    assert found.modules == cache / "kernels/6.1.0-56-amd64/lib/modules/6.1.0-56-amd64"

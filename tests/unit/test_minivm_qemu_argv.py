@@ -64,3 +64,7 @@ def test_every_option_says_why_where_documented_and_which_line_added_it():
 
 def test_acpi_on_for_kernels_that_find_virtio_devices_only_in_acpi_tables():
     assert option_value(qemu.argv(config(acpi=True)), "-M") == "microvm,acpi=on"
+
+
+def test_the_pit_tick_is_only_for_kernels_that_take_it():
+    assert "noapictimer" not in option_value(qemu.argv(config(pit_tick=False)), "-append")

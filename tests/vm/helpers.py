@@ -31,3 +31,14 @@ def wait_for(condition, seconds: float) -> bool:
             return True
         time.sleep(0.1)
     return condition()
+
+
+def debian_kernel() -> Path:
+    """Debian's kernel (modules for 9p and overlayfs, ACPI), even when the tiny kernel is
+    built and would be the default: for tests of the distribution-kernel path."""
+    import sys
+
+    from minivm import kernel
+    found = kernel.find(None, kernel.cache_dir(), lambda message: print(message, file=sys.stderr),
+                        tiny=False)
+    return found.vmlinux

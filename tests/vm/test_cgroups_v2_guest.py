@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.conftest import initrds_of, qemu_pids_of
+from tests.vm.helpers import debian_kernel, initrds_of, qemu_pids_of
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root]
 
@@ -68,11 +68,3 @@ def test_minibox_limits_work_on_a_cgroup_v2_only_kernel(guest_kernel):
     assert facts["left"] == ""  # no container cgroup is left under minibox/
     assert qemu_pids_of(process.pid) == [] and initrds_of(process.pid) == []
 
-
-def debian_kernel() -> Path:
-    """Debian's kernel (modules for 9p and overlayfs, namespaces, cgroup2 with every
-    controller), not the tiny one even when built: the test is about a distribution kernel."""
-    from minivm import kernel
-    found = kernel.find(None, kernel.cache_dir(), lambda message: print(message, file=sys.stderr),
-                        tiny=False)
-    return found.vmlinux

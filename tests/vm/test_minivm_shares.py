@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.vm.conftest import initrds_of, qemu_pids_of
+from tests.vm.helpers import debian_kernel, initrds_of, qemu_pids_of
 
 pytestmark = pytest.mark.vm
 
@@ -39,6 +39,20 @@ def test_a_shared_folder_is_read_and_written_through_9p(guest_kernel, folder):
     assert lines[1].split()[:3] == ["share0", "/data", "9p"]
     assert "trans=virtio" in lines[1]
     assert (folder / "from-guest").read_text() == "from the guest\n"
+
+
+def test_debian_kernel_loads_the_9p_modules_and_finds_the_device_through_acpi(guest_kernel,
+                                                                            folder):
+    """Debian builds 9p and virtio-mmio as modules and its virtio_mmio cannot read devices from
+    the command line: minivm ships the modules in the initramfs and turns microvm's ACPI on."""
+    status, out, err = run_minivm("run", "--explain", "--kernel", str(debian_kernel()),
+                                  "-v", f"{folder}:/data", "--", "cat", "/data/from-host")
+    assert status == 0, err
+    assert out == "written by the host\n"
+    assert "=> kernel modules for the guest, dependencies first: " in err
+    modules = err.split("dependencies first: ")[1].split("\n")[0].split()
+    assert modules.index("virtio_mmio") < modules.index("9pnet_virtio") < modules.index("9p")
+    assert "=> qemu -M microvm,acpi=on" in err
 
 
 def test_a_read_only_share_refuses_writes(guest_kernel, folder):

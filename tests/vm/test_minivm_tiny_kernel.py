@@ -1,0 +1,67 @@
+"""The tiny kernel that `minivm kernel build` makes, once it is built.
+
+Building takes ~5 minutes on 2 cores (12 under load) plus ~150 MB of apt packages, so the test
+run never builds it: these tests skip until someone ran `minivm kernel build` on this machine
+(CI, a fresh machine every time, skips them). When it is built, `minivm run` boots it by
+default, so every other VM test runs on it too.
+"""
+import time
+
+import pytest
+
+from minivm import kernel, tinykernel
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    built = kernel.tiny_kernel(kernel.cache_dir())
+    if built is None:
+        pytest.skip("the tiny kernel is not built: `minivm kernel build` (~5 min) makes it; "
+                    "the test run does not")
+    return built
+
+
+def test_run_boots_the_tiny_kernel_and_explain_says_so(minivm, tiny):
+    done = minivm("run", "--explain", "--", "uname", "-r")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == f"{tiny.release}\n" and tiny.release.endswith("-minivm")
+    stderr = done.stderr.decode()
+    assert f"=> kernel {tiny.release}: {tiny.vmlinux}" in stderr
+    assert "built by `minivm kernel build`" in stderr
+    assert "noapictimer" in stderr  # the PIT tick, which this kernel takes
+
+
+def test_kernel_list_marks_it_as_the_default(minivm, tiny):
+    first = minivm("kernel", "list").stdout.decode().splitlines()[0].split()
+    assert first[:3] == ["*", tiny.release, str(tiny.vmlinux)]
+
+
+def test_its_config_has_every_line_of_the_fragment(tiny):
+    config = (tiny.vmlinux.parent / "config").read_text()
+    assert tinykernel.dropped_options(tinykernel.FRAGMENT.read_text(), config) == []
+
+
+def test_a_second_build_is_the_cached_one(minivm, tiny):
+    record = tinykernel.read_record(kernel.tiny_dir(kernel.cache_dir()))
+    if record.get("key") != tinykernel.build_key(tinykernel.source_tarball()):
+        pytest.skip("minivm/tiny.config or linux-source changed since the tiny kernel was "
+                    "built: run `minivm kernel build` again")
+    started = time.monotonic()
+    done = minivm("kernel", "build")
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 10
+    assert done.stdout.decode() == f"{tiny.release} {tiny.vmlinux}\n"
+    assert "is up to date" in done.stderr.decode()
+
+
+def test_cgroup_v2_and_namespaces_are_there(minivm, tiny):
+    """What minibox needs from a kernel: cgroup2 with its controllers, every namespace."""
+    done = minivm("run", "--", "sh", "-c",
+                  "mount -t cgroup2 none /sys/fs/cgroup && cat /sys/fs/cgroup/cgroup.controllers"
+                  " && ls /proc/self/ns | tr '\\n' ' '")
+    assert done.returncode == 0, done.stderr
+    controllers, namespaces = done.stdout.decode().splitlines()
+    assert {"cpu", "memory", "pids"} <= set(controllers.split())
+    assert {"cgroup", "ipc", "mnt", "net", "pid", "user", "uts"} <= set(namespaces.split())
