@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                               epilog="Exit status: CMD's; 124 timeout; 125 minivm error; "
                               "127 CMD not in the guest. With -t, Ctrl-] quits.")
     run.add_argument("--kernel", type=Path, help="a bzImage or vmlinux to boot (default: the "
-                     "cached kernel, else /boot/vmlinuz-*, else Debian's, downloaded)")
+                     "tiny kernel once built, else the cached one, else /boot/vmlinuz-*, else "
+                     "Debian's, downloaded)")
     run.add_argument("-m", "--memory", default="256M", help="guest RAM (default 256M)")
     run.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default 1)")
     run.add_argument("--accel", choices=accel.CHOICES, default="auto",
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None):
 
 
 def run(args, started: float) -> int:
-    from minivm import disk, initramfs, kernel, modules, qemu, shares
+    from minivm import initramfs, kernel, modules, qemu, shares
     from minivm.explain import Narrator, code_of
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -205,7 +206,10 @@ def run(args, started: float) -> int:
     if args.timeout <= 0:
         raise MinivmError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
     # Bad input is one line, before anything else is said or done.
-    disks = [(image, disk.base_format(image)) for image in args.disk]
+    disks = []
+    if args.disk:
+        from minivm import disk  # shutil, qemu-img: only for VMs that have disks
+        disks = [(image, disk.base_format(image)) for image in args.disk]
     folders = [shares.parse(spec) for spec in args.volume]
     if not _on_path(qemu.QEMU_BINARY):
         raise MinivmError(f"{qemu.QEMU_BINARY} not found: install the {qemu.QEMU_PACKAGE} "
@@ -459,13 +463,14 @@ VM_COMMANDS = {"ps": list_vms, "logs": show_logs, "pause": pause_vm, "resume": p
 def list_kernels():
     from minivm import kernel
     cache = kernel.cache_dir()
-    cached = kernel.cached_kernels(cache)
+    tiny = kernel.tiny_kernel(cache)
+    cached = ([tiny] if tiny else []) + kernel.cached_kernels(cache)
     boot = kernel.boot_kernels()
     if not cached and not boot:
         print(f"no kernels yet (cache: {cache}); `minivm kernel fetch` downloads Debian's")
     for index, entry in enumerate(cached):
         default = "*" if index == 0 else " "
-        modules = entry.modules or "no modules"
+        modules = entry.modules or ("drivers built in" if entry == tiny else "no modules")
         print(f"{default} {entry.release:<24} {entry.vmlinux}\n    {entry.origin}; {modules}")
     for index, path in enumerate(boot):
         default = "*" if index == 0 and not cached else " "

@@ -86,9 +86,14 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
             params.append(option(
                 "noapictimer", why="emulating the local APIC timer is slow under TCG; the PIT "
                 "serves as the tick", doc="kernel-parameters: noapictimer"))
-        params.append(option("cryptomgr.notests", why="skip the crypto self-tests that run at "
-                             "every boot (~0.3 s under TCG)",
-                             doc="kernel-parameters: cryptomgr.notests"))
+        params += [
+            option("cryptomgr.notests", why="skip the crypto self-tests that run at every boot "
+                   "(~0.3 s under TCG)", doc="kernel-parameters: cryptomgr.notests"),
+            option("noreplace-smp", why="on one CPU the kernel would rewrite every SMP lock "
+                   "prefix into a no-op at boot; under TCG each rewrite throws translated code "
+                   "away (~50 ms measured with the tiny kernel)",
+                   doc="kernel-parameters: noreplace-smp, arch/x86/kernel/alternative.c"),
+        ]
     return params + config.kernel_args
 
 

@@ -29,7 +29,7 @@ def test_tcg_microvm_boots_the_vmlinux_with_the_measured_parameters():
     assert option_value(argv, "-initrd") == "/t/initrd.cpio"
     assert option_value(argv, "-append").split() == [
         "console=ttyS0", "reboot=t", "panic=-1", "tsc_early_khz=2100000", "noapictimer",
-        "cryptomgr.notests"]
+        "cryptomgr.notests", "noreplace-smp"]
 
 
 def test_kvm_uses_the_host_cpu_and_no_tcg_workarounds():
