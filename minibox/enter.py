@@ -17,7 +17,7 @@ process joins it by joining them, the way nsenter(1) and runc exec do:
 """
 import os
 
-from . import container, namespaces, rootfs, terminal
+from . import container, namespaces, rootfs, rootless, terminal
 from .errors import CANNOT_RUN, MiniboxError
 from .explain import step
 from .spec import DEFAULT_PATH
@@ -25,7 +25,7 @@ from .spec import DEFAULT_PATH
 # Joined in this order: the mount namespace late, since after it paths mean the container's;
 # cgroup once we are in the container's cgroups; user (--userns) last of all, because it
 # owns none of the others (namespaces.enter_user_namespace): joined first, it would leave
-# us without the capabilities the other setns(2) calls need.
+# us without the capabilities the other setns(2) calls need. Rootless, the other way round.
 NAMESPACE_ORDER = ("ipc", "uts", "net", "pid", "mnt", "cgroup", "user")
 
 
@@ -36,6 +36,12 @@ def exec_in(pid, spec, command, tty=False, interactive=False):
     root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     join_cgroups(pid)
     user_namespace = namespace_fds.pop("user", None)
+    if rootless.ENABLED:
+        # A rootless container's user namespace owns all its others (rootless.py): joining
+        # it first gives us, its creator's uid, every capability the setns(2) calls below
+        # need -- over those namespaces only.
+        _join("user", user_namespace)
+        user_namespace = None
     for kind, fd in namespace_fds.items():
         _join(kind, fd)
     os.fchdir(root)
