@@ -74,6 +74,9 @@ def load_repositories():
             return json.load(tags)
     except FileNotFoundError:
         return {}
+    except PermissionError:
+        raise MiniboxError(f"cannot read the image store {STORE}: it is another user's "
+                           "(set MINIBOX_STORE to a directory of yours)") from None
 
 
 def resolve(reference, repositories=None, build=False):
