@@ -198,8 +198,18 @@ def test_the_default_network_is_loopback_only(rootless):
     assert result.stdout.split() == ["lo"]
 
 
+def test_the_host_network_comes_with_the_hosts_sys_read_only(rootless):
+    # sysfs can't be mounted from a user namespace that doesn't own the network namespace
+    result = rootless("run", "--rm", "--network", "host", "busybox", "sh", "-c",
+                      "readlink /proc/self/ns/net; ls /sys/class/net; touch /sys/x")
+    assert result.returncode == 1
+    net_ns, *interfaces = result.stdout.split()
+    assert net_ns == _namespace("self", "net") and "lo" in interfaces
+    assert result.stderr == "touch: /sys/x: Read-only file system\n"
+
+
 def test_removing_an_image_directory_works_in_the_user_namespace(rootless):
-    # overlayfs can only mark the new /etc opaque with user.* xattrs (userxattr) here
+    # overlayfs can only mark the new /usr opaque with user.* xattrs (userxattr) here
     result = rootless("run", "--rm", "busybox", "sh", "-c",
                       "rm -rf /usr && mkdir /usr && ls -A /usr | wc -l")
     assert (result.returncode, result.stdout) == (0, "0\n"), result.stderr
