@@ -7,7 +7,8 @@ process joins it by joining them, the way nsenter(1) and runc exec do:
    once we are in the container's mount namespace, the host's /proc is out of reach.
 2. Join PID 1's cgroups (write our PID to each cgroup.procs), so the new process is
    limited and counted with the others -- before anything can fork.
-3. setns(2) into each namespace that differs from ours. setns(CLONE_NEWNS) leaves us at the
+3. setns(2) into each namespace that differs from ours (without root, the container's user
+   namespace first: it owns the others, rootless.py). setns(CLONE_NEWNS) leaves us at the
    root of the namespace's first mount, not at the container's pivoted root, so fchdir(2)
    to the root fd and chroot(".") follow.
 4. fork(2): setns(CLONE_NEWPID) only decides the PID namespace of *children* (like

@@ -14,9 +14,9 @@ it has made a user namespace first, as rootless podman and runc do:
 
 A user may map only itself, and only in one line: any other host uid would be one it does
 not own. (More uids need a setuid helper, newuidmap(1), reading /etc/subuid: not used here.)
-"setgroups deny" comes first because a process with a mapped gid 0 could otherwise drop its
-supplementary groups with setgroups(2) and reach files that `chmod 705` denies to one of
-those groups (CVE-2014-8989, Linux 3.19).
+"setgroups deny" comes first: root of its own namespace could otherwise drop its
+supplementary groups with setgroups(2), and so read a file whose mode (say 0705) shuts out
+one of those groups (CVE-2014-8989; since Linux 3.19 the kernel insists).
 
 Why the *runtime* enters the user namespace, not just the container's init: the runtime
 makes the PID namespace (namespaces.new_pid_namespace_for_children: its next child is PID 1
@@ -30,15 +30,17 @@ What that costs -- the runtime stays in the user namespace for the rest of its l
   CAP_SYS_ADMIN in the host's user namespace, which owns it. So a runtime makes one PID
   namespace for one init, and no second one -- unshare(CLONE_NEWPID) fails with EINVAL while
   the children's PID namespace differs from the caller's own: no --restart.
-- On the host it still is only U: no cgroup unless one is delegated to U (cgroups below),
-  no bridge, veth or iptables (network.check_rootless), no uid but its own.
+- On the host it still is only U: no cgroup unless one is delegated to U
+  (_refuse_cgroup_limits), no bridge or veth (network.check_rootless), no uid but its own.
 - One uid inside: files owned by anyone else (the host's, in a volume) show up as nobody,
   --user has no other uid to become, and the caller's supplementary groups stay (shown as
   nogroup): setgroups(2) is denied.
 
 What stays the same: capabilities, no_new_privs and seccomp (security.confine) are applied as
-with root. They now limit root of the user namespace, which holds nothing over the host
-anyway, but still everything over the container's own namespaces (mount, for one).
+with root, and still matter: root of the user namespace holds nothing over the host, but it
+owns the container's mount, UTS and network namespaces, and with CAP_SYS_ADMIN could mount
+a fresh /proc over the masked one. `minibox exec` joins the container's user namespace
+first (enter.py): the other namespaces are its.
 
 Where a user's containers and images live: state in $XDG_RUNTIME_DIR/minibox (else
 /tmp/minibox-<uid>), images in $XDG_DATA_HOME/minibox (~/.local/share/minibox);
