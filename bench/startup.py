@@ -19,6 +19,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECT = os.path.dirname(HERE)
 
 
+def compile_bytecode():
+    """Like `make setup`: with PYTHONDONTWRITEBYTECODE set and no .pyc files, every
+    minibox start would compile its modules from source again (~40 ms)."""
+    import compileall
+    compileall.compile_dir(os.path.join(PROJECT, "minibox"), quiet=1)
+
+
 def busybox_rootfs():
     sys.path.insert(0, PROJECT)
     from minibox import images
@@ -90,6 +97,7 @@ def main():
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/startup.py: must be run as root")
+    compile_bytecode()
     rootfs = busybox_rootfs()
     hide_cgroup2_on_hybrid_hosts()
     with tempfile.TemporaryDirectory() as workdir:

@@ -20,6 +20,7 @@ import time
 from .errors import RUNTIME_ERROR, MiniboxError
 from .network import NETWORK_HELP
 from .portproxy import PUBLISH_HELP
+from .rootless import check_caller
 
 
 class UsageError(MiniboxError):
@@ -162,7 +163,8 @@ def parse(words):
     parser = CommandParser("", "minibox: a teaching container runtime (namespaces, cgroups, "
                            "overlayfs, pivot_root).")
     parser.add_argument("--root", metavar="DIR", help="Where container state lives "
-                        "(default /run/minibox, or $MINIBOX_ROOT).")
+                        "(default /run/minibox, or $MINIBOX_ROOT; without root "
+                        "$XDG_RUNTIME_DIR/minibox).")
     name, words, chosen = parser.choose(words)
     while name in GROUPS:
         name, words, _ = CommandParser(name, GROUPS[name]).choose(words)
@@ -171,11 +173,6 @@ def parse(words):
     for names, settings in arguments:
         parser.add_argument(*names, **settings)
     return function, vars(parser.parse_args(words)), chosen.root
-
-
-def require_root():
-    if os.geteuid() != 0:
-        raise MiniboxError("must be run as root (try sudo)")
 
 
 def _command_line(words):
@@ -228,7 +225,7 @@ RUN_OPTIONS = (
     option("-u", "--user", metavar="USER[:GROUP]",
            help="Run the command as this user (ids or names)."),
     flag("--userns", help="A user namespace: container root is uid 100000 on the host."),
-    option("--network", dest="network_mode", default="bridge", metavar="MODE", help=NETWORK_HELP),
+    option("--network", dest="network_mode", metavar="MODE", help=NETWORK_HELP),
     option("--ip", metavar="ADDRESS",
            help="The container's address on the bridge (default: the lowest free one)."),
     repeatable("-p", "--publish", metavar="[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]",
@@ -250,9 +247,7 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD."""
     from . import container, images, network, portproxy, spec as specs, state
-    if userns and os.geteuid() != 0:
-        _refuse_rootless()
-    require_root()
+    check_caller("run")
     mode = network.NetworkMode.parse(network_mode)
     mappings = [portproxy.PortMapping.parse(text) for text in publish]
     network.check_options(mode, ip, mappings)
@@ -303,17 +298,6 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
     return container.run(spec, container_id)
 
 
-def _refuse_rootless():
-    """A non-root --userns: name what on this host forbids it, else say what is missing."""
-    from . import namespaces
-    reason = namespaces.check_unprivileged_user_namespaces()
-    if reason:
-        raise MiniboxError(f"--userns without root: {reason}")
-    raise MiniboxError("--userns without root (rootless mode) is not implemented yet: this "
-                       "host allows unprivileged user namespaces, but the runtime still needs "
-                       "root for its cgroup and PID namespace; use sudo")
-
-
 def _configure_explain(narrate, pause):
     from . import explain
     try:
@@ -326,7 +310,7 @@ def _configure_explain(narrate, pause):
 def rm(force, containers):
     """Remove stopped containers (their state and writable layer)."""
     from . import container
-    require_root()
+    check_caller("rm")
     for reference in containers:
         container.remove(reference, force=force)
         print(reference)
@@ -337,7 +321,7 @@ def gc():
     """Remove what crashed runs left behind (from each container's ledger), and the bridge
     if no container uses it any more."""
     from . import container, network
-    require_root()
+    check_caller("gc")
     for container_id in container.collect_garbage():
         print(f"removed leftovers of {container_id[:12]}")
     if network.remove_bridge_if_unused():
@@ -348,7 +332,7 @@ def gc():
 def network_ls():
     """List the bridge network: subnet, gateway, containers attached."""
     from . import network
-    require_root()
+    check_caller("network ls")
     status = network.bridge_status()
     print(f"{'NAME':10}{'DRIVER':8}{'SUBNET':18}{'GATEWAY':16}CONTAINERS")
     if status is not None:
@@ -360,7 +344,7 @@ def network_ls():
 def network_rm(name):
     """Remove the bridge (refused while a container uses it)."""
     from . import network
-    require_root()
+    check_caller("network rm")
     if name != network.BRIDGE:
         raise MiniboxError(f"no such network: {name} (the only one is {network.BRIDGE})")
     if not network.remove_bridge():
@@ -376,7 +360,7 @@ def network_rm(name):
 def image_import(name, archive):
     """Import a `docker save` archive, an OCI image layout or a rootfs tarball (file or dir)."""
     from . import imagestore
-    require_root()
+    check_caller("image import")
     progress = imagestore.Progress(sys.stderr)
     for names, image_id in imagestore.import_archive(archive, name, progress):
         for tagged in names or ["<untagged>"]:
@@ -388,7 +372,7 @@ def image_import(name, archive):
 def image_build(which):
     """(Re)build a built-in image from the host: busybox from busybox-static."""
     from . import images, imagestore
-    require_root()
+    check_caller("image build")
     image_id = imagestore.build_busybox_image(imagestore.Progress(sys.stderr))
     print(f"Built image: {images.BUSYBOX} ({image_id[:19]})")
 
@@ -397,7 +381,7 @@ def image_build(which):
 def list_images():
     """List stored images."""
     from . import images
-    require_root()
+    check_caller("images")
     print(f"{'REPOSITORY':<30} {'TAG':<16} {'IMAGE ID':<12} {'LAYERS':>6} {'SIZE':>10}")
     for name, image_id, layer_count, size in images.list_images():
         repository, tag = name.rsplit(":", 1) if name else ("<none>", "<none>")
@@ -409,7 +393,7 @@ def list_images():
 def rmi(references):
     """Remove images (untag; delete the layers no other image uses)."""
     from . import imagestore
-    require_root()
+    check_caller("rmi")
     for reference in references:
         image_id = imagestore.remove_image(reference)
         print(f"Removed: {reference} ({image_id[:19]})")
@@ -421,7 +405,7 @@ def rmi(references):
 def export(output, reference):
     """Write a container's filesystem as a tar archive (to stdout or -o FILE)."""
     from . import imagestore
-    require_root()
+    check_caller("export")
     if output is None and sys.stdout.isatty():
         raise MiniboxError("refusing to write a tar archive to a terminal: "
                            "redirect stdout or use -o FILE")
@@ -433,7 +417,7 @@ def export(output, reference):
 def commit(reference, name):
     """Make a new image from a container: its changes become a new top layer."""
     from . import imagestore
-    require_root()
+    check_caller("commit")
     image_id = imagestore.commit_container(reference, name, imagestore.Progress(sys.stderr))
     print(image_id)
 
@@ -445,7 +429,7 @@ def commit(reference, name):
 def ps(show_all, quiet):
     """List containers."""
     from . import control
-    require_root()
+    check_caller("ps")
     found = control.containers(include_stopped=show_all)
     if quiet:
         for directory, _, _ in found:
@@ -494,7 +478,7 @@ def _describe(status, current, now):
 def logs(follow, tail, reference):
     """Print a detached container's output (stdout and stderr)."""
     from . import control
-    require_root()
+    check_caller("logs")
     control.logs(reference, sys.stdout.buffer, follow=follow, tail=tail)
 
 
@@ -512,7 +496,7 @@ def exec_command(interactive, tty, env, workdir, reference, command):
     command = _command_line(command)
     if not command:
         raise UsageError("no command given", "minibox exec")
-    require_root()
+    check_caller("exec")
     if tty and not os.isatty(sys.stdin.fileno()):
         raise MiniboxError("-t needs a terminal on stdin (the input device is not a TTY)")
     directory, current, status = control.load(reference)
@@ -531,7 +515,7 @@ def exec_command(interactive, tty, env, workdir, reference, command):
 def stop(timeout, containers):
     """Stop containers: SIGTERM, then SIGKILL after the timeout."""
     from . import control
-    require_root()
+    check_caller("stop")
     for reference in containers:
         control.stop(reference, timeout)
         print(reference)
@@ -544,7 +528,7 @@ def stop(timeout, containers):
 def kill(signal_name, args):
     """Send a signal to containers: docker's `kill [-s SIG] C...` or runc's `kill ID [SIG]`."""
     from . import control
-    require_root()
+    check_caller("kill")
     references = list(args)
     if signal_name is None and len(references) == 2 and _is_signal(references[1]):
         signal_name = references.pop()
@@ -567,7 +551,7 @@ def _is_signal(text):
 def stats(no_stream, references):
     """Show running containers' CPU, memory and processes, from their cgroups."""
     from . import cgroups, control
-    require_root()
+    check_caller("stats")
     while True:
         rows = [("CONTAINER ID", "NAME", "CPU %", "MEM PEAK / LIMIT", "PIDS")]
         for directory, name, cpu, usage, limit, pids in control.usage(
@@ -595,7 +579,7 @@ def inspect(references):
     """Print containers' configuration and state as JSON."""
     import json
     from . import control
-    require_root()
+    check_caller("inspect")
     print(json.dumps([control.inspect(r) for r in references], indent=2))
 
 
@@ -611,7 +595,7 @@ CONTAINER_ID = option("container_id", metavar="ID")
 def create(bundle, pid_file, container_id):
     """OCI: create a container from a bundle, stopped just before its command runs."""
     from . import control, monitor, spec as specs
-    require_root()
+    check_caller("create")
     spec = specs.load_bundle(bundle)
     monitor.launch(spec, specs.check_container_id(container_id), wait_for_start=True)
     if pid_file:
@@ -631,7 +615,7 @@ def _write_pid_file(path, pid):
 def start(container_id):
     """OCI: run the command of a created container."""
     from . import control
-    require_root()
+    check_caller("start")
     control.start(container_id)
 
 
@@ -639,7 +623,7 @@ def start(container_id):
 def state(container_id):
     """OCI: print the container's state as JSON."""
     from . import control
-    require_root()
+    check_caller("state")
     print(control.oci_state(container_id))
 
 
@@ -647,7 +631,7 @@ def state(container_id):
 def delete(force, container_id):
     """OCI: delete a stopped container (a running one only with --force)."""
     from . import control
-    require_root()
+    check_caller("delete")
     control.delete(container_id, force=force)
 
 

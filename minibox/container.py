@@ -7,6 +7,8 @@ which enters its new namespaces, builds its root filesystem, and finally execve(
 user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps messages apart):
 
     init                                   runtime
+                                           [without root: unshare(user) first, rootless.py]
+                                           unshare(pid), fork
     unshare(mnt, uts, ipc, net)  ----->  "ready"
                                            host side: cgroup, veth, /etc/hosts, hooks
     unshare(cgroup)              <-----  "go"
@@ -33,8 +35,8 @@ import socket
 import sys
 import time
 
-from . import (cgroups, explain, hooks, images, namespaces, network, portproxy, rootfs, security,
-               state, syscalls)
+from . import (cgroups, explain, hooks, images, namespaces, network, portproxy, rootfs, rootless,
+               security, state, syscalls)
 from . import spec as spec_module
 from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError
 
@@ -59,12 +61,18 @@ class Container:
 def create(spec, container_id=None):
     """The runtime's story, steps 1-4: from a spec to an init blocked just before execve."""
     namespaces.check_kernel_support()
+    if rootless.ENABLED:
+        rootless.check_spec(spec)
     if spec.root_path is None:
         rootfs.check_overlay_support()
         _lowerdir(spec)  # an unknown image fails here, before anything is made
     if spec.tty:
         global terminal
         from . import terminal  # now: after pivot_root the init can't import from our tree
+    # 0. Without root, a user namespace of our own first, where we are root (rootless.py):
+    #    for good, since everything below needs its capabilities.
+    if rootless.ENABLED:
+        rootless.enter_user_namespace(os.geteuid(), os.getegid())
     # 1. Make the container's directory. Every resource is recorded in the ledger before it
     #    is made, so teardown and `minibox gc` know what to undo.
     directory = state.ContainerDir.create(container_id or state.new_container_id(), spec.name)
@@ -76,8 +84,9 @@ def create(spec, container_id=None):
             os.mkdir(directory.file(scratch), 0o755)
         # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
         cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent)
-        directory.record("cgroup", paths=cgroup.paths())
-        _create_cgroup(cgroup, spec.limits, "\n              ".join(cgroup.plan(spec.limits)))
+        if cgroup.paths():  # none without root (cgroups.NoCgroup)
+            directory.record("cgroup", paths=cgroup.paths())
+            _create_cgroup(cgroup, spec.limits, "\n              ".join(cgroup.plan(spec.limits)))
         #    Published host ports are bound now, so a busy port fails the run before the
         #    container exists.
         bound_ports = portproxy.bind_ports(spec.publish)
@@ -121,7 +130,8 @@ def spawn(spec, directory, cgroup):
     directory.record("process", pid=pid, start_time=state.process_start_time(pid))
     # 4. Host-side setup while the init waits in its new namespaces.
     _expect(channel, b"ready", pid)
-    _join_cgroup(cgroup, pid)
+    if cgroup.paths():
+        _join_cgroup(cgroup, pid)
     network.set_up(spec, directory, pid, shared_address)
     hooks.run(spec, ("prestart", "createRuntime"), _hook_state(directory, "creating", pid))
     channel.send(b"go")
@@ -293,7 +303,8 @@ def _build_root(spec, directory):
         rootfs.bind_root(spec.root_path, merged)
     for entry in spec.mounts + [volume.mount(nodev) for volume in spec.volumes]:
         rootfs.mount_entry(merged, entry.destination, entry.type, entry.source, entry.options,
-                           own_cgroup_namespace="cgroup" in spec.namespaces)
+                           own_cgroup_namespace="cgroup" in spec.namespaces,
+                           own_network_namespace=_new_namespace(spec, "network"))
     for device in spec.devices:
         rootfs.create_device(rootfs.path_in_root(merged, device["path"]), device["type"],
                              device.get("major", 0), device.get("minor", 0),

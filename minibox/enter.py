@@ -7,7 +7,8 @@ process joins it by joining them, the way nsenter(1) and runc exec do:
    once we are in the container's mount namespace, the host's /proc is out of reach.
 2. Join PID 1's cgroups (write our PID to each cgroup.procs), so the new process is
    limited and counted with the others -- before anything can fork.
-3. setns(2) into each namespace that differs from ours. setns(CLONE_NEWNS) leaves us at the
+3. setns(2) into each namespace that differs from ours (without root, the container's user
+   namespace first: it owns the others, rootless.py). setns(CLONE_NEWNS) leaves us at the
    root of the namespace's first mount, not at the container's pivoted root, so fchdir(2)
    to the root fd and chroot(".") follow.
 4. fork(2): setns(CLONE_NEWPID) only decides the PID namespace of *children* (like
@@ -17,7 +18,7 @@ process joins it by joining them, the way nsenter(1) and runc exec do:
 """
 import os
 
-from . import container, namespaces, rootfs, terminal
+from . import container, namespaces, rootfs, rootless, terminal
 from .errors import CANNOT_RUN, MiniboxError
 from .explain import step
 from .spec import DEFAULT_PATH
@@ -25,7 +26,7 @@ from .spec import DEFAULT_PATH
 # Joined in this order: the mount namespace late, since after it paths mean the container's;
 # cgroup once we are in the container's cgroups; user (--userns) last of all, because it
 # owns none of the others (namespaces.enter_user_namespace): joined first, it would leave
-# us without the capabilities the other setns(2) calls need.
+# us without the capabilities the other setns(2) calls need. Rootless, the other way round.
 NAMESPACE_ORDER = ("ipc", "uts", "net", "pid", "mnt", "cgroup", "user")
 
 
@@ -36,6 +37,12 @@ def exec_in(pid, spec, command, tty=False, interactive=False):
     root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     join_cgroups(pid)
     user_namespace = namespace_fds.pop("user", None)
+    if rootless.ENABLED:
+        # A rootless container's user namespace owns all its others (rootless.py): joining
+        # it first gives us, its creator's uid, every capability the setns(2) calls below
+        # need -- over those namespaces only.
+        _join("user", user_namespace)
+        user_namespace = None
     for kind, fd in namespace_fds.items():
         _join(kind, fd)
     os.fchdir(root)

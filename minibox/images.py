@@ -6,7 +6,8 @@ the config file, stored verbatim, as Docker does. Each layer is unpacked once, i
 directory named by its diff_id, whatever image or archive brought it (content addressed), and
 is never written again: every container gets its own writable layer on top
 (rootfs.mount_overlay). Layout under MINIBOX_STORE (default /var/lib/minibox, mode 0700:
-layers keep their setuid binaries, which no host user may reach):
+layers keep their setuid binaries, which no host user may reach; without root the user's
+own, rootless.image_store):
 
     images/<id>.json         image configs          repositories.json  NAME:TAG -> id
     layers/<diff_id>/diff/   the unpacked layer     layers/<diff_id>/link, size
@@ -28,9 +29,11 @@ imagestore.py; unpacking layer tarballs safely is layers.py.
 import json
 import os
 
+from . import rootless
 from .errors import MiniboxError
 
-STORE = os.environ.get("MINIBOX_STORE", "/var/lib/minibox")
+STORE = os.environ.get("MINIBOX_STORE") or (rootless.image_store() if rootless.ENABLED
+                                            else "/var/lib/minibox")
 IMAGES = os.path.join(STORE, "images")
 LAYERS = os.path.join(STORE, "layers")
 SHORT_LINKS = os.path.join(STORE, "l")
@@ -71,6 +74,9 @@ def load_repositories():
             return json.load(tags)
     except FileNotFoundError:
         return {}
+    except PermissionError:
+        raise MiniboxError(f"cannot read the image store {STORE}: it is another user's "
+                           "(set MINIBOX_STORE to a directory of yours)") from None
 
 
 def resolve(reference, repositories=None, build=False):

@@ -26,6 +26,9 @@ directory, reached one component at a time with O_NOFOLLOW (openat(2)), so no pa
 is ever a symlink: nothing can lead outside the layer, however the archive is crafted.
 Device nodes and FIFOs in an archive are skipped and counted (an image has no business
 shipping /dev/sda).
+
+Without root (rootless.py) a user can only own files as itself: every file of a layer stays
+the caller's, which is root in its containers (podman's `ignore_chown_errors` does the same).
 """
 import io
 import gzip
@@ -36,6 +39,7 @@ import stat
 import tarfile
 import zlib
 
+from . import rootless
 from .errors import MiniboxError
 
 WHITEOUT_PREFIX = ".wh."
@@ -245,7 +249,8 @@ def _make_file(parent, name, member, content):
 
 def _set_metadata(fd, member):
     # chown first: chown(2) clears the setuid/setgid bits that chmod then sets.
-    os.fchown(fd, member.uid, member.gid)
+    if not rootless.ENABLED:
+        os.fchown(fd, member.uid, member.gid)
     os.fchmod(fd, member.mode & 0o7777)
     for key, value in member.pax_headers.items():
         if key.startswith(_XATTR_HEADER):
@@ -255,7 +260,8 @@ def _set_metadata(fd, member):
 
 
 def _set_owner_and_times(parent, name, member):
-    os.chown(name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+    if not rootless.ENABLED:
+        os.chown(name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
     os.utime(name, (member.mtime, member.mtime), dir_fd=parent, follow_symlinks=False)
 
 

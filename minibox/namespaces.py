@@ -9,7 +9,7 @@ then setns(2)s its children's PID namespace back to its own.
 """
 import os
 
-from . import syscalls
+from . import rootless, syscalls
 from .errors import MiniboxError
 from .explain import step
 
@@ -64,8 +64,13 @@ def new_pid_namespace_for_children(path=None):
 
 
 def restore_pid_namespace(own_pid_namespace):
-    """Later children of the runtime (helpers, proxies) belong in the host's PID namespace."""
-    syscalls.setns(own_pid_namespace, syscalls.CLONE_NEWPID)
+    """Later children of the runtime (helpers, proxies) belong in the host's PID namespace.
+
+    Not in rootless mode: setns(2) into a PID namespace needs CAP_SYS_ADMIN in the user
+    namespace that owns it, the host's, and a rootless runtime holds nothing there. Its
+    children stay in the container's PID namespace, so it makes no other (rootless.py)."""
+    if not rootless.ENABLED:
+        syscalls.setns(own_pid_namespace, syscalls.CLONE_NEWPID)
     os.close(own_pid_namespace)
 
 

@@ -50,7 +50,7 @@ import os
 import socket
 import struct
 
-from . import portproxy, state, syscalls
+from . import portproxy, rootless, state, syscalls
 from .errors import MiniboxError
 from .explain import step
 from .ipam import AddressError, AddressPool
@@ -73,7 +73,8 @@ SUBNET_HELP = (
     "10.42-43.x) and CGNAT/Tailscale (100.64/10)."
 )
 MODES = ("bridge", "none", "host", "container:ID")
-NETWORK_HELP = ("bridge (default), none (loopback only), host (the host's network) or "
+NETWORK_HELP = ("bridge (default; without root: none), none (loopback only), host (the "
+                "host's network) or "
                 "container:ID (share that container's network). " + SUBNET_HELP)
 
 # The address pools live outside MINIBOX_ROOT: there is one bridge per network namespace,
@@ -97,7 +98,11 @@ class NetworkMode:
         return f"container:{self.container}" if self.kind == "container" else self.kind
 
     @classmethod
-    def parse(cls, text):
+    def parse(cls, text=None):
+        """--network's text; without it the default: bridge, or none without root (a bridge
+        and veth pairs need the host's root: check_rootless)."""
+        if text is None:
+            text = "none" if rootless.ENABLED else "bridge"
         if text in ("bridge", "none", "host"):
             return cls(text)
         kind, _, container = text.partition(":")
@@ -114,6 +119,8 @@ class NetworkMode:
 def check_options(mode, requested_ip, publish):
     """--ip and -p only make sense on the bridge: refuse them elsewhere, before anything runs."""
     import ipaddress
+    if rootless.ENABLED:
+        check_rootless(mode, requested_ip, publish)
     if requested_ip is not None:
         if mode.kind != "bridge":
             raise NetworkError(f"--ip needs --network bridge, not {mode}")
@@ -123,6 +130,23 @@ def check_options(mode, requested_ip, publish):
             raise NetworkError(f"bad --ip {requested_ip!r}: not an IPv4 address") from None
     if publish and mode.kind != "bridge":
         raise NetworkError(f"-p needs --network bridge, not {mode}")
+
+
+def check_rootless(mode, requested_ip, publish):
+    """Without root (rootless.py) only `none` and `host` work. A bridge, a veth pair and the
+    port proxy's way in are the host's network, which only the host's root may change;
+    rootless podman gets around it with a user-mode network stack (slirp4netns or pasta),
+    which this host doesn't have. container:ID: a rootless container's network namespace
+    belongs to that container's user namespace, where another runtime holds no capability."""
+    if mode.kind == "bridge" or publish or requested_ip:
+        what = "-p" if publish else "--ip" if requested_ip else "--network bridge"
+        raise NetworkError(f"{what} needs root: a bridge and veth pairs change the host's "
+                           "network (rootless networking needs slirp4netns or pasta, which "
+                           "minibox does not use); use --network none or host")
+    if mode.kind == "container":
+        raise NetworkError(f"--network {mode} needs root: a rootless container's network "
+                           "namespace belongs to its own user namespace, where this run "
+                           "holds no capability")
 
 
 def host_ifname(container_id):
@@ -516,7 +540,10 @@ def remove_bridge():
 
 
 def remove_bridge_if_unused():
-    """For `minibox gc`: remove minibox0 unless a container still holds an address."""
+    """For `minibox gc`: remove minibox0 unless a container still holds an address.
+    Never without root: the bridge is root's, and its containers too."""
+    if rootless.ENABLED:
+        return False
     try:
         return remove_bridge()
     except NetworkError:

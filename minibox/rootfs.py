@@ -7,7 +7,7 @@ the namespace's last process exits: nothing to unmount at teardown.
 import os
 import stat
 
-from . import syscalls
+from . import rootless, syscalls
 from .errors import MiniboxError
 from .explain import step
 from .syscalls import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_MANDLOCK, MS_NOATIME,
@@ -86,11 +86,19 @@ def mount_overlay(lowerdir, upper, work, merged, nodev=True):
     # Writes go to `upper` (copy-up on first write); the image below is never touched, so
     # any number of containers share one image. The mount also makes `merged` a mount point,
     # which pivot_root(2) requires of new_root (else EBUSY/EINVAL).
+    options = f"lowerdir={lowerdir},upperdir={upper},workdir={work}"
+    if rootless.ENABLED:
+        # overlayfs keeps whiteouts of directories and renames in trusted.overlay.* xattrs,
+        # which only the host's root may set: in a user namespace it must use user.overlay.*
+        # (Linux 5.11+), else removing a directory of the image fails with EIO.
+        options += ",userxattr"
     try:
-        mount("overlay", merged, "overlay", MS_NODEV if nodev else 0,
-              f"lowerdir={lowerdir},upperdir={upper},workdir={work}")
+        mount("overlay", merged, "overlay", MS_NODEV if nodev else 0, options)
     except OSError as error:
-        raise MiniboxError(f"cannot mount the overlay for the root filesystem: {error}") from None
+        hint = (f" (overlayfs in a user namespace needs Linux 5.11 or later; this is "
+                f"{os.uname().release})") if rootless.ENABLED else ""
+        raise MiniboxError(f"cannot mount the overlay for the root filesystem: {error}{hint}"
+                           ) from None
 
 
 # mount(8) option words that are mount(2) flags: word -> (flag, set it?). Every other word
@@ -142,7 +150,8 @@ def bind_root(path, merged):
 @step("Mount {fstype} at {destination}",
       syscall='mount("{source}", "<root>{destination}", "{fstype}", <flags from {options}>)',
       man="mount(2), mount(8) for the options")
-def mount_entry(rootfs, destination, fstype, source, options, own_cgroup_namespace=False):
+def mount_entry(rootfs, destination, fstype, source, options, own_cgroup_namespace=False,
+                own_network_namespace=True):
     """One entry of the spec's mount list, mounted below rootfs. Why each default is there:
     proc(5) shows the PID namespace of whoever mounts it (ours: we are PID 1 of it); a
     tmpfs /dev gets only the harmless devices (make_default_devices); devpts with
@@ -158,16 +167,46 @@ def mount_entry(rootfs, destination, fstype, source, options, own_cgroup_namespa
         mount(source, target, None, flags & (MS_BIND | MS_REC))
         if flags & ~(MS_BIND | MS_REC):
             # A bind mount inherits the source's flags; ro, nosuid... need a remount.
-            mount(None, target, None, flags | MS_REMOUNT)
+            _remount_bind(target, flags)
     elif fstype == "cgroup":
         _mount_cgroups(target, flags, own_cgroup_namespace)
+    elif fstype == "sysfs" and rootless.ENABLED and not own_network_namespace:
+        _bind_host_sysfs(target, flags)
     else:
         _make_mount_point(target, directory=True)
         mount(source or fstype, target, fstype, flags, data or None)
     if propagation:
         mount(None, target, None, propagation)
     if destination == "/dev" and fstype == "tmpfs":
-        make_default_devices(target, bind=bool(flags & MS_NODEV))
+        # mknod(2) of a device is never allowed in a user namespace: rootless binds too.
+        make_default_devices(target, bind=bool(flags & MS_NODEV) or rootless.ENABLED)
+
+
+def _bind_host_sysfs(target, flags):
+    """A rootless container on the host's network (--network host): sysfs(5) may only be
+    mounted by the owner of the network namespace, here the host's root. Bind the host's
+    /sys instead, read-only, as runc does."""
+    _make_mount_point(target, directory=True)
+    mount("/sys", target, None, MS_BIND | MS_REC)
+    _remount_bind(target, flags | MS_BIND | MS_RDONLY)
+
+
+def _remount_bind(target, flags):
+    try:
+        mount(None, target, None, flags | MS_REMOUNT)
+    except PermissionError:
+        # In a user namespace (rootless.py) the flags of a mount that came from the host's
+        # mount namespace are locked (mount_namespaces(7), "MNT_LOCK_*"): a bind of a
+        # nosuid /run/user/1000 may not lose nosuid. Keep the source's flags, as runc does.
+        source_flags = os.statvfs(target).f_flag
+        locked = sum(flag for st_flag, flag in _LOCKABLE_FLAGS if source_flags & st_flag)
+        mount(None, target, None, flags | locked | MS_REMOUNT)
+
+
+# statvfs(3)'s f_flag bit -> the mount(2) flag a user namespace may not clear.
+_LOCKABLE_FLAGS = ((os.ST_RDONLY, MS_RDONLY), (os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV),
+                   (os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, MS_NOATIME),
+                   (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
 
 
 def _make_mount_point(target, directory):

@@ -15,6 +15,7 @@ import json
 import os
 import re
 
+from . import rootless
 from .cgroups import limits as cgroup_limits
 from .errors import MiniboxError
 from .network import ETC_FILES, NetworkMode
@@ -62,9 +63,8 @@ def docker_mounts(container_dir, privileged=False, read_only=False):
     container's directory once it knows the address (network.write_etc_files), as Docker's
     are: files in the writable layer would be packed by `minibox commit`, baking one
     container's address into an image (and so `rm /etc/hosts` fails with EBUSY inside)."""
-    mounts = [Mount(m.destination, m.type, m.source,
-                    m.options + ["nodev"] if m.destination == "/dev" and not privileged
-                    else m.options) for m in DEFAULT_MOUNTS]
+    mounts = [Mount(m.destination, m.type, m.source, _run_mount_options(m, privileged))
+              for m in DEFAULT_MOUNTS]
     if read_only:
         mounts.append(Mount("/tmp", "tmpfs", "tmpfs",
                             ["nosuid", "nodev", "mode=1777", "size=65536k"]))
@@ -72,6 +72,18 @@ def docker_mounts(container_dir, privileged=False, read_only=False):
         mounts.append(Mount(f"/etc/{name}", "bind", os.path.join(container_dir, name),
                             ["rbind", "rw"] + ([] if privileged else ["nodev"])))
     return mounts
+
+
+def _run_mount_options(mount, privileged):
+    options = list(mount.options)
+    if mount.destination == "/dev" and not privileged:
+        options.append("nodev")
+    if mount.type == "devpts" and rootless.ENABLED:
+        # Group tty (5) is not mapped in a rootless container's user namespace, and devpts
+        # refuses to give its terminals an unmapped group (EINVAL). `runc spec --rootless`
+        # drops it too: terminals then belong to the caller's group.
+        options.remove("gid=5")
+    return options
 
 
 def docker_namespaces(network):

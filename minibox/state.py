@@ -1,6 +1,7 @@
 """Container state on disk: /run/minibox/<id>/ with state.json and the ledger.
 
-Layout of one container's directory (MINIBOX_ROOT overrides /run/minibox, as runc's --root):
+Layout of one container's directory (MINIBOX_ROOT overrides /run/minibox, as runc's --root;
+without root the default is the user's own, rootless.state_root):
 
     state.json   what `ps`/`state` report: status, pid, exit code (rewritten atomically,
                  under flock(2) on the directory: the monitor, `start`, `stop` all write it)
@@ -21,9 +22,11 @@ import fcntl
 import json
 import os
 
+from . import rootless
 from .errors import MiniboxError
 
-ROOT = os.environ.get("MINIBOX_ROOT", "/run/minibox")
+ROOT = os.environ.get("MINIBOX_ROOT") or (rootless.state_root() if rootless.ENABLED
+                                          else "/run/minibox")
 NAMES = os.path.join(ROOT, "names")
 
 
@@ -65,7 +68,10 @@ class ContainerDir:
     @classmethod
     def create(cls, container_id, name=None):
         """Make the directory (mkdir(2) fails if the id is taken) and claim the name."""
-        os.makedirs(ROOT, mode=0o711, exist_ok=True)
+        if rootless.ENABLED:
+            rootless.make_private_directory(ROOT)
+        else:
+            os.makedirs(ROOT, mode=0o711, exist_ok=True)
         os.makedirs(NAMES, mode=0o711, exist_ok=True)
         directory = cls(container_id)
         try:
@@ -165,7 +171,21 @@ def _remove_name(entry):
 
 def _remove_dir(entry):
     import shutil  # lazily: it pulls in bz2/lzma/fnmatch, ~5 ms of every start
+    if rootless.ENABLED:
+        _open_up(entry["path"])
     shutil.rmtree(entry["path"], ignore_errors=True)
+
+
+def _open_up(path):
+    """Give every directory below `path` u+rwx. overlayfs makes its work/work mode 000, and a
+    container may make more: root passes them by with CAP_DAC_OVERRIDE, but a rootless `rm`
+    or `gc` is only their owner, who must chmod(2) them first. (Never through a symlink:
+    os.walk lists links to directories among them, and chmod would follow one.)"""
+    for directory, subdirectories, _ in os.walk(path):
+        for name in subdirectories:
+            child = os.path.join(directory, name)
+            if not os.path.islink(child):
+                os.chmod(child, 0o700)
 
 
 # How to undo each kind of ledger entry. Other modules add their kinds (cgroup, veth...).

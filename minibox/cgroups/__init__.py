@@ -13,7 +13,8 @@ The runtime only talks to the small interface in base.Cgroup; cgroup_for() picks
 """
 import os
 
-from minibox.cgroups.base import Cgroup, CgroupError, Stats, remove_cgroup_dirs
+from minibox import rootless
+from minibox.cgroups.base import Cgroup, CgroupError, NoCgroup, Stats, remove_cgroup_dirs
 from minibox.cgroups.limits import Limits, format_size, parse_cgroup_parent, parse_limits, parse_size
 
 __all__ = [
@@ -34,7 +35,10 @@ def cgroup_for(container_id: str, parent: str | None = None) -> Cgroup:
 
     `parent` (from --cgroup-parent, already through parse_cgroup_parent) replaces the default
     place: minibox/ at the v2 root, or minibox/ under the runtime's own v1 cgroups.
+    Without root (rootless.py): none at all.
     """
+    if rootless.ENABLED:
+        return NoCgroup()
     if cgroup_version() == 2:
         from minibox.cgroups.v2 import V2Cgroup
 

@@ -118,6 +118,32 @@ class Cgroup:
         remove_cgroup_dirs(self.paths(), timeout)
 
 
+class NoCgroup(Cgroup):
+    """No cgroup at all, for rootless mode: a user may only make cgroups in a subtree
+    delegated to it, and minibox uses none (rootless.check_spec refuses limits). The
+    container's processes stay in the caller's cgroups: nothing to limit, count or remove."""
+
+    version = 0
+
+    def paths(self) -> list[str]:
+        return []
+
+    def _check(self, limits: Limits) -> None:
+        pass
+
+    def _make_dirs(self) -> None:
+        pass
+
+    def limit_files(self, limits: Limits) -> list["LimitFile"]:
+        return []
+
+    def stats(self) -> Stats:
+        return Stats(memory_peak=None, cpu_seconds=None, pids_peak=None)
+
+    def oom_kills(self) -> int:
+        return 0
+
+
 def refuse_missing(needed: set[str], present, version: int) -> None:
     """Raise naming each controller the limits need but this host doesn't offer."""
     missing = sorted(needed - set(present))

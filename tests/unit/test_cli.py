@@ -117,7 +117,7 @@ def test_bad_usage_is_one_line_and_exit_125(argv, message, capsys):
 @pytest.fixture
 def fake_run(monkeypatch):
     """`minibox run` up to container.run, which calls `outcome(spec)` instead."""
-    monkeypatch.setattr(cli, "require_root", lambda: None)
+    monkeypatch.setattr(cli, "check_caller", lambda command: None)
     monkeypatch.setattr(images, "image_config", lambda reference: {})
     seen = []
 
