@@ -19,7 +19,6 @@ write vanishes with the VM (kvmtool's `lkvm sandbox` does the same with its 9p r
 """
 import os
 from collections import namedtuple
-from pathlib import Path
 
 from minivm import MinivmError
 from minivm.qemu import Option, option

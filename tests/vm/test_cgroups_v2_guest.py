@@ -7,7 +7,6 @@ minibox's state and images (overlayfs refuses the sandbox's own overlay as an up
 then prints what it found as `key: value` lines, which the test checks here. Containers run
 with `--network none`: the guest has no bridge module loaded, and the test is about cgroups.
 """
-import os
 import re
 import subprocess
 import sys
