@@ -22,6 +22,13 @@ How the cells are measured:
   the `minivm run` process that watches it. PSS divides shared pages among their users, so
   the PSS of N instances adds up to what they really take together.
 - size deployed: the files of the image's layers vs the guest kernel QEMU loads + initramfs.
+- persistent storage: the probe writes one file to its own root and one to a host folder
+  shared with it (`-v`: a bind mount for the container, virtio-9p for the VM); the
+  replacement reads both back, and this script looks for the shared one on the host.
+- networking: both sides join the bridge minibox0 (a veth per container, a virtio NIC on a
+  tap per VM, addresses from one pool). The probe lists its interfaces; from the host, this
+  script finds each one's other end (the veth peer by its ifindex, the tap in qemu's open
+  files) and its bridge, and fetches a page from the probe's busybox httpd over minibox0.
 - N instances: N launched at once; the time until each has printed its first line; the sum of
   their memory while all of them run.
 A row whose capability is not built yet says "not available: <why>" instead of a value.
@@ -230,6 +237,7 @@ class ContainerSide:
 
     def argv(self, script, *args, shared=False):
         volume = ["-v", f"{self.shared_dir}:/shared"] if shared else []
+        # --network's default, bridge: each container gets a veth in minibox0
         return [sys.executable, "-m", "minibox", "run", "--rm", "-i", *volume, "busybox",
                 "sh", "-c", script, "probe", *args]
 
@@ -254,6 +262,17 @@ class ContainerSide:
     def network_missing(self):
         if "--network" not in self.run_help:
             return "minibox has no bridge network on this branch (only loopback)"
+        return None
+
+    host_end_kind = "the veth's peer"
+
+    @staticmethod
+    def host_end(instance, iflink):
+        """The host's end of a container's veth: the interface whose index is the iflink
+        seen inside (veth(4): each end's iflink is its peer's ifindex)."""
+        for name in os.listdir("/sys/class/net"):
+            if _read(f"/sys/class/net/{name}/ifindex") == iflink:
+                return name
         return None
 
 
@@ -281,8 +300,10 @@ class VMSide:
 
     def argv(self, script, *args, shared=False):
         share = ["-v", f"{self.shared_dir}:/shared"] if shared else []
-        return [sys.executable, "-m", "minivm", "run", "-i", *share, "--", "sh", "-c", script,
-                "probe", *args]
+        # Like the containers: every guest on minibox0 (a tap per VM), when minivm can.
+        network = [] if self.network_missing() else ["--network", "bridge"]
+        return [sys.executable, "-m", "minivm", "run", "-i", *share, *network, "--", "sh", "-c",
+                script, "probe", *args]
 
     def memory(self, instance):
         """(bytes, how): qemu + the `minivm run` process that watches it."""
@@ -310,13 +331,30 @@ class VMSide:
             return "minivm has no network device yet (virtio-net, minivm devices issue)"
         return None
 
+    host_end_kind = "a tap qemu holds"
+
+    @staticmethod
+    def host_end(instance, iflink):
+        """The host's end of the guest's NIC: the tap qemu holds open (the guest's iflink
+        means nothing to the host). proc(5): a /dev/net/tun fd's fdinfo says `iff: <tap>`."""
+        for qemu in [pid for pid in children(instance.process.pid)
+                     if _comm(pid).startswith("qemu")]:
+            for fd in os.listdir(f"/proc/{qemu}/fd"):
+                if os.readlink(f"/proc/{qemu}/fd/{fd}") == "/dev/net/tun":
+                    return _read(f"/proc/{qemu}/fdinfo/{fd}").split("iff:")[1].split()[0]
+        return None
+
 
 def _comm(pid):
     try:
-        with open(f"/proc/{pid}/comm") as comm:
-            return comm.read().strip()
+        return _read(f"/proc/{pid}/comm")
     except OSError:
         return ""
+
+
+def _read(path):
+    with open(path) as file:
+        return file.read().strip()
 
 
 # --- measuring one side ---
@@ -325,6 +363,9 @@ def measure(side, instances):
     """All cells of one column, and the raw numbers, as {row key: text}, {name: number}."""
     cells, numbers = {}, {}
     shared = side.shared_folder_missing() is None
+    shared_file = os.path.join(side.shared_dir, os.path.basename(SHARED_FILE))
+    if os.path.exists(shared_file):
+        os.unlink(shared_file)  # the other side's: each side must write its own
     first = Instance(side.argv(PROBE, "first", shared=shared), os.environ)
     try:
         first.wait_for("ready")
@@ -334,7 +375,7 @@ def measure(side, instances):
         memory, how = side.memory(first)
         numbers["memory_bytes"] = memory
         cells["memory"] = f"{memory / MIB:.1f} MiB ({how})"
-        cells.update(network_cells(side, first.sections["net"]))
+        cells.update(network_cells(side, first))
         crashed = time.monotonic()
         first.send("crash")
         status = first.rest()
@@ -353,7 +394,8 @@ def measure(side, instances):
     cells["own_file"] = f"file written to its own root {survived} in the replacement"
     if shared:
         survived = "survives" if again.sections["shared_file"] == ["written"] else "is gone"
-        cells["shared_file"] = f"file written to the shared folder {survived}"
+        on_host = "the host reads it" if os.path.exists(shared_file) else "not on the host"
+        cells["shared_file"] = f"file written to the shared folder {survived} ({on_host})"
     else:
         cells["shared_file"] = f"not available: {side.shared_folder_missing()}"
     cells["deployed"] = side.deployed()
@@ -412,18 +454,27 @@ def _some(names, shown=4):
     return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
-def network_cells(side, lines):
+def network_cells(side, instance):
+    """Its interfaces (and their host ends, found from the host), its address, and whether
+    the host reaches the web server it started."""
+    lines = instance.sections["net"]
     devices = [line.split() for line in lines if "ifindex=" in line]
     addresses = {line.split()[0]: line.split()[1] for line in lines if "ifindex=" not in line}
     described = []
     for name, ifindex, iflink, driver in devices:
         if name == "lo":
             continue
-        if ifindex.split("=")[1] != iflink.split("=")[1]:
-            described.append(f"{name}: veth (its peer is interface {iflink.split('=')[1]} "
-                             "on the host)")
-        else:
-            described.append(f"{name}: {driver.split('=')[1] or 'no driver'}")
+        ifindex, iflink, driver = (field.split("=")[1] for field in (ifindex, iflink, driver))
+        kind = driver or ("veth" if ifindex != iflink else "no driver")
+        host_end = side.host_end(instance, iflink)
+        if host_end is None:
+            described.append(f"{name} ({kind}); no end of it found on the host")
+            continue
+        master = f"/sys/class/net/{host_end}/master"
+        plugged = (f"is a port of {os.path.basename(os.readlink(master))}"
+                   if os.path.exists(master) else "is in no bridge")
+        described.append(f"{name} ({kind}); its host end {host_end} ({side.host_end_kind}) "
+                         f"{plugged}")
     outside = {name: address for name, address in addresses.items() if name != "lo"}
     cells = {"interface": "; ".join(described) or "lo only: no network device"}
     if not outside:

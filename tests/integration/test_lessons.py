@@ -5,6 +5,7 @@ included: it inherits MINIBOX_ROOT) is left behind."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -91,6 +92,11 @@ def test_05_networking_veth_and_bridge(minibox):
     assert re.search(r"inet 10\.\d+\.\d+\.\d+/\d+", out)
     assert out.count("hello from lesson 05") >= 3  # the echo, the other container, the host
     assert "GET http://127.0.0.1:18080/ -> hello from lesson 05" in out
+    if has_option("minivm", "run", "--network") and shutil.which("qemu-system-x86_64"):
+        vm = out.split("# A VM on the same bridge")[1].split("(exit code")
+        assert re.search(r"eth0 +inet 10\.\d+\.\d+\.\d+/\d+", vm[0])
+        assert "virtio_net" in vm[0] and "hello from lesson 05" in vm[0]
+        assert vm[1].startswith(" 0)")
     after_rm = out.rsplit("$ ip -o link show master minibox0", 1)[1]
     assert "mb" not in after_rm.split("(exit code")[0]  # the veth pair went with the container
 
@@ -138,12 +144,16 @@ def test_09_side_by_side_measures_both_columns(minibox):
     assert cells["dmesg"][0].startswith("denied")
     assert cells["sysctl"][0].startswith("vm.swappiness=10 refused (Read-only file system)")
     assert cells["own_file"][0].endswith("is gone in the replacement")
-    assert cells["shared_file"][0] == "file written to the shared folder survives"
+    survives = "file written to the shared folder survives (the host reads it)"
+    assert cells["shared_file"][0] == survives
     assert cells["restart"][0].startswith("crashed (exit 139)")
     with open("/proc/sys/vm/swappiness") as swappiness:
         assert swappiness.read().strip() == host_swappiness
     if has_option("minibox", "run", "--network"):
-        assert cells["interface"][0].startswith("eth0: veth")
+        veth = re.fullmatch(r"eth0 \(veth\); its host end (mb\w+) \(the veth's peer\) is a "
+                            r"port of minibox0", cells["interface"][0])[1]
+        assert not os.path.exists(f"/sys/class/net/{veth}")  # gone with the container
+        assert re.fullmatch(r"10\.\d+\.\d+\.\d+/\d+ on eth0", cells["address"][0])
         assert cells["reachable"][0].startswith("yes: HTTP from the host")
     if not has_option("minivm", "run", "--timings"):
         assert all(vm.startswith("not available: ") for _, vm in cells.values())
@@ -154,6 +164,14 @@ def test_09_side_by_side_measures_both_columns(minibox):
     assert cells["sysctl"][1].startswith("vm.swappiness=10 set in the guest (reads 10)")
     assert cells["own_file"][1].endswith("is gone in the replacement")
     assert cells["restart"][1].startswith("crashed (exit 139)")
+    if has_option("minivm", "run", "HOSTDIR"):  # -v over virtio-9p
+        assert cells["shared_file"][1] == survives
+    if has_option("minivm", "run", "--network"):  # a virtio NIC on a tap in minibox0
+        tap = re.fullmatch(r"eth0 \(virtio_net\); its host end (mv\w+) \(a tap qemu holds\) "
+                           r"is a port of minibox0", cells["interface"][1])[1]
+        assert not os.path.exists(f"/sys/class/net/{tap}")  # gone with qemu
+        assert re.fullmatch(r"10\.\d+\.\d+\.\d+/\d+ on eth0", cells["address"][1])
+        assert cells["reachable"][1].startswith("yes: HTTP from the host")
     container, vm = report["container"], report["vm"]
     assert container["start_seconds"] < vm["start_seconds"]
     assert container["memory_bytes"] < vm["memory_bytes"]
