@@ -4,7 +4,9 @@ A new network namespace has only `lo`. minibox's default `--network bridge` adds
 (veth(4): a virtual cable): one end is `eth0` inside, the other a port of the bridge
 `minibox0` on the host (a virtual switch whose own address is the containers' gateway).
 `-p 127.0.0.1:HOSTPORT:PORT` publishes a container port on the host's loopback through a
-small proxy process. Traffic here stays between the host and these containers.
+small proxy process. A VM joins the same bridge with `minivm run --network bridge`: its NIC
+is virtio-net, and its host end a tap device that QEMU holds, where a container has a veth.
+Traffic here stays between the host, these containers and that VM.
 
     sudo .venv/bin/python examples/05_networking.py
 """
@@ -32,7 +34,8 @@ def host_get(port):
 def main():
     lesson.start("Lesson 05: networking (veth + bridge)",
                  "minibox/network.py (connect, _ensure_bridge), minibox/ipam.py, "
-                 "minibox/portproxy.py, veth(4), network_namespaces(7)")
+                 "minibox/portproxy.py, minivm/nic.py (the VM's tap), veth(4), "
+                 "network_namespaces(7)")
     if not lesson.has_option("minibox", "run", "--network"):
         print("not available: this checkout of minibox has no --network (the networking "
               "issue); containers get loopback only")
@@ -63,6 +66,12 @@ def main():
                 if attempt == 49:
                     print(f"  GET http://127.0.0.1:{HOST_PORT}/ failed: {error}", file=sys.stderr)
                 time.sleep(0.1)
+        if lesson.has_option("minivm", "run", "--network"):
+            lesson.say("A VM on the same bridge: eth0 is a virtio NIC (driver virtio_net), "
+                       "its other end a tap in minibox0; it reaches the container too:")
+            lesson.run("minivm", "run", "--network", "bridge", "--", "sh", "-c",
+                       "ip -o -4 addr show eth0; basename $(readlink "
+                       f"/sys/class/net/eth0/device/driver); wget -qO- http://{address}/")
     finally:
         lesson.say("Removing the container removes its veth pair (and frees its address):")
         lesson.run("minibox", "rm", "-f", WEB)

@@ -4,7 +4,9 @@ minivm boots a stock Debian kernel (as an uncompressed vmlinux, through its PVH 
 on QEMU's minimal `microvm` machine, with an initramfs it writes itself in Python (a cpio
 archive: busybox-static and an /init that runs your command, prints its exit code in a
 marker line and powers off). Unlike a container, the guest has its own kernel: its own
-processes, devices, mounts, clock, and kernel settings.
+processes, devices, mounts, clock, and kernel settings. Devices are QEMU options too:
+`-v HOSTDIR:GUESTDIR` shares a folder over virtio-9p (minivm/shares.py) and `--network
+bridge` adds a virtio NIC on a tap in minibox0 (minivm/nic.py; lesson 05 shows it).
 
     sudo .venv/bin/python examples/07_vm.py
 """
@@ -35,6 +37,8 @@ def main():
                "(TCG: QEMU translates every guest instruction, no KVM here).")
     lesson.run("minivm", "run", "--timings", "--", "sh", "-c",
                "echo kernel command line: $(cat /proc/cmdline); exit 3")
+    lesson.say("Devices are more QEMU options: -v HOSTDIR:GUESTDIR (virtio-9p, minivm/shares.py) "
+               "and --network bridge (virtio-net on a tap in minibox0, minivm/nic.py: lesson 05).")
 
 
 if __name__ == "__main__":
