@@ -14,7 +14,8 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
     unshare(cgroup)              <-----  "go"
     overlay, the spec's mounts (/proc, /dev, /sys, /etc/hosts...), pivot_root, hostname, lo up
     [pty master fd]              ----->  (with -t)
-    [unshare(user) with --userns ----->  "userns"; maps written <----- "mapped"]
+    [unshare(user) with --userns ----->  "userns"; maps written, exec.fifo
+     (OCI: or setns to its path) <-----  "mapped"   given to the namespace's root]
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
                                            port proxy (-p), once per container
                                  <-----  start: reads exec.fifo
@@ -106,9 +107,6 @@ def _lowerdir(spec):
 def spawn(spec, directory, cgroup):
     """Steps 3-4 (again for each restart): fork a fresh init and take it to `created`."""
     os.mkfifo(directory.file("exec.fifo"), 0o600)
-    if spec.userns:  # the init opens it as container root, i.e. host uid 100000
-        os.chown(directory.file("exec.fifo"), namespaces.USERNS_HOST_BASE,
-                 namespaces.USERNS_HOST_BASE)
     # --network container:ID: that container's netns, opened now, while its init can still
     # be told from a process that got its PID later.
     shared_netns, shared_address = network.open_shared_netns(spec.network)
@@ -137,7 +135,7 @@ def spawn(spec, directory, cgroup):
     channel.send(b"go")
     if spec.userns:
         _expect(channel, b"userns", pid)
-        namespaces.write_id_maps(pid)
+        _map_user_namespace(spec, directory, pid)
         channel.send(b"mapped")
     console = None
     if spec.tty:
@@ -145,6 +143,23 @@ def spawn(spec, directory, cgroup):
     _expect(channel, b"created", pid)
     directory.update(status="created", pid=pid, pid_start=state.process_start_time(pid))
     return Container(spec, directory, pid, channel, cgroup, console)
+
+
+def _map_user_namespace(spec, directory, pid):
+    """Write a new user namespace's id maps (a joined one has its own), then give exec.fifo
+    to the host ids of its root: the init opens the fifo as that root."""
+    if spec.namespaces["user"] is None:
+        try:
+            namespaces.write_id_maps(pid, spec.uid_mappings, spec.gid_mappings)
+        except OSError as error:  # e.g. EINVAL: overlapping ranges (user_namespaces(7))
+            raise MiniboxError(f"cannot write the user namespace's id maps "
+                               f"{spec.uid_mappings} / {spec.gid_mappings}: {error.strerror}"
+                               ) from None
+    owner = [namespaces.host_id_of_root(pid, name) for name in ("uid_map", "gid_map")]
+    if None in owner:
+        raise MiniboxError(f"user namespace {spec.namespaces['user']} maps no uid or gid 0 "
+                           "for the container's root")
+    os.chown(directory.file("exec.fifo"), *owner)
 
 
 @explain.step("Create the container's cgroup and write its limits: the kernel enforces them "
@@ -223,6 +238,8 @@ def _init(spec, directory, channel, shared_netns=None):
         merged = _build_root(spec, directory)
         # Opened now, written after pivot_root through /proc/self/fd: the host path is gone then.
         exec_fifo = os.open(directory.file("exec.fifo"), os.O_PATH | os.O_CLOEXEC)
+        joined_user_namespace = spec.namespaces.get("user") and os.open(
+            spec.namespaces["user"], os.O_RDONLY | os.O_CLOEXEC)
         if spec.use_chroot:
             rootfs.chroot_to(merged)
         else:
@@ -239,7 +256,7 @@ def _init(spec, directory, channel, shared_netns=None):
         env = spec.env if "HOME" in spec.env else dict(spec.env, HOME=home_directory(spec.user))
         program = find_program(spec.command[0], env.get("PATH", spec_module.DEFAULT_PATH))
         if spec.userns:
-            namespaces.enter_user_namespace()
+            namespaces.enter_user_namespace(joined_user_namespace)
             channel.send(b"userns")
             if channel.recv(16) != b"mapped":
                 return

@@ -208,6 +208,50 @@ def test_joining_an_existing_network_namespace_and_refusing_a_wrong_type(minibox
     assert out.strip() == os.readlink(net_path)
 
 
+def new_user_namespace(uid_base, gid_base):
+    """A config.json change: a new user namespace mapping container ids 0-65535 to host
+    uids from uid_base and gids from gid_base."""
+    def change(config):
+        config["linux"]["namespaces"].append({"type": "user"})
+        config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": uid_base, "size": 65536}]
+        config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": gid_base, "size": 65536}]
+    return change
+
+
+def test_a_new_user_namespace_gets_the_configs_id_maps(minibox, bundle, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    configure(bundle, new_user_namespace(200000, 300000))
+    configure(bundle, lambda c: c["mounts"].append(
+        {"destination": "/data", "type": "bind", "source": str(shared), "options": ["rbind"]}))
+    out = probe_output(minibox, bundle, tmp_path, "mapped",
+                       "cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /data/by-root")
+    uid_map, gid_map, uid = out.splitlines()
+    assert (uid_map.split(), gid_map.split(), uid) == (
+        ["0", "200000", "65536"], ["0", "300000", "65536"], "0")
+    made = (shared / "by-root").stat()
+    assert (made.st_uid, made.st_gid) == (200000, 300000)
+
+
+def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
+    configure(bundle, new_user_namespace(200000, 200000))
+    set_args(bundle, "sleep", "60")
+    create(minibox, bundle, "owner")
+    owner_pid = oci_state(minibox, "owner")["pid"]
+    user_path = f"/proc/{owner_pid}/ns/user"
+
+    def join(config):
+        config["linux"]["namespaces"][-1]["path"] = user_path
+        del config["linux"]["uidMappings"], config["linux"]["gidMappings"]
+    configure(bundle, join)
+    out = probe_output(minibox, bundle, tmp_path, "joiner",
+                       "readlink /proc/self/ns/user; cat /proc/self/uid_map")
+    namespace, uid_map = out.splitlines()
+    assert namespace == os.readlink(user_path) and uid_map.split() == ["0", "200000", "65536"]
+    minibox("delete", "--force", "owner")
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.__setitem__("ociVersion", "0.9"), "unsupported ociVersion"),
     (lambda c: c.__setitem__("ociVersion", 1), "unsupported ociVersion"),
@@ -220,6 +264,11 @@ def test_joining_an_existing_network_namespace_and_refusing_a_wrong_type(minibox
     (lambda c: c["linux"].__setitem__("sysctl", {"kernel.panic": "1"}),
      "not in a separate kernel namespace"),
     (lambda c: c["root"].__setitem__("path", "nosuchdir"), "root.path"),
+    (lambda c: c["linux"].__setitem__("uidMappings", [{"containerID": 0, "hostID": 1, "size": 1}]),
+     "need a user namespace"),
+    (lambda c: c["linux"]["namespaces"].append({"type": "user"}), "maps no container uid 0"),
+    (lambda c: (new_user_namespace(200000, 200000)(c),
+                c["process"]["user"].__setitem__("uid", 70000)), "maps no container uid 70000"),
 ])
 def test_invalid_configs_are_refused_with_one_line(minibox, bundle, change, message):
     configure(bundle, change)
