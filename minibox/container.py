@@ -11,15 +11,16 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
                                            unshare(pid), fork
     unshare(mnt, uts, ipc, net)  ----->  "ready"
                                            host side: cgroup, veth, /etc/hosts, hooks
-    unshare(cgroup)              <-----  "go"
-    overlay, the spec's mounts (/proc, /dev, /sys, /etc/hosts...), pivot_root, hostname, lo up
+    unshare(cgroup)              <-----  "go" + the OCI state JSON, for hooks
+    overlay, the spec's mounts (/proc, /dev, /sys, /etc/hosts...), [createContainer hooks],
+    pivot_root, hostname, lo up
     [pty master fd]              ----->  (with -t)
     [unshare(user) with --userns ----->  "userns"; maps written, exec.fifo
      (OCI: or setns to its path) <-----  "mapped"   given to the namespace's root]
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
                                            port proxy (-p), once per container
                                  <-----  start: reads exec.fifo
-    seccomp, capabilities, user, no_new_privs (security.confine)
+    [startContainer hooks], seccomp, capabilities, user, no_new_privs (security.confine)
     execve(CMD)
     (socket closes on exec: FD_CLOEXEC) -> runtime knows the exec happened
 
@@ -131,8 +132,9 @@ def spawn(spec, directory, cgroup):
     if cgroup.paths():
         _join_cgroup(cgroup, pid)
     network.set_up(spec, directory, pid, shared_address)
-    hooks.run(spec, ("prestart", "createRuntime"), _hook_state(directory, "creating", pid))
-    channel.send(b"go")
+    creating = _hook_state(directory, "creating", pid)
+    hooks.run(spec, ("prestart", "createRuntime"), creating)
+    channel.send(b"go " + creating.encode())  # the init's own hooks read it too
     if spec.userns:
         _expect(channel, b"userns", pid)
         _map_user_namespace(spec, directory, pid)
@@ -230,12 +232,19 @@ def _init(spec, directory, channel, shared_netns=None):
         if shared_netns is not None:
             network.join_netns(shared_netns)
         channel.send(b"ready")
-        if channel.recv(16) != b"go":  # the runtime gave up
+        go = channel.recv(65536)
+        if not go.startswith(b"go "):  # the runtime gave up
             return
+        import json
+        creating_state = go[3:].decode()
+        created_state = json.dumps(dict(json.loads(creating_state), status="created"), indent=2)
         if "cgroup" in spec.namespaces:
             namespaces.enter_cgroup_namespace(spec.namespaces["cgroup"])
         _set_process_limits(spec)
         merged = _build_root(spec, directory)
+        hooks.run(spec, ("createContainer",), creating_state)
+        if spec.hooks.get("startContainer"):
+            import subprocess  # noqa: F401 -- for hooks.run after pivot_root, when our tree is gone
         # Opened now, written after pivot_root through /proc/self/fd: the host path is gone then.
         exec_fifo = os.open(directory.file("exec.fifo"), os.O_PATH | os.O_CLOEXEC)
         joined_user_namespace = spec.namespaces.get("user") and os.open(
@@ -264,6 +273,7 @@ def _init(spec, directory, channel, shared_netns=None):
         _close_inherited_fds()
         channel.send(b"created")
         _wait_for_start(exec_fifo)
+        hooks.run(spec, ("startContainer",), created_state)
         confine(spec)
         exit_code = CANNOT_RUN
         os.execve(program, spec.command, env)

@@ -309,8 +309,8 @@ _NAMESPACED_SYSCTLS = {"kernel.msgmax": "ipc", "kernel.msgmnb": "ipc", "kernel.m
                        "kernel.shmmni": "ipc", "kernel.shm_rmid_forced": "ipc",
                        "kernel.hostname": "uts", "kernel.domainname": "uts"}
 _NAMESPACED_SYSCTL_PREFIXES = {"fs.mqueue.": "ipc", "net.": "network"}
-_HOOK_STAGES = ("prestart", "createRuntime", "poststart", "poststop")
-_UNSUPPORTED_HOOK_STAGES = ("createContainer", "startContainer")
+_HOOK_STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+                "poststop")
 _CONTAINER_ID = re.compile(r"^[\w+.-]+$")
 
 
@@ -590,8 +590,6 @@ def _oci_limits(linux, check):
 def _oci_hooks(config, check):
     hooks = check.get(config, "hooks", dict, {})
     for stage, entries in hooks.items():
-        if stage in _UNSUPPORTED_HOOK_STAGES:
-            check.fail(f"hooks.{stage} (run inside the container) is not supported yet")
         if stage not in _HOOK_STAGES:
             continue  # an unknown stage of a later spec version: accepted, not run
         for hook in check.get(hooks, stage, list, [], "hooks."):

@@ -330,6 +330,51 @@ def test_a_failing_prestart_hook_aborts_and_leaves_nothing(minibox, bundle, tmp_
     assert minibox.container_dirs() == []
 
 
+def test_container_hooks_run_in_the_container_namespaces(minibox, bundle, tmp_path):
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    # createContainer: the host's path (before pivot_root), in the container's namespaces.
+    create_hook = write_hook(tmp_path, "create-hook",
+                             f"cat > {seen}/state; readlink /proc/self/ns/mnt > {seen}/mnt")
+    # startContainer: the container's path, after `start`: what it leaves in the container's
+    # /dev/shm (a tmpfs of the container's own) is there for the command to print.
+    start_hook = bundle / "rootfs/start-hook"
+    start_hook.write_text("#!/bin/sh\ncat > /dev/shm/state\n")
+    start_hook.chmod(0o755)
+    configure(bundle, lambda c: c.__setitem__("hooks", {
+        "createContainer": [{"path": create_hook}],
+        "startContainer": [{"path": "/start-hook"}]}))
+    set_args(bundle, "cat", "/dev/shm/state")
+    out, _ = create(minibox, bundle, "inside")
+    pid = oci_state(minibox, "inside")["pid"]
+    state = json.loads((seen / "state").read_text())
+    assert (state["id"], state["pid"], state["status"]) == ("inside", pid, "creating")
+    mnt = (seen / "mnt").read_text().strip()
+    assert mnt == os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    minibox("start", "inside")
+    wait_until(lambda: oci_state(minibox, "inside")["status"] == "stopped")
+    minibox("delete", "inside")
+    state = json.loads(out.read_text())
+    assert (state["id"], state["pid"], state["status"]) == ("inside", pid, "created")
+
+
+def test_failing_container_hooks(minibox, bundle, tmp_path):
+    hook = write_hook(tmp_path, "fail", "echo no device for you >&2; exit 4")
+    configure(bundle, lambda c: c.__setitem__("hooks", {"createContainer": [{"path": hook}]}))
+    result = minibox("create", "--bundle", str(bundle), "aborted", check=False)
+    assert result.returncode == 125 and len(result.stderr.splitlines()) == 1
+    assert "createContainer hook" in result.stderr and "exit code 4" in result.stderr
+    assert minibox.container_dirs() == []
+    # startContainer: the path is the container's, and the host's hook is not there.
+    configure(bundle, lambda c: c.__setitem__("hooks", {"startContainer": [{"path": hook}]}))
+    set_args(bundle, "true")
+    create(minibox, bundle, "stopped")
+    started = minibox("start", "stopped", check=False)
+    assert started.returncode != 0 and "startContainer hook" in started.stderr
+    assert oci_state(minibox, "stopped")["status"] == "stopped"
+    minibox("delete", "stopped")
+
+
 # -- differential test against runc ----------------------------------------------------------
 
 PROBE = ("hostname; id -u; id -g; pwd; env | sort; grep -E '^(CapEff|CapBnd|NoNewPrivs)' "
