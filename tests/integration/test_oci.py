@@ -208,6 +208,22 @@ def test_joining_an_existing_network_namespace_and_refusing_a_wrong_type(minibox
     assert out.strip() == os.readlink(net_path)
 
 
+def test_the_configs_seccomp_rules_are_compiled(minibox, bundle, tmp_path):
+    configure(bundle, lambda c: c["linux"].__setitem__("seccomp", {
+        "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": 13},
+                     {"names": ["rmdir", "no_such_call_here"], "action": "SCMP_ACT_ERRNO"}]}))
+    out = probe_output(minibox, bundle, tmp_path, "filtered", (
+        "grep ^Seccomp: /proc/self/status; mkdir /dev/shm/d 2>&1; rmdir /dev/shm 2>&1;"
+        "touch /dev/shm/f && echo touch=ok"))
+    assert out.splitlines() == [
+        "Seccomp:\t2",
+        "mkdir: can't create directory '/dev/shm/d': Permission denied",  # errnoRet 13
+        "rmdir: '/dev/shm': Operation not permitted",  # the default, EPERM
+        "touch=ok"]
+
+
 def new_user_namespace(uid_base, gid_base):
     """A config.json change: a new user namespace mapping container ids 0-65535 to host
     uids from uid_base and gids from gid_base."""
@@ -267,6 +283,11 @@ def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
     (lambda c: c["linux"].__setitem__("uidMappings", [{"containerID": 0, "hostID": 1, "size": 1}]),
      "need a user namespace"),
     (lambda c: c["linux"]["namespaces"].append({"type": "user"}), "maps no container uid 0"),
+    (lambda c: c["linux"].__setitem__("seccomp", {"defaultAction": "SCMP_ACT_TRAP"}),
+     "minibox compiles only SCMP_ACT_ALLOW"),
+    (lambda c: c["linux"].__setitem__("seccomp", {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0}]}]}),
+     "argument conditions are not supported"),
     (lambda c: (new_user_namespace(200000, 200000)(c),
                 c["process"]["user"].__setitem__("uid", 70000)), "maps no container uid 70000"),
 ])
