@@ -278,13 +278,15 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
         user=specs.check_user(user) if user else config.get("User") or None,
         volumes=[specs.parse_volume(v) for v in volume],
         mounts=specs.docker_mounts(state.ContainerDir(container_id).path, privileged, read_only),
-        namespaces=specs.docker_namespaces(mode),
+        namespaces=specs.docker_namespaces(mode, userns),
+        uid_mappings=specs.docker_id_mappings(userns),
+        gid_mappings=specs.docker_id_mappings(userns),
         interactive=interactive, tty=tty, remove=remove, detach=detach, restart=policy,
         use_chroot=use_chroot,
         limits=specs.parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit),
         cgroup_parent=specs.parse_cgroup_parent(cgroup_parent), stats=show_stats,
         security=specs.security_profile(cap_add, cap_drop, privileged, security_opt),
-        privileged=privileged, read_only=read_only, userns=userns,
+        privileged=privileged, read_only=read_only,
         network=mode, ip=ip, publish=mappings)
     if use_chroot:
         print("minibox: warning: --chroot is escapable (chroot(2) does not change the "

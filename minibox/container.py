@@ -11,14 +11,16 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
                                            unshare(pid), fork
     unshare(mnt, uts, ipc, net)  ----->  "ready"
                                            host side: cgroup, veth, /etc/hosts, hooks
-    unshare(cgroup)              <-----  "go"
-    overlay, the spec's mounts (/proc, /dev, /sys, /etc/hosts...), pivot_root, hostname, lo up
+    unshare(cgroup)              <-----  "go" + the OCI state JSON, for hooks
+    overlay, the spec's mounts (/proc, /dev, /sys, /etc/hosts...), [createContainer hooks],
+    pivot_root, hostname, lo up
     [pty master fd]              ----->  (with -t)
-    [unshare(user) with --userns ----->  "userns"; maps written <----- "mapped"]
+    [unshare(user) with --userns ----->  "userns"; maps written, exec.fifo
+     (OCI: or setns to its path) <-----  "mapped"   given to the namespace's root]
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
                                            port proxy (-p), once per container
                                  <-----  start: reads exec.fifo
-    seccomp, capabilities, user, no_new_privs (security.confine)
+    [startContainer hooks], seccomp, capabilities, user, no_new_privs (security.confine)
     execve(CMD)
     (socket closes on exec: FD_CLOEXEC) -> runtime knows the exec happened
 
@@ -106,9 +108,6 @@ def _lowerdir(spec):
 def spawn(spec, directory, cgroup):
     """Steps 3-4 (again for each restart): fork a fresh init and take it to `created`."""
     os.mkfifo(directory.file("exec.fifo"), 0o600)
-    if spec.userns:  # the init opens it as container root, i.e. host uid 100000
-        os.chown(directory.file("exec.fifo"), namespaces.USERNS_HOST_BASE,
-                 namespaces.USERNS_HOST_BASE)
     # --network container:ID: that container's netns, opened now, while its init can still
     # be told from a process that got its PID later.
     shared_netns, shared_address = network.open_shared_netns(spec.network)
@@ -133,11 +132,12 @@ def spawn(spec, directory, cgroup):
     if cgroup.paths():
         _join_cgroup(cgroup, pid)
     network.set_up(spec, directory, pid, shared_address)
-    hooks.run(spec, ("prestart", "createRuntime"), _hook_state(directory, "creating", pid))
-    channel.send(b"go")
+    creating = _hook_state(directory, "creating", pid)
+    hooks.run(spec, ("prestart", "createRuntime"), creating)
+    channel.send(b"go " + creating.encode())  # the init's own hooks read it too
     if spec.userns:
         _expect(channel, b"userns", pid)
-        namespaces.write_id_maps(pid)
+        _map_user_namespace(spec, directory, pid)
         channel.send(b"mapped")
     console = None
     if spec.tty:
@@ -145,6 +145,23 @@ def spawn(spec, directory, cgroup):
     _expect(channel, b"created", pid)
     directory.update(status="created", pid=pid, pid_start=state.process_start_time(pid))
     return Container(spec, directory, pid, channel, cgroup, console)
+
+
+def _map_user_namespace(spec, directory, pid):
+    """Write a new user namespace's id maps (a joined one has its own), then give exec.fifo
+    to the host ids of its root: the init opens the fifo as that root."""
+    if spec.namespaces["user"] is None:
+        try:
+            namespaces.write_id_maps(pid, spec.uid_mappings, spec.gid_mappings)
+        except OSError as error:  # e.g. EINVAL: overlapping ranges (user_namespaces(7))
+            raise MiniboxError(f"cannot write the user namespace's id maps "
+                               f"{spec.uid_mappings} / {spec.gid_mappings}: {error.strerror}"
+                               ) from None
+    owner = [namespaces.host_id_of_root(pid, name) for name in ("uid_map", "gid_map")]
+    if None in owner:
+        raise MiniboxError(f"user namespace {spec.namespaces['user']} maps no uid or gid 0 "
+                           "for the container's root")
+    os.chown(directory.file("exec.fifo"), *owner)
 
 
 @explain.step("Create the container's cgroup and write its limits: the kernel enforces them "
@@ -215,14 +232,23 @@ def _init(spec, directory, channel, shared_netns=None):
         if shared_netns is not None:
             network.join_netns(shared_netns)
         channel.send(b"ready")
-        if channel.recv(16) != b"go":  # the runtime gave up
+        go = channel.recv(65536)
+        if not go.startswith(b"go "):  # the runtime gave up
             return
+        import json
+        creating_state = go[3:].decode()
+        created_state = json.dumps(dict(json.loads(creating_state), status="created"), indent=2)
         if "cgroup" in spec.namespaces:
             namespaces.enter_cgroup_namespace(spec.namespaces["cgroup"])
         _set_process_limits(spec)
         merged = _build_root(spec, directory)
+        hooks.run(spec, ("createContainer",), creating_state)
+        if spec.hooks.get("startContainer"):
+            import subprocess  # noqa: F401 -- for hooks.run after pivot_root, when our tree is gone
         # Opened now, written after pivot_root through /proc/self/fd: the host path is gone then.
         exec_fifo = os.open(directory.file("exec.fifo"), os.O_PATH | os.O_CLOEXEC)
+        joined_user_namespace = spec.namespaces.get("user") and os.open(
+            spec.namespaces["user"], os.O_RDONLY | os.O_CLOEXEC)
         if spec.use_chroot:
             rootfs.chroot_to(merged)
         else:
@@ -239,7 +265,7 @@ def _init(spec, directory, channel, shared_netns=None):
         env = spec.env if "HOME" in spec.env else dict(spec.env, HOME=home_directory(spec.user))
         program = find_program(spec.command[0], env.get("PATH", spec_module.DEFAULT_PATH))
         if spec.userns:
-            namespaces.enter_user_namespace()
+            namespaces.enter_user_namespace(joined_user_namespace)
             channel.send(b"userns")
             if channel.recv(16) != b"mapped":
                 return
@@ -247,6 +273,7 @@ def _init(spec, directory, channel, shared_netns=None):
         _close_inherited_fds()
         channel.send(b"created")
         _wait_for_start(exec_fifo)
+        hooks.run(spec, ("startContainer",), created_state)
         confine(spec)
         exit_code = CANNOT_RUN
         os.execve(program, spec.command, env)

@@ -2,11 +2,17 @@
 
 config.json's `hooks` lists, per stage, programs (path, args, env, timeout) that get the
 container's state JSON on stdin -- how tools like nvidia-container-toolkit or a CNI plugin
-set up a container's devices or network from outside. Stages run here, by the runtime, in
-the host's namespaces (https://github.com/opencontainers/runtime-spec/blob/main/config.md#posix-platform-hooks):
+set up a container's devices or network from outside. Most stages are run by the runtime,
+in the host's namespaces; two by the container's init, in the container's namespaces
+(https://github.com/opencontainers/runtime-spec/blob/main/config.md#posix-platform-hooks):
 
     prestart, createRuntime  after the namespaces exist, before pivot_root: a failure aborts
                              the create and leaves nothing behind
+    createContainer          (the init) the same moment, in the container's namespaces: the
+                             root is mounted but not yet pivoted to, so the path is the
+                             host's; a failure aborts the create the same way
+    startContainer           (the init) after `start`, before the command: the path is the
+                             container's; a failure stops the container
     poststart                after the command started: a failure is only a warning
     poststop                 after `delete`: a failure is only a warning
 """

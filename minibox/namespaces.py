@@ -128,29 +128,55 @@ USERNS_HOST_BASE = 100000
 USERNS_SIZE = 65536
 
 
-@step("Enter a new user namespace: root inside will be an unprivileged uid on the host",
-      syscall="unshare(CLONE_NEWUSER)", man="user_namespaces(7)")
-def enter_user_namespace():
+@step("Enter a new user namespace (or join the one opened before pivot_root): root inside "
+      "will be an unprivileged uid on the host",
+      syscall="unshare(CLONE_NEWUSER) or setns(fd, CLONE_NEWUSER)", man="user_namespaces(7)")
+def enter_user_namespace(joined_fd=None):
     # Entered last, after every mount, so that the mount, UTS, IPC and network namespaces
     # stay owned by the host's user namespace: root inside holds its capabilities only over
     # what the new user namespace owns, so it can no longer mount, set the hostname or change
     # the network at all. (runc enters it first instead and owns them all, which then needs
-    # the image shifted to the mapped uids.)
-    syscalls.unshare(syscalls.CLONE_NEWUSER)
+    # the image shifted to the mapped uids.) A namespace to join is opened by path before
+    # pivot_root, while the host's /proc/<pid>/ns/user is still in reach.
+    if joined_fd is None:
+        syscalls.unshare(syscalls.CLONE_NEWUSER)
+    else:
+        syscalls.setns(joined_fd, syscalls.CLONE_NEWUSER)
+        os.close(joined_fd)
 
 
-@step("Map the container's uids and gids 0-65535 to host ids 100000-165535",
-      syscall='write("/proc/{pid}/uid_map", "0 100000 65536"); the same to gid_map',
+@step("Map the container's uids and gids to host ids: {uid_mappings} and {gid_mappings} "
+      "(container id, host id, how many)",
+      syscall='write("/proc/{pid}/uid_map", lines); write("/proc/{pid}/gid_map", lines)',
       man="user_namespaces(7) 'User and group ID mappings'")
-def write_id_maps(pid, host_base=USERNS_HOST_BASE, size=USERNS_SIZE):
+def write_id_maps(pid, uid_mappings, gid_mappings):
     # Only the runtime can write these: mapping ids other than one's own needs CAP_SETUID in
-    # the parent user namespace, which the container's init no longer has.
-    for name in ("uid_map", "gid_map"):
-        with open(f"/proc/{pid}/{name}", "w") as id_map:
-            id_map.write(f"0 {host_base} {size}\n")
+    # the parent user namespace, which the container's init no longer has. Each file takes one
+    # write(2) with every line, and only one ever. /proc/<pid>/setgroups stays "allow", as
+    # runc leaves it for a runtime with root: "deny" is for a mapping written without
+    # CAP_SETGID, where a process could otherwise drop a group that denies it access.
+    for name, mappings in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
+        lines = "".join(f"{inside} {outside} {size}\n" for inside, outside, size in mappings)
+        id_map = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(id_map, lines.encode())
+        finally:
+            os.close(id_map)
 
 
-@step("Become root of the new user namespace (host uid 100000): no groups, gid 0, uid 0",
+def host_id_of_root(pid, name):
+    """The host uid (name="uid_map") or gid ("gid_map") that id 0 of the user namespace of
+    `pid` is, or None if 0 is not mapped. Read from the host, /proc/<pid>/uid_map shows
+    lines of `inside outside count` with outside in our own namespace (user_namespaces(7))."""
+    with open(f"/proc/{pid}/{name}") as id_map:
+        for line in id_map:
+            inside, outside, size = map(int, line.split())
+            if inside == 0 and size > 0:
+                return outside
+    return None
+
+
+@step("Become root of the new user namespace: no groups, gid 0, uid 0",
       syscall="setgroups(0, NULL); setresgid(0, 0, 0); setresuid(0, 0, 0)",
       man="user_namespaces(7), setresuid(2)")
 def become_namespace_root():

@@ -270,6 +270,34 @@ def seccomp_program():
     return _assemble(program)
 
 
+def configured_seccomp_program(default_action, rules):
+    """A filter from config.json's linux.seccomp (spec._oci_seccomp): each rule is a
+    (syscall number, return value); every other call gets default_action.
+
+    Each rule is "equal? else skip the next instruction; return": BPF jumps reach at most 255
+    instructions, and a profile can list hundreds of calls. The x86_64/x32 checks are the
+    built-in filter's: a profile's rules are x86_64 numbers and mean nothing to another ABI.
+    """
+    program = [
+        (_BPF_LOAD_WORD_ABSOLUTE, None, None, _SECCOMP_DATA_ARCH),
+        (_BPF_JUMP_IF_EQUAL, None, "kill", _AUDIT_ARCH_X86_64),
+        (_BPF_LOAD_WORD_ABSOLUTE, None, None, _SECCOMP_DATA_NR),
+        (_BPF_JUMP_IF_AT_LEAST, "kill", None, _X32_SYSCALL_BIT),
+    ]
+    for index, (number, action) in enumerate(rules):
+        program += [(_BPF_JUMP_IF_EQUAL, None, f"rule{index + 1}", number),
+                    (_BPF_RETURN, None, None, action), f"rule{index + 1}"]
+    program += [(_BPF_RETURN, None, None, default_action),
+                "kill", (_BPF_RETURN, None, None, _SECCOMP_RET_KILL_PROCESS)]
+    return _assemble(program)
+
+
+# config.json's seccomp actions (libseccomp's SCMP_ACT_*) that minibox compiles, as the
+# filter's return values; SCMP_ACT_ERRNO is added its errno (errnoRet, default EPERM).
+SECCOMP_ACTIONS = {"SCMP_ACT_ALLOW": _SECCOMP_RET_ALLOW, "SCMP_ACT_ERRNO": _SECCOMP_RET_ERRNO,
+                   "SCMP_ACT_KILL_PROCESS": _SECCOMP_RET_KILL_PROCESS}
+
+
 def _assemble(program):
     """Turn labels into jump offsets: BPF jumps only forward, by 'instructions to skip'.
 
@@ -289,7 +317,8 @@ def _assemble(program):
             for i, (code, if_true, if_false, k) in enumerate(instructions)]
 
 
-@step("Install the seccomp filter: EPERM for mount, reboot, kexec_load, bpf, ptrace...",
+@step("Install the seccomp filter (the built-in one: EPERM for mount, reboot, kexec_load, bpf, "
+      "ptrace...; or config.json's)",
       syscall="prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &sock_fprog)",
       man="seccomp(2)")
 def install_seccomp_filter(program=None):
@@ -334,10 +363,13 @@ class SecurityProfile:
     """
 
     def __init__(self, capabilities=DOCKER_DEFAULT_CAPABILITIES, no_new_privileges=True,
-                 seccomp=True):
+                 seccomp=True, seccomp_rules=None):
         self.capabilities = frozenset(capabilities)
         self.no_new_privileges = no_new_privileges
         self.seccomp = seccomp
+        # config.json's linux.seccomp in place of the built-in filter:
+        # {"default": return value, "rules": [[syscall number, return value], ...]}
+        self.seccomp_rules = seccomp_rules
 
 
 def resolve_user(text, etc="/etc"):
@@ -378,7 +410,10 @@ def _find_entry(path, name_or_id):
 def confine(profile, user=None, groups=()):
     """The container init's last steps before execve(2), in runc's order (module docstring)."""
     uid, gid = resolve_user(user) if user else (0, 0)
-    if profile.seccomp:
+    if profile.seccomp_rules is not None:
+        install_seccomp_filter(configured_seccomp_program(profile.seccomp_rules["default"],
+                                                          profile.seccomp_rules["rules"]))
+    elif profile.seccomp:
         install_seccomp_filter()
     drop_bounding_set(profile.capabilities)
     if (uid, gid) != (0, 0) or groups:

@@ -11,6 +11,7 @@ and hands it to runc:
 Either way the runtime only ever sees a ContainerSpec. A copy is saved in the container's
 directory at create time (save/load), so editing config.json afterwards changes nothing.
 """
+import errno
 import json
 import os
 import re
@@ -86,11 +87,19 @@ def _run_mount_options(mount, privileged):
     return options
 
 
-def docker_namespaces(network):
+def docker_namespaces(network, userns=False):
     """`minibox run`'s namespaces: Docker's, but the network namespace only for a network
     of its own. --network host keeps the host's; container:ID joins that container's
-    (network.open_shared_netns)."""
-    return [kind for kind in DOCKER_NAMESPACES if kind != "network" or network.new_netns]
+    (network.open_shared_netns). --userns adds a user namespace."""
+    return [kind for kind in DOCKER_NAMESPACES if kind != "network" or network.new_netns] + \
+        (["user"] if userns else [])
+
+
+def docker_id_mappings(userns):
+    """--userns: container ids 0-65535 are host ids 100000-165535 (namespaces.py), for
+    uids and gids alike; [[container id, host id, how many]] as in config.json."""
+    from .namespaces import USERNS_HOST_BASE, USERNS_SIZE
+    return [[0, USERNS_HOST_BASE, USERNS_SIZE]] if userns else []
 
 
 class Volume:
@@ -129,12 +138,13 @@ class ContainerSpec:
     def __init__(self, command, image=None, rootfs=None, name=None, hostname=None, env=None,
                  workdir="/", volumes=(), interactive=False, tty=False, remove=False,
                  use_chroot=False, user=None, limits=None, cgroup_parent=None, stats=False,
-                 security=None, privileged=False, read_only=False, userns=False, detach=False,
+                 security=None, privileged=False, read_only=False, detach=False,
                  restart=None, root_path=None, mounts=DEFAULT_MOUNTS,
                  namespaces=DOCKER_NAMESPACES, masked_paths=MASKED_PATHS,
                  readonly_paths=READONLY_PATHS, rootfs_propagation=None, sysctl=None,
                  devices=(), additional_gids=(), umask=None, rlimits=(), oom_score_adj=None,
-                 hooks=None, annotations=None, bundle=None, network=None, ip=None, publish=()):
+                 hooks=None, annotations=None, bundle=None, network=None, ip=None, publish=(),
+                 uid_mappings=(), gid_mappings=()):
         self.command = list(command)
         self.image = image              # a name from the image store, or None with rootfs
         self.rootfs = rootfs            # --rootfs: any directory as the read-only lower layer
@@ -169,7 +179,10 @@ class ContainerSpec:
         self.umask = umask              # OCI process.user.umask
         self.security = security        # a security.SecurityProfile (None: Docker's defaults)
         self.read_only = read_only      # --read-only, OCI root.readonly: the root read-only
-        self.userns = userns            # --userns: container root is host uid 100000
+        # A new user namespace's [[container id, host id, how many]] (--userns or
+        # config.json's linux.uidMappings/gidMappings); a joined one has its own.
+        self.uid_mappings = [list(m) for m in uid_mappings]
+        self.gid_mappings = [list(m) for m in gid_mappings]
         self.rlimits = [list(r) for r in rlimits]  # [RLIMIT_NAME, soft, hard]
         self.oom_score_adj = oom_score_adj
         self.hooks = dict(hooks or {})  # OCI hooks, by stage
@@ -181,6 +194,11 @@ class ContainerSpec:
         self.network = network
         self.ip = ip                    # --ip: a chosen address on the bridge
         self.publish = list(publish)    # -p: PortMappings
+
+    @property
+    def userns(self):
+        """The init enters a user namespace, last of all (namespaces.enter_user_namespace)."""
+        return "user" in self.namespaces
 
     def to_json(self):
         """A JSON-ready dict (what `inspect` shows and spec.json holds)."""
@@ -292,8 +310,8 @@ _NAMESPACED_SYSCTLS = {"kernel.msgmax": "ipc", "kernel.msgmnb": "ipc", "kernel.m
                        "kernel.shmmni": "ipc", "kernel.shm_rmid_forced": "ipc",
                        "kernel.hostname": "uts", "kernel.domainname": "uts"}
 _NAMESPACED_SYSCTL_PREFIXES = {"fs.mqueue.": "ipc", "net.": "network"}
-_HOOK_STAGES = ("prestart", "createRuntime", "poststart", "poststop")
-_UNSUPPORTED_HOOK_STAGES = ("createContainer", "startContainer")
+_HOOK_STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+                "poststop")
 _CONTAINER_ID = re.compile(r"^[\w+.-]+$")
 
 
@@ -364,6 +382,13 @@ def from_oci_config(config, bundle, check):
     if hostname and namespaces.get("uts", "host") is not None:
         check.fail("hostname needs a new uts namespace in linux.namespaces")
     user = check.get(process, "user", dict, {}, "process.")
+    uid = check.get(user, "uid", int, 0, "process.user.")
+    gid = check.get(user, "gid", int, 0, "process.user.")
+    additional_gids = check.get(user, "additionalGids", list, [], "process.user.")
+    if not all(isinstance(group, int) for group in additional_gids):
+        check.fail("process.user.additionalGids must be a list of numbers")
+    uid_mappings, gid_mappings = _oci_id_mappings(
+        linux, namespaces, {"uid": [0, uid], "gid": [0, gid] + additional_gids}, check)
     root = check.get(config, "root", dict)
     root_path = check.get(root, "path", str, None, "root.")
     if not root_path:
@@ -384,14 +409,12 @@ def from_oci_config(config, bundle, check):
         rootfs_propagation=_oci_propagation(linux, check),
         sysctl=_oci_sysctl(linux, namespaces, check),
         devices=_oci_devices(linux, check),
-        user="{}:{}".format(check.get(user, "uid", int, 0, "process.user."),
-                            check.get(user, "gid", int, 0, "process.user.")),
-        additional_gids=check.get(user, "additionalGids", list, [], "process.user."),
+        user=f"{uid}:{gid}", additional_gids=additional_gids,
         umask=check.get(user, "umask", int, None, "process.user."),
         rlimits=_oci_rlimits(process, check),
         oom_score_adj=check.get(process, "oomScoreAdj", int, None, "process."),
         security=_oci_security(process, linux, check), limits=_oci_limits(linux, check),
-        hooks=_oci_hooks(config, check),
+        hooks=_oci_hooks(config, check), uid_mappings=uid_mappings, gid_mappings=gid_mappings,
         annotations=check.get(config, "annotations", dict, {}), bundle=bundle)
 
 
@@ -414,9 +437,6 @@ def _oci_namespaces(linux, check):
             check.fail(f"unknown namespace type {kind!r} (known: {', '.join(NAMESPACE_FILES)})")
         if kind in namespaces:
             check.fail(f"namespace {kind} is listed twice")
-        if kind == "user":
-            check.fail("user namespaces (and uid/gid mappings) are not supported by minibox "
-                       "create yet")
         path = check.get(entry, "path", str, None, "linux.namespaces[].") or None
         if path is not None:
             if kind == "mount":
@@ -426,10 +446,40 @@ def _oci_namespaces(linux, check):
         namespaces[kind] = path
     if "mount" not in namespaces:
         check.fail("linux.namespaces must include a mount namespace")
-    if linux.get("uidMappings") or linux.get("gidMappings"):
-        check.fail("uid/gid mappings need a user namespace, which minibox create does not "
-                   "support yet")
     return namespaces
+
+
+def _oci_id_mappings(linux, namespaces, wanted, check):
+    """linux.uidMappings and gidMappings as [[container id, host id, how many]]. A new user
+    namespace must map the `wanted` ids: 0 (the init becomes root of the namespace before it
+    switches to process.user) and process.user's."""
+    mappings = {}
+    for kind in ("uid", "gid"):
+        key = f"{kind}Mappings"
+        mappings[kind] = []
+        for entry in check.get(linux, key, list, [], "linux."):
+            ids = [check.get(entry, field, int, None, f"linux.{key}[].")
+                   for field in ("containerID", "hostID", "size")]
+            if None in ids or min(ids) < 0 or ids[2] == 0:
+                check.fail(f"linux.{key}: each entry needs containerID, hostID and a "
+                           "positive size")
+            mappings[kind].append(ids)
+    if "user" not in namespaces:
+        if mappings["uid"] or mappings["gid"]:
+            check.fail("linux.uidMappings/gidMappings need a user namespace in "
+                       "linux.namespaces")
+    elif namespaces["user"] is not None:
+        if mappings["uid"] or mappings["gid"]:
+            check.fail("a user namespace joined by path has its own mappings: leave out "
+                       "linux.uidMappings/gidMappings")
+    else:
+        for kind, ids in wanted.items():
+            for wanted_id in ids:
+                if not any(inside <= wanted_id < inside + size
+                           for inside, _, size in mappings[kind]):
+                    check.fail(f"linux.{kind}Mappings maps no container {kind} {wanted_id}: "
+                               f"a new user namespace must map {kind} 0 and process.user's")
+    return mappings["uid"], mappings["gid"]
 
 
 def _oci_mounts(config, bundle, check):
@@ -502,8 +552,7 @@ def _oci_rlimits(process, check):
 
 def _oci_security(process, linux, check):
     """process.capabilities (the bounding set: minibox gives every set the same names),
-    noNewPrivileges, and linux.seccomp -- whose rules are not read: a config that asks for
-    a filter gets minibox's built-in one (security.py)."""
+    noNewPrivileges, and linux.seccomp (_oci_seccomp)."""
     from . import security
     capabilities = check.get(process, "capabilities", dict, {}, "process.")
     for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
@@ -515,7 +564,49 @@ def _oci_security(process, linux, check):
     keep = {security.capability_name(n) for n in check.strings(capabilities, "bounding")}
     return security.SecurityProfile(
         keep, no_new_privileges=check.get(process, "noNewPrivileges", bool, False, "process."),
-        seccomp="seccomp" in linux)
+        seccomp=False, seccomp_rules=_oci_seccomp(linux, check))
+
+
+def _oci_seccomp(linux, check):
+    """linux.seccomp as security.configured_seccomp_program's rules, or None without one (no
+    filter, as with runc). The subset minibox compiles: defaultAction and syscalls[] by name,
+    with ALLOW, ERRNO (errnoRet, defaultErrnoRet) or KILL_PROCESS, for x86_64; a rule that
+    checks arguments, or a user notification listener, is refused. Names this kernel ABI does
+    not know are skipped, as runc skips what libseccomp cannot resolve."""
+    from . import security
+    from .syscall_numbers import X86_64
+    seccomp = check.get(linux, "seccomp", dict, None, "linux.")
+    if seccomp is None:
+        return None
+    where = "linux.seccomp."
+    architectures = check.strings(seccomp, "architectures", where)
+    if architectures and "SCMP_ARCH_X86_64" not in architectures:
+        check.fail("linux.seccomp.architectures lacks SCMP_ARCH_X86_64: minibox's filters are "
+                   "for x86_64 only")
+    if seccomp.get("listenerPath"):
+        check.fail("linux.seccomp.listenerPath (SCMP_ACT_NOTIFY) is not supported")
+    default_errno = check.get(seccomp, "defaultErrnoRet", int, errno.EPERM, where)
+
+    def action(entry, key, where):
+        name = check.get(entry, key, str, None, where)
+        if name not in security.SECCOMP_ACTIONS:
+            check.fail(f"{where}{key} {name!r}: minibox compiles only "
+                       f"{', '.join(security.SECCOMP_ACTIONS)}")
+        value = security.SECCOMP_ACTIONS[name]
+        if name == "SCMP_ACT_ERRNO":
+            value |= check.get(entry, "errnoRet", int, default_errno, where) & 0xFFFF
+        return value
+    default = action(seccomp, "defaultAction", where)
+    rules = []
+    for entry in check.get(seccomp, "syscalls", list, [], where):
+        if entry.get("args"):
+            check.fail("linux.seccomp.syscalls[].args: argument conditions are not supported "
+                       "(minibox compiles rules by syscall name only)")
+        value = action(entry, "action", f"{where}syscalls[].")
+        rules += [[X86_64[name], value]
+                  for name in check.strings(entry, "names", f"{where}syscalls[].")
+                  if name in X86_64]
+    return {"default": default, "rules": rules}
 
 
 def _oci_limits(linux, check):
@@ -541,8 +632,6 @@ def _oci_limits(linux, check):
 def _oci_hooks(config, check):
     hooks = check.get(config, "hooks", dict, {})
     for stage, entries in hooks.items():
-        if stage in _UNSUPPORTED_HOOK_STAGES:
-            check.fail(f"hooks.{stage} (run inside the container) is not supported yet")
         if stage not in _HOOK_STAGES:
             continue  # an unknown stage of a later spec version: accepted, not run
         for hook in check.get(hooks, stage, list, [], "hooks."):

@@ -208,6 +208,66 @@ def test_joining_an_existing_network_namespace_and_refusing_a_wrong_type(minibox
     assert out.strip() == os.readlink(net_path)
 
 
+def test_the_configs_seccomp_rules_are_compiled(minibox, bundle, tmp_path):
+    configure(bundle, lambda c: c["linux"].__setitem__("seccomp", {
+        "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": 13},
+                     {"names": ["rmdir", "no_such_call_here"], "action": "SCMP_ACT_ERRNO"}]}))
+    out = probe_output(minibox, bundle, tmp_path, "filtered", (
+        "grep ^Seccomp: /proc/self/status; mkdir /dev/shm/d 2>&1; rmdir /dev/shm 2>&1;"
+        "touch /dev/shm/f && echo touch=ok"))
+    assert out.splitlines() == [
+        "Seccomp:\t2",
+        "mkdir: can't create directory '/dev/shm/d': Permission denied",  # errnoRet 13
+        "rmdir: '/dev/shm': Operation not permitted",  # the default, EPERM
+        "touch=ok"]
+
+
+def new_user_namespace(uid_base, gid_base):
+    """A config.json change: a new user namespace mapping container ids 0-65535 to host
+    uids from uid_base and gids from gid_base."""
+    def change(config):
+        config["linux"]["namespaces"].append({"type": "user"})
+        config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": uid_base, "size": 65536}]
+        config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": gid_base, "size": 65536}]
+    return change
+
+
+def test_a_new_user_namespace_gets_the_configs_id_maps(minibox, bundle, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    configure(bundle, new_user_namespace(200000, 300000))
+    configure(bundle, lambda c: c["mounts"].append(
+        {"destination": "/data", "type": "bind", "source": str(shared), "options": ["rbind"]}))
+    out = probe_output(minibox, bundle, tmp_path, "mapped",
+                       "cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /data/by-root")
+    uid_map, gid_map, uid = out.splitlines()
+    assert (uid_map.split(), gid_map.split(), uid) == (
+        ["0", "200000", "65536"], ["0", "300000", "65536"], "0")
+    made = (shared / "by-root").stat()
+    assert (made.st_uid, made.st_gid) == (200000, 300000)
+
+
+def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
+    configure(bundle, new_user_namespace(200000, 200000))
+    set_args(bundle, "sleep", "60")
+    create(minibox, bundle, "owner")
+    owner_pid = oci_state(minibox, "owner")["pid"]
+    user_path = f"/proc/{owner_pid}/ns/user"
+
+    def join(config):
+        config["linux"]["namespaces"][-1]["path"] = user_path
+        del config["linux"]["uidMappings"], config["linux"]["gidMappings"]
+    configure(bundle, join)
+    out = probe_output(minibox, bundle, tmp_path, "joiner",
+                       "readlink /proc/self/ns/user; cat /proc/self/uid_map")
+    namespace, uid_map = out.splitlines()
+    assert namespace == os.readlink(user_path) and uid_map.split() == ["0", "200000", "65536"]
+    minibox("delete", "--force", "owner")
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.__setitem__("ociVersion", "0.9"), "unsupported ociVersion"),
     (lambda c: c.__setitem__("ociVersion", 1), "unsupported ociVersion"),
@@ -220,6 +280,16 @@ def test_joining_an_existing_network_namespace_and_refusing_a_wrong_type(minibox
     (lambda c: c["linux"].__setitem__("sysctl", {"kernel.panic": "1"}),
      "not in a separate kernel namespace"),
     (lambda c: c["root"].__setitem__("path", "nosuchdir"), "root.path"),
+    (lambda c: c["linux"].__setitem__("uidMappings", [{"containerID": 0, "hostID": 1, "size": 1}]),
+     "need a user namespace"),
+    (lambda c: c["linux"]["namespaces"].append({"type": "user"}), "maps no container uid 0"),
+    (lambda c: c["linux"].__setitem__("seccomp", {"defaultAction": "SCMP_ACT_TRAP"}),
+     "minibox compiles only SCMP_ACT_ALLOW"),
+    (lambda c: c["linux"].__setitem__("seccomp", {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0}]}]}),
+     "argument conditions are not supported"),
+    (lambda c: (new_user_namespace(200000, 200000)(c),
+                c["process"]["user"].__setitem__("uid", 70000)), "maps no container uid 70000"),
 ])
 def test_invalid_configs_are_refused_with_one_line(minibox, bundle, change, message):
     configure(bundle, change)
@@ -279,6 +349,51 @@ def test_a_failing_prestart_hook_aborts_and_leaves_nothing(minibox, bundle, tmp_
     assert "prestart hook" in result.stderr and "exit code 3" in result.stderr
     assert minibox("state", "aborted", check=False).returncode == 125
     assert minibox.container_dirs() == []
+
+
+def test_container_hooks_run_in_the_container_namespaces(minibox, bundle, tmp_path):
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    # createContainer: the host's path (before pivot_root), in the container's namespaces.
+    create_hook = write_hook(tmp_path, "create-hook",
+                             f"cat > {seen}/state; readlink /proc/self/ns/mnt > {seen}/mnt")
+    # startContainer: the container's path, after `start`: what it leaves in the container's
+    # /dev/shm (a tmpfs of the container's own) is there for the command to print.
+    start_hook = bundle / "rootfs/start-hook"
+    start_hook.write_text("#!/bin/sh\ncat > /dev/shm/state\n")
+    start_hook.chmod(0o755)
+    configure(bundle, lambda c: c.__setitem__("hooks", {
+        "createContainer": [{"path": create_hook}],
+        "startContainer": [{"path": "/start-hook"}]}))
+    set_args(bundle, "cat", "/dev/shm/state")
+    out, _ = create(minibox, bundle, "inside")
+    pid = oci_state(minibox, "inside")["pid"]
+    state = json.loads((seen / "state").read_text())
+    assert (state["id"], state["pid"], state["status"]) == ("inside", pid, "creating")
+    mnt = (seen / "mnt").read_text().strip()
+    assert mnt == os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    minibox("start", "inside")
+    wait_until(lambda: oci_state(minibox, "inside")["status"] == "stopped")
+    minibox("delete", "inside")
+    state = json.loads(out.read_text())
+    assert (state["id"], state["pid"], state["status"]) == ("inside", pid, "created")
+
+
+def test_failing_container_hooks(minibox, bundle, tmp_path):
+    hook = write_hook(tmp_path, "fail", "echo no device for you >&2; exit 4")
+    configure(bundle, lambda c: c.__setitem__("hooks", {"createContainer": [{"path": hook}]}))
+    result = minibox("create", "--bundle", str(bundle), "aborted", check=False)
+    assert result.returncode == 125 and len(result.stderr.splitlines()) == 1
+    assert "createContainer hook" in result.stderr and "exit code 4" in result.stderr
+    assert minibox.container_dirs() == []
+    # startContainer: the path is the container's, and the host's hook is not there.
+    configure(bundle, lambda c: c.__setitem__("hooks", {"startContainer": [{"path": hook}]}))
+    set_args(bundle, "true")
+    create(minibox, bundle, "stopped")
+    started = minibox("start", "stopped", check=False)
+    assert started.returncode != 0 and "startContainer hook" in started.stderr
+    assert oci_state(minibox, "stopped")["status"] == "stopped"
+    minibox("delete", "stopped")
 
 
 # -- differential test against runc ----------------------------------------------------------
