@@ -81,14 +81,18 @@ def create(spec, container_id=None):
     bound_ports = []
     try:
         directory.save(_initial_state(spec, directory))
-        spec.save(directory.file("spec.json"))
-        for scratch in ("upper", "work", "rootfs"):
-            os.mkdir(directory.file(scratch), 0o755)
         # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
         cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent)
         if cgroup.paths():  # none without root (cgroups.NoCgroup)
             directory.record("cgroup", paths=cgroup.paths())
             _create_cgroup(cgroup, spec.limits, "\n              ".join(cgroup.plan(spec.limits)))
+        #    Moving the init in (step 4) costs the kernel an RCU grace period: a thread starts
+        #    one now, to pass while we go on (start_grace_period). Not before the mkdir: that
+        #    thread holds cgroup_mutex while it waits, and mkdir(2) needs it too.
+        cgroup.start_grace_period()
+        spec.save(directory.file("spec.json"))
+        for scratch in ("upper", "work", "rootfs"):
+            os.mkdir(directory.file(scratch), 0o755)
         #    Published host ports are bound now, so a busy port fails the run before the
         #    container exists.
         bound_ports = portproxy.bind_ports(spec.publish)

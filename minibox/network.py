@@ -32,7 +32,9 @@ at a few milliseconds per container:
 
 pyroute2's package import takes ~150 ms (its __init__ loads every netlink family), so it is
 imported inside the functions that talk netlink, never at module level: containers with
-`--network none` or `host` never load it.
+`--network none` or `host` never load it. The same goes, at a smaller scale, for `ipam`
+(pathlib and ipaddress, ~5 ms): every `minibox run` imports this module (NetworkMode,
+/etc/hosts), so it loads only what every mode needs.
 
 Addresses come from `minibox.ipam`; published ports are served by `minibox.portproxy`.
 
@@ -53,7 +55,6 @@ import struct
 from . import portproxy, rootless, state, syscalls
 from .errors import MiniboxError
 from .explain import step
-from .ipam import AddressError, AddressPool
 
 BRIDGE = "minibox0"
 # ifalias(the IFLA_IFALIAS text) of the bridge minibox made: anything else named minibox0
@@ -118,12 +119,12 @@ class NetworkMode:
 
 def check_options(mode, requested_ip, publish):
     """--ip and -p only make sense on the bridge: refuse them elsewhere, before anything runs."""
-    import ipaddress
     if rootless.ENABLED:
         check_rootless(mode, requested_ip, publish)
     if requested_ip is not None:
         if mode.kind != "bridge":
             raise NetworkError(f"--ip needs --network bridge, not {mode}")
+        import ipaddress
         try:
             ipaddress.IPv4Address(requested_ip)
         except ValueError:
@@ -173,6 +174,7 @@ def subnet_for_new_bridge():
 
 def address_pool():
     """The address pool of minibox0 in this thread's network namespace."""
+    from .ipam import AddressPool
     netns = os.stat("/proc/thread-self/ns/net").st_ino
     return AddressPool(STORE_DIR, f"{BRIDGE}.netns{netns}")
 
@@ -318,6 +320,7 @@ def release_address(owner):
 
 
 def _allocate(table, container_id, requested_ip):
+    from .ipam import AddressError
     try:
         return table.allocate(container_id, requested_ip)
     except (AddressError, ValueError) as error:

@@ -23,12 +23,9 @@ container's monitor, not of one init, and exits when the monitor does: a monitor
 with SIGKILL can't leave a proxy behind. Teardown and `gc` kill it by PID as well.
 """
 import errno
-import ipaddress
 import os
-import selectors
 import signal
 import socket
-import threading
 
 from . import state
 from .errors import MiniboxError
@@ -75,6 +72,7 @@ class PortMapping:
         if len(parts) != 3:
             raise PublishError(f"bad -p {text!r}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]")
         host_ip, host_port, container_port = parts
+        import ipaddress  # here, not above: `run` without -p must not pay for it (~1.5 ms)
         try:
             ipaddress.IPv4Address(host_ip)
         except ValueError:
@@ -171,6 +169,8 @@ def _become_proxy(listeners, container_ip, watched_exit):
 
 
 def _serve(listeners, container_ip, watched_exit):
+    import selectors
+    import threading
     events = selectors.DefaultSelector()
     events.register(watched_exit, selectors.EVENT_READ)
     for listener, container_port in listeners:
@@ -186,6 +186,7 @@ def _serve(listeners, container_ip, watched_exit):
 
 def _relay(client, upstream_address):
     """Copy one connection both ways until each side has closed its half."""
+    import threading
     with client:
         try:
             upstream = socket.create_connection(upstream_address, timeout=5)

@@ -92,6 +92,11 @@ class V1Cgroup(Cgroup):
         # cpu and cpuacct share one directory when they are mounted together.
         return list(dict.fromkeys(self.dirs.values()))
 
+    def own_procs(self) -> str | None:
+        # Any hierarchy will do: the rwsem and its grace period are global.
+        hierarchy = next(iter(self.hierarchies.values()), None)
+        return hierarchy and os.path.join(hierarchy.mountpoint, hierarchy.own, "cgroup.procs")
+
     def _check(self, limits: Limits) -> None:
         refuse_missing(limits.controllers(), self.dirs, version=1)
         if limits.memory_swap is not None:

@@ -53,6 +53,14 @@ class V2Cgroup(Cgroup):
     def paths(self) -> list[str]:
         return [self.path]
 
+    def own_procs(self) -> str | None:
+        # /proc/self/cgroup on a v2 host: "0::/the/runtime's/cgroup" (cgroups(7)).
+        with open("/proc/self/cgroup") as lines:
+            for line in lines:
+                if line.startswith("0::"):
+                    return os.path.join(self.root, line[3:].strip().lstrip("/"), "cgroup.procs")
+        return None
+
     def available(self) -> set[str]:
         """Controllers the root offers (cgroup.controllers), e.g. {"cpu", "memory", "pids"}."""
         return set(read(self.root, "cgroup.controllers").split())

@@ -181,3 +181,23 @@ def test_v1_places_containers_under_the_runtimes_own_cgroup():
         memory_own = next(line.split(":", 2)[2].strip() for line in own if ":memory:" in line)
     group = cgroup_for("abc")
     assert group.dirs["memory"].endswith(os.path.join(memory_own, "minibox", "abc"))
+
+
+def test_the_grace_period_head_start_moves_the_runtime_nowhere(cgroup):
+    """start_grace_period() writes our PID into our own cgroup.procs: the kernel takes the
+    migration lock but changes nothing, and add() still moves the process it is given."""
+    with open("/proc/self/cgroup") as own:
+        before = own.read()
+    with open(cgroup.own_procs()) as procs:
+        assert str(os.getpid()) in procs.read().split()
+    cgroup.create(Limits())
+    cgroup.start_grace_period()
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        cgroup.add(process.pid)
+        assert cgroup.pids() == [process.pid]
+        with open("/proc/self/cgroup") as own:
+            assert own.read() == before
+    finally:
+        process.kill()
+        process.wait()
