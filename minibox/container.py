@@ -10,7 +10,7 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
                                            [without root: unshare(user) first, rootless.py]
                                            unshare(pid), fork
     unshare(mnt, uts, ipc, net)  ----->  "ready"
-                                           host side: cgroup, veth, /etc/hosts, hooks
+                                           host side: veth, /etc/hosts, cgroup, hooks
     unshare(cgroup)              <-----  "go" + the OCI state JSON, for hooks
     overlay, the spec's mounts (/proc, /dev, /sys, /etc/hosts...), [createContainer hooks],
     pivot_root, hostname, lo up
@@ -131,11 +131,13 @@ def spawn(spec, directory, cgroup):
         os.close(shared_netns)
     init_end.close()
     directory.record("process", pid=pid, start_time=state.process_start_time(pid))
-    # 4. Host-side setup while the init waits in its new namespaces.
+    # 4. Host-side setup while the init waits in its new namespaces. The network first: it
+    #    does not care about cgroups, and meanwhile the grace period that the cgroup move
+    #    waits for passes (cgroups.Cgroup.start_grace_period).
     _expect(channel, b"ready", pid)
+    network.set_up(spec, directory, pid, shared_address)
     if cgroup.paths():
         _join_cgroup(cgroup, pid)
-    network.set_up(spec, directory, pid, shared_address)
     creating = _hook_state(directory, "creating", pid)
     hooks.run(spec, ("prestart", "createRuntime"), creating)
     channel.send(b"go " + creating.encode())  # the init's own hooks read it too
