@@ -51,7 +51,7 @@ def check_namespace_path(kind, path):
         raise MiniboxError(f"{kind} namespace path {path} is a namespace of another type")
 
 
-@step("Make a new PID namespace for the next child (or join {path}): it will be PID 1 there",
+@step("Make a new PID namespace (or join config.json's): the next child forked is PID 1 there",
       syscall="unshare(CLONE_NEWPID) or setns(open(path), CLONE_NEWPID)", man="pid_namespaces(7)")
 def new_pid_namespace_for_children(path=None):
     """Returns an fd of our own PID namespace, to switch children back with restore_pid_namespace."""
