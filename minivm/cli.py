@@ -47,7 +47,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def __init__(self, prog):
         columns = os.environ.get("COLUMNS", "")
-        columns = (int(columns) if columns.isdigit() else 0) or _terminal_size(sys.__stdout__)[1]
+        columns = ((int(columns) if columns.isdigit() else 0)
+                   or _terminal_size(sys.__stdout__)[1] or 80)  # a 0x0 terminal: `script`
         super().__init__(prog, width=columns - 2)
 
 
