@@ -38,8 +38,25 @@ MIN_MEMORY_MIB = 96
 DEFAULT_TIMEOUT = 120.0  # a stock kernel boots in ~2 s under TCG; generous for loaded CI
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, without `import shutil` on every boot.
+
+    argparse makes a formatter for each add_argument(), and its own imports shutil (which
+    loads bz2 and lzma, ~3 ms) to ask the terminal's width; this one asks os directly, the
+    way shutil.get_terminal_size() does: $COLUMNS, else stdout's terminal, else 80."""
+
+    def __init__(self, prog):
+        columns = os.environ.get("COLUMNS", "")
+        columns = ((int(columns) if columns.isdigit() else 0)
+                   or _terminal_size(sys.__stdout__)[1] or 80)  # a 0x0 terminal: `script`
+        super().__init__(prog, width=columns - 2)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Bad usage is one line on stderr and exit 125, not a usage dump."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, formatter_class=HelpFormatter, **kwargs)
 
     def error(self, message):
         self.exit(EXIT_MINIVM_ERROR, f"minivm: {message} (see `{self.prog} --help`)\n")
@@ -186,7 +203,7 @@ def main(argv: list[str] | None = None):
 
 
 def run(args, started: float) -> int:
-    from minivm import initramfs, kernel, modules, qemu, shares
+    from minivm import initramfs, kernel, qemu
     from minivm.explain import Narrator, code_of
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -210,7 +227,10 @@ def run(args, started: float) -> int:
     if args.disk:
         from minivm import disk  # shutil, qemu-img: only for VMs that have disks
         disks = [(image, disk.base_format(image)) for image in args.disk]
-    folders = [shares.parse(spec) for spec in args.volume]
+    folders = []
+    if args.volume:
+        from minivm import shares  # device modules: imported only for VMs that have the device
+        folders = [shares.parse(spec) for spec in args.volume]
     if not _on_path(qemu.QEMU_BINARY):
         raise MinivmError(f"{qemu.QEMU_BINARY} not found: install the {qemu.QEMU_PACKAGE} "
                           f"package (apt-get install {qemu.QEMU_PACKAGE})")
@@ -240,16 +260,21 @@ def run(args, started: float) -> int:
     with ExitStack() as cleanup:
         vm_dir = _claim_name(args, cleanup) if args.detach else None
         devices = _attach_devices(args, disks, folders, nonce, cleanup, narrator, vm_dir)
-        guest_modules = modules.ModuleTree(guest_kernel.modules).load_order(devices.modules)
+        guest_modules = []
+        if devices.modules:
+            from minivm import modules
+            guest_modules = modules.ModuleTree(guest_kernel.modules).load_order(devices.modules)
         if guest_modules:
             narrator.step(f"kernel modules for the guest, dependencies first: "
                           f"{' '.join(name for name, _ in guest_modules)}",
                           "modinfo(8) depends=, modprobe(8)",
                           code_of(modules.ModuleTree.load_order))
-        rows, cols = _terminal_size() if args.tty else (24, 80)
-        sandbox = args.command_name == "sandbox"
-        place = dict(root=shares.SANDBOX_ROOT, cwd=os.getcwd(),
-                     path=os.environ.get("PATH", os.defpath)) if sandbox else {}
+        rows, cols = _terminal_size(sys.stdin) if args.tty else (24, 80)
+        place = {}
+        if args.command_name == "sandbox":
+            from minivm import shares
+            place = dict(root=shares.SANDBOX_ROOT, cwd=os.getcwd(),
+                         path=os.environ.get("PATH", os.defpath))
         run_archive = initramfs.run_archive(
             command, nonce, stdin=args.interactive, tty=args.tty, rows=rows, cols=cols,
             term=os.environ.get("TERM", "linux"), modules=guest_modules, setup=devices.setup,
@@ -314,10 +339,10 @@ def _attach_devices(args, disks, folders, nonce: str, cleanup: ExitStack, narrat
                     vm_dir=None) -> Devices:
     """Make each requested device's host side; `cleanup` undoes it when the VM is gone.
     A detached VM (vm_dir) keeps its files in its directory, others in $TMPDIR."""
-    from minivm import disk
     from minivm.explain import code_of
     devices = Devices()
     if disks:
+        from minivm import disk
         directory, prefix = ((vm_dir.path, "") if vm_dir else
                              (_scratch_dir(), f"minivm-{os.getpid()}-{nonce}-"))
         overlays, options = disk.attach(disks, directory, prefix)
@@ -383,11 +408,12 @@ def _on_path(program: str) -> bool:
     return any(os.access(os.path.join(directory, program), os.X_OK) for directory in directories)
 
 
-def _terminal_size() -> tuple[int, int]:
+def _terminal_size(stream) -> tuple[int, int]:
+    """(lines, columns) of the terminal `stream` is, or 24x80 when it is none."""
     try:
-        size = os.get_terminal_size(sys.stdin.fileno())
+        size = os.get_terminal_size(stream.fileno())
         return size.lines, size.columns
-    except OSError:
+    except (AttributeError, ValueError, OSError):  # no stream, a closed one, not a terminal
         return 24, 80
 
 

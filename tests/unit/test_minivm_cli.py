@@ -137,3 +137,28 @@ def test_report_of_a_guest_that_could_not_be_prepared_is_one_error(capsys):
                        r"10.199.0.2/24 dev eth0 failed: ip: RTNETLINK answers: File exists$"):
         report(capsys, setup_failed="ip addr add 10.199.0.2/24 dev eth0 failed: ip: RTNETLINK "
                "answers: File exists", guest_release="6.1.0-56-amd64")
+
+
+def test_the_run_path_imports_no_shutil_and_no_device_modules():
+    """`minivm run -- true` pays for every import at each boot (bench/vm_boot.py): the modules
+    a plain run uses are loaded and its options parsed; shutil (and the bz2, lzma it loads)
+    and the modules of devices it did not ask for stay out of sys.modules."""
+    script = ("import sys\n"
+              "from minivm import cli, console, explain, initramfs, kernel, qemu\n"
+              "cli.build_parser().parse_args(['run', '--', 'true'])\n"
+              "print(' '.join(sorted(sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, timeout=60)
+    loaded = set(done.stdout.split())
+    assert "minivm.cli" in loaded
+    unwanted = {"shutil", "bz2", "lzma", "minivm.disk", "minivm.nic", "minivm.shares",
+                "minivm.modules", "minivm.vms", "minivm.qmp"}
+    assert loaded & unwanted == set()
+
+
+def test_help_fits_the_width_in_columns():
+    done = minivm("run", "--help", env={"COLUMNS": "50"})
+    assert done.returncode == 0 and "--timeout" in done.stdout
+    # argparse wraps help text, never an option's own spelling (-v HOSTDIR:GUESTDIR[:ro]...)
+    text = [line for line in done.stdout.splitlines() if "HOSTDIR:GUESTDIR" not in line]
+    assert max(len(line) for line in text) <= 50
