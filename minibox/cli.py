@@ -320,12 +320,15 @@ def rm(force, containers):
 
 @command("gc")
 def gc():
-    """Remove what crashed runs left behind (from each container's ledger), and the bridge
-    if no container uses it any more."""
+    """Remove what crashed runs left behind (from each container's ledger), cgroups no
+    container knows, and the bridge if no container uses it any more."""
     from . import container, network
     check_caller("gc")
-    for container_id in container.collect_garbage():
+    cleaned, orphan_cgroups = container.collect_garbage()
+    for container_id in cleaned:
         print(f"removed leftovers of {container_id[:12]}")
+    for path in orphan_cgroups:
+        print(f"removed orphaned cgroup {path}")
     if network.remove_bridge_if_unused():
         print(f"removed unused bridge {network.BRIDGE}")
 

@@ -84,7 +84,7 @@ def create(spec, container_id=None):
         # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
         cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent)
         if cgroup.paths():  # none without root (cgroups.NoCgroup)
-            directory.record("cgroup", paths=cgroup.paths())
+            directory.record("cgroup", paths=cgroup.paths(), groups=cgroup.groups())
             _create_cgroup(cgroup, spec.limits, "\n              ".join(cgroup.plan(spec.limits)))
         #    Moving the init in (step 4) costs the kernel an RCU grace period: a thread starts
         #    one now, to pass while we go on (start_grace_period). Not before the mkdir: that
@@ -190,7 +190,7 @@ def _join_cgroup(cgroup, pid):
 
 def _release_cgroup(entry):
     try:
-        cgroups.remove_cgroup_dirs(entry["paths"])
+        cgroups.remove_cgroup_dirs(entry["paths"], groups=entry.get("groups", ()))
     except cgroups.CgroupError as error:
         raise MiniboxError(str(error)) from None
 
@@ -657,7 +657,9 @@ def collect_garbage():
     """`minibox gc`: release what runs whose runtime died (e.g. SIGKILL) left behind.
 
     A container whose monitor is gone but that never reached `stopped`, or that asked for
-    --rm, is torn down from its ledger. Stopped containers kept for inspection stay."""
+    --rm, is torn down from its ledger. Stopped containers kept for inspection stay.
+    Returns those ids, and the empty cgroups no container directory knows any more (their
+    ledger was deleted with the state directory) that were removed too."""
     cleaned = []
     for directory in state.all_containers():
         current = directory.load()
@@ -673,4 +675,6 @@ def collect_garbage():
             directory.release_all(keep=("dir", "name"))
             directory.update(status="stopped", exit_code=255, finished=time.time())
         cleaned.append(directory.id)
-    return cleaned
+    known = {directory.id for directory in state.all_containers()}
+    probe = cgroups.cgroup_for("gc")
+    return cleaned, cgroups.remove_orphans(probe.groups(), known)

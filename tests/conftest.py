@@ -15,6 +15,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_qemu)
 
 
+@pytest.fixture(autouse=True)
+def no_cgroup_left_behind(request):
+    """Every test as root: the cgroup directories after it are the ones before it. Leaks of
+    container cgroups and of the shared minibox/ groups are both caught here, per test."""
+    if os.geteuid() != 0 or "root" not in request.keywords:
+        yield
+        return
+    from tests.helpers import cgroup_dirs
+    before = cgroup_dirs()
+    yield
+    left = sorted(cgroup_dirs() - before)
+    if left:
+        pytest.fail(f"cgroups left behind: {' '.join(left)}")
+
+
 @pytest.fixture(scope="session")
 def image_store(tmp_path_factory):
     """One image store for the session: the busybox image is built once."""

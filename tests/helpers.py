@@ -38,3 +38,22 @@ def code_references(narration):
         assert text.strip(), f"{path}:{line} is a blank line"
         checked.append((path, text))
     return checked
+
+
+def cgroup_dirs():
+    """Every cgroup directory a minibox run from this process could make: below this
+    process's own cgroup in each v1 hierarchy (where minibox/ and --cgroup-parent go), or
+    below the v2 root's minibox*/ groups."""
+    from minibox import cgroups
+    from minibox.cgroups.v1 import mounted_hierarchies
+    if cgroups.cgroup_version() == 2:
+        tops = [entry.path for entry in os.scandir(cgroups.CGROUP_ROOT)
+                if entry.is_dir() and entry.name.startswith("minibox")]
+    else:
+        tops = [os.path.join(mountpoint, own.lstrip("/"))
+                for mountpoint, own in mounted_hierarchies().values()]
+    found = set()
+    for top in tops:
+        for directory, subdirs, _ in os.walk(top):
+            found.update(os.path.join(directory, name) for name in subdirs)
+    return found

@@ -14,12 +14,13 @@ The runtime only talks to the small interface in base.Cgroup; cgroup_for() picks
 import os
 
 from minibox import rootless
-from minibox.cgroups.base import Cgroup, CgroupError, NoCgroup, Stats, remove_cgroup_dirs
+from minibox.cgroups.base import (Cgroup, CgroupError, NoCgroup, Stats, remove_cgroup_dirs,
+                                  remove_orphans)
 from minibox.cgroups.limits import Limits, format_size, parse_cgroup_parent, parse_limits, parse_size
 
 __all__ = [
     "Cgroup", "CgroupError", "Limits", "Stats", "cgroup_for", "cgroup_version", "format_size",
-    "parse_cgroup_parent", "parse_limits", "parse_size", "remove_cgroup_dirs",
+    "parse_cgroup_parent", "parse_limits", "parse_size", "remove_cgroup_dirs", "remove_orphans",
 ]
 
 CGROUP_ROOT = "/sys/fs/cgroup"

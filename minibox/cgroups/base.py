@@ -49,6 +49,12 @@ class Cgroup:
     def paths(self) -> list[str]:
         raise NotImplementedError
 
+    def groups(self) -> list[str]:
+        """The shared `minibox/` directories above paths(), made on first use and removed
+        with the last container in them (remove_cgroup_dirs). None with --cgroup-parent:
+        that directory is the user's."""
+        return [] if self.custom_parent else list(dict.fromkeys(map(os.path.dirname, self.paths())))
+
     def create(self, limits: Limits) -> None:
         """mkdir(2) the cgroup and write the limits. Refuses before making anything when the
         host lacks a controller the limits need; on any later failure removes what it made
@@ -56,7 +62,17 @@ class Cgroup:
         self._check(limits)
         self._made = []
         try:
-            self._make_dirs()
+            for attempt in range(3):
+                try:
+                    self._make_dirs()
+                    break
+                except FileNotFoundError:
+                    # Another runtime removed the empty `minibox/` group between our makedirs
+                    # and our mkdir (it had just released its last container): make it again.
+                    continue
+            else:
+                raise CgroupError(f"cannot create cgroup {self.paths()[0]}: its group keeps "
+                                  "disappearing")
             for limit in self.limit_files(limits):
                 write(limit.directory, limit.name, limit.value)
         except BaseException:
@@ -74,8 +90,12 @@ class Cgroup:
 
     def _mkdir(self, path: str) -> None:
         """mkdir(2) one leaf; the kernel fills it with the controllers' files at once."""
+        if path in self._made:
+            return  # made before create() had to retry
         try:
             os.mkdir(path)
+        except FileNotFoundError:
+            raise
         except OSError as error:
             raise CgroupError(f"cannot create cgroup {path}: {error.strerror}") from None
         self._made.append(path)
@@ -165,7 +185,7 @@ class Cgroup:
     def destroy(self, timeout: float = 2.0) -> None:
         """rmdir(2) the cgroup. Nothing is killed here: in a PID namespace the kernel kills
         every process when PID 1 dies, and the cgroup empties as they are reaped."""
-        remove_cgroup_dirs(self.paths(), timeout)
+        remove_cgroup_dirs(self.paths(), timeout, self.groups())
 
 
 class NoCgroup(Cgroup):
@@ -174,6 +194,7 @@ class NoCgroup(Cgroup):
     container's processes stay in the caller's cgroups: nothing to limit, count or remove."""
 
     version = 0
+    custom_parent = False
 
     def paths(self) -> list[str]:
         return []
@@ -247,12 +268,15 @@ def wait_for(condition, timeout: float) -> bool:
     return True
 
 
-def remove_cgroup_dirs(paths: list[str], timeout: float = 2.0) -> None:
-    """rmdir the given cgroup directories, deepest first, retrying while processes drain.
+def remove_cgroup_dirs(paths: list[str], timeout: float = 2.0, groups=()) -> None:
+    """rmdir the given cgroup directories, deepest first, retrying while processes drain;
+    then each of `groups` if that was the last container in it.
 
     rmdir fails with EBUSY while any task is still in the cgroup, and a killed process only
-    leaves once the kernel has finished its exit, so it is retried until `timeout`. A directory already gone is fine: this is
-    also how `minibox gc` removes what a killed runtime left behind.
+    leaves once the kernel has finished its exit, so it is retried until `timeout`. A
+    directory already gone is fine: this is also how `minibox gc` removes what a killed
+    runtime left behind. A group still holding other containers' cgroups answers EBUSY
+    (cgroupfs) or ENOTEMPTY and stays.
     """
     for path in sorted(set(paths), key=lambda p: p.count("/"), reverse=True):
         if not wait_for(lambda: _rmdir(path), timeout):
@@ -260,6 +284,38 @@ def remove_cgroup_dirs(paths: list[str], timeout: float = 2.0) -> None:
                 f"cannot remove cgroup {path}: still busy after {timeout:g} s"
                 f" (processes left: {_procs(path)})"
             )
+    for group in groups:
+        try:
+            os.rmdir(group)
+        except OSError as error:
+            if error.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
+                raise CgroupError(f"cannot remove cgroup {group}: {error.strerror}") from None
+
+
+def remove_orphans(groups: list[str], known_ids, min_age: float = 60.0) -> list[str]:
+    """`minibox gc`: remove container cgroups in `groups` that no container directory knows
+    (their state was deleted by hand, or belonged to a state root that is gone).
+
+    Only empty ones older than `min_age` go: a live container's cgroup holds its processes
+    (rmdir says EBUSY), and a young one may be a run between its mkdir and its ledger."""
+    removed = []
+    for group in groups:
+        try:
+            names = [entry.name for entry in os.scandir(group) if entry.is_dir()]
+        except FileNotFoundError:
+            continue
+        for name in names:
+            path = os.path.join(group, name)
+            if name in known_ids or time.time() - os.stat(path).st_mtime < min_age:
+                continue
+            try:
+                os.rmdir(path)
+                removed.append(path)
+            except OSError as error:
+                if error.errno not in (errno.ENOENT, errno.EBUSY):
+                    raise CgroupError(f"cannot remove cgroup {path}: {error.strerror}") from None
+        remove_cgroup_dirs([], groups=[group])
+    return removed
 
 
 def _rmdir(path: str) -> bool:

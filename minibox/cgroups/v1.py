@@ -83,6 +83,7 @@ class V1Cgroup(Cgroup):
         """`hierarchies` defaults to this host's (mounted_hierarchies()); `parent` is a path
         below each hierarchy's root (see limits.parse_cgroup_parent)."""
         self.hierarchies = mounted_hierarchies() if hierarchies is None else hierarchies
+        self.custom_parent = parent is not None
         self.dirs = {
             controller: os.path.join(mountpoint, parent or os.path.join(own, "minibox"), container_id)
             for controller, (mountpoint, own) in self.hierarchies.items()

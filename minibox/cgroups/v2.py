@@ -48,6 +48,7 @@ class V2Cgroup(Cgroup):
     def __init__(self, container_id: str, parent: str | None = None, root: str = ROOT):
         """`parent` is a path below `root` (see limits.parse_cgroup_parent), default "minibox"."""
         self.root = root
+        self.custom_parent = parent is not None
         self.path = os.path.join(root, parent or "minibox", container_id)
 
     def paths(self) -> list[str]:

@@ -13,7 +13,8 @@ import uuid
 
 import pytest
 
-from minibox.cgroups import CgroupError, Limits, cgroup_for, cgroup_version, remove_cgroup_dirs
+from minibox.cgroups import (CgroupError, Limits, cgroup_for, cgroup_version, remove_cgroup_dirs,
+                             remove_orphans)
 
 pytestmark = pytest.mark.root
 
@@ -201,3 +202,44 @@ def test_the_grace_period_head_start_moves_the_runtime_nowhere(cgroup):
     finally:
         process.kill()
         process.wait()
+
+
+def test_the_shared_group_goes_with_its_last_container():
+    first, second = (cgroup_for("test-" + uuid.uuid4().hex[:12]) for _ in range(2))
+    groups = first.groups()
+    assert groups == second.groups() and all(os.path.basename(g) == "minibox" for g in groups)
+    existed = {group: os.path.isdir(group) for group in groups}  # another container's, maybe
+    first.create(Limits())
+    second.create(Limits())
+    first.destroy()
+    assert all(os.path.isdir(group) for group in groups)  # the second container still in it
+    second.destroy()
+    for group in groups:
+        assert os.path.isdir(group) == (existed[group] and bool(os.listdir(group)))
+
+
+def test_a_cgroup_parent_given_by_the_user_is_never_removed():
+    parent = "minibox-test-parent-" + uuid.uuid4().hex[:8]
+    group = cgroup_for("test-" + uuid.uuid4().hex[:12], parent)
+    assert group.groups() == []
+    group.create(Limits())
+    group.destroy()
+    parents = {os.path.dirname(path) for path in group.paths()}
+    assert all(os.path.isdir(p) for p in parents)
+    remove_cgroup_dirs(list(parents))
+
+
+def test_gc_removes_orphaned_cgroups_but_not_live_ones():
+    orphan, live = (cgroup_for("test-" + uuid.uuid4().hex[:12]) for _ in range(2))
+    orphan.create(Limits())
+    live.create(Limits())
+    sleeper = start_in(live, "sleep", "60")
+    try:
+        removed = remove_orphans(orphan.groups(), known_ids=set(), min_age=0)
+        assert set(orphan.paths()) <= set(removed)  # (and any other empty leftover)
+        assert all(os.path.isdir(path) for path in live.paths())  # EBUSY: it has a process
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        live.destroy()
+        orphan.destroy()
