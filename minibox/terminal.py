@@ -14,6 +14,7 @@ import struct
 import sys
 import termios
 import tty
+from contextlib import contextmanager
 
 from .explain import step
 
@@ -43,34 +44,49 @@ def _copy_window_size(source_fd, target_fd):
         pass  # stdin is not a terminal: keep the kernel's default size
 
 
+@contextmanager
+def raw_mode(fd):
+    """Put the terminal on fd in raw mode, and restore it however the block ends.
+
+    Raw mode (termios(3), cfmakeraw) turns off the host's line editing, echo and signal keys,
+    so every key, Ctrl-C included, travels to the other side, whose own terminal does all that.
+    Nothing happens when fd is not a terminal.
+    """
+    if not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
 def relay(master, forward_stdin):
     """Copy host stdin -> master and master -> host stdout until the container side closes."""
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
-    saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
     _copy_window_size(stdin, master)
     previous = signal.signal(signal.SIGWINCH, lambda *_: _copy_window_size(stdin, master))
-    if saved is not None:
-        tty.setraw(stdin)
     watched = [master, stdin] if forward_stdin else [master]
     try:
-        while True:
-            readable, _, _ = select.select(watched, [], [])
-            if master in readable:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: every slave fd closed, the container is gone
-                    break
-                if not data:
-                    break
-                os.write(stdout, data)
-            if stdin in readable:
-                data = os.read(stdin, 65536)
-                if data:
-                    os.write(master, data)
-                else:
-                    watched.remove(stdin)
+        with raw_mode(stdin):
+            while True:
+                readable, _, _ = select.select(watched, [], [])
+                if master in readable:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:  # EIO: every slave fd closed, the container is gone
+                        break
+                    if not data:
+                        break
+                    os.write(stdout, data)
+                if stdin in readable:
+                    data = os.read(stdin, 65536)
+                    if data:
+                        os.write(master, data)
+                    else:
+                        watched.remove(stdin)
     finally:
-        if saved is not None:
-            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, previous)
         os.close(master)

@@ -24,7 +24,7 @@ import re
 import signal
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 from minivm import MinivmError, accel
@@ -384,7 +384,7 @@ def _scratch_dir() -> Path:
 
 def _boot(config, nonce: str, args, narrator, started: float):
     from minivm import qemu
-    from minivm.console import ConsoleParser, raw_terminal
+    from minivm.console import ConsoleParser
 
     if narrator.enabled:
         for opt in qemu.qemu_options(config):
@@ -396,9 +396,12 @@ def _boot(config, nonce: str, args, narrator, started: float):
     console = qemu.Console(show_kernel=args.verbose or args.explain,
                            stdin_fd=sys.stdin.fileno() if args.interactive or args.tty else None)
     parser = ConsoleParser(nonce, crlf=args.tty)
+    terminal = nullcontext()
     if args.tty:
+        from minibox.terminal import raw_mode  # termios, tty: only for -t
+        terminal = raw_mode(sys.stdin.fileno())
         progress("interactive guest: press Ctrl-] to quit")
-    with raw_terminal(sys.stdin.fileno() if args.tty else None):
+    with terminal:
         return qemu.run(config, parser, console, args.timeout, started)
 
 

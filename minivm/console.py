@@ -13,9 +13,7 @@ newline; the parser removes that newline again (and the CR before it when the gu
 turns LF into CR LF), so the command's bytes reach the host exactly as printed. The nonce is
 random per run, so the command cannot forge a protocol line by accident.
 """
-import os
 from collections import deque, namedtuple
-from contextlib import contextmanager
 
 KERNEL_LINES_KEPT = 12
 
@@ -136,22 +134,3 @@ class ConsoleParser:
         name, _, value = line[len(self._prefix):].decode(errors="replace").partition("=")
         return Event(name, value)
 
-
-@contextmanager
-def raw_terminal(fd: int | None):
-    """Put the host terminal in raw mode for `-t`, and restore it however the run ends.
-
-    Raw mode (termios(3), cfmakeraw) turns off the host's line editing, echo and signal keys,
-    so every key, Ctrl-C included, travels to the guest, whose own terminal does all that.
-    """
-    if fd is None or not os.isatty(fd):
-        yield
-        return
-    import termios
-    import tty
-    saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
-    try:
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)

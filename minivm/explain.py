@@ -2,10 +2,13 @@
 
 Like contained.c's `=> doing X...done.` lines, each step says what minivm does, where that is
 documented (a QEMU option, a kernel document, a man page) and which line of minivm does it, so
-a reader can go from the narration straight to the code.
+a reader can go from the narration straight to the code. The lines are printed by minibox's
+narration (minibox/explain.py say()), so the two halves read alike.
 """
 import sys
 from pathlib import Path
+
+from minibox.explain import say
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,20 +36,15 @@ def code_of(function) -> str:
 class Narrator:
     """Prints steps on stderr when enabled; a disabled narrator costs one `if` per step."""
 
-    def __init__(self, enabled: bool, stream=None):
+    def __init__(self, enabled: bool):
         self.enabled = enabled
-        self._stream = stream or sys.stderr
 
     def step(self, text: str, ref: str = "", where: str = ""):
-        if not self.enabled:
-            return
-        where = where or source_location()
-        # The same layout as minibox's narration, so the two halves read alike.
-        self._stream.write(f"=> {text}\n     read:    {ref}  (code: {where})\n")
-        self._stream.flush()
+        if self.enabled:
+            say(text, man=ref, source=where or source_location())
 
     def detail(self, text: str):
         if self.enabled:
-            self._stream.write(f"     {text}\n")
-            self._stream.flush()
+            sys.stderr.write(f"     {text}\n")
+            sys.stderr.flush()
 

@@ -57,3 +57,25 @@ def cgroup_dirs():
         for directory, subdirs, _ in os.walk(top):
             found.update(os.path.join(directory, name) for name in subdirs)
     return found
+
+
+def converse(shell, command, answers, exit_status):
+    """Type `command` into an interactive shell (a pexpect child), expect each of `answers`
+    in turn, then type `exit <exit_status>`: the session must end with that status."""
+    import pexpect
+    shell.sendline(command)
+    for answer in answers:
+        shell.expect(answer)
+    shell.sendline(f"exit {exit_status}")
+    shell.expect(pexpect.EOF)
+    shell.close()
+    assert shell.exitstatus == exit_status
+
+
+def assert_one_line_error(result, status, start, contains=""):
+    """Bad input's contract: exit `status`, one line on stderr beginning with `start` (and
+    holding `contains`), no traceback."""
+    assert result.returncode == status, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(start) and contains in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from .minibox_cli import minibox  # noqa: F401 (the fixture)
+from tests.helpers import converse
+
 from .minibox_cli import host_mounts, leftovers, wait_until
 
 pytestmark = pytest.mark.root
@@ -123,13 +125,7 @@ def test_exec_with_a_terminal(minibox):
     shell = pexpect.spawn(sys.executable, ["-m", "minibox", "exec", "-it", container_id, "sh"],
                           env=minibox.env, timeout=10, encoding="utf-8")
     shell.expect("# ")
-    shell.sendline("tty; echo $((6 * 7))")
-    shell.expect(r"/dev/pts/\d+")
-    shell.expect("42")
-    shell.sendline("exit 3")
-    shell.expect(pexpect.EOF)
-    shell.close()
-    assert shell.exitstatus == 3
+    converse(shell, "tty; echo $((6 * 7))", [r"/dev/pts/\d+", "42"], exit_status=3)
 
 
 def test_stop_sends_term_then_kill(minibox):

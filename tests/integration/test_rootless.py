@@ -19,7 +19,7 @@ import tempfile
 import pytest
 
 from minibox import namespaces
-from tests.helpers import PROJECT, container_dirs
+from tests.helpers import PROJECT, assert_one_line_error, container_dirs
 from tests.integration.minibox_cli import host_mounts, wait_until
 
 pytestmark = pytest.mark.root
@@ -290,8 +290,7 @@ def test_cgroup_limits_are_refused(rootless, option):
 ])
 def test_what_needs_root_is_one_clear_line(rootless, option, says):
     result = rootless("run", *option, "busybox", "true")
-    assert result.returncode == 125
-    assert result.stderr.startswith(f"minibox: {says}") and result.stderr.count("\n") == 1
+    assert_one_line_error(result, 125, f"minibox: {says}")
     assert container_dirs(rootless.root) == []
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from minivm import MinivmError, accel, cli
+from tests.helpers import assert_one_line_error as one_line_error
 
 
 def minivm(*args, env=None, cache=None):
@@ -19,10 +20,7 @@ def minivm(*args, env=None, cache=None):
 
 
 def assert_one_line_error(done, status, message):
-    assert done.returncode == status, done.stderr
-    assert done.stderr.count("\n") == 1, done.stderr
-    assert message in done.stderr and "Traceback" not in done.stderr
-    assert done.stderr.startswith("minivm: ")
+    one_line_error(done, status, "minivm: ", message)
 
 
 HOST_CPUS = os.cpu_count()

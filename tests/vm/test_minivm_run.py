@@ -9,6 +9,7 @@ import time
 import pytest
 
 from minivm import accel, initramfs, kernel
+from tests.helpers import converse
 from tests.vm.helpers import initrds_of, qemu_pids_of, wait_for
 
 pytestmark = pytest.mark.vm
@@ -156,16 +157,10 @@ def spawn_interactive():
 
 
 def test_interactive_shell_has_a_terminal_and_its_exit_status(guest_kernel):
-    child, pexpect = spawn_interactive()
-    child.sendline("tty; echo $TERM; stty size; echo $((6*7))")
-    child.expect("/dev/ttyS0")
-    child.expect("xterm-mini")
-    child.expect("30 100")  # the host terminal's size, passed to the guest
-    child.expect("42")
-    child.sendline("exit 5")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 5
+    child, _ = spawn_interactive()
+    converse(child, "tty; echo $TERM; stty size; echo $((6*7))",
+             ["/dev/ttyS0", "xterm-mini", "30 100", "42"],  # 30 100: the host terminal's size
+             exit_status=5)
 
 
 def test_interactive_escape_key_quits_and_stops_qemu(guest_kernel):
