@@ -606,11 +606,8 @@ def create(bundle, pid_file, container_id):
 
 def _write_pid_file(path, pid):
     """The digits only, written atomically (a reader never sees an empty file)."""
-    path = os.path.abspath(path)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as out:
-        out.write(str(pid))
-    os.replace(temporary, path)
+    from . import state
+    state.replace_file(os.path.abspath(path), str(pid))
 
 
 @command("start", CONTAINER_ID)

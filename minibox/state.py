@@ -55,6 +55,15 @@ def process_alive(pid, start_time):
     return pid is not None and process_start_time(pid) == start_time
 
 
+def replace_file(path, data):
+    """Write `data` (str or bytes) to a file beside `path`, then rename(2) it over `path`:
+    rename is atomic, so a reader sees the old file or the new one, never half of one."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "wb" if isinstance(data, bytes) else "w") as out:
+        out.write(data)
+    os.replace(temporary, path)
+
+
 class ContainerDir:
     """One container's directory, its state.json and its ledger."""
 
@@ -92,10 +101,7 @@ class ContainerDir:
 
     def save(self, state):
         """Write state.json atomically: a reader sees the old or the new file, never half."""
-        temporary = self.file(f"state.json.{os.getpid()}")
-        with open(temporary, "w") as out:
-            json.dump(state, out, indent=1)
-        os.replace(temporary, self.file("state.json"))
+        replace_file(self.file("state.json"), json.dumps(state, indent=1))
 
     def load(self):
         try:
