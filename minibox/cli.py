@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from .errors import RUNTIME_ERROR, MiniboxError
+from .errors import RUNTIME_ERROR, MiniboxError, bug_line
 from .network import NETWORK_HELP
 from .portproxy import PUBLISH_HELP
 from .rootless import check_caller
@@ -658,7 +658,7 @@ def main(argv=None):
     except Exception as error:  # a bug: still one line, with the traceback on request
         if os.environ.get("MINIBOX_DEBUG"):
             raise
-        print(f"minibox: internal error: {type(error).__name__}: {error} "
+        print(f"minibox: internal error: {bug_line(error)} "
               "(MINIBOX_DEBUG=1 shows the traceback)", file=sys.stderr)
         code = RUNTIME_ERROR
     sys.exit(code or 0)
