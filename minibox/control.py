@@ -48,13 +48,16 @@ def start(reference, timeout=5.0):
         raise MiniboxError(f"cannot start container {directory.id}: it is {status}, "
                            "not created")
     container.release_init(directory, current["pid"])
-    # The monitor sees the exec (the init's end of their channel closes) and records it.
+    # The monitor sees the exec (the init's end of their channel closes) and records it --
+    # or the init's report of why not (a startContainer hook failed): the init being gone
+    # says nothing yet, so wait for the monitor's word, unless the monitor is gone too.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = directory.load() or {}
         if current.get("error"):
             raise MiniboxError(current["error"], current.get("exit_code") or 1)
-        if state.live_status(current) != "created":
+        if current.get("status") != "created" or not state.process_alive(
+                current.get("monitor_pid"), current.get("monitor_start")):
             return
         time.sleep(0.002)
 
