@@ -646,12 +646,8 @@ def wait_for_monitor(current, timeout=5.0):
     """Wait until the container's monitor is gone: then PID 1's end is recorded and what the
     container held on the host (proxy, veth, lease, cgroup) is released."""
     deadline = time.monotonic() + timeout
-    while _monitor_alive(current) and time.monotonic() < deadline:
+    while state.monitor_alive(current) and time.monotonic() < deadline:
         time.sleep(0.01)
-
-
-def _monitor_alive(current):
-    return state.process_alive(current.get("monitor_pid"), current.get("monitor_start"))
 
 
 def collect_garbage():
@@ -665,7 +661,7 @@ def collect_garbage():
         if current is None:
             if time.time() - os.stat(directory.path).st_mtime < 60:
                 continue  # a run that is creating its directory right now
-        elif _monitor_alive(current) or (current["status"] == "stopped"
+        elif state.monitor_alive(current) or (current["status"] == "stopped"
                                          and not current.get("remove")):
             continue
         if current is None or current.get("remove"):

@@ -56,8 +56,7 @@ def start(reference, timeout=5.0):
         current = directory.load() or {}
         if current.get("error"):
             raise MiniboxError(current["error"], current.get("exit_code") or 1)
-        if current.get("status") != "created" or not state.process_alive(
-                current.get("monitor_pid"), current.get("monitor_start")):
+        if current.get("status") != "created" or not state.monitor_alive(current):
             return
         time.sleep(0.002)
 
@@ -150,8 +149,7 @@ def logs(reference, out, follow=False, tail=None):
             out.write(b"".join(lines[len(lines) - tail:] if tail else []))
         while True:
             # Liveness first, then read: what was written before the end is never missed.
-            running = follow and state.process_alive(current.get("monitor_pid"),
-                                                     current.get("monitor_start"))
+            running = follow and state.monitor_alive(current)
             data = log.read()
             if data:
                 out.write(data)
