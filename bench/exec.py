@@ -5,7 +5,6 @@ each exec joins the container's namespaces and cgroups, runs /bin/true in it and
 it. Runs are interleaved, so a noisy moment of the machine hits both alike; the table shows
 medians and the ratio to runc. Run as root: `sudo .venv/bin/python bench/exec.py [-n 40]`.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -14,7 +13,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from startup import PROJECT, busybox_rootfs, hide_cgroup2_on_hybrid_hosts, measure, oci_bundle  # noqa: E402
+from startup import PROJECT, measure, oci_bundle, prepare, report  # noqa: E402
 
 
 def sleeping_bundle(rootfs, workdir):
@@ -30,13 +29,7 @@ def sleeping_bundle(rootfs, workdir):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--runs", type=int, default=40)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench/exec.py: must be run as root")
-    rootfs = busybox_rootfs()
-    hide_cgroup2_on_hybrid_hosts()
+    runs, rootfs = prepare("bench/exec.py", __doc__)
     minibox = os.path.join(PROJECT, ".venv/bin/minibox")
     with tempfile.TemporaryDirectory(dir="/run") as state, \
             tempfile.TemporaryDirectory() as workdir:
@@ -52,14 +45,11 @@ def main():
             tools = {"minibox": lambda i: [minibox, "exec", container_id, "true"],
                      "runc": lambda i: ["runc", "exec", runc_id, "true"]}
             measure(tools, 3)  # warm the page cache
-            medians = measure(tools, args.runs)
+            medians = measure(tools, runs)
         finally:
             subprocess.run([minibox, "rm", "-f", container_id], capture_output=True)
             subprocess.run(["runc", "delete", "--force", runc_id], capture_output=True)
-    print(f"median of {args.runs} interleaved runs, exec /bin/true in a running busybox:")
-    for name, median in medians.items():
-        print(f"  {name:8} {median:7.1f} ms")
-    print(f"minibox/runc = {medians['minibox'] / medians['runc']:.2f}x")
+    report(f"median of {runs} interleaved runs, exec /bin/true in a running busybox:", medians)
 
 
 if __name__ == "__main__":

@@ -91,24 +91,35 @@ def measure(tools, runs):
     return {name: statistics.median(values) * 1000 for name, values in times.items()}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def prepare(script, doc):
+    """What every benchmark starts with: -n RUNS, root, bytecode, the busybox rootfs, one
+    cgroup setup for all tools. Returns (runs, rootfs)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("-n", "--runs", type=int, default=40)
     args = parser.parse_args()
     if os.geteuid() != 0:
-        sys.exit("bench/startup.py: must be run as root")
+        sys.exit(f"{script}: must be run as root")
     compile_bytecode()
     rootfs = busybox_rootfs()
     hide_cgroup2_on_hybrid_hosts()
-    with tempfile.TemporaryDirectory() as workdir:
-        tools = commands(rootfs, oci_bundle(rootfs, workdir))
-        measure(tools, 3)  # warm the page cache and the image store
-        medians = measure(tools, args.runs)
-    print(f"median of {args.runs} interleaved runs, /bin/true in busybox:")
+    return args.runs, rootfs
+
+
+def report(title, medians):
+    print(title)
     for name, median in medians.items():
         print(f"  {name:8} {median:7.1f} ms")
     if "runc" in medians:
         print(f"minibox/runc = {medians['minibox'] / medians['runc']:.2f}x")
+
+
+def main():
+    runs, rootfs = prepare("bench/startup.py", __doc__)
+    with tempfile.TemporaryDirectory() as workdir:
+        tools = commands(rootfs, oci_bundle(rootfs, workdir))
+        measure(tools, 3)  # warm the page cache and the image store
+        medians = measure(tools, runs)
+    report(f"median of {runs} interleaved runs, /bin/true in busybox:", medians)
 
 
 if __name__ == "__main__":

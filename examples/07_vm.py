@@ -17,10 +17,6 @@ def main():
     lesson.start("Lesson 07: a VM from kernel + initramfs + QEMU",
                  "minivm/kernel.py (which kernel), minivm/initramfs.py (the cpio writer and "
                  "/init), minivm/qemu.py (every QEMU option and why), minivm/console.py")
-    if not lesson.has_option("minivm", "run", "--timings"):
-        print("not available: this checkout of minivm cannot boot guests yet (the minivm core "
-              "issue)")
-        return
     lesson.say("The kernels minivm can boot (fetched once from Debian's linux-image package):")
     lesson.run("minivm", "kernel", "list")
     lesson.say("--explain narrates the boot: each QEMU option and kernel parameter, its "

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from .errors import RUNTIME_ERROR, MiniboxError
+from .errors import RUNTIME_ERROR, MiniboxError, bug_line
 from .network import NETWORK_HELP
 from .portproxy import PUBLISH_HELP
 from .rootless import check_caller
@@ -609,11 +609,8 @@ def create(bundle, pid_file, container_id):
 
 def _write_pid_file(path, pid):
     """The digits only, written atomically (a reader never sees an empty file)."""
-    path = os.path.abspath(path)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as out:
-        out.write(str(pid))
-    os.replace(temporary, path)
+    from . import state
+    state.replace_file(os.path.abspath(path), str(pid))
 
 
 @command("start", CONTAINER_ID)
@@ -664,7 +661,7 @@ def main(argv=None):
     except Exception as error:  # a bug: still one line, with the traceback on request
         if os.environ.get("MINIBOX_DEBUG"):
             raise
-        print(f"minibox: internal error: {type(error).__name__}: {error} "
+        print(f"minibox: internal error: {bug_line(error)} "
               "(MINIBOX_DEBUG=1 shows the traceback)", file=sys.stderr)
         code = RUNTIME_ERROR
     sys.exit(code or 0)

@@ -40,7 +40,8 @@ import time
 from . import (cgroups, explain, hooks, images, namespaces, network, portproxy, rootfs, rootless,
                security, state, syscalls)
 from . import spec as spec_module
-from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError
+from .errors import (CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError, bug_line,
+                     failure_report, read_failure_report)
 
 # Signals the runtime passes on to the container instead of dying of them.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -285,11 +286,11 @@ def _init(spec, directory, channel, shared_netns=None):
         os.execve(program, spec.command, env)
     except MiniboxError as error:
         exit_code = error.exit_code
-        _report(channel, exit_code, str(error))
+        _report(channel, exit_code, error)
     except OSError as error:
-        _report(channel, exit_code, str(error))
+        _report(channel, exit_code, error)
     except BaseException as error:  # anything else must still end this process, not return
-        _report(channel, exit_code, f"{type(error).__name__}: {error}")
+        _report(channel, exit_code, bug_line(error))
     finally:
         os._exit(exit_code)
 
@@ -379,7 +380,7 @@ def confine(spec):
 
 def _report(channel, exit_code, message):
     try:
-        channel.send(f"error {exit_code} {message}".encode())
+        channel.send(failure_report(exit_code, message))
     except OSError:
         pass
 
@@ -437,10 +438,10 @@ def _receive(channel, pid):
         message, fds, _, _ = socket.recv_fds(channel, 4096, 1)
     except OSError:
         message, fds = b"", []
-    if message.startswith(b"error "):
+    failure = read_failure_report(message)
+    if failure:
         _reap(pid)
-        _, code, text = message.decode(errors="replace").split(" ", 2)
-        raise MiniboxError(text, int(code))
+        raise failure
     if not message:
         _reap(pid)
         raise MiniboxError("the container's init exited during setup")
@@ -505,12 +506,12 @@ def confirm_exec(container):
     directory = container.directory
     message = container.channel.recv(4096)
     container.channel.close()
-    if message.startswith(b"error "):
+    failure = read_failure_report(message)
+    if failure:
         _reap(container.pid)
-        _, code, text = message.decode(errors="replace").split(" ", 2)
-        directory.update(status="stopped", exit_code=int(code), finished=time.time(),
-                         error=text)
-        raise MiniboxError(text, int(code))
+        directory.update(status="stopped", exit_code=failure.exit_code, finished=time.time(),
+                         error=str(failure))
+        raise failure
     # EOF also comes when the init was killed before `start` (OCI kill of a created
     # container): then it is not running, and wait() will record how it ended.
     if os.waitid(os.P_PID, container.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
@@ -645,12 +646,8 @@ def wait_for_monitor(current, timeout=5.0):
     """Wait until the container's monitor is gone: then PID 1's end is recorded and what the
     container held on the host (proxy, veth, lease, cgroup) is released."""
     deadline = time.monotonic() + timeout
-    while _monitor_alive(current) and time.monotonic() < deadline:
+    while state.monitor_alive(current) and time.monotonic() < deadline:
         time.sleep(0.01)
-
-
-def _monitor_alive(current):
-    return state.process_alive(current.get("monitor_pid"), current.get("monitor_start"))
 
 
 def collect_garbage():
@@ -666,7 +663,7 @@ def collect_garbage():
         if current is None:
             if time.time() - os.stat(directory.path).st_mtime < 60:
                 continue  # a run that is creating its directory right now
-        elif _monitor_alive(current) or (current["status"] == "stopped"
+        elif state.monitor_alive(current) or (current["status"] == "stopped"
                                          and not current.get("remove")):
             continue
         if current is None or current.get("remove"):

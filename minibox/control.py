@@ -48,13 +48,15 @@ def start(reference, timeout=5.0):
         raise MiniboxError(f"cannot start container {directory.id}: it is {status}, "
                            "not created")
     container.release_init(directory, current["pid"])
-    # The monitor sees the exec (the init's end of their channel closes) and records it.
+    # The monitor sees the exec (the init's end of their channel closes) and records it --
+    # or the init's report of why not (a startContainer hook failed): the init being gone
+    # says nothing yet, so wait for the monitor's word, unless the monitor is gone too.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = directory.load() or {}
         if current.get("error"):
             raise MiniboxError(current["error"], current.get("exit_code") or 1)
-        if state.live_status(current) != "created":
+        if current.get("status") != "created" or not state.monitor_alive(current):
             return
         time.sleep(0.002)
 
@@ -147,8 +149,7 @@ def logs(reference, out, follow=False, tail=None):
             out.write(b"".join(lines[len(lines) - tail:] if tail else []))
         while True:
             # Liveness first, then read: what was written before the end is never missed.
-            running = follow and state.process_alive(current.get("monitor_pid"),
-                                                     current.get("monitor_start"))
+            running = follow and state.monitor_alive(current)
             data = log.read()
             if data:
                 out.write(data)

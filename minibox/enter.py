@@ -18,7 +18,10 @@ process joins it by joining them, the way nsenter(1) and runc exec do:
 """
 import os
 
-from . import container, namespaces, rootfs, rootless, terminal
+from . import container, namespaces, rootfs, rootless
+# Imported now, unused here: after chroot(".") container.wait_for's lazy import of it would
+# look in the container's tree for our package.
+from . import terminal  # noqa: F401
 from .errors import CANNOT_RUN, MiniboxError
 from .explain import step
 from .spec import DEFAULT_PATH

@@ -145,9 +145,7 @@ def _write_config(data, names):
     image_id = "sha256:" + hashlib.sha256(data).hexdigest()
     os.makedirs(IMAGES, mode=0o700, exist_ok=True)
     path = os.path.join(IMAGES, image_id.removeprefix("sha256:") + ".json")
-    with open(path + ".tmp", "wb") as out:
-        out.write(data)
-    os.replace(path + ".tmp", path)
+    state.replace_file(path, data)
     repositories = load_repositories()
     repositories.update((name, image_id) for name in names)
     _save_repositories(repositories)
@@ -155,9 +153,7 @@ def _write_config(data, names):
 
 
 def _save_repositories(repositories):
-    with open(REPOSITORIES + ".tmp", "w") as out:
-        json.dump(repositories, out, indent=1, sort_keys=True)
-    os.replace(REPOSITORIES + ".tmp", REPOSITORIES)
+    state.replace_file(REPOSITORIES, json.dumps(repositories, indent=1, sort_keys=True))
 
 
 def store_image(config, blobs, names, progress=None):

@@ -16,7 +16,8 @@ trades its own for /dev/null before it reports "created".
 import os
 
 from . import container
-from .errors import RUNTIME_ERROR, MiniboxError
+from .errors import (RUNTIME_ERROR, MiniboxError, bug_line, failure_report,
+                     read_failure_report)
 
 
 def launch(spec, container_id, wait_for_start=False):
@@ -35,13 +36,13 @@ def launch(spec, container_id, wait_for_start=False):
     os.close(report_write)
     os.waitpid(middle, 0)
     # One read, not read-to-EOF: a created init still holds the pipe until it execs.
-    message = os.read(report_read, 4096).decode(errors="replace")
+    message = os.read(report_read, 4096)
     os.close(report_read)
-    if message == "ok":
+    if message == b"ok":
         return
-    if message.startswith("error "):
-        _, code, text = message.split(" ", 2)
-        raise MiniboxError(text, int(code))
+    failure = read_failure_report(message)
+    if failure:
+        raise failure
     raise MiniboxError("the container's monitor died before the container started")
 
 
@@ -55,24 +56,24 @@ def _monitor(spec, container_id, report, wait_for_start):
     def ready(_container):
         if wait_for_start:
             _stdio_to_dev_null()
-        _send(pending, "ok")
+        _send(pending, b"ok")
 
     exit_code = 0
     try:
         container.run(spec, container_id, ready=ready, wait_for_start=wait_for_start)
     except MiniboxError as error:
         exit_code = error.exit_code
-        _send(pending, f"error {error.exit_code} {error}")
+        _send(pending, failure_report(error.exit_code, error))
     except BaseException as error:  # a bug: still report it, as one line
         exit_code = RUNTIME_ERROR
-        _send(pending, f"error {RUNTIME_ERROR} {type(error).__name__}: {error}")
+        _send(pending, failure_report(RUNTIME_ERROR, bug_line(error)))
     os._exit(exit_code)
 
 
 def _send(pending, message):
     if pending:
         fd = pending.pop()
-        os.write(fd, message.encode())
+        os.write(fd, message)
         os.close(fd)
 
 

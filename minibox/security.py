@@ -30,6 +30,7 @@ import prctl
 
 from .errors import MiniboxError
 from .explain import step
+from .syscall_numbers import X86_64
 from .syscalls import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
                        CLONE_NEWUSER, CLONE_NEWUTS)
 
@@ -193,32 +194,27 @@ _BPF_RETURN = 0x06              # BPF_RET | BPF_K: return k
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _X32_SYSCALL_BIT = 0x40000000
 
-# Refused with EPERM whatever their arguments (x86_64 numbers, from <asm/unistd_64.h>).
-BLOCKED_SYSCALLS = {
+# Refused with EPERM whatever their arguments (numbers: syscall_numbers.X86_64).
+BLOCKED_SYSCALLS = {name: X86_64[name] for name in (
     # filesystems: mount anything (a host disk, a fresh /proc/sys) or move the root
-    "mount": 165, "umount2": 166, "pivot_root": 155,
+    "mount", "umount2", "pivot_root",
     # ... including through the new mount API (Linux 5.2), else blocking mount(2) is a sieve
-    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
-    "fspick": 433, "mount_setattr": 442,
+    "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
     # the machine: reboot, replace or extend the running kernel
-    "reboot": 169, "kexec_load": 246, "kexec_file_load": 320,
-    "init_module": 175, "finit_module": 313, "delete_module": 176,
-    "swapon": 167, "swapoff": 168, "acct": 163,
+    "reboot", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "swapon", "swapoff", "acct",
     # the kernel keyring is not namespaced: keys of other containers and the host
-    "keyctl": 250, "add_key": 248, "request_key": 249,
+    "keyctl", "add_key", "request_key",
     # other processes' memory, kernel internals, and the kernel's attack surface
-    "ptrace": 101, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323,
+    "ptrace", "bpf", "perf_event_open", "userfaultfd",
     # the shocker exploit (2014): open a host file from a handle, bypassing the mount tree
-    "open_by_handle_at": 304,
+    "open_by_handle_at",
     # the clock and the kernel log are one for the whole machine
-    "settimeofday": 164, "clock_settime": 227, "syslog": 103,
+    "settimeofday", "clock_settime", "syslog",
     # setns(fd, 0) joins whatever namespace fd refers to, which a filter cannot read:
     # every successful setns enters a namespace, so all of them are refused.
-    "setns": 308,
-}
-_SYS_CLONE = 56
-_SYS_UNSHARE = 272
-_SYS_CLONE3 = 435
+    "setns",
+)}
 
 # CLONE_NEW* from <linux/sched.h>. clone(2)'s low byte is the exit signal, so CLONE_NEWTIME
 # (0x80) only means "new time namespace" for unshare(2) and clone3(2).
@@ -248,12 +244,12 @@ def seccomp_program():
         jump(_BPF_JUMP_IF_EQUAL, _AUDIT_ARCH_X86_64, None, "kill"),  # i386 via int 0x80 too
         load(_SECCOMP_DATA_NR),
         jump(_BPF_JUMP_IF_AT_LEAST, _X32_SYSCALL_BIT, "kill"),
-        jump(_BPF_JUMP_IF_EQUAL, _SYS_CLONE, "clone"),
-        jump(_BPF_JUMP_IF_EQUAL, _SYS_UNSHARE, "unshare"),
+        jump(_BPF_JUMP_IF_EQUAL, X86_64["clone"], "clone"),
+        jump(_BPF_JUMP_IF_EQUAL, X86_64["unshare"], "unshare"),
         # clone3 passes its flags inside a struct in memory, which seccomp cannot read (it sees
         # only the pointer). Saying ENOSYS -- "this kernel has no clone3" -- makes glibc fall
         # back to clone(2), whose flags we can check. Docker does the same.
-        jump(_BPF_JUMP_IF_EQUAL, _SYS_CLONE3, "enosys"),
+        jump(_BPF_JUMP_IF_EQUAL, X86_64["clone3"], "enosys"),
         *(jump(_BPF_JUMP_IF_EQUAL, nr, "eperm") for nr in BLOCKED_SYSCALLS.values()),
         ret(_SECCOMP_RET_ALLOW),
         # Only the low 32 bits of the flags matter: clone uses lower_32_bits(flags) and

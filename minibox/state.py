@@ -55,6 +55,20 @@ def process_alive(pid, start_time):
     return pid is not None and process_start_time(pid) == start_time
 
 
+def monitor_alive(state):
+    """Does the process that looks after the container (state.json's monitor) still run?"""
+    return process_alive(state.get("monitor_pid"), state.get("monitor_start"))
+
+
+def replace_file(path, data):
+    """Write `data` (str or bytes) to a file beside `path`, then rename(2) it over `path`:
+    rename is atomic, so a reader sees the old file or the new one, never half of one."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "wb" if isinstance(data, bytes) else "w") as out:
+        out.write(data)
+    os.replace(temporary, path)
+
+
 class ContainerDir:
     """One container's directory, its state.json and its ledger."""
 
@@ -92,10 +106,7 @@ class ContainerDir:
 
     def save(self, state):
         """Write state.json atomically: a reader sees the old or the new file, never half."""
-        temporary = self.file(f"state.json.{os.getpid()}")
-        with open(temporary, "w") as out:
-            json.dump(state, out, indent=1)
-        os.replace(temporary, self.file("state.json"))
+        replace_file(self.file("state.json"), json.dumps(state, indent=1))
 
     def load(self):
         try:
@@ -202,9 +213,8 @@ def live_status(state):
     status = state.get("status")
     if status == "stopped":
         return status
-    monitor_alive = process_alive(state.get("monitor_pid"), state.get("monitor_start"))
     if status in ("creating", "restarting"):
-        return status if monitor_alive else "stopped"
+        return status if monitor_alive(state) else "stopped"
     if not process_alive(state.get("pid"), state.get("pid_start")):
         return "stopped"
     return status
