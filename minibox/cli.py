@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from .errors import RUNTIME_ERROR, MiniboxError, bug_line
+from .errors import RUNTIME_ERROR, MiniboxError, bug_line, exit_now
 from .network import NETWORK_HELP
 from .portproxy import PUBLISH_HELP
 from .rootless import check_caller
@@ -246,8 +246,11 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
     """Run a command in a new container; exit with the command's exit code.
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD."""
-    from . import container, images, network, portproxy, spec as specs, state
     check_caller("run")
+    if not detach:  # (a detached container's monitor starts its own)
+        from . import cgroups
+        cgroups.start_grace_period()  # in a thread: the kernel's wait for the cgroup move
+    from . import container, images, network, portproxy, spec as specs, state
     mode = network.NetworkMode.parse(network_mode)
     mappings = [portproxy.PortMapping.parse(text) for text in publish]
     network.check_options(mode, ip, mappings)
@@ -664,4 +667,6 @@ def main(argv=None):
         print(f"minibox: internal error: {bug_line(error)} "
               "(MINIBOX_DEBUG=1 shows the traceback)", file=sys.stderr)
         code = RUNTIME_ERROR
-    sys.exit(code or 0)
+    if argv is not None:
+        sys.exit(code or 0)  # called from Python (tests): a normal exit
+    exit_now(code or 0)

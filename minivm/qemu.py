@@ -20,6 +20,8 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
+import prctl
+
 from minivm import MinivmError
 from minivm.console import ConsoleParser
 from minivm.explain import source_location
@@ -171,10 +173,9 @@ class Result:
 
 def _die_with_parent():
     """In the QEMU child before exec: PR_SET_PDEATHSIG (prctl(2)) asks the kernel to SIGKILL
-    QEMU when minivm dies, even by SIGKILL, so no guest outlives its minivm."""
-    import ctypes
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    QEMU when minivm dies, even by SIGKILL, so no guest outlives its minivm. (python-prctl,
+    imported above, in the parent: an import here, in the child, would delay every boot.)"""
+    prctl.set_pdeathsig(signal.SIGKILL)
 
 
 class Console:
