@@ -249,7 +249,7 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
     check_caller("run")
     if not detach:  # (a detached container's monitor starts its own)
         from . import cgroups
-        cgroups.start_grace_period()  # in a thread: the kernel's wait for the cgroup move
+        cgroups.start_grace_period()  # unless __main__ did: the kernel's wait, in a thread
     from . import container, images, network, portproxy, spec as specs, state
     mode = network.NetworkMode.parse(network_mode)
     mappings = [portproxy.PortMapping.parse(text) for text in publish]
