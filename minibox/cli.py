@@ -4,8 +4,9 @@ Each command is a function below: the @command line above it declares its option
 docstring is its help. parse() finds the command in that table, then builds an argparse
 parser for it alone.
 
-argparse rather than click: `minibox run` should start about as fast as `runc run` (~19 ms on
-this machine), and importing click alone costs 20-30 ms. For the same reason each command
+argparse rather than click: `minibox run` should start about as fast as `runc run` (~30 ms on
+this machine, most of it the kernel's grace period: cgroups/grace.py), and importing click
+alone costs 20-30 ms. For the same reason each command
 imports the library modules it calls inside its function, so `run` loads only what runs a
 container (check with `python -X importtime -m minibox run ...`).
 
