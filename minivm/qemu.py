@@ -254,11 +254,6 @@ def _relay(qemu: subprocess.Popen, parser: ConsoleParser, console: Console, dead
         ready, _, _ = select.select(list(watched), [], [], remaining)
         if not ready and parser.holding():
             _dispatch(parser.release(), console, result, phase)
-        if result.guest_release is None:
-            # Booting: QEMU passes the serial port on as the guest writes it, often a byte
-            # per write(2). Waking for each byte would cost thousands of wakeups per boot,
-            # taking CPU from the emulator; the boot log can wait a few milliseconds.
-            time.sleep(BOOT_LOG_BATCH_SECONDS)
         for fd in ready:
             data = os.read(fd, 65536)
             if fd == serial and data:
@@ -281,6 +276,11 @@ def _relay(qemu: subprocess.Popen, parser: ConsoleParser, console: Console, dead
                     return "escape"
             else:
                 watched.discard(fd)
+        if result.guest_release is None and serial in watched:
+            # Booting: QEMU passes the serial port on as the guest writes it, often a byte
+            # per write(2). Waking for each byte would cost thousands of wakeups per boot,
+            # taking CPU from the emulator; the boot log can wait a few milliseconds.
+            time.sleep(BOOT_LOG_BATCH_SECONDS)
     return "serial closed"
 
 
