@@ -16,6 +16,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SETTLE_SECONDS = 0.1
 PROJECT = os.path.dirname(HERE)
 
 
@@ -83,6 +84,10 @@ def measure(tools, runs):
     times = {name: [] for name in tools}
     for i in range(runs):
         for name, argv in tools.items():
+            # A pause, so that no run finds the cgroup lock's readers still on their slow
+            # path from the run before (cgroups/grace.py): each one pays its own grace period,
+            # as a single start on a quiet machine does.
+            time.sleep(SETTLE_SECONDS)
             start = time.perf_counter()
             result = subprocess.run(argv(i), stdin=subprocess.DEVNULL, capture_output=True)
             times[name].append(time.perf_counter() - start)

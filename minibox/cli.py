@@ -4,8 +4,9 @@ Each command is a function below: the @command line above it declares its option
 docstring is its help. parse() finds the command in that table, then builds an argparse
 parser for it alone.
 
-argparse rather than click: `minibox run` should start about as fast as `runc run` (~19 ms on
-this machine), and importing click alone costs 20-30 ms. For the same reason each command
+argparse rather than click: `minibox run` should start about as fast as `runc run` (~30 ms on
+this machine, most of it the kernel's grace period: cgroups/grace.py), and importing click
+alone costs 20-30 ms. For the same reason each command
 imports the library modules it calls inside its function, so `run` loads only what runs a
 container (check with `python -X importtime -m minibox run ...`).
 
@@ -17,7 +18,7 @@ import os
 import sys
 import time
 
-from .errors import RUNTIME_ERROR, MiniboxError, bug_line
+from .errors import RUNTIME_ERROR, MiniboxError, bug_line, exit_now
 from .network import NETWORK_HELP
 from .portproxy import PUBLISH_HELP
 from .rootless import check_caller
@@ -246,8 +247,11 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
     """Run a command in a new container; exit with the command's exit code.
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD."""
-    from . import container, images, network, portproxy, spec as specs, state
     check_caller("run")
+    if not detach:  # (a detached container's monitor starts its own)
+        from . import cgroups
+        cgroups.start_grace_period()  # unless __main__ did: the kernel's wait, in a thread
+    from . import container, images, network, portproxy, spec as specs, state
     mode = network.NetworkMode.parse(network_mode)
     mappings = [portproxy.PortMapping.parse(text) for text in publish]
     network.check_options(mode, ip, mappings)
@@ -664,4 +668,6 @@ def main(argv=None):
         print(f"minibox: internal error: {bug_line(error)} "
               "(MINIBOX_DEBUG=1 shows the traceback)", file=sys.stderr)
         code = RUNTIME_ERROR
-    sys.exit(code or 0)
+    if argv is not None:
+        sys.exit(code or 0)  # called from Python (tests): a normal exit
+    exit_now(code or 0)

@@ -30,10 +30,10 @@ PID 1, and the fresh network namespace gets the container's address again -- and
 down what the ledger lists. For `run -d` and OCI `create` the monitor is a detached process
 of its own (monitor.py); for a plain `run` it is the `minibox` process.
 """
+import _socket  # socket(2) without socket.py's enums, which cost ~3 ms of every start
 import os
 import select
 import signal
-import socket
 import sys
 import time
 
@@ -76,6 +76,10 @@ def create(spec, container_id=None):
     #    for good, since everything below needs its capabilities.
     if rootless.ENABLED:
         rootless.enter_user_namespace(os.geteuid(), os.getegid())
+    #    Moving the init into its cgroup (step 4) waits for an RCU grace period: a thread
+    #    starts paying it now, while we go on (cgroups/grace.py; `minibox run` started it
+    #    even earlier, before importing this module).
+    cgroups.start_grace_period()
     # 1. Make the container's directory. Every resource is recorded in the ledger before it
     #    is made, so teardown and `minibox gc` know what to undo.
     directory = state.ContainerDir.create(container_id or state.new_container_id(), spec.name)
@@ -87,10 +91,6 @@ def create(spec, container_id=None):
         if cgroup.paths():  # none without root (cgroups.NoCgroup)
             directory.record("cgroup", paths=cgroup.paths(), groups=cgroup.groups())
             _create_cgroup(cgroup, spec.limits, "\n              ".join(cgroup.plan(spec.limits)))
-        #    Moving the init in (step 4) costs the kernel an RCU grace period: a thread starts
-        #    one now, to pass while we go on (start_grace_period). Not before the mkdir: that
-        #    thread holds cgroup_mutex while it waits, and mkdir(2) needs it too.
-        cgroup.start_grace_period()
         spec.save(directory.file("spec.json"))
         for scratch in ("upper", "work", "rootfs"):
             os.mkdir(directory.file(scratch), 0o755)
@@ -116,7 +116,7 @@ def spawn(spec, directory, cgroup):
     # --network container:ID: that container's netns, opened now, while its init can still
     # be told from a process that got its PID later.
     shared_netns, shared_address = network.open_shared_netns(spec.network)
-    channel, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel, init_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     # 3. Fork the init into a new PID namespace; it unshares the others itself. A PID
     #    namespace dies with its PID 1, so a restarted container gets a fresh one too.
     new_pid_namespace = "pid" in spec.namespaces
@@ -134,7 +134,7 @@ def spawn(spec, directory, cgroup):
     directory.record("process", pid=pid, start_time=state.process_start_time(pid))
     # 4. Host-side setup while the init waits in its new namespaces. The network first: it
     #    does not care about cgroups, and meanwhile the grace period that the cgroup move
-    #    waits for passes (cgroups.Cgroup.start_grace_period).
+    #    waits for passes (cgroups/grace.py).
     _expect(channel, b"ready", pid)
     network.set_up(spec, directory, pid, shared_address)
     if cgroup.paths():
@@ -434,10 +434,14 @@ def _wait_for_start(exec_fifo):
 
 
 def _receive(channel, pid):
+    """One message from the init, with the file descriptor it may pass along (SCM_RIGHTS,
+    unix(7): the kernel installs a copy of the sender's fd in our table)."""
     try:
-        message, fds, _, _ = socket.recv_fds(channel, 4096, 1)
+        message, ancillary, _, _ = channel.recvmsg(4096, _socket.CMSG_SPACE(4))
     except OSError:
-        message, fds = b"", []
+        message, ancillary = b"", []
+    fds = [int.from_bytes(data[:4], sys.byteorder) for level, kind, data in ancillary
+           if (level, kind) == (_socket.SOL_SOCKET, _socket.SCM_RIGHTS)]
     failure = read_failure_report(message)
     if failure:
         _reap(pid)

@@ -119,8 +119,8 @@ def enter_cgroup_namespace(path=None):
 @step("Set the hostname inside the new UTS namespace", syscall='sethostname("{hostname}")',
       man="uts_namespaces(7), sethostname(2)")
 def set_hostname(hostname):
-    import socket
-    socket.sethostname(hostname)
+    import _socket  # socket.py's own sethostname is this one (see container.py on _socket)
+    _socket.sethostname(hostname)
 
 
 # --userns: container uids 0..65535 are host uids 100000..165535 (the usual /etc/subuid range).

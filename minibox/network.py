@@ -49,7 +49,6 @@ only, as with runc, which makes no bridges either.
 import errno
 import fcntl
 import os
-import socket
 import struct
 
 from . import portproxy, rootless, state, syscalls
@@ -432,6 +431,7 @@ def _socket_in_netns(netns_fd):
     it, setns(2) back. Only this thread moves (setns(CLONE_NEWNET) is per thread), and
     only for the one socket(2) call.
     """
+    import socket  # here, not above: `--network none` must not pay for it (~3 ms)
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
@@ -511,6 +511,7 @@ def link_exists(ifname):
     Not /sys/class/net: sysfs shows the interfaces of the netns that mounted it, which is
     not ours under `nsenter --net` or `ip netns exec`.
     """
+    import socket
     try:
         socket.if_nametoindex(ifname)
     except OSError:
@@ -577,8 +578,14 @@ IFF_UP = 0x1
       syscall='ioctl(socket, SIOCSIFFLAGS, {{"lo", IFF_UP}})', man="netdevice(7)")
 def bring_up_loopback():
     """A new netns starts with `lo` down; no netlink needed to bring it up: the
-    SIOCGIFFLAGS/SIOCSIFFLAGS ioctls on any socket (netdevice(7)) set IFF_UP."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    SIOCGIFFLAGS/SIOCSIFFLAGS ioctls on any socket (netdevice(7)) set IFF_UP. (`_socket`:
+    the C half of the socket module; importing socket.py, which wraps every constant in an
+    enum, would cost every container's init ~3 ms.)"""
+    import _socket
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         request = struct.pack("16sH", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, request)[:18])[1]
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
+    finally:
+        sock.close()

@@ -25,7 +25,6 @@ with SIGKILL can't leave a proxy behind. Teardown and `gc` kill it by PID as wel
 import errno
 import os
 import signal
-import socket
 
 from . import state
 from .errors import MiniboxError
@@ -133,6 +132,7 @@ def start_proxy(bound, container_ip, watched_pid):
 
 
 def _listen(mapping):
+    import socket  # here and below, not above: `run` without -p must not pay for it (~3 ms)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # SO_REUSEADDR only lets us rebind over TIME_WAIT leftovers of a previous proxy; a
     # port that somebody is actively listening on still fails with EADDRINUSE.
@@ -186,6 +186,7 @@ def _serve(listeners, container_ip, watched_exit):
 
 def _relay(client, upstream_address):
     """Copy one connection both ways until each side has closed its half."""
+    import socket
     import threading
     with client:
         try:
@@ -201,6 +202,7 @@ def _relay(client, upstream_address):
 
 
 def _pump(source, sink):
+    import socket
     try:
         while data := source.recv(65536):
             sink.sendall(data)

@@ -181,10 +181,30 @@ def _remove_name(entry):
 
 
 def _remove_dir(entry):
-    import shutil  # lazily: it pulls in bz2/lzma/fnmatch, ~5 ms of every start
     if rootless.ENABLED:
         _open_up(entry["path"])
-    shutil.rmtree(entry["path"], ignore_errors=True)
+    _remove_tree(entry["path"])
+
+
+def _remove_tree(path):
+    """`rm -rf path`, leaves first, never following a symbolic link (os.walk lists links to
+    directories among the directories, but does not walk into them). Not shutil.rmtree:
+    importing shutil loads bz2, lzma and fnmatch, ~5 ms of every `run --rm`. Nothing of
+    the container runs any more, so nothing changes the tree while we walk it."""
+    for directory, subdirectories, files in os.walk(path, topdown=False):
+        for name in files:
+            _ignore_error(os.unlink, os.path.join(directory, name))
+        for name in subdirectories:
+            child = os.path.join(directory, name)
+            _ignore_error(os.unlink if os.path.islink(child) else os.rmdir, child)
+    _ignore_error(os.rmdir, path)
+
+
+def _ignore_error(remove, path):
+    try:
+        remove(path)
+    except OSError:
+        pass  # gone already, or a mount point of a dying container: the rest still goes
 
 
 def _open_up(path):

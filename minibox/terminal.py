@@ -6,6 +6,7 @@ side back to the runtime over a unix socket with SCM_RIGHTS (unix(7)); the runti
 host terminal in raw mode and copies bytes both ways, and passes window size changes
 (SIGWINCH -> TIOCSWINSZ, tty_ioctl(4)) through.
 """
+import _socket  # see container.py; imported before pivot_root, like this whole module
 import fcntl
 import os
 import select
@@ -31,8 +32,9 @@ def open_console(channel):
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     os.close(slave)
-    import socket
-    socket.send_fds(channel, [b"console"], [master])
+    # SCM_RIGHTS (unix(7)): the kernel installs a copy of `master` in the runtime's table.
+    channel.sendmsg([b"console"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                    struct.pack("i", master))])
     os.close(master)
 
 

@@ -27,6 +27,7 @@ import time
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
+from minibox.errors import exit_now
 from minivm import MinivmError, accel
 
 EXIT_TIMEOUT = 124
@@ -176,9 +177,10 @@ def main(argv: list[str] | None = None):
     # SIGTERM/SIGHUP become exceptions, so the `finally` that stops QEMU runs.
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
+    code = 0
     try:
         if args.command_name in ("run", "sandbox"):
-            sys.exit(run(args, started))
+            code = run(args, started)
         elif args.command_name in VM_COMMANDS:
             VM_COMMANDS[args.command_name](args)
         elif args.command_name == "kvm-hello":
@@ -192,14 +194,17 @@ def main(argv: list[str] | None = None):
             fetch_kernel(args.package)
     except MinivmError as error:
         print(f"minivm: {error}", file=sys.stderr)
-        sys.exit(EXIT_MINIVM_ERROR)
+        code = EXIT_MINIVM_ERROR
     except KeyboardInterrupt:
-        sys.exit(128 + signal.SIGINT)
+        code = 128 + signal.SIGINT
     except BrokenPipeError:
         # Whoever read our stdout left (`minivm run -- yes | head`); QEMU is already stopped.
-        # Point stdout at /dev/null so Python's exit-time flush does not fail again.
+        # Point stdout at /dev/null so the final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(128 + signal.SIGPIPE)
+        code = 128 + signal.SIGPIPE
+    if argv is not None:
+        sys.exit(code)  # called from Python (tests): a normal exit
+    exit_now(code)
 
 
 def run(args, started: float) -> int:

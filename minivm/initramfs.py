@@ -8,8 +8,8 @@ The same document says the buffer may hold *several archives one after another*:
     initramfs := ("\\0" | cpio_archive | cpio_compressed_archive)*
 
 minivm uses that: a base archive (busybox-static, its applet links and `/init`) is built once
-and cached under its content hash; each run appends a tiny second archive holding only that
-run's command (`/minivm/run.conf`). The kernel unpacks both, later files win.
+and cached (cached_base); each run appends a tiny second archive holding only that run's
+command (`/minivm/run.conf`). The kernel unpacks both, later files win.
 
 Nothing is compressed: under TCG the guest would spend longer decompressing than the kernel
 spends copying 2 MB.
@@ -18,7 +18,6 @@ import os
 import shlex
 import stat
 import subprocess
-import zlib
 from pathlib import Path
 
 from minivm import MinivmError
@@ -253,16 +252,18 @@ def _quoted(argv: list[str]) -> str:
 def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
     """The base archive from the cache, built first when missing. Returns (path, was_cached).
 
-    The key hashes everything that goes into the archive: the busybox binary (its applet list
-    comes from it), /init, fstab and this writer's source. A changed input means a new file.
-    The hash is zlib's CRC-32 (with the sizes): a cache key needs no cryptography, and
-    hashlib's OpenSSL takes milliseconds to import, on every boot.
+    The key names everything that goes into the archive: the busybox binary (its applet list
+    comes from it), and this writer's source, which holds /init and fstab. Each by its size,
+    modification time and inode, as make(1) and ccache's direct mode judge a file: one
+    stat(2) per boot instead of reading and hashing 2 MB. A package upgrade writes a new file
+    (a new inode, dpkg's mtime), an edit changes the mtime: either means a new archive.
     """
-    if not busybox.is_file():
+    try:
+        inputs = busybox.stat(), os.stat(__file__)
+    except FileNotFoundError:
         raise MinivmError(f"{busybox} not found: install the busybox-static package "
-                          "(apt-get install busybox-static)")
-    inputs = busybox.read_bytes(), Path(__file__).read_bytes()
-    key = "-".join(f"{len(data):x}-{zlib.crc32(data):08x}" for data in inputs)
+                          "(apt-get install busybox-static)") from None
+    key = "-".join(f"{info.st_size:x}-{info.st_mtime_ns:x}-{info.st_ino:x}" for info in inputs)
     path = cache_dir / "initramfs" / f"base-{key}.cpio"
     if path.exists():
         return path, True
@@ -282,7 +283,13 @@ def write_initrd(base: Path, run: bytes, nonce: str) -> Path:
     The caller deletes it when QEMU is done.
     """
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"minivm-initrd-{os.getpid()}-{nonce}.cpio"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as initrd:
-        initrd.write(base.read_bytes() + run)
+    initrd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with open(base, "rb") as source:
+            # copy_file_range(2): the kernel copies the 2 MB, 5x faster than through Python.
+            while os.copy_file_range(source.fileno(), initrd, 1 << 30):
+                pass  # until it returns 0: the end of the file
+        os.write(initrd, run)
+    finally:
+        os.close(initrd)
     return path

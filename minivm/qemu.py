@@ -20,6 +20,8 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
+import prctl
+
 from minivm import MinivmError
 from minivm.console import ConsoleParser
 from minivm.explain import source_location
@@ -171,10 +173,9 @@ class Result:
 
 def _die_with_parent():
     """In the QEMU child before exec: PR_SET_PDEATHSIG (prctl(2)) asks the kernel to SIGKILL
-    QEMU when minivm dies, even by SIGKILL, so no guest outlives its minivm."""
-    import ctypes
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    QEMU when minivm dies, even by SIGKILL, so no guest outlives its minivm. (python-prctl,
+    imported above, in the parent: an import here, in the child, would delay every boot.)"""
+    prctl.set_pdeathsig(signal.SIGKILL)
 
 
 class Console:
@@ -253,11 +254,6 @@ def _relay(qemu: subprocess.Popen, parser: ConsoleParser, console: Console, dead
         ready, _, _ = select.select(list(watched), [], [], remaining)
         if not ready and parser.holding():
             _dispatch(parser.release(), console, result, phase)
-        if result.guest_release is None:
-            # Booting: QEMU passes the serial port on as the guest writes it, often a byte
-            # per write(2). Waking for each byte would cost thousands of wakeups per boot,
-            # taking CPU from the emulator; the boot log can wait a few milliseconds.
-            time.sleep(BOOT_LOG_BATCH_SECONDS)
         for fd in ready:
             data = os.read(fd, 65536)
             if fd == serial and data:
@@ -280,6 +276,11 @@ def _relay(qemu: subprocess.Popen, parser: ConsoleParser, console: Console, dead
                     return "escape"
             else:
                 watched.discard(fd)
+        if result.guest_release is None and serial in watched:
+            # Booting: QEMU passes the serial port on as the guest writes it, often a byte
+            # per write(2). Waking for each byte would cost thousands of wakeups per boot,
+            # taking CPU from the emulator; the boot log can wait a few milliseconds.
+            time.sleep(BOOT_LOG_BATCH_SECONDS)
     return "serial closed"
 
 

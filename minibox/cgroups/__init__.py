@@ -14,6 +14,7 @@ The runtime only talks to the small interface in base.Cgroup; cgroup_for() picks
 import os
 
 from minibox import rootless
+from minibox.cgroups import grace
 from minibox.cgroups.base import (Cgroup, CgroupError, NoCgroup, Stats, remove_cgroup_dirs,
                                   remove_orphans)
 from minibox.cgroups.limits import Limits, format_size, parse_cgroup_parent, parse_limits, parse_size
@@ -21,6 +22,7 @@ from minibox.cgroups.limits import Limits, format_size, parse_cgroup_parent, par
 __all__ = [
     "Cgroup", "CgroupError", "Limits", "Stats", "cgroup_for", "cgroup_version", "format_size",
     "parse_cgroup_parent", "parse_limits", "parse_size", "remove_cgroup_dirs", "remove_orphans",
+    "start_grace_period",
 ]
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -47,3 +49,17 @@ def cgroup_for(container_id: str, parent: str | None = None) -> Cgroup:
     from minibox.cgroups.v1 import V1Cgroup
 
     return V1Cgroup(container_id, parent)
+
+
+def start_grace_period() -> None:
+    """Start paying, in a thread, the RCU grace period that moving the container's init
+    into its cgroup would wait for (grace.py); Cgroup.add() ends it. Not without root."""
+    if rootless.ENABLED:
+        return
+    if cgroup_version() == 2:
+        from minibox.cgroups.v2 import own_procs
+    else:
+        from minibox.cgroups.v1 import own_procs
+    procs = own_procs()
+    if procs is not None:
+        grace.start(procs)

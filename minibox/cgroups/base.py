@@ -10,6 +10,7 @@ import os
 import time
 from collections import namedtuple
 
+from minibox.cgroups import grace
 from minibox.cgroups.limits import CONTROLLER_FLAGS, Limits, format_size
 
 
@@ -112,58 +113,9 @@ class Cgroup:
 
     def add(self, pid: int) -> None:
         """Move `pid` (all its threads) into the cgroup: write it to every `cgroup.procs`."""
-        self._finish_grace_period()
         for path in self.paths():
             write(path, "cgroup.procs", pid)
-
-    def start_grace_period(self) -> None:
-        """Pay now, in a thread, the RCU grace period that add() would otherwise wait for.
-
-        Any write to a `cgroup.procs` (v1 and v2 alike) takes the global percpu rwsem
-        cgroup_threadgroup_rwsem for writing (kernel/cgroup/cgroup.c: cgroup_procs_write_start
-        -> cgroup_attach_lock -> percpu_down_write). Readers of that rwsem -- every fork(2),
-        exit and exec -- take a fast path with no lock at all while no writer is around, so a
-        writer first has to switch them to the slow path and wait until all have seen that:
-        rcu_sync_enter() (kernel/rcu/sync.c) in its idle state calls synchronize_rcu(), a
-        full RCU grace period, 5-15 ms here. That is most of what starting a container costs
-        the kernel (runc's first cgroup.procs write is 13 ms of its 15 ms). After the writer's
-        rcu_sync_exit() the readers stay on the slow path for one more grace period (state
-        GP_EXIT, then GP_IDLE from an RCU callback), and a writer that comes meanwhile finds
-        state >= GP_PASSED and does not wait at all.
-
-        So a thread moves the runtime into the cgroup it is already in (our own PID into our
-        own `cgroup.procs`: the kernel changes nothing, but takes the rwsem for writing all
-        the same) while the main thread goes on making the container's directory, its
-        cgroup and its init; add() first waits for that thread, then its writes find the
-        grace period passed. Only a head start: if the write fails (say our cgroup is not in the
-        mounted tree), or the real move comes more than a grace period after it, add() simply
-        waits as it would have. `favordynmods` (a cgroup2 mount option) would switch the
-        readers to the slow path for good; the runtime does not own the host's mounts."""
-        import threading
-
-        procs = self.own_procs()
-        if procs is None:
-            return
-
-        def move_ourselves_where_we_are():
-            try:
-                with open(procs, "w") as own:
-                    own.write(str(os.getpid()))
-            except OSError:
-                pass  # only a head start: add() then pays the grace period itself
-
-        self._grace_period = threading.Thread(target=move_ourselves_where_we_are, daemon=True)
-        self._grace_period.start()
-
-    def _finish_grace_period(self) -> None:
-        grace_period = getattr(self, "_grace_period", None)
-        if grace_period is not None:
-            grace_period.join()
-            self._grace_period = None
-
-    def own_procs(self) -> str | None:
-        """The `cgroup.procs` of a cgroup the runtime itself is in (start_grace_period), or None."""
-        raise NotImplementedError
+        grace.finish()  # the move found the grace period passed (grace.py): stop paying it
 
     def pids(self) -> list[int]:
         """The processes in the cgroup now (`cgroup.procs`; v1's `tasks` would list threads)."""
@@ -198,9 +150,6 @@ class NoCgroup(Cgroup):
 
     def paths(self) -> list[str]:
         return []
-
-    def own_procs(self) -> str | None:
-        return None
 
     def _check(self, limits: Limits) -> None:
         pass

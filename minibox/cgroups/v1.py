@@ -73,6 +73,13 @@ def mounted_hierarchies(mountinfo: str = "/proc/self/mountinfo",
     return {controller: hierarchies[controller] for controller in CONTROLLERS if controller in hierarchies}
 
 
+def own_procs() -> str | None:
+    """The `cgroup.procs` of the runtime's own cgroup in one hierarchy (for grace.py: any
+    hierarchy will do, the rwsem and its grace period are global)."""
+    hierarchy = next(iter(mounted_hierarchies().values()), None)
+    return hierarchy and os.path.join(hierarchy.mountpoint, hierarchy.own, "cgroup.procs")
+
+
 class V1Cgroup(Cgroup):
     """A container's directories in the memory, cpu, cpuacct, pids and freezer hierarchies."""
 
@@ -92,11 +99,6 @@ class V1Cgroup(Cgroup):
     def paths(self) -> list[str]:
         # cpu and cpuacct share one directory when they are mounted together.
         return list(dict.fromkeys(self.dirs.values()))
-
-    def own_procs(self) -> str | None:
-        # Any hierarchy will do: the rwsem and its grace period are global.
-        hierarchy = next(iter(self.hierarchies.values()), None)
-        return hierarchy and os.path.join(hierarchy.mountpoint, hierarchy.own, "cgroup.procs")
 
     def _check(self, limits: Limits) -> None:
         refuse_missing(limits.controllers(), self.dirs, version=1)

@@ -40,6 +40,16 @@ def cpu_weight(shares: int) -> int:
     return 1 + (shares - MIN_CPU_SHARES) * 9999 // (MAX_CPU_SHARES - MIN_CPU_SHARES)
 
 
+def own_procs(root: str = ROOT) -> str | None:
+    """The `cgroup.procs` of the runtime's own cgroup (for grace.py). /proc/self/cgroup on
+    a v2 host reads "0::/the/runtime's/cgroup" (cgroups(7))."""
+    with open("/proc/self/cgroup") as lines:
+        for line in lines:
+            if line.startswith("0::"):
+                return os.path.join(root, line[3:].strip().lstrip("/"), "cgroup.procs")
+    return None
+
+
 class V2Cgroup(Cgroup):
     """A container's directory in the unified hierarchy mounted at `root`."""
 
@@ -53,14 +63,6 @@ class V2Cgroup(Cgroup):
 
     def paths(self) -> list[str]:
         return [self.path]
-
-    def own_procs(self) -> str | None:
-        # /proc/self/cgroup on a v2 host: "0::/the/runtime's/cgroup" (cgroups(7)).
-        with open("/proc/self/cgroup") as lines:
-            for line in lines:
-                if line.startswith("0::"):
-                    return os.path.join(self.root, line[3:].strip().lstrip("/"), "cgroup.procs")
-        return None
 
     def available(self) -> set[str]:
         """Controllers the root offers (cgroup.controllers), e.g. {"cpu", "memory", "pids"}."""

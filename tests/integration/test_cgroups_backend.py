@@ -13,8 +13,9 @@ import uuid
 
 import pytest
 
-from minibox.cgroups import (CgroupError, Limits, cgroup_for, cgroup_version, remove_cgroup_dirs,
-                             remove_orphans)
+from minibox.cgroups.base import wait_for
+from minibox.cgroups import (CgroupError, Limits, cgroup_for, cgroup_version, grace,
+                             remove_cgroup_dirs, remove_orphans, start_grace_period, v1, v2)
 
 pytestmark = pytest.mark.root
 
@@ -185,23 +186,33 @@ def test_v1_places_containers_under_the_runtimes_own_cgroup():
 
 
 def test_the_grace_period_head_start_moves_the_runtime_nowhere(cgroup):
-    """start_grace_period() writes our PID into our own cgroup.procs: the kernel takes the
-    migration lock but changes nothing, and add() still moves the process it is given."""
+    """start_grace_period() keeps writing our PID into our own cgroup.procs: the kernel
+    takes the migration lock but changes nothing, add() still moves the process it is
+    given, and then the thread has ended (grace.finish)."""
     with open("/proc/self/cgroup") as own:
         before = own.read()
-    with open(cgroup.own_procs()) as procs:
+    own_procs = v2.own_procs() if cgroup_version() == 2 else v1.own_procs()
+    with open(own_procs) as procs:
         assert str(os.getpid()) in procs.read().split()
     cgroup.create(Limits())
-    cgroup.start_grace_period()
+    threads_before = _threads()
+    start_grace_period()
+    assert _threads() == threads_before + 1
+    time.sleep(3 * grace.INTERVAL)  # a few writes of our own PID
     process = subprocess.Popen(["sleep", "30"])
     try:
         cgroup.add(process.pid)
         assert cgroup.pids() == [process.pid]
+        assert wait_for(lambda: _threads() == threads_before, timeout=1.0)  # the thread ended
         with open("/proc/self/cgroup") as own:
             assert own.read() == before
     finally:
         process.kill()
         process.wait()
+
+
+def _threads():
+    return len(os.listdir("/proc/self/task"))
 
 
 def test_the_shared_group_goes_with_its_last_container():

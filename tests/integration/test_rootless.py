@@ -81,8 +81,13 @@ class Rootless:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def state(self, container_id):
-        with open(os.path.join(self.root, container_id, "state.json")) as saved:
-            return json.load(saved)
+        """The container's state.json; {} until the runtime has written it, just after it
+        made the directory."""
+        try:
+            with open(os.path.join(self.root, container_id, "state.json")) as saved:
+                return json.load(saved)
+        except FileNotFoundError:
+            return {}
 
     def run_detached(self, *args):
         result = self("run", "-d", *args)

@@ -80,6 +80,28 @@ def test_ledger_release_runs_newest_first_and_keeps_kinds(tmp_path, monkeypatch)
         state.find("web")
 
 
+def test_removing_a_container_directory_never_follows_a_symlink(tmp_path, monkeypatch):
+    """What a container left in its writable layer goes with it: nested and unreadable
+    directories too (overlayfs makes work/work mode 000), but a symbolic link is removed,
+    never followed, even one to a directory outside."""
+    monkeypatch.setattr(state, "ROOT", str(tmp_path / "run"))
+    monkeypatch.setattr(state, "NAMES", str(tmp_path / "run" / "names"))
+    outside = tmp_path / "outside"
+    (outside / "keep").mkdir(parents=True)
+    (outside / "keep" / "file").write_text("host data")
+    directory = state.ContainerDir.create("c1")
+    upper = os.path.join(directory.path, "upper")
+    os.makedirs(os.path.join(upper, "a", "b"))
+    with open(os.path.join(upper, "a", "b", "file"), "w") as file:
+        file.write("container data")
+    os.symlink(outside, os.path.join(upper, "link-to-dir"))
+    os.symlink(outside / "keep" / "file", os.path.join(upper, "a", "link-to-file"))
+    os.makedirs(os.path.join(directory.path, "work", "work"), mode=0)
+    directory.release_all()
+    assert not os.path.exists(directory.path)
+    assert (outside / "keep" / "file").read_text() == "host data"
+
+
 def test_state_is_replaced_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(state, "ROOT", str(tmp_path))
     monkeypatch.setattr(state, "NAMES", str(tmp_path / "names"))

@@ -1,4 +1,5 @@
 """The cpio "newc" writer and the /init argument passing, checked with the system's tools."""
+import os
 import shutil
 import subprocess
 
@@ -44,6 +45,20 @@ def test_system_cpio_lists_and_extracts_what_the_writer_wrote(tmp_path):
     assert (out / "bin/hello").stat().st_mode & 0o777 == 0o755
     assert (out / "odd").read_bytes() == b"abc"
     assert (out / "bin/hi").readlink().as_posix() == "hello"
+
+
+def test_a_changed_busybox_gets_a_new_base_archive(tmp_path):
+    """The cache key is each input's size, mtime and inode: a stat(2), not a 2 MB read."""
+    if not initramfs.BUSYBOX.is_file():
+        pytest.skip("needs busybox-static")
+    busybox = tmp_path / "busybox"
+    shutil.copy2(initramfs.BUSYBOX, busybox)
+    first, cached = initramfs.cached_base(tmp_path, busybox)
+    assert not cached and initramfs.cached_base(tmp_path, busybox) == (first, True)
+    info = busybox.stat()
+    os.utime(busybox, ns=(info.st_atime_ns, info.st_mtime_ns + 1))  # as an upgrade would
+    second, cached = initramfs.cached_base(tmp_path, busybox)
+    assert not cached and second != first and second.read_bytes() == first.read_bytes()
 
 
 @needs_cpio
