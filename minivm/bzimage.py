@@ -25,8 +25,8 @@ import subprocess
 import zlib
 
 from minivm import MinivmError
+from minivm.kernel import ELF_MAGIC
 
-ELF_MAGIC = b"\x7fELF"
 
 
 def _decompress_with(tool: str, data: bytes) -> bytes:

@@ -31,6 +31,7 @@ BOOT_DIR = Path("/boot")
 # origin: where it came from, for --explain and `kernel list`; modules: lib/modules/<release>
 # when minivm has them (virtio, 9p... for guests that need them), else None.
 Kernel = namedtuple("Kernel", "vmlinux release origin modules")
+ELF_MAGIC = b"\x7fELF"  # an uncompressed vmlinux is an ELF file (elf(5))
 
 
 def cache_dir() -> Path:
@@ -119,18 +120,18 @@ def from_file(path: Path, cache: Path, progress) -> Kernel:
     than a hash of its 8 MB, so finding it again costs one stat(2) per boot. (zlib.crc32, not
 hashlib: a cache key needs no cryptography, and OpenSSL's import costs milliseconds.)
     """
-    from minivm import bzimage  # lzma & co.: only for kernels that aren't cached
     try:
         info = path.stat()
         with path.open("rb") as kernel_file:
             magic = kernel_file.read(4)
     except OSError as error:
         raise MinivmError(f"cannot read kernel {path}: {error.strerror}") from None
-    if magic == bzimage.ELF_MAGIC:
+    if magic == ELF_MAGIC:
         known = entry(path.parent)  # one of the cache's own: keep its modules
         if known and known.vmlinux == path:
             return known
         return Kernel(path, vmlinux_release(path), f"{path} (an ELF vmlinux)", None)
+    from minivm import bzimage  # lzma, bz2 & co. (~5 ms): only for a bzImage
     key = zlib.crc32(f"{path.resolve()}:{info.st_size}:{info.st_mtime_ns}".encode())
     directory = cache / "extracted" / f"{key:08x}"
     known = entry(directory)
