@@ -248,9 +248,6 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD."""
     check_caller("run")
-    if not detach:  # (a detached container's monitor starts its own)
-        from . import cgroups
-        cgroups.start_grace_period()  # unless __main__ did: the kernel's wait, in a thread
     from . import container, images, network, portproxy, spec as specs, state
     mode = network.NetworkMode.parse(network_mode)
     mappings = [portproxy.PortMapping.parse(text) for text in publish]

@@ -77,8 +77,8 @@ def create(spec, container_id=None):
     if rootless.ENABLED:
         rootless.enter_user_namespace(os.geteuid(), os.getegid())
     #    Moving the init into its cgroup (step 4) waits for an RCU grace period: a thread
-    #    starts paying it now, while we go on (cgroups/grace.py; `minibox run` started it
-    #    even earlier, before importing this module).
+    #    starts paying it now, while we go on (cgroups/grace.py; a plain `minibox run` started
+    #    it even earlier, in __main__.py, before importing the command line).
     cgroups.start_grace_period()
     # 1. Make the container's directory. Every resource is recorded in the ledger before it
     #    is made, so teardown and `minibox gc` know what to undo.
