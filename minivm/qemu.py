@@ -20,8 +20,7 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
-import prctl
-
+from minibox.syscalls import set_parent_death_signal
 from minivm import MinivmError
 from minivm.console import ConsoleParser
 from minivm.explain import source_location
@@ -173,9 +172,10 @@ class Result:
 
 def _die_with_parent():
     """In the QEMU child before exec: PR_SET_PDEATHSIG (prctl(2)) asks the kernel to SIGKILL
-    QEMU when minivm dies, even by SIGKILL, so no guest outlives its minivm. (python-prctl,
-    imported above, in the parent: an import here, in the child, would delay every boot.)"""
-    prctl.set_pdeathsig(signal.SIGKILL)
+    QEMU when minivm dies, even by SIGKILL, so no guest outlives its minivm. (minibox's
+    wrapper, imported above, in the parent: an import here, in the child, would delay
+    every boot.)"""
+    set_parent_death_signal(signal.SIGKILL)
 
 
 class Console:
