@@ -131,7 +131,8 @@ def spawn(spec, directory, cgroup):
     if shared_netns is not None:
         os.close(shared_netns)
     init_end.close()
-    directory.record("process", pid=pid, start_time=state.process_start_time(pid))
+    start_time = state.process_start_time(pid)
+    directory.record("process", pid=pid, start_time=start_time)
     # 4. Host-side setup while the init waits in its new namespaces. The network first: it
     #    does not care about cgroups, and meanwhile the grace period that the cgroup move
     #    waits for passes (cgroups/grace.py).
@@ -150,7 +151,7 @@ def spawn(spec, directory, cgroup):
     if spec.tty:
         console = _receive_console(channel, pid)
     _expect(channel, b"created", pid)
-    directory.update(status="created", pid=pid, pid_start=state.process_start_time(pid))
+    directory.update(status="created", pid=pid, pid_start=start_time)
     return Container(spec, directory, pid, channel, cgroup, console)
 
 
@@ -633,12 +634,12 @@ def remove(reference, force=False):
         if not force:
             raise MiniboxError(f"container {directory.id[:12]} is {current.get('status')}: "
                                "stop it first (or use rm -f)")
-        kill_and_wait(directory, current)
+        kill_and_wait(current)
     directory.release_all()
     return directory.id
 
 
-def kill_and_wait(directory, current, timeout=5.0):
+def kill_and_wait(current, timeout=5.0):
     """SIGKILL the container's PID 1 and wait for its monitor to record the end and tear
     down, so that nothing writes into the directory while it is removed."""
     if state.process_alive(current.get("pid"), current.get("pid_start")):

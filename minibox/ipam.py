@@ -26,6 +26,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import state
+
 SUBNET_FILE = "subnet"
 
 
@@ -84,9 +86,8 @@ class LeaseTable:
                 for address in self._leased_addresses()}
 
     def _leased_addresses(self):
-        # skip the subnet file and a temporary left by a writer killed mid-reset
-        return {name for name in os.listdir(self.directory)
-                if name != SUBNET_FILE and not name.startswith(".")}
+        # skip the subnet file, and its temporary left by a writer killed mid-reset
+        return {name for name in os.listdir(self.directory) if not name.startswith(SUBNET_FILE)}
 
     def allocate(self, owner, requested=None):
         """Lease `requested` (or the lowest free address) to `owner` and return it.
@@ -132,10 +133,8 @@ class LeaseTable:
     def reset(self, subnet):
         """Forget every lease and start over with `subnet` (the bridge is being created)."""
         self._remove_leases()
-        temporary = self.directory / f".{SUBNET_FILE}.{os.getpid()}"
-        temporary.write_text(str(ipaddress.IPv4Network(subnet)))
-        os.rename(temporary, self.directory / SUBNET_FILE)  # never a half-written subnet
         self.subnet = ipaddress.IPv4Network(subnet)
+        state.replace_file(self.directory / SUBNET_FILE, str(self.subnet))  # never half a subnet
 
     def discard(self):
         """Delete the pool: its leases, its subnet, its directory (the network is removed)."""

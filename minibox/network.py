@@ -191,8 +191,7 @@ def open_shared_netns(mode):
         return None, None
     current = state.find(mode.container).load() or {}
     pid = current.get("pid")
-    if current.get("status") not in ("created", "running") or not state.process_alive(
-            pid, current.get("pid_start")):
+    if state.live_status(current) not in ("created", "running"):
         raise NetworkError(f"container {mode.container} is not running")
     netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     if not state.process_alive(pid, current.get("pid_start")):  # it died as we opened it

@@ -115,7 +115,7 @@ def close_ports(bound):
 
 
 def start_proxy(bound, container_ip, watched_pid):
-    """Fork the proxy serving the `bound_ports()` sockets; return its ProxyProcess. The
+    """Fork the proxy serving the sockets bind_ports() returned; return its ProxyProcess. The
     proxy exits when the process `watched_pid` does.
 
     The sockets now belong to the proxy: this process closes its copies.

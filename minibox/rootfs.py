@@ -323,13 +323,13 @@ def mask_paths(rootfs, masked, readonly):
     null = os.path.join(rootfs, "dev/null")
     null = null if os.path.exists(null) else "/dev/null"
     for path in masked:
-        target = os.path.join(rootfs, path.lstrip("/"))
+        target = path_in_root(rootfs, path)
         if os.path.isdir(target):
             mount("tmpfs", target, "tmpfs", MS_RDONLY, "size=0")
         elif os.path.exists(target):
             mount(null, target, None, MS_BIND)
     for path in readonly:
-        target = os.path.join(rootfs, path.lstrip("/"))
+        target = path_in_root(rootfs, path)
         if os.path.exists(target):
             mount(target, target, None, MS_BIND | MS_REC)
             mount(None, target, None,

@@ -30,7 +30,7 @@ What that costs -- the runtime stays in the user namespace for the rest of its l
   CAP_SYS_ADMIN in the host's user namespace, which owns it. So a runtime makes one PID
   namespace for one init, and no second one -- unshare(CLONE_NEWPID) fails with EINVAL while
   the children's PID namespace differs from the caller's own: no --restart.
-- On the host it still is only U: no cgroup unless one is delegated to U
+- On the host it still is only U: no cgroup, even where one is delegated to U
   (_refuse_cgroup_limits), no bridge or veth (network.check_rootless), no uid but its own.
 - One uid inside: files owned by anyone else (the host's, in a volume) show up as nobody,
   --user has no other uid to become, and the caller's supplementary groups stay (shown as

@@ -16,7 +16,7 @@ import json
 import os
 import re
 
-from . import rootless
+from . import rootless, state
 from .cgroups import limits as cgroup_limits
 from .errors import MiniboxError
 from .network import ETC_FILES, NetworkMode
@@ -215,8 +215,8 @@ class ContainerSpec:
         return fields
 
     def save(self, path):
-        with open(path, "w") as out:
-            json.dump(self.to_json(), out, indent=1)
+        """Atomically (state.replace_file): `inspect` or `exec` may read it meanwhile."""
+        state.replace_file(path, json.dumps(self.to_json(), indent=1))
 
     @classmethod
     def load(cls, path):
@@ -327,9 +327,7 @@ class _Config:
     def get(self, obj, key, kind, default=None, where=""):
         value = obj.get(key, default) if isinstance(obj, dict) else default
         if value is not default and not isinstance(value, kind):
-            expected = kind.__name__ if isinstance(kind, type) else " or ".join(
-                k.__name__ for k in kind)
-            self.fail(f"{where}{key} must be a {expected}, not {type(value).__name__}")
+            self.fail(f"{where}{key} must be a {kind.__name__}, not {type(value).__name__}")
         return value
 
     def strings(self, obj, key, where=""):

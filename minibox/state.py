@@ -7,6 +7,7 @@ without root the default is the user's own, rootless.state_root):
                  under flock(2) on the directory: the monitor, `start`, `stop` all write it)
     spec.json    the ContainerSpec it was created from (config.json edits after create: no effect)
     container.log  stdout and stderr of a detached (-d) container
+    hosts, hostname  the container's /etc/hosts and /etc/hostname, bind-mounted in
     ledger       one JSON line per resource, appended *before* the resource is made
     upper/ work/ the overlay's private writable layer and its scratch dir
     rootfs/      where the overlay is mounted (inside the container's mount namespace only)

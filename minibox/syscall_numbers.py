@@ -1,4 +1,5 @@
-"""x86_64 system call numbers by name, for compiling config.json's linux.seccomp rules.
+"""x86_64 system call numbers by name, for compiling config.json's linux.seccomp rules (and
+for syscall(2) where glibc has no wrapper: pivot_root).
 
 Kernel ABI, from <asm/unistd_64.h> (Linux 6.1 headers): a number never changes meaning, new
 calls are only appended. seccomp(2) filters see numbers only, so a name must be looked up

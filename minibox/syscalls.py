@@ -9,6 +9,8 @@ bare errno.
 import ctypes
 import os
 
+from .syscall_numbers import X86_64
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 # mount(2) flags, from <sys/mount.h>
@@ -45,7 +47,6 @@ CLONE_NEWNET = 0x40000000
 
 PR_SET_PDEATHSIG = 1
 
-_SYS_pivot_root = 155  # x86_64; glibc has no pivot_root() wrapper
 
 
 def _check(result, what):
@@ -73,7 +74,8 @@ def umount2(target, flags=0):
 
 def pivot_root(new_root, put_old):
     """pivot_root(2): make new_root the root mount of this mount namespace."""
-    _check(_libc.syscall(_SYS_pivot_root, _bytes(new_root), _bytes(put_old)),
+    # glibc has no pivot_root() wrapper: syscall(2) with its number
+    _check(_libc.syscall(X86_64["pivot_root"], _bytes(new_root), _bytes(put_old)),
            f"pivot_root({new_root}, {put_old})")
 
 

@@ -21,7 +21,7 @@ from .explain import step
 
 
 @step("Open a pseudo-terminal in the container's devpts and make it the controlling terminal",
-      syscall='openpty(); setsid(); ioctl(slave, TIOCSCTTY); dup2(slave, 0..2); '
+      syscall='openpty(); ioctl(slave, TIOCSCTTY); dup2(slave, 0..2); '
               'sendmsg(SCM_RIGHTS, master)', man="pty(7), tty_ioctl(4), unix(7)")
 def open_console(channel):
     """In the init, after pivot_root: returns nothing; the master fd went to the runtime."""

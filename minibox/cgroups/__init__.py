@@ -53,8 +53,9 @@ def cgroup_for(container_id: str, parent: str | None = None) -> Cgroup:
 
 def start_grace_period() -> None:
     """Start paying, in a thread, the RCU grace period that moving the container's init
-    into its cgroup would wait for (grace.py); Cgroup.add() ends it. Not without root."""
-    if rootless.ENABLED:
+    into its cgroup would wait for (grace.py), unless it runs already; Cgroup.add() ends
+    it. Not without root."""
+    if rootless.ENABLED or grace.running():
         return
     if cgroup_version() == 2:
         from minibox.cgroups.v2 import own_procs

@@ -52,8 +52,8 @@ class Cgroup:
 
     def groups(self) -> list[str]:
         """The shared `minibox/` directories above paths(), made on first use and removed
-        with the last container in them (remove_cgroup_dirs). None with --cgroup-parent:
-        that directory is the user's."""
+        with the last container in them (remove_cgroup_dirs). None ([]) with
+        --cgroup-parent: that directory is the user's."""
         return [] if self.custom_parent else list(dict.fromkeys(map(os.path.dirname, self.paths())))
 
     def create(self, limits: Limits) -> None:

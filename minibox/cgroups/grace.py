@@ -33,13 +33,16 @@ MAX_SECONDS = 2.0
 _running = None  # (the PID that started it, the lock that stops it, the lock it frees at its end)
 
 
+def running() -> bool:
+    """Does this process's keep-warm thread run? A fork(2)ed child (the detached monitor)
+    has none of its parent's, and starts its own."""
+    return _running is not None and _running[0] == os.getpid() and _running[2].locked()
+
+
 def start(own_procs: str) -> None:
     """Start the keep-warm thread writing our PID to `own_procs`, a `cgroup.procs` of a
-    cgroup we are in, unless it runs already. A fork(2)ed child (the detached monitor)
-    has no thread of its parent's and starts its own."""
+    cgroup we are in (the caller checked running())."""
     global _running
-    if _running is not None and _running[0] == os.getpid() and _running[2].locked():
-        return  # still running (`stopped` is released when it ends)
     try:
         procs = os.open(own_procs, os.O_WRONLY | os.O_CLOEXEC)
     except OSError:
