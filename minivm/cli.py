@@ -1,8 +1,9 @@
 """The `minivm` command: parse, call the library, print. No VM work happens here.
 
     minivm run [--kernel PATH] [-m 256M] [--cpus N] [--accel auto|kvm|tcg] [-i] [-t]
-               [-v HOSTDIR:GUESTDIR[:ro]]... [--append PARAMS] [--timeout S] [--timings]
-               [--explain] [--verbose] -- CMD [ARG...]
+               [-v HOSTDIR:GUESTDIR[:ro]]... [--disk IMAGE]... [--network none|bridge]
+               [--append PARAMS] [--timeout S] [--timings] [--explain] [--verbose]
+               -- CMD [ARG...]
     minivm run -d [--name NAME] [OPTIONS] -- CMD [ARG...]
     minivm sandbox [the options of run] -- CMD [ARG...]
     minivm ps | logs NAME | pause NAME | resume NAME | stop [-t S] NAME | rm [-f] NAME
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("name")
     commands.add_parser("kvm-hello", help="a lesson: a VM from raw /dev/kvm ioctls that "
                         "runs a few real-mode instructions, each VM exit printed")
-    kernel = commands.add_parser("kernel", help="list or fetch guest kernels")
+    kernel = commands.add_parser("kernel", help="list, fetch or build guest kernels")
     kernel_commands = kernel.add_subparsers(dest="kernel_command", required=True,
                                             metavar="list|fetch|build",
                                             parser_class=OneLineParser)
@@ -292,13 +293,15 @@ def run(args, started: float) -> int:
             phases.append(("initramfs ready", time.monotonic() - started))
             config = qemu.VMConfig(
                 kernel=guest_kernel.vmlinux, initrd=initrd, memory_mib=memory, cpus=cpus,
-                accel=choice.name, tsc_khz=accel.host_tsc_khz(), devices=devices.options,
+                accel=choice.name, devices=devices.options,
+                tsc_khz=accel.host_tsc_khz() if choice.name == "tcg" else None,
                 kernel_args=[qemu.option(param, why="asked for with --append",
                                          doc="kernel-parameters.txt")
                              for param in args.append.split()],
                 acpi=bool(devices.options)
                 and not kernel.takes_mmio_devices_from_command_line(guest_kernel),
-                pass_fds=tuple(devices.fds), pit_tick=guest_kernel == kernel.tiny_kernel(cache))
+                pass_fds=tuple(devices.fds),
+                pit_tick=guest_kernel.vmlinux.parent == kernel.tiny_dir(cache))
             if vm_dir:
                 _start_detached(config, vm_dir, {"command": command, "nonce": nonce,
                                                  "network": devices.network}, narrator)

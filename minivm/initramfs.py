@@ -8,8 +8,9 @@ The same document says the buffer may hold *several archives one after another*:
     initramfs := ("\\0" | cpio_archive | cpio_compressed_archive)*
 
 minivm uses that: a base archive (busybox-static, its applet links and `/init`) is built once
-and cached (cached_base); each run appends a tiny second archive holding only that run's
-command (`/minivm/run.conf`). The kernel unpacks both, later files win.
+and cached (cached_base); each run appends a small second archive with that run's command
+(`/minivm/run.conf`), its device set-up and the kernel modules it needs. The kernel unpacks
+both, later files win.
 
 Nothing is compressed: under TCG the guest would spend longer decompressing than the kernel
 spends copying 2 MB.

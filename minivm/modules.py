@@ -24,8 +24,7 @@ import struct
 from pathlib import Path
 
 from minivm import MinivmError
-
-GUEST_DIR = "minivm/modules"  # inside the initramfs
+from minivm.kernel import ELF_MAGIC
 
 
 def _name(path: str) -> str:
@@ -95,7 +94,7 @@ def modinfo(image: bytes) -> dict[str, str]:
     64-byte section header starts with sh_name (offset of its name in the section-name
     string table) and has sh_offset and sh_size at bytes 24 and 32.
     """
-    if image[:4] != b"\x7fELF" or image[4] != 2:
+    if image[:4] != ELF_MAGIC or image[4] != 2:
         raise MinivmError("not a 64-bit ELF kernel module")
     (shoff,) = struct.unpack_from("<Q", image, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", image, 0x3a)

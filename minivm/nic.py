@@ -27,7 +27,6 @@ import struct
 from minivm import MinivmError
 from minivm.qemu import Option, option
 
-MODES = ("none", "bridge")
 # virtio_mmio: the transport; virtio_net: the NIC (needs failover/net_failover, found by
 # modules.py from its modinfo).
 GUEST_MODULES = ["virtio_mmio", "virtio_net"]
@@ -78,7 +77,8 @@ def open_tap(name: str) -> int:
 
 
 def connect(owner: str, tap_name: str) -> NIC:
-    """A tap on minibox0 and an address for the guest; close() / release() undo it."""
+    """A tap on minibox0 and an address for the guest; os.close(tap_fd) and release()
+    undo it."""
     from minibox import network
     from minibox.errors import MiniboxError
 

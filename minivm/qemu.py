@@ -6,10 +6,10 @@ check them. run() starts QEMU, feeds its serial console through console.ConsoleP
 the timeout and records the phase timings.
 
 The machine is QEMU's `microvm` (docs/system/i386/microvm.rst): no PCI, no firmware menus, no
-emulated disks — a few ISA devices and virtio-mmio slots, made for fast-booting guests. Devices
-for later features (a virtio-9p share: `-fsdev local,...` + `-device virtio-9p-device,...`;
-disks; NICs) are appended to VMConfig.devices, and kernel parameters they need (e.g.
-`cgroup_no_v1=all`) to VMConfig.kernel_args.
+emulated disks — a few ISA devices and virtio-mmio slots, made for fast-booting guests. The
+device modules (shares.py: virtio-9p; disk.py: virtio-blk; nic.py: virtio-net; vms.py: QMP
+and the control port of a detached VM) append their options to VMConfig.devices; --append's
+kernel parameters (e.g. `cgroup_no_v1=all`) go to VMConfig.kernel_args.
 """
 import os
 import select

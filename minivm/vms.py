@@ -4,8 +4,8 @@ A detached VM outlives the `minivm run` that started it, so everything about it 
 directory, /run/minivm/<name>/ (MINIVM_ROOT overrides /run/minivm, as MINIBOX_ROOT does for
 containers):
 
-    state.json    name, QEMU's pid and start time, the command, the run's nonce
-    initrd.cpio   the initramfs it booted (QEMU reads it at start; kept for a post-mortem)
+    state.json    name, QEMU's pid and start time, the command, the run's nonce, when it
+                  was created, its NIC's lease (--network bridge)
     disk<N>.qcow2 its disk overlays (--disk)
     console.log   everything the guest wrote to its serial console: boot log, the
                   command's output between the nonce's protocol lines (console.py)
