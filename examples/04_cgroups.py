@@ -2,8 +2,8 @@
 
 Namespaces decide what a container can see; cgroups decide how much it can use (cgroups(7)).
 minibox writes the limits into the container's cgroup before its first instruction runs;
-the kernel does the rest. This host has cgroup v1 (one hierarchy per controller); the
-narration names each v1 file and its v2 twin.
+the kernel does the rest. The narration names each file of this host's cgroup version
+(v1: one hierarchy per controller; v2: one unified tree) and its twin in the other.
 
     sudo .venv/bin/python examples/04_cgroups.py
 """

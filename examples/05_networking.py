@@ -62,12 +62,11 @@ def main():
                 if attempt == 49:
                     print(f"  GET http://127.0.0.1:{HOST_PORT}/ failed: {error}", file=sys.stderr)
                 time.sleep(0.1)
-        if lesson.has_option("minivm", "run", "--network"):
-            lesson.say("A VM on the same bridge: eth0 is a virtio NIC (driver virtio_net), "
-                       "its other end a tap in minibox0; it reaches the container too:")
-            lesson.run("minivm", "run", "--network", "bridge", "--", "sh", "-c",
-                       "ip -o -4 addr show eth0; basename $(readlink "
-                       f"/sys/class/net/eth0/device/driver); wget -qO- http://{address}/")
+        lesson.say("A VM on the same bridge: eth0 is a virtio NIC (driver virtio_net), "
+                   "its other end a tap in minibox0; it reaches the container too:")
+        lesson.run("minivm", "run", "--network", "bridge", "--", "sh", "-c",
+                   "ip -o -4 addr show eth0; basename $(readlink "
+                   f"/sys/class/net/eth0/device/driver); wget -qO- http://{address}/")
     finally:
         lesson.say("Removing the container removes its veth pair (and frees its address):")
         lesson.run("minibox", "rm", "-f", WEB)

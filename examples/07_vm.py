@@ -1,6 +1,7 @@
 """Lesson 07: a virtual machine from three files: a kernel, an initramfs and QEMU.
 
-minivm boots a stock Debian kernel (as an uncompressed vmlinux, through its PVH entry point)
+minivm boots a Linux kernel -- the tiny one once `minivm kernel build` made it, else Debian's
+stock kernel -- as an uncompressed vmlinux, through its PVH entry point,
 on QEMU's minimal `microvm` machine, with an initramfs it writes itself in Python (a cpio
 archive: busybox-static and an /init that runs your command, prints its exit code in a
 marker line and powers off). Unlike a container, the guest has its own kernel: its own

@@ -12,17 +12,12 @@ import lesson
 
 def main():
     lesson.start("Lesson 08: raw KVM",
-                 "minivm's kvm-hello (when present), minivm/accel.py (is KVM usable here?), "
-                 "Linux Documentation/virt/kvm/api.rst")
-    if lesson.has_option("minivm", None, "kvm-hello"):
-        lesson.run("minivm", "kvm-hello")
-        return
-    print("not available: `minivm kvm-hello` is not in this checkout yet; it comes with the "
-          "minivm devices issue (issue 9). Until then, read Documentation/virt/kvm/api.rst, "
-          "sections 4.2 (KVM_CREATE_VM) to 4.10 (KVM_RUN), in that order.")
-    if lesson.has_option("minivm", "run", "--accel"):
-        lesson.say("What minivm decides about this host's KVM (minivm/accel.py):")
-        lesson.run("python", "-c", "from minivm import accel; print(accel.choose('auto').reason)")
+                 "minivm/kvmhello.py, minivm/accel.py (is KVM usable here?), "
+                 "Linux Documentation/virt/kvm/api.rst sections 4.2 (KVM_CREATE_VM) to 4.10 "
+                 "(KVM_RUN)")
+    lesson.run("minivm", "kvm-hello", check_code=0)
+    lesson.say("What minivm decides about this host's KVM for real guests (minivm/accel.py):")
+    lesson.run("python", "-c", "from minivm import accel; print(accel.choose('auto').reason)")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def say(text):
 def run(program, *args, check_code=None, quiet=False, **kwargs):
     """Show `$ program args`, run it, show what it printed (unless quiet) and its exit code;
     return the CompletedProcess (text). program is "minibox", "minivm" or a host command."""
-    argv = {"minibox": MINIBOX, "minivm": MINIVM}.get(program, [program]) + list(args)
+    argv = COMMANDS.get(program, [program]) + list(args)
     print(f"$ {program} {shlex.join(args)}", flush=True)
     kwargs.setdefault("stdin", subprocess.DEVNULL)
     result = subprocess.run(argv, capture_output=True, text=True, **kwargs)
@@ -40,13 +40,6 @@ def run(program, *args, check_code=None, quiet=False, **kwargs):
     if check_code is not None and result.returncode != check_code:
         sys.exit(f"expected exit code {check_code}, got {result.returncode}: stopping here")
     return result
-
-
-def has_option(program, command, option):
-    """Does `program [command] --help` list option? (Lessons on parts not built yet say so.)"""
-    argv = COMMANDS[program] + ([command] if command else []) + ["--help"]
-    text = subprocess.run(argv, capture_output=True, text=True).stdout
-    return option in text
 
 
 def escape_lab():

@@ -31,7 +31,7 @@ How the cells are measured:
   files) and its bridge, and fetches a page from the probe's busybox httpd over minibox0.
 - N instances: N launched at once; the time until each has printed its first line; the sum of
   their memory while all of them run.
-A row whose capability is not built yet says "not available: <why>" instead of a value.
+A cell that cannot be measured here (no guest kernel, no address) says "not available: <why>".
 All network traffic stays between the host and the namespaces or guests started here.
 """
 import argparse
@@ -218,11 +218,6 @@ def tree_size(path):
     return total
 
 
-def help_text(module, *command):
-    return subprocess.run([sys.executable, "-m", module, *command, "--help"],
-                          capture_output=True, text=True).stdout
-
-
 # --- the two sides ---
 
 class ContainerSide:
@@ -255,12 +250,6 @@ class ContainerSide:
         size = sum(tree_size(layer) for layer in layers)
         return f"busybox image: {size / MIB:.1f} MiB in {len(layers)} layer(s)"
 
-    def shared_folder_missing(self):
-        return None
-
-    def network_missing(self):
-        return None
-
     host_end_kind = "the veth's peer"
 
     @staticmethod
@@ -278,7 +267,6 @@ class VMSide:
 
     def __init__(self, shared_dir):
         self.shared_dir = shared_dir
-        self.run_help = help_text("minivm", "run")
 
     def missing(self):
         try:
@@ -295,10 +283,9 @@ class VMSide:
 
     def argv(self, script, *args, shared=False):
         share = ["-v", f"{self.shared_dir}:/shared"] if shared else []
-        # Like the containers: every guest on minibox0 (a tap per VM), when minivm can.
-        network = [] if self.network_missing() else ["--network", "bridge"]
-        return [sys.executable, "-m", "minivm", "run", "-i", *share, *network, "--", "sh", "-c",
-                script, "probe", *args]
+        # Like the containers: every guest on minibox0 (a tap per VM).
+        return [sys.executable, "-m", "minivm", "run", "-i", *share, "--network", "bridge",
+                "--", "sh", "-c", script, "probe", *args]
 
     def memory(self, instance):
         """(bytes, how): qemu + the `minivm run` process that watches it."""
@@ -315,16 +302,6 @@ class VMSide:
         base, _ = initramfs.cached_base(kernel.cache_dir())
         return (f"kernel {os.path.getsize(vmlinux) / MIB:.1f} MiB + initramfs "
                 f"{os.path.getsize(base) / MIB:.1f} MiB")
-
-    def shared_folder_missing(self):
-        if "HOSTDIR" not in self.run_help:
-            return "minivm has no shared folders yet (virtio-9p, minivm devices issue)"
-        return None
-
-    def network_missing(self):
-        if "--network" not in self.run_help:
-            return "minivm has no network device yet (virtio-net, minivm devices issue)"
-        return None
 
     host_end_kind = "a tap qemu holds"
 
@@ -357,11 +334,10 @@ def _read(path):
 def measure(side, instances):
     """All cells of one column, and the raw numbers, as {row key: text}, {name: number}."""
     cells, numbers = {}, {}
-    shared = side.shared_folder_missing() is None
     shared_file = os.path.join(side.shared_dir, os.path.basename(SHARED_FILE))
     if os.path.exists(shared_file):
         os.unlink(shared_file)  # the other side's: each side must write its own
-    first = Instance(side.argv(PROBE, "first", shared=shared), os.environ)
+    first = Instance(side.argv(PROBE, "first", shared=True), os.environ)
     try:
         first.wait_for("ready")
         numbers["start_seconds"] = first.arrived["started"]
@@ -374,7 +350,7 @@ def measure(side, instances):
         crashed = time.monotonic()
         first.send("crash")
         status = first.rest()
-        again = Instance(side.argv(PROBE, "again", shared=shared), os.environ)
+        again = Instance(side.argv(PROBE, "again", shared=True), os.environ)
         try:
             again.wait_for("started")
             restart = again.started + again.arrived["started"] - crashed
@@ -387,12 +363,9 @@ def measure(side, instances):
     cells["restart"] = f"crashed (exit {status}), running again {restart:.2f} s later"
     survived = "survives" if again.sections["own_file"] == ["written"] else "is gone"
     cells["own_file"] = f"file written to its own root {survived} in the replacement"
-    if shared:
-        survived = "survives" if again.sections["shared_file"] == ["written"] else "is gone"
-        on_host = "the host reads it" if os.path.exists(shared_file) else "not on the host"
-        cells["shared_file"] = f"file written to the shared folder {survived} ({on_host})"
-    else:
-        cells["shared_file"] = f"not available: {side.shared_folder_missing()}"
+    survived = "survives" if again.sections["shared_file"] == ["written"] else "is gone"
+    on_host = "the host reads it" if os.path.exists(shared_file) else "not on the host"
+    cells["shared_file"] = f"file written to the shared folder {survived} ({on_host})"
     cells["deployed"] = side.deployed()
     cells.update(many(side, instances, numbers))
     return cells, numbers
@@ -473,8 +446,7 @@ def network_cells(side, instance):
     outside = {name: address for name, address in addresses.items() if name != "lo"}
     cells = {"interface": "; ".join(described) or "lo only: no network device"}
     if not outside:
-        why = side.network_missing() or "no address but loopback"
-        cells["address"] = cells["reachable"] = f"not available: {why}"
+        cells["address"] = cells["reachable"] = "not available: no address but loopback"
         return cells
     name, address = next(iter(outside.items()))
     cells["address"] = f"{address} on {name}"

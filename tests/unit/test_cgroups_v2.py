@@ -9,6 +9,7 @@ import os
 import pytest
 
 from minibox.cgroups import CgroupError, Limits, cgroup_version
+from minibox.cgroups import v2
 from minibox.cgroups.v2 import V2Cgroup, cpu_weight
 
 
@@ -149,3 +150,11 @@ def test_freeze_and_thaw_wait_for_cgroup_events(created):
     (leaf / "cgroup.events").write_text("populated 1\nfrozen 0\n")
     cgroup.thaw()
     assert read(leaf / "cgroup.freeze") == "0"
+
+
+def test_a_freeze_the_kernel_never_confirms_is_an_error(created, monkeypatch):
+    cgroup, leaf = created
+    (leaf / "cgroup.events").write_text("populated 1\nfrozen 0\n")  # stays unfrozen
+    monkeypatch.setattr(v2, "wait_for", lambda condition, timeout: condition())  # no 2 s wait
+    with pytest.raises(CgroupError, match="did not show frozen 1"):
+        cgroup.freeze()

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from minivm import accel, initramfs, kernel
-from tests.helpers import converse
+from tests.helpers import code_references, converse
 from tests.vm.helpers import initrds_of, qemu_pids_of, wait_for
 
 pytestmark = pytest.mark.vm
@@ -98,10 +98,7 @@ def test_timings_and_explain_narrate_the_boot(minivm, guest_kernel):
     assert positions == sorted(positions)
     assert f"=> kernel {guest_kernel.release}: {guest_kernel.vmlinux}" in stderr
     assert "=> qemu -M microvm,acpi=off" in stderr and "tsc_early_khz=" in stderr
-    for line in stderr.splitlines():
-        if "(code: " in line:
-            path, number = line.split("(code: ")[1].rstrip(")").rsplit(":", 1)
-            assert os.path.isfile(path) and int(number) > 0
+    code_references(stderr)  # every (code: file:line) names a real line of the project
 
 
 @pytest.mark.slow
