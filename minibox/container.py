@@ -140,7 +140,8 @@ def spawn(spec, directory, cgroup):
     network.set_up(spec, directory, pid, shared_address)
     if cgroup.paths():
         _join_cgroup(cgroup, pid)
-    creating = _hook_state(directory, "creating", pid)
+    # The OCI state JSON, for hooks to read on stdin: only when there are hooks.
+    creating = _hook_state(directory, "creating", pid) if spec.hooks else ""
     hooks.run(spec, ("prestart", "createRuntime"), creating)
     channel.send(b"go " + creating.encode())  # the init's own hooks read it too
     if spec.userns:
@@ -244,8 +245,9 @@ def _init(spec, directory, channel, shared_netns=None):
         if not go.startswith(b"go "):  # the runtime gave up
             return
         import json
-        creating_state = go[3:].decode()
-        created_state = json.dumps(dict(json.loads(creating_state), status="created"), indent=2)
+        creating_state = go[3:].decode()  # the OCI state JSON; empty without hooks
+        created_state = creating_state and json.dumps(
+            dict(json.loads(creating_state), status="created"), indent=2)
         if "cgroup" in spec.namespaces:
             namespaces.enter_cgroup_namespace(spec.namespaces["cgroup"])
         _set_process_limits(spec)
@@ -388,16 +390,8 @@ def _report(channel, exit_code, message):
 
 def home_directory(user):
     """HOME for a spec that sets none, from the container's /etc/passwd (as runc does)."""
-    name = (user or "0").partition(":")[0]
-    try:
-        with open("/etc/passwd") as passwd:
-            for line in passwd:
-                fields = line.split(":")
-                if len(fields) > 5 and name in (fields[0], fields[2]):
-                    return fields[5]
-    except OSError:
-        pass
-    return "/"
+    entry = security.find_entry("/etc/passwd", (user or "0").partition(":")[0])
+    return entry[5] if entry and len(entry) > 5 else "/"
 
 
 def find_program(name, path):
@@ -520,9 +514,11 @@ def confirm_exec(container):
     # EOF also comes when the init was killed before `start` (OCI kill of a created
     # container): then it is not running, and wait() will record how it ended.
     if os.waitid(os.P_PID, container.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-        if directory.update(only_from=("created",), status="running", started=time.time()):
-            hooks.run(container.spec, ("poststart",), _hook_state(directory, "running",
-                                                                  container.pid), fatal=False)
+        running = directory.update(only_from=("created",), status="running",
+                                   started=time.time())
+        if running and container.spec.hooks.get("poststart"):
+            hooks.run(container.spec, ("poststart",), oci_state(directory.id, running),
+                      fatal=False)
 
 
 def wait(container):

@@ -376,7 +376,7 @@ def resolve_user(text, etc="/etc"):
     passwd entry's group, else gid 0 (docker run does the same).
     """
     user, _, group = text.partition(":")
-    entry = _find_entry(os.path.join(etc, "passwd"), user)
+    entry = find_entry(os.path.join(etc, "passwd"), user)
     if entry is None and not user.isdigit():
         raise MiniboxError(f"unable to find user {user}: no matching entries in passwd file")
     uid = int(entry[2]) if entry else int(user)
@@ -384,13 +384,13 @@ def resolve_user(text, etc="/etc"):
         return uid, int(entry[3]) if entry else 0
     if group.isdigit():
         return uid, int(group)
-    group_entry = _find_entry(os.path.join(etc, "group"), group)
+    group_entry = find_entry(os.path.join(etc, "group"), group)
     if group_entry is None:
         raise MiniboxError(f"unable to find group {group}: no matching entries in group file")
     return uid, int(group_entry[2])
 
 
-def _find_entry(path, name_or_id):
+def find_entry(path, name_or_id):
     """The colon-separated line of passwd(5)/group(5) whose name (or id) matches."""
     try:
         with open(path) as database:
@@ -398,8 +398,8 @@ def _find_entry(path, name_or_id):
                 fields = line.rstrip("\n").split(":")
                 if len(fields) > 3 and name_or_id in (fields[0], fields[2]):
                     return fields
-    except FileNotFoundError:
-        pass
+    except OSError:
+        pass  # no such database (or unreadable): no entry
     return None
 
 
