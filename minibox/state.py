@@ -43,12 +43,14 @@ def new_container_id():
 
 
 def process_start_time(pid):
-    """Field 22 of /proc/<pid>/stat: with the pid, it names one process for all time."""
+    """Field 22 of /proc/<pid>/stat (proc(5)): with the pid, it names one process for all
+    time. None when there is no such process, or only its zombie: it has ended."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[19])
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+            fields = stat.read().rsplit(")", 1)[1].split()  # the name may hold spaces
+    except (FileNotFoundError, ProcessLookupError):
         return None
+    return None if fields[0] == "Z" else int(fields[19])  # fields 3 (state) and 22
 
 
 def process_alive(pid, start_time):

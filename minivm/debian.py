@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from minibox.state import replace_file
 from minivm import MinivmError, bzimage, kernel
 
 DEBIAN_META_PACKAGE = "linux-image-amd64"
@@ -77,12 +78,12 @@ def _download_and_unpack(package: str, cache: Path, scratch: Path, progress) -> 
     release = bzimage.release(image)
     progress(f"extracting the uncompressed kernel {release} from the bzImage")
     vmlinux, compression = bzimage.vmlinux(image)
-    kernel.save(tree, "vmlinux", vmlinux)
+    replace_file(tree / "vmlinux", vmlinux)
     directory = cache / "kernels" / release
     origin = f"Debian package {debs[0].name} ({compression} bzImage), cached in {directory}"
     record = {"release": release, "origin": origin, "vmlinux": str(directory / "vmlinux"),
               "package": package}
-    kernel.save(tree, "kernel.json", json.dumps(record, indent=1).encode())
+    replace_file(tree / "kernel.json", json.dumps(record, indent=1))
     if directory.exists():
         shutil.rmtree(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)

@@ -269,11 +269,10 @@ def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
     if path.exists():
         return path, True
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_bytes(base_archive(busybox))
+    from minibox.state import replace_file
     # Atomic: a concurrent run sees the whole file or none. Archives of other busybox or
     # minivm versions stay: another minivm may be about to copy one.
-    os.replace(partial, path)
+    replace_file(path, base_archive(busybox))
     return path, False
 
 

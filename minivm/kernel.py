@@ -73,13 +73,6 @@ def takes_mmio_devices_from_command_line(kernel: Kernel) -> bool:
 
 # --- the cache ---
 
-def save(directory: Path, name: str, data: bytes):
-    """Write atomically: a concurrent minivm sees the whole file or none."""
-    partial = directory / f".{name}.{os.getpid()}.tmp"
-    partial.write_bytes(data)
-    os.replace(partial, directory / name)
-
-
 def entry(directory: Path) -> Kernel | None:
     """A cache entry: <dir>/kernel.json records what <dir>/vmlinux is."""
     try:
@@ -131,6 +124,7 @@ hashlib: a cache key needs no cryptography, and OpenSSL's import costs milliseco
         if known and known.vmlinux == path:
             return known
         return Kernel(path, vmlinux_release(path), f"{path} (an ELF vmlinux)", None)
+    from minibox.state import replace_file  # atomic: a concurrent minivm sees all or nothing
     from minivm import bzimage  # lzma, bz2 & co. (~5 ms): only for a bzImage
     key = zlib.crc32(f"{path.resolve()}:{info.st_size}:{info.st_mtime_ns}".encode())
     directory = cache / "extracted" / f"{key:08x}"
@@ -142,10 +136,10 @@ hashlib: a cache key needs no cryptography, and OpenSSL's import costs milliseco
     progress(f"extracting the uncompressed kernel from {path} (once; cached)")
     vmlinux, compression = bzimage.vmlinux(image)
     directory.mkdir(parents=True, exist_ok=True)
-    save(directory, "vmlinux", vmlinux)
+    replace_file(directory / "vmlinux", vmlinux)
     origin = f"{path} ({compression}-compressed bzImage, extracted to {directory / 'vmlinux'})"
     record = {"release": release, "origin": origin, "vmlinux": str(directory / "vmlinux")}
-    save(directory, "kernel.json", json.dumps(record, indent=1).encode())
+    replace_file(directory / "kernel.json", json.dumps(record, indent=1))
     return Kernel(directory / "vmlinux", release, origin, None)
 
 

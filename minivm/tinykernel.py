@@ -28,6 +28,7 @@ import time
 import zlib
 from pathlib import Path
 
+from minibox.state import replace_file
 from minivm import MinivmError, kernel
 
 FRAGMENT = Path(__file__).with_name("tiny.config")
@@ -150,7 +151,7 @@ def _build_in(scratch: Path, tarball: Path, key: str, cache: Path, progress,
               f"in {target}")
     record = {"release": release, "origin": origin, "vmlinux": str(target / "vmlinux"),
               "key": key}
-    kernel.save(staged, "kernel.json", json.dumps(record, indent=1).encode())
+    replace_file(staged / "kernel.json", json.dumps(record, indent=1))
     if target.exists():
         shutil.rmtree(target)
     os.rename(staged, target)

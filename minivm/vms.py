@@ -30,6 +30,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from minibox.state import process_alive, process_start_time, replace_file
 from minivm import MinivmError
 from minivm.qemu import Option, option
 
@@ -85,14 +86,12 @@ class VMDir:
         return json.loads(self.file("state.json").read_text())
 
     def save(self, state: dict):
-        partial = self.file(f".state.{os.getpid()}")
-        partial.write_text(json.dumps(state, indent=1))
-        os.replace(partial, self.file("state.json"))
+        replace_file(self.file("state.json"), json.dumps(state, indent=1))
 
     def running(self) -> bool:
         """Is this VM's QEMU (that pid, that start time) still there, and not a zombie?"""
         state = self.state()
-        return _process_start(state["pid"]) == state["pid_start"]
+        return process_alive(state["pid"], state["pid_start"])
 
     def status(self) -> str:
         """running/paused as QEMU's QMP says, or exited with the guest command's status."""
@@ -119,17 +118,6 @@ def control_options(directory: VMDir) -> list[Option]:
     ]
 
 
-def _process_start(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (proc(5)), the start time: with the pid, it names one
-    process for good. None when there is no such process, or only its zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()  # the name may hold spaces
-    except OSError:
-        return None
-    return None if fields[0] == "Z" else int(fields[19])  # fields 3 and 22
-
-
 def start(config, directory: VMDir, state: dict):
     """Start QEMU so that it outlives minivm: its own session, no PR_SET_PDEATHSIG, output to
     files; record it and `state` in state.json. Returns once QMP answers, so the VM is
@@ -148,7 +136,7 @@ def start(config, directory: VMDir, state: dict):
         try:
             qmp.execute(directory.file("qmp.sock"), "query-status")
             directory.save({"name": directory.name, "pid": qemu.pid,
-                            "pid_start": _process_start(qemu.pid), "created": time.time(),
+                            "pid_start": process_start_time(qemu.pid), "created": time.time(),
                             **state})
             return
         except MinivmError:
