@@ -15,7 +15,7 @@ trades its own for /dev/null before it reports "created".
 """
 import os
 
-from . import container
+from . import container, daemon
 from .errors import (RUNTIME_ERROR, MiniboxError, bug_line, failure_report,
                      read_failure_report)
 
@@ -48,14 +48,14 @@ def launch(spec, container_id, wait_for_start=False):
 
 def _monitor(spec, container_id, report, wait_for_start):
     """The monitor's whole life; never returns."""
-    _close_fds_except(report)
+    daemon.close_fds_except(report)
     if not wait_for_start:
-        _stdio_to_dev_null()
+        daemon.stdio_to_dev_null()
     pending = [report]  # the report pipe, until it has been used (fd numbers get reused)
 
     def ready(_container):
         if wait_for_start:
-            _stdio_to_dev_null()
+            daemon.stdio_to_dev_null()
         _send(pending, b"ok")
 
     exit_code = 0
@@ -75,22 +75,3 @@ def _send(pending, message):
         fd = pending.pop()
         os.write(fd, message)
         os.close(fd)
-
-
-def _stdio_to_dev_null():
-    null = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
-
-
-def _close_fds_except(keep):
-    """Whatever else the caller had open (a --step terminal, a pipe of its parent) is no
-    business of a process that outlives it."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd != keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass  # the listdir's own fd, already gone

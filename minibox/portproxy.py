@@ -26,7 +26,7 @@ import errno
 import os
 import signal
 
-from . import state
+from . import daemon, state
 from .errors import MiniboxError
 
 DEFAULT_HOST_IP = "127.0.0.1"
@@ -155,14 +155,9 @@ def _become_proxy(listeners, container_ip, watched_exit):
         os.setsid()  # Ctrl-C on the terminal of `minibox run` is not meant for us
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for stdio in (0, 1, 2):
-            os.dup2(devnull, stdio)
-        # Inherited fds (the runtime's sync pipes, a test's stdout pipe) must not stay
-        # open here, or whoever waits for their EOF would wait for the proxy to exit.
-        keep = sorted({0, 1, 2, watched_exit, *(sock.fileno() for sock, _ in listeners)})
-        for low, high in zip(keep, keep[1:] + [os.sysconf("SC_OPEN_MAX")]):
-            os.closerange(low + 1, high)
+        daemon.stdio_to_dev_null()
+        # Not the runtime's sync pipes, nor a test's stdout pipe: only what it serves.
+        daemon.close_fds_except(watched_exit, *(sock.fileno() for sock, _ in listeners))
         _serve(listeners, container_ip, watched_exit)
     finally:
         os._exit(0)
