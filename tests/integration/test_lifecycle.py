@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from .minibox_cli import minibox  # noqa: F401 (the fixture)
-from tests.helpers import converse
+from tests.helpers import assert_one_line_error, converse
 
 from .minibox_cli import host_mounts, leftovers, wait_until
 
@@ -63,8 +63,7 @@ def test_ps_shows_status_command_and_pid(minibox):
 def test_names_are_unique_and_id_prefixes_resolve(minibox):
     first = minibox.run_detached("--name", "web", "busybox", "sleep", "30")
     duplicate = minibox("run", "-d", "--name", "web", "busybox", "true", check=False)
-    assert duplicate.returncode == 125
-    assert "already in use" in duplicate.stderr and len(duplicate.stderr.splitlines()) == 1
+    assert_one_line_error(duplicate, 125, "minibox: ", "already in use")
     assert minibox("inspect", first[:5]).returncode == 0
     assert json.loads(minibox("inspect", "web").stdout)[0]["Id"] == first
     missing = minibox("inspect", "nosuchcontainer", check=False)
@@ -154,7 +153,7 @@ def test_kill_sends_the_signal_and_refuses_a_stopped_container(minibox):
     refused = minibox("kill", container_id, check=False)
     assert refused.returncode == 125 and "stopped" in refused.stderr
     bad = minibox("kill", "-s", "NOSUCHSIG", container_id, check=False)
-    assert bad.returncode == 125 and len(bad.stderr.splitlines()) == 1
+    assert_one_line_error(bad, 125, "minibox: ")
 
 
 def test_rm_refuses_a_running_container_unless_forced(minibox):
@@ -213,8 +212,7 @@ def test_restart_policy_and_detach_flags_are_checked(minibox):
                           (("--restart", "always", "--rm"), "cannot be combined"),
                           (("-d", "-t"), "-d cannot be combined")):
         result = minibox("run", *args, "busybox", "true", check=False)
-        assert result.returncode == 125 and message in result.stderr
-        assert len(result.stderr.splitlines()) == 1
+        assert_one_line_error(result, 125, "minibox: ", message)
     assert minibox.container_dirs() == []
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from minibox import network, state
-from tests.helpers import container_dirs
+from tests.helpers import assert_one_line_error, container_dirs
 
 pytestmark = pytest.mark.root
 
@@ -307,8 +307,7 @@ def assert_nothing_left(root, veths_before=()):
 ])
 def test_bad_network_options(root, args, message, minibox):
     result = minibox("run", "--rm", *args, "busybox", "true")
-    assert result.returncode == 125
-    assert result.stderr.startswith(f"minibox: {message}") and result.stderr.count("\n") == 1
+    assert_one_line_error(result, 125, f"minibox: {message}")
     assert_nothing_left(root)
 
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from ..helpers import busybox_layer
+from ..helpers import assert_one_line_error, busybox_layer
 from .minibox_cli import minibox  # noqa: F401 (the fixture)
 from .minibox_cli import wait_until
 
@@ -90,7 +90,7 @@ def test_created_running_stopped_and_the_rules_between(minibox, bundle, tmp_path
     assert oci_state(minibox, "c1")["pid"] == 0
     for command in (("start", "c1"), ("kill", "c1", "TERM")):
         refused = minibox(*command, check=False)
-        assert refused.returncode == 125 and len(refused.stderr.splitlines()) == 1
+        assert_one_line_error(refused, 125, "minibox: ")
     assert oci_state(minibox, "c1")["status"] == "stopped"
     assert minibox("delete", "c1").stdout == ""
     gone = minibox("state", "c1", check=False)
@@ -293,16 +293,15 @@ def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
 def test_invalid_configs_are_refused_with_one_line(minibox, bundle, change, message):
     configure(bundle, change)
     result = minibox("create", "--bundle", str(bundle), "bad", check=False)
-    assert result.returncode == 125
-    assert message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert_one_line_error(result, 125, "minibox: ", message)
     assert minibox.container_dirs() == []
 
 
 def test_malformed_json_is_refused_with_one_line(minibox, bundle):
     (bundle / "config.json").write_text('{"ociVersion": "1.0.2",\n "process": }')
     result = minibox("create", "--bundle", str(bundle), "bad", check=False)
-    assert result.returncode == 125 and "invalid JSON at line 2" in result.stderr
-    assert len(result.stderr.splitlines()) == 1 and minibox.container_dirs() == []
+    assert_one_line_error(result, 125, "minibox: ", "invalid JSON at line 2")
+    assert minibox.container_dirs() == []
 
 
 def write_hook(tmp_path, name, body):
@@ -382,8 +381,8 @@ def test_failing_container_hooks(minibox, bundle, tmp_path):
     hook = write_hook(tmp_path, "fail", "echo no device for you >&2; exit 4")
     configure(bundle, lambda c: c.__setitem__("hooks", {"createContainer": [{"path": hook}]}))
     result = minibox("create", "--bundle", str(bundle), "aborted", check=False)
-    assert result.returncode == 125 and len(result.stderr.splitlines()) == 1
-    assert "createContainer hook" in result.stderr and "exit code 4" in result.stderr
+    assert_one_line_error(result, 125, "minibox: ", "createContainer hook")
+    assert "exit code 4" in result.stderr
     assert minibox.container_dirs() == []
     # startContainer: the path is the container's, and the host's hook is not there.
     configure(bundle, lambda c: c.__setitem__("hooks", {"startContainer": [{"path": hook}]}))

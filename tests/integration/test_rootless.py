@@ -272,8 +272,7 @@ def test_state_falls_back_to_a_private_tmp_directory(rootless):
         shutil.rmtree(fallback)
         os.mkdir(fallback, 0o777)  # somebody else's, made first
         result = rootless("run", "--rm", "busybox", "true", env=env)
-        assert (result.returncode, result.stderr.count("\n")) == (125, 1)
-        assert result.stderr.startswith(f"minibox: refusing to keep containers in {fallback}")
+        assert_one_line_error(result, 125, f"minibox: refusing to keep containers in {fallback}")
     finally:
         shutil.rmtree(fallback, ignore_errors=True)
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.helpers import busybox_layer, code_references, container_dirs
+from tests.helpers import assert_one_line_error, busybox_layer, code_references, container_dirs
 
 pytestmark = pytest.mark.root
 
@@ -262,9 +262,7 @@ ERROR_CASES = [
 @pytest.mark.parametrize("args,code,message", ERROR_CASES)
 def test_bad_input_gives_one_line_and_creates_nothing(minibox, minibox_env, args, code, message):
     result = minibox(*args)
-    assert result.returncode == code
-    assert len(result.stderr.splitlines()) == 1 and message in result.stderr
-    assert result.stderr.startswith("minibox: ")
+    assert_one_line_error(result, code, "minibox: ", message)
     assert container_dirs(minibox_env["root"]) == []
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from minibox import security
-from tests.helpers import container_dirs
+from tests.helpers import assert_one_line_error, container_dirs
 from tests.seccomp_cases import HARMLESS_CALLS
 
 pytestmark = pytest.mark.root
@@ -90,8 +90,7 @@ def test_user_runs_the_command_without_capabilities(minibox):
 ])
 def test_bad_security_flags_are_one_line_and_make_nothing(minibox, minibox_env, flags, message):
     result = minibox("run", "--rm", *flags, "busybox", "true")
-    assert result.returncode == 125
-    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert_one_line_error(result, 125, "minibox: ", message)
     assert container_dirs(minibox_env["root"]) == []
 
 
