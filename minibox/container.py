@@ -137,7 +137,7 @@ def spawn(spec, directory, cgroup):
     #    does not care about cgroups, and meanwhile the grace period that the cgroup move
     #    waits for passes (cgroups/grace.py).
     _expect(channel, b"ready", pid)
-    network.set_up(spec, directory, pid, shared_address)
+    networking = network.set_up(spec, directory, pid, shared_address)
     if cgroup.paths():
         _join_cgroup(cgroup, pid)
     # The OCI state JSON, for hooks to read on stdin: only when there are hooks.
@@ -152,7 +152,7 @@ def spawn(spec, directory, cgroup):
     if spec.tty:
         console = _receive_console(channel, pid)
     _expect(channel, b"created", pid)
-    directory.update(status="created", pid=pid, pid_start=start_time)
+    directory.update(status="created", pid=pid, pid_start=start_time, network=networking)
     return Container(spec, directory, pid, channel, cgroup, console)
 
 

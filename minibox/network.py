@@ -216,10 +216,12 @@ def set_up(spec, directory, pid, shared_address=None):
     container keeps its address -- the lease lives as long as the container, like the
     proxy of its published ports (`publish`) -- and only the veth pair is made anew.
     Every resource goes into the container's ledger, so teardown and `gc` undo it.
+    Returns what state.json keeps of it ({mode, address, ports}), for the caller to write
+    with the container's status: one update of state.json per start, not two.
     """
     mode = spec.network
     if mode is None:
-        return
+        return None
     address = shared_address
     if mode.kind == "bridge":
         previous = (directory.load() or {}).get("network")
@@ -235,8 +237,8 @@ def set_up(spec, directory, pid, shared_address=None):
     else:
         hosts = etc_hosts(spec.hostname, address)
     write_etc_files(directory, spec.hostname, hosts)
-    directory.update(network={"mode": str(mode), "address": address,
-                              "ports": [str(mapping) for mapping in spec.publish]})
+    return {"mode": str(mode), "address": address,
+            "ports": [str(mapping) for mapping in spec.publish]}
 
 
 def publish(directory, bound_ports):
