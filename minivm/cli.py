@@ -79,8 +79,8 @@ def memory_mib(text: str) -> int:
 
 
 def _host_memory_mib() -> int:
-    with open("/proc/meminfo") as meminfo:
-        return int(meminfo.readline().split()[1]) // 1024  # first line: MemTotal in kB
+    """The host's RAM: sysconf(3) _SC_PHYS_PAGES pages of _SC_PAGE_SIZE bytes."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
 
 
 def cpu_count(value: int) -> int:
