@@ -280,7 +280,7 @@ def _init(spec, directory, channel, shared_netns=None):
             if channel.recv(16) != b"mapped":
                 return
             namespaces.become_namespace_root()
-        _close_inherited_fds()
+        close_inherited_fds()
         channel.send(b"created")
         _wait_for_start(exec_fifo)
         hooks.run(spec, ("startContainer",), created_state)
@@ -406,17 +406,24 @@ def find_program(name, path):
     raise MiniboxError(f"{name}: command not found in the container", NOT_FOUND)
 
 
-@explain.step("Close every file descriptor the container should not inherit",
-              syscall="fcntl(fd, F_SETFD, FD_CLOEXEC) for each fd > 2", man="fcntl(2)")
-def _close_inherited_fds():
+@explain.step("Close every file descriptor inherited from whoever started minibox",
+              syscall="close(fd) for each fd > 2 without FD_CLOEXEC", man="close(2), fcntl(2)")
+def close_inherited_fds():
+    """PID 1 before `created`, and `exec` before it joins anything: the container gets
+    stdin, stdout and stderr of our caller, nothing else. Python opens every file of its
+    own with O_CLOEXEC (PEP 446), so an fd without it came from the caller."""
     # CVE-2024-21626: runc leaked an fd of the host's /sys/fs/cgroup into the container, and
-    # `cwd=/proc/self/fd/7` walked out of the root. Anything our caller passed us goes too.
+    # `cwd=/proc/self/fd/7` walked out of the root. An fd of a host directory that a caller
+    # of `exec` holds open does the same through /proc/self/fd/N/.. -- and any process of
+    # the container can open /proc/<pid>/fd/N of the exec'd one while it runs. So these are
+    # closed outright, not only marked close-on-exec: gone before the container can see us.
     for name in os.listdir("/proc/self/fd"):
-        if int(name) > 2:
-            try:
-                os.set_inheritable(int(name), False)
-            except OSError:
-                pass  # the fd of the listdir itself, already closed
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                os.close(fd)
+        except OSError:
+            pass  # the fd of the listdir itself, already closed
 
 
 @explain.step("Block until `start`: open exec.fifo for writing (waits for a reader)",

@@ -3,6 +3,8 @@
 A container is only a set of namespaces and cgroups that its processes share, so a new
 process joins it by joining them, the way nsenter(1) and runc exec do:
 
+0. Close every file descriptor our caller gave us beyond stdio (as PID 1 does, and for
+   the same CVE): the container must never hold a way back to the host's files.
 1. Open PID 1's /proc/<pid>/ns/* files and its root directory /proc/<pid>/root *first*:
    once we are in the container's mount namespace, the host's /proc is out of reach.
 2. Join PID 1's cgroups (write our PID to each cgroup.procs), so the new process is
@@ -36,6 +38,7 @@ NAMESPACE_ORDER = ("ipc", "uts", "net", "pid", "mnt", "cgroup", "user")
 def exec_in(pid, spec, command, tty=False, interactive=False):
     """Run `command` in the running container whose PID 1 is `pid`, with the environment,
     working directory and user of `spec`; return its exit code (128+N on signal N)."""
+    container.close_inherited_fds()
     namespace_fds = _open_namespaces(pid)
     root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     join_cgroups(pid)
