@@ -273,9 +273,9 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
     spec = specs.ContainerSpec(
         command=args, image=image,
         rootfs=specs.check_rootfs(rootfs) if rootfs else None,
-        name=specs.check_name(name), hostname=hostname,
+        name=specs.check_name(name), hostname=specs.check_hostname(hostname),
         env=specs.docker_environment(env, hostname, tty, images.environment_of(config)),
-        workdir=workdir or config.get("WorkingDir") or "/",
+        workdir=specs.check_workdir(workdir) if workdir else config.get("WorkingDir") or "/",
         user=specs.check_user(user) if user else config.get("User") or None,
         volumes=[specs.parse_volume(v) for v in volume],
         mounts=specs.docker_mounts(state.ContainerDir(container_id).path, privileged, read_only),
@@ -325,13 +325,16 @@ def gc():
     container knows, and the bridge if no container uses it any more."""
     from . import container, network
     check_caller("gc")
-    cleaned, orphan_cgroups = container.collect_garbage()
+    cleaned, failed, orphan_cgroups = container.collect_garbage()
     for container_id in cleaned:
         print(f"removed leftovers of {container_id[:12]}")
+    for error in failed:
+        print(f"minibox: {error}", file=sys.stderr)
     for path in orphan_cgroups:
         print(f"removed orphaned cgroup {path}")
     if network.remove_bridge_if_unused():
         print(f"removed unused bridge {network.BRIDGE}")
+    return RUNTIME_ERROR if failed else 0
 
 
 @command("network ls")
@@ -436,7 +439,9 @@ def ps(show_all, quiet):
     """List containers."""
     from . import control
     check_caller("ps")
-    found = control.containers(include_stopped=show_all)
+    skipped = []
+    found = control.containers(skipped, include_stopped=show_all)
+    _warn_skipped(skipped)
     if quiet:
         for directory, _, _ in found:
             print(directory.id[:12])
@@ -448,10 +453,16 @@ def ps(show_all, quiet):
         rows.append((directory.id[:12], current.get("name") or "",
                      os.path.basename(current.get("image") or ""),
                      f'"{command_line[:24]}…"' if len(command_line) > 25 else f'"{command_line}"',
-                     f"{_ago(now - current['created'])} ago", _describe(status, current, now),
+                     f"{_ago(now - current.get('created', now))} ago", _describe(status, current, now),
                      str(current.get("restarts", 0)),
                      str(current["pid"]) if status in ("created", "running") else ""))
     _print_table(rows)
+
+
+def _warn_skipped(skipped):
+    """One line per container whose state could not be read; the others are listed."""
+    for error in skipped:
+        print(f"minibox: skipping {error}", file=sys.stderr)
 
 
 def _ago(seconds):
@@ -472,7 +483,10 @@ def _describe(status, current, now):
         return f"Up {_ago(now - current.get('started', now))}"
     if status == "stopped":
         finished = current.get("finished") or now
-        return f"Exited ({current.get('exit_code')}) {_ago(now - finished)} ago"
+        # None: its monitor died (SIGKILL) or could not write state.json (a full disk)
+        # before it learnt how PID 1 ended.
+        code = current.get("exit_code")
+        return f"Exited ({'unknown' if code is None else code}) {_ago(now - finished)} ago"
     if status == "restarting":
         return f"Restarting ({current.get('exit_code')})"
     return status.capitalize()
@@ -510,7 +524,7 @@ def exec_command(interactive, tty, env, workdir, reference, command):
         raise MiniboxError(f"container {directory.id[:12]} is not running (it is {status})")
     spec = specs.ContainerSpec.load(directory.file("spec.json"))
     spec.env.update(specs.parse_env(env))
-    spec.workdir = workdir or spec.workdir
+    spec.workdir = specs.check_workdir(workdir) if workdir else spec.workdir
     return enter.exec_in(current["pid"], spec, command, tty=tty, interactive=interactive)
 
 
@@ -560,14 +574,16 @@ def stats(no_stream, references):
     check_caller("stats")
     while True:
         rows = [("CONTAINER ID", "NAME", "CPU %", "MEM PEAK / LIMIT", "PIDS")]
+        skipped = []
         for directory, name, cpu, usage, limit, pids in control.usage(
-                0.5 if no_stream else 1.0, references):
+                skipped, 0.5 if no_stream else 1.0, references):
             memory = "n/a" if usage.memory_peak is None else cgroups.format_size(usage.memory_peak)
             rows.append((directory.id[:12], name or "", "n/a" if cpu is None else f"{cpu:.1f}%",
                          f"{memory} / {'-' if limit is None else cgroups.format_size(limit)}",
                          str(pids)))
         if not no_stream:
             print("\033[2J\033[H", end="")  # clear the terminal, like `docker stats`
+        _warn_skipped(skipped)
         _print_table(rows)
         if no_stream:
             return
@@ -659,6 +675,14 @@ def main(argv=None):
         code = error.exit_code
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # `minibox ps | head`: the reader has all it wanted
+        code = 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+    except OSError as error:  # one the code did not expect, still named by its path
+        if os.environ.get("MINIBOX_DEBUG"):
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"minibox: {where}{error.strerror or bug_line(error)}", file=sys.stderr)
+        code = RUNTIME_ERROR
     except Exception as error:  # a bug: still one line, with the traceback on request
         if os.environ.get("MINIBOX_DEBUG"):
             raise

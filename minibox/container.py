@@ -533,8 +533,14 @@ def wait(container):
     exit_code = wait_for(container.pid, container.console, container.spec.interactive)
     # Read while the cgroup still exists: `minibox stats` and --stats show these later.
     container.stats, container.oom_kills = container.cgroup.stats(), container.cgroup.oom_kills()
-    container.directory.update(status="stopped", exit_code=exit_code, finished=time.time(),
-                               stats=vars(container.stats), oom_kills=container.oom_kills)
+    try:
+        container.directory.update(status="stopped", exit_code=exit_code, finished=time.time(),
+                                   stats=vars(container.stats), oom_kills=container.oom_kills)
+    except MiniboxError as error:
+        # A command that filled the disk of the state directory (ENOSPC) still ended with
+        # its own code: that is what `run` reports; `ps` shows "Exited (unknown)".
+        sys.stderr.write(f"minibox: warning: container {container.id[:12]} exited with "
+                         f"{exit_code}, not recorded: {error}\n")
     return exit_code
 
 
@@ -581,7 +587,10 @@ def supervise(container):
 
 
 def _stop_requested(directory):
-    return (directory.load() or {}).get("stop_requested", False)
+    """Did a `minibox stop` ask for this end? Only while that stop still runs: one killed
+    half-way (SIGKILL, Ctrl-C) must not disarm the restart policy for good."""
+    stopper = (directory.load() or {}).get("stop_requested") or {}
+    return state.process_alive(stopper.get("pid"), stopper.get("start"))
 
 
 def release(container):
@@ -632,7 +641,12 @@ def _report_usage(container, exit_code):
 def remove(reference, force=False):
     """`minibox rm`: delete a stopped container's directory (and its name)."""
     directory = state.find(reference)
-    current = directory.load() or {}
+    try:
+        current = directory.load() or {}
+    except state.CorruptState:
+        if not force:
+            raise
+        current = {}  # what it held is in the ledger, which release_all undoes
     if state.live_status(current) != "stopped":
         if not force:
             raise MiniboxError(f"container {directory.id[:12]} is {current.get('status')}: "
@@ -665,21 +679,30 @@ def collect_garbage():
     --rm, is torn down from its ledger. Stopped containers kept for inspection stay.
     Returns those ids, and the empty cgroups no container directory knows any more (their
     ledger was deleted with the state directory) that were removed too."""
-    cleaned = []
+    cleaned, failed = [], []
     for directory in state.all_containers():
-        current = directory.load()
-        if current is None:
-            if time.time() - os.stat(directory.path).st_mtime < 60:
-                continue  # a run that is creating its directory right now
-        elif state.monitor_alive(current) or (current["status"] == "stopped"
-                                         and not current.get("remove")):
+        try:
+            current = directory.load()
+        except state.CorruptState:
+            current = {"remove": True}  # nothing to keep for inspection: its ledger says what to undo
+        try:
+            if current is None:
+                if time.time() - os.stat(directory.path).st_mtime < 60:
+                    continue  # a run that is creating its directory right now
+            elif state.monitor_alive(current) or (current.get("status") == "stopped"
+                                                  and not current.get("remove")):
+                continue
+            if current is None or current.get("remove"):
+                directory.release_all()
+            else:
+                directory.release_all(keep=("dir", "name"))
+                directory.update(status="stopped", exit_code=255, finished=time.time())
+        except FileNotFoundError:
+            continue  # it ended and removed itself meanwhile (--rm)
+        except MiniboxError as error:
+            failed.append(error)
             continue
-        if current is None or current.get("remove"):
-            directory.release_all()
-        else:
-            directory.release_all(keep=("dir", "name"))
-            directory.update(status="stopped", exit_code=255, finished=time.time())
         cleaned.append(directory.id)
     known = {directory.id for directory in state.all_containers()}
     probe = cgroups.cgroup_for("gc")
-    return cleaned, cgroups.remove_orphans(probe.groups(), known)
+    return cleaned, failed, cgroups.remove_orphans(probe.groups(), known)

@@ -24,15 +24,14 @@ def load(reference):
     return directory, current, state.live_status(current)
 
 
-def containers(include_stopped=False):
-    """(directory, state, live status) of every container, oldest first (`ps`)."""
+def containers(skipped, include_stopped=False):
+    """(directory, state, live status) of every container, oldest first (`ps`); those
+    whose state is corrupt go to `skipped` (state.readable_containers)."""
     found = []
-    for directory in state.all_containers():
-        current = directory.load()
-        if current is not None:
-            status = state.live_status(current)
-            if include_stopped or status != "stopped":
-                found.append((directory, current, status))
+    for directory, current in state.readable_containers(skipped):
+        status = state.live_status(current)
+        if include_stopped or status != "stopped":
+            found.append((directory, current, status))
     return found
 
 
@@ -95,7 +94,9 @@ def stop(reference, timeout=10):
     veth, address and port proxy too), so that the bridge or the port is free right away."""
     directory, first, status = load(reference)
     if status != "stopped":
-        directory.update(stop_requested=True)
+        # Who asks, not just "yes": the monitor honours it while this process lives.
+        directory.update(stop_requested={"pid": os.getpid(),
+                                         "start": state.process_start_time(os.getpid())})
         _signal_until_stopped(directory, first, timeout)
     container.wait_for_monitor(first)
     return directory.id
@@ -160,12 +161,12 @@ def logs(reference, out, follow=False, tail=None):
                 time.sleep(0.1)
 
 
-def usage(interval=0.5, references=()):
+def usage(skipped, interval=0.5, references=()):
     """`minibox stats`: per running container, CPU use over `interval` seconds (from the
     cgroup's CPU time: cpuacct.usage on v1, cpu.stat on v2), peak memory and limit, and the
     processes in it now. Returns (directory, name, cpu %, stats, memory limit, pids)."""
     from . import cgroups
-    found = [load(r) for r in references] if references else containers()
+    found = [load(r) for r in references] if references else containers(skipped)
     running = [(directory, current) for directory, current, status in found
                if status == "running"]
     groups = []

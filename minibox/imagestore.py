@@ -351,8 +351,9 @@ def remove_image(reference):
 
 
 def _containers_using(image_id, repositories):
-    for directory in state.all_containers():
-        image = (directory.load() or {}).get("image") or "/"
+    # A container whose state is corrupt names no image: `rm -f` or `gc` removes it.
+    for directory, current in state.readable_containers(skipped=[]):
+        image = current.get("image") or "/"
         if not image.startswith("/"):
             try:
                 if resolve(image, repositories) == image_id:

@@ -270,6 +270,14 @@ def parse_volume(text):
         raise MiniboxError(f"invalid volume {text!r}: expected HOSTDIR:CONTAINERDIR[:ro]")
     if not container.startswith("/"):
         raise MiniboxError(f"invalid volume {text!r}: the container path must be absolute")
+    container = os.path.normpath(container)
+    if container == "/":
+        raise MiniboxError(f"invalid volume {text!r}: the container path cannot be /")
+    # runc refuses to mount over /proc (CVE-2019-16884, CVE-2019-19921: a bind over procfs
+    # files fooled the AppArmor and seccomp set-up that writes to them).
+    if container == "/proc" or container.startswith("/proc/"):
+        raise MiniboxError(f"invalid volume {text!r}: cannot mount over {container} "
+                           "(inside /proc)")
     host = os.path.abspath(host)
     if not os.path.exists(host):
         raise MiniboxError(f"invalid volume {text!r}: {host} does not exist on the host")
@@ -294,11 +302,32 @@ def check_rootfs(path):
     return os.path.abspath(path)
 
 
+# Docker's rule for names; at most HOST_NAME_MAX characters, since a name is also the
+# container's default hostname (sethostname(2) refuses longer ones with EINVAL).
+_CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}")
+HOST_NAME_MAX = 64
+
+
 def check_name(name):
-    if name is not None and (not name or "/" in name or name.startswith(".")
-                             or not all(c.isalnum() or c in "_.-" for c in name)):
-        raise MiniboxError(f"invalid container name {name!r}: use letters, digits, _ . -")
+    if name is not None and not _CONTAINER_NAME.fullmatch(name):
+        raise MiniboxError(f"invalid container name {name!r}: use up to {HOST_NAME_MAX} letters, "
+                           "digits, _ . - (starting with a letter or digit)")
     return name
+
+
+def check_hostname(hostname):
+    if len(hostname.encode()) > HOST_NAME_MAX:
+        raise MiniboxError(f"invalid hostname {hostname!r}: longer than {HOST_NAME_MAX} "
+                           "characters (HOST_NAME_MAX, sethostname(2))")
+    return hostname
+
+
+def check_workdir(path):
+    """-w: relative to what? Docker refuses it too."""
+    if not path.startswith("/"):
+        raise MiniboxError(f"the working directory {path!r} is invalid: it must be an "
+                           "absolute path")
+    return path
 
 
 # -- OCI config.json -------------------------------------------------------------------------
@@ -334,6 +363,9 @@ class _Config:
         values = self.get(obj, key, list, [], where)
         if not all(isinstance(value, str) for value in values):
             self.fail(f"{where}{key} must be a list of strings")
+        for index, value in enumerate(values):
+            if "\0" in value:  # execve(2) and mount(2) take C strings: it would end there
+                self.fail(f"{where}{key}[{index}] holds a NUL byte")
         return values
 
 
@@ -353,6 +385,8 @@ def load_bundle(bundle):
     except json.JSONDecodeError as error:
         raise MiniboxError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: "
                            f"{error.msg}") from None
+    except RecursionError:  # the json module recurses once per level of [ or {
+        raise MiniboxError(f"{path}: JSON nested too deeply") from None
     if not isinstance(config, dict):
         raise MiniboxError(f"{path}: must hold a JSON object")
     return from_oci_config(config, bundle, _Config(path))
@@ -377,6 +411,8 @@ def from_oci_config(config, bundle, check):
     linux = check.get(config, "linux", dict, {})
     namespaces = _oci_namespaces(linux, check)
     hostname = check.get(config, "hostname", str)
+    if hostname:
+        check_hostname(hostname)
     if hostname and namespaces.get("uts", "host") is not None:
         check.fail("hostname needs a new uts namespace in linux.namespaces")
     user = check.get(process, "user", dict, {}, "process.")
@@ -495,6 +531,8 @@ def _oci_mounts(config, bundle, check):
             source = os.path.join(bundle, source)
             if "bind" not in options and "rbind" not in options:
                 options = ["rbind"] + options
+        elif not kind:  # mount(2) would answer ENODEV, naming nothing
+            check.fail(f"mounts[{len(mounts)}] ({destination}): no type, and no bind option")
         mounts.append(Mount(destination, kind, source, options))
     return mounts
 
@@ -643,10 +681,12 @@ def _oci_hooks(config, check):
 
 
 def check_container_id(container_id):
-    """OCI ids are chosen by the caller: letters, digits and _ + - . (as runc allows)."""
-    if not _CONTAINER_ID.match(container_id) or container_id in ("names", ".", ".."):
-        raise MiniboxError(f"invalid container id {container_id!r}: use letters, digits, "
-                           "_ + - .")
+    """OCI ids are chosen by the caller: letters, digits and _ + - . (as runc allows), and
+    the id names a directory: NAME_MAX (255) at most, never . or .. ."""
+    if not _CONTAINER_ID.match(container_id) or len(container_id) > 255 \
+            or container_id in ("names", ".", ".."):
+        raise MiniboxError(f"invalid container id {container_id!r}: use up to 255 letters, "
+                           "digits, _ + - .")
     return container_id
 
 
@@ -704,6 +744,11 @@ def check_user(text):
     user, _, group = text.partition(":")
     if not user or ":" in group or any(c.isspace() for c in text):
         raise MiniboxError(f"invalid --user {text!r}: expected USER[:GROUP], e.g. 1000:1000")
+    for part in (user, group):
+        # (uid_t)-1 = 4294967295 means "no change" to setresuid(2): the last valid id is one less.
+        if part.isdigit() and int(part) >= 2 ** 32 - 1:
+            raise MiniboxError(f"invalid --user {text!r}: {part} is not a valid id "
+                               "(0 to 4294967294)")
     return text
 
 

@@ -67,9 +67,29 @@ def replace_file(path, data):
     """Write `data` (str or bytes) to a file beside `path`, then rename(2) it over `path`:
     rename is atomic, so a reader sees the old file or the new one, never half of one."""
     temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "wb" if isinstance(data, bytes) else "w") as out:
-        out.write(data)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb" if isinstance(data, bytes) else "w") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except OSError as error:
+        # ENOSPC comes from write(2) or close(2), whose OSError names no file: we do.
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise MiniboxError(f"cannot write {path}: {error.strerror}") from None
+
+
+class CorruptState(MiniboxError):
+    """A state.json that is there but holds no container state: one broken container, to be
+    reported and skipped by commands that list, and removed by `rm -f` and `gc`."""
+
+    def __init__(self, directory, reason):
+        super().__init__(f"container {directory.id[:12]}: unreadable {directory.file('state.json')}"
+                         f" ({reason}): remove it with `minibox rm -f {directory.id[:12]}`")
+
+
+# The fields commands read as numbers or text: anything else in their place is corrupt.
+_STATE_FIELDS = {"status": str, "created": (int, float), "pid": int, "pid_start": int,
+                 "monitor_pid": int, "monitor_start": int, "exit_code": int}
 
 
 class ContainerDir:
@@ -85,24 +105,35 @@ class ContainerDir:
     @classmethod
     def create(cls, container_id, name=None):
         """Make the directory (mkdir(2) fails if the id is taken) and claim the name."""
-        if rootless.ENABLED:
-            rootless.make_private_directory(ROOT)
-        else:
-            os.makedirs(ROOT, mode=0o711, exist_ok=True)
-        os.makedirs(NAMES, mode=0o711, exist_ok=True)
+        try:
+            if rootless.ENABLED:
+                rootless.make_private_directory(ROOT)
+            else:
+                os.makedirs(ROOT, mode=0o711, exist_ok=True)
+            os.makedirs(NAMES, mode=0o711, exist_ok=True)
+        except OSError as error:
+            raise MiniboxError(f"cannot make the state directory {NAMES}: {error.strerror}"
+                               ) from None
         directory = cls(container_id)
         try:
             os.mkdir(directory.path, 0o711)
         except FileExistsError:
             raise MiniboxError(f"container id {container_id!r} already exists") from None
-        directory.record("dir", path=directory.path)
-        if name:
-            directory.record("name", name=name, id=container_id)
-            try:
-                os.symlink(container_id, os.path.join(NAMES, name))
-            except FileExistsError:
+        except OSError as error:
+            raise MiniboxError(f"cannot make {directory.path}: {error.strerror}") from None
+        try:
+            directory.record("dir", path=directory.path)
+            if name:
+                directory.record("name", name=name, id=container_id)
+                try:
+                    os.symlink(container_id, os.path.join(NAMES, name))
+                except FileExistsError:
+                    raise MiniboxError(f"the container name {name!r} is already in use"
+                                       ) from None
+        except BaseException:
+            with contextlib.suppress(MiniboxError):  # the first error is the one to tell
                 directory.release_all()
-                raise MiniboxError(f"the container name {name!r} is already in use") from None
+            raise
         return directory
 
     # -- state.json -------------------------------------------------------------------------
@@ -112,11 +143,23 @@ class ContainerDir:
         replace_file(self.file("state.json"), json.dumps(state, indent=1))
 
     def load(self):
+        """state.json as a dict; None while it is not written yet (a run creating it).
+        Anything else there raises CorruptState."""
         try:
-            with open(self.file("state.json")) as state:
-                return json.load(state)
-        except (FileNotFoundError, json.JSONDecodeError):
+            with open(self.file("state.json"), "rb") as saved:
+                state = json.loads(saved.read())
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError, RecursionError) as error:  # UnicodeDecodeError too
+            raise CorruptState(self, type(error).__name__) from None
+        if not isinstance(state, dict):
+            raise CorruptState(self, f"a JSON {type(state).__name__}, not an object")
+        if "status" not in state:
+            raise CorruptState(self, "no status")
+        for field, kind in _STATE_FIELDS.items():
+            if state.get(field) is not None and not isinstance(state[field], kind):
+                raise CorruptState(self, f"{field}: {state[field]!r}")
+        return state
 
     @contextlib.contextmanager
     def locked(self):
@@ -146,27 +189,59 @@ class ContainerDir:
 
     def record(self, kind, **what):
         """Append a resource to the ledger before creating it (O_APPEND: whole lines)."""
-        with open(self.file("ledger"), "a") as ledger:
-            ledger.write(json.dumps({"kind": kind, **what}) + "\n")
+        try:
+            with open(self.file("ledger"), "a") as ledger:
+                ledger.write(json.dumps({"kind": kind, **what}) + "\n")
+        except OSError as error:  # ENOSPC from write(2) or close(2) names no file
+            raise MiniboxError(f"cannot write {self.file('ledger')}: {error.strerror}"
+                               ) from None
 
     def entries(self):
+        """The ledger's entries, oldest first. A line that is not a whole entry of a kind we
+        know (a write cut short, a damaged file) is passed over: the rest still gets undone."""
         try:
-            with open(self.file("ledger")) as ledger:
-                return [json.loads(line) for line in ledger if line.endswith("\n")]
+            with open(self.file("ledger"), "rb") as ledger:
+                lines = ledger.read().split(b"\n")[:-1]  # the last piece: unfinished
         except FileNotFoundError:
             return []
+        entries = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("kind") in RELEASE:
+                entries.append(entry)
+        return entries
 
     def release_all(self, keep=()):
-        """Undo every ledger entry, newest first, except the kinds in `keep`."""
+        """Undo every ledger entry, newest first, except the kinds in `keep`. Unless "dir"
+        is kept, the directory and any name pointing at it go last, whatever the ledger says
+        (it may be lost or empty); MiniboxError names what could not be removed."""
         kept = []
         for entry in reversed(self.entries()):
             if entry["kind"] in keep:
                 kept.append(entry)
             else:
                 RELEASE[entry["kind"]](entry)
-        if kept and os.path.isdir(self.path):
+        if "dir" not in keep:
+            self._remove()
+        elif kept and os.path.isdir(self.path):
             with open(self.file("ledger"), "w") as ledger:
                 ledger.writelines(json.dumps(entry) + "\n" for entry in reversed(kept))
+
+    def _remove(self):
+        for name in names_of(self.id):
+            _remove_name({"name": name, "id": self.id})
+        if rootless.ENABLED:
+            _open_up(self.path)
+        _remove_tree(self.path)
+        try:
+            os.rmdir(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:  # e.g. EBUSY: a mount of a container that still runs
+            raise MiniboxError(f"cannot remove {self.path}: {error.strerror}") from None
 
 
 def _kill_process(entry):
@@ -181,12 +256,6 @@ def _remove_name(entry):
             os.unlink(link)
     except FileNotFoundError:
         pass
-
-
-def _remove_dir(entry):
-    if rootless.ENABLED:
-        _open_up(entry["path"])
-    _remove_tree(entry["path"])
 
 
 def _remove_tree(path):
@@ -222,11 +291,29 @@ def _open_up(path):
                 os.chmod(child, 0o700)
 
 
+def names_of(container_id):
+    """The names (symlinks in names/) that lead to this container."""
+    try:
+        links = os.listdir(NAMES)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in links:
+        try:
+            if os.readlink(os.path.join(NAMES, name)) == container_id:
+                found.append(name)
+        except OSError:
+            pass
+    return found
+
+
 # How to undo each kind of ledger entry. Other modules add their kinds (cgroup, veth...).
+# "dir" is the directory itself: ContainerDir.release_all removes it last (never the path
+# the entry names, so a damaged ledger can point nowhere else).
 RELEASE = {
     "process": _kill_process,
     "name": _remove_name,
-    "dir": _remove_dir,
+    "dir": lambda entry: None,
 }
 
 
@@ -244,25 +331,56 @@ def live_status(state):
 
 
 def all_containers():
-    """Every container directory under ROOT, oldest first."""
+    """Every container directory under ROOT, oldest first. A directory that goes away
+    meanwhile (a container with --rm ending) is left out, not an error."""
     try:
-        names = os.listdir(ROOT)
-    except FileNotFoundError:
+        entries = list(os.scandir(ROOT))
+    except OSError:  # no ROOT yet, or --root that is no directory
         return []
-    directories = [ContainerDir(name) for name in names
-                   if name != "names" and os.path.isdir(os.path.join(ROOT, name))]
-    return sorted(directories, key=lambda d: os.stat(d.path).st_mtime)
+    dated = []
+    for entry in entries:
+        try:
+            if entry.name != "names" and entry.is_dir(follow_symlinks=False):
+                dated.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
+        except FileNotFoundError:
+            pass
+    return [ContainerDir(name) for _, name in sorted(dated)]
+
+
+def readable_containers(skipped):
+    """(directory, state) of each container whose state.json is written, oldest first; the
+    corrupt ones are appended to `skipped` as CorruptState errors instead: one broken
+    container must not stop a command from working for the others."""
+    found = []
+    for directory in all_containers():
+        try:
+            current = directory.load()
+        except CorruptState as error:
+            skipped.append(error)
+            continue
+        if current is not None:
+            found.append((directory, current))
+    return found
+
+
+def _is_reference(text):
+    """A name, an id or an id prefix: one path component, never a path (`rm ../../x` must
+    not reach x/ledger)."""
+    return bool(text) and "/" not in text and text not in (".", "..", "names") \
+        and "\0" not in text
 
 
 def find(reference):
     """A container by name, full id or unique id prefix (as Docker accepts them)."""
+    if not _is_reference(reference):
+        raise MiniboxError(f"no such container: {reference}")
     try:
         return ContainerDir(os.readlink(os.path.join(NAMES, reference)))
-    except (FileNotFoundError, OSError):
+    except OSError:  # no such name (or no names/ yet)
         pass
-    if reference and os.path.isdir(os.path.join(ROOT, reference)) and reference != "names":
+    if os.path.isdir(os.path.join(ROOT, reference)):
         return ContainerDir(reference)
-    matches = [d for d in all_containers() if reference and d.id.startswith(reference)]
+    matches = [d for d in all_containers() if d.id.startswith(reference)]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:

@@ -289,6 +289,10 @@ def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
      "argument conditions are not supported"),
     (lambda c: (new_user_namespace(200000, 200000)(c),
                 c["process"]["user"].__setitem__("uid", 70000)), "maps no container uid 70000"),
+    (lambda c: c["mounts"].append({"destination": "/x", "source": "/tmp"}),
+     "mounts[7] (/x): no type"),
+    (lambda c: c["process"].__setitem__("args", ["echo", "a\0b"]), "process.args[1]"),
+    (lambda c: c["process"]["env"].append("A=1\0B=2"), "process.env"),
 ])
 def test_invalid_configs_are_refused_with_one_line(minibox, bundle, change, message):
     configure(bundle, change)
@@ -301,6 +305,20 @@ def test_malformed_json_is_refused_with_one_line(minibox, bundle):
     (bundle / "config.json").write_text('{"ociVersion": "1.0.2",\n "process": }')
     result = minibox("create", "--bundle", str(bundle), "bad", check=False)
     assert_one_line_error(result, 125, "minibox: ", "invalid JSON at line 2")
+    assert minibox.container_dirs() == []
+
+
+def test_deeply_nested_json_is_refused_with_one_line(minibox, bundle):
+    (bundle / "config.json").write_text("[" * 100000 + "]" * 100000)
+    result = minibox("create", "--bundle", str(bundle), "bad", check=False)
+    assert_one_line_error(result, 125, "minibox: ", "nested too deeply")
+    assert minibox.container_dirs() == []
+
+
+@pytest.mark.parametrize("container_id", ["x" * 300, "../escape", "a/b", "..", "."])
+def test_bad_container_ids_are_refused_with_one_line(minibox, bundle, container_id):
+    result = minibox("create", "--bundle", str(bundle), container_id, check=False)
+    assert_one_line_error(result, 125, "minibox: ", "invalid container id")
     assert minibox.container_dirs() == []
 
 

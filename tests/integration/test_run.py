@@ -256,6 +256,16 @@ ERROR_CASES = [
     (["run", "--rm", "-e", "=value", "busybox", "true"], 125, "invalid environment variable"),
     (["run", "--rm", "-v", "/no/such/host/dir:/x", "busybox", "true"], 125, "does not exist"),
     (["run", "--rm", "--no-such-flag", "busybox", "true"], 125, "no such option: --no-such-flag (see: minibox run --help)"),
+    # What a clumsy user typed (issue 14): each one line naming the value.
+    (["run", "--rm", "-v", "/tmp:/proc", "busybox", "true"], 125, "/proc"),
+    (["run", "--rm", "-v", "/tmp:/proc/sys", "busybox", "true"], 125, "/proc/sys"),
+    (["run", "--rm", "-v", "/etc:/", "busybox", "true"], 125, "'/etc:/'"),
+    (["run", "--rm", "-h", "h" * 300, "busybox", "true"], 125, "hostname"),
+    (["run", "--rm", "--user", "99999999999", "busybox", "true"], 125, "99999999999"),
+    (["run", "--rm", "-w", "relative", "busybox", "true"], 125, "'relative'"),
+    (["run", "--rm", "--name", "n" * 300, "busybox", "true"], 125, "invalid container name"),
+    (["run", "--rm", "--name=-dash", "busybox", "true"], 125, "invalid container name"),
+    (["--root", "/proc/1", "run", "--rm", "busybox", "true"], 125, "/proc/1"),
 ]
 
 
