@@ -586,6 +586,13 @@ def supervise(container):
         start(container)
 
 
+def request_stop(directory):
+    """Tell the monitor that PID 1's coming end is wanted (`stop`, `rm -f`): no restart.
+    Who asks, not just "yes": the monitor honours it while the asking process lives."""
+    directory.update(stop_requested={"pid": os.getpid(),
+                                     "start": state.process_start_time(os.getpid())})
+
+
 def _stop_requested(directory):
     """Did a `minibox stop` ask for this end? Only while that stop still runs: one killed
     half-way (SIGKILL, Ctrl-C) must not disarm the restart policy for good."""
@@ -651,14 +658,16 @@ def remove(reference, force=False):
         if not force:
             raise MiniboxError(f"container {directory.id[:12]} is {current.get('status')}: "
                                "stop it first (or use rm -f)")
-        kill_and_wait(current)
+        kill_and_wait(directory, current)
     directory.release_all()
     return directory.id
 
 
-def kill_and_wait(current, timeout=5.0):
+def kill_and_wait(directory, current, timeout=5.0):
     """SIGKILL the container's PID 1 and wait for its monitor to record the end and tear
-    down, so that nothing writes into the directory while it is removed."""
+    down (no restart), so that nothing writes into the directory while it is removed."""
+    if current:
+        request_stop(directory)
     if state.process_alive(current.get("pid"), current.get("pid_start")):
         os.kill(current["pid"], signal.SIGKILL)
     wait_for_monitor(current, timeout)
@@ -687,8 +696,8 @@ def collect_garbage():
             current = {"remove": True}  # nothing to keep for inspection: its ledger says what to undo
         try:
             if current is None:
-                if time.time() - os.stat(directory.path).st_mtime < 60:
-                    continue  # a run that is creating its directory right now
+                if directory.being_made():
+                    continue  # a run that is creating it right now
             elif state.monitor_alive(current) or (current.get("status") == "stopped"
                                                   and not current.get("remove")):
                 continue

@@ -94,9 +94,7 @@ def stop(reference, timeout=10):
     veth, address and port proxy too), so that the bridge or the port is free right away."""
     directory, first, status = load(reference)
     if status != "stopped":
-        # Who asks, not just "yes": the monitor honours it while this process lives.
-        directory.update(stop_requested={"pid": os.getpid(),
-                                         "start": state.process_start_time(os.getpid())})
+        container.request_stop(directory)
         _signal_until_stopped(directory, first, timeout)
     container.wait_for_monitor(first)
     return directory.id

@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 
 from . import rootless
 from .errors import MiniboxError
@@ -122,7 +123,10 @@ class ContainerDir:
         except OSError as error:
             raise MiniboxError(f"cannot make {directory.path}: {error.strerror}") from None
         try:
-            directory.record("dir", path=directory.path)
+            # The directory's owner, for `gc` to tell a run that is still making it (no
+            # state.json yet) from one that was killed before it wrote any.
+            directory.record("dir", path=directory.path, owner=os.getpid(),
+                             owner_start=process_start_time(os.getpid()))
             if name:
                 directory.record("name", name=name, id=container_id)
                 try:
@@ -230,12 +234,31 @@ class ContainerDir:
             with open(self.file("ledger"), "w") as ledger:
                 ledger.writelines(json.dumps(entry) + "\n" for entry in reversed(kept))
 
+    def being_made(self):
+        """Is the process that made this directory still at work on it (before state.json
+        exists)? A directory with no ledger yet: only for the instant after mkdir(2)."""
+        for entry in self.entries():
+            if entry["kind"] == "dir":
+                return process_alive(entry.get("owner"), entry.get("owner_start"))
+        try:
+            return time.time() - os.stat(self.path).st_mtime < 1
+        except FileNotFoundError:
+            return False
+
     def _remove(self):
         for name in names_of(self.id):
             _remove_name({"name": name, "id": self.id})
         if rootless.ENABLED:
             _open_up(self.path)
-        _remove_tree(self.path)
+        # The ledger last: a removal killed half-way leaves it, and with it the dead owner
+        # that tells `gc` to finish the job.
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.path):
+                if entry.is_dir(follow_symlinks=False):
+                    _remove_tree(entry.path)
+                elif entry.name != "ledger":
+                    _ignore_error(os.unlink, entry.path)
+        _ignore_error(os.unlink, self.file("ledger"))
         try:
             os.rmdir(self.path)
         except FileNotFoundError:

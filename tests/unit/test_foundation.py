@@ -137,3 +137,48 @@ def test_a_kernel_without_overlayfs_is_named(monkeypatch):
                         if p == "/proc/filesystems" else real_open(p, *a, **k))
     with pytest.raises(MiniboxError, match="no overlayfs"):
         rootfs.check_overlay_support()
+
+
+def test_listing_survives_a_container_directory_that_vanishes(tmp_path, monkeypatch):
+    """`gc` racing with `run --rm` once failed: the sort key stat(2)ed a directory that had
+    just been removed."""
+    monkeypatch.setattr(state, "ROOT", str(tmp_path))
+    monkeypatch.setattr(state, "NAMES", str(tmp_path / "names"))
+    state.ContainerDir.create("stays")
+    state.ContainerDir.create("goes")
+    real_scandir = os.scandir
+
+    def scandir_then_remove(path):
+        entries = list(real_scandir(path))
+        os.unlink(tmp_path / "goes" / "ledger")  # gone between readdir and stat
+        os.rmdir(tmp_path / "goes")
+        return iter(entries)
+    monkeypatch.setattr(os, "scandir", scandir_then_remove)
+    assert [d.id for d in state.all_containers()] == ["stays"]
+
+
+def test_a_directory_without_state_is_garbage_once_its_owner_is_gone(tmp_path, monkeypatch):
+    monkeypatch.setattr(state, "ROOT", str(tmp_path))
+    monkeypatch.setattr(state, "NAMES", str(tmp_path / "names"))
+    mine = state.ContainerDir.create("mine")
+    assert mine.being_made()  # we made it and we live
+    dead = state.ContainerDir.create("dead")
+    with open(dead.file("ledger"), "w") as ledger:  # as if a killed process had made it
+        ledger.write('{"kind": "dir", "path": "x", "owner": 4194305, "owner_start": 1}\n')
+    assert not dead.being_made()
+
+
+def test_a_damaged_ledger_still_releases_the_rest_and_the_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(state, "ROOT", str(tmp_path))
+    monkeypatch.setattr(state, "NAMES", str(tmp_path / "names"))
+    released = []
+    monkeypatch.setitem(state.RELEASE, "thing", lambda entry: released.append(entry["n"]))
+    directory = state.ContainerDir.create("c1", name="web")
+    directory.record("thing", n=1)
+    with open(directory.file("ledger"), "a") as ledger:
+        ledger.write('\xff{"kind": "nosuchkind"}\n[1, 2]\n{"kind": "dir", "path": "/etc"}\n'
+                     '{"kind": "thing", "n": 2}\n{"kind": "thing", "n"')  # cut short
+    directory.release_all()
+    assert released == [2, 1]
+    assert os.listdir(tmp_path) == ["names"] and os.listdir(tmp_path / "names") == []
+    assert os.path.isdir("/etc")
