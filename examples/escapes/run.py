@@ -41,6 +41,8 @@ def escapes(marker, probes_dir):
          "PID namespace (host PIDs unnamed); seccomp: ptrace(2)"),
         ("userns_caps", [], ["--security-opt", "seccomp=unconfined"],
          "seccomp: unshare(CLONE_NEWUSER) (no capability is needed for it)"),
+        ("io_uring", [], ["--security-opt", "seccomp=unconfined"],
+         "seccomp: io_uring_setup(2) (Docker 25's default profile)"),
         ("open_by_handle", ["/probes", host_file_relative_to_fs_root(probes_dir)], PRIVILEGED,
          "no CAP_DAC_READ_SEARCH; seccomp: open_by_handle_at(2)"),
     ]

@@ -171,7 +171,7 @@ def lab_results(tmp_path_factory, image_store):
 
 
 ESCAPES = ["chroot_escape", "remount_proc_sys", "sysrq_trigger", "read_kcore", "mknod_disk",
-           "reboot", "load_module", "ptrace_outside", "userns_caps", "open_by_handle"]
+           "reboot", "load_module", "ptrace_outside", "userns_caps", "io_uring", "open_by_handle"]
 
 
 @pytest.mark.parametrize("escape", ESCAPES)
@@ -188,7 +188,8 @@ def test_the_chroot_escape_succeeds_under_chroot(lab_results):
 
 @pytest.mark.parametrize("escape, error", [
     ("remount_proc_sys", "EPERM"), ("reboot", "EPERM"), ("load_module", "EPERM"),
-    ("ptrace_outside", "EPERM"), ("userns_caps", "EPERM"), ("open_by_handle", "EPERM"),
+    ("ptrace_outside", "EPERM"), ("userns_caps", "EPERM"), ("io_uring", "EPERM"),
+    ("open_by_handle", "EPERM"),
     ("mknod_disk", "EACCES"),  # nodev: the node is made, opening it is refused
 ])
 def test_the_protection_is_the_one_named(lab_results, escape, error):
@@ -196,7 +197,8 @@ def test_the_protection_is_the_one_named(lab_results, escape, error):
 
 
 @pytest.mark.parametrize("escape", ["remount_proc_sys", "reboot", "ptrace_outside",
-                                    "userns_caps", "open_by_handle", "load_module"])
+                                    "userns_caps", "io_uring", "open_by_handle",
+                                    "load_module"])
 def test_turning_the_protection_off_lets_the_escape_through(lab_results, escape):
     verdict, line = lab_results[escape]["unprotected"]
     assert verdict == "ESCAPED", line
