@@ -13,7 +13,7 @@ Four independent locks, each stopping a different escape (examples/escapes/ show
 3. no_new_privs: prctl(2) PR_SET_NO_NEW_PRIVS. After it, execve(2) never grants privileges:
    setuid-root binaries and file capabilities are ignored. Inherited by every child; irreversible.
 4. seccomp(2): a classic BPF program the kernel runs on every system call, returning EPERM for
-   the calls a container has no business making (mount, reboot, kexec_load, bpf, io_uring_setup, ...).
+   the calls a container has no business making (mount, reboot, kexec_load, bpf, io_uring...).
 
 Order matters, and follows runc's libcontainer/init_linux.go: seccomp is installed first, while
 we still hold CAP_SYS_ADMIN, because without no_new_privs only CAP_SYS_ADMIN may install a filter
@@ -317,8 +317,8 @@ def _assemble(program):
             for i, (code, if_true, if_false, k) in enumerate(instructions)]
 
 
-@step("Install the seccomp filter (the built-in one: EPERM for mount, reboot, kexec_load, bpf, io_uring, "
-      "ptrace...; or config.json's)",
+@step("Install the seccomp filter (the built-in one: EPERM for mount, reboot, kexec_load, bpf, "
+      "io_uring, ptrace...; or config.json's)",
       syscall="prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &sock_fprog)",
       man="seccomp(2)")
 def install_seccomp_filter(program=None):
