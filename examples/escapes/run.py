@@ -34,7 +34,7 @@ def escapes(marker, probes_dir):
         ("sysrq_trigger", [], PRIVILEGED, "read-only bind mount of /proc/sysrq-trigger"),
         ("read_kcore", [], PRIVILEGED, "/proc/kcore masked; no CAP_SYS_RAWIO"),
         ("mknod_disk", [str(os.major(disk)), str(os.minor(disk))], PRIVILEGED,
-         "nodev on every mount the container can write to"),
+         "nodev on every mount the container can write to; device cgroup rules (EPERM)"),
         ("reboot", [], PRIVILEGED, "no CAP_SYS_BOOT; seccomp: reboot(2)"),
         ("load_module", [], PRIVILEGED, "no CAP_SYS_MODULE; seccomp: init_module(2)"),
         ("ptrace_outside", [str(os.getpid())], PRIVILEGED,

@@ -341,6 +341,12 @@ def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
      "argument conditions are not supported"),
     (lambda c: (new_user_namespace(200000, 200000)(c),
                 c["process"]["user"].__setitem__("uid", 70000)), "maps no container uid 70000"),
+    (lambda c: c["linux"]["resources"]["devices"].append({"allow": True, "type": "p"}),
+     "linux.resources.devices[]: type must be a, b or c, not 'p'"),
+    (lambda c: c["linux"]["resources"]["devices"].append({"allow": True, "access": "rx"}),
+     "linux.resources.devices[]: access must be letters of rwm, not 'rx'"),
+    (lambda c: c["linux"]["resources"]["devices"].append({"type": "c"}),
+     "linux.resources.devices[]: allow (true or false) is required"),
 ])
 def test_invalid_configs_are_refused_with_one_line(minibox, bundle, change, message):
     configure(bundle, change)
