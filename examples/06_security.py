@@ -3,16 +3,17 @@
 Root in a container is root, minus: most capabilities (capabilities(7); minibox keeps
 Docker's default 14 of 41), every syscall the seccomp filter refuses (seccomp(2): a BPF
 program the kernel runs on each syscall), and the right to gain privileges back
-(PR_SET_NO_NEW_PRIVS). Four escapes from the escape lab show which protection stops what:
-each runs protected, then with exactly that protection removed.
+(PR_SET_NO_NEW_PRIVS). Five escapes from the escape lab show which protection stops what:
+each runs protected, then with exactly that protection removed. io_uring is the newest
+door seccomp closes (Docker 25): no capability guards it, only the filter.
 
     sudo .venv/bin/python examples/06_security.py
-    sudo .venv/bin/python examples/escapes/run.py     # all ten escapes
+    sudo .venv/bin/python examples/escapes/run.py     # all eleven escapes
 """
 import lesson
 from minibox.security import CAPABILITIES
 
-ESCAPES = ("remount_proc_sys", "reboot", "userns_caps", "open_by_handle")
+ESCAPES = ("remount_proc_sys", "reboot", "userns_caps", "io_uring", "open_by_handle")
 
 
 def capability_names(mask_hex):

@@ -18,6 +18,7 @@ import re
 
 from . import rootless, state
 from .cgroups import limits as cgroup_limits
+from .cgroups.devices import container_rules, rule as device_rule
 from .errors import MiniboxError
 from .network import ETC_FILES, NetworkMode
 from .portproxy import PortMapping
@@ -646,7 +647,7 @@ def _oci_seccomp(linux, check):
 
 
 def _oci_limits(linux, check):
-    """linux.resources (memory, cpu, pids) as the cgroup module's Limits."""
+    """linux.resources (memory, cpu, pids, devices) as the cgroup module's Limits."""
     resources = check.get(linux, "resources", dict, {}, "linux.")
     memory = check.get(resources, "memory", dict, {}, "linux.resources.")
     cpu = check.get(resources, "cpu", dict, {}, "linux.resources.")
@@ -662,7 +663,28 @@ def _oci_limits(linux, check):
     for name, value in vars(limits).items():
         if value is not None and value != -1 and value <= 0:
             check.fail(f"linux.resources: {name} must be positive")
+    limits.devices = container_rules(_oci_device_rules(resources, check))
     return limits
+
+
+def _oci_device_rules(resources, check):
+    """linux.resources.devices: [{"allow": true, "type": "c", "major": 1, "minor": 3,
+    "access": "rwm"}]; type a (all) unless given, a missing major or minor is any."""
+    rules = []
+    where = "linux.resources.devices[]."
+    for entry in check.get(resources, "devices", list, [], "linux.resources."):
+        allow = check.get(entry, "allow", bool, None, where)
+        kind = check.get(entry, "type", str, "a", where)
+        access = check.get(entry, "access", str, "rwm", where)
+        if allow is None:
+            check.fail("linux.resources.devices[]: allow (true or false) is required")
+        if kind not in ("a", "b", "c"):
+            check.fail(f"linux.resources.devices[]: type must be a, b or c, not {kind!r}")
+        if not access or set(access) - set("rwm"):
+            check.fail(f"linux.resources.devices[]: access must be letters of rwm, not {access!r}")
+        rules.append(device_rule(allow, kind, check.get(entry, "major", int, None, where),
+                                 check.get(entry, "minor", int, None, where), access))
+    return rules
 
 
 def _oci_hooks(config, check):
@@ -722,9 +744,11 @@ def write_default_config(bundle):
         out.write("\n")
 
 
-def parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit):
-    """-m, --memory-swap, --cpus, --cpu-shares, --pids-limit -> Limits (cgroups/limits.py)."""
-    return _one_line(cgroup_limits.parse_limits, memory, memory_swap, cpus, cpu_shares, pids_limit)
+def parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit, privileged=False):
+    """-m, --memory-swap, --cpus, --cpu-shares, --pids-limit -> Limits (cgroups/limits.py),
+    with the default device rules unless --privileged."""
+    return _one_line(cgroup_limits.parse_limits, memory, memory_swap, cpus, cpu_shares, pids_limit,
+                     privileged)
 
 
 def parse_cgroup_parent(text):

@@ -40,4 +40,7 @@ HARMLESS_CALLS = {
     "clock_settime": [0, BAD_POINTER],
     "syslog": [-1, 0, 0],
     "setns": [-1, 0],
+    "io_uring_setup": [0, BAD_POINTER],             # no entries: EINVAL (or EFAULT)
+    "io_uring_enter": [-1, 0, 0, 0, 0, 0],          # not a ring: EBADF
+    "io_uring_register": [-1, 0, 0, 0],
 }

@@ -1,7 +1,8 @@
 /* Make a device node for the host's disk and read it: the raw blocks hold every file on
  * the host. CAP_MKNOD is in Docker's default set, so mknod(2) itself succeeds; what must stop
- * the open(2) is a device policy: Docker's device cgroup, or as here, every filesystem the
- * container can write to mounted nodev (EACCES). usage: mknod_disk MAJOR MINOR */
+ * the open(2) is a device policy: every filesystem the container can write to mounted nodev
+ * (EACCES, checked first), and behind it the device cgroup's whitelist (EPERM), which still
+ * holds on a mount without nodev (minibox/cgroups/devices.py). usage: mknod_disk MAJOR MINOR */
 #include "probe.h"
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -7,6 +7,8 @@ https://docs.docker.com/engine/containers/resource_constraints/).
 import os
 import re
 
+from minibox.cgroups.devices import container_rules
+
 # Docker's floor: below this the container is OOM-killed before its first instruction.
 MIN_MEMORY = 6 * 1024 * 1024
 
@@ -19,7 +21,8 @@ MAX_CPU_SHARES = 262144
 CFS_PERIOD_US = 100_000
 
 # Which flag asked for which controller, to name both when a host lacks one.
-CONTROLLER_FLAGS = {"memory": "-m/--memory", "cpu": "--cpus/--cpu-shares", "pids": "--pids-limit"}
+CONTROLLER_FLAGS = {"memory": "-m/--memory", "cpu": "--cpus/--cpu-shares", "pids": "--pids-limit",
+                    "devices": "the device rules, which only --privileged lifts"}
 
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -31,12 +34,16 @@ class Limits:
     """Validated resource limits; None means "leave the kernel's default (no limit)".
     (A plain class: dataclasses would import inspect, ~10 ms of every container start.)"""
 
-    def __init__(self, memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids=None):
+    def __init__(self, memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids=None,
+                 devices=None):
         self.memory = memory  # bytes (-m)
         self.memory_swap = memory_swap  # bytes of memory + swap (--memory-swap); -1: no swap limit
         self.cpus = cpus  # --cpus, becomes a CFS quota per 100 ms period
         self.cpu_shares = cpu_shares  # --cpu-shares, relative weight (v1 cpu.shares scale)
         self.pids = pids  # --pids-limit
+        # [(allow, "c 1:3 rwm"), ...] from devices.container_rules(); None (--privileged):
+        # whatever the parent cgroup allows
+        self.devices = devices
 
     def controllers(self) -> set[str]:
         """The cgroup controllers these limits need (a host lacking one must refuse)."""
@@ -79,9 +86,11 @@ def host_cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def parse_limits(memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids_limit=None) -> Limits:
-    """Turn the raw CLI strings into Limits, or raise ValueError with one line naming the flag."""
-    limits = Limits()
+def parse_limits(memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids_limit=None,
+                 privileged=False) -> Limits:
+    """Turn the raw CLI strings into Limits, or raise ValueError with one line naming the flag.
+    The device rules are runc's defaults, as Docker's; --privileged has none."""
+    limits = Limits(devices=None if privileged else container_rules())
     if memory is not None:
         limits.memory = _size("-m/--memory", memory)
         if limits.memory < MIN_MEMORY:

@@ -19,6 +19,7 @@ The files this backend writes, and their twins in v2 (see v2.py):
 | peak memory      | memory.max_usage_in_bytes                        | memory.peak            |
 | CPU time         | cpuacct.usage (ns, a separate controller)        | cpu.stat usage_usec    |
 | freeze           | freezer.state FROZEN/THAWED (own controller)     | cgroup.freeze 1/0      |
+| device rules     | devices.deny "a", then devices.allow lines       | an eBPF program        |
 
 Placement: <hierarchy>/<the runtime's own cgroup>/minibox/<id>, the own cgroup read from
 /proc/self/cgroup, so a runtime that is itself confined (here memory is under
@@ -33,7 +34,7 @@ from minibox.cgroups.base import refuse_missing, wait_for, write
 from minibox.cgroups.limits import CFS_PERIOD_US, Limits
 
 # Only the hierarchies minibox uses: each one is a mkdir and a cgroup.procs write per container.
-CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "devices")
 
 
 # mountpoint: e.g. /sys/fs/cgroup/memory; own: the runtime's cgroup in it, relative to the
@@ -81,7 +82,8 @@ def own_procs() -> str | None:
 
 
 class V1Cgroup(Cgroup):
-    """A container's directories in the memory, cpu, cpuacct, pids and freezer hierarchies."""
+    """A container's directories in the memory, cpu, cpuacct, pids, freezer and devices
+    hierarchies."""
 
     version = 1
 
@@ -101,7 +103,8 @@ class V1Cgroup(Cgroup):
         return list(dict.fromkeys(self.dirs.values()))
 
     def _check(self, limits: Limits) -> None:
-        refuse_missing(limits.controllers(), self.dirs, version=1)
+        refuse_missing(limits.controllers() | ({"devices"} if limits.devices else set()),
+                       self.dirs, version=1)
         if limits.memory_swap is not None:
             memory_root = self.hierarchies["memory"].mountpoint
             if not os.path.exists(os.path.join(memory_root, "memory.memsw.limit_in_bytes")):
@@ -129,6 +132,11 @@ class V1Cgroup(Cgroup):
             files.append(LimitFile(cpu, "cpu.shares", limits.cpu_shares, "cpu.weight, 1..10000"))
         if limits.pids is not None:
             files.append(LimitFile(pids, "pids.max", limits.pids, "pids.max"))
+        for allow, line in limits.devices or ():
+            # A new devices cgroup starts as a copy of its parent's rules (here: everything
+            # allowed); "a" to devices.deny empties them, the allow lines then whitelist.
+            files.append(LimitFile(self.dirs["devices"], "devices.allow" if allow else "devices.deny",
+                                   line, "a BPF_PROG_TYPE_CGROUP_DEVICE program"))
         return files
 
     def stats(self) -> Stats:

@@ -21,6 +21,12 @@ The files this backend writes, and their twins in v1 (see v1.py):
 | peak memory      | memory.peak (Linux 5.19+)                | memory.max_usage_in_bytes                |
 | CPU time         | cpu.stat "usage_usec N" (always there)   | cpuacct.usage, a separate controller     |
 | freeze           | cgroup.freeze 1/0, cgroup.events frozen  | freezer.state, a separate controller     |
+| device rules     | none here (see below)                    | devices.deny "a", then devices.allow     |
+
+Device rules (devices.py) have no file in v2: the kernel asks an eBPF program of type
+BPF_PROG_TYPE_CGROUP_DEVICE, attached to the cgroup with bpf(2) BPF_PROG_ATTACH, which runc
+generates from the rules. minibox does not load one; security.py says why nodev is enough
+for `run`, and --explain's plan says the rules were not applied.
 """
 import os
 
@@ -81,6 +87,12 @@ class V2Cgroup(Cgroup):
             os.makedirs(ancestor, exist_ok=True)
         write(ancestor, "cgroup.subtree_control", enable)
         self._mkdir(self.path)
+
+    def plan(self, limits: Limits) -> list[str]:
+        """create()'s steps for --explain, and the one thing v1 does that v2 here does not."""
+        skipped = ["# no device rules: cgroup v2 needs an eBPF program for them; nodev mounts "
+                   "are the defence (minibox/security.py)"] if limits.devices else []
+        return super().plan(limits) + skipped
 
     def limit_files(self, limits: Limits) -> list[LimitFile]:
         files = []

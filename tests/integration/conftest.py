@@ -1,7 +1,9 @@
-"""Fixtures for the network tests: a private network namespace that plays "the host"."""
+"""Fixtures for the network tests (a private network namespace that plays "the host"), and
+a host block device for the device-rule tests."""
 import ctypes
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -30,3 +32,18 @@ def host_netns(monkeypatch):
         shutil.rmtree(network.address_pool().directory, ignore_errors=True)
         assert libc.setns(original, CLONE_NEWNET) == 0
         os.close(original)
+
+
+@pytest.fixture
+def host_disk(tmp_path):
+    """(major, minor) of a block device of the host's that root on the host can read: a
+    loop device over a file starting with HOSTDISK. (The host's own root disk will not do:
+    a host policy here refuses to open it even to root, with the same EPERM.)"""
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"HOSTDISK".ljust(1 << 20, b"\0"))
+    device = subprocess.run(["losetup", "--show", "--find", str(image)], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    try:
+        yield os.major(os.stat(device).st_rdev), os.minor(os.stat(device).st_rdev)
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=True)

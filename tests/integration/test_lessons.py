@@ -95,7 +95,7 @@ def test_06_capabilities_and_seccomp(minibox):
     out = lesson(minibox, "06_security.py")
     assert "= 14 capabilities: CHOWN" in out and "Seccomp:\t2" in out
     assert "Seccomp:\t0" in out  # --privileged
-    for escape in ("remount_proc_sys", "reboot", "userns_caps", "open_by_handle"):
+    for escape in ("remount_proc_sys", "reboot", "userns_caps", "io_uring", "open_by_handle"):
         block = out.split(f"  {escape}  (stopped by:")[1].split("\n  ")[0:3]
         assert "BLOCKED" in block[1] and "ESCAPED" in block[2], block
 

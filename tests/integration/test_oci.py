@@ -186,6 +186,58 @@ def test_config_fields_reach_the_process(minibox, bundle, tmp_path):
         "HOME": "/"}  # uid 1000 has no /etc/passwd entry: HOME=/, as runc
 
 
+# runc's AllowedDevices as nodes to make (name, type, major, minor), and /dev/loop-control,
+# which is not in it (and opens for anyone allowed to open the node). tty says ENXIO and the pty EIO (no controlling terminal, a locked pty): both
+# errors of the driver, so the device cgroup let the open(2) through.
+DEVICE_NODES = [("null", "c", 1, 3), ("zero", "c", 1, 5), ("full", "c", 1, 7),
+                ("random", "c", 1, 8), ("urandom", "c", 1, 9), ("tty", "c", 5, 0),
+                ("ptmx", "c", 5, 2), ("loop-control", "c", 10, 237)]
+
+
+def open_device_nodes(minibox, bundle, tmp_path, disk, container_id, devices=None):
+    """In an OCI container with CAP_MKNOD and a tmpfs mounted WITHOUT nodev (what a bundle
+    may ask for): mknod each of DEVICE_NODES and the host disk there, open each.
+    Returns {name: "ok" | the shell's error}; the disk reports its first 8 bytes."""
+    def change(config):
+        for kind in ("bounding", "effective", "permitted"):
+            config["process"]["capabilities"][kind].append("CAP_MKNOD")
+        config["mounts"].append({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                                 "options": ["dev", "mode=755"]})
+        if devices is not None:
+            config["linux"]["resources"]["devices"] = devices
+    configure(bundle, change)
+    nodes = DEVICE_NODES + [("disk", "b", *disk)]
+    script = ";".join(
+        f"mknod /scratch/{name} {kind} {major} {minor};"
+        f"(exec 3<>/scratch/{name}) 2>/dev/null && echo {name}=ok || "
+        f"echo {name}=$( (exec 3<>/scratch/{name}) 2>&1 | sed 's/.*: //' | tr ' ' _)"
+        for name, kind, major, minor in nodes) + ";echo read=$(head -c 8 /scratch/disk)"
+    out = probe_output(minibox, bundle, tmp_path, container_id, script)
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def test_default_device_rules_refuse_the_host_disk_on_a_mount_without_nodev(
+        minibox, bundle, tmp_path, host_disk):
+    """runc's default rules in the container's devices cgroup: nodev is not the only line."""
+    opened = open_device_nodes(minibox, bundle, tmp_path, host_disk, "devices-default")
+    refused = "Operation_not_permitted"
+    assert opened["disk"] == refused and opened["read"] == ""
+    assert opened["loop-control"] == refused
+    allowed = {name: opened[name] for name in ("null", "zero", "full", "random", "urandom")}
+    assert allowed == dict.fromkeys(allowed, "ok")
+    assert opened["tty"] == "No_such_device_or_address"  # ENXIO: no controlling terminal
+    assert opened["ptmx"] != refused
+
+
+def test_a_bundle_that_allows_every_device_reads_the_host_disk(minibox, bundle, tmp_path,
+                                                                host_disk):
+    """The same container with Docker's --privileged rule: proof the refusal was the rule's."""
+    opened = open_device_nodes(minibox, bundle, tmp_path, host_disk, "devices-all",
+                               devices=[{"allow": True, "access": "rwm"}])
+    assert opened["disk"] == "ok" and opened["read"] == "HOSTDISK"
+    assert opened["loop-control"] == "ok"
+
+
 def test_joining_an_existing_network_namespace_and_refusing_a_wrong_type(minibox, bundle,
                                                                          tmp_path):
     holder = minibox.run_detached("busybox", "sleep", "60")
@@ -293,6 +345,12 @@ def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
      "mounts[7] (/x): no type"),
     (lambda c: c["process"].__setitem__("args", ["echo", "a\0b"]), "process.args[1]"),
     (lambda c: c["process"]["env"].append("A=1\0B=2"), "process.env"),
+    (lambda c: c["linux"]["resources"]["devices"].append({"allow": True, "type": "p"}),
+     "linux.resources.devices[]: type must be a, b or c, not 'p'"),
+    (lambda c: c["linux"]["resources"]["devices"].append({"allow": True, "access": "rx"}),
+     "linux.resources.devices[]: access must be letters of rwm, not 'rx'"),
+    (lambda c: c["linux"]["resources"]["devices"].append({"type": "c"}),
+     "linux.resources.devices[]: allow (true or false) is required"),
 ])
 def test_invalid_configs_are_refused_with_one_line(minibox, bundle, change, message):
     configure(bundle, change)

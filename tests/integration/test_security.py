@@ -4,11 +4,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from minibox import security
-from tests.helpers import assert_one_line_error, container_dirs
+from tests.helpers import assert_one_line_error, cgroup_dirs, container_dirs
 from tests.seccomp_cases import HARMLESS_CALLS
 
 pytestmark = pytest.mark.root
@@ -159,6 +160,39 @@ def test_every_directory_the_container_can_write_is_nodev(minibox):
     assert [point for point, options in writable.items() if "nodev" not in options] == ["/dev/pts"]
 
 
+def test_privileged_lifts_the_device_rules(minibox, host_disk):
+    major, minor = host_disk
+    result = minibox("run", "--rm", "--privileged", "busybox", "sh", "-c",
+                     f"mknod /tmp/disk b {major} {minor} && head -c 8 /tmp/disk")
+    assert (result.returncode, result.stdout) == (0, "HOSTDISK"), result.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/fs/cgroup/devices"), reason="no v1 devices controller")
+def test_the_containers_devices_cgroup_lists_runcs_default_rules(minibox_env, tmp_path):
+    """devices.list, read from the host while the container waits for /sync/go: the
+    whitelist the kernel checks on each open(2) and mknod(2) of a device node."""
+    before = cgroup_dirs()
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "minibox", "run", "--rm", "--network", "none", "-v",
+         f"{tmp_path}:/sync", "busybox", "sh", "-c", "while [ ! -e /sync/go ]; do sleep 0.05; done"],
+        stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (made := [path for path in cgroup_dirs() - before
+                            if path.startswith("/sys/fs/cgroup/devices/")
+                            and os.path.basename(path) != "minibox"]):
+            assert time.monotonic() < deadline and waiting.poll() is None, "no devices cgroup"
+            time.sleep(0.05)
+        with open(os.path.join(made[0], "devices.list")) as listing:
+            rules = listing.read().splitlines()
+    finally:
+        (tmp_path / "go").touch()
+        waiting.wait(timeout=30)
+    assert sorted(rules) == sorted(["c *:* m", "b *:* m", "c 1:3 rwm", "c 1:8 rwm", "c 1:7 rwm",
+                                    "c 5:0 rwm", "c 1:5 rwm", "c 1:9 rwm", "c 136:* rwm",
+                                    "c 5:2 rwm", "c 10:200 rwm"])
+
+
 @pytest.fixture(scope="module")
 def lab_results(tmp_path_factory, image_store):
     """Every escape, protected and unprotected: examples/escapes/run.py --json, run once."""
@@ -171,7 +205,7 @@ def lab_results(tmp_path_factory, image_store):
 
 
 ESCAPES = ["chroot_escape", "remount_proc_sys", "sysrq_trigger", "read_kcore", "mknod_disk",
-           "reboot", "load_module", "ptrace_outside", "userns_caps", "open_by_handle"]
+           "reboot", "load_module", "ptrace_outside", "userns_caps", "io_uring", "open_by_handle"]
 
 
 @pytest.mark.parametrize("escape", ESCAPES)
@@ -188,7 +222,8 @@ def test_the_chroot_escape_succeeds_under_chroot(lab_results):
 
 @pytest.mark.parametrize("escape, error", [
     ("remount_proc_sys", "EPERM"), ("reboot", "EPERM"), ("load_module", "EPERM"),
-    ("ptrace_outside", "EPERM"), ("userns_caps", "EPERM"), ("open_by_handle", "EPERM"),
+    ("ptrace_outside", "EPERM"), ("userns_caps", "EPERM"), ("io_uring", "EPERM"),
+    ("open_by_handle", "EPERM"),
     ("mknod_disk", "EACCES"),  # nodev: the node is made, opening it is refused
 ])
 def test_the_protection_is_the_one_named(lab_results, escape, error):
@@ -196,7 +231,8 @@ def test_the_protection_is_the_one_named(lab_results, escape, error):
 
 
 @pytest.mark.parametrize("escape", ["remount_proc_sys", "reboot", "ptrace_outside",
-                                    "userns_caps", "open_by_handle", "load_module"])
+                                    "userns_caps", "io_uring", "open_by_handle",
+                                    "load_module"])
 def test_turning_the_protection_off_lets_the_escape_through(lab_results, escape):
     verdict, line = lab_results[escape]["unprotected"]
     assert verdict == "ESCAPED", line

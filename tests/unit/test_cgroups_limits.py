@@ -2,6 +2,7 @@
 import pytest
 
 from minibox.cgroups import Limits, format_size, parse_cgroup_parent, parse_limits, parse_size
+from minibox.cgroups.devices import container_rules
 from minibox.cgroups.limits import host_cpus
 
 
@@ -39,15 +40,23 @@ def test_format_size(size, text):
 
 def test_parse_limits_builds_every_field():
     limits = parse_limits("64m", "128m", "0.5", "512", "32")
-    assert vars(limits) == dict(memory=64 * 2**20, memory_swap=128 * 2**20, cpus=0.5, cpu_shares=512, pids=32)
+    assert vars(limits) == dict(memory=64 * 2**20, memory_swap=128 * 2**20, cpus=0.5, cpu_shares=512,
+                                pids=32, devices=container_rules())
     assert limits.controllers() == {"memory", "cpu", "pids"}
     assert limits.cpu_quota_us() == 50_000
 
 
 def test_no_flags_means_no_limits_and_no_controllers_required():
     limits = parse_limits()
-    assert vars(limits) == vars(Limits())
-    assert limits.controllers() == set()
+    assert vars(limits) == vars(Limits(devices=container_rules()))
+    assert limits.controllers() == set()  # v2 has no devices controller to require
+
+
+def test_the_device_rules_deny_all_then_allow_runcs_list_and_privileged_has_none():
+    rules = parse_limits().devices
+    assert rules[0] == (False, "a") and (True, "c 1:3 rwm") in rules
+    assert not [line for allow, line in rules if allow and line.startswith("b ") and "r" in line]
+    assert parse_limits(privileged=True).devices is None
 
 
 def test_unlimited_swap_is_minus_one():

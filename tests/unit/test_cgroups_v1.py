@@ -7,6 +7,7 @@ import os
 import pytest
 
 from minibox.cgroups import CgroupError, Limits, remove_cgroup_dirs
+from minibox.cgroups.devices import container_rules
 from minibox.cgroups.v1 import Hierarchy, V1Cgroup, mounted_hierarchies
 
 MOUNTINFO = """\
@@ -102,6 +103,25 @@ def test_a_missing_controller_is_named_and_nothing_is_created(hierarchies, tmp_p
         " 'pids' (for --pids-limit)"
     )
     assert not (tmp_path / "freezer" / "minibox").exists()
+
+
+def test_device_rules_need_the_devices_controller(hierarchies, tmp_path):
+    with pytest.raises(CgroupError) as error:
+        V1Cgroup("abc123", hierarchies=hierarchies).create(Limits(devices=container_rules()))
+    assert str(error.value) == ("this host lacks the cgroup v1 controller 'devices' (for the "
+                                "device rules, which only --privileged lifts)")
+    assert not (tmp_path / "freezer" / "minibox").exists()
+
+
+def test_device_rules_go_to_devices_deny_and_devices_allow_in_order(hierarchies, tmp_path):
+    hierarchies["devices"] = Hierarchy(str(tmp_path / "devices"), "")
+    plan = V1Cgroup("abc123", hierarchies=hierarchies).plan(
+        Limits(devices=[(False, "a"), (True, "c 1:3 rwm")]))
+    devices = f"{tmp_path}/devices/minibox/abc123"
+    assert plan[-2:] == [
+        f"echo a > {devices}/devices.deny   (v2: a BPF_PROG_TYPE_CGROUP_DEVICE program)",
+        f"echo c 1:3 rwm > {devices}/devices.allow   (v2: a BPF_PROG_TYPE_CGROUP_DEVICE program)",
+    ]
 
 
 def test_memory_swap_without_swap_accounting_is_refused_before_mkdir(hierarchies, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from minibox.cgroups import CgroupError, Limits, cgroup_version
 from minibox.cgroups import v2
+from minibox.cgroups.devices import container_rules
 from minibox.cgroups.v2 import V2Cgroup, cpu_weight
 
 
@@ -57,6 +58,15 @@ def test_plan_narrates_each_file_with_its_v1_twin(root):
         "   (v1: cpu.cfs_quota_us + cpu.cfs_period_us)",
     ]
     assert not (root / "minibox").exists()
+
+
+def test_device_rules_are_not_enforced_on_v2_and_the_plan_says_so(root):
+    cgroup = V2Cgroup("abc123", root=str(root))
+    assert cgroup.plan(Limits(devices=container_rules()))[-1] == (
+        "# no device rules: cgroup v2 needs an eBPF program for them; nodev mounts are the "
+        "defence (minibox/security.py)")
+    cgroup.create(Limits(devices=container_rules()))
+    assert os.listdir(root / "minibox" / "abc123") == []
 
 
 def test_create_without_limits_writes_no_limit_files(root):
