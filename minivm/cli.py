@@ -40,6 +40,10 @@ MIN_MEMORY_MIB = 96
 DEFAULT_TIMEOUT = 120.0  # a stock kernel boots in ~2 s under TCG; generous for loaded CI
 
 
+class TimedOut(Exception):
+    """--timeout ran out before QEMU started (qemu.run watches the same deadline after)."""
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """argparse's formatter, without `import shutil` on every boot.
 
@@ -196,6 +200,9 @@ def main(argv: list[str] | None = None):
     except MinivmError as error:
         print(f"minivm: {error}", file=sys.stderr)
         code = EXIT_MINIVM_ERROR
+    except TimedOut:
+        progress(f"timeout: the guest did not start within {args.timeout:g} s")
+        code = EXIT_TIMEOUT
     except KeyboardInterrupt:
         code = 128 + signal.SIGINT
     except BrokenPipeError:
@@ -221,6 +228,8 @@ def run(args, started: float) -> int:
     cpus = cpu_count(args.cpus)
     if args.detach and (args.interactive or args.tty):
         raise MinivmError("-d runs the VM in the background: it cannot take -i or -t")
+    if args.tty and not os.isatty(sys.stdin.fileno()):
+        raise MinivmError("-t needs a terminal on stdin (for piped input use -i)")
     if args.name is not None and not args.detach:
         raise MinivmError("--name names a detached VM: use it with -d")
     if args.name is not None:
@@ -228,6 +237,7 @@ def run(args, started: float) -> int:
         vms.VMDir(args.name).check_free()  # claimed later, atomically; this says it early
     if args.timeout <= 0:
         raise MinivmError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
+    _start_clock(started + args.timeout)
     # Bad input is one line, before anything else is said or done.
     disks = []
     if args.disk:
@@ -314,6 +324,21 @@ def run(args, started: float) -> int:
     return _report(result, command, guest_kernel, args, phases)
 
 
+def _start_clock(deadline: float):
+    """--timeout covers every phase, the kernel's extraction included: SIGALRM (setitimer(2))
+    raises TimedOut wherever minivm is, and the `with` and `finally` blocks on the way out
+    undo what was made. Stopped once QEMU runs: qemu.run() keeps the same deadline and
+    reports the guest's last lines."""
+    def expire(signum, frame):
+        raise TimedOut
+    signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.001))
+
+
+def _stop_clock():
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def _claim_name(args, cleanup: ExitStack):
     """`run -d`: the VM's directory, its name claimed; removed again if the start fails."""
     import shutil
@@ -331,6 +356,7 @@ def _start_detached(config, vm_dir, state: dict, narrator):
     for opt in qemu.qemu_options(config) if narrator.enabled else ():
         narrator.step(f"qemu {' '.join(opt.args)}: {opt.why}", opt.doc, opt.where)
     vms.start(config, vm_dir, state)
+    _stop_clock()
 
 
 class Devices:
@@ -410,6 +436,7 @@ def _boot(config, nonce: str, args, narrator, started: float):
         terminal = raw_mode(sys.stdin.fileno())
         progress("interactive guest: press Ctrl-] to quit")
     with terminal:
+        _stop_clock()
         return qemu.run(config, parser, console, args.timeout, started)
 
 
