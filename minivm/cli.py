@@ -7,6 +7,7 @@
     minivm run -d [--name NAME] [OPTIONS] -- CMD [ARG...]
     minivm sandbox [the options of run] -- CMD [ARG...]
     minivm ps | logs NAME | pause NAME | resume NAME | stop [-t S] NAME | rm [-f] NAME
+    minivm gc
     minivm kvm-hello
     minivm kernel list
     minivm kernel fetch [--package NAME]
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove = commands.add_parser("rm", help="remove a stopped VM and its files")
     remove.add_argument("-f", "--force", action="store_true", help="kill it first if running")
     remove.add_argument("name")
+    commands.add_parser("gc", help="remove what killed runs left: half-made VMs (their "
+                        "QEMU too), addresses of dead runs, their files in $TMPDIR")
     commands.add_parser("kvm-hello", help="a lesson: a VM from raw /dev/kvm ioctls that "
                         "runs a few real-mode instructions, each VM exit printed")
     kernel = commands.add_parser("kernel", help="list, fetch or build guest kernels")
@@ -274,7 +277,8 @@ def run(args, started: float) -> int:
                   code_of(initramfs.base_archive))
     nonce = os.urandom(8).hex()
     with ExitStack() as cleanup:
-        vm_dir = _claim_name(args, cleanup) if args.detach else None
+        vm_dir = _claim_name(args, {"command": command, "nonce": nonce},
+                             cleanup) if args.detach else None
         devices = _attach_devices(args, disks, folders, nonce, cleanup, narrator, vm_dir)
         guest_modules = []
         if devices.modules:
@@ -339,12 +343,13 @@ def _stop_clock():
     signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def _claim_name(args, cleanup: ExitStack):
-    """`run -d`: the VM's directory, its name claimed; removed again if the start fails."""
+def _claim_name(args, state: dict, cleanup: ExitStack):
+    """`run -d`: the VM's directory, its name claimed and `state` recorded; removed again
+    if the start fails."""
     import shutil
 
     from minivm import vms
-    vm_dir = vms.VMDir.create(args.name or vms.new_name())
+    vm_dir = vms.VMDir.create(args.name or vms.new_name(), state)
     cleanup.callback(shutil.rmtree, vm_dir.path, True)
     return vm_dir
 
@@ -387,8 +392,8 @@ def _attach_devices(args, disks, folders, nonce: str, cleanup: ExitStack, narrat
         devices.options += options
         devices.modules += disk.GUEST_MODULES
     if args.network == "bridge":
-        from minivm import nic
-        owner = f"minivm-{vm_dir.name if vm_dir else nonce}"
+        from minivm import nic, vms
+        owner = vms.lease_owner(vm_dir.name) if vm_dir else f"minivm-{nonce}"
         card = nic.connect(owner, f"mv{nonce[:12]}")
         cleanup.callback(nic.release, owner)
         cleanup.callback(os.close, card.tap_fd)
@@ -493,7 +498,7 @@ def list_vms(args):
         pid = state["pid"] if vm_dir.running() else "-"
         address = state.get("network", {}).get("address", "-")
         print(f"{vm_dir.name:<20} {vm_dir.status():<14} {pid:>8}  {address:<15}  "
-              f"{' '.join(state['command'])}")
+              f"{' '.join(state.get('command', []))}")
 
 
 def show_logs(args):
@@ -520,8 +525,14 @@ def remove_vm(args):
     vms.remove(vms.VMDir.find(args.name), args.force)
 
 
+def collect_garbage(args):
+    from minivm import gc
+    for line in gc.collect():
+        print(line)
+
+
 VM_COMMANDS = {"ps": list_vms, "logs": show_logs, "pause": pause_vm, "resume": pause_vm,
-               "stop": stop_vm, "rm": remove_vm}
+               "stop": stop_vm, "rm": remove_vm, "gc": collect_garbage}
 
 
 def list_kernels():
