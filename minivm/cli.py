@@ -302,7 +302,8 @@ def run(args, started: float) -> int:
         narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
                       f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
                       code_of(initramfs.run_archive))
-        initrd = initramfs.write_initrd(base, run_archive, nonce)
+        initrd = initramfs.write_initrd(base, run_archive, nonce,
+                                        vm_dir.path if vm_dir else None)
         try:
             phases.append(("initramfs ready", time.monotonic() - started))
             config = qemu.VMConfig(
@@ -504,6 +505,8 @@ def list_vms(args):
 def show_logs(args):
     from minivm import vms
     vm_dir = vms.VMDir.find(args.name)
+    if "started" not in vm_dir.state():
+        raise MinivmError(f"{args.name} has no logs: its status is {vm_dir.status()}")
     sys.stdout.buffer.write(vms.command_output(vm_dir.file("console.log"),
                                                vm_dir.state()["nonce"]))
 

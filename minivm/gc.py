@@ -23,11 +23,10 @@ def collect() -> list[str]:
     """Collect everything above; returns one line per thing removed."""
     from minibox import network
     from minivm import vms
-    removed = [f"removed the half-made VM {name}" for name in vms.collect_half_made()]
-    if network.link_exists(network.BRIDGE) or network.address_pool().exists():
-        removed += [f"released the address of {owner}"
-                    for owner in network.release_dead_leases("minivm-")]
-    return removed + [f"removed {path}" for path in collect_scratch_files()]
+    return ([f"removed the half-made VM {name}" for name in vms.collect_half_made()]
+            + [f"released the address of {owner}"
+               for owner in network.release_dead_leases("minivm-")]
+            + [f"removed {path}" for path in collect_scratch_files()])
 
 
 def collect_scratch_files(directory: Path | None = None) -> list[Path]:

@@ -44,7 +44,9 @@ def test_a_killed_foreground_run_leaves_its_lease_and_initrd_to_gc(host_netns, m
     run.kill()
     run.wait()
     assert wait_for(lambda: not qemu_pids_of(run.pid), 5)  # PR_SET_PDEATHSIG
-    assert taps() == []  # the tap went with its last descriptor
+    # The tap goes with its last descriptor, a moment after QEMU's cmdline (exit_mm()
+    # comes before exit_files() in do_exit()).
+    assert wait_for(lambda: taps() == [], 5)
     (owner,) = dead_minivm_leases().values()
     assert initrds_of(run.pid)
     collected = minivm("gc")
@@ -74,6 +76,8 @@ def test_run_d_killed_before_its_vm_is_recorded(host_netns, minivm, tmp_path, mo
     assert wait_for(lambda: taps() == [], 5)  # the watchdog held it too, until it exited
     listed = minivm("ps").stdout.decode().splitlines()
     assert listed[1].split()[:3] == ["half", "start", "failed"]
+    logs = minivm("logs", "half")
+    assert logs.stderr == b"minivm: half has no logs: its status is start failed\n"
     removed = minivm("rm", "half")
     assert removed.returncode == 0, removed.stderr
     assert leases() == {} and vm_state("half") == {}
