@@ -130,6 +130,11 @@ class LeaseTable:
             if holder == owner:
                 (self.directory / address).unlink()
 
+    def keep(self, addresses):
+        """Drop every lease but those of `addresses` (the bridge is made again around them)."""
+        for address in self._leased_addresses() - set(addresses):
+            (self.directory / address).unlink()
+
     def reset(self, subnet):
         """Forget every lease and start over with `subnet` (the bridge is being created)."""
         self._remove_leases()

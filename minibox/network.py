@@ -293,6 +293,8 @@ def connect_interface(owner, ifname):
     """Attach an interface that already exists here, a VM's tap device (minivm/nic.py), to
     minibox0 and lease an address to `owner`, whatever is behind the interface.
 
+    The interface is labelled with the owner (its ifalias) *before* the lease is taken: a
+    lease whose labelled interface is gone is a dead owner's (see live_ports).
     Returns (address, subnet, gateway) for the other side to configure itself; the lease
     stays until release_address(owner).
     """
@@ -300,17 +302,13 @@ def connect_interface(owner, ifname):
 
     pool = address_pool()
     with IPRoute() as ipr:
+        (index,) = ipr.link_lookup(ifname=ifname)
         with pool.locked(subnet_if_new=subnet_for_new_bridge()) as table:
             bridge_index = _ensure_bridge(ipr, table)
+            _netlink(ipr.link, "set", index=index, master=bridge_index, state="up",
+                     ifalias=owner, doing=f"attach {ifname} to {BRIDGE}")
             address = _allocate(table, owner, None)
             subnet, gateway = table.subnet, table.gateway
-        try:
-            (index,) = ipr.link_lookup(ifname=ifname)
-            _netlink(ipr.link, "set", index=index, master=bridge_index, state="up",
-                     doing=f"attach {ifname} to {BRIDGE}")
-        except BaseException:
-            _release_lease(pool, owner)
-            raise
     return address, subnet, gateway
 
 
@@ -343,9 +341,16 @@ def _ensure_bridge(ipr, table):
                                f"not create it (kind {kind}, alias {alias!r}): remove or "
                                "rename it")
         return link["index"]
-    # No bridge means no container is attached: leases left in the pool are stale (a
-    # bridge deleted by hand, or a reused netns inode), and the subnet may be chosen anew.
-    table.reset(subnet_for_new_bridge())
+    # No bridge: none was made yet, or someone deleted it (`ip link del minibox0`) while
+    # containers ran. Deleting a bridge only unplugs its ports; a lease whose interface
+    # still exists is a running container's or VM's: keep it and plug the interface into
+    # the new bridge, or the next container gets its address. Other leases are stale (a
+    # reused netns inode too); with none left, the subnet may be chosen anew.
+    ports = live_ports(ipr, table.leases)
+    if ports:
+        table.keep(ports)
+    else:
+        table.reset(subnet_for_new_bridge())
     # Without an explicit address a bridge takes the lowest MAC of its ports, so it would
     # change whenever a container comes or goes, and containers that cached the gateway's
     # old MAC would lose the host until their ARP entry expires. A fixed, locally
@@ -360,10 +365,45 @@ def _ensure_bridge(ipr, table):
         _netlink(ipr.addr, "add", index=index, address=str(table.gateway),
                  prefixlen=table.subnet.prefixlen,
                  doing=f"add {table.gateway}/{table.subnet.prefixlen} to {BRIDGE}")
+        for port in ports.values():
+            _netlink(ipr.link, "set", index=port, master=index,
+                     doing=f"plug interface {port} back into {BRIDGE}")
     except BaseException:
         _delete_link(ipr, BRIDGE)
         raise
     return index
+
+
+def live_ports(ipr, leases):
+    """{address: interface index} of the leases whose owner's interface exists: a
+    container's host veth end (host_ifname), or an interface labelled with the owner's name
+    (connect_interface). A VM's tap lives exactly as long as a descriptor on it is open
+    (nic.py), so its lease is live exactly as long as its QEMU, or the minivm starting it."""
+    by_name, by_alias = {}, {}
+    for link in ipr.link("dump"):
+        by_name[link.get("ifname")] = by_alias[link.get("ifalias")] = link["index"]
+    by_alias.pop(None, None)
+    found = {address: by_alias.get(owner) or by_name.get(host_ifname(owner))
+             for address, owner in leases.items()}
+    return {address: index for address, index in found.items() if index}
+
+
+def release_dead_leases(owner_prefix):
+    """Release the leases of owners named `owner_prefix`... whose interface is gone (for
+    `minivm gc`: a SIGKILLed minivm cannot release its own). Returns those owners."""
+    from pyroute2.iproute.linux import IPRoute
+
+    pool = address_pool()
+    if not pool.exists():
+        return []
+    with IPRoute() as ipr, pool.locked() as table:
+        leases = table.leases
+        live = live_ports(ipr, leases)
+        dead = sorted({owner for address, owner in leases.items()
+                       if owner.startswith(owner_prefix) and address not in live})
+        for owner in dead:
+            table.release(owner)
+    return dead
 
 
 def _configure_inside(netns_fd, address, table):

@@ -25,18 +25,66 @@ import subprocess
 import zlib
 
 from minivm import MinivmError
-from minivm.kernel import ELF_MAGIC
+from minivm.kernel import BZIMAGE_MAGIC, BZIMAGE_MAGIC_OFFSET, ELF_MAGIC
 
+# A stripped vmlinux is 63 MB for Debian's kernel. A payload that inflates past this is a
+# decompression bomb, not a kernel: stop before it fills the host's memory.
+MAX_VMLINUX_BYTES = 512 << 20
+# Inflate this much per call: a signal (SIGTERM, --timeout's SIGALRM) is handled between
+# two calls, and Python runs signal handlers only between bytecodes, never inside one.
+INFLATE_STEP = 16 << 20
+
+
+def _inflate(decompressor, data: bytes) -> bytes:
+    """Run a zlib/lzma/bz2 decompressor over `data` a step at a time, up to the limit.
+    zlib keeps the input it has not used in unconsumed_tail; lzma and bz2 keep it inside
+    and continue on empty input."""
+    parts, size = [], 0
+    while not decompressor.eof:
+        part = decompressor.decompress(data, max_length=INFLATE_STEP)
+        if not part:
+            break  # the stream is cut short; the ELF check below says so
+        size += len(part)
+        if size > MAX_VMLINUX_BYTES:
+            raise MinivmError(f"this bzImage's payload inflates to more than "
+                              f"{MAX_VMLINUX_BYTES >> 20} MiB: not a kernel")
+        parts.append(part)
+        data = getattr(decompressor, "unconsumed_tail", b"")
+    return b"".join(parts)
+
+
+class _ToolOutput:
+    """A decompressing command's stdout, read the way _inflate reads a decompressor."""
+
+    def __init__(self, stdout):
+        self.stdout, self.eof = stdout, False
+
+    def decompress(self, _data, max_length):
+        part = self.stdout.read(max_length)
+        self.eof = not part
+        return part
 
 
 def _decompress_with(tool: str, data: bytes) -> bytes:
-    """zstd and lz4 have no decoder in Python 3.11's standard library: use the command."""
+    """zstd and lz4 have no decoder in Python 3.11's standard library: use the command.
+    Its output is read a step at a time too, so the size limit holds for it as well."""
+    import tempfile
     if shutil.which(tool) is None:
         raise MinivmError(f"this kernel is {tool}-compressed: install the {tool} package")
-    done = subprocess.run([tool, "-dc"], input=data, capture_output=True)
-    if not done.stdout:
-        raise MinivmError(f"{tool} could not decompress the kernel: {done.stderr.decode().strip()}")
-    return done.stdout
+    with tempfile.TemporaryFile() as payload, tempfile.TemporaryFile() as errors:
+        payload.write(data)
+        payload.seek(0)
+        with subprocess.Popen([tool, "-dc"], stdin=payload, stdout=subprocess.PIPE,
+                              stderr=errors) as child:
+            try:
+                elf = _inflate(_ToolOutput(child.stdout), b"")
+            finally:
+                child.kill()  # our own child, by PID; a no-op once it has exited
+        errors.seek(0)
+        if not elf:
+            raise MinivmError(f"{tool} could not decompress the kernel: "
+                              f"{errors.read().decode(errors='replace').strip()}")
+    return elf
 
 
 # Magic numbers at the start of each compressed stream (the list the kernel's own
@@ -44,10 +92,11 @@ def _decompress_with(tool: str, data: bytes) -> bytes:
 # appends the uncompressed size after the stream; decompressor objects stop at the stream's
 # end and leave those 4 bytes alone.
 COMPRESSIONS = {
-    b"\xfd7zXZ\x00": ("xz", lambda data: lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(data)),
-    b"\x5d\x00\x00": ("lzma", lambda data: lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(data)),
-    b"\x1f\x8b": ("gzip", lambda data: zlib.decompressobj(wbits=31).decompress(data)),
-    b"BZh": ("bzip2", lambda data: bz2.BZ2Decompressor().decompress(data)),
+    b"\xfd7zXZ\x00": ("xz", lambda data: _inflate(lzma.LZMADecompressor(lzma.FORMAT_XZ), data)),
+    b"\x5d\x00\x00": ("lzma", lambda data: _inflate(lzma.LZMADecompressor(lzma.FORMAT_ALONE),
+                                                    data)),
+    b"\x1f\x8b": ("gzip", lambda data: _inflate(zlib.decompressobj(wbits=31), data)),
+    b"BZh": ("bzip2", lambda data: _inflate(bz2.BZ2Decompressor(), data)),
     b"\x28\xb5\x2f\xfd": ("zstd", lambda data: _decompress_with("zstd", data)),
     b"\x02\x21\x4c\x18": ("lz4", lambda data: _decompress_with("lz4", data)),
 }
@@ -55,7 +104,8 @@ COMPRESSIONS = {
 
 def _setup_header(image: bytes) -> tuple[int, int]:
     """(boot protocol version, start of the protected-mode code) of a bzImage."""
-    if len(image) < 0x250 or image[0x202:0x206] != b"HdrS":
+    magic_end = BZIMAGE_MAGIC_OFFSET + len(BZIMAGE_MAGIC)
+    if len(image) < 0x250 or image[BZIMAGE_MAGIC_OFFSET:magic_end] != BZIMAGE_MAGIC:
         raise MinivmError("not a bzImage: no 'HdrS' boot header at offset 0x202")
     version = struct.unpack_from("<H", image, 0x206)[0]
     setup_sects = image[0x1F1] or 4  # "if this field is 0, the real value is 4"

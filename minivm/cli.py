@@ -7,6 +7,7 @@
     minivm run -d [--name NAME] [OPTIONS] -- CMD [ARG...]
     minivm sandbox [the options of run] -- CMD [ARG...]
     minivm ps | logs NAME | pause NAME | resume NAME | stop [-t S] NAME | rm [-f] NAME
+    minivm gc
     minivm kvm-hello
     minivm kernel list
     minivm kernel fetch [--package NAME]
@@ -38,6 +39,10 @@ EXIT_NOT_FOUND = 127
 # unpacking the initramfs and 64M never prints a line. 96M boots.
 MIN_MEMORY_MIB = 96
 DEFAULT_TIMEOUT = 120.0  # a stock kernel boots in ~2 s under TCG; generous for loaded CI
+
+
+class TimedOut(Exception):
+    """--timeout ran out before QEMU started (qemu.run watches the same deadline after)."""
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -153,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove = commands.add_parser("rm", help="remove a stopped VM and its files")
     remove.add_argument("-f", "--force", action="store_true", help="kill it first if running")
     remove.add_argument("name")
+    commands.add_parser("gc", help="remove what killed runs left: half-made VMs (their "
+                        "QEMU too), addresses of dead runs, their files in $TMPDIR")
     commands.add_parser("kvm-hello", help="a lesson: a VM from raw /dev/kvm ioctls that "
                         "runs a few real-mode instructions, each VM exit printed")
     kernel = commands.add_parser("kernel", help="list, fetch or build guest kernels")
@@ -196,6 +203,9 @@ def main(argv: list[str] | None = None):
     except MinivmError as error:
         print(f"minivm: {error}", file=sys.stderr)
         code = EXIT_MINIVM_ERROR
+    except TimedOut:
+        progress(f"timeout: the guest did not start within {args.timeout:g} s")
+        code = EXIT_TIMEOUT
     except KeyboardInterrupt:
         code = 128 + signal.SIGINT
     except BrokenPipeError:
@@ -221,6 +231,8 @@ def run(args, started: float) -> int:
     cpus = cpu_count(args.cpus)
     if args.detach and (args.interactive or args.tty):
         raise MinivmError("-d runs the VM in the background: it cannot take -i or -t")
+    if args.tty and not os.isatty(sys.stdin.fileno()):
+        raise MinivmError("-t needs a terminal on stdin (for piped input use -i)")
     if args.name is not None and not args.detach:
         raise MinivmError("--name names a detached VM: use it with -d")
     if args.name is not None:
@@ -228,6 +240,7 @@ def run(args, started: float) -> int:
         vms.VMDir(args.name).check_free()  # claimed later, atomically; this says it early
     if args.timeout <= 0:
         raise MinivmError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
+    _start_clock(started + args.timeout)
     # Bad input is one line, before anything else is said or done.
     disks = []
     if args.disk:
@@ -264,7 +277,8 @@ def run(args, started: float) -> int:
                   code_of(initramfs.base_archive))
     nonce = os.urandom(8).hex()
     with ExitStack() as cleanup:
-        vm_dir = _claim_name(args, cleanup) if args.detach else None
+        vm_dir = _claim_name(args, {"command": command, "nonce": nonce},
+                             cleanup) if args.detach else None
         devices = _attach_devices(args, disks, folders, nonce, cleanup, narrator, vm_dir)
         guest_modules = []
         if devices.modules:
@@ -288,7 +302,8 @@ def run(args, started: float) -> int:
         narrator.step(f"appended a second cpio archive with /minivm/run.conf: the command "
                       f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
                       code_of(initramfs.run_archive))
-        initrd = initramfs.write_initrd(base, run_archive, nonce)
+        initrd = initramfs.write_initrd(base, run_archive, nonce,
+                                        vm_dir.path if vm_dir else None)
         try:
             phases.append(("initramfs ready", time.monotonic() - started))
             config = qemu.VMConfig(
@@ -314,12 +329,28 @@ def run(args, started: float) -> int:
     return _report(result, command, guest_kernel, args, phases)
 
 
-def _claim_name(args, cleanup: ExitStack):
-    """`run -d`: the VM's directory, its name claimed; removed again if the start fails."""
+def _start_clock(deadline: float):
+    """--timeout covers every phase, the kernel's extraction included: SIGALRM (setitimer(2))
+    raises TimedOut wherever minivm is, and the `with` and `finally` blocks on the way out
+    undo what was made. Stopped once QEMU runs: qemu.run() keeps the same deadline and
+    reports the guest's last lines."""
+    def expire(signum, frame):
+        raise TimedOut
+    signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.001))
+
+
+def _stop_clock():
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _claim_name(args, state: dict, cleanup: ExitStack):
+    """`run -d`: the VM's directory, its name claimed and `state` recorded; removed again
+    if the start fails."""
     import shutil
 
     from minivm import vms
-    vm_dir = vms.VMDir.create(args.name or vms.new_name())
+    vm_dir = vms.VMDir.create(args.name or vms.new_name(), state)
     cleanup.callback(shutil.rmtree, vm_dir.path, True)
     return vm_dir
 
@@ -331,6 +362,7 @@ def _start_detached(config, vm_dir, state: dict, narrator):
     for opt in qemu.qemu_options(config) if narrator.enabled else ():
         narrator.step(f"qemu {' '.join(opt.args)}: {opt.why}", opt.doc, opt.where)
     vms.start(config, vm_dir, state)
+    _stop_clock()
 
 
 class Devices:
@@ -361,8 +393,8 @@ def _attach_devices(args, disks, folders, nonce: str, cleanup: ExitStack, narrat
         devices.options += options
         devices.modules += disk.GUEST_MODULES
     if args.network == "bridge":
-        from minivm import nic
-        owner = f"minivm-{vm_dir.name if vm_dir else nonce}"
+        from minivm import nic, vms
+        owner = vms.lease_owner(vm_dir.name) if vm_dir else f"minivm-{nonce}"
         card = nic.connect(owner, f"mv{nonce[:12]}")
         cleanup.callback(nic.release, owner)
         cleanup.callback(os.close, card.tap_fd)
@@ -410,6 +442,7 @@ def _boot(config, nonce: str, args, narrator, started: float):
         terminal = raw_mode(sys.stdin.fileno())
         progress("interactive guest: press Ctrl-] to quit")
     with terminal:
+        _stop_clock()
         return qemu.run(config, parser, console, args.timeout, started)
 
 
@@ -466,12 +499,14 @@ def list_vms(args):
         pid = state["pid"] if vm_dir.running() else "-"
         address = state.get("network", {}).get("address", "-")
         print(f"{vm_dir.name:<20} {vm_dir.status():<14} {pid:>8}  {address:<15}  "
-              f"{' '.join(state['command'])}")
+              f"{' '.join(state.get('command', []))}")
 
 
 def show_logs(args):
     from minivm import vms
     vm_dir = vms.VMDir.find(args.name)
+    if "started" not in vm_dir.state():
+        raise MinivmError(f"{args.name} has no logs: its status is {vm_dir.status()}")
     sys.stdout.buffer.write(vms.command_output(vm_dir.file("console.log"),
                                                vm_dir.state()["nonce"]))
 
@@ -493,8 +528,14 @@ def remove_vm(args):
     vms.remove(vms.VMDir.find(args.name), args.force)
 
 
+def collect_garbage(args):
+    from minivm import gc
+    for line in gc.collect():
+        print(line)
+
+
 VM_COMMANDS = {"ps": list_vms, "logs": show_logs, "pause": pause_vm, "resume": pause_vm,
-               "stop": stop_vm, "rm": remove_vm}
+               "stop": stop_vm, "rm": remove_vm, "gc": collect_garbage}
 
 
 def list_kernels():

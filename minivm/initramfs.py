@@ -276,13 +276,15 @@ def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
     return path, False
 
 
-def write_initrd(base: Path, run: bytes, nonce: str) -> Path:
-    """One file for QEMU's -initrd: the cached base archive followed by this run's archive.
+def write_initrd(base: Path, run: bytes, nonce: str, directory: Path | None = None) -> Path:
+    """One file for QEMU's -initrd: the cached base archive followed by this run's archive,
+    in `directory` (a detached VM's, which `rm` and `gc` remove with it) or $TMPDIR.
 
     O_EXCL with mode 0600: never follow a file someone planted in /tmp under this name.
     The caller deletes it when QEMU is done.
     """
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"minivm-initrd-{os.getpid()}-{nonce}.cpio"
+    directory = directory or Path(os.environ.get("TMPDIR", "/tmp"))
+    path = directory / f"minivm-initrd-{os.getpid()}-{nonce}.cpio"
     initrd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with open(base, "rb") as source:

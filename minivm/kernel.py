@@ -32,6 +32,11 @@ BOOT_DIR = Path("/boot")
 # when minivm has them (virtio, 9p... for guests that need them), else None.
 Kernel = namedtuple("Kernel", "vmlinux release origin modules")
 ELF_MAGIC = b"\x7fELF"  # an uncompressed vmlinux is an ELF file (elf(5))
+# A bzImage's setup header (Documentation/arch/x86/boot.rst) says "HdrS" at 0x202.
+BZIMAGE_MAGIC, BZIMAGE_MAGIC_OFFSET = b"HdrS", 0x202
+# Debian's bzImage is 8 MB and its vmlinux 63 MB; one with every debug symbol ~1 GB.
+MAX_BZIMAGE_BYTES = 128 << 20
+MAX_VMLINUX_FILE_BYTES = 2 << 30
 
 
 def cache_dir() -> Path:
@@ -43,11 +48,18 @@ def cache_dir() -> Path:
 
 
 def vmlinux_release(vmlinux: Path) -> str:
-    """The release from an ELF vmlinux: the banner `Linux version <release> (...)`."""
-    found = re.search(rb"Linux version (\S+) \(", vmlinux.read_bytes())
-    if not found:
-        raise MinivmError(f"{vmlinux}: no 'Linux version' banner found: is it a Linux kernel?")
-    return found.group(1).decode()
+    """The release from an ELF vmlinux: the banner `Linux version <release> (...)`.
+
+    Searched through mmap(2): the kernel pages the file in as the search goes and may drop
+    the pages again, so a 60 MB vmlinux never becomes 60 MB of minivm's own memory."""
+    import mmap
+    with vmlinux.open("rb") as image, mmap.mmap(image.fileno(), 0, access=mmap.ACCESS_READ) \
+            as mapped:
+        found = re.search(rb"Linux version (\S+) \(", mapped)
+        if not found:
+            raise MinivmError(f"{vmlinux}: no 'Linux version' banner found: is it a Linux "
+                              "kernel?")
+        return found.group(1).decode()  # while the mapping is there: the match points into it
 
 
 def config_text(kernel: Kernel, boot_dir: Path = BOOT_DIR) -> str | None:
@@ -109,17 +121,15 @@ def cached_kernels(cache: Path) -> list[Kernel]:
 def from_file(path: Path, cache: Path, progress) -> Kernel:
     """A kernel the user or /boot names. A bzImage is decompressed once into the cache.
 
+    The file is judged by stat(2) and its first bytes before anything else reads it:
+    `--kernel /dev/zero` was once read whole into memory, 22 GB in 73 s.
+
     The extracted vmlinux is keyed by the file's path, size and modification time rather
     than a hash of its 8 MB, so finding it again costs one stat(2) per boot. (zlib.crc32, not
 hashlib: a cache key needs no cryptography, and OpenSSL's import costs milliseconds.)
     """
-    try:
-        info = path.stat()
-        with path.open("rb") as kernel_file:
-            magic = kernel_file.read(4)
-    except OSError as error:
-        raise MinivmError(f"cannot read kernel {path}: {error.strerror}") from None
-    if magic == ELF_MAGIC:
+    info, header = _kernel_header(path)
+    if header.startswith(ELF_MAGIC):
         known = entry(path.parent)  # one of the cache's own: keep its modules
         if known and known.vmlinux == path:
             return known
@@ -141,6 +151,31 @@ hashlib: a cache key needs no cryptography, and OpenSSL's import costs milliseco
     record = {"release": release, "origin": origin, "vmlinux": str(directory / "vmlinux")}
     replace_file(directory / "kernel.json", json.dumps(record, indent=1))
     return Kernel(directory / "vmlinux", release, origin, None)
+
+
+def _kernel_header(path: Path):
+    """(stat, first bytes) of a file that may be a kernel: a regular file (not a device or a
+    FIFO, which never end), an ELF or a bzImage by its magic, and no larger than one can be."""
+    import stat
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise MinivmError(f"--kernel {path}: not a regular file")
+        with path.open("rb") as kernel_file:
+            header = kernel_file.read(len(BZIMAGE_MAGIC) + BZIMAGE_MAGIC_OFFSET)
+    except OSError as error:
+        raise MinivmError(f"cannot read kernel {path}: {error.strerror}") from None
+    if header.startswith(ELF_MAGIC):
+        kind, limit = "an ELF vmlinux", MAX_VMLINUX_FILE_BYTES
+    elif header[BZIMAGE_MAGIC_OFFSET:] == BZIMAGE_MAGIC:
+        kind, limit = "a bzImage", MAX_BZIMAGE_BYTES
+    else:
+        raise MinivmError(f"--kernel {path}: neither an ELF vmlinux nor a bzImage (no ELF "
+                          "magic, no 'HdrS' boot header at 0x202)")
+    if info.st_size > limit:
+        raise MinivmError(f"--kernel {path}: {info.st_size >> 20} MiB: more than {kind} can "
+                          f"be ({limit >> 20} MiB at most)")
+    return info, header
 
 
 def boot_kernels(boot_dir: Path = BOOT_DIR) -> list[Path]:

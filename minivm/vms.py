@@ -16,9 +16,20 @@ containers):
                   status as usual; that is how `minivm stop` asks the guest to shut down
 
 mkdir(2) of the directory is the name's claim: it fails when the name exists, atomically,
-so two `run -d --name x` cannot both win. The VM's QEMU is not minivm's child once `run -d`
-returns; it is found again by pid *and* start time (/proc/<pid>/stat field 22), so a reused
-pid is never mistaken for it, and only that process is ever signalled.
+so two `run -d --name x` cannot both win. state.json follows at once, naming the minivm
+that is starting the VM (its "starter"), before any tap, lease or overlay exists; QEMU's pid
+goes in as soon as QEMU exists, and "started" once QMP answers: that is when the VM is
+recorded. A VM without "started" whose starter is gone (a SIGKILLed `run -d`) is half-made:
+`ps` shows it, `rm` and `gc` remove it and kill its QEMU.
+
+Until the VM is recorded its QEMU must die with minivm, but PR_SET_PDEATHSIG (prctl(2))
+cannot be taken back from a running QEMU. So a watchdog, a fork of minivm, starts QEMU and
+waits on a pipe: a "k" (keep) from minivm and it exits, leaving QEMU to run on; end of file
+(minivm died, however: the kernel closes a dead process's descriptors) and it kills QEMU.
+
+The VM's QEMU is not minivm's child once `run -d` returns; it is found again by pid *and*
+start time (/proc/<pid>/stat field 22), so a reused pid is never mistaken for it, and only
+that process is ever signalled.
 """
 import json
 import os
@@ -37,6 +48,8 @@ from minivm.qemu import Option, option
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 STOP_REQUEST = b"stop\n"
 QMP_START_SECONDS = 10.0
+# A directory younger than this may be between its mkdir(2) and its first state.json.
+CLAIM_SECONDS = 10.0
 
 
 def root() -> Path:
@@ -61,13 +74,18 @@ class VMDir:
         return self.path / name
 
     @classmethod
-    def create(cls, name: str) -> "VMDir":
+    def create(cls, name: str, state: dict) -> "VMDir":
+        """Claim the name, and record at once who is starting the VM and `state`."""
         directory = cls(name)
         directory.path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
         try:
             directory.path.mkdir(mode=0o700)
         except FileExistsError:
             directory.check_free()
+        starter = os.getpid()
+        directory.save({"name": name, "starter": starter,
+                        "starter_start": process_start_time(starter), "created": time.time(),
+                        **state})
         return directory
 
     def check_free(self):
@@ -78,12 +96,16 @@ class VMDir:
     @classmethod
     def find(cls, name: str) -> "VMDir":
         directory = cls(name)
-        if not directory.file("state.json").exists():
+        if not directory.path.is_dir():
             raise MinivmError(f"no VM named {name} (see `minivm ps`)")
         return directory
 
     def state(self) -> dict:
-        return json.loads(self.file("state.json").read_text())
+        """state.json; {} in the instant between the mkdir(2) and its first write."""
+        try:
+            return json.loads(self.file("state.json").read_text())
+        except FileNotFoundError:
+            return {}
 
     def save(self, state: dict):
         replace_file(self.file("state.json"), json.dumps(state, indent=1))
@@ -91,10 +113,28 @@ class VMDir:
     def running(self) -> bool:
         """Is this VM's QEMU (that pid, that start time) still there, and not a zombie?"""
         state = self.state()
-        return process_alive(state["pid"], state["pid_start"])
+        return process_alive(state.get("pid"), state.get("pid_start"))
+
+    def starting(self) -> bool:
+        """Is a `minivm run -d` still starting this VM?"""
+        state = self.state()
+        if "started" in state:
+            return False
+        if "starter" not in state:
+            return time.time() - self.path.stat().st_mtime < CLAIM_SECONDS
+        return process_alive(state["starter"], state["starter_start"])
+
+    def half_made(self) -> bool:
+        """Was this VM's start cut short, its starter gone before the VM was recorded?"""
+        return "started" not in self.state() and not self.starting()
 
     def status(self) -> str:
-        """running/paused as QEMU's QMP says, or exited with the guest command's status."""
+        """running/paused as QEMU's QMP says, or exited with the guest command's status;
+        for a VM not yet recorded, starting, or how its start ended."""
+        if self.starting():
+            return "starting"
+        if self.half_made():
+            return "start failed"
         if self.running():
             from minivm import qmp
             try:
@@ -119,36 +159,80 @@ def control_options(directory: VMDir) -> list[Option]:
 
 
 def start(config, directory: VMDir, state: dict):
-    """Start QEMU so that it outlives minivm: its own session, no PR_SET_PDEATHSIG, output to
-    files; record it and `state` in state.json. Returns once QMP answers, so the VM is
-    really there when `run -d` says so."""
+    """Start QEMU so that it outlives minivm, once it is recorded: its own session, output
+    to files, started by the watchdog (see the module's docstring); record it and `state`
+    in state.json. Returns once QMP answers, so the VM is really there when `run -d` says
+    so; on any failure the watchdog kills QEMU."""
+    from minivm import qmp
     from minivm.qemu import argv
+    watchdog, keep, qemu = _launch(argv(config), directory, config.pass_fds)
+    try:
+        deadline = time.monotonic() + QMP_START_SECONDS
+        while directory.running():
+            try:
+                qmp.execute(directory.file("qmp.sock"), "query-status")
+            except MinivmError:
+                if time.monotonic() > deadline:
+                    raise MinivmError(f"QEMU started but its QMP socket did not answer within "
+                                      f"{QMP_START_SECONDS:g} s; QEMU was killed") from None
+                time.sleep(0.05)
+                continue
+            directory.save({**directory.state(), **state, "started": time.time()})
+            os.write(keep, b"k")
+            return
+        said = directory.file("qemu.log").read_text(errors="replace").strip().splitlines()
+        raise MinivmError(f"QEMU exited at once: {said[-1] if said else 'nothing on stderr'}")
+    finally:
+        os.close(keep)
+        os.waitpid(watchdog, 0)
+
+
+def _launch(qemu_argv: list[str], directory: VMDir, pass_fds) -> tuple[int, int, int]:
+    """Fork the watchdog, which starts QEMU and records its pid. Returns the watchdog's pid,
+    the pipe end on which it waits for "k", and QEMU's pid."""
+    keep_read, keep = os.pipe()
+    report, report_write = os.pipe()
+    watchdog = os.fork()
+    if watchdog == 0:
+        try:
+            os.close(keep)
+            os.close(report)
+            _watch(qemu_argv, directory, pass_fds, keep_read, report_write)
+        finally:
+            os._exit(0)
+    os.close(keep_read)
+    os.close(report_write)
+    with open(report, "rb") as reply:
+        said = reply.read().decode()
+    if not said.isdigit():
+        os.close(keep)
+        os.waitpid(watchdog, 0)
+        raise MinivmError(f"cannot start QEMU: {said or 'the watchdog died'}")
+    return watchdog, keep, int(said)
+
+
+def _watch(qemu_argv, directory: VMDir, pass_fds, keep_read: int, report: int):
+    """The watchdog (a child of minivm): start QEMU, record its pid, say it on `report`,
+    then wait for minivm's "k". Signals are left to minivm (a terminal's Ctrl-C reaches
+    both): the watchdog acts on what the pipe says. A Python handler, not SIG_IGN, because
+    execve(2) resets handlers to the default but keeps a disposition of SIG_IGN."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda signum, frame: None)
     with open(directory.file("qemu.log"), "wb") as qemu_log:
         try:
-            qemu = subprocess.Popen(argv(config), stdin=subprocess.DEVNULL,
+            qemu = subprocess.Popen(qemu_argv, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=qemu_log,
-                                    start_new_session=True, pass_fds=config.pass_fds)
+                                    start_new_session=True, pass_fds=pass_fds)
         except OSError as error:
-            raise MinivmError(f"cannot start QEMU: {error.strerror}") from None
-    from minivm import qmp
-    deadline = time.monotonic() + QMP_START_SECONDS
-    while qemu.poll() is None:
-        try:
-            qmp.execute(directory.file("qmp.sock"), "query-status")
-            directory.save({"name": directory.name, "pid": qemu.pid,
-                            "pid_start": process_start_time(qemu.pid), "created": time.time(),
-                            **state})
+            os.write(report, error.strerror.encode())
             return
-        except MinivmError:
-            if time.monotonic() > deadline:
-                qemu.kill()
-                qemu.wait()
-                raise MinivmError(f"QEMU started but its QMP socket did not answer within "
-                                  f"{QMP_START_SECONDS:g} s; QEMU was killed") from None
-            time.sleep(0.05)
-    said = directory.file("qemu.log").read_text(errors="replace").strip().splitlines()
-    raise MinivmError(f"QEMU exited at once (status {qemu.returncode}): "
-                      f"{said[-1] if said else 'nothing on stderr'}")
+    directory.save({**directory.state(), "pid": qemu.pid,
+                    "pid_start": process_start_time(qemu.pid)})
+    os.write(report, str(qemu.pid).encode())
+    os.close(report)
+    if os.read(keep_read, 1) != b"k":  # end of file: minivm is gone or gave up
+        qemu.kill()  # our own child, by PID
+        qemu.wait()
 
 
 def exit_status(console_log: Path, nonce: str) -> int | None:
@@ -170,10 +254,11 @@ def command_output(console_log: Path, nonce: str) -> bytes:
 
 
 def all_vms() -> list[VMDir]:
+    """Every VM directory, half-made ones too."""
     if not root().is_dir():
         return []
     return [VMDir(path.name) for path in sorted(root().iterdir())
-            if (path / "state.json").exists()]
+            if path.is_dir() and NAME_PATTERN.fullmatch(path.name)]
 
 
 def pause(directory: VMDir, paused: bool):
@@ -208,18 +293,31 @@ def stop(directory: VMDir, grace_seconds: float) -> str:
 
 
 def remove(directory: VMDir, force: bool):
-    """Remove a VM that has ended (`force`: kill it first): its address, its directory.
-    Its tap device went with its QEMU (nic.py)."""
-    if directory.running():
+    """Remove a VM that has ended or whose start was cut short (`force`: kill it first):
+    its address, its directory. Its tap device went with its QEMU (nic.py)."""
+    if directory.running() or directory.starting():
         if not force:
-            raise MinivmError(f"{directory.name} is running: `minivm stop {directory.name}` "
-                              "first, or `minivm rm -f`")
+            raise MinivmError(f"{directory.name} is {directory.status()}: `minivm stop "
+                              f"{directory.name}` first, or `minivm rm -f`")
         _kill(directory)
-    owner = directory.state().get("network", {}).get("owner")
-    if owner:
-        from minivm import nic
-        nic.release(owner)
+    from minivm import nic
+    nic.release(lease_owner(directory.name))
     shutil.rmtree(directory.path)
+
+
+def lease_owner(name: str) -> str:
+    """Who holds a detached VM's address in the pool (--network bridge)."""
+    return f"minivm-{name}"
+
+
+def collect_half_made() -> list[str]:
+    """For `minivm gc`: remove the VMs whose start was cut short. Returns their names."""
+    removed = []
+    for directory in all_vms():
+        if directory.half_made():
+            remove(directory, force=True)
+            removed.append(directory.name)
+    return removed
 
 
 def _wait_gone(directory: VMDir, seconds: float) -> bool:

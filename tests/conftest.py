@@ -30,6 +30,27 @@ def no_cgroup_left_behind(request):
         pytest.fail(f"cgroups left behind: {' '.join(left)}")
 
 
+@pytest.fixture(autouse=True)
+def no_vm_left_behind(request, tmp_path_factory, monkeypatch):
+    """Every VM test (as root): its minivm runs get a VM root and a $TMPDIR of their own and
+    a tag in their environment, which QEMU inherits; afterwards none of its QEMU processes,
+    VM directories, scratch files or dead runs' address leases may be left."""
+    if os.geteuid() != 0 or "vm" not in request.keywords:
+        yield
+        return
+    from tests.helpers import minivm_leftovers
+    private = tmp_path_factory.mktemp("minivm")
+    tag = f"MINIVM_TEST_TAG={os.urandom(8).hex()}"
+    for name, value in (("MINIVM_ROOT", private / "vms"), ("TMPDIR", private / "tmp"),
+                        tuple(tag.split("="))):
+        monkeypatch.setenv(name, str(value))
+    (private / "tmp").mkdir()
+    yield
+    left = minivm_leftovers(private / "vms", private / "tmp", tag)
+    if left:
+        pytest.fail(f"minivm left behind: {left}")
+
+
 @pytest.fixture(scope="session")
 def image_store(tmp_path_factory):
     """One image store for the session: the busybox image is built once."""

@@ -79,3 +79,52 @@ def assert_one_line_error(result, status, start, contains=""):
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(start) and contains in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def minivm_leftovers(root, scratch, tag, grace=5.0):
+    """What one test's minivm runs left behind, by kind; {} when clean. Scoped so that other
+    sessions' VMs on this machine never count: QEMU processes whose environment carries
+    `tag`, VM directories under the test's `root`, scratch files (initramfs, overlays) in
+    the test's `scratch` directory, and addresses leased to a minivm-... owner whose tap is
+    gone (a tap vanishes with its last descriptor, so a lease without one is a dead run's).
+    QEMU processes get `grace` seconds to die (PR_SET_PDEATHSIG, the watchdog)."""
+    import time
+    deadline = time.monotonic() + grace
+    while _qemu_tagged(tag) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    found = {"qemu": _qemu_tagged(tag),
+             "vm dirs": sorted(os.listdir(root)) if os.path.isdir(root) else [],
+             "scratch files": sorted(name for name in os.listdir(scratch)
+                                     if name.startswith("minivm-")),
+             "dead leases": dead_minivm_leases()}
+    return {kind: things for kind, things in found.items() if things}
+
+
+def dead_minivm_leases():
+    """{address: owner} of minivm leases in this netns's pool whose tap is gone."""
+    from minibox import network
+    pool = network.address_pool()
+    if not pool.exists():
+        return {}
+    from pyroute2.iproute.linux import IPRoute
+    with IPRoute() as ipr, pool.locked() as table:
+        leases = table.leases
+        live = network.live_ports(ipr, leases)
+    return {address: owner for address, owner in leases.items()
+            if owner.startswith("minivm-") and address not in live}
+
+
+def _qemu_tagged(tag):
+    mark = f"\0{tag}\0".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if not cmdline.read().startswith(b"qemu-system"):
+                    continue
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                if mark in b"\0" + environ.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found

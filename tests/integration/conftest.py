@@ -3,6 +3,7 @@ a host block device for the device-rule tests."""
 import ctypes
 import os
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -28,6 +29,10 @@ def host_netns(monkeypatch):
     try:
         network.bring_up_loopback()
         yield
+        # This netns is the test's alone: a tap or a dead run's lease here is its leak.
+        from tests.helpers import dead_minivm_leases
+        taps = [name for index, name in socket.if_nameindex() if name.startswith("mv")]
+        assert (taps, dead_minivm_leases()) == ([], {}), "minivm left taps or leases"
     finally:
         shutil.rmtree(network.address_pool().directory, ignore_errors=True)
         assert libc.setns(original, CLONE_NEWNET) == 0

@@ -7,6 +7,7 @@ Every test runs in a private network namespace that plays the host (conftest's
 """
 import json
 import os
+import subprocess
 import urllib.request
 
 import pytest
@@ -128,3 +129,23 @@ def test_oci_create_gets_loopback_only_and_no_bridge(minibox, bundle):
     [info] = json.loads(minibox("inspect", "oci-net").stdout)
     assert (info["Addresses"], info["NetworkSettings"]) == ([], None)
     minibox("delete", "--force", "oci-net")
+
+
+def test_a_bridge_deleted_under_a_running_container_comes_back_with_its_lease(minibox):
+    """`ip link del minibox0` while a container runs, then a new run: the pool was reset and
+    both containers got 10.199.0.2, and the old one's published port answered nothing."""
+    container_id = minibox.run_detached("--name", "old", "-p", "18282:80", "busybox", "sh",
+                                        "-c", SITE)
+    current = minibox.state(container_id)
+    address = current["network"]["address"]
+    wait_listening(current["pid"], 80)
+    subprocess.run(["ip", "link", "del", network.BRIDGE], check=True)
+    new = minibox("run", "--rm", "busybox", "ip", "-4", "-o", "addr", "show", "eth0").stdout
+    assert f"inet {address}/" not in new
+    assert leases()[address] == container_id
+    veth = network.host_ifname(container_id)
+    assert f"master {network.BRIDGE} " in subprocess.run(
+        ["ip", "-o", "link", "show", veth], capture_output=True, text=True).stdout
+    assert fetch(18282) == "hello from old\n"
+    minibox("stop", "-t", "1", "old")
+    assert leases() == {}

@@ -1,8 +1,10 @@
 """minivm's bad-input paths: one line on stderr, a non-zero status, no traceback, no boot."""
+import bz2
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +162,51 @@ def test_help_fits_the_width_in_columns():
     # argparse wraps help text, never an option's own spelling (-v HOSTDIR:GUESTDIR[:ro]...)
     text = [line for line in done.stdout.splitlines() if "HOSTDIR:GUESTDIR" not in line]
     assert max(len(line) for line in text) <= 50
+
+
+def test_tty_without_a_terminal_is_one_line(tmp_path):
+    done = minivm("run", "-t", "--", "sh", cache=tmp_path)  # stdin is /dev/null
+    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR, "-t needs a terminal on stdin")
+
+
+def sparse(path, size, head=b""):
+    with open(path, "wb") as out:
+        out.write(head)
+        out.truncate(size)
+    return path
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs qemu")
+@pytest.mark.parametrize("make,message", [
+    (lambda tmp: Path("/dev/zero"), "--kernel /dev/zero: not a regular file"),
+    (lambda tmp: tmp, "not a regular file"),
+    (lambda tmp: sparse(tmp / "notes", 100, b"hello"), "neither an ELF vmlinux nor a bzImage"),
+    (lambda tmp: sparse(tmp / "huge-vmlinux", 20 << 30, b"\x7fELF"), "20480 MiB: more than"),
+    (lambda tmp: sparse(tmp / "huge-bzImage", 20 << 30, b"\0" * 0x202 + b"HdrS"),
+     "20480 MiB: more than"),
+])
+def test_a_kernel_is_judged_by_its_header_and_size_before_it_is_read(tmp_path, make, message):
+    """/dev/zero as the kernel was read whole into memory: 22 GB in 73 s (issue 14)."""
+    started = time.monotonic()
+    done = minivm("run", "--accel", "tcg", "--kernel", str(make(tmp_path)), "--", "true",
+                  cache=tmp_path / "c")
+    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR, message)
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs qemu")
+def test_the_timeout_covers_the_kernel_extraction(tmp_path):
+    """A bzImage whose payload inflates to 250 MB (~1.5 s of bzip2 here): --timeout 0.3
+    ends the run before QEMU ever starts."""
+    from tests.unit.test_minivm_kernel import ELF, fake_bzimage
+    image = tmp_path / "vmlinuz-slow"
+    image.write_bytes(fake_bzimage(bz2.compress(ELF + b"\0" * (250 << 20))))
+    started = time.monotonic()
+    done = minivm("run", "--accel", "tcg", "--timeout", "0.3", "--kernel", str(image), "--",
+                  "true", cache=tmp_path / "cache")
+    assert done.returncode == cli.EXIT_TIMEOUT, done.stderr
+    assert done.stderr.splitlines() == [
+        f"minivm: extracting the uncompressed kernel from {image} (once; cached)",
+        "minivm: timeout: the guest did not start within 0.3 s"]
+    assert time.monotonic() - started < 5
+    assert not list((tmp_path / "cache").glob("extracted/*/vmlinux"))

@@ -126,3 +126,10 @@ def test_a_cached_vmlinux_named_with_kernel_keeps_its_modules(tmp_path):
     cache_entry(cache, "6.1.0-56-amd64")
     found = kernel.find(cache / "kernels/6.1.0-56-amd64/vmlinux", cache, print, tmp_path)
     assert found.modules == cache / "kernels/6.1.0-56-amd64/lib/modules/6.1.0-56-amd64"
+
+
+def test_a_decompression_bomb_stops_at_the_limit(monkeypatch):
+    monkeypatch.setattr(bzimage, "MAX_VMLINUX_BYTES", 1 << 20)
+    image = fake_bzimage(gzip.compress(ELF + b"\0" * (4 << 20)))
+    with pytest.raises(MinivmError, match="inflates to more than 1 MiB"):
+        bzimage.vmlinux(image)

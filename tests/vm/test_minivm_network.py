@@ -4,6 +4,7 @@
 the veths never appear on the real host. Facts come from iproute2 and the address pool.
 """
 import json
+import os
 import subprocess
 
 import pytest
@@ -77,3 +78,21 @@ def test_bad_network_mode_is_one_line(minivm):
     assert done.returncode == 125
     assert len(done.stderr.splitlines()) == 1
     assert b"--network: invalid choice: 'host'" in done.stderr
+
+
+def test_a_vm_tap_keeps_its_lease_and_is_plugged_into_a_new_bridge(root, minibox):
+    """A tap (no QEMU needed: the test holds its descriptor) survives `ip link del
+    minibox0`; the bridge minibox makes next keeps its lease and takes it back as a port."""
+    from minivm import nic
+    card = nic.connect("minivm-survivor", "mvsurvivor")
+    try:
+        subprocess.run(["ip", "link", "del", "minibox0"], check=True)
+        done = minibox("run", "--rm", "busybox", "ip", "-4", "-o", "addr", "show", "eth0")
+        assert done.returncode == 0, done.stderr
+        assert f"inet {card.address}/" not in done.stdout
+        assert leases() == {str(card.address): "minivm-survivor"}
+        assert "master minibox0" in subprocess.run(["ip", "-o", "link", "show", "mvsurvivor"],
+                                                    capture_output=True, text=True).stdout
+    finally:
+        os.close(card.tap_fd)
+        nic.release("minivm-survivor")

@@ -1,0 +1,41 @@
+"""`minivm gc`: collect what minivm runs that were killed (SIGKILL, a crash) left behind.
+
+A killed minivm runs no cleanup, but what it made says whose it is:
+- a detached VM's directory without "started" whose starter is gone (vms.py): its QEMU
+  is killed if it still runs, its address released, its directory removed;
+- an address lease of an owner named minivm-... whose tap is gone (network.live_ports): a
+  tap lives exactly as long as a descriptor on it, so a lease without one is a dead run's;
+- $TMPDIR files named after a run's pid, its initramfs (initramfs.write_initrd) and a
+  foreground run's disk overlays (cli._attach_devices), when no process has that pid.
+Running and exited VMs that were started completely stay: `minivm rm` removes those.
+"""
+import os
+import re
+from pathlib import Path
+
+from minibox.state import process_start_time
+
+# minivm-initrd-<pid>-<nonce>.cpio, minivm-<pid>-<nonce>-disk<N>.qcow2
+SCRATCH_FILE = re.compile(r"minivm-(?:initrd-)?(\d+)-[0-9a-f]+[-.]")
+
+
+def collect() -> list[str]:
+    """Collect everything above; returns one line per thing removed."""
+    from minibox import network
+    from minivm import vms
+    return ([f"removed the half-made VM {name}" for name in vms.collect_half_made()]
+            + [f"released the address of {owner}"
+               for owner in network.release_dead_leases("minivm-")]
+            + [f"removed {path}" for path in collect_scratch_files()])
+
+
+def collect_scratch_files(directory: Path | None = None) -> list[Path]:
+    """Remove the scratch files of runs whose pid no process has any more."""
+    directory = directory or Path(os.environ.get("TMPDIR", "/tmp"))
+    removed = []
+    for path in directory.glob("minivm-*"):
+        found = SCRATCH_FILE.match(path.name)
+        if found and process_start_time(int(found.group(1))) is None:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return sorted(removed)
