@@ -1,4 +1,5 @@
 """Small helpers shared by the tests."""
+import contextlib
 import os
 
 
@@ -79,3 +80,16 @@ def assert_one_line_error(result, status, start, contains=""):
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(start) and contains in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, options="size=32m"):
+    """A tmpfs mounted at `path` (made if missing) for the block: a small disk to fill. It is
+    unmounted afterwards, whatever the block left in it."""
+    import subprocess
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", path], check=True)
