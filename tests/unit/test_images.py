@@ -232,8 +232,9 @@ def test_the_write_limit_holds_while_writing(tmp_path):
     # What the headers claim is checked first (imagestore), but the archive is read again to
     # unpack it: the count while writing is what holds if it changed in between.
     layer = ib.layer_tar([("file", "a", "x" * 80), ("file", "b", "y" * 80)])
-    limit = layers.WriteLimit(100, "the import would write more than 100 B")
-    with pytest.raises(MiniboxError, match="more than 100 B"):
+    limit = imagestore.ImportLimit(100, "image.tar")
+    limit.check(layers.claimed_bytes(io.BytesIO(layer)) - 100)  # as if it had claimed less
+    with pytest.raises(MiniboxError, match="image.tar: .* over the import limit of 100 B"):
         layers.unpack_layer(io.BytesIO(layer), str(tmp_path), limit=limit)
 
 
