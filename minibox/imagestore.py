@@ -292,19 +292,30 @@ def _flatten_if_too_deep(config):
 
 def _merge_layers(diff_ids):
     """One layer with the content of `diff_ids` (bottom first) as overlayfs shows them."""
-    from . import archives, layers
+    from . import archives
     with _scratch() as scratch:
         packed = os.path.join(scratch, "merged.tar")
-
-        def pack_view(root):
-            with open(packed, "wb") as out:
-                layers.pack(root, out)
-        in_read_only_view([layer_path(d) for d in stack(diff_ids)], pack_view)
+        with open(packed, "wb") as out:
+            _pack_view([layer_path(d) for d in stack(diff_ids)], out, packed)
         blob = archives.LayerBlob("merged lower layers", lambda: open(packed, "rb"),
                                   os.path.getsize(packed))
         merged, = _unpack_all([blob], [None], scratch, Progress())
         _install_layer(merged, os.path.join(scratch, "1"))
     return merged
+
+
+def _pack_view(lowers, out, where):
+    """Write the read-only view of `lowers` (top first) as one tar to the binary file `out`.
+    A failed write (ENOSPC; EPIPE from `export | head`) is one line naming `where`."""
+    from . import layers
+
+    def pack_view(root):
+        try:
+            layers.pack(root, out)
+            out.flush()
+        except OSError as error:
+            raise MiniboxError(f"writing {where}: {error.strerror}") from None
+    in_read_only_view(lowers, pack_view)
 
 
 def in_read_only_view(lowers, action):
@@ -356,24 +367,16 @@ def export_container(reference, output=None):
     """`minibox export`: the container's filesystem as one tar (no whiteouts: it is the
     merged view, the container's upper dir over its image, as the container sees it), to
     the file `output` or to stdout. A failed export leaves no file behind."""
-    from . import layers
     directory, image = _container(reference)  # first: a wrong name makes no empty file
     lowers = [image] if image.startswith("/") else image_layers(image)
     where = output or "stdout"
     try:
         out = open(output, "wb") if output else os.fdopen(os.dup(1), "wb")
     except OSError as error:
-        raise MiniboxError(f"cannot write the export to {where}: {error.strerror}") from None
-
-    def pack_view(root):
-        try:
-            layers.pack(root, out)
-            out.flush()
-        except OSError as error:  # ENOSPC, EPIPE (`| head`)...
-            raise MiniboxError(f"exporting to {where}: {error.strerror}") from None
+        raise MiniboxError(f"writing {where}: {error.strerror}") from None
     with out:
         try:
-            in_read_only_view([directory.file("upper")] + lowers, pack_view)
+            _pack_view([directory.file("upper")] + lowers, out, where)
         except MiniboxError:
             if output:
                 os.unlink(output)
