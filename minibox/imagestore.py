@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import struct
 import time
 
@@ -378,7 +379,9 @@ def export_container(reference, output=None):
         try:
             _pack_view([directory.file("upper")] + lowers, out, where)
         except MiniboxError:
-            if output:
+            # Half-written: gone. But only a regular file: `-o /dev/full` must not unlink
+            # the device node (as root, it would).
+            if output and stat.S_ISREG(os.fstat(out.fileno()).st_mode):
                 os.unlink(output)
             raise
 

@@ -362,6 +362,10 @@ def test_export_errors_are_one_line(box):
         message = only_line(box("export", "-o", output, "exported", check=False), output)
         assert "No space left on device" in message
         assert os.listdir(small) == []  # the half-written export is gone
+    # Only a half-written regular file is removed: never a device the export was sent to.
+    assert "No space left on device" in only_line(box("export", "-o", "/dev/full", "exported",
+                                                      check=False), "/dev/full")
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
     box("rm", "exported")
 
 
