@@ -106,12 +106,18 @@ def claimed_bytes(blob):
     stream `blob` says it holds, from its headers alone: each regular file's size, and for a
     sparse member only what it stores (its holes cost nothing, see _write_data). tarfile
     seeks over the data of a plain tar; a gzip one has to be decompressed to find them."""
-    _refuse_zstd(blob.read(4))
+    magic = blob.read(4)
     blob.seek(0)
+    _refuse_zstd(magic)
+    failures = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
     try:
-        with tarfile.open(fileobj=blob, mode="r:*") as tar:
+        tar = tarfile.open(fileobj=blob, mode="r:gz" if magic.startswith(_GZIP_MAGIC) else "r:")
+    except failures as error:  # its first block is no tar header
+        raise MiniboxError(f"the layer is not a tar ({error})") from None
+    try:
+        with tar:
             return sum(_stored_size(member) for member in tar if member.isreg())
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+    except failures as error:
         raise MiniboxError(f"the layer is truncated or corrupt ({error})") from None
 
 

@@ -225,6 +225,8 @@ def test_claimed_bytes_count_data_not_holes():
         layers.claimed_bytes(io.BytesIO(b"\x28\xb5\x2f\xfd" + b"\0" * 100))
     with pytest.raises(MiniboxError, match="truncated or corrupt"):
         layers.claimed_bytes(io.BytesIO(plain[:700]))
+    with pytest.raises(MiniboxError, match=r"^the layer is not a tar \(invalid header\)$"):
+        layers.claimed_bytes(io.BytesIO(b"junk" * 300))
 
 
 @pytest.mark.root
