@@ -116,13 +116,21 @@ def claimed_bytes(blob):
         raise MiniboxError(f"the layer is not a tar ({error})") from None
     try:
         with tar:
-            return sum(_stored_size(member) for member in tar if member.isreg())
+            return sum(length for member in tar if member.isreg()
+                       for _, length in _data_regions(member))
     except failures as error:
         raise MiniboxError(f"the layer is truncated or corrupt ({error})") from None
 
 
-def _stored_size(member):
-    return sum(size for _, size in member.sparse) if member.sparse else member.size
+def _data_regions(member):
+    """[(offset, length)] of a regular member's file that its archive stores: the sparse
+    map, or the whole file. A negative number there would move the file offset backwards
+    (lseek(2): EINVAL) or lower what the layer claims, so it refuses the layer."""
+    regions = member.sparse or [(0, member.size)]
+    if member.size < 0 or any(offset < 0 or length < 0 for offset, length in regions):
+        raise MiniboxError(f"refusing the layer: {member.name!r} has a negative size or "
+                           "offset in its sparse map")
+    return regions
 
 
 def unpack_layer(blob, dest, on_read=None, limit=None):
@@ -290,14 +298,14 @@ def _write_data(member, content, out, limit):
     """Write a regular member's data to `out` and leave holes where it has none: the ranges
     a sparse member's map leaves out, and every all-zero block of what it stores. Moving the
     file offset past them (lseek(2)) and setting the size at the end (ftruncate(2)) makes a
-    hole: no disk block is allocated for it, and reading it gives zeros (lseek(2): "the
-    file offset [may be] set beyond the end of the file ... a 'hole'"). `cp --sparse` and
-    GNU tar do the same."""
+    hole, which takes no disk block (lseek(2): "If data is later written at this point,
+    subsequent reads of the data in the gap (a "hole") return null bytes"). `cp --sparse`
+    and GNU tar do the same."""
     # The raw reader, not tarfile's buffered one: that one refuses to seek in a tar read as
     # a stream (r|), while the raw one seeks past a hole by moving its position, reading
     # nothing. Its reads then go forward only, as a stream must.
     raw = content.raw
-    for offset, length in member.sparse or [(0, member.size)]:
+    for offset, length in _data_regions(member):
         raw.seek(offset)
         out.seek(offset)
         while length > 0:

@@ -227,6 +227,10 @@ def test_claimed_bytes_count_data_not_holes():
         layers.claimed_bytes(io.BytesIO(plain[:700]))
     with pytest.raises(MiniboxError, match=r"^the layer is not a tar \(invalid header\)$"):
         layers.claimed_bytes(io.BytesIO(b"junk" * 300))
+    # A negative length in the map would lower the claim: refused, here and when unpacking.
+    negative = ib.sparse_layer_tar("big", 100, [(0, b"x" * 10)]).replace(b"\n0\n10\n", b"\n0\n-9\n")
+    with pytest.raises(MiniboxError, match="negative size or offset in its sparse map"):
+        layers.claimed_bytes(io.BytesIO(negative))
 
 
 @pytest.mark.root
