@@ -363,15 +363,30 @@ def network_rm(name):
 
 # -- images ------------------------------------------------------------------------------------
 
+def byte_size(text):
+    """`--max-size 20g`: a size in the units of `run -m` (binary: k = 1024)."""
+    from .cgroups.limits import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 @command("image import", option("--name", metavar="NAME[:TAG]",
                                 help="Tag the image (default: the archive's tags)."),
+         option("--max-size", type=byte_size, default="10g", metavar="SIZE",
+                help="Refuse an archive whose layers hold more file data than SIZE (default "
+                     "%(default)s; holes in sparse files do not count)."),
          option("archive", metavar="ARCHIVE"))
-def image_import(name, archive):
-    """Import a `docker save` archive, an OCI image layout or a rootfs tarball (file or dir)."""
+def image_import(name, max_size, archive):
+    """Import a `docker save` archive, an OCI image layout or a rootfs tarball (file or dir).
+
+    The layers' tar headers are read first: an archive that claims more than --max-size, or
+    more than the image store has free, is refused before anything is written."""
     from . import imagestore
     check_caller("image import")
     progress = imagestore.Progress(sys.stderr)
-    for names, image_id in imagestore.import_archive(archive, name, progress):
+    for names, image_id in imagestore.import_archive(archive, max_size, name, progress):
         for tagged in names or ["<untagged>"]:
             print(f"Loaded image: {tagged} ({image_id[:19]})")
 
@@ -418,8 +433,7 @@ def export(output, reference):
     if output is None and sys.stdout.isatty():
         raise MiniboxError("refusing to write a tar archive to a terminal: "
                            "redirect stdout or use -o FILE")
-    with open(output, "wb") if output else os.fdopen(os.dup(1), "wb") as out:
-        imagestore.export_container(reference, out)
+    imagestore.export_container(reference, output)
 
 
 @command("commit", option("reference", metavar="CONTAINER"), option("name", metavar="NAME[:TAG]"))
