@@ -263,7 +263,7 @@ def _reap(pid):
 @explain.step("Start: open exec.fifo for reading, which lets the init go on to execve(2)",
               syscall='open("exec.fifo", O_RDONLY); read(fd, buf, 1)', man="fifo(7)")
 def release_init(directory, pid):
-    """Release the init blocked in _wait_for_start (`run`, and `minibox start` for OCI)."""
+    """Release the init blocked in init._wait_for_start (`run`, and `minibox start` for OCI)."""
     gone = MiniboxError(f"container {directory.id[:12]} exited before it was started")
     # The pidfd first: once the fifo is open the init may exec, exit and be reaped before
     # our next line runs, and a reaped process has no pidfd to give any more.
