@@ -312,10 +312,10 @@ def _configure_explain(narrate, pause):
 @command("rm", FORCE, option("containers", nargs="+", metavar="CONTAINER"))
 def rm(force, containers):
     """Remove stopped containers (their state and writable layer)."""
-    from . import container
+    from . import control
     check_caller("rm")
     for reference in containers:
-        container.remove(reference, force=force)
+        control.remove(reference, force=force)
         print(reference)
 
 
@@ -323,9 +323,9 @@ def rm(force, containers):
 def gc():
     """Remove what crashed runs left behind (from each container's ledger), cgroups no
     container knows, and the bridge if no container uses it any more."""
-    from . import container, network
+    from . import control, network
     check_caller("gc")
-    cleaned, failed, orphan_cgroups = container.collect_garbage()
+    cleaned, failed, orphan_cgroups = control.collect_garbage()
     for container_id in cleaned:
         print(f"removed leftovers of {container_id[:12]}")
     for error in failed:

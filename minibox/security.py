@@ -36,13 +36,12 @@ we still hold CAP_SYS_ADMIN, because without no_new_privs only CAP_SYS_ADMIN may
 the user switched (still needing CAP_SETUID/CAP_SETGID), the remaining sets set, and last
 no_new_privs. The filter allows every call these steps and execve(2) make.
 """
-import ctypes
 import errno
 import os
-import struct
 
 import prctl
 
+from . import syscalls
 from .errors import MiniboxError
 from .explain import step
 from .syscall_numbers import X86_64
@@ -147,7 +146,7 @@ def set_capabilities(keep):
     others = [bit for name, bit in CAPABILITIES.items() if name not in keep]
     sets = [prctl.CAP_PERMITTED, prctl.CAP_EFFECTIVE, prctl.CAP_INHERITABLE]
     prctl.set_caps((bits, sets, True), (others, sets, False))
-    _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0)
+    syscalls.clear_ambient_capabilities()
 
 
 @step("Become the --user: drop supplementary groups, then gid, then uid",
@@ -344,31 +343,7 @@ def install_seccomp_filter(program=None):
     A filter can never be removed; more filters can only be stacked on top. /proc/self/status
     then shows `Seccomp: 2`.
     """
-    program = seccomp_program() if program is None else program
-    # struct sock_filter { __u16 code; __u8 jt; __u8 jf; __u32 k; } -- 8 bytes each.
-    filters = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *i) for i in program))
-    fprog = _SockFprog(len(program), ctypes.addressof(filters))
-    _prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
-
-
-class _SockFprog(ctypes.Structure):
-    """struct sock_fprog { unsigned short len; struct sock_filter *filter; }"""
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-_PR_SET_SECCOMP = 22
-_SECCOMP_MODE_FILTER = 2
-_PR_CAP_AMBIENT = 47
-_PR_CAP_AMBIENT_CLEAR_ALL = 4
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _prctl(option, arg2, arg3):
-    """prctl(2) through libc, for the options python-prctl does not wrap."""
-    if _libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
-                  ctypes.c_ulong(0)) == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl({option}, {arg2}): {os.strerror(err)}")
+    syscalls.set_seccomp_filter(seccomp_program() if program is None else program)
 
 
 class SecurityProfile:

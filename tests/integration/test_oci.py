@@ -186,6 +186,28 @@ def test_config_fields_reach_the_process(minibox, bundle, tmp_path):
         "HOME": "/"}  # uid 1000 has no /etc/passwd entry: HOME=/, as runc
 
 
+def test_exec_takes_pid_1s_steps(minibox, bundle):
+    """exec and PID 1 share init.py's steps: an exec'd process gets the config's rlimits,
+    OOM score, umask and HOME, as PID 1 does (runc exec the same)."""
+    def change(config):
+        config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]
+        config["process"]["oomScoreAdj"] = 500
+        config["process"]["user"] = {"uid": 0, "gid": 0, "umask": 0o27}
+        config["process"]["env"] = ["PATH=/bin:/usr/bin"]
+    configure(bundle, change)
+    set_args(bundle, "sleep", "30")
+    create(minibox, bundle, "same-steps")
+    minibox("start", "same-steps")
+    try:
+        probe = 'echo $(ulimit -n)/$(ulimit -Hn) $(cat /proc/self/oom_score_adj) $(umask) "$HOME"'
+        pid1 = minibox("exec", "same-steps", "sh", "-c", f"cat /proc/1/limits | grep files; "
+                       "cat /proc/1/oom_score_adj; tr '\\0' '\\n' < /proc/1/environ").stdout
+        assert "123" in pid1 and "500" in pid1 and "HOME=/root" in pid1
+        assert minibox("exec", "same-steps", "sh", "-c", probe).stdout.split() == [
+            "123/456", "500", "0027", "/root"]
+    finally:
+        minibox("delete", "--force", "same-steps")
+
 # runc's AllowedDevices as nodes to make (name, type, major, minor), and /dev/loop-control,
 # which is not in it (and opens for anyone allowed to open the node). tty says ENXIO and the pty EIO (no controlling terminal, a locked pty): both
 # errors of the driver, so the device cgroup let the open(2) through.
