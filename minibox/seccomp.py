@@ -166,6 +166,8 @@ def assemble(program):
                 places.append(place)
 
         def offset(target, index):
+            if target is not None and labels[target] <= index:
+                raise ValueError(f"BPF jumps only forward: {target!r} is behind {index}")
             return 0 if target is None else labels[target] - index - 1
 
         far = [index for index, place in enumerate(places) if program[place][0] != _BPF_JUMP
@@ -232,10 +234,11 @@ ACTIONS = {"SCMP_ACT_KILL": RET_KILL_THREAD, "SCMP_ACT_KILL_THREAD": RET_KILL_TH
            "SCMP_ACT_LOG": RET_LOG, "SCMP_ACT_ALLOW": RET_ALLOW}
 
 # config.json's architectures: the audit arch the kernel reports, the names' numbers, and
-# whether an argument is 64 bits wide there (i386's are 32: libseccomp compares the low word).
+# whether an argument is 64 bits wide there. i386's are 32; x32 passes 64-bit registers, but
+# its longs and pointers are 32 bits, and libseccomp compares only the low word there too.
 ARCHITECTURES = {"SCMP_ARCH_X86_64": (_AUDIT_ARCH_X86_64, X86_64, True),
                  "SCMP_ARCH_X86": (_AUDIT_ARCH_I386, I386, False),
-                 "SCMP_ARCH_X32": (_AUDIT_ARCH_X86_64, X32, True)}
+                 "SCMP_ARCH_X32": (_AUDIT_ARCH_X86_64, X32, False)}
 
 # seccomp(2)'s SECCOMP_SET_MODE_FILTER flags that a container config may ask for.
 FLAGS = {
@@ -284,7 +287,7 @@ class Profile:
             program.append(jump(_BPF_JUMP_IF_EQUAL, _AUDIT_ARCH_X86_64, "AUDIT_ARCH_X86_64"))
         if "SCMP_ARCH_X86" in arches:
             program.append(jump(_BPF_JUMP_IF_EQUAL, _AUDIT_ARCH_I386, "SCMP_ARCH_X86"))
-        program += ["bad arch", ret(RET_KILL_THREAD)]
+        program.append(ret(RET_KILL_THREAD))
         if {"SCMP_ARCH_X86_64", "SCMP_ARCH_X32"} & set(arches):
             # One audit arch, two ABIs: bit 30 of the number says x32.
             program += ["AUDIT_ARCH_X86_64", load(_SECCOMP_DATA_NR), jump(
@@ -295,7 +298,7 @@ class Profile:
             # A holds the number on entry to x86_64's and x32's sections, not to i386's
             program += [name, *([load(_SECCOMP_DATA_NR)] if name == "SCMP_ARCH_X86" else []),
                         *self._section(name, numbers, wide)]
-        return assemble(program)
+        return assemble(program + ["bad arch", ret(RET_KILL_THREAD)])
 
     def _section(self, arch, numbers, wide):
         """One ABI's rules, grouped by syscall number in the order they first appear."""
@@ -327,8 +330,8 @@ def _condition(index, op, value, value_two, fail, wide, label):
     """Instructions that fall through when args[index] <op> value holds, else jump to fail.
 
     On x86_64 an argument is 64 bits and A holds 32: compare the high words first, and only
-    when they are equal decide on the low words, as libseccomp does. On i386 the arguments are
-    32 bits: the low words alone decide and the values' high bits are dropped (libseccomp too).
+    when they are equal decide on the low words, as libseccomp does. On i386 and x32 the low
+    words alone decide and the values' high bits are dropped (libseccomp too).
     """
     low, high = _SECCOMP_DATA_ARGS + 8 * index, _SECCOMP_DATA_ARGS + 8 * index + 4
     if op == "SCMP_CMP_MASKED_EQ":
@@ -407,15 +410,13 @@ def _action(entry, key, where, check, errno_key="errnoRet"):
     if name not in ACTIONS:
         check.fail(f"{where}{key} {name!r} is not a seccomp action (one of "
                    f"{', '.join(ACTIONS)})")
-    errno_ret = check.get(entry, errno_key, int, None, where)
-    if errno_ret is not None and name not in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
-        check.fail(f"{where}{errno_key} is only meaningful with SCMP_ACT_ERRNO or SCMP_ACT_TRACE")
-    if errno_ret is not None and not 0 <= errno_ret <= 0xFFFF:
-        check.fail(f"{where}{errno_key} {errno_ret} is not between 0 and 65535")
+    if name not in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
+        return ACTIONS[name]  # runc ignores errnoRet on the other actions: so do we
     # runc's default when errnoRet is absent: EPERM, for ERRNO and TRACE alike.
-    data = errno.EPERM if errno_ret is None and name in ("SCMP_ACT_ERRNO",
-                                                         "SCMP_ACT_TRACE") else errno_ret or 0
-    return ACTIONS[name] | data
+    errno_ret = check.get(entry, errno_key, int, errno.EPERM, where)
+    if not 0 <= errno_ret <= 0xFFFF:  # the return value's 16 data bits
+        check.fail(f"{where}{errno_key} {errno_ret} is not between 0 and 65535")
+    return ACTIONS[name] | errno_ret
 
 
 def _argument(arg, where, check):

@@ -50,6 +50,7 @@ def run(program, data):
             if op == 0x00:                               # BPF_JA
                 pc += k
                 continue
+            assert 0 <= jt <= 255 and 0 <= jf <= 255, "the kernel's checker refuses this jump"
             taken = {0x10: a == operand, 0x20: a > operand, 0x30: a >= operand,
                      0x40: bool(a & operand)}[op]
             pc += jt if taken else jf
