@@ -362,7 +362,8 @@ def _condition(index, op, value, value_two, fail, wide, label):
 
 
 def from_config(seccomp, check):
-    """config.json's linux.seccomp as a Profile, or None without one (no filter, as runc).
+    """config.json's linux.seccomp as a Profile's fields, or None without one (no filter, as
+    runc). A plain dict: it travels in spec.json from `create` to the container's init.
 
     `check` is spec's config checker: every wrong field is one line naming it. Names this
     kernel ABI does not know are skipped, as runc skips what libseccomp cannot resolve.
@@ -400,7 +401,7 @@ def from_config(seccomp, check):
             rules += [(names, action, [condition]) for condition in conditions]
         else:
             rules.append((names, action, conditions))
-    return Profile(default, architectures, rules, flags)
+    return {"default": default, "architectures": architectures, "rules": rules, "flags": flags}
 
 
 def _action(entry, key, where, check, errno_key="errnoRet"):
@@ -462,8 +463,9 @@ def install_filter(program=None, flags=0):
         raise OSError(err, f"seccomp(SECCOMP_SET_MODE_FILTER, {flags:#x}): {os.strerror(err)}")
 
 
-def install(profile):
-    """config.json's profile compiled and installed (with its flags)."""
+def install(fields):
+    """config.json's profile (from_config's fields) compiled and installed with its flags."""
+    profile = Profile(**fields)
     install_filter(profile.program(), profile.flags)
 
 

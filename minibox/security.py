@@ -195,7 +195,7 @@ class SecurityProfile:
         self.capabilities = frozenset(capabilities)
         self.no_new_privileges = no_new_privileges
         self.seccomp = seccomp
-        # config.json's linux.seccomp (a seccomp.Profile) in place of the built-in filter
+        # config.json's linux.seccomp (seccomp.from_config's dict) in place of the built-in filter
         self.seccomp_rules = seccomp_rules
 
 

@@ -122,7 +122,7 @@ def exported(lib):
 
 
 def both_programs(config):
-    profile = seccomp.from_config(config, Check())
+    profile = seccomp.Profile(**seccomp.from_config(config, Check()))
     lib, unknown = libseccomp_filter(config)
     return profile, lib, unknown
 
