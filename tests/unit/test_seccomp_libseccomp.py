@@ -18,29 +18,13 @@ import pyseccomp
 import pytest
 
 from minibox import seccomp, security
-from minibox.errors import MiniboxError
+from minibox.spec import _Config
 from minibox.syscall_numbers import I386, X32, X86_64
 from tests.seccomp_bpf import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, decide
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 PODMAN = "/usr/share/containers/seccomp.json"
 CLONE_NEWUSER, SIGCHLD = 0x10000000, 17
-
-
-class Check:
-    """spec's config checker, as from_config sees it."""
-
-    def get(self, obj, key, kind, default=None, where=""):
-        value = obj.get(key, default) if isinstance(obj, dict) else default
-        if value is not default and not isinstance(value, kind):
-            self.fail(f"{where}{key} must be a {kind.__name__}")
-        return value
-
-    def strings(self, obj, key, where=""):
-        return self.get(obj, key, list, [], where)
-
-    def fail(self, message):
-        raise MiniboxError(message)
 
 
 def engine_config(path, capabilities=security.DOCKER_DEFAULT_CAPABILITIES):
@@ -122,7 +106,7 @@ def exported(lib):
 
 
 def both_programs(config):
-    profile = seccomp.Profile(**seccomp.from_config(config, Check()))
+    profile = seccomp.Profile(**seccomp.from_config(config, _Config("config.json")))
     lib, unknown = libseccomp_filter(config)
     return profile, lib, unknown
 

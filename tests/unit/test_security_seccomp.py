@@ -156,3 +156,19 @@ def test_without_the_filter_root_gets_other_errors():
     """Proof the EPERMs above come from the filter: root, unfiltered, fails differently."""
     unfiltered = in_child(lambda: {name: call(name, *args) for name, args in HARMLESS_CALLS.items()})
     assert not {name: e for name, e in unfiltered.items() if e in ("EPERM", 0)}
+
+
+def test_explain_prints_the_program_as_assembly(capfd):
+    """--explain lists the filter the kernel gets, one instruction a line."""
+    from minibox import explain
+    program = seccomp.seccomp_program()
+
+    def body():
+        explain.configure(True)
+        security.set_no_new_privs()
+        seccomp.install_filter(program)
+        return None
+    in_child(body)
+    err = capfd.readouterr().err
+    assert f"program: {len(program)} instructions" in err
+    assert " 0: ld   arch" in err and "jeq  #0xc000003e, 2, 49" in err and "ret  SCMP_ACT_ERRNO(1)" in err
