@@ -48,10 +48,9 @@ CLONE_NEWNET = 0x40000000
 
 # prctl(2) options, from <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
-PR_SET_SECCOMP = 22
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
-SECCOMP_MODE_FILTER = 2
+SECCOMP_SET_MODE_FILTER = 1  # seccomp(2)'s operation
 
 
 def _check(result, what):
@@ -111,14 +110,17 @@ def clear_ambient_capabilities():
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, what="prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
 
 
-def set_seccomp_filter(program):
-    """prctl(2) PR_SET_SECCOMP, SECCOMP_MODE_FILTER: load a classic BPF program, a list of
-    (code, jt, jf, k) instructions, as this thread's seccomp filter (seccomp(2))."""
+def set_seccomp_filter(program, flags=0):
+    """seccomp(2) SECCOMP_SET_MODE_FILTER with `flags` (SECCOMP_FILTER_FLAG_*): load a
+    classic BPF program, a list of (code, jt, jf, k) instructions, as this thread's filter.
+    (prctl(PR_SET_SECCOMP) does the same, but takes no flags.)"""
     # struct sock_filter { __u16 code; __u8 jt; __u8 jf; __u32 k; } -- 8 bytes each.
     filters = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *i) for i in program))
     fprog = _SockFprog(len(program), ctypes.addressof(filters))
-    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog),
-          what="prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)")
+    # EINVAL: a program the kernel's checker refused, or a flag this kernel lacks
+    _check(_libc.syscall(X86_64["seccomp"], SECCOMP_SET_MODE_FILTER, ctypes.c_ulong(flags),
+                         ctypes.c_void_p(ctypes.addressof(fprog))),
+           f"seccomp(SECCOMP_SET_MODE_FILTER, {flags:#x})")
 
 
 class _SockFprog(ctypes.Structure):
