@@ -38,7 +38,7 @@ import sys
 import time
 
 from . import (cgroups, explain, hooks, images, namespaces, network, portproxy, rootfs, rootless,
-               security, state, syscalls)
+               security, shared, state, syscalls)
 from . import spec as spec_module
 from .errors import (CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError, bug_line,
                      failure_report, read_failure_report)
@@ -131,7 +131,7 @@ def spawn(spec, directory, cgroup):
     if shared_netns is not None:
         os.close(shared_netns)
     init_end.close()
-    start_time = state.process_start_time(pid)
+    start_time = shared.process_start_time(pid)
     directory.record("process", pid=pid, start_time=start_time)
     # 4. Host-side setup while the init waits in its new namespaces. The network first: it
     #    does not care about cgroups, and meanwhile the grace period that the cgroup move
@@ -208,7 +208,7 @@ def _initial_state(spec, directory):
             "pid": None, "exit_code": None, "remove": spec.remove, "restarts": 0,
             "bundle": spec.bundle or directory.path, "annotations": spec.annotations,
             "monitor_pid": os.getpid(),
-            "monitor_start": state.process_start_time(os.getpid())}
+            "monitor_start": shared.process_start_time(os.getpid())}
 
 
 def _hook_state(directory, status, pid):
@@ -590,14 +590,14 @@ def request_stop(directory):
     """Tell the monitor that PID 1's coming end is wanted (`stop`, `rm -f`): no restart.
     Who asks, not just "yes": the monitor honours it while the asking process lives."""
     directory.update(stop_requested={"pid": os.getpid(),
-                                     "start": state.process_start_time(os.getpid())})
+                                     "start": shared.process_start_time(os.getpid())})
 
 
 def _stop_requested(directory):
     """Did a `minibox stop` ask for this end? Only while that stop still runs: one killed
     half-way (SIGKILL, Ctrl-C) must not disarm the restart policy for good."""
     stopper = (directory.load() or {}).get("stop_requested") or {}
-    return state.process_alive(stopper.get("pid"), stopper.get("start"))
+    return shared.process_alive(stopper.get("pid"), stopper.get("start"))
 
 
 def release(container):
@@ -668,7 +668,7 @@ def kill_and_wait(directory, current, timeout=5.0):
     down (no restart), so that nothing writes into the directory while it is removed."""
     if current:
         request_stop(directory)
-    if state.process_alive(current.get("pid"), current.get("pid_start")):
+    if shared.process_alive(current.get("pid"), current.get("pid_start")):
         os.kill(current["pid"], signal.SIGKILL)
     wait_for_monitor(current, timeout)
 

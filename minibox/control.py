@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from . import container, hooks, state
+from . import container, hooks, shared, state
 from .errors import MiniboxError
 from .spec import ContainerSpec
 
@@ -102,7 +102,7 @@ def stop(reference, timeout=10):
 
 def _signal_until_stopped(directory, current, timeout):
     for signum, wait_for in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
-        if state.process_alive(current.get("pid"), current.get("pid_start")):
+        if shared.process_alive(current.get("pid"), current.get("pid_start")):
             os.kill(current["pid"], signum)
         deadline = time.monotonic() + wait_for
         while time.monotonic() < deadline:

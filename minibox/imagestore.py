@@ -19,7 +19,7 @@ import shutil
 import struct
 import time
 
-from . import state, syscalls
+from . import shared, state, syscalls
 from .errors import MiniboxError
 from .images import (BUSYBOX, IMAGES, LAYERS, REPOSITORIES, SCRATCH, SHORT_LINKS, STORE,
                      all_image_ids, image_layers, layer_path, load_config, load_repositories, normalize,
@@ -145,7 +145,7 @@ def _write_config(data, names):
     image_id = "sha256:" + hashlib.sha256(data).hexdigest()
     os.makedirs(IMAGES, mode=0o700, exist_ok=True)
     path = os.path.join(IMAGES, image_id.removeprefix("sha256:") + ".json")
-    state.replace_file(path, data)
+    shared.replace_file(path, data)
     repositories = load_repositories()
     repositories.update((name, image_id) for name in names)
     _save_repositories(repositories)
@@ -153,7 +153,7 @@ def _write_config(data, names):
 
 
 def _save_repositories(repositories):
-    state.replace_file(REPOSITORIES, json.dumps(repositories, indent=1, sort_keys=True))
+    shared.replace_file(REPOSITORIES, json.dumps(repositories, indent=1, sort_keys=True))
 
 
 def store_image(config, blobs, names, progress=None):

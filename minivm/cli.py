@@ -29,7 +29,7 @@ import time
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
-from minibox.errors import exit_now
+from minibox.shared import exit_now
 from minivm import MinivmError, accel
 
 EXIT_TIMEOUT = 124
@@ -438,7 +438,7 @@ def _boot(config, nonce: str, args, narrator, started: float):
     parser = ConsoleParser(nonce, crlf=args.tty)
     terminal = nullcontext()
     if args.tty:
-        from minibox.terminal import raw_mode  # termios, tty: only for -t
+        from minibox.shared import raw_mode
         terminal = raw_mode(sys.stdin.fileno())
         progress("interactive guest: press Ctrl-] to quit")
     with terminal:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from minibox.state import replace_file
+from minibox.shared import replace_file
 from minivm import MinivmError, bzimage, kernel
 
 DEBIAN_META_PACKAGE = "linux-image-amd64"

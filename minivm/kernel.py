@@ -134,7 +134,7 @@ hashlib: a cache key needs no cryptography, and OpenSSL's import costs milliseco
         if known and known.vmlinux == path:
             return known
         return Kernel(path, vmlinux_release(path), f"{path} (an ELF vmlinux)", None)
-    from minibox.state import replace_file  # atomic: a concurrent minivm sees all or nothing
+    from minibox.shared import replace_file  # atomic: a concurrent minivm sees all or nothing
     from minivm import bzimage  # lzma, bz2 & co. (~5 ms): only for a bzImage
     key = zlib.crc32(f"{path.resolve()}:{info.st_size}:{info.st_mtime_ns}".encode())
     directory = cache / "extracted" / f"{key:08x}"

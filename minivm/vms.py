@@ -41,7 +41,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from minibox.state import process_alive, process_start_time, replace_file
+from minibox.shared import process_alive, process_start_time, replace_file
 from minivm import MinivmError
 from minivm.qemu import Option, option
 
