@@ -562,6 +562,6 @@ def build_kernel():
 
 
 def fetch_kernel(package: str | None):
-    from minivm import debian, kernel
-    fetched = debian.fetch(kernel.cache_dir(), progress, package)
+    from minivm import kernel
+    fetched = kernel.fetch(kernel.cache_dir(), progress, package)
     print(f"{fetched.release} {fetched.vmlinux}")
