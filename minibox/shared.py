@@ -3,7 +3,8 @@
 Both halves keep state on disk that another process may read at any moment (replace_file),
 recognise their own background processes after a restart (process_start_time), hand a
 terminal over to the other side (raw_mode), end a command quickly (exit_now), and show a
-record through a `--format` template the way `docker inspect -f` does (render_format).
+record through a `--format` template the way `docker inspect -f` does (render_format, with
+times in RFC 3339 as Docker prints them).
 Nothing here imports the rest of minibox beyond its error type, so minivm pays for no more
 than it uses.
 """
@@ -81,6 +82,15 @@ def raw_mode(fd):
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def rfc3339(timestamp):
+    """A time.time() value as `docker inspect` prints times: RFC 3339 in UTC, e.g.
+    2026-12-04T10:31:05.123456Z. None, a time that has not come, is Go's zero time."""
+    if timestamp is None:
+        return "0001-01-01T00:00:00Z"
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 # --- `inspect -f`: the part of Go's text/template that `docker inspect -f` is used with ---
