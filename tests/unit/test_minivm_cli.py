@@ -1,5 +1,6 @@
 """minivm's bad-input paths: one line on stderr, a non-zero status, no traceback, no boot."""
 import bz2
+import json
 import os
 import shutil
 import subprocess
@@ -212,3 +213,63 @@ def test_the_timeout_covers_the_kernel_extraction(tmp_path):
         "minivm: timeout: the guest did not start within 0.3 s"]
     assert time.monotonic() - started < 5
     assert not list((tmp_path / "cache").glob("extracted/*/vmlinux"))
+
+
+@pytest.fixture
+def ended_vm(tmp_path):
+    """A detached VM whose command ended with status 3: its directory as `run -d` left it."""
+    root = tmp_path / "vms"
+    (root / "web").mkdir(parents=True)
+    (root / "web" / "state.json").write_text(json.dumps({
+        "name": "web", "starter": 2 ** 22 + 1, "starter_start": 1, "created": 1700000000.0,
+        "command": ["sh", "-c", "exit 3"], "nonce": "0123", "pid": 2 ** 22 + 1, "pid_start": 1,
+        "started": 1700000001.0, "network": {"owner": "minivm-web", "address": "10.199.0.9"}}))
+    (root / "web" / "console.log").write_bytes(b"[    0.0] Linux version 6.1\r\n"
+                                               b"\nMINIVM:0123:init=6.1\n\nMINIVM:0123:exit=3\n")
+    return {"MINIVM_ROOT": str(root)}
+
+
+def test_inspect_prints_dockers_shape(ended_vm):
+    done = minivm("inspect", "web", env=ended_vm)
+    assert done.returncode == 0, done.stderr
+    (record,) = json.loads(done.stdout)
+    assert record["Id"] == record["Name"] == "web"
+    assert record["State"] == {"Status": "exited", "Running": False, "Paused": False, "Pid": 0,
+                               "ExitCode": 3, "StartedAt": "2023-11-14T22:13:21Z"}
+    assert record["Created"] == "2023-11-14T22:13:20Z"
+    assert record["Config"] == {"Cmd": ["sh", "-c", "exit 3"]}
+    assert record["Path"] == "sh" and record["Args"] == ["-c", "exit 3"]
+    assert record["NetworkSettings"] == {"IPAddress": "10.199.0.9"}
+
+
+def test_inspect_and_ps_take_go_templates(ended_vm):
+    done = minivm("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{json .Config.Cmd}}",
+                  "web", env=ended_vm)
+    assert (done.returncode, done.stdout) == (0, 'exited 3 ["sh","-c","exit 3"]\n')
+    done = minivm("ps", "--format", "{{.Name}}: {{.Status}} at {{.Address}}", env=ended_vm)
+    assert (done.returncode, done.stdout) == (0, "web: exited (3) at 10.199.0.9\n")
+    assert minivm("ps", env=ended_vm).stdout.splitlines()[1].split() == [
+        "web", "exited", "(3)", "-", "10.199.0.9", "sh", "-c", "exit", "3"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["inspect", "-f", "{{.State.Nope}}", "web"], "--format '{{.State.Nope}}': no field"),
+    (["inspect", "nosuch"], "no VM named nosuch"),
+    (["inspect"], "Missing argument 'NAME...'"),
+    ([], "Missing command"),
+    (["kernel"], "Missing command"),
+    (["stop", "-t", "x", "web"], "invalid float value: 'x'"),
+    (["run", "--kern", "x", "--", "true"], "unrecognized arguments: --kern"),  # no abbreviations
+])
+def test_bad_commands_are_one_line(ended_vm, args, message):
+    assert_one_line_error(minivm(*args, env=ended_vm), vm.EXIT_MINIVM_ERROR, message)
+
+
+def test_every_command_has_help():
+    from minivm import cli
+    for path in (["run"], ["sandbox"], ["ps"], ["inspect"], ["kernel"], ["kernel", "fetch"]):
+        done = minivm(*path, "--help")
+        assert done.returncode == 0 and done.stdout.startswith(
+            f"Usage: minivm {' '.join(path)} "), done.stderr
+    assert set(cli.minivm.commands) >= {"run", "sandbox", "ps", "inspect", "logs", "pause",
+                                        "resume", "stop", "rm", "gc", "kvm-hello", "kernel"}
