@@ -28,8 +28,7 @@ from minivm import MinivmError, accel, vm
 
 
 class Number(click.ParamType):
-    """An int or a float option, refused in argparse's words ("invalid int value: 'two'"),
-    which minivm's users and tests know."""
+    """An int or a float option, refused in argparse's words ("invalid int value: 'two'")."""
 
     def __init__(self, kind):
         self.kind, self.name = kind, kind.__name__
@@ -308,8 +307,12 @@ def _usage_error(error: click.UsageError) -> int:
     """click prints a usage error as several lines and exits 2; minivm says it in one line
     and exits 125, as `docker run` does."""
     message = error.format_message()
+    # argparse's words, which minivm's users and tests know
     if isinstance(error, click.NoSuchOption):
-        message = f"unrecognized arguments: {error.option_name}"  # argparse's words
+        message = f"unrecognized arguments: {error.option_name}"
+    elif (isinstance(error, click.BadParameter) and error.param is not None
+          and not isinstance(error, click.MissingParameter)):
+        message = f"argument {'/'.join(error.param.opts)}: {error.message}"
     where = error.ctx.command_path if error.ctx else "minivm"
     print(f"minivm: {message} (see `{where} --help`)", file=sys.stderr)
     return vm.EXIT_MINIVM_ERROR
