@@ -13,6 +13,10 @@ import json
 import os
 import re
 import sys
+# At the top, not in raw_mode: `minibox exec -t` calls raw_mode after setns(2) into the
+# container's mount namespace, where the host's Python library is no longer there to import.
+import termios
+import tty
 
 from .errors import MiniboxError
 
@@ -71,8 +75,6 @@ def raw_mode(fd):
     so every key, Ctrl-C included, travels to the other side, whose own terminal does all that.
     Nothing happens when fd is not a terminal.
     """
-    import termios  # only for -t: a plain run never loads them
-    import tty
     if not os.isatty(fd):
         yield
         return
