@@ -18,10 +18,11 @@ import os
 import sys
 import time
 
-from .errors import RUNTIME_ERROR, MiniboxError, bug_line, exit_now
+from .errors import RUNTIME_ERROR, MiniboxError, bug_line
 from .network import NETWORK_HELP
 from .portproxy import PUBLISH_HELP
 from .rootless import check_caller
+from .shared import exit_now
 
 
 class UsageError(MiniboxError):
@@ -640,8 +641,8 @@ def create(bundle, pid_file, container_id):
 
 def _write_pid_file(path, pid):
     """The digits only, written atomically (a reader never sees an empty file)."""
-    from . import state
-    state.replace_file(os.path.abspath(path), str(pid))
+    from . import shared
+    shared.replace_file(os.path.abspath(path), str(pid))
 
 
 @command("start", CONTAINER_ID)

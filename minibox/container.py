@@ -39,7 +39,7 @@ import sys
 import time
 
 from . import (cgroups, explain, hooks, init, namespaces, network, portproxy, rootfs, rootless,
-               state)
+               shared, state)
 from . import spec as spec_module
 from .errors import MiniboxError, read_failure_report
 
@@ -124,7 +124,7 @@ def spawn(spec, directory, cgroup):
     if shared_netns is not None:
         os.close(shared_netns)
     init_end.close()
-    start_time = state.process_start_time(pid)
+    start_time = shared.process_start_time(pid)
     directory.record("process", pid=pid, start_time=start_time)
     # 4. Host-side setup while the init waits in its new namespaces. The network first: it
     #    does not care about cgroups, and meanwhile the grace period that the cgroup move
@@ -201,7 +201,7 @@ def _initial_state(spec, directory):
             "pid": None, "exit_code": None, "remove": spec.remove, "restarts": 0,
             "bundle": spec.bundle or directory.path, "annotations": spec.annotations,
             "monitor_pid": os.getpid(),
-            "monitor_start": state.process_start_time(os.getpid())}
+            "monitor_start": shared.process_start_time(os.getpid())}
 
 
 def _hook_state(directory, status, pid):
@@ -376,7 +376,7 @@ def _stop_requested(directory):
     """Did a `minibox stop` ask for this end? Only while that stop still runs: one killed
     half-way (SIGKILL, Ctrl-C) must not disarm the restart policy for good."""
     stopper = (directory.load() or {}).get("stop_requested") or {}
-    return state.process_alive(stopper.get("pid"), stopper.get("start"))
+    return shared.process_alive(stopper.get("pid"), stopper.get("start"))
 
 
 def release(container):

@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from . import container, hooks, state
+from . import container, hooks, shared, state
 from .errors import MiniboxError
 from .spec import ContainerSpec
 
@@ -102,7 +102,7 @@ def stop(reference, timeout=10):
 
 def _signal_until_stopped(directory, current, timeout):
     for signum, wait_for in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
-        if state.process_alive(current.get("pid"), current.get("pid_start")):
+        if shared.process_alive(current.get("pid"), current.get("pid_start")):
             os.kill(current["pid"], signum)
         deadline = time.monotonic() + wait_for
         while time.monotonic() < deadline:
@@ -118,7 +118,7 @@ def request_stop(directory):
     (container.supervise). Who asks, not just "yes": the monitor honours it while the asking
     process lives."""
     directory.update(stop_requested={"pid": os.getpid(),
-                                     "start": state.process_start_time(os.getpid())})
+                                     "start": shared.process_start_time(os.getpid())})
 
 
 def wait_for_monitor(current, timeout=5.0):
@@ -152,7 +152,7 @@ def _kill_and_wait(directory, current, timeout=5.0):
     down (no restart), so that nothing writes into the directory while it is removed."""
     if current:
         request_stop(directory)
-    if state.process_alive(current.get("pid"), current.get("pid_start")):
+    if shared.process_alive(current.get("pid"), current.get("pid_start")):
         os.kill(current["pid"], signal.SIGKILL)
     wait_for_monitor(current, timeout)
 

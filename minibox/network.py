@@ -51,7 +51,7 @@ import fcntl
 import os
 import struct
 
-from . import namespaces, portproxy, rootless, state, syscalls
+from . import namespaces, portproxy, rootless, shared, state, syscalls
 from .errors import MiniboxError
 from .explain import step
 
@@ -194,7 +194,7 @@ def open_shared_netns(mode):
     if state.live_status(current) not in ("created", "running"):
         raise NetworkError(f"container {mode.container} is not running")
     netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    if not state.process_alive(pid, current.get("pid_start")):  # it died as we opened it
+    if not shared.process_alive(pid, current.get("pid_start")):  # it died as we opened it
         os.close(netns)
         raise NetworkError(f"container {mode.container} is not running")
     return netns, (current.get("network") or {}).get("address")

@@ -15,7 +15,7 @@ import json
 import os
 import re
 
-from . import rootless, state
+from . import rootless, shared
 from .cgroups import limits as cgroup_limits
 from .cgroups.devices import container_rules, rule as device_rule
 from .errors import MiniboxError
@@ -215,8 +215,8 @@ class ContainerSpec:
         return fields
 
     def save(self, path):
-        """Atomically (state.replace_file): `inspect` or `exec` may read it meanwhile."""
-        state.replace_file(path, json.dumps(self.to_json(), indent=1))
+        """Atomically (shared.replace_file): `inspect` or `exec` may read it meanwhile."""
+        shared.replace_file(path, json.dumps(self.to_json(), indent=1))
 
     @classmethod
     def load(cls, path):

@@ -14,10 +14,9 @@ import signal
 import struct
 import sys
 import termios
-import tty
-from contextlib import contextmanager
 
 from .explain import step
+from .shared import raw_mode
 
 
 @step("Open a pseudo-terminal in the container's devpts and make it the controlling terminal",
@@ -50,25 +49,6 @@ def _copy_window_size(source_fd, target_fd):
         fcntl.ioctl(target_fd, termios.TIOCSWINSZ, size)
     except OSError:
         pass  # stdin is not a terminal: keep the kernel's default size
-
-
-@contextmanager
-def raw_mode(fd):
-    """Put the terminal on fd in raw mode, and restore it however the block ends.
-
-    Raw mode (termios(3), cfmakeraw) turns off the host's line editing, echo and signal keys,
-    so every key, Ctrl-C included, travels to the other side, whose own terminal does all that.
-    Nothing happens when fd is not a terminal.
-    """
-    if not os.isatty(fd):
-        yield
-        return
-    saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
-    try:
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def relay(master, forward_stdin):
