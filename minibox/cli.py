@@ -248,47 +248,17 @@ def run(remove, detach, restart, interactive, tty, name, hostname, env, workdir,
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD."""
     check_caller("run")
-    from . import container, images, network, portproxy, spec as specs, state
-    mode = network.NetworkMode.parse(network_mode)
-    mappings = [portproxy.PortMapping.parse(text) for text in publish]
-    network.check_options(mode, ip, mappings)
-    args = _command_line(args)
-    image = None if rootfs else (args.pop(0) if args else None)
-    if not rootfs and image is None:
-        raise MiniboxError("no image given (usage: minibox run IMAGE [CMD [ARG...]])")
-    config = images.image_config(image) if image else {}
-    args = images.command_for(config, args, entrypoint)
-    if not args:
-        raise MiniboxError("no command given, and the image has no default command "
-                           "(usage: minibox run IMAGE CMD [ARG...])")
-    if detach and (tty or interactive):
-        raise MiniboxError("-d cannot be combined with -i or -t (minibox has no attach)")
-    if tty and not os.isatty(sys.stdin.fileno()):
-        raise MiniboxError("-t needs a terminal on stdin (the input device is not a TTY)")
-    policy = specs.parse_restart(restart)
-    if remove and policy.name != "no":
-        raise MiniboxError("--rm and --restart cannot be combined")
+    from . import container, docker, state
     container_id = state.new_container_id()
-    hostname = hostname or name or container_id[:12]
-    spec = specs.ContainerSpec(
-        command=args, image=image,
-        rootfs=specs.check_rootfs(rootfs) if rootfs else None,
-        name=specs.check_name(name), hostname=specs.check_hostname(hostname),
-        env=specs.docker_environment(env, hostname, tty, images.environment_of(config)),
-        workdir=specs.check_workdir(workdir) if workdir else config.get("WorkingDir") or "/",
-        user=specs.check_user(user) if user else config.get("User") or None,
-        volumes=[specs.parse_volume(v) for v in volume],
-        mounts=specs.docker_mounts(state.ContainerDir(container_id).path, privileged, read_only),
-        namespaces=specs.docker_namespaces(mode, userns),
-        uid_mappings=specs.docker_id_mappings(userns),
-        gid_mappings=specs.docker_id_mappings(userns),
-        interactive=interactive, tty=tty, remove=remove, detach=detach, restart=policy,
-        use_chroot=use_chroot,
-        limits=specs.parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit, privileged),
-        cgroup_parent=specs.parse_cgroup_parent(cgroup_parent), stats=show_stats,
-        security=specs.security_profile(cap_add, cap_drop, privileged, security_opt),
-        privileged=privileged, read_only=read_only,
-        network=mode, ip=ip, publish=mappings)
+    spec = docker.spec_from_flags(
+        container_id, _command_line(args), remove=remove, detach=detach, restart=restart,
+        interactive=interactive, tty=tty, name=name, hostname=hostname, env=env,
+        workdir=workdir, entrypoint=entrypoint, volume=volume, rootfs=rootfs,
+        use_chroot=use_chroot, memory=memory, memory_swap=memory_swap, cpus=cpus,
+        cpu_shares=cpu_shares, pids_limit=pids_limit, cgroup_parent=cgroup_parent,
+        show_stats=show_stats, cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
+        security_opt=security_opt, read_only=read_only, user=user, userns=userns,
+        network_mode=network_mode, ip=ip, publish=publish)
     if use_chroot:
         print("minibox: warning: --chroot is escapable (chroot(2) does not change the "
               "mount namespace's root); use it only for the lesson", file=sys.stderr)
@@ -512,7 +482,7 @@ def logs(follow, tail, reference):
          usage="%(prog)s [OPTIONS] CONTAINER CMD [ARG...]")
 def exec_command(interactive, tty, env, workdir, reference, command):
     """Run a command in a running container (its namespaces and cgroups); exit with its code."""
-    from . import control, enter, spec as specs
+    from . import control, docker, enter, spec as specs
     command = _command_line(command)
     if not command:
         raise UsageError("no command given", "minibox exec")
@@ -523,8 +493,8 @@ def exec_command(interactive, tty, env, workdir, reference, command):
     if status != "running":
         raise MiniboxError(f"container {directory.id[:12]} is not running (it is {status})")
     spec = specs.ContainerSpec.load(directory.file("spec.json"))
-    spec.env.update(specs.parse_env(env))
-    spec.workdir = specs.check_workdir(workdir) if workdir else spec.workdir
+    spec.env.update(docker.parse_env(env))
+    spec.workdir = docker.check_workdir(workdir) if workdir else spec.workdir
     return enter.exec_in(current["pid"], spec, command, tty=tty, interactive=interactive)
 
 
@@ -616,10 +586,10 @@ CONTAINER_ID = option("container_id", metavar="ID")
          CONTAINER_ID)
 def create(bundle, pid_file, container_id):
     """OCI: create a container from a bundle, stopped just before its command runs."""
-    from . import control, monitor, spec as specs
+    from . import control, monitor, oci
     check_caller("create")
-    spec = specs.load_bundle(bundle)
-    monitor.launch(spec, specs.check_container_id(container_id), wait_for_start=True)
+    spec = oci.load_bundle(bundle)
+    monitor.launch(spec, oci.check_container_id(container_id), wait_for_start=True)
     if pid_file:
         _write_pid_file(pid_file, control.load(container_id)[1]["pid"])
 
@@ -658,8 +628,8 @@ def delete(force, container_id):
                         help="Where to write config.json (default: the current directory)."))
 def spec(bundle):
     """OCI: write a default config.json, like `runc spec`."""
-    from . import spec as specs
-    specs.write_default_config(bundle)
+    from . import oci
+    oci.write_default_config(bundle)
 
 
 def main(argv=None):

@@ -17,7 +17,7 @@ Four independent locks, each stopping a different escape (examples/escapes/ show
 
 Device nodes have two more locks, set up outside this module. A node is just (type, major,
 minor): with CAP_MKNOD (in Docker's 14) `mknod disk b 254 0` names the host's disk.
-- nodev: `run` mounts everything the container can write nodev (spec.docker_mounts), so
+- nodev: `run` mounts everything the container can write nodev (docker.docker_mounts), so
   open(2) of a node made there fails with EACCES. devpts is the exception, and its nodes are
   only the ptys the kernel made.
 - the device rules (cgroups/devices.py): runc's whitelist in the container's devices cgroup,
@@ -286,7 +286,7 @@ def seccomp_program():
 
 
 def configured_seccomp_program(default_action, rules):
-    """A filter from config.json's linux.seccomp (spec._oci_seccomp): each rule is a
+    """A filter from config.json's linux.seccomp (oci._oci_seccomp): each rule is a
     (syscall number, return value); every other call gets default_action.
 
     Each rule is "equal? else skip the next instruction; return": BPF jumps reach at most 255

@@ -10,9 +10,9 @@ import pytest
 
 from minibox import layers, namespaces, rootless
 from minibox.errors import MiniboxError
-from minibox.network import NetworkError, NetworkMode, check_options
-from minibox.portproxy import PortMapping
-from minibox.spec import docker_mounts
+from minibox.network import NetworkError, check_options, parse_mode
+from minibox.spec import PortMapping
+from minibox.docker import docker_mounts
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_devpts_gets_no_unmapped_tty_group(without_root):
 
 
 def test_the_default_network_is_none_without_root(without_root):
-    assert NetworkMode.parse(None).kind == "none"
+    assert parse_mode(None).kind == "none"
 
 
 @pytest.mark.parametrize("mode, ip, publish, says", [
@@ -102,7 +102,7 @@ def test_the_default_network_is_none_without_root(without_root):
 ])
 def test_networks_that_need_root_are_refused(without_root, mode, ip, publish, says):
     with pytest.raises(NetworkError, match=f"^{says}"):
-        check_options(NetworkMode.parse(mode), ip, publish)
+        check_options(parse_mode(mode), ip, publish)
 
 
 def test_layers_keep_the_callers_ownership(without_root, tmp_path):
