@@ -54,11 +54,18 @@ class Command(click.Command):
         super().__init__(*args, **settings)
         self.rootless = rootless
 
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:  # some of click's own come without: `run --network`
+            error.ctx = error.ctx or ctx  # so main points at this command's --help
+            raise
+
     def invoke(self, ctx):
         check_caller(ctx.command_path.partition(" ")[2], self.rootless)
         try:
             return super().invoke(ctx)
-        except click.UsageError as error:  # raised by the command itself: its --help
+        except click.UsageError as error:  # raised by the command itself: its --help too
             error.ctx = error.ctx or ctx
             raise
         except BrokenPipeError:  # `minibox ps | head`: the reader has all it wanted
@@ -72,7 +79,8 @@ class LazyGroup(click.Group):
     command_class = Command
 
     def __init__(self, *args, lazy=None, **settings):
-        super().__init__(*args, context_settings=CONTEXT, **settings)
+        # no_args_is_help: `minibox` alone is bad usage (one line, 125), not a page of help
+        super().__init__(*args, context_settings=CONTEXT, no_args_is_help=False, **settings)
         self.lazy = lazy or {}
 
     def list_commands(self, ctx):
@@ -85,13 +93,13 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module, __name__), function)
 
 
-def command(group=None, options_end_at_argument=False, **settings):
-    """@command(rootless=True): a minibox Command, of `group` if given. With
+def command(group=None, name=None, *, options_end_at_argument=False, **settings):
+    """@command(rootless=True): a minibox Command, of `group` if given (as `name`). With
     options_end_at_argument, the first argument ends the options: `run busybox ls -l` and
     `exec web ls -l` pass -l to ls."""
     context = dict(CONTEXT, allow_interspersed_args=not options_end_at_argument)
-    return (group.command if group else click.command)(cls=Command, context_settings=context,
-                                                       **settings)
+    return (group.command if group else click.command)(name, cls=Command,
+                                                       context_settings=context, **settings)
 
 
 @click.group(cls=LazyGroup, lazy={
