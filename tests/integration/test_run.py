@@ -255,7 +255,7 @@ ERROR_CASES = [
     (["run", "--rm", "--rootfs", "/tmp"], 125, "no command given"),
     (["run", "--rm", "-e", "=value", "busybox", "true"], 125, "invalid environment variable"),
     (["run", "--rm", "-v", "/no/such/host/dir:/x", "busybox", "true"], 125, "does not exist"),
-    (["run", "--rm", "--no-such-flag", "busybox", "true"], 125, "no such option: --no-such-flag (see: minibox run --help)"),
+    (["run", "--rm", "--no-such-flag", "busybox", "true"], 125, "no such option '--no-such-flag' (see: minibox run --help)"),
     # What a clumsy user typed (issue 14): each one line naming the value.
     (["run", "--rm", "-v", "/tmp:/proc", "busybox", "true"], 125, "/proc"),
     (["run", "--rm", "-v", "/tmp:/proc/sys", "busybox", "true"], 125, "/proc/sys"),
