@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import stat
 import tarfile
 
 from .errors import MiniboxError
@@ -32,6 +33,8 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                 "application/vnd.docker.distribution.manifest.list.v2+json")
 _ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
+# How a compressed archive begins, and tarfile's name for the compression.
+_COMPRESSIONS = ((b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
 
 
 @dataclasses.dataclass
@@ -54,7 +57,8 @@ class _Source:
 
     def __init__(self, path):
         self.path = path
-        self.tar = None if os.path.isdir(path) else _open_tarball(path)
+        self.file = None if os.path.isdir(path) else _open_regular_file(path)
+        self.tar = self.file and _open_tarball(path, self.file)
         # "./manifest.json" and "manifest.json" are the same file (tar -C DIR -cf X .)
         # Reads every header now, so a truncated archive fails here rather than halfway.
         self.members = {os.path.normpath(member.name): member
@@ -63,6 +67,13 @@ class _Source:
     def close(self):
         if self.tar is not None:
             self.tar.close()
+            self.file.close()
+
+    def reopen(self):
+        """The archive file itself once more, with a file offset of its own: opened again
+        through /proc/self/fd (proc(5)), so it is the file checked when it was first
+        opened even if its path has been given to another file since."""
+        return open(f"/proc/self/fd/{self.file.fileno()}", "rb")
 
     def has(self, name):
         if self.tar is None:
@@ -95,13 +106,32 @@ class _Source:
         return os.path.join(self.path, name)
 
 
-def _open_tarball(path):
+def _open_regular_file(path):
+    """Open the archive file, refusing anything but a regular file: /dev/zero would be read
+    forever, a FIFO or a terminal block. O_NONBLOCK makes open(2) of a FIFO return at once
+    (fifo(7)), so fstat(2) can check the file that was opened, not one that was at `path`
+    a moment before; it changes nothing for a regular file."""
     try:
-        return tarfile.open(path, "r:*")
-    except FileNotFoundError:
-        raise MiniboxError(f"{path}: no such file or directory") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise MiniboxError(f"{path}: {error.strerror.lower()}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise MiniboxError(f"{path}: not a regular file (an archive is a file or a directory)")
+    return os.fdopen(fd, "rb")
+
+
+def _open_tarball(path, file):
+    """The archive as a TarFile, its compression told by its first bytes. tarfile reads
+    the first 512-byte header and checks its checksum, so a file that is no tar (once
+    decompressed) is refused after one block."""
+    magic = file.read(6)
+    file.seek(0)
+    compression = next((name for prefix, name in _COMPRESSIONS if magic.startswith(prefix)), "")
+    try:
+        return tarfile.open(fileobj=file, mode=f"r:{compression}")
     except (tarfile.TarError, EOFError, OSError) as error:
-        raise MiniboxError(f"{path}: not a readable tar archive ({error})") from None
+        raise MiniboxError(f"{path}: not a tar archive ({error})") from None
 
 
 def _members(path, tar):
@@ -150,9 +180,8 @@ def open_archive(path):
         elif source.has("manifest.json"):
             yield _docker_save_images(source)
         elif source.tar is not None:
-            yield [ArchiveImage(None, [LayerBlob(os.path.basename(path),
-                                                 lambda: open(path, "rb"),
-                                                 os.path.getsize(path))], [])]
+            yield [ArchiveImage(None, [LayerBlob(os.path.basename(path), source.reopen,
+                                                 os.fstat(source.file.fileno()).st_size)], [])]
         else:
             raise MiniboxError(f"{path}: neither a docker save archive (manifest.json) nor "
                                "an OCI image layout (oci-layout)")

@@ -7,6 +7,12 @@ pattern, so that a failure at any point leaves the store as it was:
 2. under the store's flock(2): rename(2) each layer into layers/ (once per diff_id: a layer
    already there is simply not moved), write the config, point the tags at it.
 A digest mismatch or a truncated archive fails in step 1, and the scratch dir goes.
+
+Before step 1 writes anything, the layers' tar headers say how much file data they hold
+(layers.claimed_bytes): more than the store's free space, or than an import may write
+(ImportLimit, `--max-size`), and nothing is written at all. A full disk met anyway (the
+inodes ran out, another writer filled it) is one line naming the store, and the scratch
+dir goes with it.
 """
 import contextlib
 import fcntl
@@ -16,10 +22,12 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import struct
 import time
 
 from . import state, syscalls
+from .cgroups.limits import format_size
 from .errors import MiniboxError
 from .images import (BUSYBOX, IMAGES, LAYERS, REPOSITORIES, SCRATCH, SHORT_LINKS, STORE,
                      all_image_ids, image_layers, layer_path, load_config, load_repositories, normalize,
@@ -59,7 +67,8 @@ def _locked():
 
 @contextlib.contextmanager
 def _scratch():
-    """A private directory in the store (same filesystem: layers rename(2) into place)."""
+    """A private directory in the store (same filesystem: layers rename(2) into place).
+    What fails to be written in it (ENOSPC, EDQUOT, EIO) is one line naming the store."""
     _make_store()
     os.makedirs(SCRATCH, mode=0o700, exist_ok=True)
     for name in os.listdir(SCRATCH):  # left by an import that was killed
@@ -69,14 +78,61 @@ def _scratch():
     os.mkdir(path, 0o700)
     try:
         yield path
+    except OSError as error:
+        raise MiniboxError(f"writing to the image store {STORE}: {error.strerror}") from None
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _unpack_all(blobs, expected_diff_ids, scratch, progress):
-    """Unpack each layer blob into scratch/<n>/diff, checking the digests as it goes.
-    Returns the diff_ids; nothing is in the store yet."""
+class ImportLimit:
+    """The most file data an import may write (holes cost nothing: layers._write_data).
+    Checked twice: against what the layers' headers claim, before anything is written, and
+    block by block as it is written -- the archive is read twice, and a file that changed
+    in between must not get past the first check."""
+
+    def __init__(self, limit, archive):
+        self.limit = self.left = limit
+        self.archive = archive
+
+    def check(self, claimed):
+        if claimed > self.left:
+            raise self._over(f"its layers hold {format_size(claimed)} of file data")
+
+    def spend(self, count):
+        self.left -= count
+        if self.left < 0:
+            raise self._over("it writes more file data than its layers claimed")
+
+    def _over(self, what):
+        return MiniboxError(f"{self.archive}: {what}, over the import limit of "
+                            f"{format_size(self.limit)} (raise it with --max-size)")
+
+
+def _check_space(blobs, scratch, limit):
+    """Refuse, before writing anything, layers whose headers claim more file data than the
+    store has free space (statvfs(3): blocks free to unprivileged users) or than `limit`."""
     from . import layers
+    claimed = 0
+    for blob in blobs:
+        try:
+            with blob.open() as stream:
+                claimed += layers.claimed_bytes(stream)
+        except MiniboxError as error:
+            raise MiniboxError(f"layer {blob.name}: {error}") from None
+    if limit:
+        limit.check(claimed)
+    disk = os.statvfs(scratch)
+    free = disk.f_bavail * disk.f_frsize
+    if claimed > free:
+        raise MiniboxError(f"the image store {STORE} has {format_size(free)} free, and the "
+                           f"layers hold {format_size(claimed)} of file data: nothing stored")
+
+
+def _unpack_all(blobs, expected_diff_ids, scratch, progress, limit=None):
+    """Unpack each layer blob into scratch/<n>/diff, checking the digests as it goes and,
+    first, the space it needs. Returns the diff_ids; nothing is in the store yet."""
+    from . import layers
+    _check_space(blobs, scratch, limit)
     diff_ids = []
     for number, (blob, expected) in enumerate(zip(blobs, expected_diff_ids), 1):
         target = os.path.join(scratch, str(number), "diff")
@@ -84,7 +140,8 @@ def _unpack_all(blobs, expected_diff_ids, scratch, progress):
         progress.start(number, len(blobs), blob)
         try:
             with blob.open() as stream:
-                stored, diff_id, skipped = layers.unpack_layer(stream, target, progress.update)
+                stored, diff_id, skipped = layers.unpack_layer(stream, target, progress.update,
+                                                               limit)
         except MiniboxError as error:
             raise MiniboxError(f"layer {blob.name}: {error}") from None
         for what, promised, actual in (("blob", blob.digest, stored),
@@ -156,36 +213,38 @@ def _save_repositories(repositories):
     state.replace_file(REPOSITORIES, json.dumps(repositories, indent=1, sort_keys=True))
 
 
-def store_image(config, blobs, names, progress=None):
+def store_image(config, blobs, names, progress=None, limit=None):
     """Unpack the new layer `blobs`, append their diff_ids to config's, store the image.
     For images made here (busybox, commit, a plain rootfs import): their config is ours."""
     progress = progress or Progress()
     with _scratch() as scratch:
-        diff_ids = _unpack_all(blobs, [None] * len(blobs), scratch, progress)
+        diff_ids = _unpack_all(blobs, [None] * len(blobs), scratch, progress, limit)
         config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"] += diff_ids
         unpacked = {d: os.path.join(scratch, str(n)) for n, d in enumerate(diff_ids, 1)}
         with _locked():
             return _install_image(config, unpacked, names)
 
 
-def _store_imported(image, names, progress):
+def _store_imported(image, names, progress, limit):
     """Store an image from an archive, its config verbatim (its digest is the image id)."""
     from . import archives
     config = archives.parse_config(image)
     diff_ids = config["rootfs"]["diff_ids"]
     with _scratch() as scratch:
-        _unpack_all(image.layers, diff_ids, scratch, progress)
+        _unpack_all(image.layers, diff_ids, scratch, progress, limit)
         unpacked = {d: os.path.join(scratch, str(n)) for n, d in enumerate(diff_ids, 1)}
         with _locked():
             return _install_image(config, unpacked, names, data=image.config)
 
 
-def import_archive(path, name=None, progress=None):
+def import_archive(path, max_size, name=None, progress=None):
     """`minibox image import`: store every image in a docker-save archive or OCI layout
-    (file or directory), or a plain rootfs tarball as a one-layer image. Returns
-    [(names, image id)]. A digest mismatch or a truncated archive stores nothing."""
+    (file or directory), or a plain rootfs tarball as a one-layer image, writing at most
+    `max_size` bytes of file data in all. Returns [(names, image id)]. A digest mismatch,
+    a truncated archive or one over the limit stores nothing."""
     from . import archives
     names = [parse_reference(name)] if name else None
+    limit = ImportLimit(max_size, path)
     stored = []
     with archives.open_archive(path) as found:
         if names and len(found) != 1:
@@ -194,9 +253,9 @@ def import_archive(path, name=None, progress=None):
             image_names = names or [parse_reference(n) for n in image.names]
             if image.config is None:
                 image_id = store_image(_new_config({}, "minibox image import"), image.layers,
-                                       image_names, progress)
+                                       image_names, progress, limit)
             else:
-                image_id = _store_imported(image, image_names, progress or Progress())
+                image_id = _store_imported(image, image_names, progress or Progress(), limit)
             stored.append((image_names, image_id))
     return stored
 
@@ -234,19 +293,30 @@ def _flatten_if_too_deep(config):
 
 def _merge_layers(diff_ids):
     """One layer with the content of `diff_ids` (bottom first) as overlayfs shows them."""
-    from . import archives, layers
+    from . import archives
     with _scratch() as scratch:
         packed = os.path.join(scratch, "merged.tar")
-
-        def pack_view(root):
-            with open(packed, "wb") as out:
-                layers.pack(root, out)
-        in_read_only_view([layer_path(d) for d in stack(diff_ids)], pack_view)
+        with open(packed, "wb") as out:
+            _pack_view([layer_path(d) for d in stack(diff_ids)], out, packed)
         blob = archives.LayerBlob("merged lower layers", lambda: open(packed, "rb"),
                                   os.path.getsize(packed))
         merged, = _unpack_all([blob], [None], scratch, Progress())
         _install_layer(merged, os.path.join(scratch, "1"))
     return merged
+
+
+def _pack_view(lowers, out, where):
+    """Write the read-only view of `lowers` (top first) as one tar to the binary file `out`.
+    A failed write (ENOSPC; EPIPE from `export | head`) is one line naming `where`."""
+    from . import layers
+
+    def pack_view(root):
+        try:
+            layers.pack(root, out)
+            out.flush()
+        except OSError as error:
+            raise MiniboxError(f"writing {where}: {error.strerror}") from None
+    in_read_only_view(lowers, pack_view)
 
 
 def in_read_only_view(lowers, action):
@@ -294,17 +364,26 @@ def _container(reference):
     return directory, current["image"]
 
 
-def export_container(reference, out):
+def export_container(reference, output=None):
     """`minibox export`: the container's filesystem as one tar (no whiteouts: it is the
-    merged view, the container's upper dir over its image, as the container sees it)."""
-    from . import layers
-    directory, image = _container(reference)
+    merged view, the container's upper dir over its image, as the container sees it), to
+    the file `output` or to stdout. A failed export leaves no file behind."""
+    directory, image = _container(reference)  # first: a wrong name makes no empty file
     lowers = [image] if image.startswith("/") else image_layers(image)
-
-    def pack_view(root):
-        layers.pack(root, out)
-        out.flush()
-    in_read_only_view([directory.file("upper")] + lowers, pack_view)
+    where = output or "stdout"
+    try:
+        out = open(output, "wb") if output else os.fdopen(os.dup(1), "wb")
+    except OSError as error:
+        raise MiniboxError(f"writing {where}: {error.strerror}") from None
+    with out:
+        try:
+            _pack_view([directory.file("upper")] + lowers, out, where)
+        except MiniboxError:
+            # Half-written: gone. But only a regular file: `-o /dev/full` must not unlink
+            # the device node (as root, it would).
+            if output and stat.S_ISREG(os.fstat(out.fileno()).st_mode):
+                os.unlink(output)
+            raise
 
 
 def commit_container(reference, name, progress=None):
@@ -438,9 +517,8 @@ def build_busybox_image(progress=None):
                            "the image: install busybox-static")
     packed = io.BytesIO()
     _pack_busybox(packed)
-    size = packed.tell()
-    packed.seek(0)
-    blob = archives.LayerBlob("busybox (from the host)", lambda: packed, size)
+    layer = packed.getvalue()
+    blob = archives.LayerBlob("busybox (from the host)", lambda: io.BytesIO(layer), len(layer))
     from .spec import DEFAULT_PATH
     config = _new_config({"Cmd": ["sh"], "Env": [f"PATH={DEFAULT_PATH}"]},
                          f"minibox image build busybox ({HOST_BUSYBOX})")

@@ -27,6 +27,12 @@ is ever a symlink: nothing can lead outside the layer, however the archive is cr
 Device nodes and FIFOs in an archive are skipped and counted (an image has no business
 shipping /dev/sda).
 
+A layer also comes with a size it may lie about. A 10 KB archive can hold a 10 GB file: a GNU
+sparse member (tar --sparse) stores only its data and a map of where it goes, and a plain
+member of zeros compresses to almost nothing. Files are written with their holes left as
+holes (see _write_data), so such a file costs what it stores, and claimed_bytes() reads what
+a layer will write from its headers alone, so the store can refuse it before writing.
+
 Without root (rootless.py) a user can only own files as itself: every file of a layer stays
 the caller's, which is root in its containers (podman's `ignore_chown_errors` does the same).
 """
@@ -34,7 +40,6 @@ import io
 import gzip
 import hashlib
 import os
-import shutil
 import stat
 import tarfile
 import zlib
@@ -53,6 +58,10 @@ _XATTR_HEADER = "SCHILY.xattr."
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
+# A block of this many zero bytes is skipped, not written: a hole. 64 KiB is a whole number
+# of pages and filesystem blocks, and big enough that the comparison costs little.
+_HOLE_BLOCK = 1 << 16
+_ZEROS = bytes(_HOLE_BLOCK)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -86,19 +95,56 @@ def _drain(stream):
         pass
 
 
-def unpack_layer(blob, dest, on_read=None):
+def _refuse_zstd(magic):
+    if magic.startswith(_ZSTD_MAGIC):
+        raise MiniboxError("zstd-compressed layers are not supported (only plain tar and gzip)")
+
+
+def claimed_bytes(blob):
+    """How many bytes of file data the layer tarball (plain or gzip) in the seekable binary
+    stream `blob` says it holds, from its headers alone: each regular file's size, and for a
+    sparse member only what it stores (its holes cost nothing, see _write_data). tarfile
+    seeks over the data of a plain tar; a gzip one has to be decompressed to find them."""
+    magic = blob.read(4)
+    blob.seek(0)
+    _refuse_zstd(magic)
+    failures = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+    try:
+        tar = tarfile.open(fileobj=blob, mode="r:gz" if magic.startswith(_GZIP_MAGIC) else "r:")
+    except failures as error:  # its first block is no tar header
+        raise MiniboxError(f"the layer is not a tar ({error})") from None
+    try:
+        with tar:
+            return sum(length for member in tar if member.isreg()
+                       for _, length in _data_regions(member))
+    except failures as error:
+        raise MiniboxError(f"the layer is truncated or corrupt ({error})") from None
+
+
+def _data_regions(member):
+    """[(offset, length)] of a regular member's file that its archive stores: the sparse
+    map, or the whole file. A negative number there would move the file offset backwards
+    (lseek(2): EINVAL) or lower what the layer claims, so it refuses the layer."""
+    regions = member.sparse or [(0, member.size)]
+    if member.size < 0 or any(offset < 0 or length < 0 for offset, length in regions):
+        raise MiniboxError(f"refusing the layer: {member.name!r} has a negative size or "
+                           "offset in its sparse map")
+    return regions
+
+
+def unpack_layer(blob, dest, on_read=None, limit=None):
     """Unpack a layer tarball (plain or gzip) from the binary stream `blob` into the empty
     directory `dest`. Returns (blob digest, diff_id, skipped): the sha256 of the bytes as
     stored and of the uncompressed tar (what an image config's rootfs.diff_ids lists), and
-    how many device nodes and FIFOs were left out.
+    how many device nodes and FIFOs were left out. `limit.spend(count)` is told of every
+    block of file data before it is written, and may refuse it by raising MiniboxError.
 
     Both digests cover every byte to the end of the stream, not only up to tar's end marker,
     so they can be compared with what a manifest promises."""
     stored = _HashingReader(blob, on_read)
     buffered = io.BufferedReader(stored, _CHUNK)
     magic = buffered.peek(4)[:4]
-    if magic.startswith(_ZSTD_MAGIC):
-        raise MiniboxError("zstd-compressed layers are not supported (only plain tar and gzip)")
+    _refuse_zstd(magic)
     if magic.startswith(_GZIP_MAGIC):
         content = _HashingReader(gzip.GzipFile(fileobj=buffered, mode="rb"))
         tar_stream = io.BufferedReader(content, _CHUNK)
@@ -106,7 +152,7 @@ def unpack_layer(blob, dest, on_read=None):
         content, tar_stream = stored, buffered
     try:
         with tarfile.open(fileobj=tar_stream, mode="r|") as tar:
-            skipped = unpack(tar, dest)
+            skipped = unpack(tar, dest, limit)
         _drain(tar_stream)
         _drain(buffered)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
@@ -114,7 +160,7 @@ def unpack_layer(blob, dest, on_read=None):
     return stored.digest(), content.digest(), skipped
 
 
-def unpack(tar, dest):
+def unpack(tar, dest, limit=None):
     """Make each member of the tarfile `tar` (read in order) beneath the directory `dest`,
     converting whiteouts to overlay's form. Returns how many special files were skipped."""
     root = os.open(dest, _DIR_FLAGS)
@@ -137,7 +183,7 @@ def unpack(tar, dest):
                     directory_times.append((parts, member.mtime))
                 elif member.isreg():
                     _remove_existing(parent, name)
-                    _make_file(parent, name, member, tar.extractfile(member))
+                    _make_file(parent, name, member, tar.extractfile(member), limit)
                 elif member.issym():
                     _remove_existing(parent, name)
                     os.symlink(member.linkname, name, dir_fd=parent)
@@ -209,9 +255,25 @@ def _remove_existing(parent, name):
     except FileNotFoundError:
         return
     if stat.S_ISDIR(mode):
-        shutil.rmtree(name, dir_fd=parent)
+        _remove_tree_at(parent, name)
     else:
         os.unlink(name, dir_fd=parent)
+
+
+def _remove_tree_at(parent, name):
+    """rm -rf of `name` in the directory `parent`, every step relative to a directory fd:
+    a symbolic link in the tree is removed, never followed (O_NOFOLLOW, unlinkat(2))."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 dir_fd=parent)
+    try:
+        for entry in os.scandir(fd):
+            if entry.is_dir(follow_symlinks=False):
+                _remove_tree_at(fd, entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
 
 
 def _make_whiteout(parent, name):
@@ -235,16 +297,44 @@ def _make_directory(parent, name, member):
         os.close(fd)
 
 
-def _make_file(parent, name, member, content):
+def _make_file(parent, name, member, content, limit):
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600, dir_fd=parent)
     try:
         with os.fdopen(os.dup(fd), "wb") as out:
-            shutil.copyfileobj(content, out, _CHUNK)
+            _write_data(member, content, out, limit)
         _set_metadata(fd, member)
         os.utime(fd, (member.mtime, member.mtime))
     finally:
         os.close(fd)
+
+
+def _write_data(member, content, out, limit):
+    """Write a regular member's data to `out` and leave holes where it has none: the ranges
+    a sparse member's map leaves out, and every all-zero block of what it stores. Moving the
+    file offset past them (lseek(2)) and setting the size at the end (ftruncate(2)) makes a
+    hole, which takes no disk block (lseek(2): "If data is later written at this point,
+    subsequent reads of the data in the gap (a "hole") return null bytes"). `cp --sparse`
+    and GNU tar do the same."""
+    # The raw reader, not tarfile's buffered one: that one refuses to seek in a tar read as
+    # a stream (r|), while the raw one seeks past a hole by moving its position, reading
+    # nothing. Its reads then go forward only, as a stream must.
+    raw = content.raw
+    for offset, length in _data_regions(member):
+        raw.seek(offset)
+        out.seek(offset)
+        while length > 0:
+            block = raw.read(min(length, _HOLE_BLOCK))
+            if not block:
+                break  # a sparse map that points past the file's end
+            if block == _ZEROS[:len(block)]:
+                out.seek(len(block), os.SEEK_CUR)
+            else:
+                if limit:
+                    limit.spend(len(block))
+                out.write(block)
+            length -= len(block)
+    out.truncate(member.size)
 
 
 def _set_metadata(fd, member):

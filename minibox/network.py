@@ -51,7 +51,7 @@ import fcntl
 import os
 import struct
 
-from . import portproxy, rootless, state, syscalls
+from . import namespaces, portproxy, rootless, state, syscalls
 from .errors import MiniboxError
 from .explain import step
 from .spec import NetworkMode
@@ -188,8 +188,7 @@ def open_shared_netns(mode):
 @step("Join the network namespace of another container",
       syscall="setns(fd, CLONE_NEWNET)", man="setns(2), network_namespaces(7)")
 def join_netns(netns_fd):
-    syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
-    os.close(netns_fd)
+    namespaces.join_fd(netns_fd, "network")
 
 
 def set_up(spec, directory, pid, shared_address=None):

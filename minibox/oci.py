@@ -6,7 +6,6 @@ minibox implements are checked, each wrong one as one line naming it (the _Confi
 any other field is accepted and ignored, as the runtime spec asks
 (https://github.com/opencontainers/runtime-spec/blob/main/config.md).
 """
-import errno
 import json
 import os
 import re
@@ -289,45 +288,9 @@ def _oci_security(process, linux, check):
 
 
 def _oci_seccomp(linux, check):
-    """linux.seccomp as security.configured_seccomp_program's rules, or None without one (no
-    filter, as with runc). The subset minibox compiles: defaultAction and syscalls[] by name,
-    with ALLOW, ERRNO (errnoRet, defaultErrnoRet) or KILL_PROCESS, for x86_64; a rule that
-    checks arguments, or a user notification listener, is refused. Names this kernel ABI does
-    not know are skipped, as runc skips what libseccomp cannot resolve."""
-    from . import security
-    from .syscall_numbers import X86_64
-    seccomp = check.get(linux, "seccomp", dict, None, "linux.")
-    if seccomp is None:
-        return None
-    where = "linux.seccomp."
-    architectures = check.strings(seccomp, "architectures", where)
-    if architectures and "SCMP_ARCH_X86_64" not in architectures:
-        check.fail("linux.seccomp.architectures lacks SCMP_ARCH_X86_64: minibox's filters are "
-                   "for x86_64 only")
-    if seccomp.get("listenerPath"):
-        check.fail("linux.seccomp.listenerPath (SCMP_ACT_NOTIFY) is not supported")
-    default_errno = check.get(seccomp, "defaultErrnoRet", int, errno.EPERM, where)
-
-    def action(entry, key, where):
-        name = check.get(entry, key, str, None, where)
-        if name not in security.SECCOMP_ACTIONS:
-            check.fail(f"{where}{key} {name!r}: minibox compiles only "
-                       f"{', '.join(security.SECCOMP_ACTIONS)}")
-        value = security.SECCOMP_ACTIONS[name]
-        if name == "SCMP_ACT_ERRNO":
-            value |= check.get(entry, "errnoRet", int, default_errno, where) & 0xFFFF
-        return value
-    default = action(seccomp, "defaultAction", where)
-    rules = []
-    for entry in check.get(seccomp, "syscalls", list, [], where):
-        if entry.get("args"):
-            check.fail("linux.seccomp.syscalls[].args: argument conditions are not supported "
-                       "(minibox compiles rules by syscall name only)")
-        value = action(entry, "action", f"{where}syscalls[].")
-        rules += [[X86_64[name], value]
-                  for name in check.strings(entry, "names", f"{where}syscalls[].")
-                  if name in X86_64]
-    return {"default": default, "rules": rules}
+    """linux.seccomp as a seccomp.Profile (None without one: no filter, as with runc)."""
+    from . import seccomp
+    return seccomp.from_config(check.get(linux, "seccomp", dict, None, "linux."), check)
 
 
 def _oci_limits(linux, check):

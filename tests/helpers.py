@@ -1,4 +1,5 @@
 """Small helpers shared by the tests."""
+import contextlib
 import os
 
 
@@ -128,3 +129,16 @@ def _qemu_tagged(tag):
         except OSError:
             continue
     return found
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, options="size=32m"):
+    """A tmpfs mounted at `path` (made if missing) for the block: a small disk to fill. It is
+    unmounted afterwards, whatever the block left in it."""
+    import subprocess
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", path], check=True)

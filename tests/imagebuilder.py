@@ -123,3 +123,53 @@ def oci_layout(layers, run_settings=None, name="test/oci:2", compress=True):
              "index.json": json.dumps(index).encode()}
     files.update({f"blobs/sha256/{digest[7:]}": data for digest, data in blobs.items()})
     return files
+
+
+def sparse_layer_tar(name, real_size, chunks):
+    """A layer tar holding one GNU sparse member (PAX format 1.0, what `tar --sparse
+    --format=pax` writes): a file of `real_size` bytes that stores only `chunks`, a list of
+    (offset, bytes); the rest is holes. tarfile reads this format but cannot write it, so
+    the member is put together here: its data starts with the sparse map, in decimal lines."""
+    sparse_map = f"{len(chunks)}\n" + "".join(f"{offset}\n{len(data)}\n"
+                                              for offset, data in chunks)
+    data = sparse_map.encode().ljust(-(-len(sparse_map) // 512) * 512, b"\0")
+    data += b"".join(data for _, data in chunks)
+    info = tarfile.TarInfo(f"GNUSparseFile.0/{name}")
+    info.size, info.mtime = len(data), 1700000000
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                        "GNU.sparse.name": name, "GNU.sparse.realsize": str(real_size)}
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+class _Zeros(io.RawIOBase):
+    """`size` zero bytes, then `tail`, made as they are read: never all in memory."""
+
+    def __init__(self, size, tail):
+        self.left, self.tail = size, tail
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.left:
+            count = min(len(buffer), self.left)
+            buffer[:count] = bytes(count)
+            self.left -= count
+        else:
+            count = min(len(buffer), len(self.tail))
+            buffer[:count], self.tail = self.tail[:count], self.tail[count:]
+        return count
+
+
+def zero_filled_layer_gz(name, size, tail=b"end\n"):
+    """A gzip-compressed layer tar whose one plain (not sparse) member is `size` zero bytes
+    then `tail`: a few hundred KB of archive for hundreds of MB of file."""
+    out = io.BytesIO()
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = size + len(tail), 1700000000
+    with tarfile.open(fileobj=out, mode="w:gz", compresslevel=1) as tar:
+        tar.addfile(info, io.BufferedReader(_Zeros(size, tail), 1 << 20))
+    return out.getvalue()

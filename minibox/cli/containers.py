@@ -155,9 +155,9 @@ def _is_signal(text):
 @click.argument("containers", nargs=-1, required=True, metavar="CONTAINER...")
 def rm(force, containers):
     """Remove stopped containers (their state and writable layer)."""
-    from .. import container
+    from .. import control
     for reference in containers:
-        container.remove(reference, force=force)
+        control.remove(reference, force=force)
         print(reference)
 
 
@@ -165,8 +165,8 @@ def rm(force, containers):
 def gc():
     """Remove what crashed runs left behind (from each container's ledger), cgroups no
     container knows, and the bridge if no container uses it any more."""
-    from .. import container, network
-    cleaned, failed, orphan_cgroups = container.collect_garbage()
+    from .. import control, network
+    cleaned, failed, orphan_cgroups = control.collect_garbage()
     for container_id in cleaned:
         print(f"removed leftovers of {container_id[:12]}")
     for error in failed:

@@ -1,5 +1,4 @@
 """Image commands: `image import`, `image build`, images, rmi, export, commit."""
-import os
 import sys
 
 import click
@@ -13,14 +12,33 @@ def image():
     """Manage images: import archives, build the built-in busybox image."""
 
 
+class ByteSize(click.ParamType):
+    """`--max-size 20g`: a size in the units of `run -m` (binary: k = 1024)."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        from ..cgroups.limits import parse_size
+        try:
+            return value if isinstance(value, int) else parse_size(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
 @command(image, "import")
 @click.option("--name", metavar="NAME[:TAG]", help="Tag the image (default: the archive's tags).")
+@click.option("--max-size", type=ByteSize(), default="10g", show_default=True,
+              help="Refuse an archive whose layers hold more file data than SIZE (holes in "
+                   "sparse files do not count).")
 @click.argument("archive", metavar="ARCHIVE")
-def image_import(name, archive):
-    """Import a `docker save` archive, an OCI image layout or a rootfs tarball (file or dir)."""
+def image_import(name, max_size, archive):
+    """Import a `docker save` archive, an OCI image layout or a rootfs tarball (file or dir).
+
+    The layers' tar headers are read first: an archive that claims more than --max-size, or
+    more than the image store has free, is refused before anything is written."""
     from .. import imagestore
     progress = imagestore.Progress(sys.stderr)
-    for names, image_id in imagestore.import_archive(archive, name, progress):
+    for names, image_id in imagestore.import_archive(archive, max_size, name, progress):
         for tagged in names or ["<untagged>"]:
             print(f"Loaded image: {tagged} ({image_id[:19]})")
 
@@ -64,8 +82,7 @@ def export(output, reference):
     if output is None and sys.stdout.isatty():
         raise MiniboxError("refusing to write a tar archive to a terminal: "
                            "redirect stdout or use -o FILE")
-    with open(output, "wb") if output else os.fdopen(os.dup(1), "wb") as out:
-        imagestore.export_container(reference, out)
+    imagestore.export_container(reference, output)
 
 
 @command()

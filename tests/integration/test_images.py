@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from tests import imagebuilder as ib
+from tests.helpers import assert_one_line_error, small_tmpfs
 
 pytestmark = pytest.mark.root
 
@@ -32,9 +33,9 @@ def box(tmp_path):
     env = dict(os.environ, MINIBOX_STORE=str(tmp_path / "store"),
                MINIBOX_ROOT=str(tmp_path / "run"))
 
-    def minibox(*args, input=None, check=True):
+    def minibox(*args, input=None, check=True, timeout=60):
         result = subprocess.run([sys.executable, "-m", "minibox", *args], env=env, input=input,
-                                capture_output=True, timeout=60)
+                                capture_output=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"minibox {' '.join(args)} exited {result.returncode}: "
                                  f"{result.stderr.decode()}")
@@ -268,7 +269,111 @@ def test_bad_input_is_one_line(box):
     assert "no such image" in one_line_error(box("run", "--rm", "nothing:here", check=False))
     assert "invalid image reference" in one_line_error(
         box("image", "import", "--name", "Bad Name", str(box.tmp), check=False))
+
+
+def only_line(result, contains):
+    """The contract for bad input, on a bytes result: exit 125, one line naming `contains`."""
+    result.stderr = result.stderr.decode()
+    assert_one_line_error(result, 125, "minibox: ", contains)
+    return result.stderr
+
+
+@pytest.mark.parametrize("content", [b"this is not a tar archive at all" * 100,
+                                     gzip.compress(b"nor is this, once unzipped" * 100),
+                                     b""], ids=["text", "gzip-of-text", "empty"])
+def test_a_file_that_is_no_tar_is_one_line(box, content):
     not_tar = box.tmp / "junk.tar"
-    not_tar.write_bytes(b"this is not a tar archive at all" * 100)
-    assert "not a readable tar" in one_line_error(box("image", "import", str(not_tar),
-                                                      check=False))
+    not_tar.write_bytes(content)
+    assert "not a tar archive" in only_line(box("image", "import", str(not_tar), check=False),
+                                            str(not_tar))
+
+
+def test_import_refuses_what_is_not_a_regular_file(box):
+    # /dev/zero never ends; a FIFO blocks: neither is read at all.
+    fifo = box.tmp / "fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", str(fifo)):
+        result = box("image", "import", path, check=False, timeout=10)
+        assert "not a regular file" in only_line(result, path)
+    assert stored_layers(box) == []
+
+
+def zeros_archive(box, size):
+    """A docker save archive of one gzip layer holding `size` zero bytes (and a short tail)."""
+    layer = ib.zero_filled_layer_gz("zeros", size)
+    config = ib.image_config([gzip.decompress(layer)])
+    return write_archive(box, ib.docker_save([layer], config=config), "file")
+
+
+def test_the_import_limit_is_checked_before_writing(box):
+    archive = zeros_archive(box, 2 << 20)
+    result = box("image", "import", "--max-size", "1m", archive, check=False)
+    message = only_line(result, archive)
+    assert "2.0 MiB" in message and "1 MiB" in message and "--max-size" in message
+    assert stored_layers(box) == [] and not (box.store / "repositories.json").exists()
+    box("image", "import", "--max-size", "3m", archive)
+    assert len(stored_layers(box)) == 1
+    assert "not-a-size" in only_line(box("image", "import", "--max-size", "not-a-size", archive,
+                                         check=False), "--max-size")
+    assert "default 10g" in box("image", "import", "--help").stdout.decode()
+
+
+@pytest.fixture
+def small_store(box):
+    """The box's store on a 32 MB tmpfs (torn down before box checks its mounts)."""
+    with small_tmpfs(str(box.store)) as store:
+        yield store
+
+
+def test_a_sparse_file_imports_into_a_small_store(box, small_store):
+    # Issue 14's case: a 10 KB layer holding a 10 GB sparse file, a 32 MB store.
+    layer = ib.sparse_layer_tar("big", 10 ** 10, [(0, b"start\n")])
+    box("image", "import", write_archive(box, ib.docker_save([layer]), "file"))
+    big = box.store / "layers" / ib.sha256(layer)[7:] / "diff" / "big"
+    assert os.stat(big).st_size == 10 ** 10 and os.stat(big).st_blocks * 512 <= 64 * 1024
+
+
+def test_an_archive_bigger_than_the_free_space_writes_nothing(box, small_store):
+    archive = zeros_archive(box, 64 << 20)
+    message = only_line(box("image", "import", archive, check=False), small_store)
+    assert "64.0 MiB" in message and "free" in message
+    assert stored_layers(box) == [] and os.listdir(box.store / "tmp") == []
+
+
+def test_running_out_of_space_while_unpacking_names_the_store(box):
+    # The claimed bytes fit; the inodes do not (a tmpfs of 40): ENOSPC from open(2) itself.
+    layer = ib.layer_tar([("file", f"f{number}", "") for number in range(100)])
+    archive = write_archive(box, ib.docker_save([layer]), "file")
+    with small_tmpfs(str(box.store), "size=32m,nr_inodes=40"):
+        message = only_line(box("image", "import", archive, check=False), str(box.store))
+        assert "No space left on device" in message
+        assert stored_layers(box) == [] and os.listdir(box.store / "tmp") == []
+
+
+def test_export_errors_are_one_line(box):
+    only_line(box("export", "-o", str(box.tmp / "none.tar"), "nothing", check=False),
+              "no such container: nothing")
+    assert not os.path.exists(box.tmp / "none.tar")  # no empty file left behind
+    box("run", "--name", "exported", "busybox", "true")
+    assert "/nonexistent/x" in only_line(box("export", "-o", "/nonexistent/x", "exported",
+                                             check=False), "No such file or directory")
+    with small_tmpfs(str(box.tmp / "small"), "size=256k") as small:
+        output = os.path.join(small, "fs.tar")
+        message = only_line(box("export", "-o", output, "exported", check=False), output)
+        assert "No space left on device" in message
+        assert os.listdir(small) == []  # the half-written export is gone
+    # Only a half-written regular file is removed: never a device the export was sent to.
+    assert "No space left on device" in only_line(box("export", "-o", "/dev/full", "exported",
+                                                      check=False), "/dev/full")
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    box("rm", "exported")
+
+
+def test_commit_into_a_full_store_is_one_line(box, small_store):
+    box("run", "--name", "big", "busybox", "sh", "-c", "head -c 24000000 /dev/urandom > /big")
+    images_before = os.listdir(box.store / "images")
+    message = only_line(box("commit", "big", "big:1", check=False), small_store)
+    assert "free" in message or "No space left on device" in message
+    assert os.listdir(box.store / "images") == images_before
+    assert os.listdir(box.store / "tmp") == []
+    box("rm", "big")

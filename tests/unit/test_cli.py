@@ -70,7 +70,8 @@ def test_exec_options_end_at_the_container(parsed):
 
 def test_groups_root_and_runc_style_kill(parse, parsed):
     assert parsed("image", "import", "--name", "app:1", "x.tar") == (
-        "image_import", {"name": "app:1", "archive": "x.tar"})
+        "image_import", {"name": "app:1", "max_size": 10 << 30, "archive": "x.tar"})
+    assert parsed("image", "import", "--max-size", "20G", "x.tar")[1]["max_size"] == 20 << 30
     assert parsed("network", "rm", "minibox0") == ("network_rm", {"name": "minibox0"})
     assert parsed("kill", "c1", "KILL") == ("kill", {"signal_name": None, "args": ["c1", "KILL"]})
     assert parsed("stop", "a", "b") == ("stop", {"timeout": 10, "containers": ["a", "b"]})

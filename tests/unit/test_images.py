@@ -12,6 +12,7 @@ import pytest
 from minibox import archives, cli, container, images, imagestore, layers
 from minibox.errors import MiniboxError
 from tests import imagebuilder as ib
+from tests.helpers import small_tmpfs
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -141,6 +142,21 @@ def test_config_must_list_one_diff_id_per_layer(tmp_path):
 # -- layers ---------------------------------------------------------------------------------
 
 @pytest.mark.root
+def test_a_later_entry_replaces_a_directory_without_following_its_links(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("host data")
+    layer = ib.layer_tar([("dir", "a"), ("dir", "a/b"), ("file", "a/b/f", "x"),
+                          ("symlink", "a/link", str(outside)), ("file", "a", "now a file"),
+                          ("dir", "c"), ("file", "c/g", "y"), ("file", ".wh.c", "")])
+    target = tmp_path / "layer"
+    target.mkdir()
+    layers.unpack_layer(io.BytesIO(layer), str(target))
+    assert (target / "a").read_text() == "now a file"
+    assert stat.S_ISCHR(os.lstat(target / "c").st_mode)  # the directory gave way to a whiteout
+    assert (outside / "keep").read_text() == "host data"
+
+@pytest.mark.root
 def test_whiteouts_become_overlay_whiteouts_and_pack_back(tmp_path):
     entries = [("dir", "etc"), ("file", "etc/.wh.hosts", ""), ("dir", "var", 0o1777),
                ("file", "var/.wh..wh..opq", ""), ("file", "var/new", "n", 0o4755),
@@ -176,6 +192,71 @@ def test_whiteouts_become_overlay_whiteouts_and_pack_back(tmp_path):
 def test_zstd_layers_are_refused_with_a_reason(tmp_path):
     with pytest.raises(MiniboxError, match="zstd"):
         layers.unpack_layer(io.BytesIO(b"\x28\xb5\x2f\xfd" + b"\0" * 100), str(tmp_path))
+
+
+# -- what a layer may cost: holes stay holes, and a limit on what is written -----------------
+
+TEN_GB = 10 ** 10
+
+
+@pytest.mark.root
+def test_a_sparse_member_stays_sparse(tmp_path):
+    # Issue 14: a 10 KB layer holding a 10 GB sparse file filled a 32 MB store at once.
+    layer = ib.sparse_layer_tar("big", TEN_GB, [(5, b"hello"), (TEN_GB - 4, b"end\n")])
+    assert len(layer) <= 10 * 1024
+    with small_tmpfs(str(tmp_path / "disk")) as disk:
+        layers.unpack_layer(io.BytesIO(layer), disk)
+        unpacked = os.path.join(disk, "big")
+        assert os.stat(unpacked).st_size == TEN_GB
+        assert os.stat(unpacked).st_blocks * 512 <= 64 * 1024
+        with open(unpacked, "rb") as content:
+            assert content.read(10) == b"\0" * 5 + b"hello"
+            content.seek(TEN_GB - 4)
+            assert content.read() == b"end\n"
+
+
+@pytest.mark.root
+def test_a_zero_filled_member_is_written_with_holes(tmp_path):
+    # A plain member (no sparse map) of 256 MiB of zeros: only its non-zero tail takes disk.
+    size = 256 << 20
+    layer = ib.zero_filled_layer_gz("zeros", size, tail=b"end\n")
+    with small_tmpfs(str(tmp_path / "disk")) as disk:
+        layers.unpack_layer(io.BytesIO(layer), disk)
+        unpacked = os.path.join(disk, "zeros")
+        assert os.stat(unpacked).st_size == size + 4
+        assert os.stat(unpacked).st_blocks * 512 <= 64 * 1024
+        with open(unpacked, "rb") as content:
+            content.seek(size - 2)
+            assert content.read() == b"\0\0end\n"
+
+
+def test_claimed_bytes_count_data_not_holes():
+    sparse = ib.sparse_layer_tar("big", TEN_GB, [(5, b"hello"), (TEN_GB - 4, b"end\n")])
+    assert layers.claimed_bytes(io.BytesIO(sparse)) == 9
+    plain = ib.layer_tar([("file", "a", "x" * 1000), ("dir", "d"), ("hardlink", "b", "a"),
+                          ("symlink", "c", "a")])
+    assert layers.claimed_bytes(io.BytesIO(gzip.compress(plain))) == 1000
+    with pytest.raises(MiniboxError, match="zstd"):
+        layers.claimed_bytes(io.BytesIO(b"\x28\xb5\x2f\xfd" + b"\0" * 100))
+    with pytest.raises(MiniboxError, match="truncated or corrupt"):
+        layers.claimed_bytes(io.BytesIO(plain[:700]))
+    with pytest.raises(MiniboxError, match=r"^the layer is not a tar \(invalid header\)$"):
+        layers.claimed_bytes(io.BytesIO(b"junk" * 300))
+    # A negative length in the map would lower the claim: refused, here and when unpacking.
+    negative = ib.sparse_layer_tar("big", 100, [(0, b"x" * 10)]).replace(b"\n0\n10\n", b"\n0\n-9\n")
+    with pytest.raises(MiniboxError, match="negative size or offset in its sparse map"):
+        layers.claimed_bytes(io.BytesIO(negative))
+
+
+@pytest.mark.root
+def test_the_write_limit_holds_while_writing(tmp_path):
+    # What the headers claim is checked first (imagestore), but the archive is read again to
+    # unpack it: the count while writing is what holds if it changed in between.
+    layer = ib.layer_tar([("file", "a", "x" * 80), ("file", "b", "y" * 80)])
+    limit = imagestore.ImportLimit(100, "image.tar")
+    limit.check(layers.claimed_bytes(io.BytesIO(layer)) - 100)  # as if it had claimed less
+    with pytest.raises(MiniboxError, match="image.tar: .* over the import limit of 100 B"):
+        layers.unpack_layer(io.BytesIO(layer), str(tmp_path), limit=limit)
 
 
 def test_progress_lines_without_a_terminal():
