@@ -25,7 +25,7 @@ from .. import rootless
 from ..errors import RUNTIME_ERROR, MiniboxError, bug_line, exit_now
 
 HELP_WIDTH = 78
-# --help only: -h is `run`'s --hostname, as in Docker. A fixed width, as argparse had: asking
+# --help only: -h is `run`'s --hostname, as in Docker. A fixed width: asking
 # the terminal imports shutil for every start.
 CONTEXT = {"help_option_names": ["--help"], "max_content_width": HELP_WIDTH,
            "terminal_width": HELP_WIDTH}

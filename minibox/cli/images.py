@@ -27,9 +27,9 @@ class ByteSize(click.ParamType):
 
 @command(image, "import")
 @click.option("--name", metavar="NAME[:TAG]", help="Tag the image (default: the archive's tags).")
-@click.option("--max-size", type=ByteSize(), default="10g", show_default=True,
-              help="Refuse an archive whose layers hold more file data than SIZE (holes in "
-                   "sparse files do not count).")
+@click.option("--max-size", type=ByteSize(), default="10g",
+              help="Refuse an archive whose layers hold more file data than SIZE (default 10g; "
+                   "holes in sparse files do not count).")
 @click.argument("archive", metavar="ARCHIVE")
 def image_import(name, max_size, archive):
     """Import a `docker save` archive, an OCI image layout or a rootfs tarball (file or dir).
