@@ -37,7 +37,7 @@ def main():
     try:
         inspect = subprocess.run(lesson.MINIBOX + ["inspect", "lesson-03"], capture_output=True,
                                  text=True, check=True)
-        upper = os.path.join(json.loads(inspect.stdout)[0]["Path"], "upper")
+        upper = json.loads(inspect.stdout)[0]["GraphDriver"]["Data"]["UpperDir"]
         lesson.say(f"Its upper layer ({upper}) holds only what changed:")
         for directory, _, files in sorted(os.walk(upper)):
             for name in sorted(files):

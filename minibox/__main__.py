@@ -1,9 +1,9 @@
-"""The `minibox` command (and `python -m minibox`): the command line in cli.py.
+"""The `minibox` command (and `python -m minibox`): the command line in cli/.
 
 One thing first. Moving a container's init into its cgroup waits for an RCU grace period
 (cgroups/grace.py); the sooner a thread starts paying it, the less of it `run` waits for.
-So a plain `minibox run` starts that thread here, before the ~15 ms of importing the command
-line (argparse and the rest); container.create starts it otherwise (say `minibox --root
+So a plain `minibox run` starts that thread here, before importing the command line
+(click and the rest); container.create starts it otherwise (say `minibox --root
 DIR run`, or the detached monitor of `run -d`).
 """
 import sys

@@ -88,7 +88,7 @@ def create(spec, container_id=None):
         if cgroup.paths():  # none without root (cgroups.NoCgroup)
             directory.record("cgroup", paths=cgroup.paths(), groups=cgroup.groups())
             _create_cgroup(cgroup, spec.limits, "\n              ".join(cgroup.plan(spec.limits)))
-        spec.save(directory.file("spec.json"))
+        shared.replace_file(directory.file("spec.json"), spec.dumps())
         for scratch in ("upper", "work", "rootfs"):
             os.mkdir(directory.file(scratch), 0o755)
         #    Published host ports are bound now, so a busy port fails the run before the

@@ -268,20 +268,73 @@ def usage(skipped, interval=0.5, references=()):
 
 
 def inspect(reference):
-    """What `minibox inspect` prints: config, state, pid, cgroup, mounts, addresses, and
-    the network minibox set up (mode, address, published ports: state.json's record)."""
+    """What `minibox inspect` prints, in `docker inspect`'s shape and key names (times in
+    RFC 3339), so workshop material written for Docker reads the same; plus what minibox
+    shows the kernel's side of: Cgroup (/proc/<pid>/cgroup), Mounts (its mountinfo) and
+    Addresses (its routing table)."""
     directory, current, status = load(reference)
     spec = _saved_spec(directory)
     pid = current.get("pid") if status in ("created", "running") else None
-    return {"Id": directory.id, "Name": current.get("name"), "Created": current.get("created"),
-            "Path": directory.path, "Config": spec.to_json() if spec else None,
-            "State": {"Status": status, "Pid": pid, "ExitCode": current.get("exit_code"),
-                      "StartedAt": current.get("started"), "FinishedAt": current.get("finished"),
-                      "RestartCount": current.get("restarts", 0),
-                      "Error": current.get("error")},
-            "Pid": pid, "Cgroup": _cgroups(pid), "Mounts": _mounts(pid),
-            "Addresses": _addresses(pid),
-            "NetworkSettings": current.get("network") if pid is not None else None}
+    network = (current.get("network") or {}) if pid is not None else {}
+    command = current.get("command") or []
+    return {"Id": directory.id, "Name": current.get("name"),
+            "Created": _rfc3339(current.get("created")),
+            "Path": command[0] if command else "", "Args": command[1:],
+            "State": {"Status": status, "Running": status == "running", "Pid": pid or 0,
+                      "ExitCode": current.get("exit_code"),
+                      "StartedAt": _rfc3339(current.get("started")),
+                      "FinishedAt": _rfc3339(current.get("finished")),
+                      "Error": current.get("error") or ""},
+            "Image": current.get("image"), "RestartCount": current.get("restarts", 0),
+            "GraphDriver": {"Name": "overlay", "Data": {
+                "UpperDir": directory.file("upper"), "WorkDir": directory.file("work"),
+                "MergedDir": directory.file("rootfs")}},
+            "Config": _docker_config(spec, command),
+            "HostConfig": _docker_host_config(spec),
+            "NetworkSettings": {"IPAddress": network.get("address") or "",
+                                "Ports": _docker_ports(spec) if network else {}},
+            "Cgroup": _cgroups(pid), "Mounts": _mounts(pid), "Addresses": _addresses(pid)}
+
+
+def _rfc3339(seconds):
+    """A time.time() as Docker prints times; Go's zero time for one that never came."""
+    if seconds is None:
+        return "0001-01-01T00:00:00Z"
+    import datetime
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _docker_config(spec, command):
+    if spec is None:  # state.json without its spec.json: a run killed while creating it
+        return {"Cmd": command}
+    return {"Hostname": spec.hostname or "", "User": spec.user or "",
+            "Env": [f"{key}={value}" for key, value in spec.env.items()], "Cmd": spec.command,
+            "Image": spec.image or "", "WorkingDir": spec.workdir, "Tty": spec.tty,
+            "OpenStdin": spec.interactive}
+
+
+def _docker_host_config(spec):
+    if spec is None:
+        return {}
+    limits = spec.limits
+    return {"NetworkMode": str(spec.network or "none"), "Privileged": spec.privileged,
+            "ReadonlyRootfs": spec.read_only, "Memory": limits.memory or 0,
+            "MemorySwap": limits.memory_swap or 0, "NanoCpus": int((limits.cpus or 0) * 1e9),
+            "CpuShares": limits.cpu_shares or 0, "PidsLimit": limits.pids or 0,
+            "RestartPolicy": {"Name": spec.restart.name,
+                              "MaximumRetryCount": spec.restart.max_retries},
+            "Binds": [f"{v.host_path}:{v.container_path}{':ro' if v.readonly else ''}"
+                      for v in spec.volumes]}
+
+
+def _docker_ports(spec):
+    """-p as Docker lists it: {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}."""
+    ports = {}
+    for mapping in spec.publish if spec else ():
+        ports.setdefault(f"{mapping.container_port}/{mapping.protocol}", []).append(
+            {"HostIp": mapping.host_ip, "HostPort": str(mapping.host_port)})
+    return ports
 
 
 def _read_lines(path):

@@ -33,7 +33,7 @@ at a few milliseconds per container:
 pyroute2's package import takes ~150 ms (its __init__ loads every netlink family), so it is
 imported inside the functions that talk netlink, never at module level: containers with
 `--network none` or `host` never load it. The same goes, at a smaller scale, for `ipam`
-(pathlib and ipaddress, ~5 ms): every `minibox run` imports this module (NetworkMode,
+(pathlib and ipaddress, ~5 ms): every `minibox run` imports this module (parse_mode,
 /etc/hosts), so it loads only what every mode needs.
 
 Addresses come from `minibox.ipam`; published ports are served by `minibox.portproxy`.
@@ -54,13 +54,14 @@ import struct
 from . import namespaces, portproxy, rootless, shared, state, syscalls
 from .errors import MiniboxError
 from .explain import step
+from .spec import NetworkMode
 
 BRIDGE = "minibox0"
 # ifalias(the IFLA_IFALIAS text) of the bridge minibox made: anything else named minibox0
 # is someone else's interface and is left alone.
 BRIDGE_ALIAS = "minibox bridge"
 CONTAINER_IFNAME = "eth0"
-# Written into the container's directory, bind-mounted at /etc/<name> (spec.docker_mounts).
+# Written into the container's directory, bind-mounted at /etc/<name> (docker.docker_mounts).
 ETC_FILES = ("hosts", "hostname")
 
 DEFAULT_SUBNET = "10.199.0.0/24"
@@ -87,33 +88,17 @@ class NetworkError(MiniboxError):
     """A network request that can't be met (exit 125, one line)."""
 
 
-class NetworkMode:
-    """What `--network` asked for; `container` is the ID or name for container:ID."""
-
-    def __init__(self, kind, container=None):
-        self.kind = kind
-        self.container = container
-
-    def __str__(self):
-        return f"container:{self.container}" if self.kind == "container" else self.kind
-
-    @classmethod
-    def parse(cls, text=None):
-        """--network's text; without it the default: bridge, or none without root (a bridge
-        and veth pairs need the host's root: check_rootless)."""
-        if text is None:
-            text = "none" if rootless.ENABLED else "bridge"
-        if text in ("bridge", "none", "host"):
-            return cls(text)
-        kind, _, container = text.partition(":")
-        if kind == "container" and container:
-            return cls("container", container)
-        raise NetworkError(f"bad --network {text!r}: expected one of {', '.join(MODES)}")
-
-    @property
-    def new_netns(self):
-        """Does the container get a network namespace of its own (CLONE_NEWNET)?"""
-        return self.kind in ("bridge", "none")
+def parse_mode(text=None):
+    """--network's text as a spec.NetworkMode; without it the default: bridge, or none
+    without root (a bridge and veth pairs need the host's root: check_rootless)."""
+    if text is None:
+        text = "none" if rootless.ENABLED else "bridge"
+    if text in ("bridge", "none", "host"):
+        return NetworkMode(text)
+    kind, _, container = text.partition(":")
+    if kind == "container" and container:
+        return NetworkMode("container", container)
+    raise NetworkError(f"bad --network {text!r}: expected one of {', '.join(MODES)}")
 
 
 def check_options(mode, requested_ip, publish):

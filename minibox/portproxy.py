@@ -28,6 +28,7 @@ import signal
 
 from . import daemon, shared
 from .errors import MiniboxError
+from .spec import PortMapping
 
 DEFAULT_HOST_IP = "127.0.0.1"
 PUBLISH_HELP = (
@@ -41,42 +42,24 @@ class PublishError(MiniboxError):
     """A `-p` value that can't be parsed or a host port that can't be bound."""
 
 
-class PortMapping:
-    """One `-p`: where the host listens and which container port it forwards to."""
-
-    def __init__(self, host_ip, host_port, container_port, protocol="tcp"):
-        self.host_ip = host_ip
-        self.host_port = host_port
-        self.container_port = container_port
-        self.protocol = protocol
-
-    def __eq__(self, other):
-        return isinstance(other, PortMapping) and str(self) == str(other)
-
-    def __repr__(self):
-        return f"PortMapping({self})"
-
-    def __str__(self):
-        return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.protocol}"
-
-    @classmethod
-    def parse(cls, text):
-        """Parse `[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]`, the syntax of `docker run -p`."""
-        spec, _, protocol = text.partition("/")
-        if protocol not in ("", "tcp"):
-            raise PublishError(f"bad -p {text!r}: only tcp can be published")
-        parts = spec.split(":")
-        if len(parts) == 2:
-            parts.insert(0, DEFAULT_HOST_IP)
-        if len(parts) != 3:
-            raise PublishError(f"bad -p {text!r}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]")
-        host_ip, host_port, container_port = parts
-        import ipaddress  # here, not above: `run` without -p must not pay for it (~1.5 ms)
-        try:
-            ipaddress.IPv4Address(host_ip)
-        except ValueError:
-            raise PublishError(f"bad -p {text!r}: {host_ip!r} is not an IPv4 address") from None
-        return cls(host_ip, _port(host_port, text), _port(container_port, text))
+def parse_mapping(text):
+    """`[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]`, the syntax of `docker run -p`, as a
+    spec.PortMapping."""
+    spec, _, protocol = text.partition("/")
+    if protocol not in ("", "tcp"):
+        raise PublishError(f"bad -p {text!r}: only tcp can be published")
+    parts = spec.split(":")
+    if len(parts) == 2:
+        parts.insert(0, DEFAULT_HOST_IP)
+    if len(parts) != 3:
+        raise PublishError(f"bad -p {text!r}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]")
+    host_ip, host_port, container_port = parts
+    import ipaddress  # here, not above: `run` without -p must not pay for it (~1.5 ms)
+    try:
+        ipaddress.IPv4Address(host_ip)
+    except ValueError:
+        raise PublishError(f"bad -p {text!r}: {host_ip!r} is not an IPv4 address") from None
+    return PortMapping(host_ip, _port(host_port, text), _port(container_port, text))
 
 
 def _port(text, whole):

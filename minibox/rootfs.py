@@ -280,7 +280,7 @@ def create_device(path, kind, major, minor, mode=0o666, uid=0, gid=0):
       syscall='write("/proc/sys/<key with dots as slashes>", value)', man="sysctl(8), proc(5)")
 def set_sysctls(rootfs, sysctl):
     # Only sysctls that belong to one of our namespaces (net.*, kernel.shm*...) get here:
-    # spec.py refuses the rest, which would change the host.
+    # oci.py refuses the rest, which would change the host.
     for key, value in sysctl.items():
         with open(os.path.join(rootfs, "proc/sys", key.replace(".", "/")), "w") as knob:
             knob.write(str(value))

@@ -54,23 +54,22 @@ from .explain import step
 # Decided once, when the process starts: inside the user namespace geteuid() says 0.
 ENABLED = os.geteuid() != 0
 
-# What a user without root may run. The rest needs the host's root: OCI create (hooks,
-# arbitrary namespaces), image import (layers of many owners), commit/export, stats and
-# networks (cgroups and bridges).
-COMMANDS = ("run", "exec", "ps", "rm", "stop", "kill", "logs", "inspect", "gc", "images",
-            "image build", "rmi")
 NO_CGROUP_LIMITS = ("cgroup limits in rootless mode need a delegated cgroup v2 subtree "
                     "(systemd user session)")
 
 
-def check_caller(command):
-    """The CLI's gate before each command: root may do anything; any other user only what
-    rootless mode covers, and `run` only where the host lets it make a user namespace."""
+def check_caller(command, allowed, allowed_commands):
+    """The CLI's gate before each command: root may do anything; any other user only the
+    commands that declare they work without root (`allowed`; `allowed_commands()` names them
+    all), and `run` only where the host lets it make a user namespace.
+
+    What needs the host's root: OCI create (hooks, arbitrary namespaces), image import (layers
+    of many owners), commit/export, stats and networks (cgroups and bridges)."""
     if not ENABLED:
         return
-    if command not in COMMANDS:
+    if not allowed:
         raise MiniboxError(f"`minibox {command}` must be run as root (try sudo); without "
-                           f"root minibox can: {', '.join(COMMANDS)}")
+                           f"root minibox can: {', '.join(allowed_commands())}")
     if command == "run":
         from . import namespaces
         reason = namespaces.check_unprivileged_user_namespaces()

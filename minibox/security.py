@@ -18,7 +18,7 @@ Four independent locks, each stopping a different escape (examples/escapes/ show
 
 Device nodes have two more locks, set up outside this module. A node is just (type, major,
 minor): with CAP_MKNOD (in Docker's 14) `mknod disk b 254 0` names the host's disk.
-- nodev: `run` mounts everything the container can write nodev (spec.docker_mounts), so
+- nodev: `run` mounts everything the container can write nodev (docker.docker_mounts), so
   open(2) of a node made there fails with EACCES. devpts is the exception, and its nodes are
   only the ptys the kernel made.
 - the device rules (cgroups/devices.py): runc's whitelist in the container's devices cgroup,

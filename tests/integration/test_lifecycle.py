@@ -173,14 +173,15 @@ def test_inspect_reports_config_state_pid_cgroups_and_mounts(minibox):
     [info] = json.loads(minibox("inspect", "looked-at").stdout)
     pid = minibox.state(container_id)["pid"]
     assert info["Id"] == container_id and info["Name"] == "looked-at"
-    assert info["Pid"] == pid and info["State"]["Status"] == "running"
-    assert info["Config"]["command"] == ["sleep", "60"]
+    assert info["State"]["Pid"] == pid and info["State"]["Status"] == "running"
+    assert info["Config"]["Cmd"] == ["sleep", "60"]
     assert {m["Destination"] for m in info["Mounts"]} >= {"/", "/proc", "/dev", "/sys"}
     with open(f"/proc/{pid}/cgroup") as cgroup:
         assert len(info["Cgroup"]) == len(cgroup.read().splitlines())
     address = minibox.state(container_id)["network"]["address"]  # --network bridge
     assert info["Addresses"] == [address]  # as the kernel's routing table in its netns says
-    assert info["NetworkSettings"] == {"mode": "bridge", "address": address, "ports": []}
+    assert info["HostConfig"]["NetworkMode"] == "bridge"
+    assert info["NetworkSettings"] == {"IPAddress": address, "Ports": {}}
 
 
 def test_restart_on_failure_restarts_n_times_then_stops(minibox):

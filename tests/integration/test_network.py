@@ -17,7 +17,7 @@ import pytest
 
 from minibox import network, portproxy, shared
 from minibox.network import NetworkError
-from minibox.portproxy import PortMapping, PublishError
+from minibox.portproxy import PublishError, parse_mapping
 
 pytestmark = pytest.mark.root
 
@@ -274,7 +274,7 @@ def listening(port, pid="self"):
 
 def test_published_port_reaches_the_container(web_container):
     box, address = web_container
-    bound = portproxy.bind_ports([PortMapping.parse("18080:80")])
+    bound = portproxy.bind_ports([parse_mapping("18080:80")])
     proxy = portproxy.start_proxy(bound, address, box.pid)
     try:
         assert fetch("http://127.0.0.1:18080/") == "published\n"
@@ -286,10 +286,10 @@ def test_published_port_reaches_the_container(web_container):
 
 
 def test_busy_host_port_is_refused_before_anything_starts(host_netns):
-    first = portproxy.bind_ports([PortMapping.parse("18081:80")])
+    first = portproxy.bind_ports([parse_mapping("18081:80")])
     try:
         with pytest.raises(PublishError, match=r"host port 127.0.0.1:18081 is already in use"):
-            portproxy.bind_ports([PortMapping.parse("18082:80"), PortMapping.parse("18081:80")])
+            portproxy.bind_ports([parse_mapping("18082:80"), parse_mapping("18081:80")])
         assert not listening(18082)  # all-or-nothing: the first of the pair was closed
     finally:
         portproxy.close_ports(first)
@@ -298,7 +298,7 @@ def test_busy_host_port_is_refused_before_anything_starts(host_netns):
 
 def test_proxy_exits_with_the_process_it_watches(web_container):
     box, address = web_container
-    proxy = portproxy.start_proxy(portproxy.bind_ports([PortMapping.parse("18083:80")]),
+    proxy = portproxy.start_proxy(portproxy.bind_ports([parse_mapping("18083:80")]),
                                   address, box.pid)
     box.kill()
     deadline = time.monotonic() + 5

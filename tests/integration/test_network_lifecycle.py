@@ -55,8 +55,9 @@ def test_detached_exec_inspect_then_stop_releases_veth_lease_and_proxy(minibox):
     assert f"inet {address}/24" in inet
     [info] = json.loads(minibox("inspect", "web").stdout)
     assert info["Addresses"] == [address]
-    assert info["NetworkSettings"] == {"mode": "bridge", "address": address,
-                                       "ports": ["127.0.0.1:18280->80/tcp"]}
+    assert info["HostConfig"]["NetworkMode"] == "bridge"
+    assert info["NetworkSettings"] == {"IPAddress": address, "Ports": {
+        "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "18280"}]}}
     proxy = proxy_of(minibox, container_id)
     assert shared.process_alive(proxy["pid"], proxy["start_time"])
 
@@ -68,7 +69,7 @@ def test_detached_exec_inspect_then_stop_releases_veth_lease_and_proxy(minibox):
     assert not listening(18280)
     [info] = json.loads(minibox("inspect", "web").stdout)
     assert (info["State"]["Status"], info["Addresses"], info["NetworkSettings"]) == \
-        ("stopped", [], None)
+        ("stopped", [], {"IPAddress": "", "Ports": {}})
 
 
 def test_a_restart_gets_a_new_netns_and_veth_but_keeps_address_and_proxy(minibox):
@@ -127,7 +128,7 @@ def test_oci_create_gets_loopback_only_and_no_bridge(minibox, bundle):
         assert "127.0.0.1" in routes.read()
     assert not network.link_exists(network.BRIDGE)  # runc makes no bridge; nor do we
     [info] = json.loads(minibox("inspect", "oci-net").stdout)
-    assert (info["Addresses"], info["NetworkSettings"]) == ([], None)
+    assert (info["Addresses"], info["NetworkSettings"]) == ([], {"IPAddress": "", "Ports": {}})
     minibox("delete", "--force", "oci-net")
 
 

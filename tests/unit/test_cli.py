@@ -1,19 +1,39 @@
 """The minibox command line without containers: where options end, repeatable options,
 every command's --help, bad usage as one line with exit 125, errors as Docker's exit codes,
-and what `run` imports."""
+the rootless gate, inspect's templates, and what `run` imports."""
 import subprocess
 import sys
 
+import click
 import pytest
 
-from minibox import cli, container, images
+from minibox import cli, container, images, rootless
 from minibox.errors import MiniboxError
 
 
-def parsed(*argv):
-    """The command's function name and its arguments, as `minibox ARGV` would call it."""
-    function, settings, _ = cli.parse(list(argv))
-    return function.__name__, settings
+@pytest.fixture
+def parse(monkeypatch):
+    """argv -> (the command's function name, its arguments by name, --root DIR or None), as
+    `minibox ARGV` would call it: click parses, and every command's invoke only records."""
+    def parse(*argv):
+        calls = []
+        with monkeypatch.context() as patched:
+            patched.setattr(click.Command, "invoke",
+                            lambda command, ctx: calls.append((command, ctx.params)))
+            with pytest.raises(SystemExit) as exited:
+                cli.main(list(argv))
+        assert exited.value.code == 0
+        (_, top), *_, (command, settings) = calls
+        settings = {key: list(value) if isinstance(value, tuple) else value
+                    for key, value in settings.items()}
+        return command.callback.__name__, settings, top["root"]
+    return parse
+
+
+@pytest.fixture
+def parsed(parse):
+    """The command's function name and its arguments."""
+    return lambda *argv: parse(*argv)[:2]
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -23,13 +43,13 @@ def parsed(*argv):
      ["busybox", "env", "--rm", "-e", "X", "--help"]),
     (["run", "--rootfs", "/srv/root", "sh", "-i"], ["sh", "-i"]),
 ])
-def test_run_options_end_at_image(argv, expected):
+def test_run_options_end_at_image(argv, expected, parsed):
     name, settings = parsed(*argv)
     assert name == "run" and settings["args"] == expected
     assert settings["env"] == [] and settings["remove"] == ("--rm" in argv[:2])
 
 
-def test_run_takes_grouped_flags_and_repeated_options():
+def test_run_takes_grouped_flags_and_repeated_options(parsed):
     _, settings = parsed("run", "--rm", "-it", "-e", "A=1", "--env", "B=2", "-v", "/a:/b",
                          "-p", "8080:80", "-p", "9090:90", "--cap-add", "NET_ADMIN",
                          "--memory-swap", "-1", "--network", "none", "busybox", "sh")
@@ -40,25 +60,31 @@ def test_run_takes_grouped_flags_and_repeated_options():
     assert settings["args"] == ["busybox", "sh"]
 
 
-def test_exec_options_end_at_the_container():
+def test_exec_options_end_at_the_container(parsed):
     name, settings = parsed("exec", "-e", "A=1", "web", "ls", "-la")
     assert name == "exec_command"
     assert (settings["reference"], settings["command"], settings["env"]) == (
         "web", ["ls", "-la"], ["A=1"])
 
 
-def test_groups_root_and_runc_style_kill():
+def test_groups_root_and_runc_style_kill(parse, parsed):
     assert parsed("image", "import", "--name", "app:1", "x.tar") == (
         "image_import", {"name": "app:1", "max_size": 10 << 30, "archive": "x.tar"})
     assert parsed("image", "import", "--max-size", "20G", "x.tar")[1]["max_size"] == 20 << 30
     assert parsed("network", "rm", "minibox0") == ("network_rm", {"name": "minibox0"})
     assert parsed("kill", "c1", "KILL") == ("kill", {"signal_name": None, "args": ["c1", "KILL"]})
     assert parsed("stop", "a", "b") == ("stop", {"timeout": 10, "containers": ["a", "b"]})
-    assert cli.parse(["--root", "/tmp/r", "ps"])[2] == "/tmp/r"
+    assert parse("--root", "/tmp/r", "ps")[2] == "/tmp/r"
 
 
-def every_command():
-    return [name.split() for name in cli.COMMANDS] + [[group] for group in cli.GROUPS] + [[]]
+def every_command(group=cli.minibox, words=()):
+    """[], ["run"], ..., ["image"], ["image", "import"]...: every group and command."""
+    found = [list(words)]
+    for name in group.list_commands(click.Context(group)):
+        command = group.get_command(click.Context(group), name)
+        found += every_command(command, (*words, name)) if isinstance(command, click.Group) \
+            else [[*words, name]]
+    return found
 
 
 @pytest.mark.parametrize("command", every_command(), ids=" ".join)
@@ -67,44 +93,51 @@ def test_every_help_exits_0_with_usage_and_options(command, capsys):
         cli.main([*command, "--help"])
     out = capsys.readouterr().out
     assert exited.value.code == 0
-    assert out.startswith(f"usage: minibox {' '.join(command)}".rstrip())
+    assert out.startswith(f"Usage: minibox {' '.join(command)}".rstrip())
     assert "--help  " in out
 
 
 def test_top_level_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
-    listed = [line.split()[0] for line in capsys.readouterr().out.split("commands:\n")[1]
+    listed = [line.split()[0] for line in capsys.readouterr().out.split("Commands:\n")[1]
               .splitlines() if line.startswith("  ") and not line.startswith("   ")]
-    assert listed == list(dict.fromkeys(name.split()[0] for name in cli.COMMANDS))
+    assert listed == [words[0] for words in every_command() if len(words) == 1]
+    assert len(listed) == 21
 
 
 def test_run_help_reads_like_docker_s(capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "--help"])
     out = capsys.readouterr().out
-    assert out.startswith("usage: minibox run [OPTIONS] (IMAGE | --rootfs DIR) [CMD [ARG...]]\n")
-    for listed in ("  -e, --env KEY=VALUE ", "  -h, --hostname HOSTNAME\n", "  --rm  ",
+    assert out.startswith("Usage: minibox run [OPTIONS] (IMAGE | --rootfs DIR) [CMD [ARG...]]\n")
+    for listed in ("  -e, --env KEY=VALUE ", "  -h, --hostname HOSTNAME ", "  --rm  ",
                    "  -p, --publish [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]\n"):
         assert listed in out
     assert max(len(line) for line in out.splitlines()) <= cli.HELP_WIDTH
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([], "no command given (see: minibox --help)"),
-    (["nosuch"], "no such command: nosuch (see: minibox --help)"),
-    (["--bogus", "ps"], "no such option: --bogus (see: minibox --help)"),
-    (["run", "--bogus", "busybox"], "no such option: --bogus (see: minibox run --help)"),
-    (["run", "--net", "none", "busybox"], "no such option: --net (see: minibox run --help)"),
-    (["run", "--network"], "argument --network: expected one argument (see: minibox run --help)"),
-    (["image"], "no command given (see: minibox image --help)"),
-    (["image", "build", "alpine"], "invalid choice: 'alpine'"),
-    (["network", "rm"], "required: NETWORK (see: minibox network rm --help)"),
-    (["rm"], "required: CONTAINER (see: minibox rm --help)"),
-    (["ps", "extra"], "unexpected argument: extra (see: minibox ps --help)"),
+    ([], "missing command (see: minibox --help)"),
+    (["nosuch"], "no such command 'nosuch' (see: minibox --help)"),
+    (["--bogus", "ps"], "no such option '--bogus' (see: minibox --help)"),
+    (["run", "--bogus", "busybox"], "no such option '--bogus'"),
+    (["run", "--bogus", "busybox"], "(see: minibox run --help)"),
+    # click never abbreviates a long option: --net is not --network
+    (["run", "--net", "none", "busybox"], "no such option '--net'"),
+    (["run", "--net", "none", "busybox"], "(see: minibox run --help)"),
+    (["run", "--network"], "option '--network' requires an argument (see: minibox run --help)"),
+    (["image"], "missing command (see: minibox image --help)"),
+    (["image", "build", "alpine"], "'alpine' is not 'busybox'"),
+    (["network", "rm"], "missing argument 'NETWORK' (see: minibox network rm --help)"),
+    (["rm"], "missing argument 'CONTAINER...' (see: minibox rm --help)"),
+    (["ps", "extra"], "unexpected extra argument (extra) (see: minibox ps --help)"),
     (["logs", "--tail", "-1", "c"], "'-1' is not a whole number of 0 or more"),
-    (["stop", "-t", "x", "c"], "argument -t/--time: 'x' is not a whole number"),
+    (["stop", "-t", "x", "c"], "'-t' / '--time': 'x' is not a whole number"),
     (["exec", "c"], "no command given (see: minibox exec --help)"),
+    (["inspect", "-f", "{{.State.Pid", "c"], "bad --format template '{{.State.Pid': an "
+                                              "unclosed {{"),
+    (["inspect", "-f", "{{range .Mounts}}", "c"], "is not .Field.Path or json .Field.Path"),
 ])
 def test_bad_usage_is_one_line_and_exit_125(argv, message, capsys):
     with pytest.raises(SystemExit) as exited:
@@ -118,7 +151,7 @@ def test_bad_usage_is_one_line_and_exit_125(argv, message, capsys):
 @pytest.fixture
 def fake_run(monkeypatch):
     """`minibox run` up to container.run, which calls `outcome(spec)` instead."""
-    monkeypatch.setattr(cli, "check_caller", lambda command: None)
+    monkeypatch.setattr(cli, "check_caller", lambda command, allowed: None)
     monkeypatch.setattr(images, "image_config", lambda reference: {})
     seen = []
 
@@ -165,13 +198,46 @@ def test_a_bug_is_one_line_unless_minibox_debug(fake_run, capsys, monkeypatch):
         cli.main(["run", "--network", "none", "img", "true"])
 
 
-def test_parsing_run_imports_nothing_heavy():
-    """click (~25 ms), pyroute2 (~150 ms), inspect and typing (~5 ms) stay out of every start;
-    shutil (bz2, lzma) too, which argparse imports to ask the terminal's width."""
-    code = ("import sys, minibox.cli; "
-            "minibox.cli.parse(['run', '--rm', '--network', 'none', 'busybox', 'true']); "
-            "print(' '.join(sys.modules))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True).stdout.split()
-    assert "argparse" in loaded
-    assert not {"click", "pyroute2", "inspect", "typing", "shutil"} & set(loaded)
+def test_parsing_run_imports_no_other_command():
+    """Lazy sub-commands: `run` loads the command line and run.py, not the modules of the
+    other commands, nor pyroute2 (~150 ms) or shutil (bz2, lzma: the terminal's width)."""
+    code = ("import sys, minibox.cli, click; from unittest import mock; "
+            "mock.patch.object(click.Command, 'invoke', lambda *a: 0).start(); "
+            "minibox.cli.main(['run', '--rm', '--network', 'none', 'busybox', 'true'])")
+    code = f"import atexit, sys; atexit.register(lambda: print(' '.join(sys.modules))); {code}"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True
+                            ).stdout.split()
+    assert {"click", "minibox.cli", "minibox.cli.run"} <= set(loaded)
+    assert not {"minibox.cli.containers", "minibox.cli.images", "minibox.cli.network",
+                "minibox.cli.oci", "pyroute2", "shutil"} & set(loaded)
+
+
+def test_kill_takes_docker_s_and_runc_s_forms(parsed):
+    assert parsed("kill", "-s", "KILL", "a", "b") == (
+        "kill", {"signal_name": "KILL", "args": ["a", "b"]})
+    assert parsed("kill", "a", "b") == ("kill", {"signal_name": None, "args": ["a", "b"]})
+
+
+def test_each_command_declares_whether_it_runs_without_root():
+    declared = [" ".join(words) for words in every_command()
+                if words and not isinstance(_command(words), click.Group)
+                and _command(words).rootless]
+    assert declared == ["run", "exec", "ps", "logs", "stop", "kill", "rm", "inspect", "gc",
+                        "images", "image build", "rmi", "spec"]
+
+
+def _command(words):
+    command = cli.minibox
+    for word in words:
+        command = command.get_command(click.Context(command), word)
+    return command
+
+
+def test_shell_completion_is_click_s():
+    script = subprocess.run([sys.executable, "-m", "minibox"], capture_output=True, text=True,
+                            env={"_MINIBOX_COMPLETE": "bash_source", "PATH": "/usr/bin:/bin"})
+    assert script.returncode == 0 and "complete " in script.stdout
+    words = subprocess.run([sys.executable, "-m", "minibox"], capture_output=True, text=True,
+                           env={"_MINIBOX_COMPLETE": "bash_complete", "COMP_WORDS": "minibox im",
+                                "COMP_CWORD": "1", "PATH": "/usr/bin:/bin"})
+    assert sorted(words.stdout.split()) == ["plain,image", "plain,images"]

@@ -3,28 +3,28 @@ import os
 
 import pytest
 
-from minibox import explain, rootfs, shared, spec, state
+from minibox import docker, explain, rootfs, shared, state
 from minibox.errors import MiniboxError
 
 
 def test_parse_env_accepts_values_with_equals_and_copies_host_values():
-    env = spec.parse_env(["A=1", "B=x=y", "HOMEISH"], host_env={"HOMEISH": "h"})
+    env = docker.parse_env(["A=1", "B=x=y", "HOMEISH"], host_env={"HOMEISH": "h"})
     assert env == {"A": "1", "B": "x=y", "HOMEISH": "h"}
 
 
 @pytest.mark.parametrize("bad", ["=value", "A B=1", ""])
 def test_parse_env_rejects_bad_names(bad):
     with pytest.raises(MiniboxError, match="invalid environment variable"):
-        spec.parse_env([bad])
+        docker.parse_env([bad])
 
 
 def test_parse_volume(tmp_path):
-    volume = spec.parse_volume(f"{tmp_path}:/data:ro")
+    volume = docker.parse_volume(f"{tmp_path}:/data:ro")
     assert (volume.host_path, volume.container_path, volume.readonly) == (str(tmp_path), "/data", True)
     with pytest.raises(MiniboxError, match="must be absolute"):
-        spec.parse_volume(f"{tmp_path}:data")
+        docker.parse_volume(f"{tmp_path}:data")
     with pytest.raises(MiniboxError, match="expected HOSTDIR:CONTAINERDIR"):
-        spec.parse_volume(f"{tmp_path}:/a:rx")
+        docker.parse_volume(f"{tmp_path}:/a:rx")
 
 
 def test_path_in_root_never_leaves_the_root(tmp_path):

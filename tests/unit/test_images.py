@@ -58,7 +58,7 @@ def test_run_applies_the_image_config(monkeypatch):
     settings = {"Entrypoint": ["/bin/echo"], "Cmd": ["hi"], "Env": ["PATH=/bin", "A=image"],
                 "WorkingDir": "/srv", "User": "1000:1001"}
     seen = []
-    monkeypatch.setattr(cli, "check_caller", lambda command: None)
+    monkeypatch.setattr(cli, "check_caller", lambda command, allowed: None)
     monkeypatch.setattr(images, "image_config", lambda reference: settings)
     monkeypatch.setattr(container, "run", lambda spec, container_id: seen.append(spec) or 0)
     for argv in (["run", "-e", "A=flag", "img"], ["run", "-w", "/tmp", "img", "there"]):

@@ -253,7 +253,7 @@ def test_inspect_and_ps_take_go_templates(ended_vm):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["inspect", "-f", "{{.State.Nope}}", "web"], "--format '{{.State.Nope}}': no field"),
+    (["inspect", "-f", "{{.State.Nope}}", "web"], "bad --format template '{{.State.Nope}}': no field .State.Nope"),
     (["inspect", "nosuch"], "no VM named nosuch"),
     (["inspect"], "Missing argument 'NAME...'"),
     ([], "Missing command"),

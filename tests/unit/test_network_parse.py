@@ -6,8 +6,9 @@ import sys
 import pytest
 
 from minibox import network
-from minibox.network import NetworkError, NetworkMode
-from minibox.portproxy import PortMapping, PublishError
+from minibox.network import NetworkError, parse_mode
+from minibox.portproxy import PublishError, parse_mapping
+from minibox.spec import PortMapping
 
 
 @pytest.mark.parametrize("text, kind, container, new_netns", [
@@ -18,14 +19,14 @@ from minibox.portproxy import PortMapping, PublishError
     ("container:3f2a9c", "container", "3f2a9c", False),
 ])
 def test_network_modes(text, kind, container, new_netns):
-    mode = NetworkMode.parse(text)
+    mode = parse_mode(text)
     assert (mode.kind, mode.container, mode.new_netns) == (kind, container, new_netns)
 
 
 @pytest.mark.parametrize("text", ["", "bridged", "container", "container:", "Host", "overlay"])
 def test_bad_network_mode_names_the_choices(text):
     with pytest.raises(NetworkError, match=r"expected one of bridge, none, host, container:ID"):
-        NetworkMode.parse(text)
+        parse_mode(text)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -35,11 +36,11 @@ def test_bad_network_mode_names_the_choices(text):
     ("127.0.0.2:1:65535", PortMapping("127.0.0.2", 1, 65535)),
 ])
 def test_publish_syntax(text, expected):
-    assert PortMapping.parse(text) == expected
+    assert parse_mapping(text) == expected
 
 
 def test_publish_defaults_to_loopback_and_says_so():
-    assert PortMapping.parse("80:80").host_ip == "127.0.0.1"
+    assert parse_mapping("80:80").host_ip == "127.0.0.1"
     from minibox.portproxy import PUBLISH_HELP
     assert "defaults to 127.0.0.1" in PUBLISH_HELP
 
@@ -58,7 +59,7 @@ def test_publish_defaults_to_loopback_and_says_so():
 ])
 def test_bad_publish_is_one_clear_line(text, complaint):
     with pytest.raises(PublishError, match=complaint) as caught:
-        PortMapping.parse(text)
+        parse_mapping(text)
     assert "\n" not in str(caught.value) and repr(text) in str(caught.value)
 
 

@@ -18,7 +18,7 @@ import pyseccomp
 import pytest
 
 from minibox import seccomp, security
-from minibox.spec import _Config
+from minibox.oci import _Config
 from minibox.syscall_numbers import I386, X32, X86_64
 from tests.seccomp_bpf import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, decide
 

@@ -32,10 +32,10 @@ def test_go_template_paths_render_as_docker_inspect_does(template, expected):
 @pytest.mark.parametrize("template,message", [
     ("{{.State.Nope}}", "no field .State.Nope"),
     ("{{.Name.Length}}", "no field .Name.Length"),
-    ("{{range .Config.Env}}", "{{range .Config.Env}} is not supported"),
-    ("{{upper .Name}}", "{{upper .Name}} is not supported"),
-    ("{{Name}}", "{{Name}} is not supported"),
+    ("{{range .Config.Env}}", "{{range .Config.Env}} is not .Field.Path"),
+    ("{{upper .Name}}", "{{upper .Name}} is not .Field.Path"),
+    ("{{Name}}", "'Name' is not a field path"),
 ])
 def test_what_the_subset_cannot_do_is_one_error_naming_the_action(template, message):
-    with pytest.raises(MiniboxError, match="^--format '.*': " + re.escape(message)):
+    with pytest.raises(MiniboxError, match="^bad --format template '.*': .*" + re.escape(message)):
         render_format(template, RECORD)
