@@ -32,7 +32,7 @@ def busybox_rootfs():
     from minibox import images
     # The store names layers by short symlinks (overlay's lowerdir length limit); runc
     # refuses a symlink as root.path.
-    return os.path.realpath(images.image_layers("busybox")[0])
+    return os.path.realpath(images.layers_of(images.resolve("busybox"))[0])
 
 
 def oci_bundle(rootfs, workdir):

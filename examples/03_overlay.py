@@ -27,8 +27,8 @@ def describe(path):
 
 def main():
     lesson.start("Lesson 03: overlay copy-on-write",
-                 "minibox/rootfs.py (mount_overlay), minibox/layers.py (whiteouts), overlayfs docs")
-    layer = images.image_layers("busybox")[0]
+                 "minibox/rootfs.py (mount_overlay), minibox/images/layers.py (whiteouts), overlayfs docs")
+    layer = images.layers_of(images.resolve("busybox"))[0]
     lesson.say("A container that adds a file, changes one and deletes one:")
     lesson.run("minibox", "run", "--name", "lesson-03", "busybox", "sh", "-c",
                "echo hello > /etc/motd; echo 'lesson:x:1000:1000::/:/bin/sh' >> /etc/passwd; "

@@ -246,7 +246,7 @@ class ContainerSide:
 
     def deployed(self):
         from minibox import images
-        layers = images.image_layers("busybox")
+        layers = images.layers_of(images.resolve("busybox"))
         size = sum(tree_size(layer) for layer in layers)
         return f"busybox image: {size / MIB:.1f} MiB in {len(layers)} layer(s)"
 

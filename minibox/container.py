@@ -68,7 +68,9 @@ def create(spec, container_id=None):
         rootless.check_spec(spec)
     if spec.root_path is None:
         rootfs.check_overlay_support()
-        init.lowerdir(spec)  # an unknown image fails here, before anything is made
+    if not all(os.path.isdir(layer) for layer in spec.layers):  # before anything is made
+        raise MiniboxError(f"image {spec.image} ({spec.image_id[:19]}): its layers are no "
+                           "longer in the image store")
     # 0. Without root, a user namespace of our own first, where we are root (rootless.py):
     #    for good, since everything below needs its capabilities.
     if rootless.ENABLED:
@@ -196,7 +198,8 @@ state.RELEASE["cgroup"] = _release_cgroup
 
 def _initial_state(spec, directory):
     return {"id": directory.id, "name": spec.name,
-            "image": spec.image or spec.rootfs or spec.root_path, "command": spec.command,
+            "image": spec.image or spec.rootfs or spec.root_path, "image_id": spec.image_id,
+            "command": spec.command,
             "hostname": spec.hostname, "created": time.time(), "status": "creating",
             "pid": None, "exit_code": None, "remove": spec.remove, "restarts": 0,
             "bundle": spec.bundle or directory.path, "annotations": spec.annotations,

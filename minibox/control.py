@@ -278,14 +278,17 @@ def inspect(reference):
     network = (current.get("network") or {}) if pid is not None else {}
     command = current.get("command") or []
     return {"Id": directory.id, "Name": current.get("name"),
-            "Created": _rfc3339(current.get("created")),
+            "Created": shared.rfc3339(current.get("created")),
             "Path": command[0] if command else "", "Args": command[1:],
             "State": {"Status": status, "Running": status == "running", "Pid": pid or 0,
                       "ExitCode": current.get("exit_code"),
-                      "StartedAt": _rfc3339(current.get("started")),
-                      "FinishedAt": _rfc3339(current.get("finished")),
+                      "StartedAt": shared.rfc3339(current.get("started")),
+                      "FinishedAt": shared.rfc3339(current.get("finished")),
                       "Error": current.get("error") or ""},
-            "Image": current.get("image"), "RestartCount": current.get("restarts", 0),
+            # Docker's Image is the id; Config.Image the name as given. --rootfs, a bundle:
+            # the directory.
+            "Image": current.get("image_id") or current.get("image"),
+            "RestartCount": current.get("restarts", 0),
             "GraphDriver": {"Name": "overlay", "Data": {
                 "UpperDir": directory.file("upper"), "WorkDir": directory.file("work"),
                 "MergedDir": directory.file("rootfs")}},
@@ -294,15 +297,6 @@ def inspect(reference):
             "NetworkSettings": {"IPAddress": network.get("address") or "",
                                 "Ports": _docker_ports(spec) if network else {}},
             "Cgroup": _cgroups(pid), "Mounts": _mounts(pid), "Addresses": _addresses(pid)}
-
-
-def _rfc3339(seconds):
-    """A time.time() as Docker prints times; Go's zero time for one that never came."""
-    if seconds is None:
-        return "0001-01-01T00:00:00Z"
-    import datetime
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _docker_config(spec, command):

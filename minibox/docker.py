@@ -34,7 +34,8 @@ def spec_from_flags(container_id, args, *, remove=False, detach=False, restart="
     image = None if rootfs else (args.pop(0) if args else None)
     if not rootfs and image is None:
         raise MiniboxError("no image given (usage: minibox run IMAGE [CMD [ARG...]])")
-    config = images.image_config(image) if image else {}
+    image_id = resolve_image(image) if image else None
+    config = images.run_settings(image_id) if image else {}
     args = images.command_for(config, args, entrypoint)
     if not args:
         raise MiniboxError("no command given, and the image has no default command "
@@ -48,7 +49,8 @@ def spec_from_flags(container_id, args, *, remove=False, detach=False, restart="
         raise MiniboxError("--rm and --restart cannot be combined")
     hostname = hostname or name or container_id[:12]
     return ContainerSpec(
-        command=args, image=image,
+        command=args, image=image, image_id=image_id,
+        layers=images.layers_of(image_id) if image else (),
         rootfs=check_rootfs(rootfs) if rootfs else None,
         name=check_name(name), hostname=check_hostname(hostname),
         env=docker_environment(env, hostname, tty, images.environment_of(config)),
@@ -66,6 +68,19 @@ def spec_from_flags(container_id, args, *, remove=False, detach=False, restart="
         security=security_profile(cap_add, cap_drop, privileged, security_opt),
         privileged=privileged, read_only=read_only,
         network=mode, ip=ip, publish=mappings)
+
+
+def resolve_image(name):
+    """The id of the image `name` names now: the container keeps it and the image's layers
+    (ContainerSpec.image_id, .layers), so that a re-tag later changes nothing it runs on.
+    The busybox image is built on first use, as `docker run` pulls a missing image."""
+    try:
+        return images.resolve(name)
+    except images.NoSuchImage:
+        if images.normalize(name) != images.BUSYBOX:
+            raise
+    from .images import store  # the first run only: writing the store imports much more
+    return store.build_busybox_image()
 
 
 def docker_mounts(container_dir, privileged=False, read_only=False):

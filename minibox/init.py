@@ -27,7 +27,7 @@ steps after it need is imported before it (module level here, or the lazy import
 import os
 import signal
 
-from . import explain, hooks, images, namespaces, network, rootfs, security, syscalls
+from . import explain, hooks, namespaces, network, rootfs, security, syscalls
 from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError, bug_line, failure_report
 from .spec import DEFAULT_PATH
 
@@ -140,7 +140,7 @@ def null_stdin():
 
 def lowerdir(spec):
     """overlayfs' lowerdir option: the image's layers, top first (or --rootfs)."""
-    return ":".join([spec.rootfs] if spec.rootfs else images.image_layers(spec.image))
+    return ":".join([spec.rootfs] if spec.rootfs else spec.layers)
 
 
 def _build_root(spec, directory):

@@ -92,7 +92,8 @@ def rfc3339(timestamp):
     if timestamp is None:
         return "0001-01-01T00:00:00Z"
     from datetime import datetime, timezone
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 # --- `inspect -f`: the part of Go's text/template that `docker inspect -f` is used with ---

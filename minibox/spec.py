@@ -120,7 +120,7 @@ class ContainerSpec:
     """What to run and how: from `minibox run`'s flags or from an OCI config.json.
     (A plain class: dataclasses would import inspect, ~10 ms of every container start.)"""
 
-    def __init__(self, command, image=None, rootfs=None, name=None, hostname=None, env=None,
+    def __init__(self, command, image=None, image_id=None, layers=(), rootfs=None, name=None, hostname=None, env=None,
                  workdir="/", volumes=(), interactive=False, tty=False, remove=False,
                  use_chroot=False, user=None, limits=None, cgroup_parent=None, stats=False,
                  security=None, privileged=False, read_only=False, detach=False,
@@ -131,7 +131,11 @@ class ContainerSpec:
                  hooks=None, annotations=None, bundle=None, network=None, ip=None, publish=(),
                  uid_mappings=(), gid_mappings=()):
         self.command = list(command)
-        self.image = image              # a name from the image store, or None with rootfs
+        self.image = image              # the image's name as given, or None with rootfs
+        # Resolved once, at creation (docker.resolve_image): what the container runs on, even
+        # after the name is given to another image.
+        self.image_id = image_id
+        self.layers = list(layers)      # its layer directories, top first (overlay lowers)
         self.rootfs = rootfs            # --rootfs: any directory as the read-only lower layer
         self.root_path = root_path      # OCI root.path: used in place, no overlay (like runc)
         self.name = name

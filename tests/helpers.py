@@ -15,7 +15,7 @@ def busybox_layer(store):
     """The busybox image's (one) layer directory in the image store at `store`."""
     import subprocess
     import sys
-    code = "from minibox import images; print(images.image_layers('busybox')[0])"
+    code = "from minibox import images; print(images.layers_of(images.resolve('busybox'))[0])"
     return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, MINIBOX_STORE=store),
                           capture_output=True, text=True, check=True).stdout.strip()
 

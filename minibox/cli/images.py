@@ -36,9 +36,9 @@ def image_import(name, max_size, archive):
 
     The layers' tar headers are read first: an archive that claims more than --max-size, or
     more than the image store has free, is refused before anything is written."""
-    from .. import imagestore
-    progress = imagestore.Progress(sys.stderr)
-    for names, image_id in imagestore.import_archive(archive, max_size, name, progress):
+    from ..images import store
+    progress = store.Progress(sys.stderr)
+    for names, image_id in store.import_archive(archive, max_size, name, progress):
         for tagged in names or ["<untagged>"]:
             print(f"Loaded image: {tagged} ({image_id[:19]})")
 
@@ -47,8 +47,9 @@ def image_import(name, max_size, archive):
 @click.argument("which", type=click.Choice(["busybox"]), metavar="IMAGE")
 def image_build(which):
     """(Re)build a built-in image from the host: busybox (the only one) from busybox-static."""
-    from .. import images, imagestore
-    image_id = imagestore.build_busybox_image(imagestore.Progress(sys.stderr))
+    from .. import images
+    from ..images import store
+    image_id = store.build_busybox_image(store.Progress(sys.stderr))
     print(f"Built image: {images.BUSYBOX} ({image_id[:19]})")
 
 
@@ -67,9 +68,9 @@ def list_images():
 @click.argument("references", nargs=-1, required=True, metavar="IMAGE...")
 def rmi(references):
     """Remove images (untag; delete the layers no other image uses)."""
-    from .. import imagestore
+    from ..images import store
     for reference in references:
-        image_id = imagestore.remove_image(reference)
+        image_id = store.remove_image(reference)
         print(f"Removed: {reference} ({image_id[:19]})")
 
 
@@ -78,11 +79,11 @@ def rmi(references):
 @click.argument("reference", metavar="CONTAINER")
 def export(output, reference):
     """Write a container's filesystem as a tar archive (to stdout or -o FILE)."""
-    from .. import imagestore
+    from ..images import store
     if output is None and sys.stdout.isatty():
         raise MiniboxError("refusing to write a tar archive to a terminal: "
                            "redirect stdout or use -o FILE")
-    imagestore.export_container(reference, output)
+    store.export_container(reference, output)
 
 
 @command()
@@ -90,6 +91,6 @@ def export(output, reference):
 @click.argument("name", metavar="NAME[:TAG]")
 def commit(reference, name):
     """Make a new image from a container: its changes become a new top layer."""
-    from .. import imagestore
-    image_id = imagestore.commit_container(reference, name, imagestore.Progress(sys.stderr))
+    from ..images import store
+    image_id = store.commit_container(reference, name, store.Progress(sys.stderr))
     print(image_id)

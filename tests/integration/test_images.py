@@ -6,9 +6,11 @@ no registry, no internet. Each test gets its own MINIBOX_STORE and MINIBOX_ROOT.
 import gzip
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -377,3 +379,35 @@ def test_commit_into_a_full_store_is_one_line(box, small_store):
     assert os.listdir(box.store / "images") == images_before
     assert os.listdir(box.store / "tmp") == []
     box("rm", "big")
+
+
+def test_a_container_keeps_its_image_when_the_name_moves_on(box):
+    """The image is resolved once, when the container is created: a re-tag of its name later
+    must not change what a restart mounts, let rmi delete layers in use, or make commit stack
+    the container's changes on the other image's layers."""
+    def image(text, name):
+        layer = ib.layer_tar(ib.busybox_entries() + [("file", "which", text)])
+        return write_archive(box, ib.docker_save([layer], repo_tags=("app:1",)), "file", name)
+    box("image", "import", image("first\n", "first"))
+    box("run", "-d", "--network", "none", "--restart", "always", "--name", "keeper", "app:1",
+        "busybox", "sleep", "60")
+    try:
+        box("image", "import", image("second\n", "second"))  # app:1 names another image now
+
+        def pid():
+            return box("inspect", "-f", "{{.State.Pid}}", "keeper").stdout.strip()
+        first_pid = pid()
+        os.kill(int(first_pid), signal.SIGKILL)  # --restart always brings a fresh init
+        deadline = time.monotonic() + 10
+        while pid() in (first_pid, b"0") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert box("exec", "keeper", "cat", "/which").stdout == b"first\n"
+        first_id = box("inspect", "-f", "{{.Image}}", "keeper").stdout.decode().strip()
+        assert first_id.startswith("sha256:")
+        assert "used by container" in one_line_error(box("rmi", first_id, check=False))
+        box("exec", "keeper", "sh", "-c", "echo mine > /mine")
+        box("commit", "keeper", "kept:1")
+        shown = box("run", "--rm", "--network", "none", "kept:1", "cat", "/which", "/mine")
+        assert shown.stdout == b"first\nmine\n"
+    finally:
+        box("rm", "-f", "keeper")

@@ -299,7 +299,7 @@ def test_a_run_without_network_imports_no_other_command(minibox_env):
     loaded = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
               if line.startswith("import time:") and not line.endswith("| imported package")}
     assert {"click", "minibox.cli", "minibox.container"} <= loaded
-    other_commands = {"minibox.imagestore", "minibox.archives", "minibox.layers",
+    other_commands = {"minibox.images.store", "minibox.images.archives", "minibox.images.layers",
                       "minibox.control", "minibox.enter", "minibox.oci", "minibox.monitor",
                       "minibox.cli.containers", "minibox.cli.images", "minibox.cli.network",
                       "minibox.cli.oci", "minibox.cli.template"}

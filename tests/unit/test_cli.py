@@ -152,7 +152,9 @@ def test_bad_usage_is_one_line_and_exit_125(argv, message, capsys):
 def fake_run(monkeypatch):
     """`minibox run` up to container.run, which calls `outcome(spec)` instead."""
     monkeypatch.setattr(cli, "check_caller", lambda command, allowed: None)
-    monkeypatch.setattr(images, "image_config", lambda reference: {})
+    monkeypatch.setattr(images, "resolve", lambda reference: f"sha256:{reference}")
+    monkeypatch.setattr(images, "run_settings", lambda image_id: {})
+    monkeypatch.setattr(images, "layers_of", lambda image_id: [])
     seen = []
 
     def run_with(outcome):

@@ -9,7 +9,9 @@ import tarfile
 
 import pytest
 
-from minibox import archives, cli, container, images, imagestore, layers
+from minibox import cli, container, images
+from minibox.images import archives, layers
+from minibox.images import store as imagestore
 from minibox.errors import MiniboxError
 from tests import imagebuilder as ib
 from tests.helpers import small_tmpfs
@@ -59,7 +61,9 @@ def test_run_applies_the_image_config(monkeypatch):
                 "WorkingDir": "/srv", "User": "1000:1001"}
     seen = []
     monkeypatch.setattr(cli, "check_caller", lambda command, allowed: None)
-    monkeypatch.setattr(images, "image_config", lambda reference: settings)
+    monkeypatch.setattr(images, "resolve", lambda reference: f"sha256:{reference}")
+    monkeypatch.setattr(images, "run_settings", lambda image_id: settings)
+    monkeypatch.setattr(images, "layers_of", lambda image_id: [f"/layers/of/{image_id}"])
     monkeypatch.setattr(container, "run", lambda spec, container_id: seen.append(spec) or 0)
     for argv in (["run", "-e", "A=flag", "img"], ["run", "-w", "/tmp", "img", "there"]):
         with pytest.raises(SystemExit) as exited:
@@ -72,6 +76,9 @@ def test_run_applies_the_image_config(monkeypatch):
                          "HOSTNAME": first.hostname}
     assert (first.workdir, second.workdir) == ("/srv", "/tmp")
     assert first.user == "1000:1001"
+    # resolved once: the id and its layers go with the container
+    assert (first.image, first.image_id, first.layers) == ("img", "sha256:img",
+                                                           ["/layers/of/sha256:img"])
 
 
 # -- archives -------------------------------------------------------------------------------

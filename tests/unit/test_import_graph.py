@@ -6,11 +6,7 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
 PACKAGES = ("minibox", "minivm")
-# Cycles other parts of issue 15 break (images <-> imagestore: item 4). Listed so that any NEW
-# cycle fails now; empty once that is done.
-KNOWN_CYCLES = [
-    {"minibox.images", "minibox.imagestore"},
-]
+KNOWN_CYCLES = []  # none: any cycle fails
 
 
 def module_files():

@@ -235,8 +235,8 @@ def test_inspect_prints_dockers_shape(ended_vm):
     (record,) = json.loads(done.stdout)
     assert record["Id"] == record["Name"] == "web"
     assert record["State"] == {"Status": "exited", "Running": False, "Paused": False, "Pid": 0,
-                               "ExitCode": 3, "StartedAt": "2023-11-14T22:13:21Z"}
-    assert record["Created"] == "2023-11-14T22:13:20Z"
+                               "ExitCode": 3, "StartedAt": "2023-11-14T22:13:21.000000Z"}
+    assert record["Created"] == "2023-11-14T22:13:20.000000Z"
     assert record["Config"] == {"Cmd": ["sh", "-c", "exit 3"]}
     assert record["Path"] == "sh" and record["Args"] == ["-c", "exit 3"]
     assert record["NetworkSettings"] == {"IPAddress": "10.199.0.9"}

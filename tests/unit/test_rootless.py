@@ -9,7 +9,8 @@ import tarfile
 import click
 import pytest
 
-from minibox import cli, layers, namespaces, rootless
+from minibox import cli, namespaces, rootless
+from minibox.images import layers
 from minibox.errors import MiniboxError
 from minibox.network import NetworkError, check_options, parse_mode
 from minibox.spec import PortMapping

@@ -1,6 +1,6 @@
 """Writing the image store: import archives, build busybox, commit, export, remove.
 
-The store's layout and why it looks that way are in images.py. Every change follows one
+The store's layout and why it looks that way are in images/__init__.py. Every change follows one
 pattern, so that a failure at any point leaves the store as it was:
 1. unpack each new layer into a private scratch dir (tmp/<pid>-<random>/), checking every
    digest on the way (layers.unpack_layer) -- slow, and done without the lock;
@@ -26,11 +26,11 @@ import stat
 import struct
 import time
 
-from . import shared, state, syscalls
-from .cgroups.limits import format_size
-from .errors import MiniboxError
-from .images import (BUSYBOX, IMAGES, LAYERS, REPOSITORIES, SCRATCH, SHORT_LINKS, STORE,
-                     all_image_ids, image_layers, layer_path, load_config, load_repositories, normalize,
+from .. import shared, state, syscalls
+from ..cgroups.limits import format_size
+from ..errors import MiniboxError
+from . import (BUSYBOX, IMAGES, LAYERS, REPOSITORIES, SCRATCH, SHORT_LINKS, STORE,
+                     all_image_ids, layer_path, load_config, load_repositories, normalize,
                      parse_reference, resolve, stack)
 
 HOST_BUSYBOX = "/bin/busybox"
@@ -356,20 +356,23 @@ def in_read_only_view(lowers, action):
 # -- containers -> images --------------------------------------------------------------------
 
 def _container(reference):
-    """A container's directory and the image it was made from (a name, or --rootfs DIR)."""
+    """A container's directory and its spec: the image id and layers it was created with
+    (none for --rootfs DIR or an OCI bundle's root), whatever its image's name means now."""
+    from ..spec import ContainerSpec
     directory = state.find(reference)
-    current = directory.load()
-    if not current:
-        raise MiniboxError(f"container {directory.id[:12]} has no state yet (being created?)")
-    return directory, current["image"]
+    try:
+        return directory, ContainerSpec.load(directory.file("spec.json"))
+    except FileNotFoundError:
+        raise MiniboxError(f"container {directory.id[:12]} has no spec yet (being created?)"
+                           ) from None
 
 
 def export_container(reference, output=None):
     """`minibox export`: the container's filesystem as one tar (no whiteouts: it is the
     merged view, the container's upper dir over its image, as the container sees it), to
     the file `output` or to stdout. A failed export leaves no file behind."""
-    directory, image = _container(reference)  # first: a wrong name makes no empty file
-    lowers = [image] if image.startswith("/") else image_layers(image)
+    directory, spec = _container(reference)  # first: a wrong name makes no empty file
+    lowers = spec.layers or [spec.rootfs or spec.root_path]
     where = output or "stdout"
     try:
         out = open(output, "wb") if output else os.fdopen(os.dup(1), "wb")
@@ -391,11 +394,12 @@ def commit_container(reference, name, progress=None):
     (Like `docker commit --pause=false`: a running container's files may change meanwhile.)"""
     from . import archives, layers
     name = parse_reference(name)
-    directory, image = _container(reference)
-    if image.startswith("/"):
-        raise MiniboxError(f"container {directory.id[:12]} runs on --rootfs {image}, "
-                           "not an image: use `minibox export` instead")
-    config = load_config(resolve(image))
+    directory, spec = _container(reference)
+    if spec.image_id is None:
+        raise MiniboxError(f"container {directory.id[:12]} runs on "
+                           f"{spec.rootfs or spec.root_path}, not an image: use "
+                           "`minibox export` instead")
+    config = load_config(spec.image_id)  # the layers it runs on, whatever the name says now
     config.setdefault("history", []).append(
         {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
          "created_by": f"minibox commit {directory.id[:12]}"})
@@ -418,7 +422,7 @@ def remove_image(reference):
         if name in repositories and list(repositories.values()).count(image_id) > 1:
             del repositories[name]  # other names keep the image
         else:
-            users = [d.id[:12] for d in _containers_using(image_id, repositories)]
+            users = [d.id[:12] for d in _containers_using(image_id)]
             if users:
                 raise MiniboxError(f"image {reference} is used by container(s) "
                                    f"{', '.join(users)}: remove them first (minibox rm)")
@@ -429,16 +433,12 @@ def remove_image(reference):
     return image_id
 
 
-def _containers_using(image_id, repositories):
-    # A container whose state is corrupt names no image: `rm -f` or `gc` removes it.
-    for directory, current in state.readable_containers(skipped=[]):
-        image = current.get("image") or "/"
-        if not image.startswith("/"):
-            try:
-                if resolve(image, repositories) == image_id:
-                    yield directory
-            except MiniboxError:
-                pass
+def _containers_using(image_id):
+    """The containers created from the image: each keeps its image id (a re-tag since does
+    not change what it runs on). One whose state is corrupt says nothing: `rm -f` or `gc`
+    removes it."""
+    return [directory for directory, current in state.readable_containers(skipped=[])
+            if current.get("image_id") == image_id]
 
 
 def _remove_unused_layers():
@@ -519,7 +519,7 @@ def build_busybox_image(progress=None):
     _pack_busybox(packed)
     layer = packed.getvalue()
     blob = archives.LayerBlob("busybox (from the host)", lambda: io.BytesIO(layer), len(layer))
-    from .spec import DEFAULT_PATH
+    from ..spec import DEFAULT_PATH
     config = _new_config({"Cmd": ["sh"], "Env": [f"PATH={DEFAULT_PATH}"]},
                          f"minibox image build busybox ({HOST_BUSYBOX})")
     return store_image(config, [blob], [BUSYBOX], progress)

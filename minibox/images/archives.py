@@ -14,7 +14,7 @@ was unpacked into:
 
 Every digest an archive promises is checked as the bytes are read: the config's file name
 (docker save) or descriptor (OCI), each layer blob's descriptor (OCI), and each layer's
-uncompressed content against the config's rootfs.diff_ids (both). images.py does the layer
+uncompressed content against the config's rootfs.diff_ids (both). layers.py does the layer
 checks while unpacking; this module only finds things and checks the small JSON files.
 """
 import contextlib
@@ -27,7 +27,7 @@ import re
 import stat
 import tarfile
 
-from .errors import MiniboxError
+from ..errors import MiniboxError
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",

@@ -44,8 +44,8 @@ import stat
 import tarfile
 import zlib
 
-from . import rootless
-from .errors import MiniboxError
+from .. import rootless
+from ..errors import MiniboxError
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"

@@ -17,20 +17,25 @@ own, rootless.image_store):
 Why l/: mount(2) copies at most one page (4096 bytes) of options (copy_mount_options), and
 overlayfs takes all lower layers in that one string. At ~90 bytes per
 /var/lib/minibox/layers/<64 hex>/diff only ~40 layers would fit; the 10-character links in l/
-(Docker's overlay2 driver does the same) fit ~100 in imagestore.LOWERDIR_BUDGET. An image with
+(Docker's overlay2 driver does the same) fit ~100 in store.LOWERDIR_BUDGET. An image with
 more layers than fit is flattened at import: its lowest layers are merged into one by the
 kernel itself (a read-only overlay of them, mounted in a private mount namespace, packed into
 a new layer), like `docker export | docker import` of just those layers.
 
-This module is the read side, on the path of every `minibox run`, so it stays light (no
-hashlib, no tarfile). Writing the store (import, commit, rmi, the built-in busybox image) is
-imagestore.py; unpacking layer tarballs safely is layers.py.
+A container resolves its image once, when it is created (docker.resolve_image): it keeps the
+image id and the layer directories in its spec, and every later step -- a restart, commit,
+export, rmi's "is it in use?" -- uses those, whatever the name points at by then.
+
+The package: this module is the read side, on the path of every `minibox run`, so it stays
+light (no hashlib, no tarfile) and imports nothing of the others. Writing the store (import,
+commit, rmi, the built-in busybox image) is store.py; what `docker save` archives and OCI
+layouts hold is archives.py; unpacking layer tarballs safely is layers.py.
 """
 import json
 import os
 
-from . import rootless
-from .errors import MiniboxError
+from .. import rootless
+from ..errors import MiniboxError
 
 STORE = os.environ.get("MINIBOX_STORE") or (rootless.image_store() if rootless.ENABLED
                                             else "/var/lib/minibox")
@@ -79,9 +84,12 @@ def load_repositories():
                            "(set MINIBOX_STORE to a directory of yours)") from None
 
 
-def resolve(reference, repositories=None, build=False):
-    """The image id a reference names: a NAME[:TAG] or a unique prefix of an image id.
-    With `build`, the busybox image is built if it is missing."""
+class NoSuchImage(MiniboxError):
+    """No image has that name or id prefix."""
+
+
+def resolve(reference, repositories=None):
+    """The image id a reference names: a NAME[:TAG] or a unique prefix of an image id."""
     repositories = load_repositories() if repositories is None else repositories
     name = normalize(reference)
     if name in repositories:
@@ -91,11 +99,8 @@ def resolve(reference, repositories=None, build=False):
         matches = [image_id for image_id in all_image_ids() if image_id.startswith(prefix)]
         if len(matches) == 1:
             return matches[0]
-    if name == BUSYBOX and build:
-        from . import imagestore
-        return imagestore.build_busybox_image()
-    raise MiniboxError(f"no such image: {reference} (`minibox images` lists them; "
-                       "`minibox image import FILE` adds one)")
+    raise NoSuchImage(f"no such image: {reference} (`minibox images` lists them; "
+                      "`minibox image import FILE` adds one)")
 
 
 def all_image_ids():
@@ -114,9 +119,9 @@ def load_config(image_id):
         return json.load(config)
 
 
-def image_layers(reference):
+def layers_of(image_id):
     """The image's layer directories, top layer first (overlayfs' lowerdir order)."""
-    config = load_config(resolve(reference, build=True))
+    config = load_config(image_id)
     return [layer_path(diff_id) for diff_id in stack(config["rootfs"]["diff_ids"])]
 
 
@@ -128,11 +133,10 @@ def stack(diff_ids):
     return list(dict.fromkeys(reversed(diff_ids)))
 
 
-def image_config(reference):
+def run_settings(image_id):
     """The image's run settings: the "config" of its config (Entrypoint, Cmd, Env,
-    WorkingDir, User...); building the busybox image on first use."""
-    config = load_config(resolve(reference, build=True))
-    return config.get("config") or {}
+    WorkingDir, User...)."""
+    return load_config(image_id).get("config") or {}
 
 
 def layer_path(diff_id):
