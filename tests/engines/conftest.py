@@ -8,13 +8,11 @@ own containerd), podman with --root/--runroot of its own, and every container ha
 The host's hard RLIMIT_NOFILE and RLIMIT_NPROC may be below the engines' defaults, where runc
 fails as well: every container gets --ulimit nofile=1024:1024 --ulimit nproc=1024:1024.
 """
-import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
@@ -75,9 +73,14 @@ def _wait_for(predicate, timeout, what):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def _mounts_under(directory):
+def _remove_engine_dir(top):
+    """Remove an engine's temp dir; returns the mounts it had left under it (unmounted now)."""
     with open("/proc/self/mountinfo") as mountinfo:
-        return [line.split()[4] for line in mountinfo if line.split()[4].startswith(directory)]
+        left = [line.split()[4] for line in mountinfo if line.split()[4].startswith(top)]
+    for mount_point in reversed(left):
+        subprocess.run(["umount", "-l", mount_point])
+    shutil.rmtree(top, ignore_errors=True)
+    return left
 
 
 def _remove_cgroup_tree(name):
@@ -131,10 +134,7 @@ def dockerd(rootfs_tar):
             daemon.kill()
             daemon.wait()
         log.close()
-        left = _mounts_under(top)
-        for mount_point in reversed(left):
-            subprocess.run(["umount", "-l", mount_point])
-        shutil.rmtree(top, ignore_errors=True)
+        left = _remove_engine_dir(top)
         assert left == [], f"dockerd left mounts behind: {left}"
         assert _remove_cgroup_tree("docker") == []
 
@@ -155,10 +155,7 @@ def podman_argv(rootfs_tar):
     finally:
         subprocess.run([*argv, "rm", "-a", "-f"], capture_output=True)
         subprocess.run([*argv, "system", "reset", "-f"], capture_output=True)
-        left = _mounts_under(top)
-        for mount_point in reversed(left):
-            subprocess.run(["umount", "-l", mount_point])
-        shutil.rmtree(top, ignore_errors=True)
+        left = _remove_engine_dir(top)
         assert left == [], f"podman left mounts behind: {left}"
         assert _remove_cgroup_tree("libpod_parent") == []
 

@@ -59,9 +59,15 @@ def test_explain_narrates_with_arguments(capsys):
         explain.configure(False)
 
 
-def test_ledger_release_runs_newest_first_and_keeps_kinds(tmp_path, monkeypatch):
+@pytest.fixture
+def state_root(tmp_path, monkeypatch):
+    """minibox's state root (MINIBOX_ROOT) in the test's own temporary directory."""
     monkeypatch.setattr(state, "ROOT", str(tmp_path))
     monkeypatch.setattr(state, "NAMES", str(tmp_path / "names"))
+    return tmp_path
+
+
+def test_ledger_release_runs_newest_first_and_keeps_kinds(state_root, tmp_path, monkeypatch):
     released = []
     monkeypatch.setitem(state.RELEASE, "thing", lambda entry: released.append(entry["n"]))
     directory = state.ContainerDir.create("c1", name="web")
@@ -102,9 +108,7 @@ def test_removing_a_container_directory_never_follows_a_symlink(tmp_path, monkey
     assert (outside / "keep" / "file").read_text() == "host data"
 
 
-def test_state_is_replaced_atomically(tmp_path, monkeypatch):
-    monkeypatch.setattr(state, "ROOT", str(tmp_path))
-    monkeypatch.setattr(state, "NAMES", str(tmp_path / "names"))
+def test_state_is_replaced_atomically(state_root, tmp_path, monkeypatch):
     directory = state.ContainerDir.create("c1")
     directory.save({"status": "created"})
     directory.update(status="running", pid=5)
@@ -139,11 +143,9 @@ def test_a_kernel_without_overlayfs_is_named(monkeypatch):
         rootfs.check_overlay_support()
 
 
-def test_listing_survives_a_container_directory_that_vanishes(tmp_path, monkeypatch):
+def test_listing_survives_a_container_directory_that_vanishes(state_root, tmp_path, monkeypatch):
     """`gc` racing with `run --rm` once failed: the sort key stat(2)ed a directory that had
     just been removed."""
-    monkeypatch.setattr(state, "ROOT", str(tmp_path))
-    monkeypatch.setattr(state, "NAMES", str(tmp_path / "names"))
     state.ContainerDir.create("stays")
     state.ContainerDir.create("goes")
     real_scandir = os.scandir
@@ -157,9 +159,7 @@ def test_listing_survives_a_container_directory_that_vanishes(tmp_path, monkeypa
     assert [d.id for d in state.all_containers()] == ["stays"]
 
 
-def test_a_directory_without_state_is_garbage_once_its_owner_is_gone(tmp_path, monkeypatch):
-    monkeypatch.setattr(state, "ROOT", str(tmp_path))
-    monkeypatch.setattr(state, "NAMES", str(tmp_path / "names"))
+def test_a_directory_without_state_is_garbage_once_its_owner_is_gone(state_root, tmp_path, monkeypatch):
     mine = state.ContainerDir.create("mine")
     assert mine.being_made()  # we made it and we live
     dead = state.ContainerDir.create("dead")
@@ -168,9 +168,7 @@ def test_a_directory_without_state_is_garbage_once_its_owner_is_gone(tmp_path, m
     assert not dead.being_made()
 
 
-def test_a_damaged_ledger_still_releases_the_rest_and_the_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr(state, "ROOT", str(tmp_path))
-    monkeypatch.setattr(state, "NAMES", str(tmp_path / "names"))
+def test_a_damaged_ledger_still_releases_the_rest_and_the_directory(state_root, tmp_path, monkeypatch):
     released = []
     monkeypatch.setitem(state.RELEASE, "thing", lambda entry: released.append(entry["n"]))
     directory = state.ContainerDir.create("c1", name="web")
