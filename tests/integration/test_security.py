@@ -171,16 +171,16 @@ def test_privileged_lifts_the_device_rules(minibox, host_disk):
 def test_the_containers_devices_cgroup_lists_runcs_default_rules(minibox_env, tmp_path):
     """devices.list, read from the host while the container waits for /sync/go: the
     whitelist the kernel checks on each open(2) and mknod(2) of a device node."""
-    before = cgroup_dirs()
     waiting = subprocess.Popen(
         [sys.executable, "-m", "minibox", "run", "--rm", "--network", "none", "-v",
          f"{tmp_path}:/sync", "busybox", "sh", "-c", "while [ ! -e /sync/go ]; do sleep 0.05; done"],
         stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
-        while not (made := [path for path in cgroup_dirs() - before
+        # This container's own group (its id), not whatever else appears meanwhile.
+        while not (made := [path for path in cgroup_dirs()
                             if path.startswith("/sys/fs/cgroup/devices/")
-                            and os.path.basename(path) != "minibox"]):
+                            and os.path.basename(path) in container_dirs(minibox_env["root"])]):
             assert time.monotonic() < deadline and waiting.poll() is None, "no devices cgroup"
             time.sleep(0.05)
         with open(os.path.join(made[0], "devices.list")) as listing:
