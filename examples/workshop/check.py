@@ -49,7 +49,7 @@ def locate(name):
 def main():
     if len(sys.argv) not in (2, 3) or not sys.argv[1].isdigit() or \
             int(sys.argv[1]) not in checks.LEVELS:
-        sys.exit("usage: check.py LEVEL [FILE]  (LEVEL 00 to 09)")
+        sys.exit("usage: check.py LEVEL [FILE]  (LEVEL 00 to 07)")
     level = int(sys.argv[1])
     default = os.path.join(HERE, checks.LEVELS[level], "mybox.py")
     program = os.path.abspath(sys.argv[2] if len(sys.argv) == 3 else default)

@@ -16,8 +16,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE = os.path.join(HERE, "solutions", "mybox.py")
 LEVELS = {0: "00_fork_exec", 1: "01_uts_pid", 2: "02_mount_pivot_root", 3: "03_overlay",
-          4: "04_cgroups", 5: "05_network", 6: "06_security", 7: "07_userns", 8: "08_vm",
-          9: "09_raw_kvm"}
+          4: "04_cgroups", 5: "05_network", 6: "06_security", 7: "07_userns"}
 MARK = re.compile(r"\s*# (>>>|---|<<<) (\d\d)$")
 
 
@@ -48,7 +47,7 @@ def folder(level):
 def main():
     if len(sys.argv) != 3 or sys.argv[1] not in ("start", "solution") or \
             not sys.argv[2].isdigit() or int(sys.argv[2]) not in LEVELS:
-        sys.exit("usage: levels.py start|solution LEVEL (00 to 09)")
+        sys.exit("usage: levels.py start|solution LEVEL (00 to 07)")
     sys.stdout.write(render(int(sys.argv[2]), sys.argv[1] == "solution"))
 
 

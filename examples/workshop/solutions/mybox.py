@@ -269,8 +269,9 @@ def run(args):
 # <<< 01
 # >>> 05
     args.link = f"mb{os.getpid()}"  # the veth's name, NAMEh on the host, NAMEc inside
-    if args.net:
-        check(libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")  # the child inherits it
+    if args.net:  # a new netns for the child to inherit; we go back to the host's after fork
+        host_netns = os.open("/proc/self/ns/net", os.O_RDONLY)
+        check(libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
 # <<< 05
 # >>> 00
     pid = os.fork()
@@ -291,6 +292,7 @@ def run(args):
 # <<< 04
 # >>> 05
     if args.net:
+        check(libc.setns(host_netns, CLONE_NEWNET), "setns(host netns)")
         connect(pid, args.link)
 # <<< 05
 # >>> 04
