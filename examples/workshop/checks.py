@@ -7,12 +7,15 @@ participant's runtime may have left on the host (the level-05 bridge).
 """
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 
 from levels import LEVELS
 
 TIMEOUT = 30
+SCRATCH_BEFORE = {name for name in os.listdir("/tmp") if name.startswith("mybox-")}
 HOST_FILE = "/etc/mybox-check-host-file"  # made by the check; a container must not see it
 ESCAPE_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "escapes", "chroot_escape.c")
@@ -30,11 +33,17 @@ class Runner:
         self.program, self.scratch = program, scratch
 
     def __call__(self, *args, timeout=TIMEOUT):
+        # A session of its own: on a timeout the container goes too, not only mybox.py.
+        process = subprocess.Popen([sys.executable, self.program, *args], text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            done = subprocess.run([sys.executable, self.program, *args], capture_output=True,
-                                  text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            out, err = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
             return -1, f"no exit after {timeout} s"
+        done = subprocess.CompletedProcess(process.args, process.returncode, out, err)
         last = (done.stderr.strip().splitlines() or [""])[-1]
         return done.returncode, f"exit {done.returncode}, output {done.stdout.strip()[-200:]!r}" + \
             (f", stderr {last[-200:]!r}" if last else "")
@@ -81,7 +90,7 @@ def level_00(run, root):
             run, ["run", "--", "sh", "-c", "exit 3"], lambda c, s: c == 3),
             "os.waitstatus_to_exitcode(status) is the child's exit code", "wait"),
         Check("killed by SIGKILL gives 137", lambda: _ran(
-            run, ["run", "--", "sh", "-c", "kill -9 $$"], lambda c, s: c == 137),
+            run, ["run", "--", "sh", "-c", "kill -9 $$"], lambda c, s: c == 137 and "survived" not in s),
             "a signal N shows as -N from waitstatus_to_exitcode: return 128 + N", "wait"),
     ]
 
@@ -259,6 +268,9 @@ def clean_up(scratch):
     with IPRoute() as ip:
         for index in ip.link_lookup(ifname="myboxbr0"):
             ip.link("del", index=index)
+    for name in os.listdir("/tmp"):  # a runtime killed on a timeout keeps its scratch dir
+        if name.startswith("mybox-") and name not in SCRATCH_BEFORE:
+            shutil.rmtree(os.path.join("/tmp", name), ignore_errors=True)
     for directory in _cgroups_left():
         try:
             os.rmdir(directory)

@@ -24,8 +24,7 @@ BROKEN = {
     check(libc.umount2(b".", MNT_DETACH), "detach the old root")''', 'os.chroot(".")',
         "a chroot escape stays inside"),
     3: (",upperdir={scratch}/upper,workdir={scratch}/work", "", "writes go to the upper dir"),
-    4: ('''[(dirs[0], "memory.limit_in_bytes", memory),
-                  (dirs[0], "memory.memsw.limit_in_bytes", memory), ''', "[", "a 32 MiB hog dies"),
+    4: ('(dirs[1], "pids.max", pids)', '(dirs[1], "pids.max", None)', "--pids 5 stops"),
     5: ("master=ip.link_lookup(ifname=BRIDGE)[0], ", "", "it reaches another container"),
     6: ('check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")', "pass",
         "NoNewPrivs: 1"),
@@ -42,11 +41,11 @@ STARTING = {0: ("the command runs and prints", "fork()"), 1: ("the command is PI
 def check(level, text, tmp_path):
     program = tmp_path / "mybox.py"
     program.write_text(text)
-    mounts = host_mounts()
+    mounts = [mount for mount in host_mounts() if "mybox" in mount]  # others' tests run too
     done = subprocess.run([sys.executable, os.path.join(WORKSHOP, "check.py"), str(level),
                            str(program)], capture_output=True, text=True, timeout=120)
     assert done.stderr == "", done.stderr  # no traceback, ever
-    assert host_mounts() == mounts
+    assert [mount for mount in host_mounts() if "mybox" in mount] == mounts
     assert not [name for name in os.listdir("/sys/class/net")  # level 05's veths, bridge
                 if re.fullmatch(r"mb\d+h|myboxbr0", name)]
     for top in ("/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"):
