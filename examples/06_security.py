@@ -34,7 +34,8 @@ def show_status(*flags):
 
 def main():
     lesson.start("Lesson 06: capabilities and seccomp",
-                 "minibox/security.py (capabilities, no_new_privs, the seccomp program), "
+                 "minibox/security.py (capabilities, no_new_privs), "
+                 "minibox/seccomp.py (the filter), "
                  "examples/escapes/*.c, capabilities(7), seccomp(2)")
     lesson.say("A default container: Docker's 14 capabilities, no_new_privs, seccomp mode 2 "
                "(filter):")

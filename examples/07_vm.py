@@ -16,8 +16,9 @@ import lesson
 
 def main():
     lesson.start("Lesson 07: a VM from kernel + initramfs + QEMU",
-                 "minivm/kernel.py (which kernel), minivm/initramfs.py (the cpio writer and "
-                 "/init), minivm/qemu.py (every QEMU option and why), minivm/console.py")
+                 "minivm/vm.py (the run's story), minivm/kernel.py (which kernel), "
+                 "minivm/initramfs.py (the cpio writer and /init), minivm/qemu.py (every QEMU "
+                 "option and why), minivm/console.py")
     lesson.say("The kernels minivm can boot (fetched once from Debian's linux-image package):")
     lesson.run("minivm", "kernel", "list")
     lesson.say("--explain narrates the boot: each QEMU option and kernel parameter, its "

@@ -18,10 +18,11 @@ import os
 import sys
 import time
 
-from .errors import RUNTIME_ERROR, MiniboxError, bug_line, exit_now
+from .errors import RUNTIME_ERROR, MiniboxError, bug_line
 from .network import NETWORK_HELP
 from .portproxy import PUBLISH_HELP
 from .rootless import check_caller
+from .shared import exit_now
 
 
 class UsageError(MiniboxError):
@@ -312,10 +313,10 @@ def _configure_explain(narrate, pause):
 @command("rm", FORCE, option("containers", nargs="+", metavar="CONTAINER"))
 def rm(force, containers):
     """Remove stopped containers (their state and writable layer)."""
-    from . import container
+    from . import control
     check_caller("rm")
     for reference in containers:
-        container.remove(reference, force=force)
+        control.remove(reference, force=force)
         print(reference)
 
 
@@ -323,9 +324,9 @@ def rm(force, containers):
 def gc():
     """Remove what crashed runs left behind (from each container's ledger), cgroups no
     container knows, and the bridge if no container uses it any more."""
-    from . import container, network
+    from . import control, network
     check_caller("gc")
-    cleaned, failed, orphan_cgroups = container.collect_garbage()
+    cleaned, failed, orphan_cgroups = control.collect_garbage()
     for container_id in cleaned:
         print(f"removed leftovers of {container_id[:12]}")
     for error in failed:
@@ -640,8 +641,8 @@ def create(bundle, pid_file, container_id):
 
 def _write_pid_file(path, pid):
     """The digits only, written atomically (a reader never sees an empty file)."""
-    from . import state
-    state.replace_file(os.path.abspath(path), str(pid))
+    from . import shared
+    shared.replace_file(os.path.abspath(path), str(pid))
 
 
 @command("start", CONTAINER_ID)

@@ -6,7 +6,7 @@ host side, wait for the container and tear everything down. It forks the contain
 which enters its new namespaces, builds its root filesystem, and finally execve(2)s the
 user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps messages apart):
 
-    init                                   runtime
+    init (init.py)                         runtime (this file)
                                            [without root: unshare(user) first, rootless.py]
                                            unshare(pid), fork
     unshare(mnt, uts, ipc, net)  ----->  "ready"
@@ -20,15 +20,16 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
                                            port proxy (-p), once per container
                                  <-----  start: reads exec.fifo
-    [startContainer hooks], seccomp, capabilities, user, no_new_privs (security.confine)
-    execve(CMD)
+    [startContainer hooks], seccomp, capabilities, user, no_new_privs
+    execve(CMD)                                             (init.exec_confined)
     (socket closes on exec: FD_CLOEXEC) -> runtime knows the exec happened
 
 Then the monitor waits for PID 1 (supervise), records its exit code in state.json, restarts
 it as the restart policy says -- with a fresh init, since a PID namespace dies with its
 PID 1, and the fresh network namespace gets the container's address again -- and tears
 down what the ledger lists. For `run -d` and OCI `create` the monitor is a detached process
-of its own (monitor.py); for a plain `run` it is the `minibox` process.
+of its own (monitor.py); for a plain `run` it is the `minibox` process. Commands acting on
+a container that exists (start, kill, stop, rm, gc) are in control.py.
 """
 import _socket  # socket(2) without socket.py's enums, which cost ~3 ms of every start
 import os
@@ -37,11 +38,10 @@ import signal
 import sys
 import time
 
-from . import (cgroups, explain, hooks, images, namespaces, network, portproxy, rootfs, rootless,
-               security, state, syscalls)
+from . import (cgroups, explain, hooks, init, namespaces, network, portproxy, rootfs, rootless,
+               shared, state)
 from . import spec as spec_module
-from .errors import (CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError, bug_line,
-                     failure_report, read_failure_report)
+from .errors import MiniboxError, read_failure_report
 
 # Signals the runtime passes on to the container instead of dying of them.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -68,10 +68,7 @@ def create(spec, container_id=None):
         rootless.check_spec(spec)
     if spec.root_path is None:
         rootfs.check_overlay_support()
-        _lowerdir(spec)  # an unknown image fails here, before anything is made
-    if spec.tty:
-        global terminal
-        from . import terminal  # now: after pivot_root the init can't import from our tree
+        init.lowerdir(spec)  # an unknown image fails here, before anything is made
     # 0. Without root, a user namespace of our own first, where we are root (rootless.py):
     #    for good, since everything below needs its capabilities.
     if rootless.ENABLED:
@@ -106,10 +103,6 @@ def create(spec, container_id=None):
         raise
 
 
-def _lowerdir(spec):
-    return ":".join([spec.rootfs] if spec.rootfs else images.image_layers(spec.image))
-
-
 def spawn(spec, directory, cgroup):
     """Steps 3-4 (again for each restart): fork a fresh init and take it to `created`."""
     os.mkfifo(directory.file("exec.fifo"), 0o600)
@@ -125,13 +118,13 @@ def spawn(spec, directory, cgroup):
     pid = os.fork()
     if pid == 0:
         channel.close()
-        _init(spec, directory, init_end, shared_netns)  # never returns
+        init.pid1(spec, directory, init_end, shared_netns)  # never returns (init.py)
     if new_pid_namespace:
-        namespaces.restore_pid_namespace(own_pid_namespace)
+        namespaces.restore_pid_namespace(own_pid_namespace, rootless.ENABLED)
     if shared_netns is not None:
         os.close(shared_netns)
     init_end.close()
-    start_time = state.process_start_time(pid)
+    start_time = shared.process_start_time(pid)
     directory.record("process", pid=pid, start_time=start_time)
     # 4. Host-side setup while the init waits in its new namespaces. The network first: it
     #    does not care about cgroups, and meanwhile the grace period that the cgroup move
@@ -208,7 +201,7 @@ def _initial_state(spec, directory):
             "pid": None, "exit_code": None, "remove": spec.remove, "restarts": 0,
             "bundle": spec.bundle or directory.path, "annotations": spec.annotations,
             "monitor_pid": os.getpid(),
-            "monitor_start": state.process_start_time(os.getpid())}
+            "monitor_start": shared.process_start_time(os.getpid())}
 
 
 def _hook_state(directory, status, pid):
@@ -226,213 +219,6 @@ def oci_state(container_id, current):
                        "status": status, "pid": current.get("pid") if status != "stopped" else 0,
                        "bundle": current.get("bundle"),
                        "annotations": current.get("annotations") or {}}, indent=2)
-
-
-def _init(spec, directory, channel, shared_netns=None):
-    """Step 5, PID 1's own story: from fork(2) to execve(2). Never returns."""
-    exit_code = RUNTIME_ERROR
-    try:
-        os.setsid()  # a session of our own: signals reach us only as the runtime forwards them
-        reset_signals()
-        # If the runtime dies, so does the container (and gc finds the ledger).
-        syscalls.set_parent_death_signal(signal.SIGKILL)
-        _connect_stdio(spec, directory)
-        namespaces.enter_namespaces(spec.namespaces)
-        if shared_netns is not None:
-            network.join_netns(shared_netns)
-        channel.send(b"ready")
-        go = channel.recv(65536)
-        if not go.startswith(b"go "):  # the runtime gave up
-            return
-        import json
-        creating_state = go[3:].decode()  # the OCI state JSON; empty without hooks
-        created_state = creating_state and json.dumps(
-            dict(json.loads(creating_state), status="created"), indent=2)
-        if "cgroup" in spec.namespaces:
-            namespaces.enter_cgroup_namespace(spec.namespaces["cgroup"])
-        _set_process_limits(spec)
-        merged = _build_root(spec, directory)
-        hooks.run(spec, ("createContainer",), creating_state)
-        if spec.hooks.get("startContainer"):
-            import subprocess  # noqa: F401 -- for hooks.run after pivot_root, when our tree is gone
-        # Opened now, written after pivot_root through /proc/self/fd: the host path is gone then.
-        exec_fifo = os.open(directory.file("exec.fifo"), os.O_PATH | os.O_CLOEXEC)
-        joined_user_namespace = spec.namespaces.get("user") and os.open(
-            spec.namespaces["user"], os.O_RDONLY | os.O_CLOEXEC)
-        if spec.use_chroot:
-            rootfs.chroot_to(merged)
-        else:
-            rootfs.pivot_to(merged)
-        if spec.rootfs_propagation:
-            rootfs.set_root_propagation(spec.rootfs_propagation)
-        if _new_namespace(spec, "uts") and spec.hostname:
-            namespaces.set_hostname(spec.hostname)
-        if _new_namespace(spec, "network"):
-            network.bring_up_loopback()
-        if spec.tty:
-            terminal.open_console(channel)
-        os.chdir(spec.workdir)
-        env = spec.env if "HOME" in spec.env else dict(spec.env, HOME=home_directory(spec.user))
-        program = find_program(spec.command[0], env.get("PATH", spec_module.DEFAULT_PATH))
-        if spec.userns:
-            namespaces.enter_user_namespace(joined_user_namespace)
-            channel.send(b"userns")
-            if channel.recv(16) != b"mapped":
-                return
-            namespaces.become_namespace_root()
-        close_inherited_fds()
-        channel.send(b"created")
-        _wait_for_start(exec_fifo)
-        hooks.run(spec, ("startContainer",), created_state)
-        confine(spec)
-        exit_code = CANNOT_RUN
-        os.execve(program, spec.command, env)
-    except MiniboxError as error:
-        exit_code = error.exit_code
-        _report(channel, exit_code, error)
-    except OSError as error:
-        _report(channel, exit_code, error)
-    except BaseException as error:  # anything else must still end this process, not return
-        _report(channel, exit_code, bug_line(error))
-    finally:
-        os._exit(exit_code)
-
-
-def reset_signals():
-    # An ignored signal stays ignored across execve(2) (signal(7)), and Python ignores
-    # SIGPIPE: `yes | head` in the container would then never end by SIGPIPE. A caller
-    # started with `nohup` or `&` passes SIG_IGN for SIGHUP/SIGINT down the same way.
-    for signum in signal.valid_signals():
-        if signum not in (signal.SIGKILL, signal.SIGSTOP):
-            try:
-                signal.signal(signum, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass  # real-time signals the C library keeps for itself
-
-
-def _new_namespace(spec, kind):
-    return kind in spec.namespaces and spec.namespaces[kind] is None
-
-
-def _connect_stdio(spec, directory):
-    """stdin: /dev/null unless -i/-t; stdout and stderr of a detached container: its log."""
-    if not spec.interactive and not spec.tty:
-        os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
-    if spec.detach:
-        log = os.open(directory.file("container.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                      0o640)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
-
-
-def _build_root(spec, directory):
-    """The container's root filesystem, still seen from the host's tree: returns its path."""
-    merged = directory.file("rootfs")
-    rootfs.make_mounts_private()
-    # `run`: no device node made inside may be opened, unless --privileged (see
-    # rootfs.make_default_devices). An OCI bundle says so in its mount options instead.
-    nodev = spec.root_path is None and not spec.privileged
-    if spec.root_path is None:
-        rootfs.mount_overlay(_lowerdir(spec), directory.file("upper"), directory.file("work"),
-                             merged, nodev)
-    else:
-        rootfs.bind_root(spec.root_path, merged)
-    for entry in spec.mounts + [volume.mount(nodev) for volume in spec.volumes]:
-        rootfs.mount_entry(merged, entry.destination, entry.type, entry.source, entry.options,
-                           own_cgroup_namespace="cgroup" in spec.namespaces,
-                           own_network_namespace=_new_namespace(spec, "network"))
-    for device in spec.devices:
-        rootfs.create_device(rootfs.path_in_root(merged, device["path"]), device["type"],
-                             device.get("major", 0), device.get("minor", 0),
-                             device.get("fileMode", 0o666), device.get("uid", 0),
-                             device.get("gid", 0))
-    if spec.sysctl:
-        rootfs.set_sysctls(merged, spec.sysctl)
-    rootfs.mask_paths(merged, spec.masked_paths, spec.readonly_paths)
-    # docker run -w and runc both create a missing working directory (before `readonly`).
-    os.makedirs(rootfs.path_in_root(merged, spec.workdir), exist_ok=True)
-    if spec.read_only:
-        rootfs.make_root_read_only(merged, nodev)
-    return merged
-
-
-@explain.step("Set the process's resource limits and OOM score",
-              syscall="setrlimit(RLIMIT_*, {{soft, hard}}); write /proc/self/oom_score_adj",
-              man="setrlimit(2), proc(5)")
-def _set_process_limits(spec):
-    if spec.rlimits:  # an OCI bundle's: `run` sets none, and skips the import (~1 ms)
-        import resource
-        for name, soft, hard in spec.rlimits:
-            resource.setrlimit(getattr(resource, name), (soft, hard))
-    if spec.oom_score_adj is not None:
-        with open("/proc/self/oom_score_adj", "w") as score:
-            score.write(str(spec.oom_score_adj))
-
-
-def confine(spec):
-    """The last steps before execve(2), for PID 1 and for `exec`: umask, then what
-    security.confine gives up (seccomp, capabilities, user, no_new_privs). Last, so that
-    everything before still runs as root with every capability."""
-    if spec.umask is not None:
-        os.umask(spec.umask)
-    security.confine(spec.security or security.SecurityProfile(), spec.user,
-                     spec.additional_gids)
-    syscalls.set_parent_death_signal(signal.SIGKILL)  # changing uid (--user) cleared it
-
-
-def _report(channel, exit_code, message):
-    try:
-        channel.send(failure_report(exit_code, message))
-    except OSError:
-        pass
-
-
-def home_directory(user):
-    """HOME for a spec that sets none, from the container's /etc/passwd (as runc does)."""
-    entry = security.find_entry("/etc/passwd", (user or "0").partition(":")[0])
-    return entry[5] if entry and len(entry) > 5 else "/"
-
-
-def find_program(name, path):
-    """Look CMD up in the container's PATH before `created`, as runc does, so that a typo
-    fails at create time with 127 instead of after start."""
-    candidates = [name] if "/" in name else [os.path.join(d, name) for d in path.split(":") if d]
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            if not os.access(candidate, os.X_OK):
-                raise MiniboxError(f"{name}: permission denied", CANNOT_RUN)
-            return candidate
-    raise MiniboxError(f"{name}: command not found in the container", NOT_FOUND)
-
-
-@explain.step("Close every file descriptor inherited from whoever started minibox",
-              syscall="close(fd) for each fd > 2 without FD_CLOEXEC", man="close(2), fcntl(2)")
-def close_inherited_fds():
-    """PID 1 before `created`, and `exec` before it joins anything: the container gets
-    stdin, stdout and stderr of our caller, nothing else. Python opens every file of its
-    own with O_CLOEXEC (PEP 446), so an fd without it came from the caller."""
-    # CVE-2024-21626: runc leaked an fd of the host's /sys/fs/cgroup into the container, and
-    # `cwd=/proc/self/fd/7` walked out of the root. An fd of a host directory that a caller
-    # of `exec` holds open does the same through /proc/self/fd/N/.. -- and any process of
-    # the container can open /proc/<pid>/fd/N of the exec'd one while it runs. So these are
-    # closed outright, not only marked close-on-exec: gone before the container can see us.
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        try:
-            if fd > 2 and os.get_inheritable(fd):
-                os.close(fd)
-        except OSError:
-            pass  # the fd of the listdir itself, already closed
-
-
-@explain.step("Block until `start`: open exec.fifo for writing (waits for a reader)",
-              syscall='open("/proc/self/fd/N", O_WRONLY); write(fd, "0", 1)', man="fifo(7)")
-def _wait_for_start(exec_fifo):
-    fifo = os.open(f"/proc/self/fd/{exec_fifo}", os.O_WRONLY | os.O_CLOEXEC)
-    os.write(fifo, b"0")
-    os.close(fifo)
-    os.close(exec_fifo)
 
 
 def _receive(channel, pid):
@@ -477,7 +263,7 @@ def _reap(pid):
 @explain.step("Start: open exec.fifo for reading, which lets the init go on to execve(2)",
               syscall='open("exec.fifo", O_RDONLY); read(fd, buf, 1)', man="fifo(7)")
 def release_init(directory, pid):
-    """Release the init blocked in _wait_for_start (`run`, and `minibox start` for OCI)."""
+    """Release the init blocked in init._wait_for_start (`run`, and `minibox start` for OCI)."""
     gone = MiniboxError(f"container {directory.id[:12]} exited before it was started")
     # The pidfd first: once the fifo is open the init may exec, exit and be reaped before
     # our next line runs, and a reaped process has no pidfd to give any more.
@@ -586,18 +372,11 @@ def supervise(container):
         start(container)
 
 
-def request_stop(directory):
-    """Tell the monitor that PID 1's coming end is wanted (`stop`, `rm -f`): no restart.
-    Who asks, not just "yes": the monitor honours it while the asking process lives."""
-    directory.update(stop_requested={"pid": os.getpid(),
-                                     "start": state.process_start_time(os.getpid())})
-
-
 def _stop_requested(directory):
     """Did a `minibox stop` ask for this end? Only while that stop still runs: one killed
     half-way (SIGKILL, Ctrl-C) must not disarm the restart policy for good."""
     stopper = (directory.load() or {}).get("stop_requested") or {}
-    return state.process_alive(stopper.get("pid"), stopper.get("start"))
+    return shared.process_alive(stopper.get("pid"), stopper.get("start"))
 
 
 def release(container):
@@ -643,75 +422,3 @@ def _report_usage(container, exit_code):
         sys.stderr.write(f"minibox: warning: the OOM killer killed {killed} in container "
                          f"{short_id} ({limit})\n")
     return exit_code
-
-
-def remove(reference, force=False):
-    """`minibox rm`: delete a stopped container's directory (and its name)."""
-    directory = state.find(reference)
-    try:
-        current = directory.load() or {}
-    except state.CorruptState:
-        if not force:
-            raise
-        current = {}  # what it held is in the ledger, which release_all undoes
-    if state.live_status(current) != "stopped":
-        if not force:
-            raise MiniboxError(f"container {directory.id[:12]} is {current.get('status')}: "
-                               "stop it first (or use rm -f)")
-        kill_and_wait(directory, current)
-    directory.release_all()
-    return directory.id
-
-
-def kill_and_wait(directory, current, timeout=5.0):
-    """SIGKILL the container's PID 1 and wait for its monitor to record the end and tear
-    down (no restart), so that nothing writes into the directory while it is removed."""
-    if current:
-        request_stop(directory)
-    if state.process_alive(current.get("pid"), current.get("pid_start")):
-        os.kill(current["pid"], signal.SIGKILL)
-    wait_for_monitor(current, timeout)
-
-
-def wait_for_monitor(current, timeout=5.0):
-    """Wait until the container's monitor is gone: then PID 1's end is recorded and what the
-    container held on the host (proxy, veth, lease, cgroup) is released."""
-    deadline = time.monotonic() + timeout
-    while state.monitor_alive(current) and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-def collect_garbage():
-    """`minibox gc`: release what runs whose runtime died (e.g. SIGKILL) left behind.
-
-    A container whose monitor is gone but that never reached `stopped`, or that asked for
-    --rm, is torn down from its ledger. Stopped containers kept for inspection stay.
-    Returns those ids, and the empty cgroups no container directory knows any more (their
-    ledger was deleted with the state directory) that were removed too."""
-    cleaned, failed = [], []
-    for directory in state.all_containers():
-        try:
-            current = directory.load()
-        except state.CorruptState:
-            current = {"remove": True}  # nothing to keep for inspection: its ledger says what to undo
-        try:
-            if current is None:
-                if directory.being_made():
-                    continue  # a run that is creating it right now
-            elif state.monitor_alive(current) or (current.get("status") == "stopped"
-                                                  and not current.get("remove")):
-                continue
-            if current is None or current.get("remove"):
-                directory.release_all()
-            else:
-                directory.release_all(keep=("dir", "name"))
-                directory.update(status="stopped", exit_code=255, finished=time.time())
-        except FileNotFoundError:
-            continue  # it ended and removed itself meanwhile (--rm)
-        except MiniboxError as error:
-            failed.append(error)
-            continue
-        cleaned.append(directory.id)
-    known = {directory.id for directory in state.all_containers()}
-    probe = cgroups.cgroup_for("gc")
-    return cleaned, failed, cgroups.remove_orphans(probe.groups(), known)

@@ -1,5 +1,5 @@
-"""Acting on a container that already exists, from any process: start, kill, stop, delete,
-state, ps, logs, inspect.
+"""Acting on a container that already exists, from any process: start, kill, stop, rm,
+delete, gc, state, ps, logs, inspect.
 
 The container's monitor owns it (monitor.py); these commands only read state.json, signal
 the container's PID 1 with kill(2), open its exec.fifo, or wait for the monitor to record
@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from . import container, hooks, state
+from . import container, hooks, shared, state
 from .errors import MiniboxError
 from .spec import ContainerSpec
 
@@ -94,15 +94,15 @@ def stop(reference, timeout=10):
     veth, address and port proxy too), so that the bridge or the port is free right away."""
     directory, first, status = load(reference)
     if status != "stopped":
-        container.request_stop(directory)
+        request_stop(directory)
         _signal_until_stopped(directory, first, timeout)
-    container.wait_for_monitor(first)
+    wait_for_monitor(first)
     return directory.id
 
 
 def _signal_until_stopped(directory, current, timeout):
     for signum, wait_for in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
-        if state.process_alive(current.get("pid"), current.get("pid_start")):
+        if shared.process_alive(current.get("pid"), current.get("pid_start")):
             os.kill(current["pid"], signum)
         deadline = time.monotonic() + wait_for
         while time.monotonic() < deadline:
@@ -113,6 +113,50 @@ def _signal_until_stopped(directory, current, timeout):
     raise MiniboxError(f"container {directory.id[:12]} did not stop")
 
 
+def request_stop(directory):
+    """Tell the monitor that PID 1's coming end is wanted (`stop`, `rm -f`): no restart
+    (container.supervise). Who asks, not just "yes": the monitor honours it while the asking
+    process lives."""
+    directory.update(stop_requested={"pid": os.getpid(),
+                                     "start": shared.process_start_time(os.getpid())})
+
+
+def wait_for_monitor(current, timeout=5.0):
+    """Wait until the container's monitor is gone: then PID 1's end is recorded and what the
+    container held on the host (proxy, veth, lease, cgroup) is released."""
+    deadline = time.monotonic() + timeout
+    while state.monitor_alive(current) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def remove(reference, force=False):
+    """`minibox rm`: delete a stopped container's directory (and its name)."""
+    directory = state.find(reference)
+    try:
+        current = directory.load() or {}
+    except state.CorruptState:
+        if not force:
+            raise
+        current = {}  # what it held is in the ledger, which release_all undoes
+    if state.live_status(current) != "stopped":
+        if not force:
+            raise MiniboxError(f"container {directory.id[:12]} is {current.get('status')}: "
+                               "stop it first (or use rm -f)")
+        _kill_and_wait(directory, current)
+    directory.release_all()
+    return directory.id
+
+
+def _kill_and_wait(directory, current, timeout=5.0):
+    """SIGKILL the container's PID 1 and wait for its monitor to record the end and tear
+    down (no restart), so that nothing writes into the directory while it is removed."""
+    if current:
+        request_stop(directory)
+    if shared.process_alive(current.get("pid"), current.get("pid_start")):
+        os.kill(current["pid"], signal.SIGKILL)
+    wait_for_monitor(current, timeout)
+
+
 def delete(reference, force=False):
     """OCI `delete`: remove a stopped container (created or running only with --force),
     then run its poststop hooks."""
@@ -121,10 +165,47 @@ def delete(reference, force=False):
         raise MiniboxError(f"cannot delete container {directory.id}: it is {status} "
                            "(stop it, or use --force)")
     spec = _saved_spec(directory)
-    container.remove(directory.id, force=True)
+    remove(directory.id, force=True)
     if spec is not None and spec.hooks.get("poststop"):
         stopped = container.oci_state(directory.id, dict(current, status="stopped"))
         hooks.run(spec, ("poststop",), stopped, fatal=False)
+
+
+def collect_garbage():
+    """`minibox gc`: release what runs whose runtime died (e.g. SIGKILL) left behind.
+
+    A container whose monitor is gone but that never reached `stopped`, or that asked for
+    --rm, is torn down from its ledger. Stopped containers kept for inspection stay.
+    Returns those ids, and the empty cgroups no container directory knows any more (their
+    ledger was deleted with the state directory) that were removed too."""
+    from . import cgroups
+    cleaned, failed = [], []
+    for directory in state.all_containers():
+        try:
+            current = directory.load()
+        except state.CorruptState:
+            current = {"remove": True}  # nothing to keep for inspection: its ledger says what to undo
+        try:
+            if current is None:
+                if directory.being_made():
+                    continue  # a run that is creating it right now
+            elif state.monitor_alive(current) or (current.get("status") == "stopped"
+                                                  and not current.get("remove")):
+                continue
+            if current is None or current.get("remove"):
+                directory.release_all()
+            else:
+                directory.release_all(keep=("dir", "name"))
+                directory.update(status="stopped", exit_code=255, finished=time.time())
+        except FileNotFoundError:
+            continue  # it ended and removed itself meanwhile (--rm)
+        except MiniboxError as error:
+            failed.append(error)
+            continue
+        cleaned.append(directory.id)
+    known = {directory.id for directory in state.all_containers()}
+    probe = cgroups.cgroup_for("gc")
+    return cleaned, failed, cgroups.remove_orphans(probe.groups(), known)
 
 
 def _saved_spec(directory):
@@ -213,10 +294,12 @@ def _read_lines(path):
 
 def _cgroups(pid):
     """hierarchy -> path, from the host's view of /proc/<pid>/cgroup."""
-    if pid is None:
-        return {}
-    entries = (line.split(":", 2) for line in _read_lines(f"/proc/{pid}/cgroup"))
-    return {controllers or "unified": path for _, controllers, path in entries}
+    from .cgroups.mounts import memberships
+    try:
+        entries = memberships(f"/proc/{pid}/cgroup") if pid is not None else []
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        entries = []
+    return {controllers or "unified": path for controllers, path in entries}
 
 
 def _mounts(pid):

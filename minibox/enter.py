@@ -15,18 +15,18 @@ process joins it by joining them, the way nsenter(1) and runc exec do:
    to the root fd and chroot(".") follow.
 4. fork(2): setns(CLONE_NEWPID) only decides the PID namespace of *children* (like
    unshare, pid_namespaces(7)); the child gets a PID in the container and shows up in its
-   `ps`. It gives up what PID 1 gave up (container.confine: capabilities, seccomp, user)
-   and execs the command; we wait, pass signals on and exit with its code.
+   `ps`. It takes PID 1's own steps (init.py: limits, working directory, the program,
+   fds closed, then capabilities, seccomp, user) and execs the command; we wait, pass
+   signals on and exit with its code.
 """
 import os
 
-from . import container, namespaces, rootfs, rootless
-# Imported now, unused here: after chroot(".") container.wait_for's lazy import of it would
-# look in the container's tree for our package.
-from . import terminal  # noqa: F401
+from . import cgroups, container, init, namespaces, rootless
+# Imported now, before chroot("."): the child's controlling terminal and container.wait_for's
+# relay need it, and after chroot an import would look in the container's tree.
+from . import terminal
 from .errors import CANNOT_RUN, MiniboxError
 from .explain import step
-from .spec import DEFAULT_PATH
 
 # Joined in this order: the mount namespace late, since after it paths mean the container's;
 # cgroup once we are in the container's cgroups; user (--userns) last of all, because it
@@ -38,7 +38,9 @@ NAMESPACE_ORDER = ("ipc", "uts", "net", "pid", "mnt", "cgroup", "user")
 def exec_in(pid, spec, command, tty=False, interactive=False):
     """Run `command` in the running container whose PID 1 is `pid`, with the environment,
     working directory and user of `spec`; return its exit code (128+N on signal N)."""
-    container.close_inherited_fds()
+    init.close_inherited_fds()
+    if spec.rlimits:
+        import resource  # noqa: F401 -- for init.set_process_limits, after chroot
     namespace_fds = _open_namespaces(pid)
     root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     join_cgroups(pid)
@@ -84,46 +86,37 @@ def _open_namespaces(pid):
 @step("Join the container's {kind} namespace", syscall="setns(fd of /proc/<pid>/ns/{kind}, 0)",
       man="setns(2), nsenter(1)")
 def _join(kind, fd):
-    from . import syscalls
-    syscalls.setns(fd, 0)
-    os.close(fd)
+    namespaces.join_fd(fd)
 
 
 @step("Join the container's cgroups", syscall='write("<cgroup dir>/cgroup.procs", "<our pid>")',
       man="cgroups(7)")
 def join_cgroups(pid):
-    ours = set(rootfs.cgroup_directories("self"))
-    # A move costs the kernel an RCU grace period (6-8 ms here, cgroups/grace.py) even when it moves
-    # us nowhere: only write where the container's cgroup is not already ours.
-    for _, mount_point, path in set(rootfs.cgroup_directories(pid)) - ours:
+    ours = set(cgroups.cgroup_directories("self"))
+    # A move costs the kernel an RCU grace period (cgroups/grace.py) even when it moves us
+    # nowhere: only write where the container's cgroup is not already ours.
+    for _, _, directory in set(cgroups.cgroup_directories(pid)) - ours:
         try:
-            with open(os.path.join(mount_point + path, "cgroup.procs"), "w") as procs:
+            with open(os.path.join(directory, "cgroup.procs"), "w") as procs:
                 procs.write(str(os.getpid()))
         except OSError as error:
-            raise MiniboxError(f"cannot join cgroup {mount_point}{path}: {error.strerror}"
-                               ) from None
+            raise MiniboxError(f"cannot join cgroup {directory}: {error.strerror}") from None
 
 
 def _exec_child(spec, command, terminal_fd, keep_stdin, in_user_namespace):
     """In the forked child, now a process of the container: never returns."""
     exit_code = CANNOT_RUN
     try:
-        os.setsid()
-        container.reset_signals()
+        init.new_session()
+        init.set_process_limits(spec)
         if terminal_fd is not None:
-            import fcntl
-            import termios
-            fcntl.ioctl(terminal_fd, termios.TIOCSCTTY, 0)
-            for fd in (0, 1, 2):
-                os.dup2(terminal_fd, fd)
+            terminal.make_controlling_terminal(terminal_fd)
         elif not keep_stdin:
-            os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
-        os.chdir(spec.workdir)
-        program = container.find_program(command[0], spec.env.get("PATH", DEFAULT_PATH))
+            init.null_stdin()
+        program, env = init.prepare_exec(spec, command)
         if in_user_namespace:
             namespaces.become_namespace_root()
-        container.confine(spec)
-        os.execve(program, command, spec.env)
+        init.exec_confined(spec, program, command, env)
     except MiniboxError as error:
         exit_code = error.exit_code
         os.write(2, f"minibox: {error}\n".encode())

@@ -1,7 +1,5 @@
-"""The one exception type the CLI turns into a single line on stderr, how a child process
-hands such a line to its parent, and how a command line ends."""
-import os
-import sys
+"""The one exception type the CLI turns into a single line on stderr, and how a child process
+hands such a line to its parent."""
 
 # Docker's exit codes for failures of the runtime itself and of the command.
 RUNTIME_ERROR = 125
@@ -36,16 +34,3 @@ def read_failure_report(message):
     _, code, text = message.decode(errors="replace").split(" ", 2)
     return MiniboxError(text, int(code))
 
-
-def exit_now(code):
-    """End the process with `code` at once, as `minibox` and `minivm` do after a command.
-
-    A normal exit tears the interpreter down first: every module's objects are freed one by
-    one, ~5-15 ms here with the ~100 modules a run loads. The kernel frees the memory anyway,
-    so only what Python still buffers for stdout and stderr must go out before _exit(2)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except OSError:
-            pass  # a reader that left (`| head`): nothing to deliver
-    os._exit(code)

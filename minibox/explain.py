@@ -6,6 +6,10 @@ the man page to read. With narration off, the decorator costs one extra call. Wi
 the step is printed to stderr together with the file:line of the decorated function, so the
 narration *is* the code path: there is no second copy of the story to fall out of date.
 `--step` also waits for Enter before each step (read from the terminal kept open below).
+
+minivm narrates its boot with the same lines: steps whose text is only known at run time (a
+QEMU option, the kernel it found) go through narrate(), with the file:line of the function
+(where) or of the line (caller) that does the work.
 """
 import functools
 import os
@@ -72,8 +76,25 @@ def where(func):
             if linecache.getline(code.co_filename, line + offset).lstrip().startswith("def "):
                 line += offset
                 break
-        _locations[func] = f"{os.path.relpath(code.co_filename, _PACKAGE_ROOT)}:{line}"
+        _locations[func] = _relative(code.co_filename, line)
     return _locations[func]
+
+
+def caller(depth=1):
+    """file:line of the line `depth` frames above the function that calls this: for a step
+    that is one line rather than one function (each QEMU option, qemu.option)."""
+    frame = sys._getframe(depth + 1)
+    return _relative(frame.f_code.co_filename, frame.f_lineno)
+
+
+def _relative(filename, line):
+    return f"{os.path.relpath(filename, _PACKAGE_ROOT)}:{line}"
+
+
+def narrate(title, man="", source=""):
+    """Narrate a step that is not one decorated function, when narration is on."""
+    if _narrate:
+        say(title, man=man, source=source)
 
 
 def say(title, syscall="", man="", source=""):

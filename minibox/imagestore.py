@@ -26,7 +26,7 @@ import stat
 import struct
 import time
 
-from . import state, syscalls
+from . import shared, state, syscalls
 from .cgroups.limits import format_size
 from .errors import MiniboxError
 from .images import (BUSYBOX, IMAGES, LAYERS, REPOSITORIES, SCRATCH, SHORT_LINKS, STORE,
@@ -202,7 +202,7 @@ def _write_config(data, names):
     image_id = "sha256:" + hashlib.sha256(data).hexdigest()
     os.makedirs(IMAGES, mode=0o700, exist_ok=True)
     path = os.path.join(IMAGES, image_id.removeprefix("sha256:") + ".json")
-    state.replace_file(path, data)
+    shared.replace_file(path, data)
     repositories = load_repositories()
     repositories.update((name, image_id) for name in names)
     _save_repositories(repositories)
@@ -210,7 +210,7 @@ def _write_config(data, names):
 
 
 def _save_repositories(repositories):
-    state.replace_file(REPOSITORIES, json.dumps(repositories, indent=1, sort_keys=True))
+    shared.replace_file(REPOSITORIES, json.dumps(repositories, indent=1, sort_keys=True))
 
 
 def store_image(config, blobs, names, progress=None, limit=None):

@@ -26,7 +26,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import state
+from . import shared
 
 SUBNET_FILE = "subnet"
 
@@ -139,7 +139,7 @@ class LeaseTable:
         """Forget every lease and start over with `subnet` (the bridge is being created)."""
         self._remove_leases()
         self.subnet = ipaddress.IPv4Network(subnet)
-        state.replace_file(self.directory / SUBNET_FILE, str(self.subnet))  # never half a subnet
+        shared.replace_file(self.directory / SUBNET_FILE, str(self.subnet))  # never half a subnet
 
     def discard(self):
         """Delete the pool: its leases, its subnet, its directory (the network is removed)."""

@@ -40,7 +40,6 @@ import io
 import gzip
 import hashlib
 import os
-import shutil
 import stat
 import tarfile
 import zlib
@@ -256,9 +255,25 @@ def _remove_existing(parent, name):
     except FileNotFoundError:
         return
     if stat.S_ISDIR(mode):
-        shutil.rmtree(name, dir_fd=parent)
+        _remove_tree_at(parent, name)
     else:
         os.unlink(name, dir_fd=parent)
+
+
+def _remove_tree_at(parent, name):
+    """rm -rf of `name` in the directory `parent`, every step relative to a directory fd:
+    a symbolic link in the tree is removed, never followed (O_NOFOLLOW, unlinkat(2))."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 dir_fd=parent)
+    try:
+        for entry in os.scandir(fd):
+            if entry.is_dir(follow_symlinks=False):
+                _remove_tree_at(fd, entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
 
 
 def _make_whiteout(parent, name):

@@ -9,7 +9,7 @@ then setns(2)s its children's PID namespace back to its own.
 """
 import os
 
-from . import rootless, syscalls
+from . import syscalls
 from .errors import MiniboxError
 from .explain import step
 
@@ -63,15 +63,16 @@ def new_pid_namespace_for_children(path=None):
     return own
 
 
-def restore_pid_namespace(own_pid_namespace):
+def restore_pid_namespace(own_pid_namespace, rootless=False):
     """Later children of the runtime (helpers, proxies) belong in the host's PID namespace.
 
     Not in rootless mode: setns(2) into a PID namespace needs CAP_SYS_ADMIN in the user
     namespace that owns it, the host's, and a rootless runtime holds nothing there. Its
     children stay in the container's PID namespace, so it makes no other (rootless.py)."""
-    if not rootless.ENABLED:
-        syscalls.setns(own_pid_namespace, syscalls.CLONE_NEWPID)
-    os.close(own_pid_namespace)
+    if rootless:
+        os.close(own_pid_namespace)
+    else:
+        join_fd(own_pid_namespace, "pid")
 
 
 def enter_namespaces(namespaces):
@@ -98,9 +99,15 @@ def unshare_namespaces(clone_flags):
 @step("Join an existing {kind} namespace", syscall='setns(open("{path}"), {kind})',
       man="setns(2)")
 def join_namespace(kind, path):
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    join_fd(os.open(path, os.O_RDONLY | os.O_CLOEXEC), kind)
+
+
+def join_fd(fd, kind=None):
+    """setns(2) into the namespace that `fd` (an open /proc/<pid>/ns/* file) refers to, then
+    close fd. With a `kind` the kernel also checks the namespace is of that type (EINVAL if
+    not); without, any type will do, as nsenter(1) does."""
     try:
-        syscalls.setns(fd, getattr(syscalls, CLONE_FLAGS[kind]))
+        syscalls.setns(fd, getattr(syscalls, CLONE_FLAGS[kind]) if kind else 0)
     finally:
         os.close(fd)
 
@@ -141,27 +148,32 @@ def enter_user_namespace(joined_fd=None):
     if joined_fd is None:
         syscalls.unshare(syscalls.CLONE_NEWUSER)
     else:
-        syscalls.setns(joined_fd, syscalls.CLONE_NEWUSER)
-        os.close(joined_fd)
+        join_fd(joined_fd, "user")
 
 
 @step("Map the container's uids and gids to host ids: {uid_mappings} and {gid_mappings} "
       "(container id, host id, how many)",
-      syscall='write("/proc/{pid}/uid_map", lines); write("/proc/{pid}/gid_map", lines)',
+      syscall='[write("/proc/{pid}/setgroups", "deny")]; write("/proc/{pid}/uid_map", lines); '
+              'write("/proc/{pid}/gid_map", lines)',
       man="user_namespaces(7) 'User and group ID mappings'")
-def write_id_maps(pid, uid_mappings, gid_mappings):
-    # Only the runtime can write these: mapping ids other than one's own needs CAP_SETUID in
-    # the parent user namespace, which the container's init no longer has. Each file takes one
+def write_id_maps(pid, uid_mappings, gid_mappings, deny_setgroups=False):
+    """`pid`: a process in the new user namespace, or "self" (rootless.py maps its own)."""
+    # Mapping ids other than one's own needs CAP_SETUID in the parent user namespace, which
+    # the container's init no longer has: the runtime writes them. Each file takes one
     # write(2) with every line, and only one ever. /proc/<pid>/setgroups stays "allow", as
     # runc leaves it for a runtime with root: "deny" is for a mapping written without
-    # CAP_SETGID, where a process could otherwise drop a group that denies it access.
+    # CAP_SETGID (rootless), where a process could otherwise drop a group that denies it
+    # access (CVE-2014-8989); the kernel then refuses gid_map until setgroups says "deny".
+    files = [("setgroups", "deny")] if deny_setgroups else []
     for name, mappings in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
-        lines = "".join(f"{inside} {outside} {size}\n" for inside, outside, size in mappings)
-        id_map = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        files.append((name, "".join(f"{inside} {outside} {size}\n"
+                                    for inside, outside, size in mappings)))
+    for name, text in files:
+        control = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
         try:
-            os.write(id_map, lines.encode())
+            os.write(control, text.encode())
         finally:
-            os.close(id_map)
+            os.close(control)
 
 
 def host_id_of_root(pid, name):

@@ -51,7 +51,7 @@ import fcntl
 import os
 import struct
 
-from . import portproxy, rootless, state, syscalls
+from . import namespaces, portproxy, rootless, shared, state, syscalls
 from .errors import MiniboxError
 from .explain import step
 
@@ -194,7 +194,7 @@ def open_shared_netns(mode):
     if state.live_status(current) not in ("created", "running"):
         raise NetworkError(f"container {mode.container} is not running")
     netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    if not state.process_alive(pid, current.get("pid_start")):  # it died as we opened it
+    if not shared.process_alive(pid, current.get("pid_start")):  # it died as we opened it
         os.close(netns)
         raise NetworkError(f"container {mode.container} is not running")
     return netns, (current.get("network") or {}).get("address")
@@ -203,8 +203,7 @@ def open_shared_netns(mode):
 @step("Join the network namespace of another container",
       syscall="setns(fd, CLONE_NEWNET)", man="setns(2), network_namespaces(7)")
 def join_netns(netns_fd):
-    syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
-    os.close(netns_fd)
+    namespaces.join_fd(netns_fd, "network")
 
 
 def set_up(spec, directory, pid, shared_address=None):

@@ -26,7 +26,7 @@ import errno
 import os
 import signal
 
-from . import daemon, state
+from . import daemon, shared
 from .errors import MiniboxError
 
 DEFAULT_HOST_IP = "127.0.0.1"
@@ -86,7 +86,7 @@ def _port(text, whole):
 
 
 class ProxyProcess:
-    """What the ledger records of a proxy: its PID and start time (`state.process_start_time`)."""
+    """What the ledger records of a proxy: its PID and start time (`shared.process_start_time`)."""
 
     def __init__(self, pid, started):
         self.pid = pid
@@ -128,7 +128,7 @@ def start_proxy(bound, container_ip, watched_pid):
         os.close(watched_exit)
     finally:
         close_ports(bound)
-    return ProxyProcess(pid, state.process_start_time(pid))
+    return ProxyProcess(pid, shared.process_start_time(pid))
 
 
 def _listen(mapping):
@@ -216,7 +216,7 @@ def stop(proxy):
     """Kill the proxy (SIGKILL: it holds no state worth a clean exit) and reap it."""
     # (PID, start time) names one process for all time; a PID alone may have been reused
     # by an unrelated process since the proxy exited.
-    if not state.process_alive(proxy.pid, proxy.started):
+    if not shared.process_alive(proxy.pid, proxy.started):
         return
     try:
         os.kill(proxy.pid, signal.SIGKILL)

@@ -7,7 +7,7 @@ the namespace's last process exits: nothing to unmount at teardown.
 import os
 import stat
 
-from . import rootless, syscalls
+from . import cgroups, rootless, syscalls
 from .errors import MiniboxError
 from .explain import step
 from .syscalls import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_MANDLOCK, MS_NOATIME,
@@ -231,43 +231,15 @@ def _mount_cgroups(target, flags, own_namespace):
     mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755")
     # In a cgroup namespace of our own a fresh mount of a hierarchy shows our cgroup as its
     # root; without one it would show the host's whole tree, so bind our directory instead.
-    for controllers, mount_point, path in cgroup_directories("self"):
+    for controllers, mount_point, directory in cgroups.cgroup_directories("self"):
         if controllers:  # v1 hierarchies only, as runc does on a hybrid host
             where = os.path.join(target, os.path.basename(mount_point))
             os.makedirs(where, exist_ok=True)
             if own_namespace:
                 mount("cgroup", where, "cgroup", flags, controllers)
             else:
-                mount(mount_point + path, where, None, MS_BIND)
+                mount(directory, where, None, MS_BIND)
                 mount(None, where, None, MS_BIND | MS_REMOUNT | flags)
-
-
-def cgroup_directories(pid):
-    """Where the process's cgroups are: (controllers, mount point, path) per hierarchy.
-
-    /proc/<pid>/cgroup names each hierarchy by its controllers ("4:memory:/x"; v2 is
-    "0::/x") and a path relative to that hierarchy's root (cgroups(7)); /proc/self/mountinfo
-    says where each hierarchy is mounted, its controllers in the super options."""
-    mounted = {}
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            fields = line.split()
-            fstype = fields[fields.index("-") + 1]
-            if fstype == "cgroup":
-                options = fields[-1].split(",")
-                mounted.setdefault(frozenset(o for o in options if o not in ("rw", "ro")),
-                                   fields[4])
-            elif fstype == "cgroup2":
-                mounted.setdefault(frozenset(), fields[4])
-    found = []
-    with open(f"/proc/{pid}/cgroup") as cgroups:
-        for line in cgroups:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            mount_point = mounted.get(frozenset(controllers.split(",")) if controllers
-                                      else frozenset())
-            if mount_point is not None:
-                found.append((controllers, mount_point, path))
-    return found
 
 
 @step("Fill the tmpfs /dev: null, zero, full, random, urandom, tty (bound from the host's "

@@ -160,20 +160,15 @@ def _userns_range():
 
 
 @step("Enter a user namespace of our own: container root will be us, uid {uid}",
-      syscall='unshare(CLONE_NEWUSER); write("/proc/self/setgroups", "deny"); '
-              'write("/proc/self/uid_map", "0 {uid} 1"); write("/proc/self/gid_map", "0 {gid} 1")',
-      man="user_namespaces(7)")
+      syscall="unshare(CLONE_NEWUSER)", man="user_namespaces(7)")
 def enter_user_namespace(uid, gid):
     """The runtime's first step without root (module docstring). Once per process: a
     restarted or second container would need a second PID namespace anyway."""
-    from . import namespaces, syscalls
+    from . import namespaces, syscalls  # here: `ps` or `rm` without root need neither
     try:
         syscalls.unshare(syscalls.CLONE_NEWUSER)
     except OSError as error:
         reason = namespaces.check_unprivileged_user_namespaces() or error.strerror
         raise MiniboxError(f"rootless mode needs a user namespace, but {reason}") from None
-    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1\n"),
-                       ("gid_map", f"0 {gid} 1\n")):
-        with open(f"/proc/self/{name}", "w") as control:
-            control.write(text)
+    namespaces.write_id_maps("self", [(0, uid, 1)], [(0, gid, 1)], deny_setgroups=True)
 

@@ -13,7 +13,8 @@ Four independent locks, each stopping a different escape (examples/escapes/ show
 3. no_new_privs: prctl(2) PR_SET_NO_NEW_PRIVS. After it, execve(2) never grants privileges:
    setuid-root binaries and file capabilities are ignored. Inherited by every child; irreversible.
 4. seccomp(2): a classic BPF program the kernel runs on every system call, returning EPERM for
-   the calls a container has no business making (mount, reboot, kexec_load, bpf, io_uring...).
+   the calls a container has no business making (mount, reboot, kexec_load, bpf, io_uring...),
+   or the one config.json's linux.seccomp describes: seccomp.py writes and installs both.
 
 Device nodes have two more locks, set up outside this module. A node is just (type, major,
 minor): with CAP_MKNOD (in Docker's 14) `mknod disk b 254 0` names the host's disk.
@@ -36,18 +37,13 @@ we still hold CAP_SYS_ADMIN, because without no_new_privs only CAP_SYS_ADMIN may
 the user switched (still needing CAP_SETUID/CAP_SETGID), the remaining sets set, and last
 no_new_privs. The filter allows every call these steps and execve(2) make.
 """
-import ctypes
-import errno
 import os
-import struct
 
 import prctl
 
+from . import seccomp, syscalls
 from .errors import MiniboxError
 from .explain import step
-from .syscall_numbers import X86_64
-from .syscalls import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
-                       CLONE_NEWUSER, CLONE_NEWUTS)
 
 # capabilities(7): name -> bit number, from <linux/capability.h>. These numbers are kernel ABI
 # and never change; new capabilities only get appended (CHECKPOINT_RESTORE, 40, is Linux 5.9).
@@ -147,7 +143,7 @@ def set_capabilities(keep):
     others = [bit for name, bit in CAPABILITIES.items() if name not in keep]
     sets = [prctl.CAP_PERMITTED, prctl.CAP_EFFECTIVE, prctl.CAP_INHERITABLE]
     prctl.set_caps((bits, sets, True), (others, sets, False))
-    _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0)
+    syscalls.clear_ambient_capabilities()
 
 
 @step("Become the --user: drop supplementary groups, then gid, then uid",
@@ -174,203 +170,6 @@ def set_no_new_privs():
     prctl.set_no_new_privs(1)
 
 
-# ---------------------------------------------------------------------------------------------
-# seccomp(2): a classic BPF program (the 1992 packet-filter machine, see
-# Documentation/userspace-api/seccomp_filter.rst) the kernel runs before every system call.
-# Its input is struct seccomp_data; its one register A is loaded from it with absolute loads:
-#
-#     struct seccomp_data {
-#         int   nr;                   /* offset 0: the system call number        */
-#         __u32 arch;                 /* offset 4: AUDIT_ARCH_* of the calling ABI */
-#         __u64 instruction_pointer;  /* offset 8                                */
-#         __u64 args[6];              /* offset 16 + 8*i: the arguments          */
-#     };
-#
-# Its return value decides the call's fate: ALLOW, ERRNO|e (fail with errno e, never entering
-# the kernel's syscall code), or KILL_PROCESS.
-_SECCOMP_DATA_NR = 0
-_SECCOMP_DATA_ARCH = 4
-_SECCOMP_DATA_ARG0_LOW = 16  # x86_64 is little-endian: the low 32 bits of args[0] come first
-
-_SECCOMP_RET_KILL_PROCESS = 0x80000000
-_SECCOMP_RET_ERRNO = 0x00050000
-_SECCOMP_RET_ALLOW = 0x7FFF0000
-
-# Classic BPF opcodes, from <linux/bpf_common.h> and <linux/filter.h>.
-_BPF_LOAD_WORD_ABSOLUTE = 0x20  # BPF_LD | BPF_W | BPF_ABS: A = data[k:k+4]
-_BPF_JUMP_IF_EQUAL = 0x15       # BPF_JMP | BPF_JEQ | BPF_K: A == k ? jt : jf
-_BPF_JUMP_IF_AT_LEAST = 0x35    # BPF_JMP | BPF_JGE | BPF_K: A >= k ? jt : jf
-_BPF_JUMP_IF_ANY_BIT = 0x45     # BPF_JMP | BPF_JSET | BPF_K: A & k ? jt : jf
-_BPF_RETURN = 0x06              # BPF_RET | BPF_K: return k
-
-# The x86_64 ABI. x32 programs share AUDIT_ARCH_X86_64 but set bit 30 in the syscall number
-# (x32's mount is 0x40000000 + 165), so an arch check alone would let x32 walk around every
-# rule below: numbers with that bit are killed too.
-_AUDIT_ARCH_X86_64 = 0xC000003E
-_X32_SYSCALL_BIT = 0x40000000
-
-# Refused with EPERM whatever their arguments (numbers: syscall_numbers.X86_64).
-BLOCKED_SYSCALLS = {name: X86_64[name] for name in (
-    # filesystems: mount anything (a host disk, a fresh /proc/sys) or move the root
-    "mount", "umount2", "pivot_root",
-    # ... including through the new mount API (Linux 5.2), else blocking mount(2) is a sieve
-    "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
-    # the machine: reboot, replace or extend the running kernel
-    "reboot", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-    "swapon", "swapoff", "acct",
-    # the kernel keyring is not namespaced: keys of other containers and the host
-    "keyctl", "add_key", "request_key",
-    # other processes' memory, kernel internals, and the kernel's attack surface
-    "ptrace", "bpf", "perf_event_open", "userfaultfd",
-    # io_uring: its ring runs reads, writes, opens, sends as kernel work that seccomp never
-    # sees, and its code is a steady source of escapes (60% of the exploits sent to Google's
-    # kCTF VRP in 2022-23). Docker 25 dropped all three from its allow list (moby#46762).
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
-    # the shocker exploit (2014): open a host file from a handle, bypassing the mount tree
-    "open_by_handle_at",
-    # the clock and the kernel log are one for the whole machine
-    "settimeofday", "clock_settime", "syslog",
-    # setns(fd, 0) joins whatever namespace fd refers to, which a filter cannot read:
-    # every successful setns enters a namespace, so all of them are refused.
-    "setns",
-)}
-
-# CLONE_NEW* from <linux/sched.h>. clone(2)'s low byte is the exit signal, so CLONE_NEWTIME
-# (0x80) only means "new time namespace" for unshare(2) and clone3(2).
-_CLONE_NEW_NAMESPACES = (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC
-                         | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
-_CLONE_NEWTIME = 0x00000080
-
-
-def seccomp_program():
-    """The filter as a list of (code, jump_if_true, jump_if_false, k) classic BPF instructions.
-
-    Read it as assembly; labels are resolved into the forward jump offsets BPF wants. A plain
-    chain of comparisons is fast enough: since Linux 5.11 the kernel notices which syscall
-    numbers always get ALLOW regardless of arguments and skips the filter for them entirely.
-    """
-    def load(offset):
-        return (_BPF_LOAD_WORD_ABSOLUTE, None, None, offset)
-
-    def jump(op, k, if_true, if_false=None):
-        return (op, if_true, if_false, k)
-
-    def ret(value):
-        return (_BPF_RETURN, None, None, value)
-
-    program = [
-        load(_SECCOMP_DATA_ARCH),
-        jump(_BPF_JUMP_IF_EQUAL, _AUDIT_ARCH_X86_64, None, "kill"),  # i386 via int 0x80 too
-        load(_SECCOMP_DATA_NR),
-        jump(_BPF_JUMP_IF_AT_LEAST, _X32_SYSCALL_BIT, "kill"),
-        jump(_BPF_JUMP_IF_EQUAL, X86_64["clone"], "clone"),
-        jump(_BPF_JUMP_IF_EQUAL, X86_64["unshare"], "unshare"),
-        # clone3 passes its flags inside a struct in memory, which seccomp cannot read (it sees
-        # only the pointer). Saying ENOSYS -- "this kernel has no clone3" -- makes glibc fall
-        # back to clone(2), whose flags we can check. Docker does the same.
-        jump(_BPF_JUMP_IF_EQUAL, X86_64["clone3"], "enosys"),
-        *(jump(_BPF_JUMP_IF_EQUAL, nr, "eperm") for nr in BLOCKED_SYSCALLS.values()),
-        ret(_SECCOMP_RET_ALLOW),
-        # Only the low 32 bits of the flags matter: clone uses lower_32_bits(flags) and
-        # unshare fails with EINVAL on any higher bit (kernel/fork.c).
-        "clone", load(_SECCOMP_DATA_ARG0_LOW),
-        jump(_BPF_JUMP_IF_ANY_BIT, _CLONE_NEW_NAMESPACES, "eperm", "allow"),
-        "unshare", load(_SECCOMP_DATA_ARG0_LOW),
-        jump(_BPF_JUMP_IF_ANY_BIT, _CLONE_NEW_NAMESPACES | _CLONE_NEWTIME, "eperm", "allow"),
-        "allow", ret(_SECCOMP_RET_ALLOW),
-        "eperm", ret(_SECCOMP_RET_ERRNO | errno.EPERM),
-        "enosys", ret(_SECCOMP_RET_ERRNO | errno.ENOSYS),
-        "kill", ret(_SECCOMP_RET_KILL_PROCESS),
-    ]
-    return _assemble(program)
-
-
-def configured_seccomp_program(default_action, rules):
-    """A filter from config.json's linux.seccomp (spec._oci_seccomp): each rule is a
-    (syscall number, return value); every other call gets default_action.
-
-    Each rule is "equal? else skip the next instruction; return": BPF jumps reach at most 255
-    instructions, and a profile can list hundreds of calls. The x86_64/x32 checks are the
-    built-in filter's: a profile's rules are x86_64 numbers and mean nothing to another ABI.
-    """
-    program = [
-        (_BPF_LOAD_WORD_ABSOLUTE, None, None, _SECCOMP_DATA_ARCH),
-        (_BPF_JUMP_IF_EQUAL, None, "kill", _AUDIT_ARCH_X86_64),
-        (_BPF_LOAD_WORD_ABSOLUTE, None, None, _SECCOMP_DATA_NR),
-        (_BPF_JUMP_IF_AT_LEAST, "kill", None, _X32_SYSCALL_BIT),
-    ]
-    for index, (number, action) in enumerate(rules):
-        program += [(_BPF_JUMP_IF_EQUAL, None, f"rule{index + 1}", number),
-                    (_BPF_RETURN, None, None, action), f"rule{index + 1}"]
-    program += [(_BPF_RETURN, None, None, default_action),
-                "kill", (_BPF_RETURN, None, None, _SECCOMP_RET_KILL_PROCESS)]
-    return _assemble(program)
-
-
-# config.json's seccomp actions (libseccomp's SCMP_ACT_*) that minibox compiles, as the
-# filter's return values; SCMP_ACT_ERRNO is added its errno (errnoRet, default EPERM).
-SECCOMP_ACTIONS = {"SCMP_ACT_ALLOW": _SECCOMP_RET_ALLOW, "SCMP_ACT_ERRNO": _SECCOMP_RET_ERRNO,
-                   "SCMP_ACT_KILL_PROCESS": _SECCOMP_RET_KILL_PROCESS}
-
-
-def _assemble(program):
-    """Turn labels into jump offsets: BPF jumps only forward, by 'instructions to skip'.
-
-    A jump target of None means "fall through to the next instruction" (offset 0).
-    """
-    labels, instructions = {}, []
-    for item in program:
-        if isinstance(item, str):
-            labels[item] = len(instructions)
-        else:
-            instructions.append(item)
-
-    def offset(target, index):
-        return 0 if target is None else labels[target] - index - 1
-
-    return [(code, offset(if_true, i), offset(if_false, i), k)
-            for i, (code, if_true, if_false, k) in enumerate(instructions)]
-
-
-@step("Install the seccomp filter (the built-in one: EPERM for mount, reboot, kexec_load, bpf, "
-      "io_uring, ptrace...; or config.json's)",
-      syscall="prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &sock_fprog)",
-      man="seccomp(2)")
-def install_seccomp_filter(program=None):
-    """Load the filter into this thread: prctl(2) PR_SET_SECCOMP, SECCOMP_MODE_FILTER.
-
-    The kernel copies the program (struct sock_fprog pointing at struct sock_filter[]), checks
-    it, and from now on runs it on every system call of this process and all its descendants.
-    A filter can never be removed; more filters can only be stacked on top. /proc/self/status
-    then shows `Seccomp: 2`.
-    """
-    program = seccomp_program() if program is None else program
-    # struct sock_filter { __u16 code; __u8 jt; __u8 jf; __u32 k; } -- 8 bytes each.
-    filters = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *i) for i in program))
-    fprog = _SockFprog(len(program), ctypes.addressof(filters))
-    _prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
-
-
-class _SockFprog(ctypes.Structure):
-    """struct sock_fprog { unsigned short len; struct sock_filter *filter; }"""
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-_PR_SET_SECCOMP = 22
-_SECCOMP_MODE_FILTER = 2
-_PR_CAP_AMBIENT = 47
-_PR_CAP_AMBIENT_CLEAR_ALL = 4
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _prctl(option, arg2, arg3):
-    """prctl(2) through libc, for the options python-prctl does not wrap."""
-    if _libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
-                  ctypes.c_ulong(0)) == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl({option}, {arg2}): {os.strerror(err)}")
-
-
 class SecurityProfile:
     """What the container keeps: Docker's defaults unless the CLI said otherwise.
 
@@ -382,8 +181,7 @@ class SecurityProfile:
         self.capabilities = frozenset(capabilities)
         self.no_new_privileges = no_new_privileges
         self.seccomp = seccomp
-        # config.json's linux.seccomp in place of the built-in filter:
-        # {"default": return value, "rules": [[syscall number, return value], ...]}
+        # config.json's linux.seccomp (seccomp.from_config's dict) in place of the built-in filter
         self.seccomp_rules = seccomp_rules
 
 
@@ -426,10 +224,9 @@ def confine(profile, user=None, groups=()):
     """The container init's last steps before execve(2), in runc's order (module docstring)."""
     uid, gid = resolve_user(user) if user else (0, 0)
     if profile.seccomp_rules is not None:
-        install_seccomp_filter(configured_seccomp_program(profile.seccomp_rules["default"],
-                                                          profile.seccomp_rules["rules"]))
+        seccomp.install(profile.seccomp_rules)
     elif profile.seccomp:
-        install_seccomp_filter()
+        seccomp.install_filter()
     drop_bounding_set(profile.capabilities)
     if (uid, gid) != (0, 0) or groups:
         switch_user(uid, gid, groups)

@@ -11,12 +11,11 @@ and hands it to runc:
 Either way the runtime only ever sees a ContainerSpec. A copy is saved in the container's
 directory at create time (save/load), so editing config.json afterwards changes nothing.
 """
-import errno
 import json
 import os
 import re
 
-from . import rootless, state
+from . import rootless, shared
 from .cgroups import limits as cgroup_limits
 from .cgroups.devices import container_rules, rule as device_rule
 from .errors import MiniboxError
@@ -216,8 +215,8 @@ class ContainerSpec:
         return fields
 
     def save(self, path):
-        """Atomically (state.replace_file): `inspect` or `exec` may read it meanwhile."""
-        state.replace_file(path, json.dumps(self.to_json(), indent=1))
+        """Atomically (shared.replace_file): `inspect` or `exec` may read it meanwhile."""
+        shared.replace_file(path, json.dumps(self.to_json(), indent=1))
 
     @classmethod
     def load(cls, path):
@@ -605,45 +604,9 @@ def _oci_security(process, linux, check):
 
 
 def _oci_seccomp(linux, check):
-    """linux.seccomp as security.configured_seccomp_program's rules, or None without one (no
-    filter, as with runc). The subset minibox compiles: defaultAction and syscalls[] by name,
-    with ALLOW, ERRNO (errnoRet, defaultErrnoRet) or KILL_PROCESS, for x86_64; a rule that
-    checks arguments, or a user notification listener, is refused. Names this kernel ABI does
-    not know are skipped, as runc skips what libseccomp cannot resolve."""
-    from . import security
-    from .syscall_numbers import X86_64
-    seccomp = check.get(linux, "seccomp", dict, None, "linux.")
-    if seccomp is None:
-        return None
-    where = "linux.seccomp."
-    architectures = check.strings(seccomp, "architectures", where)
-    if architectures and "SCMP_ARCH_X86_64" not in architectures:
-        check.fail("linux.seccomp.architectures lacks SCMP_ARCH_X86_64: minibox's filters are "
-                   "for x86_64 only")
-    if seccomp.get("listenerPath"):
-        check.fail("linux.seccomp.listenerPath (SCMP_ACT_NOTIFY) is not supported")
-    default_errno = check.get(seccomp, "defaultErrnoRet", int, errno.EPERM, where)
-
-    def action(entry, key, where):
-        name = check.get(entry, key, str, None, where)
-        if name not in security.SECCOMP_ACTIONS:
-            check.fail(f"{where}{key} {name!r}: minibox compiles only "
-                       f"{', '.join(security.SECCOMP_ACTIONS)}")
-        value = security.SECCOMP_ACTIONS[name]
-        if name == "SCMP_ACT_ERRNO":
-            value |= check.get(entry, "errnoRet", int, default_errno, where) & 0xFFFF
-        return value
-    default = action(seccomp, "defaultAction", where)
-    rules = []
-    for entry in check.get(seccomp, "syscalls", list, [], where):
-        if entry.get("args"):
-            check.fail("linux.seccomp.syscalls[].args: argument conditions are not supported "
-                       "(minibox compiles rules by syscall name only)")
-        value = action(entry, "action", f"{where}syscalls[].")
-        rules += [[X86_64[name], value]
-                  for name in check.strings(entry, "names", f"{where}syscalls[].")
-                  if name in X86_64]
-    return {"default": default, "rules": rules}
+    """linux.seccomp as a seccomp.Profile (None without one: no filter, as with runc)."""
+    from . import seccomp
+    return seccomp.from_config(check.get(linux, "seccomp", dict, None, "linux."), check)
 
 
 def _oci_limits(linux, check):

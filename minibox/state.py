@@ -26,6 +26,7 @@ import time
 
 from . import rootless
 from .errors import MiniboxError
+from .shared import process_alive, process_start_time, replace_file
 
 ROOT = os.environ.get("MINIBOX_ROOT") or (rootless.state_root() if rootless.ENABLED
                                           else "/run/minibox")
@@ -43,40 +44,9 @@ def new_container_id():
     return os.urandom(32).hex()
 
 
-def process_start_time(pid):
-    """Field 22 of /proc/<pid>/stat (proc(5)): with the pid, it names one process for all
-    time. None when there is no such process, or only its zombie: it has ended."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()  # the name may hold spaces
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None if fields[0] == "Z" else int(fields[19])  # fields 3 (state) and 22
-
-
-def process_alive(pid, start_time):
-    """True if the process we recorded still runs (and its pid was not reused)."""
-    return pid is not None and process_start_time(pid) == start_time
-
-
 def monitor_alive(state):
     """Does the process that looks after the container (state.json's monitor) still run?"""
     return process_alive(state.get("monitor_pid"), state.get("monitor_start"))
-
-
-def replace_file(path, data):
-    """Write `data` (str or bytes) to a file beside `path`, then rename(2) it over `path`:
-    rename is atomic, so a reader sees the old file or the new one, never half of one."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "wb" if isinstance(data, bytes) else "w") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except OSError as error:
-        # ENOSPC comes from write(2) or close(2), whose OSError names no file: we do.
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise MiniboxError(f"cannot write {path}: {error.strerror}") from None
 
 
 class CorruptState(MiniboxError):

@@ -1,13 +1,14 @@
 """The few system calls Python's standard library lacks, wrapped with ctypes.
 
 Python 3.11 has os.fork, os.execvpe, os.chroot, os.mknod and socket.sethostname, but not
-mount(2), umount2(2), pivot_root(2), unshare(2) or setns(2) (os.unshare/os.setns arrived in
-3.12). Each wrapper calls libc and turns a -1 return into an OSError that names the call and
+mount(2), umount2(2), pivot_root(2), unshare(2), setns(2) (os.unshare/os.setns arrived in
+3.12) or prctl(2). Every ctypes call of the project is here. Each wrapper calls libc and turns a -1 return into an OSError that names the call and
 its arguments, so a failure reads "mount(overlay -> /run/...): No such device" instead of a
 bare errno.
 """
 import ctypes
 import os
+import struct
 
 from .syscall_numbers import X86_64
 
@@ -45,8 +46,11 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
+# prctl(2) options, from <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
-
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_SET_MODE_FILTER = 1  # seccomp(2)'s operation
 
 
 def _check(result, what):
@@ -89,6 +93,36 @@ def setns(fd, nstype=0):
     _check(_libc.setns(fd, nstype), f"setns({fd}, {nstype:#x})")
 
 
+def prctl(option, arg2=0, arg3=0, what="prctl"):
+    """prctl(2): the options python-prctl does not wrap (security.py uses it for the
+    capability sets)."""
+    _check(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0)), what)
+
+
 def set_parent_death_signal(signum):
     """prctl(2) PR_SET_PDEATHSIG: the kernel sends signum to us when our parent exits."""
-    _check(_libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    prctl(PR_SET_PDEATHSIG, signum, what="prctl(PR_SET_PDEATHSIG)")
+
+
+def clear_ambient_capabilities():
+    """prctl(2) PR_CAP_AMBIENT_CLEAR_ALL: empty the ambient capability set."""
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, what="prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+
+
+def set_seccomp_filter(program, flags=0):
+    """seccomp(2) SECCOMP_SET_MODE_FILTER with `flags` (SECCOMP_FILTER_FLAG_*): load a
+    classic BPF program, a list of (code, jt, jf, k) instructions, as this thread's filter.
+    (prctl(PR_SET_SECCOMP) does the same, but takes no flags.)"""
+    # struct sock_filter { __u16 code; __u8 jt; __u8 jf; __u32 k; } -- 8 bytes each.
+    filters = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *i) for i in program))
+    fprog = _SockFprog(len(program), ctypes.addressof(filters))
+    # EINVAL: a program the kernel's checker refused, or a flag this kernel lacks
+    _check(_libc.syscall(X86_64["seccomp"], SECCOMP_SET_MODE_FILTER, ctypes.c_ulong(flags),
+                         ctypes.c_void_p(ctypes.addressof(fprog))),
+           f"seccomp(SECCOMP_SET_MODE_FILTER, {flags:#x})")
+
+
+class _SockFprog(ctypes.Structure):
+    """struct sock_fprog { unsigned short len; struct sock_filter *filter; }"""
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]

@@ -14,10 +14,9 @@ import signal
 import struct
 import sys
 import termios
-import tty
-from contextlib import contextmanager
 
 from .explain import step
+from .shared import raw_mode
 
 
 @step("Open a pseudo-terminal in the container's devpts and make it the controlling terminal",
@@ -26,16 +25,22 @@ from .explain import step
 def open_console(channel):
     """In the init, after pivot_root: returns nothing; the master fd went to the runtime."""
     master, slave = os.openpty()
-    # setsid(2) was done at the start of the init; a session leader without a controlling
-    # terminal acquires one with TIOCSCTTY.
-    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    os.close(slave)
+    make_controlling_terminal(slave)
     # SCM_RIGHTS (unix(7)): the kernel installs a copy of `master` in the runtime's table.
     channel.sendmsg([b"console"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                     struct.pack("i", master))])
     os.close(master)
+
+
+def make_controlling_terminal(slave):
+    """The pty's slave side becomes our controlling terminal and stdin, stdout, stderr
+    (PID 1 with -t, and an exec'd process with -t); the slave fd itself is closed."""
+    # setsid(2) was done first (init.new_session); a session leader without a controlling
+    # terminal acquires one with TIOCSCTTY (tty_ioctl(4)).
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.close(slave)
 
 
 def _copy_window_size(source_fd, target_fd):
@@ -44,25 +49,6 @@ def _copy_window_size(source_fd, target_fd):
         fcntl.ioctl(target_fd, termios.TIOCSWINSZ, size)
     except OSError:
         pass  # stdin is not a terminal: keep the kernel's default size
-
-
-@contextmanager
-def raw_mode(fd):
-    """Put the terminal on fd in raw mode, and restore it however the block ends.
-
-    Raw mode (termios(3), cfmakeraw) turns off the host's line editing, echo and signal keys,
-    so every key, Ctrl-C included, travels to the other side, whose own terminal does all that.
-    Nothing happens when fd is not a terminal.
-    """
-    if not os.isatty(fd):
-        yield
-        return
-    saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
-    try:
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def relay(master, forward_stdin):

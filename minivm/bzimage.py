@@ -17,15 +17,14 @@ Header fields used (offsets into the file, little-endian):
     0x248  payload_offset  (4 bytes) compressed kernel, from the start of protected-mode code
     0x24c  payload_length  (4 bytes) its length
 """
-import bz2
-import lzma
-import shutil
 import struct
-import subprocess
 import zlib
 
 from minivm import MinivmError
-from minivm.kernel import BZIMAGE_MAGIC, BZIMAGE_MAGIC_OFFSET, ELF_MAGIC
+
+# The setup header says "HdrS" at 0x202; the kernel it carries is an ELF file (elf(5)).
+BZIMAGE_MAGIC, BZIMAGE_MAGIC_OFFSET = b"HdrS", 0x202
+ELF_MAGIC = b"\x7fELF"
 
 # A stripped vmlinux is 63 MB for Debian's kernel. A payload that inflates past this is a
 # decompression bomb, not a kernel: stop before it fills the host's memory.
@@ -68,6 +67,8 @@ class _ToolOutput:
 def _decompress_with(tool: str, data: bytes) -> bytes:
     """zstd and lz4 have no decoder in Python 3.11's standard library: use the command.
     Its output is read a step at a time too, so the size limit holds for it as well."""
+    import shutil
+    import subprocess
     import tempfile
     if shutil.which(tool) is None:
         raise MinivmError(f"this kernel is {tool}-compressed: install the {tool} package")
@@ -87,16 +88,25 @@ def _decompress_with(tool: str, data: bytes) -> bytes:
     return elf
 
 
+def _lzma(data: bytes, container: str) -> bytes:
+    import lzma  # like bz2: loaded when a kernel is extracted, not on every boot
+    return _inflate(lzma.LZMADecompressor(getattr(lzma, container)), data)
+
+
+def _bzip2(data: bytes) -> bytes:
+    import bz2
+    return _inflate(bz2.BZ2Decompressor(), data)
+
+
 # Magic numbers at the start of each compressed stream (the list the kernel's own
 # scripts/extract-vmlinux searches for), and how to decompress each in Python. The kernel
 # appends the uncompressed size after the stream; decompressor objects stop at the stream's
 # end and leave those 4 bytes alone.
 COMPRESSIONS = {
-    b"\xfd7zXZ\x00": ("xz", lambda data: _inflate(lzma.LZMADecompressor(lzma.FORMAT_XZ), data)),
-    b"\x5d\x00\x00": ("lzma", lambda data: _inflate(lzma.LZMADecompressor(lzma.FORMAT_ALONE),
-                                                    data)),
+    b"\xfd7zXZ\x00": ("xz", lambda data: _lzma(data, "FORMAT_XZ")),
+    b"\x5d\x00\x00": ("lzma", lambda data: _lzma(data, "FORMAT_ALONE")),
     b"\x1f\x8b": ("gzip", lambda data: _inflate(zlib.decompressobj(wbits=31), data)),
-    b"BZh": ("bzip2", lambda data: _inflate(bz2.BZ2Decompressor(), data)),
+    b"BZh": ("bzip2", _bzip2),
     b"\x28\xb5\x2f\xfd": ("zstd", lambda data: _decompress_with("zstd", data)),
     b"\x02\x21\x4c\x18": ("lz4", lambda data: _decompress_with("lz4", data)),
 }

@@ -1,24 +1,20 @@
-"""Fetch Debian's kernel package into minivm's cache: `apt-get download` + `dpkg-deb -x`.
+"""Download and unpack Debian's kernel package: `apt-get download` + `dpkg-deb -x`.
 
-Used when no kernel is at hand (see kernel.find), or by `minivm kernel fetch`. The package
+Used by kernel.fetch when no kernel is at hand, or for `minivm kernel fetch`. The package
 that the meta-package linux-image-amd64 depends on is the current stock kernel, e.g.
 linux-image-6.1.0-56-amd64 (apt-cache depends). `apt-get download` fetches the .deb without
 installing it (apt-get(8)); `dpkg-deb -x` unpacks its files, boot/vmlinuz-<release> and
-lib/modules/<release>/, into a directory of our choosing (dpkg-deb(1)). Then bzimage.py takes
-the uncompressed vmlinux out, once.
+lib/modules/<release>/, into a directory of our choosing (dpkg-deb(1)). Then kernel.fetch
+has bzimage.py take the uncompressed vmlinux out, once, and keeps the tree in its cache.
 """
-import fcntl
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from minibox.state import replace_file
-from minivm import MinivmError, bzimage, kernel
+from minivm import MinivmError
 
 DEBIAN_META_PACKAGE = "linux-image-amd64"
 
@@ -43,23 +39,9 @@ def debian_package() -> str:
     return found.group(1)
 
 
-def fetch(cache: Path, progress, package: str | None = None) -> kernel.Kernel:
-    """apt-get download + dpkg-deb -x into <cache>/kernels/<release>/, then extract vmlinux.
-
-    Holds a lock on <cache>/fetch.lock (flock(2)) so two minivm runs don't download at once.
-    """
-    package = package or debian_package()
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / "fetch.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        for cached in kernel.cached_kernels(cache):
-            if package.endswith(cached.release):
-                return cached  # fetched by another run while we waited for the lock
-        with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as scratch:
-            return _download_and_unpack(package, cache, Path(scratch), progress)
-
-
-def _download_and_unpack(package: str, cache: Path, scratch: Path, progress) -> kernel.Kernel:
+def download(package: str, scratch: Path, progress) -> tuple[str, Path, Path]:
+    """`apt-get download` the package into `scratch` and `dpkg-deb -x` it there.
+    Returns (the .deb's name, the unpacked tree, its boot/vmlinuz-*)."""
     progress(f"downloading {package} with apt-get (Debian's kernel package, ~70 MB)")
     # As root apt drops to the _apt user to download, which can't write into our private
     # directory; APT::Sandbox::User=root keeps it root for this one download.
@@ -74,22 +56,7 @@ def _download_and_unpack(package: str, cache: Path, scratch: Path, progress) -> 
     images = sorted((tree / "boot").glob("vmlinuz-*"))
     if not images:
         raise MinivmError(f"{debs[0].name} holds no boot/vmlinuz-*")
-    image = images[0].read_bytes()
-    release = bzimage.release(image)
-    progress(f"extracting the uncompressed kernel {release} from the bzImage")
-    vmlinux, compression = bzimage.vmlinux(image)
-    replace_file(tree / "vmlinux", vmlinux)
-    directory = cache / "kernels" / release
-    origin = f"Debian package {debs[0].name} ({compression} bzImage), cached in {directory}"
-    record = {"release": release, "origin": origin, "vmlinux": str(directory / "vmlinux"),
-              "package": package}
-    replace_file(tree / "kernel.json", json.dumps(record, indent=1))
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(tree, directory)
-    progress(f"kernel {release} ready: {directory / 'vmlinux'}")
-    return kernel.entry(directory)
+    return debs[0].name, tree, images[0]
 
 
 def _run_visibly(argv: list[str], cwd: Path):

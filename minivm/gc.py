@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from minibox.state import process_start_time
+from minibox.shared import process_start_time
 
 # minivm-initrd-<pid>-<nonce>.cpio, minivm-<pid>-<nonce>-disk<N>.qcow2
 SCRATCH_FILE = re.compile(r"minivm-(?:initrd-)?(\d+)-[0-9a-f]+[-.]")

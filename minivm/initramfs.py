@@ -269,7 +269,7 @@ def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
     if path.exists():
         return path, True
     path.parent.mkdir(parents=True, exist_ok=True)
-    from minibox.state import replace_file
+    from minibox.shared import replace_file
     # Atomic: a concurrent run sees the whole file or none. Archives of other busybox or
     # minivm versions stay: another minivm may be about to copy one.
     replace_file(path, base_archive(busybox))

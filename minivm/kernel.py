@@ -23,7 +23,8 @@ import zlib
 from collections import namedtuple
 from pathlib import Path
 
-from minivm import MinivmError
+from minibox.shared import replace_file
+from minivm import MinivmError, bzimage
 
 BOOT_DIR = Path("/boot")
 
@@ -31,9 +32,6 @@ BOOT_DIR = Path("/boot")
 # origin: where it came from, for --explain and `kernel list`; modules: lib/modules/<release>
 # when minivm has them (virtio, 9p... for guests that need them), else None.
 Kernel = namedtuple("Kernel", "vmlinux release origin modules")
-ELF_MAGIC = b"\x7fELF"  # an uncompressed vmlinux is an ELF file (elf(5))
-# A bzImage's setup header (Documentation/arch/x86/boot.rst) says "HdrS" at 0x202.
-BZIMAGE_MAGIC, BZIMAGE_MAGIC_OFFSET = b"HdrS", 0x202
 # Debian's bzImage is 8 MB and its vmlinux 63 MB; one with every debug symbol ~1 GB.
 MAX_BZIMAGE_BYTES = 128 << 20
 MAX_VMLINUX_FILE_BYTES = 2 << 30
@@ -129,13 +127,11 @@ def from_file(path: Path, cache: Path, progress) -> Kernel:
 hashlib: a cache key needs no cryptography, and OpenSSL's import costs milliseconds.)
     """
     info, header = _kernel_header(path)
-    if header.startswith(ELF_MAGIC):
+    if header.startswith(bzimage.ELF_MAGIC):
         known = entry(path.parent)  # one of the cache's own: keep its modules
         if known and known.vmlinux == path:
             return known
         return Kernel(path, vmlinux_release(path), f"{path} (an ELF vmlinux)", None)
-    from minibox.state import replace_file  # atomic: a concurrent minivm sees all or nothing
-    from minivm import bzimage  # lzma, bz2 & co. (~5 ms): only for a bzImage
     key = zlib.crc32(f"{path.resolve()}:{info.st_size}:{info.st_mtime_ns}".encode())
     directory = cache / "extracted" / f"{key:08x}"
     known = entry(directory)
@@ -146,7 +142,7 @@ hashlib: a cache key needs no cryptography, and OpenSSL's import costs milliseco
     progress(f"extracting the uncompressed kernel from {path} (once; cached)")
     vmlinux, compression = bzimage.vmlinux(image)
     directory.mkdir(parents=True, exist_ok=True)
-    replace_file(directory / "vmlinux", vmlinux)
+    replace_file(directory / "vmlinux", vmlinux)  # atomic: a concurrent minivm sees all or nothing
     origin = f"{path} ({compression}-compressed bzImage, extracted to {directory / 'vmlinux'})"
     record = {"release": release, "origin": origin, "vmlinux": str(directory / "vmlinux")}
     replace_file(directory / "kernel.json", json.dumps(record, indent=1))
@@ -162,12 +158,12 @@ def _kernel_header(path: Path):
         if not stat.S_ISREG(info.st_mode):
             raise MinivmError(f"--kernel {path}: not a regular file")
         with path.open("rb") as kernel_file:
-            header = kernel_file.read(len(BZIMAGE_MAGIC) + BZIMAGE_MAGIC_OFFSET)
+            header = kernel_file.read(len(bzimage.BZIMAGE_MAGIC) + bzimage.BZIMAGE_MAGIC_OFFSET)
     except OSError as error:
         raise MinivmError(f"cannot read kernel {path}: {error.strerror}") from None
-    if header.startswith(ELF_MAGIC):
+    if header.startswith(bzimage.ELF_MAGIC):
         kind, limit = "an ELF vmlinux", MAX_VMLINUX_FILE_BYTES
-    elif header[BZIMAGE_MAGIC_OFFSET:] == BZIMAGE_MAGIC:
+    elif header[bzimage.BZIMAGE_MAGIC_OFFSET:] == bzimage.BZIMAGE_MAGIC:
         kind, limit = "a bzImage", MAX_BZIMAGE_BYTES
     else:
         raise MinivmError(f"--kernel {path}: neither an ELF vmlinux nor a bzImage (no ELF "
@@ -204,4 +200,42 @@ def find(explicit: Path | None, cache: Path, progress, boot_dir: Path = BOOT_DIR
         raise MinivmError(f"no guest kernel: none in {cache}, no readable {boot_dir}/vmlinuz-*, "
                           "and no apt-get to download one; pass --kernel PATH")
     progress(f"no guest kernel yet: fetching Debian's into {cache} (once)")
-    return debian.fetch(cache, progress)
+    return fetch(cache, progress)
+
+
+def fetch(cache: Path, progress, package: str | None = None) -> Kernel:
+    """Debian's kernel package (debian.py downloads and unpacks it) into
+    <cache>/kernels/<release>/, its vmlinux taken out of the bzImage once.
+
+    Holds a lock on <cache>/fetch.lock (flock(2)) so two minivm runs don't download at once.
+    """
+    import fcntl
+    import shutil
+    import tempfile
+
+    from minivm import debian
+    package = package or debian.debian_package()
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / "fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for cached in cached_kernels(cache):
+            if package.endswith(cached.release):
+                return cached  # fetched by another run while we waited for the lock
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as scratch:
+            deb, tree, bzimage_path = debian.download(package, Path(scratch), progress)
+            image = bzimage_path.read_bytes()
+            release = bzimage.release(image)
+            progress(f"extracting the uncompressed kernel {release} from the bzImage")
+            vmlinux, compression = bzimage.vmlinux(image)
+            replace_file(tree / "vmlinux", vmlinux)
+            directory = cache / "kernels" / release
+            origin = f"Debian package {deb} ({compression} bzImage), cached in {directory}"
+            record = {"release": release, "origin": origin,
+                      "vmlinux": str(directory / "vmlinux"), "package": package}
+            replace_file(tree / "kernel.json", json.dumps(record, indent=1))
+            if directory.exists():
+                shutil.rmtree(directory)
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(tree, directory)
+    progress(f"kernel {release} ready: {directory / 'vmlinux'}")
+    return entry(directory)

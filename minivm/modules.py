@@ -24,7 +24,7 @@ import struct
 from pathlib import Path
 
 from minivm import MinivmError
-from minivm.kernel import ELF_MAGIC
+from minivm.bzimage import ELF_MAGIC
 
 
 def _name(path: str) -> str:

@@ -20,10 +20,10 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
+from minibox.explain import caller
 from minibox.syscalls import set_parent_death_signal
 from minivm import MinivmError
 from minivm.console import ConsoleParser
-from minivm.explain import source_location
 
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_PACKAGE = "qemu-system-x86"
@@ -40,7 +40,7 @@ Option = namedtuple("Option", "args why doc where")
 
 
 def option(*args: str, why: str, doc: str) -> Option:
-    return Option(args, why, doc, source_location())
+    return Option(args, why, doc, caller())
 
 
 class VMConfig:

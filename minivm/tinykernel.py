@@ -28,7 +28,7 @@ import time
 import zlib
 from pathlib import Path
 
-from minibox.state import replace_file
+from minibox.shared import replace_file
 from minivm import MinivmError, kernel
 
 FRAGMENT = Path(__file__).with_name("tiny.config")

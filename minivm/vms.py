@@ -41,7 +41,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from minibox.state import process_alive, process_start_time, replace_file
+from minibox.shared import process_alive, process_start_time, replace_file
 from minivm import MinivmError
 from minivm.qemu import Option, option
 
@@ -259,6 +259,37 @@ def all_vms() -> list[VMDir]:
         return []
     return [VMDir(path.name) for path in sorted(root().iterdir())
             if path.is_dir() and NAME_PATTERN.fullmatch(path.name)]
+
+
+def summary(directory: VMDir) -> dict:
+    """One VM's line of `minivm ps`, by the names `ps --format` takes."""
+    state = directory.state()
+    return {"Name": directory.name, "Status": directory.status(),
+            "Pid": state.get("pid") if directory.running() else None,
+            "Address": state.get("network", {}).get("address"),
+            "Command": " ".join(state.get("command", []))}
+
+
+def inspect(directory: VMDir) -> dict:
+    """`minivm inspect`: the VM's record in `docker inspect`'s shape (Docker's key names and
+    status words, times in RFC 3339), so `-f '{{.State.Pid}}'` works as for a container.
+    A VM has a name but no hash, so its name is its Id."""
+    from minibox.shared import rfc3339
+    state, status = directory.state(), directory.status()
+    # Docker's words: created (not started yet), running, paused, exited, dead (start failed)
+    word = {"starting": "created", "start failed": "dead"}.get(status, status.split()[0])
+    exit_code = (exit_status(directory.file("console.log"), state["nonce"])
+                 if word == "exited" else None)
+    running = word in ("running", "paused")
+    command = state.get("command", [])
+    return {"Id": directory.name, "Name": directory.name, "Created": rfc3339(state.get("created")),
+            "Path": command[0] if command else "", "Args": command[1:],
+            "State": {"Status": word, "Running": running, "Paused": word == "paused",
+                      "Pid": state.get("pid", 0) if running else 0,
+                      "ExitCode": exit_code or 0, "StartedAt": rfc3339(state.get("started"))},
+            "Config": {"Cmd": command},
+            "NetworkSettings": {"IPAddress": state.get("network", {}).get("address", "")},
+            "LogPath": str(directory.file("console.log"))}
 
 
 def pause(directory: VMDir, paused: bool):

@@ -18,9 +18,11 @@ from minibox.cgroups import grace
 from minibox.cgroups.base import (Cgroup, CgroupError, NoCgroup, Stats, remove_cgroup_dirs,
                                   remove_orphans)
 from minibox.cgroups.limits import Limits, format_size, parse_cgroup_parent, parse_limits, parse_size
+from minibox.cgroups.mounts import cgroup_directories
 
 __all__ = [
-    "Cgroup", "CgroupError", "Limits", "Stats", "cgroup_for", "cgroup_version", "format_size",
+    "Cgroup", "CgroupError", "Limits", "Stats", "cgroup_directories", "cgroup_for",
+    "cgroup_version", "format_size",
     "parse_cgroup_parent", "parse_limits", "parse_size", "remove_cgroup_dirs", "remove_orphans",
     "start_grace_period",
 ]

@@ -32,6 +32,7 @@ from collections import namedtuple
 from minibox.cgroups.base import Cgroup, CgroupError, LimitFile, Stats, read, read_int, read_keyed
 from minibox.cgroups.base import refuse_missing, wait_for, write
 from minibox.cgroups.limits import CFS_PERIOD_US, Limits
+from minibox.cgroups.mounts import cgroup_mounts, memberships, relative_path
 
 # Only the hierarchies minibox uses: each one is a mkdir and a cgroup.procs write per container.
 CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "devices")
@@ -50,27 +51,18 @@ def mounted_hierarchies(mountinfo: str = "/proc/self/mountinfo",
     super options); the runtime's place in each hierarchy from /proc/self/cgroup, whose lines
     read "hierarchy-ID:controller,list:/path".
     """
-    mounts = {}  # controller -> (mount point, the cgroup shown at that mount point)
-    with open(mountinfo) as lines:
-        for line in lines:
-            mount, _, filesystem = line.partition(" - ")
-            fstype, _, options = filesystem.split()[:3]
-            if fstype != "cgroup":
-                continue
-            fields = mount.split()
-            root, mountpoint = fields[3], fields[4].replace("\\040", " ")
-            for controller in set(options.split(",")) & set(CONTROLLERS):
-                mounts.setdefault(controller, (mountpoint, root))
+    mounts = {}  # controller -> its hierarchy's mount
+    for mount in cgroup_mounts(mountinfo):
+        for controller in mount.controllers & set(CONTROLLERS):
+            mounts.setdefault(controller, mount)
     hierarchies = {}
-    with open(own_cgroups) as lines:
-        for line in lines:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            for controller in controllers.split(","):
-                if controller in mounts:
-                    mountpoint, root = mounts[controller]
-                    # A mount of a sub-tree (root != "/") shows that cgroup at its mount point.
-                    own = path[len(root):] if path.startswith(root) else path
-                    hierarchies[controller] = Hierarchy(mountpoint, own.strip("/"))
+    for controllers, path in memberships(own_cgroups):
+        for controller in controllers.split(","):
+            if controller in mounts:
+                # A mount of a sub-tree (root != "/") shows that cgroup at its mount point.
+                own = relative_path(mounts[controller], path)
+                hierarchies[controller] = Hierarchy(mounts[controller].mountpoint,
+                                                    path.strip("/") if own is None else own)
     return {controller: hierarchies[controller] for controller in CONTROLLERS if controller in hierarchies}
 
 

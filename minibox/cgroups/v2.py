@@ -33,6 +33,7 @@ import os
 from minibox.cgroups.base import Cgroup, CgroupError, LimitFile, Stats, read, read_int, read_keyed
 from minibox.cgroups.base import refuse_missing, wait_for, write
 from minibox.cgroups.limits import CFS_PERIOD_US, MAX_CPU_SHARES, MIN_CPU_SHARES, Limits
+from minibox.cgroups.mounts import memberships
 
 ROOT = "/sys/fs/cgroup"
 
@@ -49,10 +50,9 @@ def cpu_weight(shares: int) -> int:
 def own_procs(root: str = ROOT) -> str | None:
     """The `cgroup.procs` of the runtime's own cgroup (for grace.py). /proc/self/cgroup on
     a v2 host reads "0::/the/runtime's/cgroup" (cgroups(7))."""
-    with open("/proc/self/cgroup") as lines:
-        for line in lines:
-            if line.startswith("0::"):
-                return os.path.join(root, line[3:].strip().lstrip("/"), "cgroup.procs")
+    for controllers, path in memberships():
+        if not controllers:
+            return os.path.join(root, path.strip().lstrip("/"), "cgroup.procs")
     return None
 
 

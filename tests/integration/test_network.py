@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from minibox import network, portproxy, state
+from minibox import network, portproxy, shared
 from minibox.network import NetworkError
 from minibox.portproxy import PortMapping, PublishError
 
@@ -316,7 +316,7 @@ def test_stop_never_kills_a_recycled_pid(host_netns):
     """After the proxy is gone, its PID may belong to someone else: stop() must leave it be."""
     bystander = subprocess.Popen(["sleep", "30"])
     try:
-        started = state.process_start_time(bystander.pid)
+        started = shared.process_start_time(bystander.pid)
         impostor = portproxy.ProxyProcess(bystander.pid, started + 1)
         portproxy.stop(impostor)
         assert bystander.poll() is None

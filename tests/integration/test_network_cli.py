@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from minibox import network, state
+from minibox import network, shared, state
 from tests.helpers import assert_one_line_error, container_dirs
 
 pytestmark = pytest.mark.root
@@ -127,7 +127,7 @@ def netns_in_use(inode, born_before):
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             if (os.stat(f"/proc/{pid}/ns/net").st_ino == inode
-                    and state.process_start_time(pid) <= born_before):
+                    and shared.process_start_time(pid) <= born_before):
                 return True
         except (FileNotFoundError, PermissionError, TypeError):
             continue  # gone while we looked (TypeError: no start time any more)
@@ -162,10 +162,10 @@ def test_host_fetches_a_page_through_a_published_port(root, background):
     with urllib.request.urlopen("http://127.0.0.1:18080/", timeout=10) as response:
         assert response.read() == b"hello from pub\n"
     (proxy,) = [e for e in ledger(root, web["id"]) if e["kind"] == "proxy"]
-    assert state.process_alive(proxy["pid"], proxy["start_time"])
+    assert shared.process_alive(proxy["pid"], proxy["start_time"])
 
     stop(server, web)
-    assert not state.process_alive(proxy["pid"], proxy["start_time"])
+    assert not shared.process_alive(proxy["pid"], proxy["start_time"])
     assert not listening(18080)
     assert veths() == [] and leases() == {}
 
@@ -228,7 +228,7 @@ def test_twenty_parallel_containers_then_no_leftovers(root, background, tmp_path
     proxies = [entry for current in running for entry in ledger(root, current["id"])
                if entry["kind"] == "proxy"]
     assert len(proxies) == 20
-    assert all(state.process_alive(p["pid"], p["start_time"]) for p in proxies)
+    assert all(shared.process_alive(p["pid"], p["start_time"]) for p in proxies)
 
     born_before = now_in_ticks()
     (gate / "go").touch()
@@ -239,7 +239,7 @@ def test_twenty_parallel_containers_then_no_leftovers(root, background, tmp_path
         seen_inside.add(out.split("inet ")[1].split("/")[0])
     assert seen_inside == addresses
     assert veths() == [] and leases() == {}
-    assert not any(state.process_alive(p["pid"], p["start_time"]) for p in proxies)
+    assert not any(shared.process_alive(p["pid"], p["start_time"]) for p in proxies)
     assert not any(listening(18100 + i) for i in range(20))
     assert not any(netns_in_use(inode, born_before) for inode in namespaces)
 
@@ -254,7 +254,7 @@ def test_sigkill_of_the_runtime_then_gc_leaves_nothing(root, background, minibox
     runtime.wait()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (
-            state.process_alive(proxy["pid"], proxy["start_time"])
+            shared.process_alive(proxy["pid"], proxy["start_time"])
             or netns_in_use(netns, born_before)):
         time.sleep(0.05)
     assert list(leases().values()) == [doomed["id"]]  # what gc is for
@@ -266,7 +266,7 @@ def test_sigkill_of_the_runtime_then_gc_leaves_nothing(root, background, minibox
     assert veths() == [] and leases() == {}
     assert not network.address_pool().exists()
     assert subprocess.run(["ip", "link", "show", "minibox0"], capture_output=True).returncode != 0
-    assert not state.process_alive(proxy["pid"], proxy["start_time"]) and not listening(18090)
+    assert not shared.process_alive(proxy["pid"], proxy["start_time"]) and not listening(18090)
     assert not netns_in_use(netns, born_before)
 
 

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from minibox import network, state
+from minibox import network, shared
 
 from .minibox_cli import minibox  # noqa: F401 (the fixture)
 from .minibox_cli import wait_until
@@ -58,13 +58,13 @@ def test_detached_exec_inspect_then_stop_releases_veth_lease_and_proxy(minibox):
     assert info["NetworkSettings"] == {"mode": "bridge", "address": address,
                                        "ports": ["127.0.0.1:18280->80/tcp"]}
     proxy = proxy_of(minibox, container_id)
-    assert state.process_alive(proxy["pid"], proxy["start_time"])
+    assert shared.process_alive(proxy["pid"], proxy["start_time"])
 
     minibox("stop", "-t", "1", "web")
     # stop returns once the monitor has torn down: everything is free at once
     assert not network.link_exists(network.host_ifname(container_id))
     assert leases() == {}
-    assert not state.process_alive(proxy["pid"], proxy["start_time"])
+    assert not shared.process_alive(proxy["pid"], proxy["start_time"])
     assert not listening(18280)
     [info] = json.loads(minibox("inspect", "web").stdout)
     assert (info["State"]["Status"], info["Addresses"], info["NetworkSettings"]) == \
@@ -83,7 +83,7 @@ def test_a_restart_gets_a_new_netns_and_veth_but_keeps_address_and_proxy(minibox
     wait_until(lambda: minibox.state(container_id)["restarts"] >= 2, timeout=20)
     assert wait_until(lambda: _try_fetch(18281), timeout=10) == "up\n"  # the same proxy
     assert proxy_of(minibox, container_id) == proxy
-    assert state.process_alive(proxy["pid"], proxy["start_time"])
+    assert shared.process_alive(proxy["pid"], proxy["start_time"])
     assert minibox.state(container_id)["pid"] != first["pid"]
     assert leases() == {first["network"]["address"]: container_id}
 
@@ -96,7 +96,7 @@ def test_a_restart_gets_a_new_netns_and_veth_but_keeps_address_and_proxy(minibox
     assert addresses == {first["network"]["address"]}
     assert not network.link_exists(network.host_ifname(container_id))
     assert leases() == {}
-    assert not state.process_alive(proxy["pid"], proxy["start_time"])
+    assert not shared.process_alive(proxy["pid"], proxy["start_time"])
 
 
 def _try_fetch(port):
@@ -113,7 +113,7 @@ def test_rm_force_of_a_running_container_releases_its_network(minibox):
     minibox("rm", "-f", container_id)
     assert not network.link_exists(network.host_ifname(container_id))
     assert leases() == {}
-    assert not state.process_alive(proxy["pid"], proxy["start_time"])
+    assert not shared.process_alive(proxy["pid"], proxy["start_time"])
 
 
 def test_oci_create_gets_loopback_only_and_no_bridge(minibox, bundle):

@@ -186,6 +186,28 @@ def test_config_fields_reach_the_process(minibox, bundle, tmp_path):
         "HOME": "/"}  # uid 1000 has no /etc/passwd entry: HOME=/, as runc
 
 
+def test_exec_takes_pid_1s_steps(minibox, bundle):
+    """exec and PID 1 share init.py's steps: an exec'd process gets the config's rlimits,
+    OOM score, umask and HOME, as PID 1 does (runc exec the same)."""
+    def change(config):
+        config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]
+        config["process"]["oomScoreAdj"] = 500
+        config["process"]["user"] = {"uid": 0, "gid": 0, "umask": 0o27}
+        config["process"]["env"] = ["PATH=/bin:/usr/bin"]
+    configure(bundle, change)
+    set_args(bundle, "sleep", "30")
+    create(minibox, bundle, "same-steps")
+    minibox("start", "same-steps")
+    try:
+        probe = 'echo $(ulimit -n)/$(ulimit -Hn) $(cat /proc/self/oom_score_adj) $(umask) "$HOME"'
+        pid1 = minibox("exec", "same-steps", "sh", "-c", f"cat /proc/1/limits | grep files; "
+                       "cat /proc/1/oom_score_adj; tr '\\0' '\\n' < /proc/1/environ").stdout
+        assert "123" in pid1 and "500" in pid1 and "HOME=/root" in pid1
+        assert minibox("exec", "same-steps", "sh", "-c", probe).stdout.split() == [
+            "123/456", "500", "0027", "/root"]
+    finally:
+        minibox("delete", "--force", "same-steps")
+
 # runc's AllowedDevices as nodes to make (name, type, major, minor), and /dev/loop-control,
 # which is not in it (and opens for anyone allowed to open the node). tty says ENXIO and the pty EIO (no controlling terminal, a locked pty): both
 # errors of the driver, so the device cgroup let the open(2) through.
@@ -275,6 +297,30 @@ def test_the_configs_seccomp_rules_are_compiled(minibox, bundle, tmp_path):
         "touch=ok"]
 
 
+def test_a_profile_of_hundreds_of_calls_with_argument_rules_runs(minibox, bundle, tmp_path):
+    """Past 127 names a classic BPF conditional jump cannot reach the end of the filter: this
+    crashed `start` with "ubyte format requires 0 <= number <= 255" before trampolines."""
+    from minibox.syscall_numbers import X86_64
+    harmless = sorted(set(X86_64) - {"personality", "mkdir", "mkdirat"})
+    configure(bundle, lambda c: c["linux"].__setitem__("seccomp", {
+        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+        "syscalls": [{"names": harmless, "action": "SCMP_ACT_ALLOW"},
+                     {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                      "args": [{"index": 0, "value": 0xFFFFFFFF, "op": "SCMP_CMP_EQ"}]},
+                     {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": 13, "args": [{"index": 1, "value": 0o700,
+                                                "op": "SCMP_CMP_MASKED_EQ", "valueTwo": 0o700}]}]}))
+    out = probe_output(minibox, bundle, tmp_path, "long", (
+        "grep ^Seccomp: /proc/self/status; mkdir /dev/shm/a 2>&1 && echo a=ok;"
+        "touch /dev/shm/b && echo b=ok"))
+    assert out.splitlines() == [
+        "Seccomp:\t2",
+        "mkdir: can't create directory '/dev/shm/a': Permission denied",  # 0o777 & 0o700
+        "b=ok"]
+
+
 def new_user_namespace(uid_base, gid_base):
     """A config.json change: a new user namespace mapping container ids 0-65535 to host
     uids from uid_base and gids from gid_base."""
@@ -334,11 +380,22 @@ def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
     (lambda c: c["linux"].__setitem__("uidMappings", [{"containerID": 0, "hostID": 1, "size": 1}]),
      "need a user namespace"),
     (lambda c: c["linux"]["namespaces"].append({"type": "user"}), "maps no container uid 0"),
-    (lambda c: c["linux"].__setitem__("seccomp", {"defaultAction": "SCMP_ACT_TRAP"}),
-     "minibox compiles only SCMP_ACT_ALLOW"),
+    (lambda c: c["linux"].__setitem__("seccomp", {"defaultAction": "SCMP_ACT_NOPE"}),
+     "defaultAction 'SCMP_ACT_NOPE' is not a seccomp action"),
+    (lambda c: c["linux"].__setitem__("seccomp", {"defaultAction": "SCMP_ACT_NOTIFY"}),
+     "SCMP_ACT_NOTIFY (a user-space supervisor) is not supported"),
     (lambda c: c["linux"].__setitem__("seccomp", {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0}]}]}),
-     "argument conditions are not supported"),
+        {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 6, "op": "SCMP_CMP_EQ"}]}]}),
+     "index 6: a system call has arguments 0 to 5"),
+    (lambda c: c["linux"].__setitem__("seccomp", {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "op": "SCMP_CMP_XX"}]}]}),
+     "op 'SCMP_CMP_XX' is not a comparison"),
+    (lambda c: c["linux"].__setitem__("seccomp", {"defaultAction": "SCMP_ACT_ALLOW",
+                                                  "architectures": ["SCMP_ARCH_ARM"]}),
+     "architectures: 'SCMP_ARCH_ARM' is not an x86 ABI"),
+    (lambda c: c["linux"].__setitem__("seccomp", {"defaultAction": "SCMP_ACT_ALLOW",
+                                                  "flags": ["SECCOMP_FILTER_FLAG_NEW_LISTENER"]}),
+     "flags: 'SECCOMP_FILTER_FLAG_NEW_LISTENER' is not supported"),
     (lambda c: (new_user_namespace(200000, 200000)(c),
                 c["process"]["user"].__setitem__("uid", 70000)), "maps no container uid 70000"),
     (lambda c: c["mounts"].append({"destination": "/x", "source": "/tmp"}),

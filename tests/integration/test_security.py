@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from minibox import security
+from minibox import seccomp, security
 from tests.helpers import assert_one_line_error, cgroup_dirs, container_dirs
 from tests.seccomp_cases import HARMLESS_CALLS
 
@@ -114,7 +114,7 @@ def syscalls_inside(minibox, probes, calls, *flags):
 
 
 def all_refused_calls():
-    calls = {name: (security.BLOCKED_SYSCALLS[name], args) for name, args in HARMLESS_CALLS.items()}
+    calls = {name: (seccomp.BLOCKED_SYSCALLS[name], args) for name, args in HARMLESS_CALLS.items()}
     return {**calls, **NAMESPACE_CALLS}
 
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from minibox import explain, rootfs, spec, state
+from minibox import explain, rootfs, shared, spec, state
 from minibox.errors import MiniboxError
 
 
@@ -114,9 +114,9 @@ def test_state_is_replaced_atomically(tmp_path, monkeypatch):
 
 def test_process_identity_survives_pid_reuse_check():
     me = os.getpid()
-    assert state.process_alive(me, state.process_start_time(me))
-    assert not state.process_alive(me, state.process_start_time(me) + 1)
-    assert state.process_start_time(2 ** 22 + 1) is None
+    assert shared.process_alive(me, shared.process_start_time(me))
+    assert not shared.process_alive(me, shared.process_start_time(me) + 1)
+    assert shared.process_start_time(2 ** 22 + 1) is None
 
 
 def test_a_kernel_without_a_namespace_type_is_named(monkeypatch):

@@ -142,6 +142,21 @@ def test_config_must_list_one_diff_id_per_layer(tmp_path):
 # -- layers ---------------------------------------------------------------------------------
 
 @pytest.mark.root
+def test_a_later_entry_replaces_a_directory_without_following_its_links(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("host data")
+    layer = ib.layer_tar([("dir", "a"), ("dir", "a/b"), ("file", "a/b/f", "x"),
+                          ("symlink", "a/link", str(outside)), ("file", "a", "now a file"),
+                          ("dir", "c"), ("file", "c/g", "y"), ("file", ".wh.c", "")])
+    target = tmp_path / "layer"
+    target.mkdir()
+    layers.unpack_layer(io.BytesIO(layer), str(target))
+    assert (target / "a").read_text() == "now a file"
+    assert stat.S_ISCHR(os.lstat(target / "c").st_mode)  # the directory gave way to a whiteout
+    assert (outside / "keep").read_text() == "host data"
+
+@pytest.mark.root
 def test_whiteouts_become_overlay_whiteouts_and_pack_back(tmp_path):
     entries = [("dir", "etc"), ("file", "etc/.wh.hosts", ""), ("dir", "var", 0o1777),
                ("file", "var/.wh..wh..opq", ""), ("file", "var/new", "n", 0o4755),

@@ -109,7 +109,7 @@ def test_reset_forgets_leases_and_takes_the_new_subnet(pool):
 
 def test_a_temporary_left_by_a_killed_writer_is_no_lease(pool):
     allocate(pool, "a")
-    (pool.directory / "subnet.12345.tmp").write_text("half")  # state.replace_file's name
+    (pool.directory / "subnet.12345.tmp").write_text("half")  # shared.replace_file's name
     with pool.locked() as table:
         assert table.leases == {"10.199.0.2": "a"}
 

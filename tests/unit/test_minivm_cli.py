@@ -1,5 +1,6 @@
 """minivm's bad-input paths: one line on stderr, a non-zero status, no traceback, no boot."""
 import bz2
+import json
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from minivm import MinivmError, accel, cli
+from minivm import MinivmError, accel, vm
 from tests.helpers import assert_one_line_error as one_line_error
 
 
@@ -43,16 +44,16 @@ HOST_CPUS = os.cpu_count()
 ])
 def test_bad_options_are_one_line(args, message, tmp_path):
     done = minivm("run", *args, "--", "true", cache=tmp_path)
-    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR, message)
+    assert_one_line_error(done, vm.EXIT_MINIVM_ERROR, message)
 
 
 def test_no_command_is_one_line(tmp_path):
-    assert_one_line_error(minivm("run", cache=tmp_path), cli.EXIT_MINIVM_ERROR, "no command given")
+    assert_one_line_error(minivm("run", cache=tmp_path), vm.EXIT_MINIVM_ERROR, "no command given")
 
 
 def test_missing_qemu_names_the_package(tmp_path):
     done = minivm("run", "--", "true", env={"PATH": str(tmp_path)}, cache=tmp_path)
-    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR,
+    assert_one_line_error(done, vm.EXIT_MINIVM_ERROR,
                           "qemu-system-x86_64 not found: install the qemu-system-x86 package")
 
 
@@ -65,14 +66,14 @@ def test_no_kernel_and_no_apt_is_one_line(tmp_path):
     (bin_dir / "qemu-system-x86_64").symlink_to(shutil.which("qemu-system-x86_64"))
     done = minivm("run", "--accel", "tcg", "--", "true", env={"PATH": str(bin_dir)},
                   cache=tmp_path / "cache")
-    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR, "no guest kernel")
+    assert_one_line_error(done, vm.EXIT_MINIVM_ERROR, "no guest kernel")
     assert "pass --kernel PATH" in done.stderr
 
 
 @pytest.mark.skipif(accel.kvm_problem() is None, reason="KVM works on this host")
 def test_accel_kvm_where_it_cannot_work_says_why(tmp_path):
     done = minivm("run", "--accel", "kvm", "--", "true", cache=tmp_path)
-    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR,
+    assert_one_line_error(done, vm.EXIT_MINIVM_ERROR,
                           f"--accel kvm cannot work here: {accel.kvm_problem()}")
 
 
@@ -86,17 +87,17 @@ def test_kernel_list_with_an_empty_cache(tmp_path):
 @pytest.mark.parametrize("text,mib", [("256M", 256), ("1G", 1024), ("512", 512),
                                       ("128MiB", 128), ("2g", 2048)])
 def test_memory_sizes(text, mib):
-    assert cli.memory_mib(text) == mib
+    assert vm.memory_mib(text) == mib
 
 
 def test_memory_size_errors_name_the_value():
     for text in ("lots", "512b", "1T", "-5M"):
         with pytest.raises(MinivmError, match=f"-m {text}: not a memory size"):
-            cli.memory_mib(text)
+            vm.memory_mib(text)
 
 
 def report(capsys, **fields):
-    """cli._report on a qemu.Result with these fields; returns (status, stderr)."""
+    """vm._report on a qemu.Result with these fields; returns (status, stderr)."""
     from argparse import Namespace
 
     from minivm import kernel, qemu
@@ -104,14 +105,14 @@ def report(capsys, **fields):
     result.__dict__.update(fields)
     guest = kernel.Kernel(Path("/k"), "6.1.0-56-amd64", "test", None)
     args = Namespace(timings=False, timeout=20.0)
-    status = cli._report(result, ["cmd"], guest, args, [])
+    status = vm._report(result, ["cmd"], guest, args, [])
     return status, capsys.readouterr().err
 
 
 def test_report_maps_each_ending_to_a_status_and_a_line(capsys):
     assert report(capsys, status=3, guest_release="6.1.0-56-amd64") == (3, "")
     status, err = report(capsys, timed_out=True, kernel_tail=["[ 2.0] Run /init as init process"])
-    assert status == cli.EXIT_TIMEOUT
+    assert status == vm.EXIT_TIMEOUT
     assert err.startswith("minivm: timeout: the guest did not finish within 20 s")
     assert err.endswith("Last kernel lines:\n  [ 2.0] Run /init as init process\n")
     assert report(capsys, not_found=True, status=127) == (
@@ -144,8 +145,10 @@ def test_the_run_path_imports_no_shutil_and_no_device_modules():
     a plain run uses are loaded and its options parsed; shutil (and the bz2, lzma it loads)
     and the modules of devices it did not ask for stay out of sys.modules."""
     script = ("import sys\n"
-              "from minivm import cli, console, explain, initramfs, kernel, qemu\n"
-              "cli.build_parser().parse_args(['run', '--', 'true'])\n"
+              "from minibox import explain\n"
+              "from minivm import cli, console, initramfs, kernel, qemu\n"
+              "context = cli.minivm.make_context('minivm', ['run', '--', 'true'])\n"
+              "cli.run.make_context('run', ['--', 'true'], parent=context)\n"
               "print(' '.join(sorted(sys.modules)))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True, timeout=60)
@@ -166,7 +169,7 @@ def test_help_fits_the_width_in_columns():
 
 def test_tty_without_a_terminal_is_one_line(tmp_path):
     done = minivm("run", "-t", "--", "sh", cache=tmp_path)  # stdin is /dev/null
-    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR, "-t needs a terminal on stdin")
+    assert_one_line_error(done, vm.EXIT_MINIVM_ERROR, "-t needs a terminal on stdin")
 
 
 def sparse(path, size, head=b""):
@@ -190,7 +193,7 @@ def test_a_kernel_is_judged_by_its_header_and_size_before_it_is_read(tmp_path, m
     started = time.monotonic()
     done = minivm("run", "--accel", "tcg", "--kernel", str(make(tmp_path)), "--", "true",
                   cache=tmp_path / "c")
-    assert_one_line_error(done, cli.EXIT_MINIVM_ERROR, message)
+    assert_one_line_error(done, vm.EXIT_MINIVM_ERROR, message)
     assert time.monotonic() - started < 10
 
 
@@ -204,9 +207,69 @@ def test_the_timeout_covers_the_kernel_extraction(tmp_path):
     started = time.monotonic()
     done = minivm("run", "--accel", "tcg", "--timeout", "0.3", "--kernel", str(image), "--",
                   "true", cache=tmp_path / "cache")
-    assert done.returncode == cli.EXIT_TIMEOUT, done.stderr
+    assert done.returncode == vm.EXIT_TIMEOUT, done.stderr
     assert done.stderr.splitlines() == [
         f"minivm: extracting the uncompressed kernel from {image} (once; cached)",
         "minivm: timeout: the guest did not start within 0.3 s"]
     assert time.monotonic() - started < 5
     assert not list((tmp_path / "cache").glob("extracted/*/vmlinux"))
+
+
+@pytest.fixture
+def ended_vm(tmp_path):
+    """A detached VM whose command ended with status 3: its directory as `run -d` left it."""
+    root = tmp_path / "vms"
+    (root / "web").mkdir(parents=True)
+    (root / "web" / "state.json").write_text(json.dumps({
+        "name": "web", "starter": 2 ** 22 + 1, "starter_start": 1, "created": 1700000000.0,
+        "command": ["sh", "-c", "exit 3"], "nonce": "0123", "pid": 2 ** 22 + 1, "pid_start": 1,
+        "started": 1700000001.0, "network": {"owner": "minivm-web", "address": "10.199.0.9"}}))
+    (root / "web" / "console.log").write_bytes(b"[    0.0] Linux version 6.1\r\n"
+                                               b"\nMINIVM:0123:init=6.1\n\nMINIVM:0123:exit=3\n")
+    return {"MINIVM_ROOT": str(root)}
+
+
+def test_inspect_prints_dockers_shape(ended_vm):
+    done = minivm("inspect", "web", env=ended_vm)
+    assert done.returncode == 0, done.stderr
+    (record,) = json.loads(done.stdout)
+    assert record["Id"] == record["Name"] == "web"
+    assert record["State"] == {"Status": "exited", "Running": False, "Paused": False, "Pid": 0,
+                               "ExitCode": 3, "StartedAt": "2023-11-14T22:13:21Z"}
+    assert record["Created"] == "2023-11-14T22:13:20Z"
+    assert record["Config"] == {"Cmd": ["sh", "-c", "exit 3"]}
+    assert record["Path"] == "sh" and record["Args"] == ["-c", "exit 3"]
+    assert record["NetworkSettings"] == {"IPAddress": "10.199.0.9"}
+
+
+def test_inspect_and_ps_take_go_templates(ended_vm):
+    done = minivm("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{json .Config.Cmd}}",
+                  "web", env=ended_vm)
+    assert (done.returncode, done.stdout) == (0, 'exited 3 ["sh","-c","exit 3"]\n')
+    done = minivm("ps", "--format", "{{.Name}}: {{.Status}} at {{.Address}}", env=ended_vm)
+    assert (done.returncode, done.stdout) == (0, "web: exited (3) at 10.199.0.9\n")
+    assert minivm("ps", env=ended_vm).stdout.splitlines()[1].split() == [
+        "web", "exited", "(3)", "-", "10.199.0.9", "sh", "-c", "exit", "3"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["inspect", "-f", "{{.State.Nope}}", "web"], "--format '{{.State.Nope}}': no field"),
+    (["inspect", "nosuch"], "no VM named nosuch"),
+    (["inspect"], "Missing argument 'NAME...'"),
+    ([], "Missing command"),
+    (["kernel"], "Missing command"),
+    (["stop", "-t", "x", "web"], "invalid float value: 'x'"),
+    (["run", "--kern", "x", "--", "true"], "unrecognized arguments: --kern"),  # no abbreviations
+])
+def test_bad_commands_are_one_line(ended_vm, args, message):
+    assert_one_line_error(minivm(*args, env=ended_vm), vm.EXIT_MINIVM_ERROR, message)
+
+
+def test_every_command_has_help():
+    from minivm import cli
+    for path in (["run"], ["sandbox"], ["ps"], ["inspect"], ["kernel"], ["kernel", "fetch"]):
+        done = minivm(*path, "--help")
+        assert done.returncode == 0 and done.stdout.startswith(
+            f"Usage: minivm {' '.join(path)} "), done.stderr
+    assert set(cli.minivm.commands) >= {"run", "sandbox", "ps", "inspect", "logs", "pause",
+                                        "resume", "stop", "rm", "gc", "kvm-hello", "kernel"}

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from minibox import security
+from minibox import seccomp, security
 from tests.seccomp_cases import HARMLESS_CALLS
 
 ALLOW = 0x7FFF0000
@@ -23,14 +23,14 @@ X86_64, I386 = 0xC000003E, 0x40000003
 SIGCHLD = 17
 CLONE_FILES, CLONE_NEWTIME, CLONE_NEWUTS, CLONE_NEWUSER = 0x400, 0x80, 0x04000000, 0x10000000
 SYS = {"getpid": 39, "clone": 56, "unshare": 272, "clone3": 435, "read": 0,
-       **security.BLOCKED_SYSCALLS}
+       **seccomp.BLOCKED_SYSCALLS}
 
 
 def run_filter(nr, args=(), arch=X86_64):
     """Interpret the classic BPF program on one struct seccomp_data, as the kernel would."""
     args = [a & 0xFFFFFFFFFFFFFFFF for a in (*args, 0, 0, 0, 0, 0, 0)[:6]]
     data = struct.pack("<iIQ6Q", nr, arch, 0, *args)
-    program, pc, a = security.seccomp_program(), 0, 0
+    program, pc, a = seccomp.seccomp_program(), 0, 0
     while True:
         code, jt, jf, k = program[pc]
         if code == 0x06:
@@ -44,7 +44,7 @@ def run_filter(nr, args=(), arch=X86_64):
 
 
 def test_program_is_small_and_jumps_stay_inside():
-    program = security.seccomp_program()
+    program = seccomp.seccomp_program()
     assert len(program) < 64
     for index, (code, jt, jf, k) in enumerate(program):
         if code & 0x07 == 0x05:  # BPF_JMP
@@ -52,7 +52,7 @@ def test_program_is_small_and_jumps_stay_inside():
     assert program[-1][0] == 0x06  # ends with a return
 
 
-@pytest.mark.parametrize("name", sorted(security.BLOCKED_SYSCALLS))
+@pytest.mark.parametrize("name", sorted(seccomp.BLOCKED_SYSCALLS))
 def test_blocked_calls_get_eperm(name):
     assert run_filter(SYS[name]) == EPERM
 
@@ -116,7 +116,7 @@ def status_field(name):
 
 def confined_child_results():
     security.set_no_new_privs()
-    security.install_seccomp_filter()
+    seccomp.install_filter()
     worker = threading.Thread(target=lambda: None)  # glibc tries clone3 first, then clone
     worker.start()
     worker.join()
@@ -156,3 +156,19 @@ def test_without_the_filter_root_gets_other_errors():
     """Proof the EPERMs above come from the filter: root, unfiltered, fails differently."""
     unfiltered = in_child(lambda: {name: call(name, *args) for name, args in HARMLESS_CALLS.items()})
     assert not {name: e for name, e in unfiltered.items() if e in ("EPERM", 0)}
+
+
+def test_explain_prints_the_program_as_assembly(capfd):
+    """--explain lists the filter the kernel gets, one instruction a line."""
+    from minibox import explain
+    program = seccomp.seccomp_program()
+
+    def body():
+        explain.configure(True)
+        security.set_no_new_privs()
+        seccomp.install_filter(program)
+        return None
+    in_child(body)
+    err = capfd.readouterr().err
+    assert f"program: {len(program)} instructions" in err
+    assert " 0: ld   arch" in err and "jeq  #0xc000003e, 2, 49" in err and "ret  SCMP_ACT_ERRNO(1)" in err

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from minibox.state import process_start_time
+from minibox.shared import process_start_time
 from tests.helpers import dead_minivm_leases, minivm_leftovers
 from tests.integration.conftest import host_netns  # noqa: F401 (a fixture)
 from tests.integration.test_network_cli import leases

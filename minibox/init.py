@@ -1,0 +1,269 @@
+"""What runs inside the container before execve(2): PID 1's story, and the steps `exec` shares.
+
+runc keeps its runtime (container_linux.go) apart from its init (standard_init_linux.go for
+PID 1, setns_init_linux.go for exec); container.py is the runtime's half, this file the
+init's. Everything here runs in a process that the runtime forked (container.spawn: PID 1)
+or that `minibox exec` forked once inside the container's namespaces (enter.py). Both take
+the same steps, in the same order, so that an exec'd process can never hold more than PID 1:
+
+    PID 1 (pid1)                               an exec'd process (enter.py)
+    new_session: setsid, signals, pdeathsig    new_session
+    enter namespaces; "ready" / "go"           (its parent: setns, chroot into PID 1's root)
+    set_process_limits                         set_process_limits
+    build the root, pivot_root, hostname, lo
+    [a pty as controlling terminal]            [a pty as controlling terminal]
+    prepare_exec: workdir, HOME, find the      prepare_exec
+      program, close inherited fds
+    [user namespace: become its root]          [user namespace: become its root]
+    "created"; block on exec.fifo; hooks
+    exec_confined: umask, seccomp,             exec_confined
+      capabilities, user, no_new_privs; execve
+
+Importing: after pivot_root (or exec's chroot) the process sees the container's files only,
+so nothing can be imported from our tree or the standard library any more: every module the
+steps after it need is imported before it (module level here, or the lazy imports marked
+"before pivot_root").
+"""
+import os
+import signal
+
+from . import explain, hooks, images, namespaces, network, rootfs, security, syscalls
+from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError, bug_line, failure_report
+from .spec import DEFAULT_PATH
+
+
+def pid1(spec, directory, channel, shared_netns=None):
+    """PID 1's own story: from fork(2) to execve(2). Never returns."""
+    exit_code = RUNTIME_ERROR
+    try:
+        new_session()
+        _connect_stdio(spec, directory)
+        namespaces.enter_namespaces(spec.namespaces)
+        if shared_netns is not None:
+            network.join_netns(shared_netns)
+        channel.send(b"ready")
+        go = channel.recv(65536)
+        if not go.startswith(b"go "):  # the runtime gave up
+            return
+        import json
+        creating_state = go[3:].decode()  # the OCI state JSON; empty without hooks
+        created_state = creating_state and json.dumps(
+            dict(json.loads(creating_state), status="created"), indent=2)
+        if "cgroup" in spec.namespaces:
+            namespaces.enter_cgroup_namespace(spec.namespaces["cgroup"])
+        set_process_limits(spec)
+        merged = _build_root(spec, directory)
+        hooks.run(spec, ("createContainer",), creating_state)
+        if spec.hooks.get("startContainer"):
+            import subprocess  # noqa: F401 -- for hooks.run after pivot_root, when our tree is gone
+        if spec.tty:
+            from . import terminal  # before pivot_root
+        # Opened now, written after pivot_root through /proc/self/fd: the host path is gone then.
+        exec_fifo = os.open(directory.file("exec.fifo"), os.O_PATH | os.O_CLOEXEC)
+        joined_user_namespace = spec.namespaces.get("user") and os.open(
+            spec.namespaces["user"], os.O_RDONLY | os.O_CLOEXEC)
+        if spec.use_chroot:
+            rootfs.chroot_to(merged)
+        else:
+            rootfs.pivot_to(merged)
+        if spec.rootfs_propagation:
+            rootfs.set_root_propagation(spec.rootfs_propagation)
+        if _new_namespace(spec, "uts") and spec.hostname:
+            namespaces.set_hostname(spec.hostname)
+        if _new_namespace(spec, "network"):
+            network.bring_up_loopback()
+        if spec.tty:
+            terminal.open_console(channel)
+        program, env = prepare_exec(spec, spec.command)
+        if spec.userns:
+            namespaces.enter_user_namespace(joined_user_namespace)
+            channel.send(b"userns")
+            if channel.recv(16) != b"mapped":
+                return
+            namespaces.become_namespace_root()
+        channel.send(b"created")
+        _wait_for_start(exec_fifo)
+        hooks.run(spec, ("startContainer",), created_state)
+        exec_confined(spec, program, spec.command, env)
+    except MiniboxError as error:
+        exit_code = error.exit_code
+        _report(channel, exit_code, error)
+    except OSError as error:
+        _report(channel, exit_code, error)
+    except BaseException as error:  # anything else must still end this process, not return
+        _report(channel, exit_code, bug_line(error))
+    finally:
+        os._exit(exit_code)
+
+
+def new_session():
+    """The first steps of PID 1 and of an exec'd process, right after fork(2): a session of
+    its own (setsid(2): signals reach it only as its parent forwards them), default signal
+    dispositions, and death with its parent (if the runtime dies, so does the container,
+    and gc finds the ledger)."""
+    os.setsid()
+    # An ignored signal stays ignored across execve(2) (signal(7)), and Python ignores
+    # SIGPIPE: `yes | head` in the container would then never end by SIGPIPE. A caller
+    # started with `nohup` or `&` passes SIG_IGN for SIGHUP/SIGINT down the same way.
+    for signum in signal.valid_signals():
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(signum, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass  # real-time signals the C library keeps for itself
+    syscalls.set_parent_death_signal(signal.SIGKILL)
+
+
+def _new_namespace(spec, kind):
+    return kind in spec.namespaces and spec.namespaces[kind] is None
+
+
+def _connect_stdio(spec, directory):
+    """stdin: /dev/null unless -i/-t; stdout and stderr of a detached container: its log."""
+    if not spec.interactive and not spec.tty:
+        null_stdin()
+    if spec.detach:
+        log = os.open(directory.file("container.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                      0o640)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+
+
+def null_stdin():
+    """stdin from /dev/null: a command that reads it sees end of file at once, as in Docker
+    without -i."""
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+
+
+def lowerdir(spec):
+    """overlayfs' lowerdir option: the image's layers, top first (or --rootfs)."""
+    return ":".join([spec.rootfs] if spec.rootfs else images.image_layers(spec.image))
+
+
+def _build_root(spec, directory):
+    """The container's root filesystem, still seen from the host's tree: returns its path."""
+    merged = directory.file("rootfs")
+    rootfs.make_mounts_private()
+    # `run`: no device node made inside may be opened, unless --privileged (see
+    # rootfs.make_default_devices). An OCI bundle says so in its mount options instead.
+    nodev = spec.root_path is None and not spec.privileged
+    if spec.root_path is None:
+        rootfs.mount_overlay(lowerdir(spec), directory.file("upper"), directory.file("work"),
+                             merged, nodev)
+    else:
+        rootfs.bind_root(spec.root_path, merged)
+    for entry in spec.mounts + [volume.mount(nodev) for volume in spec.volumes]:
+        rootfs.mount_entry(merged, entry.destination, entry.type, entry.source, entry.options,
+                           own_cgroup_namespace="cgroup" in spec.namespaces,
+                           own_network_namespace=_new_namespace(spec, "network"))
+    for device in spec.devices:
+        rootfs.create_device(rootfs.path_in_root(merged, device["path"]), device["type"],
+                             device.get("major", 0), device.get("minor", 0),
+                             device.get("fileMode", 0o666), device.get("uid", 0),
+                             device.get("gid", 0))
+    if spec.sysctl:
+        rootfs.set_sysctls(merged, spec.sysctl)
+    rootfs.mask_paths(merged, spec.masked_paths, spec.readonly_paths)
+    # docker run -w and runc both create a missing working directory (before `readonly`).
+    os.makedirs(rootfs.path_in_root(merged, spec.workdir), exist_ok=True)
+    if spec.read_only:
+        rootfs.make_root_read_only(merged, nodev)
+    return merged
+
+
+@explain.step("Set the process's resource limits and OOM score",
+              syscall="setrlimit(RLIMIT_*, {{soft, hard}}); write /proc/self/oom_score_adj",
+              man="setrlimit(2), proc(5)")
+def set_process_limits(spec):
+    """PID 1 before its root is built; an exec'd process inside the container, whose
+    caller imported `resource` before chroot (enter.py)."""
+    if spec.rlimits:  # an OCI bundle's: `run` sets none, and skips the import (~1 ms)
+        import resource
+        for name, soft, hard in spec.rlimits:
+            resource.setrlimit(getattr(resource, name), (soft, hard))
+    if spec.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as score:
+            score.write(str(spec.oom_score_adj))
+
+
+def prepare_exec(spec, command):
+    """In the container's root, still with every privilege: go to the working directory,
+    find the program, close what the caller passed on. Returns (program, environment)."""
+    os.chdir(spec.workdir)
+    env = spec.env if "HOME" in spec.env else dict(spec.env, HOME=home_directory(spec.user))
+    program = find_program(command[0], env.get("PATH", DEFAULT_PATH))
+    close_inherited_fds()
+    return program, env
+
+
+def home_directory(user):
+    """HOME for a spec that sets none, from the container's /etc/passwd (as runc does)."""
+    entry = security.find_entry("/etc/passwd", (user or "0").partition(":")[0])
+    return entry[5] if entry and len(entry) > 5 else "/"
+
+
+def find_program(name, path):
+    """Look CMD up in the container's PATH before `created`, as runc does, so that a typo
+    fails at create time with 127 instead of after start."""
+    candidates = [name] if "/" in name else [os.path.join(d, name) for d in path.split(":") if d]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            if not os.access(candidate, os.X_OK):
+                raise MiniboxError(f"{name}: permission denied", CANNOT_RUN)
+            return candidate
+    raise MiniboxError(f"{name}: command not found in the container", NOT_FOUND)
+
+
+@explain.step("Close every file descriptor inherited from whoever started minibox",
+              syscall="close(fd) for each fd > 2 without FD_CLOEXEC", man="close(2), fcntl(2)")
+def close_inherited_fds():
+    """PID 1 before `created`, and `exec` before it joins anything and again in the exec'd
+    process: the container gets stdin, stdout and stderr of our caller, nothing else.
+    Python opens every file of its own with O_CLOEXEC (PEP 446), so an fd without it came
+    from the caller."""
+    # CVE-2024-21626: runc leaked an fd of the host's /sys/fs/cgroup into the container, and
+    # `cwd=/proc/self/fd/7` walked out of the root. An fd of a host directory that a caller
+    # of `exec` holds open does the same through /proc/self/fd/N/.. -- and any process of
+    # the container can open /proc/<pid>/fd/N of the exec'd one while it runs. So these are
+    # closed outright, not only marked close-on-exec: gone before the container can see us.
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                os.close(fd)
+        except OSError:
+            pass  # the fd of the listdir itself, already closed
+
+
+@explain.step("Block until `start`: open exec.fifo for writing (waits for a reader)",
+              syscall='open("/proc/self/fd/N", O_WRONLY); write(fd, "0", 1)', man="fifo(7)")
+def _wait_for_start(exec_fifo):
+    fifo = os.open(f"/proc/self/fd/{exec_fifo}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fifo, b"0")
+    os.close(fifo)
+    os.close(exec_fifo)
+
+
+def exec_confined(spec, program, command, env):
+    """The last steps of PID 1 and of `exec`: umask, then what security.confine gives up
+    (seccomp, capabilities, user, no_new_privs), then execve(2). Last, so that everything
+    before still runs as root with every capability. Never returns."""
+    if spec.umask is not None:
+        os.umask(spec.umask)
+    security.confine(spec.security or security.SecurityProfile(), spec.user,
+                     spec.additional_gids)
+    syscalls.set_parent_death_signal(signal.SIGKILL)  # changing uid (--user) cleared it
+    try:
+        os.execve(program, command, env)
+    except OSError as error:  # ENOEXEC, or a file that changed since find_program
+        raise MiniboxError(f"{command[0]}: {error.strerror}", CANNOT_RUN) from None
+
+
+def _report(channel, exit_code, message):
+    try:
+        channel.send(failure_report(exit_code, message))
+    except OSError:
+        pass
