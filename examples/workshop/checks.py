@@ -197,7 +197,7 @@ def level_06(run, root):
     field = lambda name: lambda: _status_field(run.output(*status), name)  # noqa: E731
     return [
         Check("Seccomp: 2 (a filter) in /proc/self/status", lambda: _equals(field("Seccomp"), "2"),
-              "prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)", "install_seccomp_filter"),
+              "prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)", "install_filter"),
         Check("NoNewPrivs: 1", lambda: _equals(field("NoNewPrivs"), "1"),
               "prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)", "set_no_new_privs"),
         Check("CAP_SYS_ADMIN is out of the bounding set", lambda: _sys_admin_gone(field("CapBnd")),
@@ -205,7 +205,7 @@ def level_06(run, root):
         Check("mount(2) is refused", lambda: _ran(
             run, ["run", "--root", root, "--", "mount", "-t", "tmpfs", "x", "/mnt"],
             lambda c, s: c != 0), "deny mount in the seccomp filter, drop CAP_SYS_ADMIN",
-            "install_seccomp_filter"),
+            "install_filter"),
     ]
 
 

@@ -4,7 +4,8 @@
     python3 examples/workshop/levels.py solution 03 > mybox.py   # level 03 solved
 
 solutions/mybox.py holds every level's solution once, between `# >>> NN` and `# <<< NN`;
-after `# --- NN` come the `#~` lines the starting file has there instead (the TODOs). Level
+after `# --- NN` come the `#~` lines the starting file has there instead (the TODOs), and
+between `# +++ NN` and `# <<< NN` the code given from level NN on, solved or not. Level
 NN's starting file is levels before NN solved, NN's TODOs, nothing of later levels; so the
 solution of level NN is the starting file of level NN+1 without its TODOs. One source keeps
 the ten starting files and ten solutions from drifting apart.
@@ -16,8 +17,10 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE = os.path.join(HERE, "solutions", "mybox.py")
 LEVELS = {0: "00_fork_exec", 1: "01_uts_pid", 2: "02_mount_pivot_root", 3: "03_overlay",
-          4: "04_cgroups", 5: "05_network", 6: "06_security", 7: "07_userns"}
-MARK = re.compile(r"\s*# (>>>|---|<<<) (\d\d)$")
+          4: "04_cgroups", 5: "05_network", 6: "06_security", 7: "07_userns", 8: "08_vm",
+          9: "09_raw_kvm"}
+MARK = re.compile(r"\s*# (>>>|---|\+\+\+|<<<) (\d\d)$")
+PARTS = {">>>": "solution", "---": "todo", "+++": "given", "<<<": None}
 
 
 def render(level, solved):
@@ -28,10 +31,10 @@ def render(level, solved):
             mark = MARK.match(line.rstrip("\n"))
             if mark:
                 kind, number = mark.group(1), int(mark.group(2))
-                block, part = (number, "solution") if kind == ">>>" else \
-                    (number, "todo") if kind == "---" else (None, None)
+                part = PARTS[kind]
+                block = number if part else None
                 continue
-            if block is None:
+            if block is None or (part == "given" and block <= level):
                 out.append(line)
             elif part == "solution" and (block < level or (block == level and solved)):
                 out.append(line)
@@ -47,7 +50,7 @@ def folder(level):
 def main():
     if len(sys.argv) != 3 or sys.argv[1] not in ("start", "solution") or \
             not sys.argv[2].isdigit() or int(sys.argv[2]) not in LEVELS:
-        sys.exit("usage: levels.py start|solution LEVEL (00 to 07)")
+        sys.exit("usage: levels.py start|solution LEVEL (00 to 09)")
     sys.stdout.write(render(int(sys.argv[2]), sys.argv[1] == "solution"))
 
 

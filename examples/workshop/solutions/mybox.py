@@ -18,6 +18,15 @@ import tempfile
 # >>> 06
 import struct
 # <<< 06
+# +++ 08
+import re
+import shlex
+import subprocess
+# <<< 08
+# +++ 09
+import fcntl
+import mmap
+# <<< 09
 
 libc = ctypes.CDLL(None, use_errno=True)
 # >>> 01
@@ -34,6 +43,16 @@ BRIDGE, BRIDGE_ADDRESS = "myboxbr0", "10.231.0.1"
 CLONE_NEWUSER = 0x10000000
 HOST_ID = 100000  # container uid/gid 0 is host uid/gid 100000: root inside, nobody outside
 # <<< 07
+# +++ 09
+# ioctl numbers as _IO/_IOR/_IOW compute them (KVMIO 0xAE; include/uapi/linux/kvm.h)
+KVM_CREATE_VM, KVM_GET_VCPU_MMAP_SIZE, KVM_CREATE_VCPU = 0xAE01, 0xAE04, 0xAE41
+KVM_SET_USER_MEMORY_REGION, KVM_SET_TSS_ADDR, KVM_RUN = 0x4020AE46, 0xAE47, 0xAE80
+KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS = 0x4090AE82, 0x8138AE83, 0x4138AE84
+KVM_EXIT_IO, KVM_EXIT_HLT = 2, 5
+# 16-bit real-mode code: write the message at 0x1010 to port 0x3f8 (COM1) byte by byte, hlt.
+GUEST = bytes([0xBE, 0x10, 0x10, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB,
+               0xF8, 0xF4, 0x90]) + b"Hello, KVM!\n\0"
+# <<< 09
 
 
 def check(result, what):
@@ -321,6 +340,143 @@ def run(args):
 # <<< 00
 
 
+# >>> 08
+INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+. /command
+"$@"
+echo "mybox-exit=$?"
+reboot -f
+"""
+
+
+def cpio_entry(name, mode, data=b"", rdev=(0, 0)):
+    """One file of a cpio "newc" archive, the format the kernel unpacks into its first root
+    (Documentation/driver-api/early-userspace/buffer-format.rst): "070701", 13 fields of 8
+    hex digits (ino mode uid gid nlink mtime filesize maj min rmaj rmin namesize check), the
+    NUL-terminated name and the data, each padded to 4 bytes."""
+    name = name.encode() + b"\0"
+    fields = [1, mode, 0, 0, 1, 0, len(data), 0, 0, *rdev, len(name), 0]
+    header = b"070701" + b"".join(b"%08x" % field for field in fields) + name
+    return header + b"\0" * (-len(header) % 4) + data + b"\0" * (-len(data) % 4)
+
+
+def write_initramfs(path, command):
+    """An initramfs of busybox, /init and the command; the kernel runs /init as PID 1."""
+    with open("/bin/busybox", "rb") as busybox:
+        files = [("bin", 0o040755, b""), ("proc", 0o040755, b""), ("dev", 0o040755, b""),
+                 ("bin/busybox", 0o100755, busybox.read()), ("init", 0o100755, INIT.encode()),
+                 ("command", 0o100644, f"set -- {shlex.join(command)}\n".encode())]
+    archive = [cpio_entry(name, mode, data) for name, mode, data in files]
+    # The kernel opens /dev/console as init's stdin and stdout before init runs
+    # (init/main.c): without this character device (5, 1) the command prints nowhere.
+    archive.append(cpio_entry("dev/console", 0o020600, rdev=(5, 1)))
+    with open(path, "wb") as out:
+        out.write(b"".join(archive + [cpio_entry("TRAILER!!!", 0)]))
+
+
+def qemu_argv(args, initrd):
+    """QEMU's command line (qemu-system-x86_64(1)): a machine, RAM, a kernel, an initramfs."""
+    # reboot=t: /init's `reboot -f` resets by triple fault, which -no-reboot turns into
+    # QEMU's exit; panic=-1 does the same for a panic, instead of a hang.
+    # loglevel=1: only emergencies on the console, not the kernel's boot story (microvm has
+    # no PCI bus, and even that is an error line).
+    append = "console=ttyS0 reboot=t panic=-1 loglevel=1"
+    cpu = ["-cpu", "host"] if args.accel == "kvm" else []
+    if args.accel == "tcg":  # microvm has no timer to calibrate the guest's TSC against, and
+        # under TCG it ticks at the host's rate: say which, or some boots stall at calibration.
+        with open("/proc/cpuinfo") as cpuinfo:
+            mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", cpuinfo.read()).group(1)
+        append += f" tsc_early_khz={round(float(mhz) * 1000)}"
+    return ["qemu-system-x86_64", "-M", "microvm", "-accel", args.accel, *cpu,
+            "-m", f"{args.memory}M", "-nodefaults", "-no-user-config", "-display", "none",
+            "-serial", "stdio", "-no-reboot", "-kernel", args.kernel, "-initrd", initrd,
+            "-append", append]
+# --- 08
+#~ def write_initramfs(path, command):
+#~     """An initramfs of busybox, /init and the command; the kernel runs /init as PID 1."""
+#~     # TODO 08: a cpio "newc" archive (buffer-format.rst) holding bin/busybox, /init (a
+#~     # busybox sh script: install the applets, mount /proc, run the command, print
+#~     # mybox-exit=$?, reboot -f), the command, and the character device dev/console (5, 1).
+#~
+#~
+#~ def qemu_argv(args, initrd):
+#~     """QEMU's command line (qemu-system-x86_64(1)): a machine, RAM, a kernel, an initramfs."""
+#~     # TODO 08: qemu-system-x86_64 -M microvm -accel ACCEL -m MEMORYM -nodefaults
+#~     # -display none -serial stdio -no-reboot -kernel KERNEL -initrd INITRD
+#~     # -append "console=ttyS0 reboot=t panic=-1 loglevel=1" (+ tsc_early_khz=, see README)
+#~     return ["true"]
+# <<< 08
+# +++ 08
+
+
+def boot(args):
+    """Boot args.kernel with an initramfs that runs the command; return the command's code."""
+    scratch = tempfile.mkdtemp(prefix="mybox-")
+    try:
+        initrd = os.path.join(scratch, "initrd")
+        write_initramfs(initrd, args.command)
+        output = subprocess.run(qemu_argv(args, initrd), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE).stdout.decode(errors="replace")
+    finally:
+        shutil.rmtree(scratch)
+    printed, _, code = output.replace("\r\n", "\n").partition("mybox-exit=")
+    sys.stdout.write(printed)
+    return int(re.match(r"\d*", code).group() or 1)  # no mybox-exit=: the guest never got there
+# <<< 08
+
+
+# >>> 09
+def kvm_hello():
+    """A VM from /dev/kvm ioctls alone (Documentation/virt/kvm/api.rst): 64 KiB of memory,
+    one vCPU in real mode running GUEST, and this loop playing the serial port it writes to."""
+    kvm = os.open("/dev/kvm", os.O_RDWR)
+    vm = fcntl.ioctl(kvm, KVM_CREATE_VM, 0)
+    memory = mmap.mmap(-1, 0x10000)  # guest RAM is memory of this process
+    memory[0x1000:0x1000 + len(GUEST)] = GUEST
+    address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    fcntl.ioctl(vm, KVM_SET_USER_MEMORY_REGION, struct.pack("=IIQQQ", 0, 0, 0, 0x10000, address))
+    # Intel VT-x runs real mode through a 3-page TSS outside guest RAM (api.rst 4.48).
+    fcntl.ioctl(vm, KVM_SET_TSS_ADDR, 0x7FFFD000)
+    vcpu = fcntl.ioctl(vm, KVM_CREATE_VCPU, 0)
+    run = mmap.mmap(vcpu, fcntl.ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE))  # struct kvm_run
+    sregs = bytearray(312)  # struct kvm_sregs; it starts with cs: base (u64), limit, selector
+    fcntl.ioctl(vcpu, KVM_GET_SREGS, sregs)
+    struct.pack_into("=QIH", sregs, 0, 0, 0xFFFF, 0)  # CS base 0: RIP is a physical address
+    fcntl.ioctl(vcpu, KVM_SET_SREGS, bytes(sregs))
+    # struct kvm_regs: rax rbx rcx rdx rsi rdi rsp rbp r8..r15 rip rflags; rflags bit 1 is 1.
+    fcntl.ioctl(vcpu, KVM_SET_REGS, struct.pack("=18Q", *[0] * 16, 0x1000, 0x2))
+    written = b""
+    for _ in range(100):
+        fcntl.ioctl(vcpu, KVM_RUN, 0)
+        reason = struct.unpack_from("=I", run, 8)[0]  # kvm_run.exit_reason
+        if reason == KVM_EXIT_IO:  # the exit's union at 32: direction size port count offset
+            _, size, port, count, offset = struct.unpack_from("=BBHIQ", run, 32)
+            written += run[offset:offset + size * count]
+            print(f"KVM_EXIT_IO: out to port {port:#x}: {written[-1:]!r}")
+        elif reason == KVM_EXIT_HLT:
+            print("KVM_EXIT_HLT")
+            break
+        else:
+            print(f"exit reason {reason}")
+            break
+    print(f"the guest wrote {written.decode(errors='replace')!r}")
+    return 0
+# --- 09
+#~ def kvm_hello():
+#~     """A VM from /dev/kvm ioctls alone (Documentation/virt/kvm/api.rst): 64 KiB of memory,
+#~     one vCPU in real mode running GUEST, and this loop playing the serial port it writes to."""
+#~     # TODO 09: open /dev/kvm; KVM_CREATE_VM; mmap 64 KiB, GUEST at 0x1000 in it;
+#~     # KVM_SET_USER_MEMORY_REGION (slot 0, guest address 0); KVM_SET_TSS_ADDR 0x7FFFD000;
+#~     # KVM_CREATE_VCPU; mmap its struct kvm_run (KVM_GET_VCPU_MMAP_SIZE); CS base 0 with
+#~     # KVM_GET_SREGS/KVM_SET_SREGS; KVM_SET_REGS with rip 0x1000, rflags 2; then KVM_RUN
+#~     # in a loop: print "KVM_EXIT_IO: ..." for each `out`, "KVM_EXIT_HLT" at the end, and
+#~     # "the guest wrote '...'".
+#~     return 1
+# <<< 09
+
+
 def main():
     parser = argparse.ArgumentParser(prog="mybox.py")
     commands = parser.add_subparsers(dest="action", required=True)
@@ -342,10 +498,23 @@ def main():
     run_parser.add_argument("--userns", action="store_true", help="root inside, nobody outside")
 # <<< 07
     run_parser.add_argument("command", nargs="+")
+    actions = {"run": run}
+# +++ 08
+    vm_parser = commands.add_parser("vm", help="run COMMAND in a virtual machine (QEMU)")
+    vm_parser.add_argument("--kernel", required=True, help="an uncompressed vmlinux (PVH)")
+    vm_parser.add_argument("--memory", type=int, default=128, help="guest RAM in MiB")
+    vm_parser.add_argument("--accel", choices=("kvm", "tcg"), default="kvm")
+    vm_parser.add_argument("command", nargs="+")
+    actions["vm"] = boot
+# <<< 08
+# +++ 09
+    commands.add_parser("kvm", help="a real-mode guest on raw /dev/kvm ioctls")
+    actions["kvm"] = lambda args: kvm_hello()
+# <<< 09
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("mybox.py: must be run as root (try sudo)")
-    sys.exit(run(args))
+    sys.exit(actions[args.action](args))
 
 
 if __name__ == "__main__":
