@@ -23,33 +23,37 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the project root: 
 
 
 def locate(name):
-    """'minibox/rootfs.py:343 (pivot_to)': where minibox or minivm defines function `name`.
-    Narrated steps (explain.step) first; then any function of that name in either package."""
+    """'minibox/rootfs.py:343 (pivot_to)': where minibox or minivm defines function `name`,
+    or `module.name` when the bare name is not unique. Narrated steps (explain.step) first;
+    then any function of that name in either package."""
     from minibox import explain
-    candidates = []
+    module_name, _, function = name.rpartition(".")
+    suffix = f".{module_name}" if module_name else ""
+    found = {explain.where(func) for func in explain._steps
+             if func.__name__ == function and func.__module__.endswith(suffix)}
     for package in ("minibox", "minivm"):
+        if found:
+            break
         root = importlib.import_module(package)
         for module in pkgutil.walk_packages(root.__path__, package + "."):
-            if module.name.endswith("__main__"):  # importing it would run the CLI
-                continue
+            if module.name.endswith("__main__") or not module.name.endswith(suffix):
+                continue  # importing __main__ would run the CLI
             try:
-                candidates.append(importlib.import_module(module.name))
+                func = getattr(importlib.import_module(module.name), function, None)
             except Exception:  # a module that needs what this host lacks: not a step of ours
                 continue
-    for func in explain._steps:
-        if func.__name__ == name:
-            return f"{explain.where(func)} ({name})"
-    for module in candidates:
-        func = getattr(module, name, None)
-        if callable(func) and getattr(func, "__module__", None) == module.__name__:
-            return f"{explain.where(func)} ({name})"
-    return f"(no function {name} in minibox or minivm: the check table needs updating)"
+            if callable(func) and getattr(func, "__module__", None) == module.name:
+                found.add(explain.where(func))
+    if len(found) != 1:
+        return f"(no function {name} in minibox or minivm, or more than one: " \
+            f"{sorted(found)}; the check table needs updating)"
+    return f"{found.pop()} ({name})"
 
 
 def main():
     if len(sys.argv) not in (2, 3) or not sys.argv[1].isdigit() or \
             int(sys.argv[1]) not in checks.LEVELS:
-        sys.exit("usage: check.py LEVEL [FILE]  (LEVEL 00 to 07)")
+        sys.exit("usage: check.py LEVEL [FILE]  (LEVEL 00 to 09)")
     level = int(sys.argv[1])
     default = os.path.join(HERE, checks.LEVELS[level], "mybox.py")
     program = os.path.abspath(sys.argv[2] if len(sys.argv) == 3 else default)
@@ -67,8 +71,9 @@ def main():
                 print(f"PASS {check.name}")
             else:
                 failed += 1
+                where = locate(check.minibox)
                 print(f"FAIL {check.name}: saw {saw}; hint: {check.hint}; "
-                      f"minibox does it at {locate(check.minibox)}")
+                      f"{where.partition('/')[0]} does it at {where}")
             sys.stdout.flush()
     finally:
         checks.clean_up(scratch)

@@ -85,13 +85,14 @@ def level_00(run, root):
     return [
         Check("the command runs and prints", lambda: _ran(
             run, ["run", "--", "echo", "hello"], lambda c, s: c == 0 and "'hello'" in s),
-            "fork(), then execvp() in the child; the parent waitpid()s", "wait_for"),
+            "fork(), then execvp() in the child; the parent waitpid()s", "spawn"),
         Check("its exit code comes back", lambda: _ran(
             run, ["run", "--", "sh", "-c", "exit 3"], lambda c, s: c == 3),
-            "os.waitstatus_to_exitcode(status) is the child's exit code", "wait"),
+            "os.waitstatus_to_exitcode(status) is the child's exit code", "container.wait_for"),
         Check("killed by SIGKILL gives 137", lambda: _ran(
             run, ["run", "--", "sh", "-c", "kill -9 $$"], lambda c, s: c == 137 and "survived" not in s),
-            "a signal N shows as -N from waitstatus_to_exitcode: return 128 + N", "wait"),
+            "a signal N shows as -N from waitstatus_to_exitcode: return 128 + N",
+            "container.wait_for"),
     ]
 
 
@@ -214,12 +215,62 @@ def level_07(run, root):
     return [
         Check("root inside", lambda: _ran(run, userns + ["id", "-u"], lambda c, s: "'0'" in s),
               "unshare(CLONE_NEWUSER), wait for the maps, setgid(0), setuid(0)",
-              "enter_user_namespace"),
+              "namespaces.enter_user_namespace"),
         Check("nobody outside", lambda: _ran(
             run, userns + ["cat", "/proc/self/uid_map"],
             lambda c, s: re.search(r"'?\s*0\s+([1-9]\d*)\s+\d+", s) is not None),
             "the parent writes '0 HOST_ID 65536' to /proc/PID/uid_map and gid_map, "
             "HOST_ID not 0", "write_id_maps"),
+    ]
+
+
+def level_08(run, root):
+    def vm(*args):
+        """mybox.py vm with the kernel minivm boots and the accelerator it would pick."""
+        from minivm import accel, kernel
+        found = kernel.find(None, kernel.cache_dir(), progress=lambda message: None)
+        code, saw = run("vm", "--kernel", str(found.vmlinux), "--accel",
+                        accel.choose("auto").name, *args)
+        return code, saw, found.release
+
+    def own_kernel():
+        code, saw, release = vm("--", "uname", "-r")
+        return code == 0 and f"'{release}'" in saw and release != os.uname().release, saw
+
+    def exit_code():
+        code, saw, _ = vm("--", "sh", "-c", "exit 3")
+        return code == 3, saw
+
+    def memory():
+        _, saw, _ = vm("--memory", "256", "--", "grep", "MemTotal", "/proc/meminfo")
+        kib = re.search(r"MemTotal:\s*(\d+) kB", saw)
+        return kib is not None and 180 << 10 < int(kib.group(1)) <= 256 << 10, saw
+    return [
+        Check("the guest boots its own kernel and runs the command", own_kernel,
+              "-kernel VMLINUX -initrd INITRD -append 'console=ttyS0 ...' -serial stdio; the "
+              "initramfs needs bin/busybox, an executable /init and dev/console", "qemu_options"),
+        Check("its exit code comes back from the guest", exit_code,
+              "/init prints mybox-exit=$? after the command; boot() reads it", "base_archive"),
+        Check("the guest has the RAM --memory asked for", memory,
+              "-m MIB: without it QEMU gives the guest 128 MiB", "qemu_options"),
+    ]
+
+
+def level_09(run, root):
+    def exits():
+        lines = run.output("kvm").splitlines()
+        io = [line for line in lines if line.startswith("KVM_EXIT_IO")]
+        halted = [line for line in lines if line.startswith("KVM_EXIT")][-1:] == ["KVM_EXIT_HLT"]
+        return len(io) == len(b"Hello, KVM!\n") and halted, f"{len(io)} KVM_EXIT_IO lines, " \
+            f"last exit {'KVM_EXIT_HLT' if halted else 'not KVM_EXIT_HLT'}"
+    return [
+        Check("the guest's message comes out of port 0x3f8", lambda: _ran(
+            run, ["kvm"], lambda c, s: c == 0 and "wrote 'Hello, KVM!\\n'" in s),
+            "KVM_CREATE_VM, memory with KVM_SET_USER_MEMORY_REGION, KVM_CREATE_VCPU, CS base 0, "
+            "RIP 0x1000, then KVM_RUN: on KVM_EXIT_IO the bytes are at kvm_run + data_offset",
+            "run_lesson"),
+        Check("one KVM_EXIT_IO per byte, then KVM_EXIT_HLT", exits,
+              "call KVM_RUN again after each KVM_EXIT_IO; stop at KVM_EXIT_HLT", "run_lesson"),
     ]
 
 
@@ -255,8 +306,10 @@ def for_level(level, program, scratch):
     """The checks of `level`, with what they need made in scratch."""
     with open(HOST_FILE, "w") as marker:
         marker.write("host only\n")
-    root = busybox_root(os.path.join(scratch, "root"), escape=level == 2) if level >= 2 else None
-    makers = [level_00, level_01, level_02, level_03, level_04, level_05, level_06, level_07]
+    root = busybox_root(os.path.join(scratch, "root"), escape=level == 2) \
+        if 2 <= level <= 7 else None
+    makers = [level_00, level_01, level_02, level_03, level_04, level_05, level_06, level_07,
+              level_08, level_09]
     return makers[level](Runner(program, scratch), root)
 
 
