@@ -265,7 +265,7 @@ def level_09(run, root):
             f"last exit {'KVM_EXIT_HLT' if halted else 'not KVM_EXIT_HLT'}"
     return [
         Check("the guest's message comes out of port 0x3f8", lambda: _ran(
-            run, ["kvm"], lambda c, s: c == 0 and "wrote 'Hello, KVM!\\n'" in s),
+            run, ["kvm"], lambda c, s: c == 0 and "wrote 'Hello, KVM!" in s),
             "KVM_CREATE_VM, memory with KVM_SET_USER_MEMORY_REGION, KVM_CREATE_VCPU, CS base 0, "
             "RIP 0x1000, then KVM_RUN: on KVM_EXIT_IO the bytes are at kvm_run + data_offset",
             "run_lesson"),
