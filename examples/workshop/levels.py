@@ -2,6 +2,7 @@
 
     python3 examples/workshop/levels.py start 03 > mybox.py      # level 03's starting file
     python3 examples/workshop/levels.py solution 03 > mybox.py   # level 03 solved
+    python3 examples/workshop/levels.py write      # every NN_name/mybox.py, after a change
 
 solutions/mybox.py holds every level's solution once, between `# >>> NN` and `# <<< NN`;
 after `# --- NN` come the `#~` lines the starting file has there instead (the TODOs), and
@@ -47,10 +48,19 @@ def folder(level):
     return os.path.join(HERE, LEVELS[level])
 
 
+def write_starting_files():
+    """Each level's folder's mybox.py: the committed starting files, made again."""
+    for level in LEVELS:
+        with open(os.path.join(folder(level), "mybox.py"), "w") as starting:
+            starting.write(render(level, solved=False))
+
+
 def main():
+    if sys.argv[1:] == ["write"]:
+        return write_starting_files()
     if len(sys.argv) != 3 or sys.argv[1] not in ("start", "solution") or \
             not sys.argv[2].isdigit() or int(sys.argv[2]) not in LEVELS:
-        sys.exit("usage: levels.py start|solution LEVEL (00 to 09)")
+        sys.exit("usage: levels.py start|solution LEVEL (00 to 09), or levels.py write")
     sys.stdout.write(render(int(sys.argv[2]), sys.argv[1] == "solution"))
 
 

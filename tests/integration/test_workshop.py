@@ -102,9 +102,8 @@ def test_every_minibox_step_named_by_a_check_exists(tmp_path):
 
 @pytest.mark.parametrize("level", sorted(levels.LEVELS))
 def test_each_level_folder_holds_its_generated_starting_file_and_a_readme(level):
-    """The committed NN_name/mybox.py is `levels.py start NN`, byte for byte: regenerate it
-    (python3 examples/workshop/levels.py start NN > examples/workshop/NN_name/mybox.py)
-    after changing solutions/mybox.py."""
+    """The committed NN_name/mybox.py is `levels.py start NN`, byte for byte: after changing
+    solutions/mybox.py, `python3 examples/workshop/levels.py write` makes them again."""
     folder = levels.folder(level)
     with open(os.path.join(folder, "mybox.py")) as committed:
         assert committed.read() == levels.render(level, solved=False)
