@@ -227,8 +227,11 @@ def level_07(run, root):
 def level_08(run, root):
     def vm(*args):
         """mybox.py vm with the kernel minivm boots and the accelerator it would pick."""
-        from minivm import accel, kernel
-        found = kernel.find(None, kernel.cache_dir(), progress=lambda message: None)
+        from minivm import MinivmError, accel, kernel
+        try:
+            found = kernel.find(None, kernel.cache_dir(), progress=lambda message: None)
+        except MinivmError as error:  # no kernel at hand and none to fetch: `sudo make demo`
+            return -1, f"no guest kernel: {error}", None
         code, saw = run("vm", "--kernel", str(found.vmlinux), "--accel",
                         accel.choose("auto").name, *args)
         return code, saw, found.release

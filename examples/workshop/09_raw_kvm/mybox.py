@@ -1,11 +1,13 @@
 """mybox: a container runtime in one file, written level by level in the workshop.
 
-    sudo python3 mybox.py run [options] -- COMMAND [ARG...]
+    sudo python3 mybox.py run [options] -- COMMAND [ARG...]     # levels 00-07
+    sudo python3 mybox.py vm --kernel VMLINUX -- COMMAND        # level 08
+    sudo python3 mybox.py kvm                                   # level 09
 
-Every level adds one kernel interface. This is the reference for all of them: the lines
-between `# >>> NN` and `# <<< NN` are level NN's solution, and the `#~` lines after
-`# --- NN` are what the participant's starting file holds there instead. levels.py turns this
-file into level NN's starting file or its solution (see examples/workshop/README.md).
+Every level adds one kernel interface (examples/workshop/NN_name/README.md). Every level's
+file is made from one reference, examples/workshop/solutions/mybox.py: there level NN's
+solution sits between `# >>> NN` and `# <<< NN`, its TODOs in `#~` lines after `# --- NN`,
+and levels.py writes level NN's starting file or its solution from it.
 """
 import argparse
 import ctypes
