@@ -85,8 +85,9 @@ def join_cgroup(dirs, pid):
 
 def connect(pid, name):
     """Host side: a veth pair, one end on the bridge, the other in the container's netns."""
-    # TODO 05: with pyroute2's IPRoute: make bridge BRIDGE (BRIDGE_ADDRESS/24, up) if
-    # missing; add veth NAMEh with peer NAMEc in pid's netns (net_ns_pid); NAMEh on the bridge.
+    # TODO 05: with pyroute2's IPRoute: make bridge BRIDGE (BRIDGE_ADDRESS/24, up) unless
+    # it exists (EEXIST: another mybox may be making it right now); add veth NAMEh with peer
+    # NAMEc in pid's netns (net_ns_pid); NAMEh on the bridge.
 
 
 def configure_network(address, name):

@@ -88,13 +88,16 @@ def join_cgroup(dirs, pid):
 
 def connect(pid, name):
     """Host side: a veth pair, one end on the bridge, the other in the container's netns."""
-    from pyroute2 import IPRoute
+    from pyroute2 import IPRoute, NetlinkError
     with IPRoute() as ip:
-        if not ip.link_lookup(ifname=BRIDGE):
+        try:
             ip.link("add", ifname=BRIDGE, kind="bridge")
             bridge = ip.link_lookup(ifname=BRIDGE)[0]
             ip.addr("add", index=bridge, address=BRIDGE_ADDRESS, prefixlen=24)
             ip.link("set", index=bridge, state="up")
+        except NetlinkError as error:  # EEXIST: made before, or by a mybox starting with us
+            if error.code != 17:  # (looking first and then adding would race with that one)
+                raise
         ip.link("add", ifname=f"{name}h", kind="veth",
                 peer={"ifname": f"{name}c", "net_ns_pid": pid})
         host_end = ip.link_lookup(ifname=f"{name}h")[0]
