@@ -6,7 +6,7 @@ PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV   := .venv
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static libcap-dev cpio iproute2 libc6-dev \
                 python3-venv python3-dev gcc runc crun bubblewrap docker.io podman \
-                libseccomp2 golang-github-containers-common
+                libseccomp2 golang-github-containers-common chromium
 
 .PHONY: setup demo test clean
 

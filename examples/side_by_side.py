@@ -4,6 +4,7 @@ in a minivm guest, one table, every cell measured now.
     sudo .venv/bin/python examples/side_by_side.py          # the table (what `sudo make demo` runs)
     sudo .venv/bin/python examples/side_by_side.py --json   # the same cells and the raw numbers
     sudo .venv/bin/python examples/side_by_side.py -n 5     # 5 containers vs 5 VMs at once
+    sudo .venv/bin/python examples/side_by_side.py --html room.html   # a page to project
 
 The probe (PROBE below) is one busybox shell script. It runs as `minibox run -i busybox sh -c
 PROBE` and as `minivm run -i -- sh -c PROBE`: same shell, same commands, different isolation.
@@ -553,6 +554,13 @@ def table(container, vm, widths=(32, 42, 42)):
     return "\n".join(out)
 
 
+def table_rows(container, vm):
+    """The table as dicts, for --json and --html: group, key, item, container, vm."""
+    return [{"group": group, "key": key, "item": label,
+             "container": container[0].get(key, container[2]), "vm": vm[0].get(key, vm[2])}
+            for group, items in ROWS for key, label in items]
+
+
 def _row(cells, widths):
     wrapped = [textwrap.wrap(cell or "", width) or [""] for cell, width in zip(cells, widths)]
     height = max(map(len, wrapped))
@@ -564,6 +572,8 @@ def _row(cells, widths):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--html", metavar="FILE", help="also write the table and bar charts "
+                        "as one self-contained HTML page (side_by_side_html.py)")
     parser.add_argument("-n", "--instances", type=int, default=3,
                         help="how many containers and VMs to start at once (default 3)")
     args = parser.parse_args()
@@ -571,6 +581,8 @@ def main():
         sys.exit("side_by_side.py: must be run as root (try sudo)")
     if not 1 <= args.instances <= 20:
         sys.exit(f"side_by_side.py: -n {args.instances}: choose 1 to 20")
+    if args.html and not os.path.isdir(os.path.dirname(os.path.abspath(args.html))):
+        sys.exit(f"side_by_side.py: --html {args.html}: no such directory")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as shared_dir:
         os.chmod(shared_dir, 0o777)
@@ -581,17 +593,20 @@ def main():
             results[side.title] = columns(side, args.instances)
     elapsed = time.monotonic() - started
     container, vm = results[ContainerSide.title], results[VMSide.title]
+    footnote = f"N = {args.instances}; measured in {elapsed:.0f} s on {os.cpu_count()} CPUs, " \
+        f"kernel {os.uname().release}"
+    if args.html:
+        import side_by_side_html
+        with open(args.html, "w") as page:
+            page.write(side_by_side_html.page(table_rows(container, vm), {
+                "container": container[1], "vm": vm[1]}, args.instances, footnote))
     if args.json:
-        rows = [{"group": group, "key": key, "item": label,
-                 "container": container[0].get(key, container[2]),
-                 "vm": vm[0].get(key, vm[2])}
-                for group, items in ROWS for key, label in items]
         print(json.dumps({"instances": args.instances, "seconds": round(elapsed, 1),
-                          "rows": rows, "container": container[1], "vm": vm[1]}, indent=2))
+                          "rows": table_rows(container, vm), "container": container[1],
+                          "vm": vm[1]}, indent=2))
         return
     print(table((container[0], container[2]), (vm[0], vm[2])))
-    print(f"N = {args.instances}; measured in {elapsed:.0f} s on {os.cpu_count()} CPUs, "
-          f"kernel {os.uname().release}")
+    print(footnote)
 
 
 if __name__ == "__main__":

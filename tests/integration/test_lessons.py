@@ -158,3 +158,62 @@ def test_09_side_by_side_measures_both_columns(minibox):
     assert container["start_seconds"] < vm["start_seconds"]
     assert container["memory_bytes"] < vm["memory_bytes"]
     assert container["many_memory_bytes"] < vm["many_memory_bytes"]
+
+
+def chromium(*args, profile):
+    """Headless Chromium (Debian's chromium package) on a local file; its stdout."""
+    done = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                           f"--user-data-dir={profile}", "--window-size=1200,1400", *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def png_image_data(path):
+    """(width, height, compressed size of the pixel data) of a PNG (RFC 2083: the IHDR chunk
+    first, the pixels in IDAT chunks)."""
+    import struct
+    with open(path, "rb") as png:
+        data = png.read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path}: not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    size, offset = 0, 8
+    while offset < len(data):
+        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        size += length if kind == b"IDAT" else 0
+        offset += 12 + length
+    return width, height, size
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_09_side_by_side_html_renders_in_chromium(minibox, tmp_path):
+    page = tmp_path / "room.html"
+    lesson(minibox, "side_by_side.py", "-n", "1", "--html", str(page))  # ~10 s here
+    text = page.read_text()
+    assert "<script" not in text and "src=" not in text and "href=" not in text  # no network
+    dom = chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile")
+    sys.path.insert(0, os.path.join(PROJECT, "examples"))
+    import side_by_side
+    for _, items in side_by_side.ROWS:
+        for _, label in items:
+            assert f">{label}</td>" in dom, label
+    assert dom.count("<svg") == 4 and dom.count("<rect") == 8  # 4 charts, container and VM
+    (tmp_path / "blank.html").write_text("<!DOCTYPE html><html><body></body></html>")
+    sizes = {}
+    for name in ("room", "blank"):
+        chromium(f"--screenshot={tmp_path / name}.png", (tmp_path / f"{name}.html").as_uri(),
+                 profile=tmp_path / "profile")
+        sizes[name] = png_image_data(tmp_path / f"{name}.png")
+    assert sizes["room"][:2] == (1200, 1400)
+    # A blank page compresses to almost nothing; text, table and bars do not.
+    assert sizes["room"][2] > 10 * sizes["blank"][2], sizes
+
+
+def test_side_by_side_html_refuses_a_missing_directory(tmp_path):
+    done = subprocess.run([sys.executable, os.path.join(PROJECT, "examples", "side_by_side.py"),
+                           "--html", str(tmp_path / "nowhere" / "room.html")],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"side_by_side.py: --html {tmp_path / 'nowhere' / 'room.html'}: no such directory"]
