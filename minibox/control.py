@@ -351,15 +351,13 @@ def _cgroups(pid):
 
 def _mounts(pid):
     """Mount points and types as the container sees them (proc(5): mountinfo)."""
-    if pid is None:
-        return []
-    mounts = []
-    for line in _read_lines(f"/proc/{pid}/mountinfo"):
-        fields = line.split()
-        after = fields.index("-")
-        mounts.append({"Destination": fields[4], "Type": fields[after + 1],
-                       "Source": fields[after + 2], "Options": fields[5]})
-    return mounts
+    from .cgroups.mounts import mount_table
+    try:
+        table = [] if pid is None else mount_table(f"/proc/{pid}/mountinfo")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        table = []  # it ended meanwhile
+    return [{"Destination": mount.mountpoint, "Type": mount.fstype, "Source": mount.source,
+             "Options": mount.options} for mount in table]
 
 
 def _addresses(pid):

@@ -1,4 +1,5 @@
-"""Where a process's cgroups are: the one reader of proc(5)'s mountinfo and /proc/<pid>/cgroup.
+"""Where a process's cgroups are: the one reader of proc(5)'s mountinfo and /proc/<pid>/cgroup
+(mount_table serves `inspect`'s list of a container's mounts too).
 
 /proc/<pid>/cgroup has a line per hierarchy, "hierarchy-ID:controller,list:/path" ("0::/path"
 for v2), the path relative to that hierarchy's root (cgroups(7)). Which directory that is on
@@ -22,19 +23,36 @@ CgroupMount = namedtuple("CgroupMount", "controllers root mountpoint")
 CgroupDirectory = namedtuple("CgroupDirectory", "controllers mountpoint directory")
 
 
-def cgroup_mounts(mountinfo="/proc/self/mountinfo"):
-    """Every cgroup and cgroup2 mount, in mountinfo's order."""
-    found = []
+# One line of mountinfo: root and mount point unescaped; options are the mount's own (rw,
+# nosuid...), super_options the filesystem's (for cgroup v1: the controllers).
+Mount = namedtuple("Mount", "root mountpoint options fstype source super_options")
+
+
+def mount_table(mountinfo="/proc/self/mountinfo"):
+    """Every mount in a mountinfo file, in its order (the optional fields before " - " vary
+    in number, so the line is split there first)."""
+    table = []
     with open(mountinfo) as lines:
         for line in lines:
             mount, _, filesystem = line.partition(" - ")
-            fstype, _, options = filesystem.split()[:3]
-            if fstype not in ("cgroup", "cgroup2"):
-                continue
             fields = mount.split()
-            controllers = frozenset(options.split(",")) - {"rw", "ro"} if fstype == "cgroup" \
-                else frozenset()
-            found.append(CgroupMount(controllers, _unescape(fields[3]), _unescape(fields[4])))
+            fstype, source, super_options = filesystem.split()[:3]
+            table.append(Mount(_unescape(fields[3]), _unescape(fields[4]), fields[5], fstype,
+                               _unescape(source), super_options))
+    return table
+
+
+def cgroup_mounts(mountinfo="/proc/self/mountinfo"):
+    """Every cgroup and cgroup2 mount, in mountinfo's order."""
+    found = []
+    for mount in mount_table(mountinfo):
+        if mount.fstype == "cgroup":
+            controllers = frozenset(mount.super_options.split(",")) - {"rw", "ro"}
+        elif mount.fstype == "cgroup2":
+            controllers = frozenset()
+        else:
+            continue
+        found.append(CgroupMount(controllers, mount.root, mount.mountpoint))
     return found
 
 

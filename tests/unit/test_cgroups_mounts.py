@@ -1,7 +1,7 @@
 """The one reader of mountinfo and /proc/<pid>/cgroup (cgroups/mounts.py), against fake files:
 `exec` joins the container's cgroups, and `type: cgroup` mounts bind them, by these paths."""
 from minibox.cgroups import cgroup_directories
-from minibox.cgroups.mounts import CgroupDirectory
+from minibox.cgroups.mounts import CgroupDirectory, mount_table
 
 # A host that is itself in a container: each hierarchy is mounted from a sub-tree (field 4),
 # and one mount point has a space in it, which mountinfo writes as \040.
@@ -41,3 +41,18 @@ def test_a_cgroup_outside_the_mounted_sub_tree_has_no_directory(tmp_path):
     (tmp_path / "cgroup").write_text("4:memory:/other/c1\n4:memory:/docker/abcd\n")
     assert cgroup_directories(mountinfo=str(tmp_path / "mountinfo"),
                               cgroup_file=str(tmp_path / "cgroup")) == []
+
+
+def test_the_mount_table_reads_every_line_whatever_its_optional_fields(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 27 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:13 - proc proc rw\n"
+        "97 27 254:0 /srv/my\\040data /mnt/with\\040space rw,relatime master:1 shared:5 "
+        "- ext4 /dev/vda rw,discard\n"
+        "98 27 0:60 / /tmp rw - tmpfs tmpfs rw,size=65536k\n")
+    proc, data, tmp = mount_table(str(mountinfo))
+    assert (proc.mountpoint, proc.fstype, proc.options) == ("/proc", "proc",
+                                                            "rw,nosuid,nodev,noexec,relatime")
+    assert (data.root, data.mountpoint, data.source) == ("/srv/my data", "/mnt/with space",
+                                                         "/dev/vda")
+    assert (tmp.fstype, tmp.super_options) == ("tmpfs", "rw,size=65536k")
