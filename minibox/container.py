@@ -137,7 +137,7 @@ def spawn(spec, directory, cgroup):
         _join_cgroup(cgroup, pid)
     # The OCI state JSON, for hooks to read on stdin: only when there are hooks.
     creating = _hook_state(directory, "creating", pid) if spec.hooks else ""
-    hooks.run(spec, ("prestart", "createRuntime"), creating)
+    hooks.run(spec, ("prestart", "createRuntime"), hooks.with_status(creating, "created"))
     channel.send(b"go " + creating.encode())  # the init's own hooks read it too
     if spec.userns:
         _expect(channel, b"userns", pid)

@@ -271,20 +271,29 @@ def _oci_rlimits(process, check):
 
 
 def _oci_security(process, linux, check):
-    """process.capabilities (the bounding set: minibox gives every set the same names),
-    noNewPrivileges, and linux.seccomp (_oci_seccomp)."""
+    """process.capabilities (each of the five sets as given), noNewPrivileges, and
+    linux.seccomp (_oci_seccomp)."""
     from . import security
     capabilities = check.get(process, "capabilities", dict, {}, "process.")
+    held = security.held_capabilities()
+    sets = {}
     for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+        sets[kind] = []
         for name in check.strings(capabilities, kind, "process.capabilities."):
             try:
-                security.capability_name(name)
+                sets[kind].append(security.capability_name(name))
             except ValueError:
                 check.fail(f"unknown capability {name!r} in process.capabilities.{kind}")
-    keep = {security.capability_name(n) for n in check.strings(capabilities, "bounding")}
+            if sets[kind][-1] not in held:  # capset(2) or PR_CAPBSET_DROP would say EPERM
+                check.fail(f"process.capabilities.{kind}: {name} is not in minibox's own "
+                           "bounding set (CapBnd in /proc/self/status): it cannot be granted")
+    extra = sorted(set(sets["effective"]) - set(sets["permitted"]))
+    if extra:  # capset(2): EPERM for an effective capability that is not permitted
+        check.fail(f"process.capabilities.effective: {', '.join(extra)} not in permitted")
     return security.SecurityProfile(
-        keep, no_new_privileges=check.get(process, "noNewPrivileges", bool, False, "process."),
-        seccomp=False, seccomp_rules=_oci_seccomp(linux, check))
+        sets.pop("bounding"),
+        no_new_privileges=check.get(process, "noNewPrivileges", bool, False, "process."),
+        seccomp=False, seccomp_rules=_oci_seccomp(linux, check), capability_sets=sets)
 
 
 def _oci_seccomp(linux, check):

@@ -49,6 +49,7 @@ CLONE_NEWNET = 0x40000000
 # prctl(2) options, from <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
 PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECCOMP_SET_MODE_FILTER = 1  # seccomp(2)'s operation
 
@@ -108,6 +109,12 @@ def set_parent_death_signal(signum):
 def clear_ambient_capabilities():
     """prctl(2) PR_CAP_AMBIENT_CLEAR_ALL: empty the ambient capability set."""
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, what="prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+
+
+def raise_ambient_capability(bit):
+    """prctl(2) PR_CAP_AMBIENT_RAISE: add one capability to the ambient set (EPERM unless
+    it is both permitted and inheritable)."""
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, bit, what="prctl(PR_CAP_AMBIENT_RAISE)")
 
 
 def set_seccomp_filter(program, flags=0):
