@@ -132,6 +132,7 @@ def from_oci_config(config, bundle, check):
         rlimits=_oci_rlimits(process, check),
         oom_score_adj=check.get(process, "oomScoreAdj", int, None, "process."),
         security=_oci_security(process, linux, check), limits=_oci_limits(linux, check),
+        cgroups_path=_oci_cgroups_path(linux, check),
         hooks=_oci_hooks(config, check), uid_mappings=uid_mappings, gid_mappings=gid_mappings,
         annotations=check.get(config, "annotations", dict, {}), bundle=bundle)
 
@@ -302,25 +303,57 @@ def _oci_seccomp(linux, check):
     return seccomp.from_config(check.get(linux, "seccomp", dict, None, "linux."), check)
 
 
+# What linux.resources may hold that minibox applies; any other field (a limit minibox does
+# not write: cpu.cpus, blockIO, hugepageLimits, network, rdma, unified...) is refused in one
+# line, because a limit dropped without a word is the one wrong answer.
+_RESOURCES = {"memory": ("limit", "reservation", "swap", "swappiness"),
+              "cpu": ("shares", "quota", "period"), "pids": ("limit",), "devices": None}
+
+
 def _oci_limits(linux, check):
     """linux.resources (memory, cpu, pids, devices) as the cgroup module's Limits."""
     resources = check.get(linux, "resources", dict, {}, "linux.")
+    for group, value in resources.items():
+        if value is None or value == [] or value == {}:
+            continue  # what engines write for "no limit"
+        if group not in _RESOURCES:
+            check.fail(f"linux.resources.{group} is not supported: minibox would not apply it")
+        for field in (value if _RESOURCES[group] is not None and isinstance(value, dict) else ()):
+            if field not in _RESOURCES[group] and value[field] not in (None, 0, False, ""):
+                check.fail(f"linux.resources.{group}.{field} is not supported: minibox would "
+                           "not apply it")
     memory = check.get(resources, "memory", dict, {}, "linux.resources.")
     cpu = check.get(resources, "cpu", dict, {}, "linux.resources.")
     pids = check.get(resources, "pids", dict, {}, "linux.resources.")
     quota = check.get(cpu, "quota", int, None, "linux.resources.cpu.")
-    period = check.get(cpu, "period", int, 100000, "linux.resources.cpu.")
+    period = check.get(cpu, "period", int, None, "linux.resources.cpu.")
     limits = cgroup_limits.Limits(
         memory=check.get(memory, "limit", int, None, "linux.resources.memory."),
         memory_swap=check.get(memory, "swap", int, None, "linux.resources.memory."),
-        cpus=quota / period if quota and quota > 0 and period > 0 else None,
-        cpu_shares=check.get(cpu, "shares", int, None, "linux.resources.cpu."),
+        memory_reservation=check.get(memory, "reservation", int, None,
+                                     "linux.resources.memory."),
+        cpus=quota / (period or cgroup_limits.CFS_PERIOD_US) if quota and quota > 0 else None,
+        cpu_period=period, cpu_shares=check.get(cpu, "shares", int, None, "linux.resources.cpu."),
         pids=check.get(pids, "limit", int, None, "linux.resources.pids."))
     for name, value in vars(limits).items():
         if value is not None and value != -1 and value <= 0:
             check.fail(f"linux.resources: {name} must be positive")
+    swappiness = check.get(memory, "swappiness", int, None, "linux.resources.memory.")
+    if swappiness is not None and not 0 <= swappiness <= 100:
+        check.fail(f"linux.resources.memory.swappiness must be from 0 to 100, not {swappiness}")
+    limits.memory_swappiness = swappiness
     limits.devices = container_rules(_oci_device_rules(resources, check))
     return limits
+
+
+def _oci_cgroups_path(linux, check):
+    """linux.cgroupsPath, mapped as runc maps it (cgroups.parse_cgroups_path); None: minibox's
+    own place, minibox/<id>."""
+    path = check.get(linux, "cgroupsPath", str, None, "linux.")
+    try:
+        return path and cgroup_limits.parse_cgroups_path(path)
+    except ValueError as error:
+        check.fail(str(error))
 
 
 def _oci_device_rules(resources, check):
