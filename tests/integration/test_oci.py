@@ -408,12 +408,94 @@ def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
      "linux.resources.devices[]: access must be letters of rwm, not 'rx'"),
     (lambda c: c["linux"]["resources"]["devices"].append({"type": "c"}),
      "linux.resources.devices[]: allow (true or false) is required"),
+    (lambda c: c["linux"]["resources"].__setitem__("hugepageLimits", [
+        {"pageSize": "2MB", "limit": 1 << 21}]),
+     "linux.resources.hugepageLimits is not supported: minibox would not apply it"),
+    (lambda c: c["linux"]["resources"].__setitem__("blockIO", {"weight": 300}),
+     "linux.resources.blockIO is not supported"),
+    (lambda c: c["linux"]["resources"].__setitem__("cpu", {"shares": 512, "cpus": "0"}),
+     "linux.resources.cpu.cpus is not supported"),
+    (lambda c: c["linux"]["resources"].__setitem__("memory", {"swappiness": 101}),
+     "swappiness must be from 0 to 100, not 101"),
+    (lambda c: c["linux"].__setitem__("cgroupsPath", "/a/../b"), "linux.cgroupsPath '/a/../b'"),
+    (lambda c: c["linux"].__setitem__("cgroupsPath", "docker:p:x"), "'docker' is not a slice"),
+    (lambda c: c["process"]["capabilities"]["effective"].append("CAP_CHOWN"),
+     "process.capabilities.effective: CHOWN not in permitted"),
 ])
 def test_invalid_configs_are_refused_with_one_line(minibox, bundle, change, message):
     configure(bundle, change)
     result = minibox("create", "--bundle", str(bundle), "bad", check=False)
     assert_one_line_error(result, 125, "minibox: ", message)
     assert minibox.container_dirs() == []
+
+
+def test_a_capability_minibox_lacks_is_named(minibox, bundle):
+    """A capability outside minibox's own bounding set cannot be granted: one line naming
+    it (it was "[Errno 1] Operation not permitted")."""
+    from minibox import security
+    lacking = sorted(set(security.CAPABILITIES) - security.held_capabilities())
+    if not lacking:
+        pytest.skip("minibox holds every capability here")
+    configure(bundle, lambda c: c["process"]["capabilities"]["bounding"].append(
+        f"CAP_{lacking[0]}"))
+    result = minibox("create", "--bundle", str(bundle), "bad", check=False)
+    assert_one_line_error(result, 125, "minibox: ", f"process.capabilities.bounding: "
+                          f"CAP_{lacking[0]} is not in minibox's own bounding set")
+    assert minibox.container_dirs() == []
+
+
+def test_an_rlimit_above_the_hosts_hard_limit_names_both(minibox, bundle):
+    """It was "ValueError: not allowed to raise maximum limit"."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard >= 1 << 20:
+        pytest.skip("the host's hard RLIMIT_NOFILE is already fs.nr_open's default")
+    configure(bundle, lambda c: c["process"].__setitem__("rlimits", [
+        {"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 1 << 20}]))
+    result = minibox("create", "--bundle", str(bundle), "bad", check=False)
+    assert_one_line_error(result, 125, "minibox: ", f"process.rlimits: RLIMIT_NOFILE hard "
+                          f"{1 << 20} (soft 1024) is above the host's hard limit {hard}")
+    assert minibox.container_dirs() == []
+
+
+def test_the_cgroups_path_places_the_container_and_its_limits(minibox, bundle, tmp_path):
+    """A relative linux.cgroupsPath: below the runtime's own cgroup (v1), with the limits."""
+    from minibox.cgroups.v1 import mounted_hierarchies
+    name = f"oci-test-{os.getpid()}"
+    configure(bundle, lambda c: (c["linux"].__setitem__("cgroupsPath", f"{name}/inner"),
+                                 c["linux"]["resources"].__setitem__("pids", {"limit": 42}),
+                                 c["linux"]["resources"].__setitem__(
+                                     "memory", {"reservation": 32 << 20, "swappiness": 7})))
+    pids = mounted_hierarchies()["pids"]
+    memory = mounted_hierarchies()["memory"]
+    try:
+        out = probe_output(minibox, bundle, tmp_path, "placed", (
+            "grep -E ':(pids|memory):' /proc/self/cgroup | sort;"
+            f"cat /sys/fs/cgroup/pids/pids.max 2>/dev/null; echo done"))
+        assert f"pids:/{pids.own}/{name}/inner".replace("//", "/") in out
+        # deleted with the container, its parent (the caller's) stays
+        assert not os.path.exists(os.path.join(pids.mountpoint, pids.own, name, "inner"))
+        # what was written, read again while a container holds it
+        set_args(bundle, "sleep", "60")
+        create(minibox, bundle, "placed2")
+        directory = os.path.join(memory.mountpoint, memory.own, name, "inner")
+        with open(os.path.join(pids.mountpoint, pids.own, name, "inner", "pids.max")) as limit:
+            assert limit.read().strip() == "42"
+        with open(os.path.join(directory, "memory.soft_limit_in_bytes")) as reservation:
+            assert reservation.read().strip() == str(32 << 20)
+        with open(os.path.join(directory, "memory.swappiness")) as swappiness:
+            assert swappiness.read().strip() == "7"
+        # a second container on the same path: refused, the first one's cgroup untouched
+        taken = minibox("create", "--bundle", str(bundle), "placed3", check=False)
+        assert_one_line_error(taken, 125, "minibox: ", "exists already")
+        assert os.path.isdir(directory)
+        minibox("delete", "--force", "placed2")
+    finally:
+        for hierarchy in mounted_hierarchies().values():
+            top = os.path.join(hierarchy.mountpoint, hierarchy.own, name)
+            for path in (os.path.join(top, "inner"), top):
+                if os.path.isdir(path):
+                    os.rmdir(path)
 
 
 def test_malformed_json_is_refused_with_one_line(minibox, bundle):
