@@ -610,13 +610,15 @@ def test_failing_container_hooks(minibox, bundle, tmp_path):
     minibox("delete", "stopped")
 
 
-# -- differential test against runc ----------------------------------------------------------
+# -- differential tests against runc: one probe, a corpus of configs -------------------------
 
-PROBE = ("hostname; id -u; id -g; pwd; env | sort; grep -E '^(CapEff|CapBnd|NoNewPrivs)' "
-         "/proc/self/status; ulimit -n; ulimit -Hn; ulimit -c;"
+PROBE = ("hostname; id -u; id -g; id -G; umask; pwd; env | sort;"
+         "grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status;"
+         "grep -E '^Max (open files|processes|core file size)' /proc/self/limits;"
+         "cat /proc/self/oom_score_adj; cat /sys/fs/cgroup/pids/pids.max 2>&1;"
          "awk '{print $5, $(NF-2), $4}' /proc/self/mountinfo | sort")
 # What each line of the probe is, for readable failures.
-SECURITY_LINES = ("CapEff", "CapBnd", "NoNewPrivs")
+SECURITY_LINES = ("Cap", "NoNewPrivs", "Seccomp")
 
 
 def _probe_config(config):
@@ -625,6 +627,78 @@ def _probe_config(config):
     config["process"]["cwd"] = "/tmp"
     config["process"]["env"] = ["PATH=/bin:/usr/bin", "PROBE=1"]
     config["hostname"] = "differential"
+
+
+def _a_user_with_every_set(config):
+    """process.user not root, with groups and a umask, and capabilities in all five sets:
+    what it keeps across setuid depends on keepcaps and the ambient set."""
+    config["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [5, 7],
+                                 "umask": 0o27}
+    kept = ["CAP_NET_BIND_SERVICE", "CAP_KILL", "CAP_CHOWN"]
+    config["process"]["capabilities"] = {
+        "bounding": kept + ["CAP_SETUID", "CAP_SETGID"], "effective": kept,
+        "permitted": kept, "inheritable": kept[:2], "ambient": kept}
+    config["process"]["noNewPrivileges"] = False
+    config["process"]["oomScoreAdj"] = 100
+    config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 200, "hard": 300},
+                                    {"type": "RLIMIT_CORE", "soft": 0, "hard": 4096}]
+
+
+def _runc_spec(bundle):
+    os.remove(bundle / "config.json")
+    subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+
+
+def _podman_config(bundle, tmp_path):
+    """podman's own config.json for a busybox container: `podman create` then `podman init`
+    in a storage of the test's own (the init may fail with podman's runtime: the file is
+    written before). The root and the cgroup become the test's; podman's bind mounts of
+    /etc/hosts, /etc/hostname, /run/.containerenv and /dev/shm are copied next to it."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (sudo make setup)")
+    import pathlib
+    import tempfile
+    # podman refuses a runroot longer than 50 characters: not under tmp_path
+    top = pathlib.Path(tempfile.mkdtemp(prefix="minibox-podman-", dir="/run"))
+    podman = ["podman", "--root", str(top / "root"), "--runroot", str(top / "run"),
+              "--tmpdir", str(top / "tmp"), "--cgroup-manager", "cgroupfs",
+              "--events-backend", "file"]
+    image = subprocess.run(["tar", "-C", str(bundle / "rootfs"), "-c", "."], capture_output=True,
+                           check=True).stdout
+    try:
+        imported = subprocess.run([*podman, "import", "-", "probe:1"], input=image,
+                                  capture_output=True)
+        assert imported.returncode == 0, imported.stderr.decode()
+        container = subprocess.run(
+            [*podman, "create", "--network", "none", "--ulimit", "nofile=1024:1024",
+             "--ulimit", "nproc=1024:1024", "probe:1", "true"],
+            capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run([*podman, "init", container], capture_output=True)
+        userdata = next(top.glob(f"root/overlay-containers/{container}/userdata"))
+        config = json.loads((userdata / "config.json").read_text())
+    finally:
+        subprocess.run([*podman, "rm", "-a", "-f"], capture_output=True)
+        subprocess.run([*podman, "system", "reset", "-f"], capture_output=True)
+        shutil.rmtree(top, ignore_errors=True)
+    copies = tmp_path / "podman-files"
+    copies.mkdir()
+    for mount in config["mounts"]:
+        if mount.get("type") == "bind" and str(top) in mount["source"]:
+            copy = copies / mount["destination"].strip("/").replace("/", "_")
+            if mount["destination"] == "/dev/shm":
+                copy.mkdir()
+            else:
+                copy.write_text("probe\n")
+            mount["source"] = str(copy)
+    config["root"] = {"path": "rootfs"}
+    config["linux"]["cgroupsPath"] = f"/minibox-differential-{os.getpid()}/podman"
+    (bundle / "config.json").write_text(json.dumps(config))
+
+
+# The corpus: (how the bundle's config.json is made, what is changed in it).
+CORPUS = {"runc-spec": (_runc_spec, None),
+          "runc-spec-user": (_runc_spec, _a_user_with_every_set),
+          "podman": (_podman_config, None)}
 
 
 def _split(output):
@@ -639,28 +713,48 @@ def _split(output):
     return security, rest
 
 
-@pytest.fixture
-def differential(tmp_path, minibox, bundle):
-    """(runc's output, minibox's output) of the probe, from one `runc spec` bundle."""
+def _remove_cgroup_tree(top):
+    from minibox.cgroups.v1 import mounted_hierarchies
+    for hierarchy in mounted_hierarchies().values():
+        for directory, _, _ in sorted(os.walk(os.path.join(hierarchy.mountpoint, top)),
+                                      reverse=True):
+            os.rmdir(directory)
+
+
+@pytest.fixture(params=sorted(CORPUS))
+def differential(request, tmp_path, minibox, bundle):
+    """(runc's output, minibox's output) of the probe, from one bundle of the corpus."""
     if shutil.which("runc") is None:
         pytest.skip("runc is not installed (sudo apt-get install runc)")
-    os.remove(bundle / "config.json")
-    subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+    make, change = CORPUS[request.param]
+    make(bundle, *([tmp_path] if make is _podman_config else []))
     configure(bundle, _probe_config)
+    if change:
+        configure(bundle, change)
     runc_root = tmp_path / "runc-root"
-    runc = subprocess.run(["runc", "--root", str(runc_root), "run", "--bundle", str(bundle),
-                           f"diff-{os.getpid()}"], capture_output=True, text=True, timeout=30)
-    assert runc.returncode == 0, runc.stderr
-    out, _ = create(minibox, bundle, "differential")
-    minibox("start", "differential")
-    wait_until(lambda: oci_state(minibox, "differential")["status"] == "stopped")
-    minibox("delete", "differential")
+    try:
+        runc = subprocess.run(["runc", "--root", str(runc_root), "run", "--bundle", str(bundle),
+                               f"diff-{os.getpid()}"], capture_output=True, text=True,
+                              timeout=30)
+        assert runc.returncode == 0, runc.stderr
+        out, _ = create(minibox, bundle, "differential")
+        minibox("start", "differential")
+        wait_until(lambda: oci_state(minibox, "differential")["status"] == "stopped")
+        minibox("delete", "differential")
+    finally:
+        _remove_cgroup_tree(f"minibox-differential-{os.getpid()}")
     return _split(runc.stdout), _split(out.read_text())
+
+
+def differences(runc, minibox):
+    """The lines only one of them printed, each named by who printed it."""
+    return ([f"runc only:    {line}" for line in runc if line not in minibox] +
+            [f"minibox only: {line}" for line in minibox if line not in runc])
 
 
 def test_differential_identity_environment_mounts_and_rlimits_match_runc(differential):
     (_, runc_rest), (_, minibox_rest) = differential
-    assert minibox_rest == runc_rest
+    assert minibox_rest == runc_rest, "\n".join(differences(runc_rest, minibox_rest))
 
 
 def test_differential_capabilities_and_no_new_privs_match_runc(differential):
