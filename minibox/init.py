@@ -66,7 +66,7 @@ def pid1(spec, directory, channel, shared_netns=None):
             rootfs.pivot_to(merged)
         if spec.rootfs_propagation:
             rootfs.set_root_propagation(spec.rootfs_propagation)
-        if _new_namespace(spec, "uts") and spec.hostname:
+        if "uts" in spec.namespaces and spec.hostname:  # new, or joined by path (OCI)
             namespaces.set_hostname(spec.hostname)
         if _new_namespace(spec, "network"):
             network.bring_up_loopback()

@@ -13,7 +13,7 @@ import re
 from .cgroups import limits as cgroup_limits
 from .cgroups.devices import container_rules, rule as device_rule
 from .errors import MiniboxError
-from .rootfs import MASKED_PATHS, READONLY_PATHS
+from .rootfs import MASKED_PATHS, READONLY_PATHS, UNSUPPORTED_OPTIONS
 from .spec import (DEFAULT_MOUNTS, DEFAULT_PATH, NAMESPACE_FILES, OCI_VERSION, ContainerSpec,
                    Mount, check_hostname)
 # sysctls the kernel keeps per namespace (runc's validator): setting any other one from a
@@ -97,8 +97,8 @@ def from_oci_config(config, bundle, check):
     hostname = check.get(config, "hostname", str)
     if hostname:
         check_hostname(hostname)
-    if hostname and namespaces.get("uts", "host") is not None:
-        check.fail("hostname needs a new uts namespace in linux.namespaces")
+    if hostname and "uts" not in namespaces:  # a joined one is set too, as runc and crun do
+        check.fail("hostname needs a uts namespace (new or joined) in linux.namespaces")
     user = check.get(process, "user", dict, {}, "process.")
     uid = check.get(user, "uid", int, 0, "process.user.")
     gid = check.get(user, "gid", int, 0, "process.user.")
@@ -208,6 +208,10 @@ def _oci_mounts(config, bundle, check):
         if not destination or not destination.startswith("/"):
             check.fail(f"mount destination {destination!r} must be an absolute path")
         options = check.strings(entry, "options", f"mounts[{destination}].")
+        unsupported = [word for word in options if word in UNSUPPORTED_OPTIONS]
+        if unsupported:
+            check.fail(f"mounts[{destination}]: option {unsupported[0]!r} (mount_setattr(2)) "
+                       "is not supported")
         kind = check.get(entry, "type", str, None, f"mounts[{destination}].")
         source = check.get(entry, "source", str, None, f"mounts[{destination}].")
         if "bind" in options or "rbind" in options or kind == "bind":

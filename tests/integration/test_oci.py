@@ -281,6 +281,19 @@ def test_joining_an_existing_network_namespace_and_refusing_a_wrong_type(minibox
     assert out.strip() == os.readlink(net_path)
 
 
+def test_the_hostname_is_set_in_a_uts_namespace_joined_by_path(minibox, bundle, tmp_path):
+    """As runc and crun: config.json's hostname goes to the joined namespace."""
+    holder = minibox.run_detached("--network", "none", "busybox", "sleep", "60")
+    uts_path = f"/proc/{minibox.state(holder)['pid']}/ns/uts"
+    configure(bundle, lambda c: (c.__setitem__("hostname", "joined-host"), [
+        n.__setitem__("path", uts_path) for n in c["linux"]["namespaces"] if n["type"] == "uts"]))
+    out = probe_output(minibox, bundle, tmp_path, "uts-joined",
+                       "readlink /proc/self/ns/uts; hostname")
+    assert out.split() == [os.readlink(uts_path), "joined-host"]
+    assert minibox("exec", holder, "hostname").stdout.strip() == "joined-host"
+    minibox("rm", "-f", holder)
+
+
 def test_the_configs_seccomp_rules_are_compiled(minibox, bundle, tmp_path):
     configure(bundle, lambda c: c["linux"].__setitem__("seccomp", {
         "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
@@ -418,6 +431,14 @@ def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
     (lambda c: c["linux"]["resources"].__setitem__("memory", {"swappiness": 101}),
      "swappiness must be from 0 to 100, not 101"),
     (lambda c: c["linux"].__setitem__("cgroupsPath", "/a/../b"), "linux.cgroupsPath '/a/../b'"),
+    (lambda c: c["mounts"].append({"destination": "/v", "type": "bind", "source": "/tmp",
+                                   "options": ["rbind", "rro"]}),
+     "mounts[/v]: option 'rro' (mount_setattr(2)) is not supported"),
+    (lambda c: c["mounts"].append({"destination": "/v", "type": "bind", "source": "/tmp",
+                                   "options": ["bind", "idmap"]}), "option 'idmap'"),
+    (lambda c: c["linux"].__setitem__("namespaces", [
+        n for n in c["linux"]["namespaces"] if n["type"] != "uts"]),
+     "hostname needs a uts namespace (new or joined)"),
     (lambda c: c["linux"].__setitem__("cgroupsPath", "docker:p:x"), "'docker' is not a slice"),
     (lambda c: c["process"]["capabilities"]["effective"].append("CAP_CHOWN"),
      "process.capabilities.effective: CHOWN not in permitted"),
@@ -616,7 +637,10 @@ PROBE = ("hostname; id -u; id -g; id -G; umask; pwd; env | sort;"
          "grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status;"
          "grep -E '^Max (open files|processes|core file size)' /proc/self/limits;"
          "cat /proc/self/oom_score_adj; cat /sys/fs/cgroup/pids/pids.max 2>&1;"
-         "awk '{print $5, $(NF-2), $4}' /proc/self/mountinfo | sort")
+         "awk '{print $5, $(NF-2), $4}' /proc/self/mountinfo | sort;"
+         # the flags of the variants' own mount (minibox's readonlyPaths add nosuid, nodev
+         # and noexec that runc's lack: stricter, and no difference in what may be done)
+         "awk '$5 == \"/scratch\" {print $6, $7}' /proc/self/mountinfo")
 # What each line of the probe is, for readable failures.
 SECURITY_LINES = ("Cap", "NoNewPrivs", "Seccomp")
 
@@ -640,6 +664,8 @@ def _a_user_with_every_set(config):
         "permitted": kept, "inheritable": kept[:2], "ambient": kept}
     config["process"]["noNewPrivileges"] = False
     config["process"]["oomScoreAdj"] = 100
+    config["mounts"].append({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                             "options": ["nosymfollow", "rslave", "noatime", "size=1m"]})
     config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 200, "hard": 300},
                                     {"type": "RLIMIT_CORE", "soft": 0, "hard": 4096}]
 
