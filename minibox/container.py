@@ -86,7 +86,11 @@ def create(spec, container_id=None):
     try:
         directory.save(_initial_state(spec, directory))
         # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
-        cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent)
+        cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent, spec.cgroups_path)
+        taken = [path for path in cgroup.paths() if os.path.isdir(path)]
+        if taken:  # another's (an OCI cgroupsPath): the ledger would remove it with ours
+            raise MiniboxError(f"cgroup {taken[0]} exists already: minibox makes the "
+                               "container's cgroup itself, it joins none")
         if cgroup.paths():  # none without root (cgroups.NoCgroup)
             directory.record("cgroup", paths=cgroup.paths(), groups=cgroup.groups())
             _create_cgroup(cgroup, spec.limits, "\n              ".join(cgroup.plan(spec.limits)))
@@ -137,7 +141,7 @@ def spawn(spec, directory, cgroup):
         _join_cgroup(cgroup, pid)
     # The OCI state JSON, for hooks to read on stdin: only when there are hooks.
     creating = _hook_state(directory, "creating", pid) if spec.hooks else ""
-    hooks.run(spec, ("prestart", "createRuntime"), creating)
+    hooks.run(spec, ("prestart", "createRuntime"), hooks.with_status(creating, "created"))
     channel.send(b"go " + creating.encode())  # the init's own hooks read it too
     if spec.userns:
         _expect(channel, b"userns", pid)

@@ -251,8 +251,8 @@ def usage(skipped, interval=0.5, references=()):
     groups = []
     for directory, current in running:
         spec = _saved_spec(directory)
-        groups.append((directory, current, spec, cgroups.cgroup_for(directory.id,
-                                                                    spec.cgroup_parent)))
+        groups.append((directory, current, spec, cgroups.cgroup_for(
+            directory.id, spec.cgroup_parent, spec.cgroups_path)))
     before = [group.stats().cpu_seconds for *_, group in groups]
     time.sleep(interval)
     rows = []

@@ -7,7 +7,9 @@ in the host's namespaces; two by the container's init, in the container's namesp
 (https://github.com/opencontainers/runtime-spec/blob/main/config.md#posix-platform-hooks):
 
     prestart, createRuntime  after the namespaces exist, before pivot_root: a failure aborts
-                             the create and leaves nothing behind
+                             the create and leaves nothing behind. Their state says
+                             "created", as crun passes it and the spec's conformance
+                             checks expect (runc says "creating")
     createContainer          (the init) the same moment, in the container's namespaces: the
                              root is mounted but not yet pivoted to, so the path is the
                              host's; a failure aborts the create the same way
@@ -32,6 +34,12 @@ def run(spec, stages, state_json, fatal=True):
             if fatal:
                 raise MiniboxError(message)
             print(f"minibox: warning: {message}", file=sys.stderr)
+
+
+def with_status(state_json, status):
+    """The same state JSON with another status (empty stays empty: no hooks, no state)."""
+    import json
+    return state_json and json.dumps(dict(json.loads(state_json), status=status), indent=2)
 
 
 def _run_one(hook, state_json):

@@ -45,10 +45,8 @@ def pid1(spec, directory, channel, shared_netns=None):
         go = channel.recv(65536)
         if not go.startswith(b"go "):  # the runtime gave up
             return
-        import json
         creating_state = go[3:].decode()  # the OCI state JSON; empty without hooks
-        created_state = creating_state and json.dumps(
-            dict(json.loads(creating_state), status="created"), indent=2)
+        created_state = hooks.with_status(creating_state, "created")
         if "cgroup" in spec.namespaces:
             namespaces.enter_cgroup_namespace(spec.namespaces["cgroup"])
         set_process_limits(spec)
@@ -68,7 +66,7 @@ def pid1(spec, directory, channel, shared_netns=None):
             rootfs.pivot_to(merged)
         if spec.rootfs_propagation:
             rootfs.set_root_propagation(spec.rootfs_propagation)
-        if _new_namespace(spec, "uts") and spec.hostname:
+        if "uts" in spec.namespaces and spec.hostname:  # new, or joined by path (OCI)
             namespaces.set_hostname(spec.hostname)
         if _new_namespace(spec, "network"):
             network.bring_up_loopback()
@@ -183,7 +181,14 @@ def set_process_limits(spec):
     if spec.rlimits:  # an OCI bundle's: `run` sets none, and skips the import (~1 ms)
         import resource
         for name, soft, hard in spec.rlimits:
-            resource.setrlimit(getattr(resource, name), (soft, hard))
+            try:
+                resource.setrlimit(getattr(resource, name), (soft, hard))
+            except (ValueError, OSError):
+                # EPERM (Python's ValueError "not allowed to raise maximum limit"): above our
+                # own hard limit without CAP_SYS_RESOURCE, or RLIMIT_NOFILE above fs.nr_open.
+                _, host_hard = resource.getrlimit(getattr(resource, name))
+                raise MiniboxError(f"process.rlimits: {name} hard {hard} (soft {soft}) is above "
+                                   f"the host's hard limit {host_hard}") from None
     if spec.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as score:
             score.write(str(spec.oom_score_adj))

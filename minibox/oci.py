@@ -13,7 +13,7 @@ import re
 from .cgroups import limits as cgroup_limits
 from .cgroups.devices import container_rules, rule as device_rule
 from .errors import MiniboxError
-from .rootfs import MASKED_PATHS, READONLY_PATHS
+from .rootfs import MASKED_PATHS, READONLY_PATHS, UNSUPPORTED_OPTIONS
 from .spec import (DEFAULT_MOUNTS, DEFAULT_PATH, NAMESPACE_FILES, OCI_VERSION, ContainerSpec,
                    Mount, check_hostname)
 # sysctls the kernel keeps per namespace (runc's validator): setting any other one from a
@@ -97,8 +97,8 @@ def from_oci_config(config, bundle, check):
     hostname = check.get(config, "hostname", str)
     if hostname:
         check_hostname(hostname)
-    if hostname and namespaces.get("uts", "host") is not None:
-        check.fail("hostname needs a new uts namespace in linux.namespaces")
+    if hostname and "uts" not in namespaces:  # a joined one is set too, as runc and crun do
+        check.fail("hostname needs a uts namespace (new or joined) in linux.namespaces")
     user = check.get(process, "user", dict, {}, "process.")
     uid = check.get(user, "uid", int, 0, "process.user.")
     gid = check.get(user, "gid", int, 0, "process.user.")
@@ -132,6 +132,7 @@ def from_oci_config(config, bundle, check):
         rlimits=_oci_rlimits(process, check),
         oom_score_adj=check.get(process, "oomScoreAdj", int, None, "process."),
         security=_oci_security(process, linux, check), limits=_oci_limits(linux, check),
+        cgroups_path=_oci_cgroups_path(linux, check),
         hooks=_oci_hooks(config, check), uid_mappings=uid_mappings, gid_mappings=gid_mappings,
         annotations=check.get(config, "annotations", dict, {}), bundle=bundle)
 
@@ -207,6 +208,10 @@ def _oci_mounts(config, bundle, check):
         if not destination or not destination.startswith("/"):
             check.fail(f"mount destination {destination!r} must be an absolute path")
         options = check.strings(entry, "options", f"mounts[{destination}].")
+        unsupported = [word for word in options if word in UNSUPPORTED_OPTIONS]
+        if unsupported:
+            check.fail(f"mounts[{destination}]: option {unsupported[0]!r} (mount_setattr(2)) "
+                       "is not supported")
         kind = check.get(entry, "type", str, None, f"mounts[{destination}].")
         source = check.get(entry, "source", str, None, f"mounts[{destination}].")
         if "bind" in options or "rbind" in options or kind == "bind":
@@ -271,20 +276,29 @@ def _oci_rlimits(process, check):
 
 
 def _oci_security(process, linux, check):
-    """process.capabilities (the bounding set: minibox gives every set the same names),
-    noNewPrivileges, and linux.seccomp (_oci_seccomp)."""
+    """process.capabilities (each of the five sets as given), noNewPrivileges, and
+    linux.seccomp (_oci_seccomp)."""
     from . import security
     capabilities = check.get(process, "capabilities", dict, {}, "process.")
+    held = security.held_capabilities()
+    sets = {}
     for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+        sets[kind] = []
         for name in check.strings(capabilities, kind, "process.capabilities."):
             try:
-                security.capability_name(name)
+                sets[kind].append(security.capability_name(name))
             except ValueError:
                 check.fail(f"unknown capability {name!r} in process.capabilities.{kind}")
-    keep = {security.capability_name(n) for n in check.strings(capabilities, "bounding")}
+            if sets[kind][-1] not in held:  # capset(2) or PR_CAPBSET_DROP would say EPERM
+                check.fail(f"process.capabilities.{kind}: {name} is not in minibox's own "
+                           "bounding set (CapBnd in /proc/self/status): it cannot be granted")
+    extra = sorted(set(sets["effective"]) - set(sets["permitted"]))
+    if extra:  # capset(2): EPERM for an effective capability that is not permitted
+        check.fail(f"process.capabilities.effective: {', '.join(extra)} not in permitted")
     return security.SecurityProfile(
-        keep, no_new_privileges=check.get(process, "noNewPrivileges", bool, False, "process."),
-        seccomp=False, seccomp_rules=_oci_seccomp(linux, check))
+        sets.pop("bounding"),
+        no_new_privileges=check.get(process, "noNewPrivileges", bool, False, "process."),
+        seccomp=False, seccomp_rules=_oci_seccomp(linux, check), capability_sets=sets)
 
 
 def _oci_seccomp(linux, check):
@@ -293,25 +307,57 @@ def _oci_seccomp(linux, check):
     return seccomp.from_config(check.get(linux, "seccomp", dict, None, "linux."), check)
 
 
+# What linux.resources may hold that minibox applies; any other field (a limit minibox does
+# not write: cpu.cpus, blockIO, hugepageLimits, network, rdma, unified...) is refused in one
+# line, because a limit dropped without a word is the one wrong answer.
+_RESOURCES = {"memory": ("limit", "reservation", "swap", "swappiness"),
+              "cpu": ("shares", "quota", "period"), "pids": ("limit",), "devices": None}
+
+
 def _oci_limits(linux, check):
     """linux.resources (memory, cpu, pids, devices) as the cgroup module's Limits."""
     resources = check.get(linux, "resources", dict, {}, "linux.")
+    for group, value in resources.items():
+        if value is None or value == [] or value == {}:
+            continue  # what engines write for "no limit"
+        if group not in _RESOURCES:
+            check.fail(f"linux.resources.{group} is not supported: minibox would not apply it")
+        for field in (value if _RESOURCES[group] is not None and isinstance(value, dict) else ()):
+            if field not in _RESOURCES[group] and value[field] not in (None, 0, False, ""):
+                check.fail(f"linux.resources.{group}.{field} is not supported: minibox would "
+                           "not apply it")
     memory = check.get(resources, "memory", dict, {}, "linux.resources.")
     cpu = check.get(resources, "cpu", dict, {}, "linux.resources.")
     pids = check.get(resources, "pids", dict, {}, "linux.resources.")
     quota = check.get(cpu, "quota", int, None, "linux.resources.cpu.")
-    period = check.get(cpu, "period", int, 100000, "linux.resources.cpu.")
+    period = check.get(cpu, "period", int, None, "linux.resources.cpu.")
     limits = cgroup_limits.Limits(
         memory=check.get(memory, "limit", int, None, "linux.resources.memory."),
         memory_swap=check.get(memory, "swap", int, None, "linux.resources.memory."),
-        cpus=quota / period if quota and quota > 0 and period > 0 else None,
-        cpu_shares=check.get(cpu, "shares", int, None, "linux.resources.cpu."),
+        memory_reservation=check.get(memory, "reservation", int, None,
+                                     "linux.resources.memory."),
+        cpus=quota / (period or cgroup_limits.CFS_PERIOD_US) if quota and quota > 0 else None,
+        cpu_period=period, cpu_shares=check.get(cpu, "shares", int, None, "linux.resources.cpu."),
         pids=check.get(pids, "limit", int, None, "linux.resources.pids."))
     for name, value in vars(limits).items():
         if value is not None and value != -1 and value <= 0:
             check.fail(f"linux.resources: {name} must be positive")
+    swappiness = check.get(memory, "swappiness", int, None, "linux.resources.memory.")
+    if swappiness is not None and not 0 <= swappiness <= 100:
+        check.fail(f"linux.resources.memory.swappiness must be from 0 to 100, not {swappiness}")
+    limits.memory_swappiness = swappiness
     limits.devices = container_rules(_oci_device_rules(resources, check))
     return limits
+
+
+def _oci_cgroups_path(linux, check):
+    """linux.cgroupsPath, mapped as runc maps it (cgroups.parse_cgroups_path); None: minibox's
+    own place, minibox/<id>."""
+    path = check.get(linux, "cgroupsPath", str, None, "linux.")
+    try:
+        return path and cgroup_limits.parse_cgroups_path(path)
+    except ValueError as error:
+        check.fail(str(error))
 
 
 def _oci_device_rules(resources, check):

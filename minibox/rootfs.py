@@ -11,7 +11,7 @@ from . import cgroups, rootless, syscalls
 from .errors import MiniboxError
 from .explain import step
 from .syscalls import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_MANDLOCK, MS_NOATIME,
-                       MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
+                       MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_NOSYMFOLLOW, MS_PRIVATE, MS_RDONLY,
                        MS_REC, MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_STRICTATIME,
                        MS_SYNCHRONOUS, MS_UNBINDABLE, mount)
 
@@ -115,8 +115,14 @@ _FLAG_OPTIONS = {
     "nodiratime": (MS_NODIRATIME, True), "diratime": (MS_NODIRATIME, False),
     "relatime": (MS_RELATIME, True), "norelatime": (MS_RELATIME, False),
     "strictatime": (MS_STRICTATIME, True), "nostrictatime": (MS_STRICTATIME, False),
+    "nosymfollow": (MS_NOSYMFOLLOW, True), "symfollow": (MS_NOSYMFOLLOW, False),
     "bind": (MS_BIND, True), "rbind": (MS_BIND | MS_REC, True),
 }
+# Options runc maps to mount_setattr(2) (ID-mapped mounts; rro, rnosuid... applied to every
+# mount below): minibox has no such call. Given to mount(2) they would be dropped on a bind
+# mount without a word -- an "rro" volume left writable -- so oci.py refuses them.
+UNSUPPORTED_OPTIONS = {"idmap", "ridmap"} | {
+    "r" + word for word in _FLAG_OPTIONS if word not in ("bind", "rbind", "remount")}
 # Propagation is changed by a second mount(2) call of its own (mount_namespaces(7)).
 PROPAGATION = {
     "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,

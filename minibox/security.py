@@ -6,8 +6,9 @@ these steps `mount`, `reboot`, `init_module` or `open_by_handle_at` act on the r
 Four independent locks, each stopping a different escape (examples/escapes/ shows each one):
 
 1. capabilities(7): root's power is split into ~41 capabilities. We keep Docker's default 14
-   in every set (bounding, permitted, effective, inheritable) and clear the ambient set.
-   prctl(2) PR_CAPBSET_DROP, capset(2) -- through python-prctl.
+   in every set (bounding, permitted, effective, inheritable) and clear the ambient set; an
+   OCI config names each of the five sets itself. prctl(2) PR_CAPBSET_DROP, capset(2) --
+   through python-prctl -- and PR_CAP_AMBIENT.
 2. --user UID[:GID]: setgroups(2), setgid(2), setuid(2). Leaving uid 0 clears the permitted and
    effective sets (capabilities(7), "Effect of user ID changes on capabilities").
 3. no_new_privs: prctl(2) PR_SET_NO_NEW_PRIVS. After it, execve(2) never grants privileges:
@@ -128,37 +129,56 @@ def drop_bounding_set(keep):
             prctl.capbset_drop(bit)
 
 
-@step("Set the permitted, effective and inheritable capabilities; clear the ambient set",
+@step("Set the permitted, effective and inheritable capabilities, then the ambient set",
       syscall="capset(2) with the kept capabilities; "
-              "prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)",
+              "prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL), then PR_CAP_AMBIENT_RAISE each",
       man="capabilities(7), capset(2)")
-def set_capabilities(keep):
-    """Set permitted, effective and inheritable to `keep`; clear the ambient set.
+def set_capabilities(permitted, effective=None, inheritable=None, ambient=()):
+    """Set the permitted set, the effective and inheritable sets (default: the same names)
+    and the ambient set, the one set that survives an execve of an ordinary binary by a
+    non-root user.
 
     capset(2) (python-prctl's set_caps) for the three classic sets; prctl(2) PR_CAP_AMBIENT
-    (which python-prctl lacks) for the ambient set, the one set that survives an execve of an
-    ordinary binary by a non-root user.
+    (which python-prctl lacks) for the ambient set.
     """
-    bits = [CAPABILITIES[name] for name in keep]
-    others = [bit for name, bit in CAPABILITIES.items() if name not in keep]
-    sets = [prctl.CAP_PERMITTED, prctl.CAP_EFFECTIVE, prctl.CAP_INHERITABLE]
-    prctl.set_caps((bits, sets, True), (others, sets, False))
+    sets = {prctl.CAP_PERMITTED: permitted,
+            prctl.CAP_EFFECTIVE: permitted if effective is None else effective,
+            prctl.CAP_INHERITABLE: permitted if inheritable is None else inheritable}
+    changes = []  # one capset(2): python-prctl reads the sets, edits them, writes them once
+    for kind, names in sets.items():
+        bits = {CAPABILITIES[name] for name in names}
+        changes.append((sorted(bits), [kind], True))
+        changes.append((sorted(set(CAPABILITIES.values()) - bits), [kind], False))
+    prctl.set_caps(*changes)
     syscalls.clear_ambient_capabilities()
+    for name in sorted(ambient):
+        try:
+            syscalls.raise_ambient_capability(CAPABILITIES[name])
+        except OSError:
+            # EPERM: the kernel raises only what is both permitted and inheritable, and
+            # `runc spec`'s own default lists ambient capabilities without inheritable ones
+            # (dropped there for CVE-2022-29162). runc and crun both go on without it.
+            pass
 
 
 @step("Become the --user: drop supplementary groups, then gid, then uid",
       syscall="setgroups(0, NULL); setgid({gid}); setuid({uid})",
       man="setgroups(2), setuid(2), capabilities(7)")
-def switch_user(uid, gid, groups=()):
+def switch_user(uid, gid, groups=(), keep_capabilities=False):
     """Become uid:gid with only the given supplementary groups (OCI additionalGids):
     setgroups(2), setgid(2), setuid(2).
 
     Groups and gid first: after setuid to a non-zero uid we no longer hold CAP_SETGID. Leaving
     uid 0 also empties the permitted and effective sets (the kernel's "setuid fixup"), so a
-    --user container runs with no effective capabilities, like Docker.
+    --user container runs with no effective capabilities, like Docker -- unless
+    `keep_capabilities` (an OCI config that lists capabilities for a non-root user, as runc
+    reads it): prctl(2) PR_SET_KEEPCAPS keeps the permitted set across setuid, and the
+    kernel clears the flag again at execve(2).
     """
     os.setgroups(list(groups))
     os.setgid(gid)
+    if keep_capabilities:
+        prctl.set_keepcaps(True)
     os.setuid(uid)
 
 
@@ -177,8 +197,12 @@ class SecurityProfile:
     """
 
     def __init__(self, capabilities=DOCKER_DEFAULT_CAPABILITIES, no_new_privileges=True,
-                 seccomp=True, seccomp_rules=None):
-        self.capabilities = frozenset(capabilities)
+                 seccomp=True, seccomp_rules=None, capability_sets=None):
+        self.capabilities = frozenset(capabilities)  # the bounding set
+        # OCI process.capabilities, {"effective": [names], ...} for permitted, effective,
+        # inheritable and ambient, each applied as given for any user, as runc does. None
+        # (Docker's way): `capabilities` in all but ambient for root, none for another user.
+        self.capability_sets = capability_sets
         self.no_new_privileges = no_new_privileges
         self.seccomp = seccomp
         # config.json's linux.seccomp (seccomp.from_config's dict) in place of the built-in filter
@@ -228,11 +252,16 @@ def confine(profile, user=None, groups=()):
     elif profile.seccomp:
         seccomp.install_filter()
     drop_bounding_set(profile.capabilities)
+    sets = profile.capability_sets
     if (uid, gid) != (0, 0) or groups:
-        switch_user(uid, gid, groups)
-    # A non-root user keeps nothing: its permitted set is already empty after setuid, and a
-    # non-empty inheritable set would let it gain capabilities by executing a binary with
-    # inheritable file capabilities (CVE-2022-24769, which made Docker empty it).
-    set_capabilities(profile.capabilities if uid == 0 else frozenset())
+        switch_user(uid, gid, groups, keep_capabilities=sets is not None)
+    if sets is not None:
+        set_capabilities(sets["permitted"], sets["effective"], sets["inheritable"],
+                         sets["ambient"])
+    else:
+        # A non-root user keeps nothing: its permitted set is already empty after setuid, and
+        # a non-empty inheritable set would let it gain capabilities by executing a binary
+        # with inheritable file capabilities (CVE-2022-24769, which made Docker empty it).
+        set_capabilities(profile.capabilities if uid == 0 else frozenset())
     if profile.no_new_privileges:
         set_no_new_privs()

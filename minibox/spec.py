@@ -122,7 +122,8 @@ class ContainerSpec:
 
     def __init__(self, command, image=None, image_id=None, layers=(), rootfs=None, name=None, hostname=None, env=None,
                  workdir="/", volumes=(), interactive=False, tty=False, remove=False,
-                 use_chroot=False, user=None, limits=None, cgroup_parent=None, stats=False,
+                 use_chroot=False, user=None, limits=None, cgroup_parent=None, cgroups_path=None,
+                 stats=False,
                  security=None, privileged=False, read_only=False, detach=False,
                  restart=None, root_path=None, mounts=DEFAULT_MOUNTS,
                  namespaces=DOCKER_NAMESPACES, masked_paths=(),
@@ -162,6 +163,8 @@ class ContainerSpec:
         self.use_chroot = use_chroot    # --chroot: the escapable way, for the lesson
         self.limits = limits or cgroup_limits.Limits()  # -m, --cpus, --pids-limit ...
         self.cgroup_parent = cgroup_parent  # --cgroup-parent, below each hierarchy's root
+        # OCI linux.cgroupsPath (cgroups.parse_cgroups_path): the container's cgroup itself
+        self.cgroups_path = cgroups_path
         self.stats = stats              # --stats: print peak memory, CPU time, max pids at exit
         self.user = user                # --user or the image's User: USER[:GROUP], names or ids
         self.additional_gids = list(additional_gids)  # OCI process.user.additionalGids

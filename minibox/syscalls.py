@@ -23,6 +23,7 @@ MS_SYNCHRONOUS = 0x10
 MS_REMOUNT = 0x20
 MS_MANDLOCK = 0x40
 MS_DIRSYNC = 0x80
+MS_NOSYMFOLLOW = 0x100  # Linux 5.10
 MS_NOATIME = 0x400
 MS_NODIRATIME = 0x800
 MS_BIND = 0x1000
@@ -49,6 +50,7 @@ CLONE_NEWNET = 0x40000000
 # prctl(2) options, from <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
 PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECCOMP_SET_MODE_FILTER = 1  # seccomp(2)'s operation
 
@@ -108,6 +110,12 @@ def set_parent_death_signal(signum):
 def clear_ambient_capabilities():
     """prctl(2) PR_CAP_AMBIENT_CLEAR_ALL: empty the ambient capability set."""
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, what="prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+
+
+def raise_ambient_capability(bit):
+    """prctl(2) PR_CAP_AMBIENT_RAISE: add one capability to the ambient set (EPERM unless
+    it is both permitted and inheritable)."""
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, bit, what="prctl(PR_CAP_AMBIENT_RAISE)")
 
 
 def set_seccomp_filter(program, flags=0):

@@ -17,13 +17,14 @@ from minibox import rootless
 from minibox.cgroups import grace
 from minibox.cgroups.base import (Cgroup, CgroupError, NoCgroup, Stats, remove_cgroup_dirs,
                                   remove_orphans)
-from minibox.cgroups.limits import Limits, format_size, parse_cgroup_parent, parse_limits, parse_size
+from minibox.cgroups.limits import (Limits, format_size, parse_cgroup_parent, parse_cgroups_path,
+                                    parse_limits, parse_size)
 from minibox.cgroups.mounts import cgroup_directories
 
 __all__ = [
     "Cgroup", "CgroupError", "Limits", "Stats", "cgroup_directories", "cgroup_for",
     "cgroup_version", "format_size",
-    "parse_cgroup_parent", "parse_limits", "parse_size", "remove_cgroup_dirs", "remove_orphans",
+    "parse_cgroup_parent", "parse_cgroups_path", "parse_limits", "parse_size", "remove_cgroup_dirs", "remove_orphans",
     "start_grace_period",
 ]
 
@@ -35,11 +36,12 @@ def cgroup_version(root: str = CGROUP_ROOT) -> int:
     return 2 if os.path.exists(os.path.join(root, "cgroup.controllers")) else 1
 
 
-def cgroup_for(container_id: str, parent: str | None = None) -> Cgroup:
+def cgroup_for(container_id: str, parent: str | None = None, path: str | None = None) -> Cgroup:
     """The container's cgroup on this host's cgroup version; nothing is created yet.
 
     `parent` (from --cgroup-parent, already through parse_cgroup_parent) replaces the default
-    place: minibox/ at the v2 root, or minibox/ under the runtime's own v1 cgroups.
+    place: minibox/ at the v2 root, or minibox/ under the runtime's own v1 cgroups. `path`
+    (an OCI cgroupsPath, through parse_cgroups_path) is the container's directory itself.
     Without root (rootless.py): none at all.
     """
     if rootless.ENABLED:
@@ -47,10 +49,10 @@ def cgroup_for(container_id: str, parent: str | None = None) -> Cgroup:
     if cgroup_version() == 2:
         from minibox.cgroups.v2 import V2Cgroup
 
-        return V2Cgroup(container_id, parent)
+        return V2Cgroup(container_id, parent, path=path)
     from minibox.cgroups.v1 import V1Cgroup
 
-    return V1Cgroup(container_id, parent)
+    return V1Cgroup(container_id, parent, path=path)
 
 
 def start_grace_period() -> None:

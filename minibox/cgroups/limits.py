@@ -21,7 +21,7 @@ MAX_CPU_SHARES = 262144
 CFS_PERIOD_US = 100_000
 
 # Which flag asked for which controller, to name both when a host lacks one.
-CONTROLLER_FLAGS = {"memory": "-m/--memory", "cpu": "--cpus/--cpu-shares", "pids": "--pids-limit",
+CONTROLLER_FLAGS = {"memory": "-m/--memory, memory.*", "cpu": "--cpus/--cpu-shares", "pids": "--pids-limit",
                     "devices": "the device rules, which only --privileged lifts"}
 
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -35,10 +35,16 @@ class Limits:
     (A plain class: dataclasses would import inspect, ~10 ms of every container start.)"""
 
     def __init__(self, memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids=None,
-                 devices=None):
+                 devices=None, memory_reservation=None, memory_swappiness=None,
+                 cpu_period=None):
         self.memory = memory  # bytes (-m)
         self.memory_swap = memory_swap  # bytes of memory + swap (--memory-swap); -1: no swap limit
-        self.cpus = cpus  # --cpus, becomes a CFS quota per 100 ms period
+        # bytes reclaimed from the container last under memory pressure (--memory-reservation,
+        # OCI memory.reservation); memory_swappiness 0..100, OCI memory.swappiness (v1 only)
+        self.memory_reservation = memory_reservation
+        self.memory_swappiness = memory_swappiness
+        self.cpus = cpus  # --cpus, becomes a CFS quota per period
+        self.cpu_period = cpu_period  # the CFS period in us (OCI cpu.period); None: 100 ms
         self.cpu_shares = cpu_shares  # --cpu-shares, relative weight (v1 cpu.shares scale)
         self.pids = pids  # --pids-limit
         # [(allow, "c 1:3 rwm"), ...] from devices.container_rules(); None (--privileged):
@@ -48,7 +54,8 @@ class Limits:
     def controllers(self) -> set[str]:
         """The cgroup controllers these limits need (a host lacking one must refuse)."""
         needed = set()
-        if self.memory is not None or self.memory_swap is not None:
+        if {self.memory, self.memory_swap, self.memory_reservation,
+                self.memory_swappiness} != {None}:
             needed.add("memory")
         if self.cpus is not None or self.cpu_shares is not None:
             needed.add("cpu")
@@ -56,9 +63,12 @@ class Limits:
             needed.add("pids")
         return needed
 
+    def cpu_period_us(self) -> int:
+        return self.cpu_period or CFS_PERIOD_US
+
     def cpu_quota_us(self) -> int:
-        """--cpus as CFS quota: microseconds of CPU time allowed per CFS_PERIOD_US."""
-        return round(self.cpus * CFS_PERIOD_US)
+        """--cpus as CFS quota: microseconds of CPU time allowed per period."""
+        return round(self.cpus * self.cpu_period_us())
 
 
 def parse_size(text: str) -> int:
@@ -122,6 +132,40 @@ def parse_cgroup_parent(text: str) -> str:
     if not parts or ".." in parts or "." in parts:
         raise ValueError(f"--cgroup-parent: {text!r} must be a path like /ci/jobs, without . or ..")
     return "/".join(parts)
+
+
+def parse_cgroups_path(text: str) -> str:
+    """OCI linux.cgroupsPath as a path in each hierarchy: "/a/b" from the hierarchy's root,
+    "a/b" below the runtime's own cgroup (v1; v2: below its parent, see v2.py), and
+    systemd's "slice:prefix:name" as the path systemd would give the unit, as runc's
+    systemd driver documents it (docs/cgroup-v2.md, "systemd cgroup driver"): the slice
+    "a-b.slice" is a.slice/a-b.slice, the unit "prefix-name.scope" (a name ending in .slice
+    is the slice itself), and no slice means system.slice. No systemd is asked: the
+    directories are made as for any other path."""
+    parts = text.split(":")
+    if len(parts) == 3 and "/" not in text:
+        slice_name, prefix, name = parts
+        return "/" + "/".join(_expand_slice(slice_name or "system.slice") + [
+            name if name.endswith(".slice") else f"{prefix}-{name}.scope" if prefix
+            else f"{name}.scope"])
+    names = [part for part in text.split("/") if part]
+    if not names or ".." in names or "." in names:
+        raise ValueError(f"linux.cgroupsPath {text!r} must be a path without . or .., or "
+                         "slice:prefix:name")
+    return "/" * text.startswith("/") + "/".join(names)
+
+
+def _expand_slice(name: str) -> list[str]:
+    """systemd.slice(5): "a-b-c.slice" lives in a.slice/a-b.slice/a-b-c.slice; "-.slice" is
+    the root."""
+    if not name.endswith(".slice") or "/" in name:
+        raise ValueError(f"linux.cgroupsPath: {name!r} is not a slice name (NAME.slice)")
+    if name == "-.slice":
+        return []
+    words = name[:-len(".slice")].split("-")
+    if "" in words:
+        raise ValueError(f"linux.cgroupsPath: {name!r} is not a slice name (empty part)")
+    return ["-".join(words[:count]) + ".slice" for count in range(1, len(words) + 1)]
 
 
 def _size(flag: str, text) -> int:

@@ -11,6 +11,8 @@ The files this backend writes, and their twins in v2 (see v2.py):
 |------------------|--------------------------------------------------|------------------------|
 | memory limit     | memory.limit_in_bytes                            | memory.max             |
 | memory + swap    | memory.memsw.limit_in_bytes (memory + swap)      | memory.swap.max (swap) |
+| reservation      | memory.soft_limit_in_bytes                       | memory.low             |
+| swappiness       | memory.swappiness (0..100)                       | none: refused          |
 | CPU bandwidth    | cpu.cfs_quota_us + cpu.cfs_period_us             | cpu.max "quota period" |
 | CPU weight       | cpu.shares (2..262144, default 1024)             | cpu.weight (1..10000)  |
 | process limit    | pids.max                                         | pids.max               |
@@ -31,7 +33,7 @@ from collections import namedtuple
 
 from minibox.cgroups.base import Cgroup, CgroupError, LimitFile, Stats, read, read_int, read_keyed
 from minibox.cgroups.base import refuse_missing, wait_for, write
-from minibox.cgroups.limits import CFS_PERIOD_US, Limits
+from minibox.cgroups.limits import Limits
 from minibox.cgroups.mounts import cgroup_mounts, memberships, relative_path
 
 # Only the hierarchies minibox uses: each one is a mkdir and a cgroup.procs write per container.
@@ -80,13 +82,17 @@ class V1Cgroup(Cgroup):
     version = 1
 
     def __init__(self, container_id: str, parent: str | None = None,
-                 hierarchies: dict[str, Hierarchy] | None = None):
+                 hierarchies: dict[str, Hierarchy] | None = None, path: str | None = None):
         """`hierarchies` defaults to this host's (mounted_hierarchies()); `parent` is a path
-        below each hierarchy's root (see limits.parse_cgroup_parent)."""
+        below each hierarchy's root (see limits.parse_cgroup_parent); `path`, an OCI
+        cgroupsPath (limits.parse_cgroups_path), names the container's own directory: from
+        each hierarchy's root if absolute, else below the runtime's own cgroup, as runc's."""
         self.hierarchies = mounted_hierarchies() if hierarchies is None else hierarchies
-        self.custom_parent = parent is not None
+        self.custom_parent = parent is not None or path is not None
         self.dirs = {
-            controller: os.path.join(mountpoint, parent or os.path.join(own, "minibox"), container_id)
+            controller: os.path.join(mountpoint, path.lstrip("/")) if path and path[0] == "/"
+            else os.path.join(mountpoint, own, path) if path
+            else os.path.join(mountpoint, parent or os.path.join(own, "minibox"), container_id)
             for controller, (mountpoint, own) in self.hierarchies.items()
         }
 
@@ -117,8 +123,15 @@ class V1Cgroup(Cgroup):
             # memsw is memory *plus* swap and must stay >= limit_in_bytes, so it comes second.
             files.append(LimitFile(memory, "memory.memsw.limit_in_bytes", limits.memory_swap,
                                    "memory.swap.max, swap alone"))
+        if limits.memory_reservation is not None:
+            files.append(LimitFile(memory, "memory.soft_limit_in_bytes", limits.memory_reservation,
+                                   "memory.low"))
+        if limits.memory_swappiness is not None:
+            files.append(LimitFile(memory, "memory.swappiness", limits.memory_swappiness,
+                                   "none: v2 has no swappiness per cgroup"))
         if limits.cpus is not None:
-            files.append(LimitFile(cpu, "cpu.cfs_period_us", CFS_PERIOD_US, "cpu.max, 2nd field"))
+            files.append(LimitFile(cpu, "cpu.cfs_period_us", limits.cpu_period_us(),
+                                   "cpu.max, 2nd field"))
             files.append(LimitFile(cpu, "cpu.cfs_quota_us", limits.cpu_quota_us(), "cpu.max, 1st field"))
         if limits.cpu_shares is not None:
             files.append(LimitFile(cpu, "cpu.shares", limits.cpu_shares, "cpu.weight, 1..10000"))

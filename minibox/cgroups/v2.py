@@ -13,6 +13,7 @@ The files this backend writes, and their twins in v1 (see v1.py):
 |------------------|------------------------------------------|------------------------------------------|
 | memory limit     | memory.max                               | memory.limit_in_bytes                    |
 | swap limit       | memory.swap.max (swap alone)             | memory.memsw.limit_in_bytes (mem + swap) |
+| reservation      | memory.low                               | memory.soft_limit_in_bytes               |
 | CPU bandwidth    | cpu.max "quota period"                   | cpu.cfs_quota_us + cpu.cfs_period_us     |
 | CPU weight       | cpu.weight (1..10000, default 100)       | cpu.shares (2..262144, default 1024)     |
 | process limit    | pids.max                                 | pids.max                                 |
@@ -32,7 +33,7 @@ import os
 
 from minibox.cgroups.base import Cgroup, CgroupError, LimitFile, Stats, read, read_int, read_keyed
 from minibox.cgroups.base import refuse_missing, wait_for, write
-from minibox.cgroups.limits import CFS_PERIOD_US, MAX_CPU_SHARES, MIN_CPU_SHARES, Limits
+from minibox.cgroups.limits import MAX_CPU_SHARES, MIN_CPU_SHARES, Limits
 from minibox.cgroups.mounts import memberships
 
 ROOT = "/sys/fs/cgroup"
@@ -47,13 +48,19 @@ def cpu_weight(shares: int) -> int:
     return 1 + (shares - MIN_CPU_SHARES) * 9999 // (MAX_CPU_SHARES - MIN_CPU_SHARES)
 
 
-def own_procs(root: str = ROOT) -> str | None:
-    """The `cgroup.procs` of the runtime's own cgroup (for grace.py). /proc/self/cgroup on
-    a v2 host reads "0::/the/runtime's/cgroup" (cgroups(7))."""
+def own_cgroup() -> str | None:
+    """The runtime's own cgroup: /proc/self/cgroup on a v2 host reads
+    "0::/the/runtime's/cgroup" (cgroups(7))."""
     for controllers, path in memberships():
         if not controllers:
-            return os.path.join(root, path.strip().lstrip("/"), "cgroup.procs")
+            return path.strip()
     return None
+
+
+def own_procs(root: str = ROOT) -> str | None:
+    """The `cgroup.procs` of the runtime's own cgroup (for grace.py)."""
+    own = own_cgroup()
+    return own and os.path.join(root, own.lstrip("/"), "cgroup.procs")
 
 
 class V2Cgroup(Cgroup):
@@ -61,11 +68,23 @@ class V2Cgroup(Cgroup):
 
     version = 2
 
-    def __init__(self, container_id: str, parent: str | None = None, root: str = ROOT):
-        """`parent` is a path below `root` (see limits.parse_cgroup_parent), default "minibox"."""
+    def __init__(self, container_id: str, parent: str | None = None, root: str = ROOT,
+                 path: str | None = None, own: str | None = None):
+        """`parent` is a path below `root` (see limits.parse_cgroup_parent), default "minibox".
+        `path`, an OCI cgroupsPath (limits.parse_cgroups_path), names the container's own
+        directory: below `root` if absolute, else below the parent of the runtime's own
+        cgroup `own` (default: /proc/self/cgroup's), as runc's fs2 driver places it -- the
+        runtime's own cgroup holds processes, so the "no internal processes" rule would
+        forbid enabling controllers for a child of it."""
         self.root = root
-        self.custom_parent = parent is not None
-        self.path = os.path.join(root, parent or "minibox", container_id)
+        self.custom_parent = parent is not None or path is not None
+        if path and path[0] == "/":
+            self.path = os.path.join(root, path.lstrip("/"))
+        elif path:
+            own = own_cgroup() if own is None else own
+            self.path = os.path.join(root, os.path.dirname(own.strip("/")), path)
+        else:
+            self.path = os.path.join(root, parent or "minibox", container_id)
 
     def paths(self) -> list[str]:
         return [self.path]
@@ -76,6 +95,9 @@ class V2Cgroup(Cgroup):
 
     def _check(self, limits: Limits) -> None:
         refuse_missing(limits.controllers(), self.available(), version=2)
+        if limits.memory_swappiness is not None:  # dropping it silently is no answer
+            raise CgroupError("linux.resources.memory.swappiness: cgroup v2 has no swappiness "
+                              "per cgroup (only v1's memory.swappiness)")
 
     def _make_dirs(self) -> None:
         available = self.available()
@@ -103,8 +125,12 @@ class V2Cgroup(Cgroup):
             swap = "max" if limits.memory_swap == -1 else limits.memory_swap - limits.memory
             files.append(LimitFile(self.path, "memory.swap.max", swap,
                                    "memory.memsw.limit_in_bytes, memory + swap"))
+        if limits.memory_reservation is not None:
+            files.append(LimitFile(self.path, "memory.low", limits.memory_reservation,
+                                   "memory.soft_limit_in_bytes"))
         if limits.cpus is not None:
-            files.append(LimitFile(self.path, "cpu.max", f"{limits.cpu_quota_us()} {CFS_PERIOD_US}",
+            files.append(LimitFile(self.path, "cpu.max",
+                                   f"{limits.cpu_quota_us()} {limits.cpu_period_us()}",
                                    "cpu.cfs_quota_us + cpu.cfs_period_us"))
         if limits.cpu_shares is not None:
             files.append(LimitFile(self.path, "cpu.weight", cpu_weight(limits.cpu_shares),

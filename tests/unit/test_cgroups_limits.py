@@ -1,7 +1,7 @@
 """Limits parsing and validation: every bad value is refused with one line naming the flag."""
 import pytest
 
-from minibox.cgroups import Limits, format_size, parse_cgroup_parent, parse_limits, parse_size
+from minibox.cgroups import Limits, format_size, limits, parse_cgroup_parent, parse_limits, parse_size
 from minibox.cgroups.devices import container_rules
 from minibox.cgroups.limits import host_cpus
 
@@ -41,7 +41,8 @@ def test_format_size(size, text):
 def test_parse_limits_builds_every_field():
     limits = parse_limits("64m", "128m", "0.5", "512", "32")
     assert vars(limits) == dict(memory=64 * 2**20, memory_swap=128 * 2**20, cpus=0.5, cpu_shares=512,
-                                pids=32, devices=container_rules())
+                                pids=32, devices=container_rules(), memory_reservation=None,
+                                memory_swappiness=None, cpu_period=None)
     assert limits.controllers() == {"memory", "cpu", "pids"}
     assert limits.cpu_quota_us() == 50_000
 
@@ -113,3 +114,25 @@ def test_cgroup_parent_is_made_relative(text, path):
 def test_cgroup_parent_cannot_climb_out(text):
     with pytest.raises(ValueError, match=r"^--cgroup-parent: .* must be a path like /ci/jobs, without \. or \.\.$"):
         parse_cgroup_parent(text)
+
+
+@pytest.mark.parametrize("text, path", [
+    ("/libpod_parent/libpod-abc", "/libpod_parent/libpod-abc"),
+    ("pods//abc/", "pods/abc"),
+    # systemd's form, mapped to the cgroupfs path systemd would give the unit (runc's docs)
+    ("system.slice:docker:abc", "/system.slice/docker-abc.scope"),
+    ("machine-libpod.slice:libpod:abc", "/machine.slice/machine-libpod.slice/libpod-abc.scope"),
+    (":crio:abc", "/system.slice/crio-abc.scope"),
+    ("-.slice:p:x", "/p-x.scope"),
+    ("a.slice::b-c.slice", "/a.slice/b-c.slice"),
+])
+def test_oci_cgroups_path(text, path):
+    assert limits.parse_cgroups_path(text) == path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("/a/../b", "without . or .."), ("", "without . or .."),
+    ("docker:p:x", "'docker' is not a slice name"), ("a--b.slice:p:x", "empty part")])
+def test_bad_oci_cgroups_paths(text, message):
+    with pytest.raises(ValueError, match=message):
+        limits.parse_cgroups_path(text)

@@ -156,3 +156,26 @@ def test_remove_cgroup_dirs_goes_deepest_first_and_skips_missing(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     remove_cgroup_dirs([str(tmp_path / "a"), str(tmp_path / "a" / "b"), str(tmp_path / "gone")])
     assert os.listdir(tmp_path) == []
+
+
+def test_an_oci_cgroups_path_is_the_containers_directory(hierarchies, tmp_path):
+    """linux.cgroupsPath as runc's fs driver reads it: absolute from each hierarchy's root,
+    relative below the runtime's own cgroup; the directories above are not minibox's."""
+    absolute = V1Cgroup("abc123", hierarchies=hierarchies, path="/libpod_parent/libpod-abc")
+    assert absolute.paths()[:2] == [f"{tmp_path}/memory/libpod_parent/libpod-abc",
+                                    f"{tmp_path}/cpu,cpuacct/libpod_parent/libpod-abc"]
+    relative = V1Cgroup("abc123", hierarchies=hierarchies, path="pods/abc")
+    assert relative.paths()[0] == f"{tmp_path}/memory/process_api/34869c/pods/abc"
+    assert absolute.groups() == relative.groups() == []
+
+
+def test_oci_reservation_swappiness_and_period_are_written(hierarchies, tmp_path):
+    limits = Limits(memory_reservation=32 << 20, memory_swappiness=0, cpus=0.25,
+                    cpu_period=200000)
+    V1Cgroup("abc123", hierarchies=hierarchies).create(limits)
+    memory = tmp_path / "memory/process_api/34869c/minibox/abc123"
+    cpu = tmp_path / "cpu,cpuacct/minibox/abc123"
+    assert (memory / "memory.soft_limit_in_bytes").read_text() == str(32 << 20)
+    assert (memory / "memory.swappiness").read_text() == "0"
+    assert (cpu / "cpu.cfs_period_us").read_text() == "200000"
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "50000"

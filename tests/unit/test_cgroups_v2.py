@@ -168,3 +168,23 @@ def test_a_freeze_the_kernel_never_confirms_is_an_error(created, monkeypatch):
     monkeypatch.setattr(v2, "wait_for", lambda condition, timeout: condition())  # no 2 s wait
     with pytest.raises(CgroupError, match="did not show frozen 1"):
         cgroup.freeze()
+
+
+def test_an_oci_cgroups_path_is_placed_as_runcs_fs2_driver_does(root):
+    """Absolute: below the root; relative: below the PARENT of the runtime's own cgroup
+    (which holds processes: no controllers could be enabled below it)."""
+    assert V2Cgroup("x", root=str(root), path="/machine.slice/libpod-abc.scope").paths() == [
+        str(root / "machine.slice/libpod-abc.scope")]
+    assert V2Cgroup("x", root=str(root), path="pods/abc", own="/user.slice/session-1.scope"
+                    ).paths() == [str(root / "user.slice/pods/abc")]
+
+
+def test_oci_reservation_and_period_are_written_and_swappiness_refused(root):
+    V2Cgroup("abc123", root=str(root)).create(Limits(memory_reservation=32 << 20, cpus=0.25,
+                                                     cpu_period=200000))
+    leaf = root / "minibox" / "abc123"
+    assert read(leaf / "memory.low") == str(32 << 20)
+    assert read(leaf / "cpu.max") == "50000 200000"
+    with pytest.raises(CgroupError, match="memory.swappiness: cgroup v2 has no swappiness"):
+        V2Cgroup("other", root=str(root)).create(Limits(memory_swappiness=10))
+    assert not (root / "minibox" / "other").exists()

@@ -90,3 +90,25 @@ def test_unknown_names_are_one_clear_error(tmp_path, user, message):
         (tmp_path / name).write_text(text)
     with pytest.raises(security.MiniboxError, match=message):
         security.resolve_user(user, str(tmp_path))
+
+
+OCI_SETS = {"effective": ["NET_ADMIN", "KILL"], "permitted": ["NET_ADMIN", "KILL", "CHOWN"],
+            "inheritable": ["NET_ADMIN", "CHOWN"], "ambient": ["NET_ADMIN", "KILL"]}
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("user", [None, "1000:1000"])
+def test_an_oci_profile_applies_each_set_as_given_for_root_and_a_user(user):
+    """config.json's five sets, as runc applies them: a user keeps them (keepcaps across
+    setuid, then capset and the ambient set). KILL cannot be ambient: it is not inheritable."""
+    bounding = {"NET_ADMIN", "KILL", "CHOWN", "SETUID", "SETGID"}
+    fields = status_after_exec(security.SecurityProfile(
+        bounding, no_new_privileges=False, seccomp=False, capability_sets=OCI_SETS), user)
+    mask = security.capability_mask
+    # What execve(2) makes of them (capabilities(7), "Transformation of capabilities during
+    # execve()"): root's file is as if it had every file capability, so P' = the bounding
+    # set; a user's plain file gives P' = E' = the ambient set.
+    permitted = mask(bounding) if user is None else mask({"NET_ADMIN"})
+    assert masks(fields) == {"CapInh": mask({"NET_ADMIN", "CHOWN"}), "CapPrm": permitted,
+                             "CapEff": permitted, "CapBnd": mask(bounding),
+                             "CapAmb": mask({"NET_ADMIN"})}
