@@ -202,19 +202,29 @@ def leaked_cgroups(before, ids, grace=2.0):
     The cgroups live where every minibox on the machine puts them, so another test
     session's containers appear and vanish here too. A new directory is excused when it
     (or one below it) holds a process that is not this session's -- a container of another
-    session, or a shared minibox/ group such a container sits in -- or when it vanishes
-    within `grace` seconds (another session tearing down). A directory named after one of
-    `ids` is never excused.
+    session, or a shared minibox/ group such a container sits in --, when a cgroup of that
+    name exists outside the places this process's runs use (another session placed it below
+    its own cgroup in some hierarchy), or when it vanishes within `grace` seconds (another
+    session tearing down). A directory named after one of `ids` is never excused.
     """
     ours = _session_processes()
     deadline = time.monotonic() + grace
     while True:
-        suspects = sorted(path for path in cgroup_dirs() - before
-                          if os.path.basename(path) in ids or not _foreign_inside(path, ours))
+        mine = cgroup_dirs()
+        suspects = sorted(path for path in mine - before
+                          if os.path.basename(path) in ids
+                          or not (_foreign_inside(path, ours) or _placed_elsewhere(path, mine)))
         if not suspects or time.monotonic() >= deadline or \
                 any(os.path.basename(path) in ids for path in suspects):
             return suspects
         time.sleep(0.1)
+
+
+def _placed_elsewhere(path, mine):
+    """Whether a cgroup named like `path` exists outside `mine` (this process's places)."""
+    import glob
+    return any(other not in mine for other in
+               glob.glob(f"/sys/fs/cgroup/*/**/{os.path.basename(path)}", recursive=True))
 
 
 def _foreign_inside(cgroup, ours):
