@@ -141,7 +141,7 @@ def test_env_workdir_and_default_environment(minibox):
 def test_proc_dev_and_sys_are_set_up_and_masked(minibox):
     result = minibox("run", "--rm", "busybox", "sh", "-c",
                      "ls /dev; wc -c < /proc/keys; wc -c < /proc/timer_list; ls /sys/firmware; "
-                     "echo 1 > /proc/sys/kernel/domainname; echo x > /sys/x")
+                     "echo 1 > /proc/sys/kernel/domainname; echo x > /sys/x", check=False)
     for device in ("null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "ptmx"):
         assert device in result.stdout.split()
     assert result.stdout.endswith("\n0\n0\n")  # /dev/null over /proc/keys, timer_list; empty tmpfs
