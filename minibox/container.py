@@ -31,7 +31,7 @@ down what the ledger lists. For `run -d` and OCI `create` the monitor is a detac
 of its own (monitor.py); for a plain `run` it is the `minibox` process. Commands acting on
 a container that exists (start, kill, stop, rm, gc) are in control.py.
 """
-import _socket  # socket(2) without socket.py's enums, which cost ~3 ms of every start
+import _socket  # socket(2) without socket.py's enums, whose import every start would pay
 import os
 import select
 import signal

@@ -55,7 +55,7 @@ def step(title, syscall="", man=""):
 
 
 def _arguments(func, args, kwargs):
-    """The call's arguments by parameter name (inspect.signature would cost ~9 ms to import)."""
+    """The call's arguments by parameter name (inspect.signature would import inspect, a large module)."""
     code = func.__code__
     names = code.co_varnames[:code.co_argcount]
     defaults = func.__defaults__ or ()

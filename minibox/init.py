@@ -178,7 +178,7 @@ def _build_root(spec, directory):
 def set_process_limits(spec):
     """PID 1 before its root is built; an exec'd process inside the container, whose
     caller imported `resource` before chroot (enter.py)."""
-    if spec.rlimits:  # an OCI bundle's: `run` sets none, and skips the import (~1 ms)
+    if spec.rlimits:  # an OCI bundle's: `run` sets none, and skips the import
         import resource
         for name, soft, hard in spec.rlimits:
             try:

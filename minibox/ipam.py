@@ -12,8 +12,8 @@ A pool is a directory, like CNI's host-local IPAM (/var/lib/cni/networks/<name>/
     <store>/<pool>/10.199.0.3     ...
 
 One file per lease makes claiming and releasing one `open(O_CREAT|O_EXCL)` or one
-`unlink(2)`: no table to rewrite. (Rewriting a JSON table by write-then-rename cost ~4 ms
-per start on this machine's ext4, whose auto_da_alloc flushes a file renamed over another.)
+`unlink(2)`: no table to rewrite. (Rewriting a JSON table by write-then-rename costs a flush per start on ext4, whose
+auto_da_alloc flushes a file renamed over another.)
 O_EXCL also makes a double lease an error rather than a silent overwrite.
 
 The lock is on the store directory, which is never deleted: a lock on a pool directory (or

@@ -118,7 +118,7 @@ class PortMapping:
 
 class ContainerSpec:
     """What to run and how: from `minibox run`'s flags or from an OCI config.json.
-    (A plain class: dataclasses would import inspect, ~10 ms of every container start.)"""
+    (A plain class: dataclasses would import inspect, a large module, on every container start.)"""
 
     def __init__(self, command, image=None, image_id=None, layers=(), rootfs=None, name=None, hostname=None, env=None,
                  workdir="/", volumes=(), interactive=False, tty=False, remove=False,

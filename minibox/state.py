@@ -254,7 +254,7 @@ def _remove_name(entry):
 def _remove_tree(path):
     """`rm -rf path`, leaves first, never following a symbolic link (os.walk lists links to
     directories among the directories, but does not walk into them). Not shutil.rmtree:
-    importing shutil loads bz2, lzma and fnmatch, ~5 ms of every `run --rm`. Nothing of
+    importing shutil loads bz2, lzma and fnmatch on every `run --rm`. Nothing of
     the container runs any more, so nothing changes the tree while we walk it."""
     for directory, subdirectories, files in os.walk(path, topdown=False):
         for name in files:

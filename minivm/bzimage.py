@@ -5,8 +5,8 @@ the real-mode setup code with its header ("HdrS" at 0x202), a small decompressor
 actual kernel — an ELF file called vmlinux — compressed. A bootloader jumps into the setup
 code and the decompressor unpacks the kernel at boot time, every time.
 
-Under TCG that decompressor runs emulated and is most of the boot (5.5 s as a bzImage vs
-1.9 s as a vmlinux, measured here). The header tells where the compressed kernel is, so the
+Under TCG that decompressor runs emulated and is most of the boot (bench/README.md has a
+bzImage against a vmlinux). The header tells where the compressed kernel is, so the
 host can unpack it once, with Python's own decompressors, and QEMU can boot the ELF directly.
 
 Header fields used (offsets into the file, little-endian):

@@ -89,7 +89,7 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
                 "serves as the tick", doc="kernel-parameters: noapictimer"))
         params += [
             option("cryptomgr.notests", why="skip the crypto self-tests that run at every boot "
-                   "(~0.3 s under TCG)", doc="kernel-parameters: cryptomgr.notests"),
+                   "(a noticeable share of a TCG boot)", doc="kernel-parameters: cryptomgr.notests"),
             option("noreplace-smp", why="on one CPU the kernel would rewrite every SMP lock "
                    "prefix into a no-op at boot; under TCG each rewrite throws translated code "
                    "away (~50 ms measured with the tiny kernel)",

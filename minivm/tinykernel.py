@@ -1,7 +1,7 @@
 """`minivm kernel build`: a kernel of minivm's own, small enough to boot in well under a second.
 
 Debian's kernel is built to run anywhere: it probes for hundreds of devices, runs self-tests
-and leaves most drivers to modules, so under TCG it needs ~1.9 s to reach /init here. A guest
+and leaves most drivers to modules, so under TCG it spends seconds before /init (bench/README.md). A guest
 that only ever sees QEMU's microvm needs a few drivers, all compiled in. The recipe:
 
 1. `make tinyconfig`: every option off that can be (allnoconfig + kernel/configs/tiny.config);

@@ -16,18 +16,25 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def no_cgroup_left_behind(request):
-    """Every test as root: the cgroup directories after it are the ones before it. Leaks of
-    container cgroups and of the shared minibox/ groups are both caught here, per test."""
+def nothing_left_behind(request):
+    """Every test as root: afterwards every container its Minibox objects still hold is
+    removed, and nothing of what the test made may be left (tests/harness.py's
+    leftovers(): processes, state directories, mounts, cgroups, veths, leases). Autouse, so
+    it is set up first and checks last, after the test's other fixtures have ended."""
     if os.geteuid() != 0 or "root" not in request.keywords:
         yield
         return
-    from tests.helpers import cgroup_dirs
-    before = cgroup_dirs()
+    from tests import harness
+    harness.MADE.clear()
+    before = harness.snapshot()
     yield
-    left = sorted(cgroup_dirs() - before)
+    for box in harness.MADE:
+        box.remove_all()
+    left = harness.leftovers(before, harness.MADE)
     if left:
-        pytest.fail(f"cgroups left behind: {' '.join(left)}")
+        pytest.fail(f"left behind: {left}")
+    for box in harness.MADE:
+        shutil.rmtree(box.root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -58,27 +65,14 @@ def image_store(tmp_path_factory):
 
 
 @pytest.fixture
-def minibox_env(tmp_path, image_store, monkeypatch):
-    """A private state root per test, so tests never see each other's containers."""
-    root = str(tmp_path / "run")
-    monkeypatch.setenv("MINIBOX_ROOT", root)
+def minibox(image_store, monkeypatch):
+    """The minibox CLI with a private state root, the session's image store (tests/harness.py's
+    Minibox). Its environment is the test's too, for what a test starts by other means."""
+    from tests.harness import Minibox
+    box = Minibox(image_store)
+    monkeypatch.setenv("MINIBOX_ROOT", box.root)
     monkeypatch.setenv("MINIBOX_STORE", image_store)
-    return {"root": root, "store": image_store}
-
-
-@pytest.fixture
-def minibox(minibox_env):
-    """Run the minibox CLI as a subprocess; returns the CompletedProcess (text mode)."""
-    import subprocess
-    import sys
-
-    def run(*args, timeout=60, **kwargs):
-        kwargs.setdefault("capture_output", True)
-        kwargs.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.run([sys.executable, "-m", "minibox", *args], text=True,
-                              timeout=timeout, **kwargs)
-    return run
-
+    return box
 
 
 @pytest.fixture(scope="session", autouse=True)

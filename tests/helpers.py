@@ -3,14 +3,6 @@ import contextlib
 import os
 
 
-def container_dirs(root):
-    """The container directories under a state root (names/ is bookkeeping, not a container)."""
-    try:
-        return sorted(name for name in os.listdir(root) if name != "names")
-    except FileNotFoundError:
-        return []
-
-
 def busybox_layer(store):
     """The busybox image's (one) layer directory in the image store at `store`."""
     import subprocess
@@ -39,25 +31,6 @@ def code_references(narration):
         assert text.strip(), f"{path}:{line} is a blank line"
         checked.append((path, text))
     return checked
-
-
-def cgroup_dirs():
-    """Every cgroup directory a minibox run from this process could make: below this
-    process's own cgroup in each v1 hierarchy (where minibox/ and --cgroup-parent go), or
-    below the v2 root's minibox*/ groups."""
-    from minibox import cgroups
-    from minibox.cgroups.v1 import mounted_hierarchies
-    if cgroups.cgroup_version() == 2:
-        tops = [entry.path for entry in os.scandir(cgroups.CGROUP_ROOT)
-                if entry.is_dir() and entry.name.startswith("minibox")]
-    else:
-        tops = [os.path.join(mountpoint, own.lstrip("/"))
-                for mountpoint, own in mounted_hierarchies().values()]
-    found = set()
-    for top in tops:
-        for directory, subdirs, _ in os.walk(top):
-            found.update(os.path.join(directory, name) for name in subdirs)
-    return found
 
 
 def converse(shell, command, answers, exit_status):

@@ -6,7 +6,7 @@ a quota per period), the number of processes (a fork bomb gets EAGAIN from fork(
 freezer. Two very different kernel interfaces do this:
 
 - v1 (v1.py): one hierarchy per controller, /sys/fs/cgroup/<controller>/...; still the only
-  one usable on this host, which is "hybrid" (v1 controllers + an empty cgroup2).
+  one usable on a "hybrid" host (v1 controllers + an empty cgroup2).
 - v2 (v2.py): one unified hierarchy; the default on current distros.
 
 The runtime only talks to the small interface in base.Cgroup; cgroup_for() picks the backend.

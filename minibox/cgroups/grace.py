@@ -5,8 +5,8 @@ cgroup_threadgroup_rwsem for writing (kernel/cgroup/cgroup.c: cgroup_procs_write
 cgroup_attach_lock -> percpu_down_write). Its readers -- every fork(2), exit and exec -- take
 a fast path with no lock at all while no writer is around, so a writer first switches them
 to the slow path and waits until all have seen that: rcu_sync_enter() (kernel/rcu/sync.c) in
-its idle state calls synchronize_rcu(), a full RCU grace period: 6-8 ms here, 13 of the
-15 ms of a whole `runc run`. After the writer's rcu_sync_exit() the readers stay on the slow
+its idle state calls synchronize_rcu(), a full RCU grace period: most of a whole `runc run`
+(bench/README.md has the figures). After the writer's rcu_sync_exit() the readers stay on the slow
 path until an RCU callback, at least one more grace period later, puts them back (states
 GP_EXIT and GP_REPLAY, then GP_IDLE); a writer that comes meanwhile does not wait at all.
 
@@ -20,14 +20,14 @@ gives up (after MAX_SECONDS, say while --step waits for Enter), the real move si
 as it would have. `favordynmods` (a cgroup2 mount option, kernel 6.0+) would keep the readers
 on the slow path for good; the runtime does not own the host's mounts.
 
-The plain `_thread` module, not `threading`: this is all the thread does, and `threading`
-costs ~2 ms of every start.
+The plain `_thread` module, not `threading`: this is all the thread does, and importing
+`threading` would cost every start.
 """
 import _thread
 import os
 import time
 
-INTERVAL = 0.005  # between two writes: well inside the 20-30 ms the readers stay slow here
+INTERVAL = 0.005  # between two writes: well inside the grace periods the readers stay slow
 MAX_SECONDS = 2.0
 
 _running = None  # (the PID that started it, the lock that stops it, the lock it frees at its end)

@@ -32,7 +32,7 @@ SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$", re.IGNORECASE)
 
 class Limits:
     """Validated resource limits; None means "leave the kernel's default (no limit)".
-    (A plain class: dataclasses would import inspect, ~10 ms of every container start.)"""
+    (A plain class: dataclasses would import inspect, a large module, on every container start.)"""
 
     def __init__(self, memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids=None,
                  devices=None, memory_reservation=None, memory_swappiness=None,

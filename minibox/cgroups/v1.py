@@ -41,7 +41,8 @@ CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "devices")
 
 
 # mountpoint: e.g. /sys/fs/cgroup/memory; own: the runtime's cgroup in it, relative to the
-# mount point ("process_api/34869c..." on this host, "" at the root). (`typing` costs 3 ms.)
+# mount point (say "process_api/34869c...", or "" at the root). (Not `typing`: an import
+# every start would pay.)
 Hierarchy = namedtuple("Hierarchy", "mountpoint own")
 
 

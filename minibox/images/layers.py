@@ -16,7 +16,7 @@ not to contain hostile input:
   CVE-2014-6407 / CVE-2018-15664 in docker cp).
 - filter="data" (3.11.4+) refuses those, but checks with os.path.realpath() before it writes:
   a check-then-use race, and a check that was bypassed by links whose expansion overflows
-  PATH_MAX (CVE-2025-4517, fixed in 3.11.13; this machine runs 3.11.7). It also strips
+  PATH_MAX (CVE-2025-4517, fixed only in 3.11.13). It also strips
   setuid bits and group/other write bits (an image's /tmp would lose mode 1777) and refuses
   every device node, including the 0:0 ones that overlay uses as whiteouts.
 - tarfile.chown() looks owner *names* up in the host's /etc/passwd: an image's "www-data"

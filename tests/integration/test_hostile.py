@@ -11,8 +11,7 @@ import pytest
 
 from tests.helpers import assert_one_line_error
 
-from .minibox_cli import Minibox, host_mounts, leftovers, wait_until
-from .minibox_cli import minibox  # noqa: F401 (the fixture)
+from tests.harness import Minibox, leftovers, snapshot, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -144,13 +143,12 @@ def small_root(image_store):
     """A minibox whose state root is a 16 MiB tmpfs: a container can fill it."""
     root = tempfile.mkdtemp(prefix="minibox-full-", dir="/run")
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", root], check=True)
-    mounts_before = host_mounts()
-    box = Minibox(root, image_store)
+    before = snapshot()
+    box = Minibox(image_store, root)
     try:
         yield box
-        for container_id in box.container_dirs():
-            box("rm", "-f", container_id, check=False)
-        assert leftovers(root, mounts_before, box.seen) == {}
+        box.remove_all()
+        assert leftovers(before, [box]) == {}
     finally:
         subprocess.run(["umount", "-l", root], check=True)
         os.rmdir(root)

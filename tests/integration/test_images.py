@@ -8,13 +8,12 @@ import json
 import os
 import signal
 import stat
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests import imagebuilder as ib
+from tests.harness import Minibox
 from tests.helpers import assert_one_line_error, small_tmpfs
 
 pytestmark = pytest.mark.root
@@ -31,20 +30,11 @@ SHOWN = "keep\n--\n/opq\n/opq/new\n--\nadded in layer 2\n"
 
 @pytest.fixture
 def box(tmp_path):
-    """Run the minibox CLI against a private store and state root; check nothing leaks."""
-    env = dict(os.environ, MINIBOX_STORE=str(tmp_path / "store"),
-               MINIBOX_ROOT=str(tmp_path / "run"))
-
-    def minibox(*args, input=None, check=True, timeout=60):
-        result = subprocess.run([sys.executable, "-m", "minibox", *args], env=env, input=input,
-                                capture_output=True, timeout=timeout)
-        if check and result.returncode != 0:
-            raise AssertionError(f"minibox {' '.join(args)} exited {result.returncode}: "
-                                 f"{result.stderr.decode()}")
-        return result
-    minibox.store = tmp_path / "store"
-    minibox.tmp = tmp_path
-    yield minibox
+    """The minibox CLI (tests/harness.py) with an image store of its own: no mount of the
+    store and no scratch file in it may be left."""
+    box = Minibox(tmp_path / "store")
+    box.tmp = tmp_path
+    yield box
     with open("/proc/self/mountinfo") as mounts:
         assert str(tmp_path) not in mounts.read()
     scratch = tmp_path / "store" / "tmp"
@@ -64,9 +54,9 @@ def stored_layers(box):
 
 def one_line_error(result):
     """The one `minibox: ...` line of a failure (progress lines may come before it)."""
-    stderr = result.stderr.decode()
-    errors = [line for line in stderr.splitlines() if line.startswith("minibox: ")]
-    assert result.returncode == 125 and len(errors) == 1 and "Traceback" not in stderr, stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("minibox: ")]
+    assert result.returncode == 125 and len(errors) == 1 and "Traceback" not in result.stderr, \
+        result.stderr
     return errors[0]
 
 
@@ -77,9 +67,9 @@ def test_two_layer_image_with_whiteout_and_opaque_dir(box, form, kind):
     files = ib.docker_save(layers) if form == "docker-save" else ib.oci_layout(layers)
     name = "test/image:1" if form == "docker-save" else "test/oci:2"
     imported = box("image", "import", write_archive(box, files, kind))
-    assert f"Loaded image: {name}" in imported.stdout.decode()
+    assert f"Loaded image: {name}" in imported.stdout
 
-    assert box("run", "--rm", name, "sh", "-c", SHOW).stdout.decode() == SHOWN
+    assert box("run", "--rm", name, "sh", "-c", SHOW).stdout == SHOWN
     # The overlay form on disk: a 0:0 character device and trusted.overlay.opaque=y.
     top = box.store / "layers" / ib.sha256(layers[1])[7:] / "diff"
     whiteout = os.lstat(top / "data" / "gone")
@@ -93,7 +83,7 @@ def test_a_layer_twice_in_one_image_runs(box):
     empty = ib.layer_tar([])
     layers = [ib.layer_tar(BASE), empty, ib.layer_tar(TOP), empty]
     box("image", "import", write_archive(box, ib.docker_save(layers), "file"))
-    assert box("run", "--rm", "test/image:1", "sh", "-c", SHOW).stdout.decode() == SHOWN
+    assert box("run", "--rm", "test/image:1", "sh", "-c", SHOW).stdout == SHOWN
     assert len(stored_layers(box)) == 3
 
 
@@ -102,7 +92,7 @@ def test_layers_are_stored_once(box):
     box("image", "import", write_archive(box, ib.docker_save([base]), "file", "one"))
     box("image", "import", write_archive(box, ib.oci_layout([base, ib.layer_tar(TOP)]), "file"))
     assert len(stored_layers(box)) == 2
-    listing = box("images").stdout.decode().splitlines()
+    listing = box("images").stdout.splitlines()
     assert [line.split()[:2] for line in listing[1:]] == [["test/image", "1"], ["test/oci", "2"]]
 
 
@@ -112,42 +102,39 @@ def test_image_config_is_applied(box):
                 "Env": ["GREETING=hello", "PATH=/bin"], "WorkingDir": "/work"}
     box("image", "import", "--name", "cfg", write_archive(box, ib.docker_save(layers, settings),
                                                           "file"))
-    assert box("run", "--rm", "cfg").stdout == b"entry default cmd\n"
-    assert box("run", "--rm", "cfg", "replaced").stdout == b"entry replaced\n"
+    assert box("run", "--rm", "cfg").stdout == "entry default cmd\n"
+    assert box("run", "--rm", "cfg", "replaced").stdout == "entry replaced\n"
     shown = box("run", "--rm", "-e", "EXTRA=1", "--entrypoint", "/bin/sh", "cfg",
                 "-c", "echo $GREETING $EXTRA $PATH; pwd").stdout
-    assert shown == b"hello 1 /bin\n/work\n"
+    assert shown == "hello 1 /bin\n/work\n"
     assert box("run", "--rm", "-e", "GREETING=override", "-w", "/tmp", "--entrypoint", "sh",
-               "cfg", "-c", "echo $GREETING; pwd").stdout == b"override\n/tmp\n"
+               "cfg", "-c", "echo $GREETING; pwd").stdout == "override\n/tmp\n"
 
 
 def test_image_user_is_applied(box):
     layers = [ib.layer_tar(BASE)]
     box("image", "import", "--name", "user",
         write_archive(box, ib.docker_save(layers, {"User": "1000:1001"}), "file"))
-    status = box("run", "--rm", "user", "cat", "/proc/self/status").stdout.decode()
+    status = box("run", "--rm", "user", "cat", "/proc/self/status").stdout
     assert "\nUid:\t1000\t1000\t1000\t1000\n" in status
     assert "\nGid:\t1001\t1001\t1001\t1001\n" in status
 
 
 def test_busybox_runs_sh_by_default(box):
-    assert box("run", "-i", "--rm", "busybox", input=b"echo $((6*7))\n").stdout == b"42\n"
+    assert box("run", "-i", "--rm", "busybox", input="echo $((6*7))\n").stdout == "42\n"
 
 
 def test_many_layers_are_flattened_to_fit_one_mount(tmp_path):
     # A long store path leaves room for few l/<short> links in the mount options' budget:
     # 12 layers must be merged down to what fits, and the files must survive the merge.
     store = tmp_path / ("s" * 200) / ("t" * 200) / "store"
-    env = dict(os.environ, MINIBOX_STORE=str(store), MINIBOX_ROOT=str(tmp_path / "run"))
     layers = [ib.layer_tar(BASE)]
     for number in range(1, 12):
         layers.append(ib.layer_tar([("file", f"f{number}", f"{number}\n")]
                                    + ([("file", ".wh.f1", "")] if number == 5 else [])))
     ib.write_tar(str(tmp_path / "deep.tar"), ib.docker_save(layers))
 
-    def minibox(*args):
-        return subprocess.run([sys.executable, "-m", "minibox", *args], env=env,
-                              capture_output=True, check=True, timeout=60)
+    minibox = Minibox(store)
     minibox("image", "import", str(tmp_path / "deep.tar"))
     config, = os.listdir(store / "images")
     diff_ids = json.loads((store / "images" / config).read_text())["rootfs"]["diff_ids"]
@@ -155,7 +142,7 @@ def test_many_layers_are_flattened_to_fit_one_mount(tmp_path):
     assert 1 < len(diff_ids) <= limit < len(layers)
     assert len(os.listdir(store / "layers")) == len(diff_ids)  # the merged ones are gone
     shown = minibox("run", "--rm", "test/image:1", "sh", "-c", "ls /; cat /f11").stdout.split()
-    assert b"f1" not in shown and b"f2" in shown and b"f11" in shown and shown[-1] == b"11"
+    assert "f1" not in shown and "f2" in shown and "f11" in shown and shown[-1] == "11"
 
 
 @pytest.mark.parametrize("entries, outside", [
@@ -189,7 +176,7 @@ def test_absolute_names_stay_inside_and_devices_are_skipped(box):
     layer = ib.layer_tar(entries)
     result = box("image", "import", "--name", "odd",
                  write_archive(box, ib.docker_save([layer]), "file"))
-    assert "skipped 1 device node" in result.stderr.decode()
+    assert "skipped 1 device node" in result.stderr
     assert not victim.exists()
     diff = box.store / "layers" / ib.sha256(layer)[7:] / "diff"
     assert (diff / str(victim).lstrip("/") / "planted").read_text() == "x"
@@ -230,7 +217,7 @@ def test_commit_then_run_sees_the_change(box):
     box("commit", "builder", "mine:v1")
     shown = box("run", "--rm", "mine:v1", "sh", "-c",
                 "cat /new /opt/app/f; test -e /etc/group || echo group-gone").stdout
-    assert shown == b"committed\nx\ngroup-gone\n"
+    assert shown == "committed\nx\ngroup-gone\n"
     # rmi refuses while a container made from the image exists, and then frees its layers.
     box("run", "--name", "user-of-mine", "mine:v1", "true")
     assert "used by container" in one_line_error(box("rmi", "mine:v1", check=False))
@@ -249,8 +236,8 @@ def test_export_round_trips_through_import(box):
     box("export", "-o", str(exported), "exported")
     box("rm", "exported")
     box("image", "import", "--name", "flat", str(exported))
-    assert box("images").stdout.decode().split("\n")[1].split()[:4][3] == "1"  # one layer
-    shown = box("run", "--rm", "flat", "sh", "-c", "cat /data/mine; " + SHOW).stdout.decode()
+    assert box("images").stdout.split("\n")[1].split()[:4][3] == "1"  # one layer
+    shown = box("run", "--rm", "flat", "sh", "-c", "cat /data/mine; " + SHOW).stdout
     assert shown == "hi\n" + SHOWN.replace("keep\n", "keep\nmine\n")
 
 
@@ -274,8 +261,7 @@ def test_bad_input_is_one_line(box):
 
 
 def only_line(result, contains):
-    """The contract for bad input, on a bytes result: exit 125, one line naming `contains`."""
-    result.stderr = result.stderr.decode()
+    """The contract for bad input: exit 125, one line naming `contains`."""
     assert_one_line_error(result, 125, "minibox: ", contains)
     return result.stderr
 
@@ -317,7 +303,7 @@ def test_the_import_limit_is_checked_before_writing(box):
     assert len(stored_layers(box)) == 1
     assert "not-a-size" in only_line(box("image", "import", "--max-size", "not-a-size", archive,
                                          check=False), "--max-size")
-    assert "default 10g" in box("image", "import", "--help").stdout.decode()
+    assert "default 10g" in box("image", "import", "--help").stdout
 
 
 @pytest.fixture
@@ -399,15 +385,15 @@ def test_a_container_keeps_its_image_when_the_name_moves_on(box):
         first_pid = pid()
         os.kill(int(first_pid), signal.SIGKILL)  # --restart always brings a fresh init
         deadline = time.monotonic() + 10
-        while pid() in (first_pid, b"0") and time.monotonic() < deadline:
+        while pid() in (first_pid, "0") and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert box("exec", "keeper", "cat", "/which").stdout == b"first\n"
-        first_id = box("inspect", "-f", "{{.Image}}", "keeper").stdout.decode().strip()
+        assert box("exec", "keeper", "cat", "/which").stdout == "first\n"
+        first_id = box("inspect", "-f", "{{.Image}}", "keeper").stdout.strip()
         assert first_id.startswith("sha256:")
         assert "used by container" in one_line_error(box("rmi", first_id, check=False))
         box("exec", "keeper", "sh", "-c", "echo mine > /mine")
         box("commit", "keeper", "kept:1")
         shown = box("run", "--rm", "--network", "none", "kept:1", "cat", "/which", "/mine")
-        assert shown.stdout == b"first\nmine\n"
+        assert shown.stdout == "first\nmine\n"
     finally:
         box("rm", "-f", "keeper")

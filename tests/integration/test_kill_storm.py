@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from .minibox_cli import host_mounts, leftovers, wait_until
-from .minibox_cli import minibox  # noqa: F401 (the fixture)
+from tests.harness import leftovers, snapshot, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -26,7 +25,7 @@ def kill_at_random(minibox, rng, *args, latest=0.3):
 
 def test_sigkill_storm_then_gc_leaves_only_containers_a_user_can_remove(minibox):
     rng = random.Random(14)
-    mounts_before = host_mounts()
+    before = snapshot()
     started = time.monotonic()
     for _ in range(ROUNDS):
         kill_at_random(minibox, rng, "run", "--rm", "busybox", "sleep", "0.2")
@@ -39,11 +38,10 @@ def test_sigkill_storm_then_gc_leaves_only_containers_a_user_can_remove(minibox)
     # A killed foreground run takes its container along (PR_SET_PDEATHSIG); give the
     # kernel a moment to end those PID namespaces, then collect what they left.
     time.sleep(1)
-    minibox.seen.update(minibox.container_dirs())  # the killed ones too: leftovers checks them
+    minibox.container_dirs()  # noted in minibox.seen, the killed ones too: leftovers checks them
     collected = minibox("gc").stdout
     assert "removed leftovers of" in collected  # the storm did hit runs half-way
     remaining = minibox.container_dirs()
-    minibox.seen.update(remaining)
     for container_id in remaining:
         status = minibox.state(container_id)["status"]
         assert status in ("running", "stopped", "restarting"), (container_id, status)
@@ -51,4 +49,4 @@ def test_sigkill_storm_then_gc_leaves_only_containers_a_user_can_remove(minibox)
     for container_id in remaining:
         minibox("rm", "-f", container_id)
     wait_until(lambda: minibox.container_dirs() == [])
-    assert leftovers(minibox.root, mounts_before, minibox.seen) == {}
+    assert leftovers(before, [minibox]) == {}

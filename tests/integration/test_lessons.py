@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from tests.helpers import PROJECT, code_references
-from tests.integration.minibox_cli import minibox  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.root
 

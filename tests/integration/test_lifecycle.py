@@ -11,10 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .minibox_cli import minibox  # noqa: F401 (the fixture)
 from tests.helpers import assert_one_line_error, converse
 
-from .minibox_cli import host_mounts, leftovers, wait_until
+from tests.harness import leftovers, snapshot, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -219,7 +218,7 @@ def test_restart_policy_and_detach_flags_are_checked(minibox):
 
 @pytest.mark.slow
 def test_twenty_detached_containers_in_parallel_leave_nothing(minibox):
-    mounts_before = host_mounts()
+    before = snapshot()
     with ThreadPoolExecutor(max_workers=20) as pool:
         ids = list(pool.map(lambda i: minibox.run_detached("--name", f"par{i}", "busybox",
                                                            "sleep", "60"), range(20)))
@@ -232,11 +231,11 @@ def test_twenty_detached_containers_in_parallel_leave_nothing(minibox):
     minibox("rm", *ids)
     assert minibox("ps", "-aq").stdout == ""
     assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
-    assert leftovers(minibox.root, mounts_before, ids) == {}
+    assert leftovers(before, [minibox]) == {}
 
 
 def test_sigkill_of_the_monitor_then_gc_leaves_nothing(minibox):
-    mounts_before = host_mounts()
+    before = snapshot()
     removed = minibox.run_detached("--rm", "busybox", "sleep", "60")
     kept = minibox.run_detached("busybox", "sleep", "60")
     for container_id in (removed, kept):
@@ -249,7 +248,7 @@ def test_sigkill_of_the_monitor_then_gc_leaves_nothing(minibox):
     assert minibox.container_dirs() == [kept]  # kept for inspection, as without --rm
     assert re.search(r"Exited \(255\)", minibox.status(kept))
     minibox("rm", kept)
-    assert leftovers(minibox.root, mounts_before, [removed, kept]) == {}
+    assert leftovers(before, [minibox]) == {}
 
 
 def test_stats_reads_cpu_memory_and_pids_from_the_cgroup(minibox):

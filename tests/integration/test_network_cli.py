@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from minibox import network, shared, state
-from tests.helpers import assert_one_line_error, container_dirs
+from tests.harness import container_dirs, wait_until
+from tests.helpers import assert_one_line_error
 
 pytestmark = pytest.mark.root
 
@@ -26,20 +26,19 @@ SITE = ("mkdir -p /www && echo hello from $(hostname) > /www/index.html"
 
 
 @pytest.fixture
-def root(host_netns, minibox_env):
-    """The test's private state root (conftest's minibox_env), inside the private netns."""
-    return Path(minibox_env["root"])
+def root(host_netns, minibox):
+    """The test's private state root (conftest's minibox), inside the private netns."""
+    return Path(minibox.root)
 
 
 @pytest.fixture
-def background(root):
+def background(root, minibox):
     """Start `minibox run ...` without waiting; every runtime is killed at the end."""
     started = []
 
     def start(*args):
-        started.append(subprocess.Popen([sys.executable, "-m", "minibox", "run", *args],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True))
+        started.append(minibox.popen("run", *args, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         return started[-1]
 
     yield start
@@ -59,23 +58,16 @@ def container_states(root):
 
 
 def wait_running(root, name, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for current in container_states(root):
-            if current.get("name") == name and current.get("status") == "running":
-                return current
-        time.sleep(0.05)
-    raise AssertionError(f"container {name} did not start")
+    return wait_until(lambda: next((current for current in container_states(root)
+                                    if current.get("name") == name
+                                    and current.get("status") == "running"), None),
+                      timeout=timeout, what=f"container {name} to start")
 
 
 def wait_listening(pid, port, timeout=10):
     """Until something listens on TCP `port` in the netns of `pid` (/proc/PID/net/tcp*)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if listening(port, pid):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on port {port}")
+    wait_until(lambda: listening(port, pid), timeout=timeout,
+               what=f"something to listen on port {port}")
 
 
 def listening(port, pid="self"):
@@ -206,7 +198,8 @@ def test_container_mode_shares_address_and_loopback(root, background, minibox):
 
 
 def test_container_mode_needs_a_running_container(root, minibox):
-    result = minibox("run", "--rm", "--network", "container:nobody", "busybox", "true")
+    result = minibox("run", "--rm", "--network", "container:nobody", "busybox", "true",
+                     check=False)
     assert result.returncode == 125
     assert result.stderr == "minibox: no such container: nobody\n"
 
@@ -277,14 +270,14 @@ def test_network_ls_and_rm(root, background, minibox):
     listing = minibox("network", "ls").stdout.splitlines()
     assert listing[1].split() == ["minibox0", "bridge", "10.199.0.0/24", "10.199.0.1", "1"]
 
-    busy = minibox("network", "rm", "minibox0")
+    busy = minibox("network", "rm", "minibox0", check=False)
     assert busy.returncode == 125
     assert busy.stderr == f"minibox: minibox0 is in use by container(s) {user['id'][:12]}\n"
     stop(server, user)
     removed = minibox("network", "rm", "minibox0")
     assert removed.returncode == 0 and removed.stdout == "minibox0\n"
     assert subprocess.run(["ip", "link", "show", "minibox0"], capture_output=True).returncode != 0
-    assert minibox("network", "rm", "minibox0").returncode == 125
+    assert minibox("network", "rm", "minibox0", check=False).returncode == 125
 
 
 def assert_nothing_left(root, veths_before=()):
@@ -306,7 +299,7 @@ def assert_nothing_left(root, veths_before=()):
     (["--ip", "10.200.0.9"], "minibox0: 10.200.0.9 is not a usable address in 10.199.0.0/24"),
 ])
 def test_bad_network_options(root, args, message, minibox):
-    result = minibox("run", "--rm", *args, "busybox", "true")
+    result = minibox("run", "--rm", *args, "busybox", "true", check=False)
     assert_one_line_error(result, 125, f"minibox: {message}")
     assert_nothing_left(root)
 
@@ -315,7 +308,7 @@ def test_busy_host_port(root, minibox):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 18095))
         squatter.listen()
-        result = minibox("run", "--rm", "-p", "18095:80", "busybox", "true")
+        result = minibox("run", "--rm", "-p", "18095:80", "busybox", "true", check=False)
     assert result.returncode == 125
     assert result.stderr == ("minibox: cannot publish 127.0.0.1:18095->80/tcp: "
                              "host port 127.0.0.1:18095 is already in use\n")
@@ -326,7 +319,7 @@ def test_subnet_exhausted(root, background, monkeypatch, minibox):
     monkeypatch.setenv(network.SUBNET_ENV, "10.199.0.0/30")  # room for one container
     server = background("--rm", "--name", "only", "busybox", "sleep", "60")
     only = wait_running(root, "only")
-    result = minibox("run", "--rm", "busybox", "true")
+    result = minibox("run", "--rm", "busybox", "true", check=False)
     assert result.returncode == 125
     assert result.stderr.startswith("minibox: minibox0: no free address left in 10.199.0.0/30")
     assert [s["name"] for s in container_states(root)] == ["only"]
@@ -337,7 +330,7 @@ def test_subnet_exhausted(root, background, monkeypatch, minibox):
 
 def test_foreign_minibox0(root, minibox):
     ip("link", "add", "minibox0", "type", "veth", "peer", "name", "squatter")
-    result = minibox("run", "--rm", "busybox", "true")
+    result = minibox("run", "--rm", "busybox", "true", check=False)
     assert result.returncode == 125
     assert result.stderr.startswith("minibox: an interface named minibox0 already exists "
                                     "and minibox did not create it (kind veth")

@@ -14,8 +14,7 @@ import pytest
 
 from minibox import network, shared
 
-from .minibox_cli import minibox  # noqa: F401 (the fixture)
-from .minibox_cli import wait_until
+from tests.harness import wait_until
 from .test_network_cli import SITE, leases, listening, wait_listening
 from .test_oci import bundle, create, oci_state, set_args  # noqa: F401 (bundle: a fixture)
 

@@ -8,8 +8,7 @@ import subprocess
 import pytest
 
 from ..helpers import assert_one_line_error, busybox_layer
-from .minibox_cli import minibox  # noqa: F401 (the fixture)
-from .minibox_cli import wait_until
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.root
 

@@ -6,7 +6,6 @@ python3 and the project's venv on PYTHONPATH (the venv's own interpreter may sit
 directory that only root can enter). Each test checks what the kernel shows: the container's
 id maps, its namespaces, who owns the files it writes, and that nothing is left behind.
 """
-import json
 import os
 import shutil
 import signal
@@ -19,8 +18,8 @@ import tempfile
 import pytest
 
 from minibox import namespaces
-from tests.helpers import PROJECT, assert_one_line_error, container_dirs
-from tests.integration.minibox_cli import host_mounts, wait_until
+from tests.harness import Minibox, host_mounts, wait_until
+from tests.helpers import PROJECT, assert_one_line_error
 
 pytestmark = pytest.mark.root
 
@@ -57,42 +56,32 @@ sys.exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
 """
 
 
-class Rootless:
-    """`minibox` as UID, with HOME and XDG_RUNTIME_DIR in directories UID owns."""
+class Rootless(Minibox):
+    """`minibox` as UID, with HOME and XDG_RUNTIME_DIR in directories UID owns (its image
+    store is under HOME), in an environment of only these."""
+
+    cwd = "/"  # `python -m` looks in the working directory first
 
     def __init__(self, home, runtime_dir):
-        self.home = home
-        self.root = os.path.join(runtime_dir, "minibox")
-        self.env = {"HOME": home, "XDG_RUNTIME_DIR": runtime_dir, "PATH": "/usr/bin:/bin",
-                    "PYTHONPATH": f"{PROJECT}:{sysconfig.get_paths()['purelib']}"}
+        super().__init__(home, os.path.join(runtime_dir, "minibox"))
+        self.runtime_dir = runtime_dir
 
-    def command(self, *args, env=None):
-        settings = [f"{key}={value}" for key, value in (env or self.env).items()]
-        return ["setpriv", f"--reuid={UID}", f"--regid={GID}", "--clear-groups", "env", "-i",
-                *settings, PYTHON, "-m", "minibox", *args]
+    @property
+    def env(self):
+        return {"HOME": self.store, "XDG_RUNTIME_DIR": self.runtime_dir, "PATH": "/usr/bin:/bin",
+                "PYTHONPATH": f"{PROJECT}:{sysconfig.get_paths()['purelib']}"}
 
-    def __call__(self, *args, env=None, timeout=60):
-        # cwd /: `python -m` looks in the working directory first
-        return subprocess.run(self.command(*args, env=env), capture_output=True, text=True,
-                              timeout=timeout, cwd="/", stdin=subprocess.DEVNULL)
-
-    def popen(self, *args):
-        return subprocess.Popen(self.command(*args), cwd="/", stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def command(self, *args, python_options=()):
+        return ["setpriv", f"--reuid={UID}", f"--regid={GID}", "--clear-groups", PYTHON,
+                *python_options, "-m", "minibox", *args]
 
     def state(self, container_id):
         """The container's state.json; {} until the runtime has written it, just after it
         made the directory."""
         try:
-            with open(os.path.join(self.root, container_id, "state.json")) as saved:
-                return json.load(saved)
+            return super().state(container_id)
         except FileNotFoundError:
             return {}
-
-    def run_detached(self, *args):
-        result = self("run", "-d", *args)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
 
 
 def _own(path):
@@ -125,9 +114,8 @@ def rootless(home):
     mounts_before = host_mounts()
     box = Rootless(home, runtime_dir)
     yield box
-    for container_id in container_dirs(box.root):
-        box("rm", "-f", container_id)
-    assert container_dirs(box.root) == []
+    box.remove_all()
+    assert box.container_dirs() == []
     assert wait_until(lambda: _processes_of_uid() == [], timeout=5)
     assert [m for m in set(host_mounts()) - set(mounts_before) if runtime_dir in m] == []
     shutil.rmtree(runtime_dir)
@@ -158,7 +146,7 @@ def test_container_root_is_the_caller(rootless):
     assert (uid, gid) == ("0", "0")
     assert uid_map.split() == ["0", str(UID), "1"]
     assert gid_map.split() == ["0", str(GID), "1"]
-    assert container_dirs(rootless.root) == []  # --rm
+    assert rootless.container_dirs() == []  # --rm
 
 
 def test_every_namespace_differs_and_the_runtime_shares_the_user_namespace(rootless):
@@ -206,7 +194,7 @@ def test_the_default_network_is_loopback_only(rootless):
 def test_the_host_network_comes_with_the_hosts_sys_read_only(rootless):
     # sysfs can't be mounted from a user namespace that doesn't own the network namespace
     result = rootless("run", "--rm", "--network", "host", "busybox", "sh", "-c",
-                      "readlink /proc/self/ns/net; ls /sys/class/net; touch /sys/x")
+                      "readlink /proc/self/ns/net; ls /sys/class/net; touch /sys/x", check=False)
     assert result.returncode == 1
     net_ns, *interfaces = result.stdout.split()
     assert net_ns == _namespace("self", "net") and "lo" in interfaces
@@ -223,7 +211,7 @@ def test_removing_an_image_directory_works_in_the_user_namespace(rootless):
 @pytest.mark.parametrize("command, code", [(["sh", "-c", "exit 7"], 7),
                                            (["/etc/passwd"], 126), (["no-such-program"], 127)])
 def test_exit_codes(rootless, command, code):
-    assert rootless("run", "--rm", "busybox", *command).returncode == code
+    assert rootless("run", "--rm", "busybox", *command, check=False).returncode == code
 
 
 # -- managing the user's containers ---------------------------------------------------------
@@ -242,12 +230,13 @@ def test_ps_exec_stop_rm_work_from_the_users_state(rootless):
     assert rootless("stop", "-t", "0", "sleeper").returncode == 0
     assert rootless.state(container_id)["status"] == "stopped"
     assert rootless("rm", "sleeper").stdout == "sleeper\n"
-    assert container_dirs(rootless.root) == []
+    assert rootless.container_dirs() == []
 
 
 def test_nothing_is_left_after_the_runtime_is_killed_and_gc(rootless):
-    run = rootless.popen("run", "busybox", "sh", "-c", "mkdir -m 0 /closed; sleep 30")
-    container_id = wait_until(lambda: container_dirs(rootless.root))[0]
+    run = rootless.popen("run", "busybox", "sh", "-c", "mkdir -m 0 /closed; sleep 30",
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    container_id = wait_until(lambda: rootless.container_dirs())[0]
     init = wait_until(lambda: rootless.state(container_id).get("pid"))
     wait_until(lambda: os.path.exists(os.path.join(rootless.root, container_id, "upper",
                                                    "closed")))
@@ -271,7 +260,7 @@ def test_state_falls_back_to_a_private_tmp_directory(rootless):
         assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o700, UID)
         shutil.rmtree(fallback)
         os.mkdir(fallback, 0o777)  # somebody else's, made first
-        result = rootless("run", "--rm", "busybox", "true", env=env)
+        result = rootless("run", "--rm", "busybox", "true", env=env, check=False)
         assert_one_line_error(result, 125, f"minibox: refusing to keep containers in {fallback}")
     finally:
         shutil.rmtree(fallback, ignore_errors=True)
@@ -281,7 +270,7 @@ def test_state_falls_back_to_a_private_tmp_directory(rootless):
 
 @pytest.mark.parametrize("option", [["-m", "64m"], ["--cpus", "0.5"], ["--pids-limit", "10"]])
 def test_cgroup_limits_are_refused(rootless, option):
-    result = rootless("run", "--rm", *option, "busybox", "true")
+    result = rootless("run", "--rm", *option, "busybox", "true", check=False)
     assert (result.returncode, result.stderr) == (125, LIMIT_REFUSED)
 
 
@@ -293,13 +282,13 @@ def test_cgroup_limits_are_refused(rootless, option):
     (["--user", "1000"], "user '1000': in rootless mode the container has one uid"),
 ])
 def test_what_needs_root_is_one_clear_line(rootless, option, says):
-    result = rootless("run", *option, "busybox", "true")
+    result = rootless("run", *option, "busybox", "true", check=False)
     assert_one_line_error(result, 125, f"minibox: {says}")
-    assert container_dirs(rootless.root) == []
+    assert rootless.container_dirs() == []
 
 
 def test_root_only_commands_say_so(rootless):
-    result = rootless("network", "ls")
+    result = rootless("network", "ls", check=False)
     assert result.returncode == 125
     assert result.stderr.startswith("minibox: `minibox network ls` must be run as root")
 
@@ -308,7 +297,7 @@ def test_a_host_without_user_namespaces_is_named(rootless):
     """Real, in a user namespace of the test's own whose user.max_user_namespaces is 0."""
     command = rootless.command("run", "--rm", "busybox", "true")
     result = subprocess.run([sys.executable, "-c", NO_USER_NAMESPACES, *command], cwd="/",
-                            capture_output=True, text=True, timeout=60)
+                            env=rootless.env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 125
     assert result.stderr == ("minibox: rootless mode needs a user namespace, but user "
                              "namespaces are disabled (sysctl user.max_user_namespaces=0)\n")

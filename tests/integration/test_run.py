@@ -1,35 +1,18 @@
 """`minibox run`: real containers, checked against what the kernel shows."""
-import json
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.helpers import assert_one_line_error, busybox_layer, code_references, container_dirs
+from tests.harness import wait_until
+from tests.helpers import assert_one_line_error, busybox_layer, code_references
 
 pytestmark = pytest.mark.root
 
 NAMESPACES = ("mnt", "uts", "ipc", "pid", "net", "cgroup")
-
-
-def wait_for_state(root, predicate, timeout=10):
-    """The first container's state.json once predicate(state) holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for name in container_dirs(root):
-            try:
-                with open(os.path.join(root, name, "state.json")) as f:
-                    state = json.load(f)
-            except (FileNotFoundError, json.JSONDecodeError):
-                continue
-            if predicate(state):
-                return state
-        time.sleep(0.05)
-    raise AssertionError("no container reached the expected state")
 
 
 def test_every_namespace_differs_from_the_hosts(minibox):
@@ -62,51 +45,51 @@ def test_only_loopback_exists_and_is_up(minibox):
     assert int(flags, 16) & 0x1, "lo is not up"
 
 
-def test_hostname_from_flag_name_or_short_id(minibox, minibox_env):
+def test_hostname_from_flag_name_or_short_id(minibox):
     assert minibox("run", "--rm", "-h", "box1", "busybox", "hostname").stdout == "box1\n"
     assert minibox("run", "--rm", "--name", "named", "busybox", "hostname").stdout == "named\n"
     result = minibox("run", "busybox", "hostname")
-    (container_id,) = container_dirs(minibox_env["root"])
+    (container_id,) = minibox.container_dirs()
     assert result.stdout == container_id[:12] + "\n"
     assert minibox("rm", container_id[:6]).returncode == 0
-    assert container_dirs(minibox_env["root"]) == []
+    assert minibox.container_dirs() == []
 
 
 @pytest.mark.parametrize("code", [0, 7])
 def test_exit_code_is_the_commands(minibox, code):
-    assert minibox("run", "--rm", "busybox", "sh", "-c", f"exit {code}").returncode == code
+    assert minibox("run", "--rm", "busybox", "sh", "-c", f"exit {code}", check=False).returncode == code
 
 
 def test_missing_command_exits_127_and_non_executable_126(minibox, tmp_path):
-    missing = minibox("run", "--rm", "busybox", "no-such-command")
+    missing = minibox("run", "--rm", "busybox", "no-such-command", check=False)
     assert missing.returncode == 127
     assert missing.stderr == "minibox: no-such-command: command not found in the container\n"
     (tmp_path / "script").write_text("#!/bin/sh\n")
-    denied = minibox("run", "--rm", "-v", f"{tmp_path}:/data", "busybox", "/data/script")
+    denied = minibox("run", "--rm", "-v", f"{tmp_path}:/data", "busybox", "/data/script",
+                     check=False)
     assert denied.returncode == 126
     assert "permission denied" in denied.stderr
 
 
-def test_sigkill_from_the_host_gives_137_and_cleans_up(minibox_env):
-    runtime = subprocess.Popen([sys.executable, "-m", "minibox", "run", "--rm", "busybox",
-                                "sleep", "100"])
-    state = wait_for_state(minibox_env["root"], lambda s: s["status"] == "running")
+def test_sigkill_from_the_host_gives_137_and_cleans_up(minibox):
+    runtime = minibox.popen("run", "--rm", "busybox", "sleep", "100")
+    state = minibox.wait_for_state(lambda s: s["status"] == "running")
     os.kill(state["pid"], signal.SIGKILL)
     assert runtime.wait(timeout=10) == 137
-    assert container_dirs(minibox_env["root"]) == []
+    assert minibox.container_dirs() == []
 
 
-def test_signals_to_minibox_are_forwarded(minibox_env):
-    runtime = subprocess.Popen([sys.executable, "-m", "minibox", "run", "--rm", "busybox", "sh",
-                                "-c", "trap 'exit 42' TERM; while :; do sleep 0.05; done"])
-    wait_for_state(minibox_env["root"], lambda s: s["status"] == "running")
+def test_signals_to_minibox_are_forwarded(minibox):
+    runtime = minibox.popen("run", "--rm", "busybox", "sh", "-c",
+                            "trap 'exit 42' TERM; while :; do sleep 0.05; done")
+    minibox.wait_for_state(lambda s: s["status"] == "running")
     time.sleep(0.3)  # let sh install its trap
     runtime.send_signal(signal.SIGTERM)
     assert runtime.wait(timeout=10) == 42
 
 
-def test_copy_on_write_keeps_image_and_other_containers_clean(minibox, minibox_env):
-    image = busybox_layer(minibox_env["store"])
+def test_copy_on_write_keeps_image_and_other_containers_clean(minibox):
+    image = busybox_layer(minibox.store)
     first = minibox("run", "--name", "writer", "busybox", "sh", "-c",
                     "echo changed > /etc/hosts; echo new > /made-here; cat /etc/hosts")
     assert first.stdout == "changed\n"
@@ -117,7 +100,7 @@ def test_copy_on_write_keeps_image_and_other_containers_clean(minibox, minibox_e
     with open(os.path.join(image, "etc/hosts")) as hosts:
         assert "changed" not in hosts.read()
     assert not os.path.exists(os.path.join(image, "made-here"))
-    upper = os.path.join(minibox_env["root"], container_dirs(minibox_env["root"])[0], "upper")
+    upper = os.path.join(minibox.root, minibox.container_dirs()[0], "upper")
     assert open(os.path.join(upper, "made-here")).read() == "new\n"  # kept without --rm
     minibox("rm", "writer")
 
@@ -129,15 +112,15 @@ def test_volumes_read_write_and_read_only(minibox, tmp_path):
     assert result.stdout == "from host\n"
     assert (tmp_path / "out.txt").read_text() == "from container\n"
     readonly = minibox("run", "--rm", "-v", f"{tmp_path}:/data:ro", "busybox", "sh", "-c",
-                       "echo x > /data/other.txt")
+                       "echo x > /data/other.txt", check=False)
     assert readonly.returncode != 0 and "Read-only file system" in readonly.stderr
     assert not (tmp_path / "other.txt").exists()
 
 
-def test_volume_target_symlink_cannot_escape_the_root(minibox, tmp_path, minibox_env):
+def test_volume_target_symlink_cannot_escape_the_root(minibox, tmp_path):
     # An image path that is a symlink to / must resolve inside the container's root.
     rootfs = tmp_path / "rootfs"
-    image = busybox_layer(minibox_env["store"])
+    image = busybox_layer(minibox.store)
     subprocess.run(["cp", "-a", image + "/.", str(rootfs)], check=True)
     os.symlink("/etc", rootfs / "escape")
     source = tmp_path / "src"
@@ -158,7 +141,7 @@ def test_env_workdir_and_default_environment(minibox):
 def test_proc_dev_and_sys_are_set_up_and_masked(minibox):
     result = minibox("run", "--rm", "busybox", "sh", "-c",
                      "ls /dev; wc -c < /proc/keys; wc -c < /proc/timer_list; ls /sys/firmware; "
-                     "echo 1 > /proc/sys/kernel/domainname; echo x > /sys/x")
+                     "echo 1 > /proc/sys/kernel/domainname; echo x > /sys/x", check=False)
     for device in ("null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "ptmx"):
         assert device in result.stdout.split()
     assert result.stdout.endswith("\n0\n0\n")  # /dev/null over /proc/keys, timer_list; empty tmpfs
@@ -181,7 +164,7 @@ def test_chroot_mode_warns_and_keeps_host_mounts(minibox):
     assert result.returncode == 0
 
 
-def test_host_mountinfo_unchanged_and_nothing_left_after_20_runs(minibox, minibox_env):
+def test_host_mountinfo_unchanged_and_nothing_left_after_20_runs(minibox):
     def mountinfo():
         with open("/proc/self/mountinfo") as f:
             return f.read()
@@ -189,36 +172,32 @@ def test_host_mountinfo_unchanged_and_nothing_left_after_20_runs(minibox, minibo
     for i in range(20):
         assert minibox("run", "--rm", "busybox", "true").returncode == 0
     assert mountinfo() == before
-    assert container_dirs(minibox_env["root"]) == []
-    assert os.listdir(os.path.join(minibox_env["root"], "names")) == []
+    assert minibox.container_dirs() == []
+    assert os.listdir(os.path.join(minibox.root, "names")) == []
 
 
-def test_sigkill_of_minibox_then_gc_leaves_nothing(minibox, minibox_env):
+def test_sigkill_of_minibox_then_gc_leaves_nothing(minibox):
     with open("/proc/self/mountinfo") as f:
         before = f.read()
-    runtime = subprocess.Popen([sys.executable, "-m", "minibox", "run", "--rm", "--name",
-                                "doomed", "busybox", "sleep", "100"])
-    state = wait_for_state(minibox_env["root"], lambda s: s["status"] == "running")
+    runtime = minibox.popen("run", "--rm", "--name", "doomed", "busybox", "sleep", "100")
+    state = minibox.wait_for_state(lambda s: s["status"] == "running")
     runtime.kill()
     runtime.wait()
-    deadline = time.monotonic() + 5  # the init dies of PR_SET_PDEATHSIG
-    while os.path.exists(f"/proc/{state['pid']}") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{state['pid']}")
-    assert len(container_dirs(minibox_env["root"])) == 1  # the leftovers gc is for
+    # the init dies of PR_SET_PDEATHSIG
+    wait_until(lambda: not os.path.exists(f"/proc/{state['pid']}"), timeout=5)
+    assert len(minibox.container_dirs()) == 1  # the leftovers gc is for
     result = minibox("gc")
     assert result.returncode == 0 and "removed leftovers" in result.stdout
-    assert container_dirs(minibox_env["root"]) == []
-    assert os.listdir(os.path.join(minibox_env["root"], "names")) == []
+    assert minibox.container_dirs() == []
+    assert os.listdir(os.path.join(minibox.root, "names")) == []
     with open("/proc/self/mountinfo") as f:
         assert f.read() == before
     assert minibox("run", "--rm", "--name", "doomed", "busybox", "true").returncode == 0
 
 
-def test_interactive_tty_runs_a_shell(minibox_env):
+def test_interactive_tty_runs_a_shell(minibox):
     pexpect = pytest.importorskip("pexpect")
-    child = pexpect.spawn(sys.executable, ["-m", "minibox", "run", "--rm", "-it", "busybox",
-                                           "sh"], timeout=15, encoding="utf-8")
+    child = minibox.spawn("run", "--rm", "-it", "busybox", "sh")
     child.setwinsize(33, 101)
     child.expect("# ")
     child.sendline("tty; stty size; echo $((6*7))")
@@ -232,7 +211,7 @@ def test_interactive_tty_runs_a_shell(minibox_env):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 3
-    assert container_dirs(minibox_env["root"]) == []
+    assert minibox.container_dirs() == []
 
 
 def test_explain_prints_every_step_with_real_source_lines(minibox):
@@ -270,31 +249,30 @@ ERROR_CASES = [
 
 
 @pytest.mark.parametrize("args,code,message", ERROR_CASES)
-def test_bad_input_gives_one_line_and_creates_nothing(minibox, minibox_env, args, code, message):
-    result = minibox(*args)
+def test_bad_input_gives_one_line_and_creates_nothing(minibox, args, code, message):
+    result = minibox(*args, check=False)
     assert_one_line_error(result, code, "minibox: ", message)
-    assert container_dirs(minibox_env["root"]) == []
+    assert minibox.container_dirs() == []
 
 
-def test_duplicate_name_is_refused_without_touching_the_first(minibox, minibox_env):
+def test_duplicate_name_is_refused_without_touching_the_first(minibox):
     assert minibox("run", "--name", "twin", "busybox", "true").returncode == 0
-    result = minibox("run", "--name", "twin", "busybox", "true")
+    result = minibox("run", "--name", "twin", "busybox", "true", check=False)
     assert result.returncode == 125
     assert result.stderr == "minibox: the container name 'twin' is already in use\n"
-    assert len(container_dirs(minibox_env["root"])) == 1
+    assert len(minibox.container_dirs()) == 1
     assert minibox("rm", "twin").returncode == 0
 
 
-def test_a_run_without_network_imports_no_other_command(minibox_env):
+def test_a_run_without_network_imports_no_other_command(minibox):
     """The whole `run` path, container included: click's lazy sub-commands keep out what
     the other commands need (the image store and archives, control, exec's enter, the other
     command modules), pyroute2 (~150 ms); not even socket or shutil, 2-5 ms each
     (bench/startup.py compares this start-up with runc's)."""
-    command = ["-m", "minibox", "run", "--rm", "--network", "none", "busybox", "true"]
+    command = ["run", "--rm", "--network", "none", "busybox", "true"]
     # Once first: in a fresh store that run builds the busybox image, which may import more.
-    assert subprocess.run([sys.executable, *command], stdin=subprocess.DEVNULL).returncode == 0
-    result = subprocess.run([sys.executable, "-X", "importtime", *command],
-                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert minibox(*command).returncode == 0
+    result = minibox(*command, python_options=["-X", "importtime"], check=False)
     assert result.returncode == 0, result.stderr
     loaded = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
               if line.startswith("import time:") and not line.endswith("| imported package")}
@@ -308,10 +286,9 @@ def test_a_run_without_network_imports_no_other_command(minibox_env):
     assert heavy == set()
 
 
-def test_step_mode_waits_for_enter_before_each_step(minibox_env):
+def test_step_mode_waits_for_enter_before_each_step(minibox):
     pexpect = pytest.importorskip("pexpect")
-    child = pexpect.spawn(sys.executable, ["-m", "minibox", "run", "--rm", "--step", "busybox",
-                                           "echo", "done"], timeout=15, encoding="utf-8")
+    child = minibox.spawn("run", "--rm", "--step", "busybox", "echo", "done")
     pauses = 0
     while child.expect([r"\[Enter\] ", "done", pexpect.EOF]) == 0:
         pauses += 1

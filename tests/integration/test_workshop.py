@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.integration.minibox_cli import host_mounts
+from tests.harness import host_mounts
 
 pytestmark = pytest.mark.root
 WORKSHOP = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "workshop")
