@@ -4,7 +4,7 @@ Setup = what a bridge container needs once its init sits in a new netns: a veth 
 the host end on minibox0 and the peer named eth0 in the container, an address, eth0 up, a
 default route. Teardown = deleting the pair (and, for minibox, releasing the lease).
 
-    minibox        network.connect()/disconnect(): peer created in the netns, the inside
+    minibox        bridge.connect()/disconnect(): peer created in the netns, the inside
                    configured from a thread that setns(2)'d there, plus the file-locked
                    IPAM lease (flock + JSON read/write)
     ip commands    `ip link add ... netns PID`, then 3 x `nsenter --net ... ip ...`
@@ -31,7 +31,7 @@ import time
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PROJECT)
 
-from minibox import network, syscalls  # noqa: E402  (after the path fix above)
+from minibox import bridge, network, syscalls  # noqa: E402  (after the path fix above)
 
 
 def fork_container():
@@ -54,9 +54,9 @@ def fork_container():
 def with_minibox(index, pid):
     container_id = f"bench{index:07d}"
     started = time.perf_counter()
-    network.connect(container_id, pid)
+    bridge.connect(container_id, pid)
     set_up = time.perf_counter()
-    network.disconnect(container_id)
+    bridge.disconnect(container_id)
     return set_up - started, time.perf_counter() - set_up
 
 
@@ -64,7 +64,7 @@ def with_ip_commands(index, pid):
     name, address = f"mbip{index}", f"10.199.{1 + index // 250}.{2 + index % 250}/16"
     inside = ["nsenter", f"--net=/proc/{pid}/ns/net", "ip"]
     started = time.perf_counter()
-    for argv in (["ip", "link", "add", name, "master", network.BRIDGE, "up", "type", "veth",
+    for argv in (["ip", "link", "add", name, "master", bridge.BRIDGE, "up", "type", "veth",
                   "peer", "name", "eth0", "netns", str(pid)],
                  inside + ["addr", "add", address, "dev", "eth0"],
                  inside + ["link", "set", "eth0", "up"],
@@ -80,9 +80,9 @@ def with_naive_pyroute2(index, pid):
     name, address = f"mbpy{index}", f"10.199.{1 + index // 250}.{2 + index % 250}"
     started = time.perf_counter()
     with IPRoute() as host:
-        (bridge,) = host.link_lookup(ifname=network.BRIDGE)
+        (bridge_index,) = host.link_lookup(ifname=bridge.BRIDGE)
         netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-        host.link("add", ifname=name, kind="veth", master=bridge, state="up",
+        host.link("add", ifname=name, kind="veth", master=bridge_index, state="up",
                   peer={"ifname": "eth0", "net_ns_fd": netns})
         os.close(netns)
     with IPRoute(netns=f"/proc/{pid}/ns/net", flags=0) as inside:
@@ -114,7 +114,7 @@ def import_time(runs=7):
 
 def worker(method, index, store_dir):
     """One container, measured in this fresh process; prints {import, setup, teardown} in s."""
-    network.STORE_DIR = store_dir
+    bridge.STORE_DIR = store_dir
     pid = fork_container()
     try:
         started = time.perf_counter()
@@ -148,8 +148,8 @@ def main():
     # A private "host", inherited by the workers: the bridge and every veth vanish with it.
     syscalls.unshare(syscalls.CLONE_NEWNET)
     network.bring_up_loopback()
-    store_dir = network.STORE_DIR = f"/tmp/minibox-bench-network-{os.getpid()}"
-    os.environ[network.SUBNET_ENV] = "10.199.0.0/16"
+    store_dir = bridge.STORE_DIR = f"/tmp/minibox-bench-network-{os.getpid()}"
+    os.environ[bridge.SUBNET_ENV] = "10.199.0.0/16"
 
     measure_in_fresh_process("minibox", 0, store_dir)  # creates minibox0 for every method
     results = {method: {"import": [], "setup": [], "teardown": []} for method in METHODS}
@@ -157,7 +157,7 @@ def main():
         for method in METHODS:
             for key, seconds in measure_in_fresh_process(method, index, store_dir).items():
                 results[method][key].append(seconds)
-    network.remove_bridge()
+    bridge.remove_bridge()
     os.rmdir(store_dir)
 
     print(f"{options.n} containers per method, each in a fresh process, in ms: median "

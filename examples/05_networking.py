@@ -33,7 +33,7 @@ def host_get(port):
 
 def main():
     lesson.start("Lesson 05: networking (veth + bridge)",
-                 "minibox/network.py (connect, _ensure_bridge), minibox/ipam.py, "
+                 "minibox/bridge.py (connect, _ensure_bridge), minibox/ipam.py, "
                  "minibox/portproxy.py, minivm/nic.py (the VM's tap), veth(4), "
                  "network_namespaces(7)")
     lesson.say("With --network none a container has only loopback:")

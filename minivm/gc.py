@@ -3,7 +3,7 @@
 A killed minivm runs no cleanup, but what it made says whose it is:
 - a detached VM's directory without "started" whose starter is gone (vms.py): its QEMU
   is killed if it still runs, its address released, its directory removed;
-- an address lease of an owner named minivm-... whose tap is gone (network.live_ports): a
+- an address lease of an owner named minivm-... whose tap is gone (bridge.live_ports): a
   tap lives exactly as long as a descriptor on it, so a lease without one is a dead run's;
 - $TMPDIR files named after a run's pid, its initramfs (initramfs.write_initrd) and a
   foreground run's disk overlays (cli._attach_devices), when no process has that pid.
@@ -21,11 +21,11 @@ SCRATCH_FILE = re.compile(r"minivm-(?:initrd-)?(\d+)-[0-9a-f]+[-.]")
 
 def collect() -> list[str]:
     """Collect everything above; returns one line per thing removed."""
-    from minibox import network
+    from minibox import bridge
     from minivm import vms
     return ([f"removed the half-made VM {name}" for name in vms.collect_half_made()]
             + [f"released the address of {owner}"
-               for owner in network.release_dead_leases("minivm-")]
+               for owner in bridge.release_dead_leases("minivm-")]
             + [f"removed {path}" for path in collect_scratch_files()])
 
 

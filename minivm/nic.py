@@ -1,6 +1,6 @@
 """--network bridge: a virtio NIC whose other end is a tap device in minibox's bridge.
 
-A container gets a veth pair (minibox/network.py); a VM gets a *tap* device instead
+A container gets a veth pair (minibox/bridge.py); a VM gets a *tap* device instead
 (Documentation/networking/tuntap.rst). A tap is a network interface on the host whose
 "wire" is a file descriptor: every Ethernet frame the host sends to the interface can be
 read from the fd, and every frame written to the fd arrives on the interface. QEMU holds
@@ -11,7 +11,7 @@ tap are the two ends of one cable:
     minibox0 (bridge, 10.199.0.1/24) -- mv<id> (tap) ==fd== QEMU virtio-net == eth0 10.199.0.N
 
 The tap is a port of the same bridge as the containers' veths and its address comes from
-the same IPAM pool (minibox.network.connect_interface), so VMs and containers reach each
+the same IPAM pool (minibox.bridge.connect_interface), so VMs and containers reach each
 other by IP. The guest's /init sets the address and the default route with busybox `ip`.
 
 minivm makes the tap itself: open /dev/net/tun and ioctl(TUNSETIFF) with IFF_TAP (frames,
@@ -79,12 +79,12 @@ def open_tap(name: str) -> int:
 def connect(owner: str, tap_name: str) -> NIC:
     """A tap on minibox0 and an address for the guest; os.close(tap_fd) and release()
     undo it."""
-    from minibox import network
+    from minibox import bridge
     from minibox.errors import MiniboxError
 
     tap = open_tap(tap_name)
     try:
-        address, subnet, gateway = network.connect_interface(owner, tap_name)
+        address, subnet, gateway = bridge.connect_interface(owner, tap_name)
     except MiniboxError as error:
         os.close(tap)
         raise MinivmError(f"--network bridge: {error}") from None
@@ -96,5 +96,5 @@ def connect(owner: str, tap_name: str) -> NIC:
 
 def release(owner: str):
     """Give the guest's address back to the pool."""
-    from minibox import network
-    network.release_address(owner)
+    from minibox import bridge
+    bridge.release_address(owner)

@@ -88,5 +88,5 @@ def no_bridge_left_behind():
         existed = False
     yield
     if not existed and os.geteuid() == 0:
-        from minibox import network
-        network.remove_bridge_if_unused()
+        from minibox import bridge
+        bridge.remove_bridge_if_unused()

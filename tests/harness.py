@@ -175,7 +175,7 @@ def leftovers(before, boxes, grace=5.0):
     """Everything `boxes` (Minibox objects) and the test may have left since `before`
     (snapshot()), by kind; {} when clean. Processes get `grace` seconds to be reaped (a
     killed PID namespace empties asynchronously)."""
-    from minibox import network
+    from minibox import bridge
     roots = [box.root for box in boxes]
     wait = time.monotonic() + grace
     while _processes_using(roots) and time.monotonic() < wait:
@@ -189,8 +189,8 @@ def leftovers(before, boxes, grace=5.0):
         "mounts": sorted(m for m in set(host_mounts()) - set(before["mounts"])
                          if ROOT_PREFIX in m or any(str(box.store) in m for box in boxes)),
         "cgroups": leaked_cgroups(before["cgroups"], ids),
-        "veths": [name for name in map(network.host_ifname, ids) if network.link_exists(name)],
-        "leases": [lease.name for lease in network.address_pool().directory.glob("*.*.*.*")
+        "veths": [name for name in map(bridge.host_ifname, ids) if bridge.link_exists(name)],
+        "leases": [lease.name for lease in bridge.address_pool().directory.glob("*.*.*.*")
                    if lease.read_text() in ids],
     }
     return {kind: things for kind, things in found.items() if things}

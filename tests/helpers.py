@@ -76,14 +76,14 @@ def minivm_leftovers(root, scratch, tag, grace=5.0):
 
 def dead_minivm_leases():
     """{address: owner} of minivm leases in this netns's pool whose tap is gone."""
-    from minibox import network
-    pool = network.address_pool()
+    from minibox import bridge
+    pool = bridge.address_pool()
     if not pool.exists():
         return {}
     from pyroute2.iproute.linux import IPRoute
     with IPRoute() as ipr, pool.locked() as table:
         leases = table.leases
-        live = network.live_ports(ipr, leases)
+        live = bridge.live_ports(ipr, leases)
     return {address: owner for address, owner in leases.items()
             if owner.startswith("minivm-") and address not in live}
 

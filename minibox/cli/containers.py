@@ -165,7 +165,7 @@ def rm(force, containers):
 def gc():
     """Remove what crashed runs left behind (from each container's ledger), cgroups no
     container knows, and the bridge if no container uses it any more."""
-    from .. import control, network
+    from .. import bridge, control
     cleaned, failed, orphan_cgroups = control.collect_garbage()
     for container_id in cleaned:
         print(f"removed leftovers of {container_id[:12]}")
@@ -173,8 +173,8 @@ def gc():
         print(f"minibox: {error}", file=sys.stderr)
     for path in orphan_cgroups:
         print(f"removed orphaned cgroup {path}")
-    if network.remove_bridge_if_unused():
-        print(f"removed unused bridge {network.BRIDGE}")
+    if bridge.remove_bridge_if_unused():
+        print(f"removed unused bridge {bridge.BRIDGE}")
     return RUNTIME_ERROR if failed else 0
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from minibox import network
+from minibox import bridge, network
 
 CLONE_NEWNET = 0x40000000
 
@@ -22,7 +22,7 @@ def host_netns(monkeypatch):
     dropped and the thread returns to the original netns; the private one dies with the
     last process in it, taking the bridge along.
     """
-    monkeypatch.delenv(network.SUBNET_ENV, raising=False)
+    monkeypatch.delenv(bridge.SUBNET_ENV, raising=False)
     libc = ctypes.CDLL(None, use_errno=True)
     original = os.open("/proc/self/ns/net", os.O_RDONLY)
     assert libc.unshare(CLONE_NEWNET) == 0, os.strerror(ctypes.get_errno())
@@ -34,7 +34,7 @@ def host_netns(monkeypatch):
         taps = [name for index, name in socket.if_nameindex() if name.startswith("mv")]
         assert (taps, dead_minivm_leases()) == ([], {}), "minivm left taps or leases"
     finally:
-        shutil.rmtree(network.address_pool().directory, ignore_errors=True)
+        shutil.rmtree(bridge.address_pool().directory, ignore_errors=True)
         assert libc.setns(original, CLONE_NEWNET) == 0
         os.close(original)
 

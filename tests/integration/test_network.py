@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from minibox import network, portproxy, shared
-from minibox.network import NetworkError
+from minibox import bridge, network, portproxy, shared
+from minibox.bridge import NetworkError
 from minibox.portproxy import PublishError, parse_mapping
 
 pytestmark = pytest.mark.root
@@ -86,7 +86,7 @@ def link_exists(ifname):
 
 def leases():
     """{address: container id}, read from the pool's lease files."""
-    pool = network.address_pool().directory
+    pool = bridge.address_pool().directory
     return ({path.name: path.read_text() for path in pool.iterdir() if path.name != "subnet"}
             if pool.exists() else {})
 
@@ -99,13 +99,13 @@ def test_bring_up_loopback(host_netns):
 def test_connect_configures_both_ends(host_netns, containers):
     box = containers()
     ours = os.readlink("/proc/thread-self/ns/net")
-    assert str(network.connect(box.id, box.pid)) == "10.199.0.2"
+    assert str(bridge.connect(box.id, box.pid)) == "10.199.0.2"
     assert os.readlink("/proc/thread-self/ns/net") == ours  # visited the container's, came back
     assert "inet 10.199.0.2/24" in box.run("ip", "-4", "-o", "addr", "show", "eth0").stdout
     assert "state UP" in box.run("ip", "-o", "link", "show", "eth0").stdout
     assert "default via 10.199.0.1 dev eth0" in box.run("ip", "route").stdout
     # the host end is a port of the bridge, the bridge carries the gateway address
-    host_end = network.host_ifname(box.id)
+    host_end = bridge.host_ifname(box.id)
     assert f"{host_end}@" in ip("-o", "link", "show", "master", "minibox0")
     assert "inet 10.199.0.1/24" in ip("-4", "-o", "addr", "show", "minibox0")
     assert "alias minibox bridge" in ip("-d", "link", "show", "minibox0")
@@ -114,8 +114,8 @@ def test_connect_configures_both_ends(host_netns, containers):
 
 def test_containers_and_host_reach_each_other(host_netns, containers, tmp_path):
     server, client = containers("server"), containers("client")
-    server_ip = network.connect(server.id, server.pid)
-    client_ip = network.connect(client.id, client.pid)
+    server_ip = bridge.connect(server.id, server.pid)
+    client_ip = bridge.connect(client.id, client.pid)
     assert server_ip != client_ip
 
     client.run(BUSYBOX, "ping", "-c", "1", "-W", "2", str(server_ip))
@@ -133,9 +133,9 @@ def test_containers_and_host_reach_each_other(host_netns, containers, tmp_path):
 
 def test_disconnect_leaves_nothing(host_netns, containers):
     box = containers()
-    network.connect(box.id, box.pid)
-    network.disconnect(box.id)
-    network.disconnect(box.id)  # twice is harmless
+    bridge.connect(box.id, box.pid)
+    bridge.disconnect(box.id)
+    bridge.disconnect(box.id)  # twice is harmless
 
     assert veths_on_host() == []
     assert leases() == {}
@@ -145,10 +145,10 @@ def test_disconnect_leaves_nothing(host_netns, containers):
 
 def test_requested_address(host_netns, containers):
     first, second = containers(), containers()
-    assert str(network.connect(first.id, first.pid, "10.199.0.77")) == "10.199.0.77"
+    assert str(bridge.connect(first.id, first.pid, "10.199.0.77")) == "10.199.0.77"
     with pytest.raises(NetworkError, match="10.199.0.77 is already in use"):
-        network.connect(second.id, second.pid, "10.199.0.77")
-    assert veths_on_host() == [network.host_ifname(first.id)]
+        bridge.connect(second.id, second.pid, "10.199.0.77")
+    assert veths_on_host() == [bridge.host_ifname(first.id)]
     assert leases() == {"10.199.0.77": first.id}
 
 
@@ -156,7 +156,7 @@ def test_failure_inside_the_container_rolls_back(host_netns, containers):
     box = containers()
     box.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other")
     with pytest.raises(NetworkError, match="create veth pair .*: File exists"):
-        network.connect(box.id, box.pid)
+        bridge.connect(box.id, box.pid)
     assert veths_on_host() == []
     assert leases() == {}
 
@@ -165,7 +165,7 @@ def test_foreign_minibox0_is_refused(host_netns, containers):
     ip("link", "add", "minibox0", "type", "veth", "peer", "name", "squatter")
     box = containers()
     with pytest.raises(NetworkError, match="minibox0 already exists and minibox did not create it"):
-        network.connect(box.id, box.pid)
+        bridge.connect(box.id, box.pid)
     assert veths_on_host() == ["minibox0", "squatter"]  # untouched, nothing added
     assert leases() == {}
     assert "eth0" not in box.run("ip", "-o", "link").stdout
@@ -173,56 +173,56 @@ def test_foreign_minibox0_is_refused(host_netns, containers):
 
 def test_a_bridge_deleted_by_hand_is_recreated_and_its_stale_leases_dropped(host_netns, containers):
     first, second = containers(), containers()
-    network.connect(first.id, first.pid)
+    bridge.connect(first.id, first.pid)
     # Its host end gone too: a container that is gone without teardown. (One whose veth is
     # still there keeps its lease: test_network_lifecycle's bridge-deleted test.)
-    ip("link", "del", network.host_ifname(first.id))
+    ip("link", "del", bridge.host_ifname(first.id))
     ip("link", "del", "minibox0")
-    assert str(network.connect(second.id, second.pid)) == "10.199.0.2"
+    assert str(bridge.connect(second.id, second.pid)) == "10.199.0.2"
     assert leases() == {"10.199.0.2": second.id}
     assert "alias minibox bridge" in ip("-d", "link", "show", "minibox0")
-    assert f"{network.host_ifname(second.id)}@" in ip("-o", "link", "show", "master", "minibox0")
+    assert f"{bridge.host_ifname(second.id)}@" in ip("-o", "link", "show", "master", "minibox0")
 
 
 def test_a_stale_pool_without_a_bridge_is_dropped(host_netns):
     """A netns that died with leases leaves a pool; a new netns may reuse its inode."""
-    pool = network.address_pool()
+    pool = bridge.address_pool()
     with pool.locked(subnet_if_new="10.199.0.0/24") as table:
         table.allocate("ghost")
-    assert network.bridge_status() is None
-    assert network.remove_bridge() is False
+    assert bridge.bridge_status() is None
+    assert bridge.remove_bridge() is False
     assert not pool.directory.exists()
 
 
 def test_subnet_exhausted(host_netns, containers, monkeypatch):
-    monkeypatch.setenv(network.SUBNET_ENV, "10.199.0.0/30")  # gateway .1, one container .2
+    monkeypatch.setenv(bridge.SUBNET_ENV, "10.199.0.0/30")  # gateway .1, one container .2
     first, second = containers(), containers()
-    network.connect(first.id, first.pid)
+    bridge.connect(first.id, first.pid)
     with pytest.raises(NetworkError, match=r"no free address left in 10.199.0.0/30"):
-        network.connect(second.id, second.pid)
-    assert veths_on_host() == [network.host_ifname(first.id)]
+        bridge.connect(second.id, second.pid)
+    assert veths_on_host() == [bridge.host_ifname(first.id)]
     assert list(leases().values()) == [first.id]
 
 
 def test_remove_bridge_only_when_unused(host_netns, containers):
-    assert network.bridge_status() is None
-    assert network.remove_bridge() is False
+    assert bridge.bridge_status() is None
+    assert bridge.remove_bridge() is False
     box = containers()
-    network.connect(box.id, box.pid)
-    assert network.bridge_status() == ("10.199.0.0/24", "10.199.0.1", {"10.199.0.2": box.id})
+    bridge.connect(box.id, box.pid)
+    assert bridge.bridge_status() == ("10.199.0.0/24", "10.199.0.1", {"10.199.0.2": box.id})
 
     with pytest.raises(NetworkError, match=f"in use by container.*{box.id[:12]}"):
-        network.remove_bridge()
+        bridge.remove_bridge()
     assert link_exists("minibox0")
 
-    network.disconnect(box.id)
-    assert network.remove_bridge() is True
+    bridge.disconnect(box.id)
+    assert bridge.remove_bridge() is True
     assert not link_exists("minibox0")
-    assert network.bridge_status() is None
+    assert bridge.bridge_status() is None
 
 
 def _connect_in_child(container_id, pid):
-    network.connect(container_id, pid)
+    bridge.connect(container_id, pid)
 
 
 def test_twenty_parallel_connects(host_netns, containers):
@@ -245,14 +245,14 @@ def test_twenty_parallel_connects(host_netns, containers):
     assert len(veths_on_host()) == 20
 
     for box in boxes:
-        network.disconnect(box.id)
+        bridge.disconnect(box.id)
     assert veths_on_host() == [] and leases() == {}
 
 
 @pytest.fixture
 def web_container(host_netns, containers, tmp_path):
     box = containers("web")
-    address = network.connect(box.id, box.pid)
+    address = bridge.connect(box.id, box.pid)
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text("published\n")

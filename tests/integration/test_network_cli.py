@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from minibox import network, shared, state
+from minibox import bridge, network, shared, state
 from tests.harness import container_dirs, wait_until
 from tests.helpers import assert_one_line_error
 
@@ -94,7 +94,7 @@ def veths():
 
 def leases():
     """{address: container id}, read from the pool's lease files."""
-    pool = network.address_pool().directory
+    pool = bridge.address_pool().directory
     return ({path.name: path.read_text() for path in pool.iterdir() if path.name != "subnet"}
             if pool.exists() else {})
 
@@ -168,7 +168,7 @@ def test_network_none_sees_only_loopback(root, minibox):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "lo"
     assert "127.0.1.1\t" in result.stdout
-    assert not network.address_pool().exists()  # no bridge, no lease table
+    assert not bridge.address_pool().exists()  # no bridge, no lease table
 
 
 def test_network_host_shares_the_hosts_namespace(root, minibox):
@@ -257,7 +257,7 @@ def test_sigkill_of_the_runtime_then_gc_leaves_nothing(root, background, minibox
     assert f"removed leftovers of {doomed['id'][:12]}" in result.stdout
     assert "removed unused bridge minibox0" in result.stdout
     assert veths() == [] and leases() == {}
-    assert not network.address_pool().exists()
+    assert not bridge.address_pool().exists()
     assert subprocess.run(["ip", "link", "show", "minibox0"], capture_output=True).returncode != 0
     assert not shared.process_alive(proxy["pid"], proxy["start_time"]) and not listening(18090)
     assert not netns_in_use(netns, born_before)
@@ -316,14 +316,14 @@ def test_busy_host_port(root, minibox):
 
 
 def test_subnet_exhausted(root, background, monkeypatch, minibox):
-    monkeypatch.setenv(network.SUBNET_ENV, "10.199.0.0/30")  # room for one container
+    monkeypatch.setenv(bridge.SUBNET_ENV, "10.199.0.0/30")  # room for one container
     server = background("--rm", "--name", "only", "busybox", "sleep", "60")
     only = wait_running(root, "only")
     result = minibox("run", "--rm", "busybox", "true", check=False)
     assert result.returncode == 125
     assert result.stderr.startswith("minibox: minibox0: no free address left in 10.199.0.0/30")
     assert [s["name"] for s in container_states(root)] == ["only"]
-    assert veths() == [network.host_ifname(only["id"])]
+    assert veths() == [bridge.host_ifname(only["id"])]
     assert leases() == {"10.199.0.2": only["id"]}
     stop(server, only)
 
@@ -341,7 +341,7 @@ def test_explain_narrates_the_network_steps(root, minibox):
     result = minibox("run", "--rm", "--explain", "-p", "18096:80", "busybox", "true")
     assert result.returncode == 0, result.stderr
     for expected in ("=> Connect the container to the bridge", "RTM_NEWLINK veth peer eth0",
-                     "read:    veth(4), rtnetlink(7)  (code: minibox/network.py:",
+                     "read:    veth(4), rtnetlink(7)  (code: minibox/bridge.py:",
                      "=> Write the container's /etc/hosts and /etc/hostname",
                      "=> Mount bind at /etc/hosts", "=> Mount bind at /etc/hostname",
                      "=> Bring up the loopback device"):

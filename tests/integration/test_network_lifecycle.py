@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from minibox import network, shared
+from minibox import bridge, shared
 
 from tests.harness import wait_until
 from .test_network_cli import SITE, leases, listening, wait_listening
@@ -62,7 +62,7 @@ def test_detached_exec_inspect_then_stop_releases_veth_lease_and_proxy(minibox):
 
     minibox("stop", "-t", "1", "web")
     # stop returns once the monitor has torn down: everything is free at once
-    assert not network.link_exists(network.host_ifname(container_id))
+    assert not bridge.link_exists(bridge.host_ifname(container_id))
     assert leases() == {}
     assert not shared.process_alive(proxy["pid"], proxy["start_time"])
     assert not listening(18280)
@@ -94,7 +94,7 @@ def test_a_restart_gets_a_new_netns_and_veth_but_keeps_address_and_proxy(minibox
     addresses = {line.split("inet ")[1].split("/")[0] for line in lines}
     assert len(set(host_ends)) == len(host_ends)  # a new veth pair for every init
     assert addresses == {first["network"]["address"]}
-    assert not network.link_exists(network.host_ifname(container_id))
+    assert not bridge.link_exists(bridge.host_ifname(container_id))
     assert leases() == {}
     assert not shared.process_alive(proxy["pid"], proxy["start_time"])
 
@@ -109,9 +109,9 @@ def _try_fetch(port):
 def test_rm_force_of_a_running_container_releases_its_network(minibox):
     container_id = minibox.run_detached("-p", "18282:80", "busybox", "sleep", "60")
     proxy = proxy_of(minibox, container_id)
-    assert network.link_exists(network.host_ifname(container_id))
+    assert bridge.link_exists(bridge.host_ifname(container_id))
     minibox("rm", "-f", container_id)
-    assert not network.link_exists(network.host_ifname(container_id))
+    assert not bridge.link_exists(bridge.host_ifname(container_id))
     assert leases() == {}
     assert not shared.process_alive(proxy["pid"], proxy["start_time"])
 
@@ -125,7 +125,7 @@ def test_oci_create_gets_loopback_only_and_no_bridge(minibox, bundle):
         assert [line.split(":")[0].strip() for line in devices.readlines()[2:]] == ["lo"]
     with open(f"/proc/{pid}/net/fib_trie") as routes:  # lo is up: the kernel gave it 127.0.0.1
         assert "127.0.0.1" in routes.read()
-    assert not network.link_exists(network.BRIDGE)  # runc makes no bridge; nor do we
+    assert not bridge.link_exists(bridge.BRIDGE)  # runc makes no bridge; nor do we
     [info] = json.loads(minibox("inspect", "oci-net").stdout)
     assert (info["Addresses"], info["NetworkSettings"]) == ([], {"IPAddress": "", "Ports": {}})
     minibox("delete", "--force", "oci-net")
@@ -139,12 +139,12 @@ def test_a_bridge_deleted_under_a_running_container_comes_back_with_its_lease(mi
     current = minibox.state(container_id)
     address = current["network"]["address"]
     wait_listening(current["pid"], 80)
-    subprocess.run(["ip", "link", "del", network.BRIDGE], check=True)
+    subprocess.run(["ip", "link", "del", bridge.BRIDGE], check=True)
     new = minibox("run", "--rm", "busybox", "ip", "-4", "-o", "addr", "show", "eth0").stdout
     assert f"inet {address}/" not in new
     assert leases()[address] == container_id
-    veth = network.host_ifname(container_id)
-    assert f"master {network.BRIDGE} " in subprocess.run(
+    veth = bridge.host_ifname(container_id)
+    assert f"master {bridge.BRIDGE} " in subprocess.run(
         ["ip", "-o", "link", "show", veth], capture_output=True, text=True).stdout
     assert fetch(18282) == "hello from old\n"
     minibox("stop", "-t", "1", "old")

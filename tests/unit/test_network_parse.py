@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from minibox import network
-from minibox.network import NetworkError, parse_mode
+from minibox import bridge, network
+from minibox.bridge import NetworkError
+from minibox.network import parse_mode
 from minibox.portproxy import PublishError, parse_mapping
 from minibox.spec import PortMapping
 
@@ -68,23 +69,23 @@ def test_mapping_reads_like_docker_ps():
 
 
 def test_host_ifname_fits_ifnamsiz():
-    name = network.host_ifname("0123456789abcdef" * 4)
+    name = bridge.host_ifname("0123456789abcdef" * 4)
     assert name == "mb0123456789ab" and len(name) <= 15
 
 
 def test_default_subnet_and_override(monkeypatch):
-    monkeypatch.delenv(network.SUBNET_ENV, raising=False)
-    assert network.subnet_for_new_bridge() == ipaddress.IPv4Network("10.199.0.0/24")
-    assert "10.199.0.0/24" in network.SUBNET_HELP and network.SUBNET_ENV in network.SUBNET_HELP
-    monkeypatch.setenv(network.SUBNET_ENV, "192.0.2.0/29")
-    assert network.subnet_for_new_bridge() == ipaddress.IPv4Network("192.0.2.0/29")
+    monkeypatch.delenv(bridge.SUBNET_ENV, raising=False)
+    assert bridge.subnet_for_new_bridge() == ipaddress.IPv4Network("10.199.0.0/24")
+    assert "10.199.0.0/24" in bridge.SUBNET_HELP and bridge.SUBNET_ENV in bridge.SUBNET_HELP
+    monkeypatch.setenv(bridge.SUBNET_ENV, "192.0.2.0/29")
+    assert bridge.subnet_for_new_bridge() == ipaddress.IPv4Network("192.0.2.0/29")
 
 
 @pytest.mark.parametrize("text", ["10.1.2.3/33", "banana", "10.0.0.1/24", "10.0.0.0/31"])
 def test_bad_subnet_override(monkeypatch, text):
-    monkeypatch.setenv(network.SUBNET_ENV, text)
-    with pytest.raises(NetworkError, match=network.SUBNET_ENV):
-        network.subnet_for_new_bridge()
+    monkeypatch.setenv(bridge.SUBNET_ENV, text)
+    with pytest.raises(NetworkError, match=bridge.SUBNET_ENV):
+        bridge.subnet_for_new_bridge()
 
 
 def test_etc_hosts():

@@ -12,7 +12,8 @@ import pytest
 from minibox import cli, namespaces, rootless
 from minibox.images import layers
 from minibox.errors import MiniboxError
-from minibox.network import NetworkError, check_options, parse_mode
+from minibox.bridge import NetworkError
+from minibox.network import check_options, parse_mode
 from minibox.spec import PortMapping
 from minibox.docker import docker_mounts
 
