@@ -1,4 +1,5 @@
-"""`-t`: give the container a real terminal, the way runc's console socket does.
+"""`-t`: give the container a real terminal, the way runc's console socket does (and, under an
+engine, that very socket: send_console).
 
 The pseudo-terminal is created *inside* the container, from its own devpts instance, so
 `tty` in the container prints /dev/pts/0 and job control works. The init sends the master
@@ -15,6 +16,7 @@ import struct
 import sys
 import termios
 
+from .errors import MiniboxError
 from .explain import step
 from .shared import raw_mode
 
@@ -30,6 +32,22 @@ def open_console(channel):
     channel.sendmsg([b"console"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                     struct.pack("i", master))])
     os.close(master)
+
+
+def send_console(socket_path, master):
+    """runc's console socket: connect(2) to the engine's unix socket and pass the pty master
+    in one sendmsg(2) with SCM_RIGHTS, its name as the payload (containerd's console package
+    and conmon read one message). The engine relays the terminal from then on."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(socket_path)
+        sock.sendmsg([b"/dev/ptmx"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                       struct.pack("i", master))])
+    except OSError as error:
+        raise MiniboxError(f"--console-socket {socket_path}: {error.strerror}") from None
+    finally:
+        sock.close()
+        os.close(master)
 
 
 def make_controlling_terminal(slave):
