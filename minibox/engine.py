@@ -33,11 +33,12 @@ def create(spec, container_id, pid_file=None, console_socket=None, preserve_fds=
     if console_socket and not spec.tty:
         raise MiniboxError(f"--console-socket {console_socket}: process.terminal is false, "
                            "there is no terminal to send")
+    console = console_socket and terminal.connect_console_socket(console_socket)
     made = container.create(spec, container_id, caller_reaps=True, preserve_fds=preserve_fds)
     try:
         made.channel.close()
         if made.console is not None:
-            terminal.send_console(console_socket, made.console)
+            terminal.send_console(console, made.console)
         if pid_file:
             # The digits only, written atomically: a reader never sees an empty file.
             shared.replace_file(os.path.abspath(pid_file), str(made.pid))

@@ -47,6 +47,7 @@ def exec_in(pid, spec, command, tty=False, interactive=False, pid_file=None,
     init.close_inherited_fds()
     # The pid file's directory, opened while its name still means the host's.
     pid_directory = pid_file and os.open(os.path.dirname(pid_file), os.O_PATH | os.O_CLOEXEC)
+    console_socket = console_socket and terminal.connect_console_socket(console_socket)
     if spec.rlimits:
         import resource  # noqa: F401 -- for init.set_process_limits, after chroot
     namespace_fds = _open_namespaces(pid)
@@ -71,8 +72,11 @@ def exec_in(pid, spec, command, tty=False, interactive=False, pid_file=None,
         console, terminal_fd = os.openpty()  # from the container's devpts: we are inside now
     child = os.fork()
     if child == 0:
+        # Ways back to the host's files (see init.close_inherited_fds), gone before exec.
         if pid_directory:
-            os.close(pid_directory)  # a way back to the host's files (see close_inherited_fds)
+            os.close(pid_directory)
+        if console_socket:
+            console_socket.close()
         _exec_child(spec, command, terminal_fd if tty else None, interactive or tty,
                     user_namespace is not None, die_with_parent=not detach)
     if tty:

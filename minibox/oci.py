@@ -347,7 +347,9 @@ def _oci_limits(linux, check):
         cpu_shares=check.get(cpu, "shares", int, None, "linux.resources.cpu."),
         pids=check.get(pids, "limit", int, None, "linux.resources.pids."))
     for name, value in vars(limits).items():
-        if value is not None and value != -1 and value <= 0:
+        if value == 0:  # runc reads 0 as "not set": Docker writes cpu.shares and pids.limit 0
+            setattr(limits, name, None)
+        elif value is not None and value != -1 and value < 0:
             check.fail(f"linux.resources: {name} must be positive")
     limits.devices = container_rules(_oci_device_rules(resources, check))
     return limits

@@ -34,17 +34,29 @@ def open_console(channel):
     os.close(master)
 
 
-def send_console(socket_path, master):
-    """runc's console socket: connect(2) to the engine's unix socket and pass the pty master
-    in one sendmsg(2) with SCM_RIGHTS, its name as the payload (containerd's console package
-    and conmon read one message). The engine relays the terminal from then on."""
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+def connect_console_socket(socket_path):
+    """runc's console socket, step 1: connect(2) to the engine's unix socket -- early, while
+    its path still names the host's file (`exec` chroots into the container before it has
+    a terminal to send)."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(socket_path)
+    except OSError as error:
+        sock.close()
+        raise MiniboxError(f"--console-socket {socket_path}: {error.strerror}") from None
+    return sock
+
+
+def send_console(sock, master):
+    """Step 2: pass the pty master in one sendmsg(2) with SCM_RIGHTS, its name as the
+    payload (containerd's console package and conmon read one message); the engine relays
+    the terminal from then on. Closes both."""
+    try:
         sock.sendmsg([b"/dev/ptmx"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                        struct.pack("i", master))])
     except OSError as error:
-        raise MiniboxError(f"--console-socket {socket_path}: {error.strerror}") from None
+        raise MiniboxError(f"cannot send the terminal to --console-socket: {error.strerror}"
+                           ) from None
     finally:
         sock.close()
         os.close(master)
