@@ -28,8 +28,8 @@ def create(spec, container_id, pid_file=None, console_socket=None, preserve_fds=
     holds it. process.terminal: the pty made inside goes to console_socket (runc's
     protocol, terminal.send_console)."""
     if spec.tty and not console_socket:
-        raise MiniboxError("process.terminal is true: --console-socket must say where to "
-                           "send the terminal")
+        raise MiniboxError("process.terminal is true: it needs a console socket to send the "
+                           "terminal to (--console-socket)")
     if console_socket and not spec.tty:
         raise MiniboxError(f"--console-socket {console_socket}: process.terminal is false, "
                            "there is no terminal to send")
