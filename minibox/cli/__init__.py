@@ -173,6 +173,8 @@ def main(argv=None):
     try:
         code = minibox.main(argv, prog_name="minibox", standalone_mode=False)
     except click.ClickException as error:  # bad usage: click's own, or a command's
+        if isinstance(error, click.NoSuchOption):
+            error.possibilities = None  # click's guess says `--log` for any `--bogus`
         where = error.ctx.command_path if getattr(error, "ctx", None) else "minibox"
         message = error.format_message().rstrip(".")
         report_error(f"{message[:1].lower()}{message[1:]} (see: {where} --help)")

@@ -50,6 +50,8 @@ def exec_command(interactive, tty, env, workdir, user, process_file, detach, pid
 
     Options end at CONTAINER: `exec web ls -la` passes -la to ls."""
     from .. import control, docker, enter, oci, spec as specs
+    if not command and not process_file:
+        raise click.UsageError("no command given")
     directory, current, status = control.load(reference)
     if status != "running":
         raise MiniboxError(f"container {directory.id[:12]} is not running (it is {status})")
@@ -57,8 +59,6 @@ def exec_command(interactive, tty, env, workdir, user, process_file, detach, pid
     if process_file:
         command = oci.load_process(spec, process_file)
         tty = spec.tty
-    if not command:
-        raise click.UsageError("no command given")
     if console_socket and not tty:
         raise MiniboxError(f"--console-socket {console_socket}: no terminal to send (-t)")
     if tty and not console_socket and not os.isatty(sys.stdin.fileno()):
@@ -77,12 +77,15 @@ def exec_command(interactive, tty, env, workdir, user, process_file, detach, pid
 @command(rootless=True)
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped containers too.")
 @click.option("-q", "--quiet", is_flag=True, help="Only print the ids.")
-@click.option("-f", "--format", "output", type=click.Choice(["table", "json"]), default="table",
+@click.option("-f", "--format", "output", type=click.Choice(["table", "json"]),
               help="With ID: the host PIDs as a table or a JSON list (runc's `ps`).")
-@click.argument("container_id", required=False, metavar="[ID]")
+@click.argument("container_id", required=False, metavar="[--format F ID]")
 def ps(show_all, quiet, output, container_id):
-    """List containers; with ID, the host PIDs of its processes (runc's `ps`)."""
+    """List containers; `ps --format table|json ID`: the host PIDs of its processes (runc's).
+    """
     from .. import control
+    if container_id and not output:  # Docker's `ps` takes no argument
+        raise click.UsageError(f"unexpected extra argument ({container_id})")
     if container_id:
         from .. import engine
         pids = engine.processes(container_id)

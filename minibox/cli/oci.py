@@ -109,7 +109,7 @@ def events(stats, interval, container_id):
         time.sleep(interval)
 
 
-@command(rootless=True)
+@command()
 def features():
     """OCI: print what this runtime supports, as runc's JSON."""
     from .. import engine
