@@ -61,8 +61,9 @@ class Container:
         self.console = console      # the pty master, with -t
 
 
-def create(spec, container_id=None):
-    """The runtime's story, steps 1-4: from a spec to an init blocked just before execve."""
+def create(spec, container_id=None, caller_reaps=False, preserve_fds=0):
+    """The runtime's story, steps 1-4: from a spec to an init blocked just before execve.
+    caller_reaps: OCI `create` under an engine, which reaps the init itself (engine.py)."""
     namespaces.check_kernel_support()
     if rootless.ENABLED:
         rootless.check_spec(spec)
@@ -84,7 +85,7 @@ def create(spec, container_id=None):
     directory = state.ContainerDir.create(container_id or state.new_container_id(), spec.name)
     bound_ports = []
     try:
-        directory.save(_initial_state(spec, directory))
+        directory.save(dict(_initial_state(spec, directory), caller_reaps=caller_reaps))
         # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
         cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent, spec.cgroups_path)
         taken = [path for path in cgroup.paths() if os.path.isdir(path)]
@@ -100,7 +101,7 @@ def create(spec, container_id=None):
         #    Published host ports are bound now, so a busy port fails the run before the
         #    container exists.
         bound_ports = portproxy.bind_ports(spec.publish)
-        container = spawn(spec, directory, cgroup)
+        container = spawn(spec, directory, cgroup, caller_reaps, preserve_fds)
         network.publish(directory, bound_ports)
         return container
     except BaseException:
@@ -109,7 +110,7 @@ def create(spec, container_id=None):
         raise
 
 
-def spawn(spec, directory, cgroup):
+def spawn(spec, directory, cgroup, caller_reaps=False, preserve_fds=0):
     """Steps 3-4 (again for each restart): fork a fresh init and take it to `created`."""
     os.mkfifo(directory.file("exec.fifo"), 0o600)
     # --network container:ID: that container's netns, opened now, while its init can still
@@ -124,7 +125,8 @@ def spawn(spec, directory, cgroup):
     pid = os.fork()
     if pid == 0:
         channel.close()
-        init.pid1(spec, directory, init_end, shared_netns)  # never returns (init.py)
+        init.pid1(spec, directory, init_end, shared_netns, caller_reaps,
+                  preserve_fds)  # never returns (init.py)
     if new_pid_namespace:
         namespaces.restore_pid_namespace(own_pid_namespace, rootless.ENABLED)
     if shared_netns is not None:
@@ -217,11 +219,13 @@ def _hook_state(directory, status, pid):
     return oci_state(directory.id, dict(current, status=status, pid=pid))
 
 
-def oci_state(container_id, current):
-    """The OCI runtime spec's state: what `minibox state` prints and hooks read."""
+def oci_state(container_id, current, paused=False):
+    """The OCI runtime spec's state: what `minibox state` prints and hooks read (paused: its
+    cgroup is frozen, which only the caller knows)."""
     import json
     status = state.live_status(current)
     status = status if status in ("created", "running", "stopped") else "creating"
+    status = "paused" if paused and status == "running" else status
     return json.dumps({"ociVersion": spec_module.OCI_VERSION, "id": container_id,
                        "status": status, "pid": current.get("pid") if status != "stopped" else 0,
                        "bundle": current.get("bundle"),
@@ -269,8 +273,11 @@ def _reap(pid):
 
 @explain.step("Start: open exec.fifo for reading, which lets the init go on to execve(2)",
               syscall='open("exec.fifo", O_RDONLY); read(fd, buf, 1)', man="fifo(7)")
-def release_init(directory, pid):
-    """Release the init blocked in init._wait_for_start (`run`, and `minibox start` for OCI)."""
+def release_init(directory, pid, confirm=False):
+    """Release the init blocked in init._wait_for_start (`run`, and `minibox start` for OCI).
+    With confirm (an init the caller reaps, which has no channel to us any more): read on
+    until its execve(2) closes the fifo (close-on-exec) and return what it wrote first -- a
+    failure report, or nothing."""
     gone = MiniboxError(f"container {directory.id[:12]} exited before it was started")
     # The pidfd first: once the fifo is open the init may exec, exit and be reaped before
     # our next line runs, and a reaped process has no pidfd to give any more.
@@ -288,10 +295,13 @@ def release_init(directory, pid):
         readable, _, _ = select.select([fifo, init], [], [])
         if fifo not in readable or not os.read(fifo, 1):
             raise gone
+        os.set_blocking(fifo, True)
+        report = b"".join(iter(lambda: os.read(fifo, 4096), b"")) if confirm else b""
     finally:
         os.close(fifo)
         os.close(init)
     os.unlink(directory.file("exec.fifo"))
+    return report
 
 
 def start(container):
@@ -314,11 +324,14 @@ def confirm_exec(container):
     # EOF also comes when the init was killed before `start` (OCI kill of a created
     # container): then it is not running, and wait() will record how it ended.
     if os.waitid(os.P_PID, container.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-        running = directory.update(only_from=("created",), status="running",
-                                   started=time.time())
-        if running and container.spec.hooks.get("poststart"):
-            hooks.run(container.spec, ("poststart",), oci_state(directory.id, running),
-                      fatal=False)
+        mark_running(directory, container.spec)
+
+
+def mark_running(directory, spec):
+    """Record that the command runs (from `created` only), then run the poststart hooks."""
+    running = directory.update(only_from=("created",), status="running", started=time.time())
+    if running and spec.hooks.get("poststart"):
+        hooks.run(spec, ("poststart",), oci_state(directory.id, running), fatal=False)
 
 
 def wait(container):
@@ -392,20 +405,15 @@ def release(container):
     container.directory.release_all(keep=keep)
 
 
-def run(spec, container_id=None, ready=None, wait_for_start=False):
+def run(spec, container_id=None, ready=None):
     """`minibox run`: create + start + wait (+ delete with --rm), one code path.
 
-    A detached container's monitor (monitor.py) passes `ready`, called once the container is
-    up: running, or with wait_for_start only created (OCI `create`: then `minibox start`,
-    another process, opens the fifo)."""
+    A detached container's monitor (monitor.py) passes `ready`, called once the container
+    runs."""
     container = create(spec, container_id)
     try:
-        if wait_for_start:
-            ready(container)
-        else:
-            release_init(container.directory, container.pid)
-        confirm_exec(container)
-        if ready is not None and not wait_for_start:
+        start(container)
+        if ready is not None:
             ready(container)
         container, exit_code = supervise(container)
     finally:

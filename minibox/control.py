@@ -11,7 +11,7 @@ import signal
 import time
 
 from . import container, hooks, shared, state
-from .errors import MiniboxError
+from .errors import MiniboxError, read_failure_report
 from .spec import ContainerSpec
 
 
@@ -36,28 +36,37 @@ def containers(skipped, include_stopped=False):
 
 
 def oci_state(reference):
-    directory, current, _ = load(reference)
-    return container.oci_state(directory.id, current)
+    """`minibox state`: the process says created, running or stopped; the freezer, paused."""
+    directory, current, status = load(reference)
+    return container.oci_state(directory.id, current,
+                               paused=status == "running" and cgroup_of(directory).frozen())
 
 
-def start(reference, timeout=5.0):
-    """OCI `start`: let a created container exec its command; return once it runs."""
+def cgroup_of(directory):
+    """The container's cgroup, from its ledger (cgroups.cgroup_at says why)."""
+    from . import cgroups
+    for entry in directory.entries():
+        if entry["kind"] == "cgroup":
+            return cgroups.cgroup_at(entry["paths"])
+    raise MiniboxError(f"container {directory.id[:12]} has no cgroup")
+
+
+def start(reference):
+    """OCI `start`: let a created container exec its command; return once it has, or raise
+    why it could not (its init reports on exec.fifo: a startContainer hook failed)."""
     directory, current, status = load(reference)
     if status != "created":
         raise MiniboxError(f"cannot start container {directory.id}: it is {status}, "
                            "not created")
-    container.release_init(directory, current["pid"])
-    # The monitor sees the exec (the init's end of their channel closes) and records it --
-    # or the init's report of why not (a startContainer hook failed): the init being gone
-    # says nothing yet, so wait for the monitor's word, unless the monitor is gone too.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = directory.load() or {}
-        if current.get("error"):
-            raise MiniboxError(current["error"], current.get("exit_code") or 1)
-        if current.get("status") != "created" or not state.monitor_alive(current):
-            return
-        time.sleep(0.002)
+    failure = read_failure_report(container.release_init(directory, current["pid"],
+                                                         confirm=True))
+    if failure:
+        directory.update(status="stopped", exit_code=failure.exit_code, finished=time.time(),
+                         error=str(failure))
+        raise failure
+    # The fifo also closes when the init was killed before `start`: then it does not run.
+    if shared.process_alive(current["pid"], current.get("pid_start")):
+        container.mark_running(directory, _saved_spec(directory))
 
 
 def parse_signal(text):
@@ -77,12 +86,20 @@ def parse_signal(text):
                            ) from None
 
 
-def kill(reference, signum):
-    """Send a signal to the container's PID 1 (created or running)."""
+def kill(reference, signum, every_process=False):
+    """Send a signal to the container's PID 1 (created or running), or with every_process
+    (runc's kill --all) to each process in its cgroup."""
     directory, current, status = load(reference)
     if status not in ("created", "running"):
-        raise MiniboxError(f"cannot kill container {directory.id[:12]}: it is {status}")
-    os.kill(current["pid"], signum)
+        # "container not running": the words containerd's shim takes for "already gone"
+        raise MiniboxError(f"cannot kill container {directory.id[:12]}: container not "
+                           f"running (it is {status})")
+    pids = cgroup_of(directory).pids() if every_process else [current["pid"]]
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass  # it ended meanwhile
 
 
 def stop(reference, timeout=10):
@@ -192,6 +209,8 @@ def collect_garbage():
             elif state.monitor_alive(current) or (current.get("status") == "stopped"
                                                   and not current.get("remove")):
                 continue
+            elif current.get("caller_reaps") and state.live_status(current) != "stopped":
+                continue  # an engine's container: no monitor by design, its init lives
             if current is None or current.get("remove"):
                 directory.release_all()
             else:

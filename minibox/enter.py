@@ -21,12 +21,13 @@ process joins it by joining them, the way nsenter(1) and runc exec do:
 """
 import os
 
-from . import cgroups, container, init, namespaces, rootless
+from . import cgroups, container, init, namespaces, rootless, syscalls
 # Imported now, before chroot("."): the child's controlling terminal and container.wait_for's
 # relay need it, and after chroot an import would look in the container's tree.
 from . import terminal
 from .errors import CANNOT_RUN, MiniboxError
 from .explain import step
+from .shared import replace_file
 
 # Joined in this order: the mount namespace late, since after it paths mean the container's;
 # cgroup once we are in the container's cgroups; user (--userns) last of all, because it
@@ -35,10 +36,18 @@ from .explain import step
 NAMESPACE_ORDER = ("ipc", "uts", "net", "pid", "mnt", "cgroup", "user")
 
 
-def exec_in(pid, spec, command, tty=False, interactive=False):
+def exec_in(pid, spec, command, tty=False, interactive=False, pid_file=None,
+            console_socket=None, detach=False):
     """Run `command` in the running container whose PID 1 is `pid`, with the environment,
-    working directory and user of `spec`; return its exit code (128+N on signal N)."""
+    working directory and user of `spec`; return its exit code (128+N on signal N).
+
+    As runc's exec for an engine: its host PID goes to pid_file, its terminal to
+    console_socket (terminal.send_console), and with detach we return 0 at once, leaving
+    the process to our caller's child subreaper (engine.py)."""
     init.close_inherited_fds()
+    # The pid file's directory, opened while its name still means the host's.
+    pid_directory = pid_file and os.open(os.path.dirname(pid_file), os.O_PATH | os.O_CLOEXEC)
+    console_socket = console_socket and terminal.connect_console_socket(console_socket)
     if spec.rlimits:
         import resource  # noqa: F401 -- for init.set_process_limits, after chroot
     namespace_fds = _open_namespaces(pid)
@@ -63,11 +72,22 @@ def exec_in(pid, spec, command, tty=False, interactive=False):
         console, terminal_fd = os.openpty()  # from the container's devpts: we are inside now
     child = os.fork()
     if child == 0:
+        # Ways back to the host's files (see init.close_inherited_fds), gone before exec.
+        if pid_directory:
+            os.close(pid_directory)
+        if console_socket:
+            console_socket.close()
         _exec_child(spec, command, terminal_fd if tty else None, interactive or tty,
-                    user_namespace is not None)
+                    user_namespace is not None, die_with_parent=not detach)
     if tty:
         os.close(terminal_fd)
-    return container.wait_for(child, console, interactive)
+    if console_socket:
+        terminal.send_console(console_socket, console)
+        console = None
+    if pid_file:
+        replace_file(os.path.basename(pid_file), str(child), dir_fd=pid_directory)
+        os.close(pid_directory)
+    return 0 if detach else container.wait_for(child, console, interactive)
 
 
 def _open_namespaces(pid):
@@ -103,11 +123,13 @@ def join_cgroups(pid):
             raise MiniboxError(f"cannot join cgroup {directory}: {error.strerror}") from None
 
 
-def _exec_child(spec, command, terminal_fd, keep_stdin, in_user_namespace):
+def _exec_child(spec, command, terminal_fd, keep_stdin, in_user_namespace, die_with_parent):
     """In the forked child, now a process of the container: never returns."""
     exit_code = CANNOT_RUN
     try:
         init.new_session()
+        if not die_with_parent:
+            syscalls.set_parent_death_signal(0)  # `exec --detach` exits right away
         init.set_process_limits(spec)
         if terminal_fd is not None:
             terminal.make_controlling_terminal(terminal_fd)
@@ -116,7 +138,7 @@ def _exec_child(spec, command, terminal_fd, keep_stdin, in_user_namespace):
         program, env = init.prepare_exec(spec, command)
         if in_user_namespace:
             namespaces.become_namespace_root()
-        init.exec_confined(spec, program, command, env)
+        init.exec_confined(spec, program, command, env, die_with_parent)
     except MiniboxError as error:
         exit_code = error.exit_code
         os.write(2, f"minibox: {error}\n".encode())

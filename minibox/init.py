@@ -32,8 +32,13 @@ from .errors import CANNOT_RUN, NOT_FOUND, RUNTIME_ERROR, MiniboxError, bug_line
 from .spec import DEFAULT_PATH
 
 
-def pid1(spec, directory, channel, shared_netns=None):
-    """PID 1's own story: from fork(2) to execve(2). Never returns."""
+def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preserve_fds=0):
+    """PID 1's own story: from fork(2) to execve(2). Never returns.
+
+    caller_reaps: OCI `create` under an engine, which exits at "created" and leaves this
+    process to the engine's child subreaper (container.py): then nothing may tie it to
+    `create` any more, and nobody reads `channel` after "created". preserve_fds: runc's
+    --preserve-fds N, fds 3..3+N-1 of the caller's that the command gets."""
     exit_code = RUNTIME_ERROR
     try:
         new_session()
@@ -72,17 +77,27 @@ def pid1(spec, directory, channel, shared_netns=None):
             network.bring_up_loopback()
         if spec.tty:
             terminal.open_console(channel)
-        program, env = prepare_exec(spec, spec.command)
+        program, env = prepare_exec(spec, spec.command, preserve_fds)
         if spec.userns:
             namespaces.enter_user_namespace(joined_user_namespace)
             channel.send(b"userns")
             if channel.recv(16) != b"mapped":
                 return
             namespaces.become_namespace_root()
+        if caller_reaps:
+            # `create` exits next: the parent death signal would kill us with it.
+            syscalls.set_parent_death_signal(0)
         channel.send(b"created")
-        _wait_for_start(exec_fifo)
+        if caller_reaps:
+            channel.close()
+            channel = None  # `create` has left: nobody reads it any more
+        fifo = _wait_for_start(exec_fifo)
+        if caller_reaps:
+            channel = fifo  # `start` reads on until execve closes it, or our failure report
+        else:
+            os.close(fifo)
         hooks.run(spec, ("startContainer",), created_state)
-        exec_confined(spec, program, spec.command, env)
+        exec_confined(spec, program, spec.command, env, die_with_parent=not caller_reaps)
     except MiniboxError as error:
         exit_code = error.exit_code
         _report(channel, exit_code, error)
@@ -98,7 +113,8 @@ def new_session():
     """The first steps of PID 1 and of an exec'd process, right after fork(2): a session of
     its own (setsid(2): signals reach it only as its parent forwards them), default signal
     dispositions, and death with its parent (if the runtime dies, so does the container,
-    and gc finds the ledger)."""
+    and gc finds the ledger) -- until a process handed to an engine's subreaper clears it
+    (pid1's caller_reaps, `exec --detach`)."""
     os.setsid()
     # An ignored signal stays ignored across execve(2) (signal(7)), and Python ignores
     # SIGPIPE: `yes | head` in the container would then never end by SIGPIPE. A caller
@@ -194,13 +210,14 @@ def set_process_limits(spec):
             score.write(str(spec.oom_score_adj))
 
 
-def prepare_exec(spec, command):
+def prepare_exec(spec, command, preserve_fds=0):
     """In the container's root, still with every privilege: go to the working directory,
-    find the program, close what the caller passed on. Returns (program, environment)."""
+    find the program, close what the caller passed on (but `preserve_fds` fds from 3).
+    Returns (program, environment)."""
     os.chdir(spec.workdir)
     env = spec.env if "HOME" in spec.env else dict(spec.env, HOME=home_directory(spec.user))
     program = find_program(command[0], env.get("PATH", DEFAULT_PATH))
-    close_inherited_fds()
+    close_inherited_fds(preserve_fds)
     return program, env
 
 
@@ -212,21 +229,26 @@ def home_directory(user):
 
 def find_program(name, path):
     """Look CMD up in the container's PATH before `created`, as runc does, so that a typo
-    fails at create time with 127 instead of after start."""
+    fails at create time with 127 instead of after start. The words are runc's: Docker and
+    podman turn "executable file not found" and "no such file or directory" in a runtime's
+    error into exit 127, and "permission denied" into 126."""
     candidates = [name] if "/" in name else [os.path.join(d, name) for d in path.split(":") if d]
     for candidate in candidates:
         if os.path.isfile(candidate):
             if not os.access(candidate, os.X_OK):
-                raise MiniboxError(f"{name}: permission denied", CANNOT_RUN)
+                raise MiniboxError(f'exec: "{name}": permission denied', CANNOT_RUN)
             return candidate
-    raise MiniboxError(f"{name}: command not found in the container", NOT_FOUND)
+    if "/" in name:
+        raise MiniboxError(f'exec: "{name}": stat {name}: no such file or directory', NOT_FOUND)
+    raise MiniboxError(f'exec: "{name}": executable file not found in $PATH', NOT_FOUND)
 
 
 @explain.step("Close every file descriptor inherited from whoever started minibox",
               syscall="close(fd) for each fd > 2 without FD_CLOEXEC", man="close(2), fcntl(2)")
-def close_inherited_fds():
+def close_inherited_fds(preserve_fds=0):
     """PID 1 before `created`, and `exec` before it joins anything and again in the exec'd
-    process: the container gets stdin, stdout and stderr of our caller, nothing else.
+    process: the container gets stdin, stdout and stderr of our caller, nothing else (but
+    fds 3..2+preserve_fds, which an engine asked for with --preserve-fds, as runc's).
     Python opens every file of its own with O_CLOEXEC (PEP 446), so an fd without it came
     from the caller."""
     # CVE-2024-21626: runc leaked an fd of the host's /sys/fs/cgroup into the container, and
@@ -237,7 +259,7 @@ def close_inherited_fds():
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         try:
-            if fd > 2 and os.get_inheritable(fd):
+            if fd > 2 + preserve_fds and os.get_inheritable(fd):
                 os.close(fd)
         except OSError:
             pass  # the fd of the listdir itself, already closed
@@ -246,13 +268,14 @@ def close_inherited_fds():
 @explain.step("Block until `start`: open exec.fifo for writing (waits for a reader)",
               syscall='open("/proc/self/fd/N", O_WRONLY); write(fd, "0", 1)', man="fifo(7)")
 def _wait_for_start(exec_fifo):
+    """Returns the fifo open for writing: close-on-exec, so its reader sees EOF at execve."""
     fifo = os.open(f"/proc/self/fd/{exec_fifo}", os.O_WRONLY | os.O_CLOEXEC)
     os.write(fifo, b"0")
-    os.close(fifo)
     os.close(exec_fifo)
+    return fifo
 
 
-def exec_confined(spec, program, command, env):
+def exec_confined(spec, program, command, env, die_with_parent=True):
     """The last steps of PID 1 and of `exec`: umask, then what security.confine gives up
     (seccomp, capabilities, user, no_new_privs), then execve(2). Last, so that everything
     before still runs as root with every capability. Never returns."""
@@ -260,7 +283,8 @@ def exec_confined(spec, program, command, env):
         os.umask(spec.umask)
     security.confine(spec.security or security.SecurityProfile(), spec.user,
                      spec.additional_gids)
-    syscalls.set_parent_death_signal(signal.SIGKILL)  # changing uid (--user) cleared it
+    if die_with_parent:
+        syscalls.set_parent_death_signal(signal.SIGKILL)  # changing uid (--user) cleared it
     try:
         os.execve(program, command, env)
     except OSError as error:  # ENOEXEC, or a file that changed since find_program
@@ -268,7 +292,17 @@ def exec_confined(spec, program, command, env):
 
 
 def _report(channel, exit_code, message):
+    """Why the init failed, to whoever waits for our word: the runtime on the channel or,
+    once `create` handed us to an engine and left (caller_reaps), `minibox start` on
+    exec.fifo (an fd); nobody while we wait between the two (None)."""
+    report = failure_report(exit_code, message)
     try:
-        channel.send(failure_report(exit_code, message))
+        if isinstance(channel, int):
+            # A `start` that is gone makes the write fail with EPIPE -- not kill us, by
+            # SIGPIPE's default action, before we exit with our own code.
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+            os.write(channel, report)
+        elif channel is not None:
+            channel.send(report)
     except OSError:
         pass

@@ -1,4 +1,4 @@
-"""The detached monitor: what looks after a container once `run -d` or `create` returned.
+"""The detached monitor: what looks after a container once `run -d` returned.
 
 `minibox run -d` must print the id and return at once, even as `id=$(minibox run -d ...)`,
 whose stdout is a pipe the shell reads until *every* process holding it has closed it. So
@@ -8,10 +8,8 @@ once), calls setsid(2) (no controlling terminal: the caller's terminal closing d
 reach it), and puts /dev/null on its stdio. The monitor then runs container.run -- the very
 code of a foreground run -- and reports over a pipe when the container is up, or why not.
 
-OCI `create` is the same with one twist: the container's process gets create's own stdio,
-unchanged (runc's "pass-through" mode, for a caller that wires pipes to the container). The
-monitor holds the caller's fds 0-2 only until the init has been forked with them, then
-trades its own for /dev/null before it reports "created".
+OCI `create` has no monitor: its caller (an engine's shim, conmon) reaps the container's
+init itself (engine.py).
 """
 import os
 
@@ -20,9 +18,9 @@ from .errors import (RUNTIME_ERROR, MiniboxError, bug_line, failure_report,
                      read_failure_report)
 
 
-def launch(spec, container_id, wait_for_start=False):
-    """Fork the container's monitor; return when the container runs (or, with
-    wait_for_start, is created). A failure is raised here, in the caller, as usual."""
+def launch(spec, container_id):
+    """Fork the container's monitor; return when the container runs. A failure is raised
+    here, in the caller, as usual."""
     report_read, report_write = os.pipe()
     middle = os.fork()
     if middle == 0:
@@ -30,12 +28,11 @@ def launch(spec, container_id, wait_for_start=False):
             os.close(report_read)
             os.setsid()
             if os.fork() == 0:
-                _monitor(spec, container_id, report_write, wait_for_start)
+                _monitor(spec, container_id, report_write)
         finally:
             os._exit(0)
     os.close(report_write)
     os.waitpid(middle, 0)
-    # One read, not read-to-EOF: a created init still holds the pipe until it execs.
     message = os.read(report_read, 4096)
     os.close(report_read)
     if message == b"ok":
@@ -46,21 +43,18 @@ def launch(spec, container_id, wait_for_start=False):
     raise MiniboxError("the container's monitor died before the container started")
 
 
-def _monitor(spec, container_id, report, wait_for_start):
+def _monitor(spec, container_id, report):
     """The monitor's whole life; never returns."""
     daemon.close_fds_except(report)
-    if not wait_for_start:
-        daemon.stdio_to_dev_null()
+    daemon.stdio_to_dev_null()
     pending = [report]  # the report pipe, until it has been used (fd numbers get reused)
 
     def ready(_container):
-        if wait_for_start:
-            daemon.stdio_to_dev_null()
         _send(pending, b"ok")
 
     exit_code = 0
     try:
-        container.run(spec, container_id, ready=ready, wait_for_start=wait_for_start)
+        container.run(spec, container_id, ready=ready)
     except MiniboxError as error:
         exit_code = error.exit_code
         _send(pending, failure_report(error.exit_code, error))

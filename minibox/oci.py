@@ -57,11 +57,39 @@ def load_bundle(bundle):
     """The bundle's config.json as a ContainerSpec, or one line saying what is wrong."""
     bundle = os.path.abspath(bundle)
     path = os.path.join(bundle, "config.json")
+    return from_oci_config(_read_json(path, " (`minibox spec` writes a default one)"), bundle,
+                           _Config(path))
+
+
+def load_process(spec, path):
+    """`exec --process FILE`, as runc's: the process object an engine writes for `docker
+    exec` and `podman exec` (args, env, cwd, user, terminal, capabilities, noNewPrivileges,
+    rlimits) applied to the container's spec, whose seccomp filter the new process keeps.
+    Returns the command."""
+    check = _Config(path)
+    process = _read_json(path)
+    args = check.strings(process, "args")
+    if not args:
+        check.fail("args must name the command to run")
+    uid, gid, spec.additional_gids = _oci_user(process, check)
+    spec.user = f"{uid}:{gid}"
+    spec.env, spec.workdir = _oci_env(process, check), _oci_cwd(process, check)
+    spec.rlimits = _oci_rlimits(process, check)
+    spec.tty = check.get(process, "terminal", bool, False)
+    kept = spec.security
+    spec.security = _oci_security(process, {}, check)
+    if kept is not None:
+        spec.security.seccomp, spec.security.seccomp_rules = kept.seccomp, kept.seccomp_rules
+    return args
+
+
+def _read_json(path, hint=""):
+    """A JSON object from `path`, or one line saying what is wrong with the file."""
     try:
         with open(path) as config_file:
             text = config_file.read()
     except FileNotFoundError:
-        raise MiniboxError(f"{path}: no such file (`minibox spec` writes a default one)") from None
+        raise MiniboxError(f"{path}: no such file{hint}") from None
     except OSError as error:
         raise MiniboxError(f"{path}: {error.strerror}") from None
     try:
@@ -73,7 +101,7 @@ def load_bundle(bundle):
         raise MiniboxError(f"{path}: JSON nested too deeply") from None
     if not isinstance(config, dict):
         raise MiniboxError(f"{path}: must hold a JSON object")
-    return from_oci_config(config, bundle, _Config(path))
+    return config
 
 
 def from_oci_config(config, bundle, check):
@@ -86,9 +114,6 @@ def from_oci_config(config, bundle, check):
     process = check.get(config, "process", dict)
     if process is None:
         check.fail("process is missing")
-    if check.get(process, "terminal", bool, False, "process."):
-        check.fail("process.terminal true needs a console socket, which minibox create does "
-                   "not offer: set it to false")
     args = check.strings(process, "args", "process.")
     if not args:
         check.fail("process.args must name the command to run")
@@ -99,12 +124,8 @@ def from_oci_config(config, bundle, check):
         check_hostname(hostname)
     if hostname and "uts" not in namespaces:  # a joined one is set too, as runc and crun do
         check.fail("hostname needs a uts namespace (new or joined) in linux.namespaces")
+    uid, gid, additional_gids = _oci_user(process, check)
     user = check.get(process, "user", dict, {}, "process.")
-    uid = check.get(user, "uid", int, 0, "process.user.")
-    gid = check.get(user, "gid", int, 0, "process.user.")
-    additional_gids = check.get(user, "additionalGids", list, [], "process.user.")
-    if not all(isinstance(group, int) for group in additional_gids):
-        check.fail("process.user.additionalGids must be a list of numbers")
     uid_mappings, gid_mappings = _oci_id_mappings(
         linux, namespaces, {"uid": [0, uid], "gid": [0, gid] + additional_gids}, check)
     root = check.get(config, "root", dict)
@@ -114,13 +135,13 @@ def from_oci_config(config, bundle, check):
     root_path = os.path.join(bundle, root_path)
     if not os.path.isdir(root_path):
         check.fail(f"root.path {root_path} is not a directory")
-    cwd = check.get(process, "cwd", str, "/", "process.")
-    if not cwd.startswith("/"):
-        check.fail(f"process.cwd must be absolute, not {cwd!r}")
+    cwd = _oci_cwd(process, check)
     return ContainerSpec(
         command=args, root_path=root_path,
         read_only=check.get(root, "readonly", bool, False, "root."),
         hostname=hostname, env=_oci_env(process, check), workdir=cwd,
+        # runc hands the caller's stdin through, as stdout and stderr (engine.create)
+        interactive=True, tty=check.get(process, "terminal", bool, False, "process."),
         mounts=_oci_mounts(config, bundle, check), namespaces=namespaces,
         masked_paths=check.strings(linux, "maskedPaths", "linux."),
         readonly_paths=check.strings(linux, "readonlyPaths", "linux."),
@@ -135,6 +156,24 @@ def from_oci_config(config, bundle, check):
         cgroups_path=_oci_cgroups_path(linux, check),
         hooks=_oci_hooks(config, check), uid_mappings=uid_mappings, gid_mappings=gid_mappings,
         annotations=check.get(config, "annotations", dict, {}), bundle=bundle)
+
+
+def _oci_user(process, check):
+    """process.user: (uid, gid, additionalGids)."""
+    user = check.get(process, "user", dict, {}, "process.")
+    uid = check.get(user, "uid", int, 0, "process.user.")
+    gid = check.get(user, "gid", int, 0, "process.user.")
+    additional_gids = check.get(user, "additionalGids", list, [], "process.user.")
+    if not all(isinstance(group, int) for group in additional_gids):
+        check.fail("process.user.additionalGids must be a list of numbers")
+    return uid, gid, additional_gids
+
+
+def _oci_cwd(process, check):
+    cwd = check.get(process, "cwd", str, "/", "process.")
+    if not cwd.startswith("/"):
+        check.fail(f"process.cwd must be absolute, not {cwd!r}")
+    return cwd
 
 
 def _oci_env(process, check):
@@ -340,7 +379,9 @@ def _oci_limits(linux, check):
         cpu_period=period, cpu_shares=check.get(cpu, "shares", int, None, "linux.resources.cpu."),
         pids=check.get(pids, "limit", int, None, "linux.resources.pids."))
     for name, value in vars(limits).items():
-        if value is not None and value != -1 and value <= 0:
+        if value == 0:  # runc reads 0 as "not set": Docker writes cpu.shares and pids.limit 0
+            setattr(limits, name, None)
+        elif value is not None and value != -1 and value < 0:
             check.fail(f"linux.resources: {name} must be positive")
     swappiness = check.get(memory, "swappiness", int, None, "linux.resources.memory.")
     if swappiness is not None and not 0 <= swappiness <= 100:
@@ -406,8 +447,8 @@ def check_container_id(container_id):
 
 
 def default_config():
-    """What `minibox spec` writes: `runc spec`'s config, but without a terminal (minibox
-    create has no console socket) -- so `minibox create` takes it as it is."""
+    """What `minibox spec` writes: `runc spec`'s config, but without a terminal (one
+    needs --console-socket) -- so `minibox create` takes it as it is."""
     capabilities = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
     return {
         "ociVersion": OCI_VERSION,

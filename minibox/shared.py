@@ -21,18 +21,23 @@ import tty
 from .errors import MiniboxError
 
 
-def replace_file(path, data):
+def replace_file(path, data, dir_fd=None):
     """Write `data` (str or bytes) to a file beside `path`, then rename(2) it over `path`:
-    rename is atomic, so a reader sees the old file or the new one, never half of one."""
+    rename is atomic, so a reader sees the old file or the new one, never half of one.
+    With dir_fd, `path` is relative to that directory (openat(2), renameat(2)): for a
+    process that can no longer reach the directory by name (`exec` after its chroot)."""
     temporary = f"{path}.{os.getpid()}.tmp"
+
+    def opener(name, flags):
+        return os.open(name, flags, 0o666, dir_fd=dir_fd)
     try:
-        with open(temporary, "wb" if isinstance(data, bytes) else "w") as out:
+        with open(temporary, "wb" if isinstance(data, bytes) else "w", opener=opener) as out:
             out.write(data)
-        os.replace(temporary, path)
+        os.replace(temporary, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as error:
         # ENOSPC comes from write(2) or close(2), whose OSError names no file: we do.
         with contextlib.suppress(OSError):
-            os.unlink(temporary)
+            os.unlink(temporary, dir_fd=dir_fd)
         raise MiniboxError(f"cannot write {path}: {error.strerror}") from None
 
 

@@ -1,4 +1,5 @@
-"""`-t`: give the container a real terminal, the way runc's console socket does.
+"""`-t`: give the container a real terminal, the way runc's console socket does (and, under an
+engine, that very socket: send_console).
 
 The pseudo-terminal is created *inside* the container, from its own devpts instance, so
 `tty` in the container prints /dev/pts/0 and job control works. The init sends the master
@@ -15,6 +16,7 @@ import struct
 import sys
 import termios
 
+from .errors import MiniboxError
 from .explain import step
 from .shared import raw_mode
 
@@ -30,6 +32,34 @@ def open_console(channel):
     channel.sendmsg([b"console"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                     struct.pack("i", master))])
     os.close(master)
+
+
+def connect_console_socket(socket_path):
+    """runc's console socket, step 1: connect(2) to the engine's unix socket -- early, while
+    its path still names the host's file (`exec` chroots into the container before it has
+    a terminal to send)."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(socket_path)
+    except OSError as error:
+        sock.close()
+        raise MiniboxError(f"--console-socket {socket_path}: {error.strerror}") from None
+    return sock
+
+
+def send_console(sock, master):
+    """Step 2: pass the pty master in one sendmsg(2) with SCM_RIGHTS, its name as the
+    payload (containerd's console package and conmon read one message); the engine relays
+    the terminal from then on. Closes both."""
+    try:
+        sock.sendmsg([b"/dev/ptmx"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                       struct.pack("i", master))])
+    except OSError as error:
+        raise MiniboxError(f"cannot send the terminal to --console-socket: {error.strerror}"
+                           ) from None
+    finally:
+        sock.close()
+        os.close(master)
 
 
 def make_controlling_terminal(slave):

@@ -22,7 +22,7 @@ from minibox.cgroups.limits import (Limits, format_size, parse_cgroup_parent, pa
 from minibox.cgroups.mounts import cgroup_directories
 
 __all__ = [
-    "Cgroup", "CgroupError", "Limits", "Stats", "cgroup_directories", "cgroup_for",
+    "Cgroup", "CgroupError", "Limits", "Stats", "cgroup_at", "cgroup_directories", "cgroup_for",
     "cgroup_version", "format_size",
     "parse_cgroup_parent", "parse_cgroups_path", "parse_limits", "parse_size", "remove_cgroup_dirs", "remove_orphans",
     "start_grace_period",
@@ -53,6 +53,19 @@ def cgroup_for(container_id: str, parent: str | None = None, path: str | None = 
     from minibox.cgroups.v1 import V1Cgroup
 
     return V1Cgroup(container_id, parent, path=path)
+
+
+def cgroup_at(paths: list[str]) -> Cgroup:
+    """A container's cgroup where its ledger says it was made. Not cgroup_for(): on v1 that
+    is below the *caller's* own cgroups, and the engine process that pauses or updates a
+    container (podman) may sit elsewhere than the one that created it (conmon)."""
+    if cgroup_version() == 2:
+        from minibox.cgroups.v2 import V2Cgroup
+
+        return V2Cgroup.at(paths[0])
+    from minibox.cgroups.v1 import V1Cgroup
+
+    return V1Cgroup.at(paths)
 
 
 def start_grace_period() -> None:

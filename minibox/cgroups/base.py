@@ -74,8 +74,7 @@ class Cgroup:
             else:
                 raise CgroupError(f"cannot create cgroup {self.paths()[0]}: its group keeps "
                                   "disappearing")
-            for limit in self.limit_files(limits):
-                write(limit.directory, limit.name, limit.value)
+            self.set_limits(limits)
         except BaseException:
             remove_cgroup_dirs(self._made)
             raise
@@ -130,6 +129,15 @@ class Cgroup:
 
     def freeze(self) -> None:
         raise NotImplementedError
+
+    def frozen(self) -> bool:
+        """Is the freezer holding every process (what `state` reports as paused)?"""
+        raise NotImplementedError
+
+    def set_limits(self, limits: Limits) -> None:
+        """Change the limits of a cgroup in use (runc's `update`): the same files as create()."""
+        for limit in self.limit_files(limits):
+            write(limit.directory, limit.name, limit.value)
 
     def thaw(self) -> None:
         raise NotImplementedError

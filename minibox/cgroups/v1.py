@@ -97,6 +97,14 @@ class V1Cgroup(Cgroup):
             for controller, (mountpoint, own) in self.hierarchies.items()
         }
 
+    @classmethod
+    def at(cls, paths: list[str]) -> "V1Cgroup":
+        """The cgroup whose directories are `paths` (one per hierarchy, as paths() lists)."""
+        group = cls("")
+        group.dirs = {controller: path for controller, hierarchy in group.hierarchies.items()
+                      for path in paths if path.startswith(hierarchy.mountpoint + "/")}
+        return group
+
     def paths(self) -> list[str]:
         # cpu and cpuacct share one directory when they are mounted together.
         return list(dict.fromkeys(self.dirs.values()))
@@ -165,6 +173,9 @@ class V1Cgroup(Cgroup):
 
     def thaw(self) -> None:
         self._set_freezer("THAWED")
+
+    def frozen(self) -> bool:
+        return "freezer" in self.dirs and read(self.dirs["freezer"], "freezer.state").strip() == "FROZEN"
 
     def _set_freezer(self, state: str) -> None:
         if "freezer" not in self.dirs:

@@ -86,6 +86,13 @@ class V2Cgroup(Cgroup):
         else:
             self.path = os.path.join(root, parent or "minibox", container_id)
 
+    @classmethod
+    def at(cls, path: str) -> "V2Cgroup":
+        """The cgroup at `path`, wherever it was made."""
+        group = cls("")
+        group.path = path
+        return group
+
     def paths(self) -> list[str]:
         return [self.path]
 
@@ -160,6 +167,9 @@ class V2Cgroup(Cgroup):
 
     def thaw(self) -> None:
         self._set_frozen(0)
+
+    def frozen(self) -> bool:
+        return read_keyed(self.path, "cgroup.events").get("frozen") == 1
 
     def _set_frozen(self, frozen: int) -> None:
         write(self.path, "cgroup.freeze", frozen)

@@ -110,14 +110,62 @@ def command(group=None, name=None, *, options_end_at_argument=False, **settings)
     "gc": ".containers:gc", "images": ".images:list_images", "image": ".images:image",
     "rmi": ".images:rmi", "export": ".images:export", "commit": ".images:commit",
     "network": ".network:network", "create": ".oci:create", "start": ".oci:start",
-    "state": ".oci:state", "delete": ".oci:delete", "spec": ".oci:spec"})
+    "state": ".oci:state", "delete": ".oci:delete", "spec": ".oci:spec",
+    "pause": ".oci:pause", "resume": ".oci:resume", "update": ".oci:update",
+    "events": ".oci:events", "features": ".oci:features"})
 @click.option("--root", metavar="DIR", help="Where container state lives (default "
               "/run/minibox, or $MINIBOX_ROOT; without root $XDG_RUNTIME_DIR/minibox).")
-def minibox(root):
+# runc's global flags, which containerd's shim and conmon pass before the command name.
+@click.option("--log", metavar="FILE", help="Also write errors to FILE (runc's --log: "
+              "engines read the runtime's error from it).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              help="How --log writes: text, or runc's JSON lines (level, msg, time).")
+@click.option("--debug", is_flag=True, help="Accepted for runc's callers; changes nothing.")
+@click.option("--systemd-cgroup", is_flag=True, help="Accepted for runc's callers: minibox "
+              "always writes cgroupfs itself, systemd or not.")
+@click.version_option(message="minibox version %(version)s\nspec: 1.0.2",
+                      package_name="minibox", help="Print the version, as runc does.")
+def minibox(root, log, log_format, debug, systemd_cgroup):
     """minibox: a teaching container runtime (namespaces, cgroups, overlayfs, pivot_root)."""
     if root:
         from .. import state
         state.set_root(os.path.abspath(root))
+    if log:
+        open_runtime_log(log, log_format)
+
+
+# --log FILE: errors go there too, as runc writes them. containerd's shim reads the last
+# JSON line's "msg" into the error it reports ("OCI runtime create failed: <msg>"), and
+# fails with "log.json: no such file or directory" when the file is missing: so it is made
+# at once, even when nothing goes wrong.
+_runtime_log = None
+
+
+def open_runtime_log(path, log_format):
+    global _runtime_log
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644))
+    except OSError as error:
+        raise MiniboxError(f"--log {path}: {error.strerror}") from None
+    _runtime_log = (path, log_format)
+
+
+def report_error(message):
+    """One line on stderr, `minibox: <message>`; with --log, into that file too."""
+    print(f"minibox: {message}", file=sys.stderr)
+    if _runtime_log is None:
+        return
+    import json
+    import time
+    path, log_format = _runtime_log
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    line = (json.dumps({"level": "error", "msg": message, "time": now}) if log_format == "json"
+            else f"time={json.dumps(now)} level=error msg={json.dumps(message)}")
+    try:
+        with open(path, "a") as log:
+            log.write(line + "\n")
+    except OSError:
+        pass  # stderr has it already
 
 
 def main(argv=None):
@@ -125,13 +173,14 @@ def main(argv=None):
     try:
         code = minibox.main(argv, prog_name="minibox", standalone_mode=False)
     except click.ClickException as error:  # bad usage: click's own, or a command's
+        if isinstance(error, click.NoSuchOption):
+            error.possibilities = None  # click's guess says `--log` for any `--bogus`
         where = error.ctx.command_path if getattr(error, "ctx", None) else "minibox"
         message = error.format_message().rstrip(".")
-        print(f"minibox: {message[:1].lower()}{message[1:]} (see: {where} --help)",
-              file=sys.stderr)
+        report_error(f"{message[:1].lower()}{message[1:]} (see: {where} --help)")
         code = RUNTIME_ERROR
     except MiniboxError as error:
-        print(f"minibox: {error}", file=sys.stderr)
+        report_error(str(error))
         code = error.exit_code
     except click.Abort:  # Ctrl-C
         code = 130
@@ -139,13 +188,13 @@ def main(argv=None):
         if os.environ.get("MINIBOX_DEBUG"):
             raise
         where = f"{error.filename}: " if error.filename else ""
-        print(f"minibox: {where}{error.strerror or bug_line(error)}", file=sys.stderr)
+        report_error(f"{where}{error.strerror or bug_line(error)}")
         code = RUNTIME_ERROR
     except Exception as error:  # a bug: still one line, with the traceback on request
         if os.environ.get("MINIBOX_DEBUG"):
             raise
-        print(f"minibox: internal error: {bug_line(error)} "
-              "(MINIBOX_DEBUG=1 shows the traceback)", file=sys.stderr)
+        report_error(f"internal error: {bug_line(error)} "
+                     "(MINIBOX_DEBUG=1 shows the traceback)")
         code = RUNTIME_ERROR
     if argv is not None:
         sys.exit(code or 0)  # called from Python (tests): a normal exit

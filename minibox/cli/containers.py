@@ -1,5 +1,6 @@
 """Commands acting on existing containers, the Docker way: exec, ps, logs, stop, kill, rm,
 inspect, stats, gc."""
+import json
 import os
 import sys
 import time
@@ -30,33 +31,66 @@ class WholeNumber(click.ParamType):
 @INTERACTIVE
 @TTY
 @ENV
-@click.option("-w", "--workdir", metavar="DIR", help="Working directory inside the container.")
+@click.option("-w", "--workdir", "--cwd", metavar="DIR",
+              help="Working directory inside the container.")
+@click.option("-u", "--user", metavar="UID[:GID]", help="Run the command as this user.")
+# runc's, for engines (`docker exec`, `podman exec` through containerd's shim or conmon):
+@click.option("-p", "--process", "process_file", metavar="FILE",
+              help="Take the command and its settings from an OCI process.json.")
+@click.option("-d", "--detach", is_flag=True,
+              help="Return at once; the caller reaps the process (runc's --detach).")
+@click.option("--pid-file", metavar="FILE", help="Write the process's host PID here.")
+@click.option("--console-socket", metavar="PATH",
+              help="With a terminal: send the pty master to this unix socket.")
 @click.argument("reference", metavar="CONTAINER")
 @click.argument("command", nargs=-1, metavar="CMD [ARG...]")
-def exec_command(interactive, tty, env, workdir, reference, command):
+def exec_command(interactive, tty, env, workdir, user, process_file, detach, pid_file,
+                 console_socket, reference, command):
     """Run a command in a running container (its namespaces and cgroups); exit with its code.
 
     Options end at CONTAINER: `exec web ls -la` passes -la to ls."""
-    from .. import control, docker, enter, spec as specs
-    if not command:
+    from .. import control, docker, enter, oci, spec as specs
+    if not command and not process_file:
         raise click.UsageError("no command given")
-    if tty and not os.isatty(sys.stdin.fileno()):
-        raise MiniboxError("-t needs a terminal on stdin (the input device is not a TTY)")
     directory, current, status = control.load(reference)
     if status != "running":
         raise MiniboxError(f"container {directory.id[:12]} is not running (it is {status})")
     spec = specs.ContainerSpec.load(directory.file("spec.json"))
+    if process_file:
+        command = oci.load_process(spec, process_file)
+        tty = spec.tty
+    if console_socket and not tty:
+        raise MiniboxError(f"--console-socket {console_socket}: no terminal to send (-t)")
+    if tty and not console_socket and not os.isatty(sys.stdin.fileno()):
+        raise MiniboxError("-t needs a terminal on stdin (the input device is not a TTY)")
     spec.env.update(docker.parse_env(env))
     spec.workdir = docker.check_workdir(workdir) if workdir else spec.workdir
-    return enter.exec_in(current["pid"], spec, list(command), tty=tty, interactive=interactive)
+    spec.user = user or spec.user
+    return enter.exec_in(current["pid"], spec, list(command), tty=tty,
+                         # an engine wires the process's stdin itself, as runc lets it
+                         interactive=interactive or bool(process_file) or detach,
+                         pid_file=pid_file and os.path.abspath(pid_file),
+                         console_socket=console_socket and os.path.abspath(console_socket),
+                         detach=detach)
 
 
 @command(rootless=True)
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped containers too.")
 @click.option("-q", "--quiet", is_flag=True, help="Only print the ids.")
-def ps(show_all, quiet):
-    """List containers."""
+@click.option("-f", "--format", "output", type=click.Choice(["table", "json"]),
+              help="With ID: the host PIDs as a table or a JSON list (runc's `ps`).")
+@click.argument("container_id", required=False, metavar="[--format F ID]")
+def ps(show_all, quiet, output, container_id):
+    """List containers; `ps --format table|json ID`: the host PIDs of its processes (runc's).
+    """
     from .. import control
+    if container_id and not output:  # Docker's `ps` takes no argument
+        raise click.UsageError(f"unexpected extra argument ({container_id})")
+    if container_id:
+        from .. import engine
+        pids = engine.processes(container_id)
+        print(json.dumps(pids) if output == "json" else "\n".join(["PID", *map(str, pids)]))
+        return
     skipped = []
     found = control.containers(skipped, include_stopped=show_all)
     warn_skipped(skipped)
@@ -129,8 +163,10 @@ def stop(timeout, containers):
 @command(rootless=True)
 @click.option("-s", "--signal", "signal_name", metavar="SIGNAL",
               help="Signal to send (default TERM).")
+@click.option("-a", "--all", "every_process", is_flag=True,
+              help="Signal every process in the container's cgroup, not only PID 1 (runc's).")
 @click.argument("args", nargs=-1, required=True, metavar="CONTAINER... | ID [SIGNAL]")
-def kill(signal_name, args):
+def kill(signal_name, every_process, args):
     """Send a signal to containers: docker's `kill [-s SIG] C...` or runc's `kill ID [SIG]`."""
     from .. import control
     references = list(args)
@@ -138,7 +174,7 @@ def kill(signal_name, args):
         signal_name = references.pop()
     signum = control.parse_signal(signal_name or "TERM")
     for reference in references:
-        control.kill(reference, signum)
+        control.kill(reference, signum, every_process)
 
 
 def _is_signal(text):

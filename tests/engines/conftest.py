@@ -176,7 +176,7 @@ def make_engine(engine_argv, runtime):
     return Engine(name, argv, runtime, flags)
 
 
-@pytest.fixture(params=["runc"])
+@pytest.fixture(params=["runc", "minibox"])
 def runtime(request):
     return request.param
 

@@ -2,7 +2,9 @@
 config.json fields, hooks, the lifecycle rules -- and a differential test against runc."""
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -785,3 +787,102 @@ def test_differential_identity_environment_mounts_and_rlimits_match_runc(differe
 def test_differential_capabilities_and_no_new_privs_match_runc(differential):
     (runc_security, _), (minibox_security, _) = differential
     assert minibox_security == runc_security
+
+
+# -- runc's contract as engines use it (containerd's shim, conmon: tests/engines/) ------------
+
+def test_runc_global_flags_the_log_file_and_the_version(minibox, tmp_path):
+    log = tmp_path / "log.json"
+    failed = minibox("--root", str(tmp_path / "state"), "--log", str(log), "--log-format",
+                     "json", "--debug", "--systemd-cgroup", "state", "nosuch", check=False)
+    assert_one_line_error(failed, 125, "minibox: ", "nosuch")
+    entry = json.loads(log.read_text())
+    assert entry["level"] == "error" and "nosuch" in entry["msg"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["time"])
+    quiet = tmp_path / "quiet.json"
+    minibox("--log", str(quiet), "--log-format", "json", "features")
+    assert quiet.read_text() == ""  # made even when nothing goes wrong: the shim opens it
+    version = minibox("--version").stdout.splitlines()
+    assert re.fullmatch(r"minibox version \S+", version[0]) and version[1] == "spec: 1.0.2"
+    features = json.loads(minibox("features").stdout)
+    assert "CAP_SYS_ADMIN" in features["linux"]["capabilities"]
+
+
+def test_create_leaves_the_init_to_the_caller_and_gc_keeps_it(minibox, bundle):
+    set_args(bundle, "sleep", "60")
+    create(minibox, bundle, "reaped")
+    pid = oci_state(minibox, "reaped")["pid"]
+    with open(f"/proc/{pid}/stat") as stat:
+        parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+    with open(f"/proc/{parent}/cmdline", "rb") as cmdline:
+        assert b"minibox" not in cmdline.read()  # no monitor: whoever reaps orphans has it
+    assert "reaped" not in minibox("gc").stdout
+    minibox("start", "reaped")
+    assert oci_state(minibox, "reaped")["status"] == "running"
+    minibox("pause", "reaped")
+    assert oci_state(minibox, "reaped")["status"] == "paused"
+    with open(f"/proc/{pid}/status") as status:
+        assert re.search(r"^State:\s+[DS]", status.read(), re.M)
+    minibox("resume", "reaped")
+    assert oci_state(minibox, "reaped")["status"] == "running"
+    assert json.loads(minibox("ps", "--format", "json", "reaped").stdout) == [pid]
+    resources = bundle.parent / "resources.json"
+    resources.write_text(json.dumps({"pids": {"limit": 42}}))
+    minibox("update", "--resources", str(resources), "reaped")
+    assert "pids:" in open(f"/proc/{pid}/cgroup").read()
+    pids_dir = [line.split(":")[2] for line in open(f"/proc/{pid}/cgroup").read().splitlines()
+                if line.split(":")[1] == "pids"][0]
+    assert open(f"/sys/fs/cgroup/pids{pids_dir}/pids.max").read() == "42\n"
+    stats = json.loads(minibox("events", "--stats", "reaped").stdout)
+    assert stats["type"] == "stats" and stats["data"]["pids"]["current"] == 1
+    minibox("kill", "--all", "reaped", "KILL")
+    wait_until(lambda: oci_state(minibox, "reaped")["status"] == "stopped")
+    minibox("delete", "reaped")
+
+
+def test_console_socket_gets_the_terminal_and_preserved_fds_reach_the_command(minibox, bundle,
+                                                                            tmp_path):
+    kept_read, kept_write = os.pipe()  # the last of the fds from 3 that create passes on
+    configure(bundle, lambda c: c["process"].update(
+        terminal=True, args=["sh", "-c", f"tty; echo kept >&{kept_write}"]))
+    path = str(tmp_path / "console.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    minibox("create", "--bundle", str(bundle), "--console-socket", path, "--preserve-fds",
+            str(kept_write - 2), "tty", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, pass_fds=(kept_write,))
+    os.close(kept_write)
+    connection, _ = listener.accept()
+    message, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+    assert message == b"/dev/ptmx" and len(fds) == 1
+    minibox("start", "tty")
+    output = b""
+    while b"\n" not in output:
+        output += os.read(fds[0], 1024)
+    assert re.match(rb"/dev/pts/\d+\r?\n", output)
+    assert os.read(kept_read, 64) == b"kept\n"
+    wait_until(lambda: oci_state(minibox, "tty")["status"] == "stopped")
+    minibox("delete", "tty")
+    without = minibox("create", "--bundle", str(bundle), "nosocket", check=False)
+    assert_one_line_error(without, 125, "minibox: ", "console socket")
+
+
+def test_exec_with_a_process_file_detached(minibox, bundle, tmp_path):
+    set_args(bundle, "sleep", "60")
+    create(minibox, bundle, "host")
+    minibox("start", "host")
+    process = tmp_path / "process.json"
+    process.write_text(json.dumps({
+        "args": ["sh", "-c", "echo $GREETING $(id -u) $(pwd); sleep 30"],
+        "env": ["PATH=/bin", "GREETING=hello"], "cwd": "/etc", "user": {"uid": 1, "gid": 1}}))
+    pid_file, seen = tmp_path / "exec.pid", tmp_path / "seen"
+    with open(seen, "w") as out:  # the detached process keeps exec's stdio, as with runc
+        minibox("exec", "--process", str(process), "--detach", "--pid-file", str(pid_file),
+                "host", stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=10)
+    pid = int(pid_file.read_text())
+    container_pid = oci_state(minibox, "host")["pid"]
+    assert os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{container_pid}/ns/pid")
+    wait_until(lambda: seen.read_text() != "")
+    assert seen.read_text() == "hello 1 /etc\n"
+    minibox("delete", "--force", "host")

@@ -72,7 +72,8 @@ def test_groups_root_and_runc_style_kill(parse, parsed):
         "image_import", {"name": "app:1", "max_size": 10 << 30, "archive": "x.tar"})
     assert parsed("image", "import", "--max-size", "20G", "x.tar")[1]["max_size"] == 20 << 30
     assert parsed("network", "rm", "minibox0") == ("network_rm", {"name": "minibox0"})
-    assert parsed("kill", "c1", "KILL") == ("kill", {"signal_name": None, "args": ["c1", "KILL"]})
+    assert parsed("kill", "c1", "KILL") == ("kill", {"signal_name": None, "every_process": False,
+                                                     "args": ["c1", "KILL"]})
     assert parsed("stop", "a", "b") == ("stop", {"timeout": 10, "containers": ["a", "b"]})
     assert parse("--root", "/tmp/r", "ps")[2] == "/tmp/r"
 
@@ -103,7 +104,7 @@ def test_top_level_help_lists_every_command(capsys):
     listed = [line.split()[0] for line in capsys.readouterr().out.split("Commands:\n")[1]
               .splitlines() if line.startswith("  ") and not line.startswith("   ")]
     assert listed == [words[0] for words in every_command() if len(words) == 1]
-    assert len(listed) == 21
+    assert len(listed) == 26  # with runc's pause, resume, update, events, features
 
 
 def test_run_help_reads_like_docker_s(capsys):
@@ -216,8 +217,9 @@ def test_parsing_run_imports_no_other_command():
 
 def test_kill_takes_docker_s_and_runc_s_forms(parsed):
     assert parsed("kill", "-s", "KILL", "a", "b") == (
-        "kill", {"signal_name": "KILL", "args": ["a", "b"]})
-    assert parsed("kill", "a", "b") == ("kill", {"signal_name": None, "args": ["a", "b"]})
+        "kill", {"signal_name": "KILL", "every_process": False, "args": ["a", "b"]})
+    assert parsed("kill", "a", "b") == ("kill", {"signal_name": None, "every_process": False,
+                                                 "args": ["a", "b"]})
 
 
 def test_each_command_declares_whether_it_runs_without_root():
