@@ -353,16 +353,26 @@ _RESOURCES = {"memory": ("limit", "reservation", "swap", "swappiness"),
               "cpu": ("shares", "quota", "period"), "pids": ("limit",), "devices": None}
 
 
+def _is_set(value):
+    """Does a linux.resources value ask for anything? runc reads 0, false, "" and empty
+    lists and objects as "not set", and engines write them for every limit not given."""
+    if isinstance(value, dict):
+        return any(_is_set(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_is_set(item) for item in value)
+    return value not in (None, 0, False, "")
+
+
 def _oci_limits(linux, check):
     """linux.resources (memory, cpu, pids, devices) as the cgroup module's Limits."""
     resources = check.get(linux, "resources", dict, {}, "linux.")
     for group, value in resources.items():
-        if value is None or value == [] or value == {}:
-            continue  # what engines write for "no limit"
+        if not _is_set(value):
+            continue  # what engines write for "no limit": Docker's "blockIO": {"weight": 0}
         if group not in _RESOURCES:
             check.fail(f"linux.resources.{group} is not supported: minibox would not apply it")
         for field in (value if _RESOURCES[group] is not None and isinstance(value, dict) else ()):
-            if field not in _RESOURCES[group] and value[field] not in (None, 0, False, ""):
+            if field not in _RESOURCES[group] and _is_set(value[field]):
                 check.fail(f"linux.resources.{group}.{field} is not supported: minibox would "
                            "not apply it")
     memory = check.get(resources, "memory", dict, {}, "linux.resources.")

@@ -136,3 +136,16 @@ def test_oci_cgroups_path(text, path):
 def test_bad_oci_cgroups_paths(text, message):
     with pytest.raises(ValueError, match=message):
         limits.parse_cgroups_path(text)
+
+
+def test_what_docker_writes_for_no_limit_is_no_limit():
+    """Docker fills linux.resources with zeroes for every limit not given (blockIO weight,
+    cpu shares, pids limit): runc reads them as "not set", and so does minibox."""
+    from minibox.oci import _Config, _oci_limits
+    docker = {"resources": {"devices": [{"allow": False, "access": "rwm"}],
+                            "memory": {}, "cpu": {"shares": 0}, "pids": {"limit": 0},
+                            "blockIO": {"weight": 0}}}
+    limits = _oci_limits(docker, _Config("config.json"))
+    assert (limits.cpu_shares, limits.pids, limits.memory) == (None, None, None)
+    with pytest.raises(Exception, match="linux.resources.blockIO is not supported"):
+        _oci_limits({"resources": {"blockIO": {"weight": 300}}}, _Config("config.json"))
