@@ -147,6 +147,22 @@ def host_mounts():
         return sorted(" ".join(line.split()[4:]) for line in mountinfo)
 
 
+def remove_cgroup_tree(name):
+    """rmdir the cgroup `name` (a path below each hierarchy's root: docker/, libpod_parent/,
+    a test's own) in every hierarchy, v2's unified one too, leaves first: engines and runc
+    leave such parents behind when their last container goes. Returns what could not be
+    removed: a child cgroup still in use is a leak."""
+    import glob
+    left = []
+    for top in glob.glob(f"/sys/fs/cgroup/{name}") + glob.glob(f"/sys/fs/cgroup/*/{name}"):
+        for directory, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                left.append(directory)
+    return left
+
+
 def cgroup_dirs():
     """Every cgroup directory a minibox run from this process could make: below this
     process's own cgroup in each v1 hierarchy (where minibox/ and --cgroup-parent go), or

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from tests import imagebuilder
+from tests.harness import remove_cgroup_tree
 
 IMAGE = "busybox:engine-test"
 ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
@@ -83,21 +84,6 @@ def _remove_engine_dir(top):
     return left
 
 
-def _remove_cgroup_tree(name):
-    """rmdir the engine's parent cgroup `name` (docker/, libpod_parent/) in every hierarchy,
-    leaves first: the engines leave these parents behind when their last container goes.
-    Returns what could not be removed: a child cgroup still in use is a leak."""
-    import glob
-    left = []
-    for top in glob.glob(f"/sys/fs/cgroup/{name}") + glob.glob(f"/sys/fs/cgroup/*/{name}"):
-        for directory, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
-            try:
-                os.rmdir(directory)
-            except OSError:
-                left.append(directory)
-    return left
-
-
 @pytest.fixture(scope="session")
 def rootfs_tar():
     return busybox_rootfs_tar()
@@ -136,7 +122,7 @@ def dockerd(rootfs_tar):
         log.close()
         left = _remove_engine_dir(top)
         assert left == [], f"dockerd left mounts behind: {left}"
-        assert _remove_cgroup_tree("docker") == []
+        assert remove_cgroup_tree("docker") == []
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +143,7 @@ def podman_argv(rootfs_tar):
         subprocess.run([*argv, "system", "reset", "-f"], capture_output=True)
         left = _remove_engine_dir(top)
         assert left == [], f"podman left mounts behind: {left}"
-        assert _remove_cgroup_tree("libpod_parent") == []
+        assert remove_cgroup_tree("libpod_parent") == []
 
 
 @pytest.fixture(params=["docker", "podman"])
@@ -191,4 +177,4 @@ def engine(engine_argv, runtime):
         box("rm", "-f", *names, check=False)
     assert box("ps", "-aq").stdout.split() == []
     # Before the suite's cgroup check: the engine's parent groups are empty now.
-    assert _remove_cgroup_tree("docker" if box.name == "docker" else "libpod_parent") == []
+    assert remove_cgroup_tree("docker" if box.name == "docker" else "libpod_parent") == []

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from ..helpers import assert_one_line_error, busybox_layer
-from tests.harness import wait_until
+from tests.harness import remove_cgroup_tree, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -740,14 +740,6 @@ def _split(output):
     return security, rest
 
 
-def _remove_cgroup_tree(top):
-    from minibox.cgroups.v1 import mounted_hierarchies
-    for hierarchy in mounted_hierarchies().values():
-        for directory, _, _ in sorted(os.walk(os.path.join(hierarchy.mountpoint, top)),
-                                      reverse=True):
-            os.rmdir(directory)
-
-
 @pytest.fixture(params=sorted(CORPUS))
 def differential(request, tmp_path, minibox, bundle):
     """(runc's output, minibox's output) of the probe, from one bundle of the corpus."""
@@ -769,7 +761,8 @@ def differential(request, tmp_path, minibox, bundle):
         wait_until(lambda: oci_state(minibox, "differential")["status"] == "stopped")
         minibox("delete", "differential")
     finally:
-        _remove_cgroup_tree(f"minibox-differential-{os.getpid()}")
+        left = remove_cgroup_tree(f"minibox-differential-{os.getpid()}")
+    assert left == [], f"cgroups left behind: {left}"
     return _split(runc.stdout), _split(out.read_text())
 
 
