@@ -43,6 +43,14 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
     try:
         new_session()
         _connect_stdio(spec, directory)
+        # Opened while the host's paths are in reach: exec.fifo is written after the root
+        # changed (through /proc/self/fd), the user namespace is joined after the mounts.
+        exec_fifo = os.open(directory.file("exec.fifo"), os.O_PATH | os.O_CLOEXEC)
+        joined_user_namespace = spec.namespaces.get("user") and os.open(
+            spec.namespaces["user"], os.O_RDONLY | os.O_CLOEXEC)
+        joined_root = spec.namespaces.get("mount") is not None
+        if joined_root:
+            _import_before_leaving_host(spec)  # setns(2) below changes our root at once
         namespaces.enter_namespaces(spec.namespaces)
         if shared_netns is not None:
             network.join_netns(shared_netns)
@@ -55,27 +63,32 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
         if "cgroup" in spec.namespaces:
             namespaces.enter_cgroup_namespace(spec.namespaces["cgroup"])
         set_process_limits(spec)
-        merged = _build_root(spec, directory)
-        hooks.run(spec, ("createContainer",), creating_state)
-        if spec.hooks.get("startContainer"):
-            import subprocess  # noqa: F401 -- for hooks.run after pivot_root, when our tree is gone
-        if spec.tty:
-            from . import terminal  # before pivot_root
-        # Opened now, written after pivot_root through /proc/self/fd: the host path is gone then.
-        exec_fifo = os.open(directory.file("exec.fifo"), os.O_PATH | os.O_CLOEXEC)
-        joined_user_namespace = spec.namespaces.get("user") and os.open(
-            spec.namespaces["user"], os.O_RDONLY | os.O_CLOEXEC)
-        if spec.use_chroot:
-            rootfs.chroot_to(merged)
+        if joined_root:
+            # A mount namespace joined by path (OCI linux.namespaces) is shared with whoever
+            # made it: its root is the container's root as it stands (setns(2) put us
+            # there). runc builds the bundle's root inside it and pivot_root(2)s, which
+            # moves the root of every process already in it (runc 1.1.5 here: the first
+            # container then no longer sees its own files); crun 1.8 fails at chdir. The
+            # runtime spec asks only that the process be placed in the namespace, so
+            # minibox builds nothing there and changes no one else's root (oci.py refuses
+            # the fields that would need a mount).
+            hooks.run(spec, ("createContainer",), creating_state)
         else:
-            rootfs.pivot_to(merged)
-        if spec.rootfs_propagation:
-            rootfs.set_root_propagation(spec.rootfs_propagation)
+            merged = _build_root(spec, directory)
+            hooks.run(spec, ("createContainer",), creating_state)
+            _import_before_leaving_host(spec)
+            if spec.use_chroot:
+                rootfs.chroot_to(merged)
+            else:
+                rootfs.pivot_to(merged)
+            if spec.rootfs_propagation:
+                rootfs.set_root_propagation(spec.rootfs_propagation)
         if "uts" in spec.namespaces and spec.hostname:  # new, or joined by path (OCI)
             namespaces.set_hostname(spec.hostname)
         if _new_namespace(spec, "network"):
             network.bring_up_loopback()
         if spec.tty:
+            from . import terminal  # imported already: _import_before_leaving_host
             terminal.open_console(channel)
         program, env = prepare_exec(spec, spec.command, preserve_fds)
         if spec.userns:
@@ -126,6 +139,18 @@ def new_session():
             except (OSError, ValueError):
                 pass  # real-time signals the C library keeps for itself
     syscalls.set_parent_death_signal(signal.SIGKILL)
+
+
+def _import_before_leaving_host(spec):
+    """What the steps after the root changes import lazily, imported while our tree is in
+    reach: hooks run by the init (subprocess) and the pty (terminal). rlimits' `resource`
+    too, since a joined mount namespace leaves the host before set_process_limits."""
+    if spec.hooks.get("startContainer") or spec.hooks.get("createContainer"):
+        import subprocess  # noqa: F401 -- for hooks.run
+    if spec.tty:
+        from . import terminal  # noqa: F401 -- for open_console
+    if spec.rlimits:
+        import resource  # noqa: F401 -- for set_process_limits
 
 
 def _new_namespace(spec, kind):

@@ -17,9 +17,10 @@ from .explain import step
 CLONE_FLAGS = {"mount": "CLONE_NEWNS", "uts": "CLONE_NEWUTS", "ipc": "CLONE_NEWIPC",
                "network": "CLONE_NEWNET", "pid": "CLONE_NEWPID", "cgroup": "CLONE_NEWCGROUP",
                "user": "CLONE_NEWUSER"}
-# The ones the container's init enters itself, in this order. The cgroup namespace comes
-# later (see enter_cgroup_namespace) and PID is the runtime's job.
-INIT_NAMESPACES = ("mount", "uts", "ipc", "network")
+# The ones the container's init enters itself, in this order (a mount namespace joined by
+# path last: see enter_namespaces). The cgroup namespace comes later (see
+# enter_cgroup_namespace) and PID is the runtime's job.
+INIT_NAMESPACES = ("uts", "ipc", "network", "mount")
 NS_GET_NSTYPE = 0xB703  # ioctl_ns(2): which CLONE_NEW* type an nsfs file descriptor is
 _KERNEL_OPTION = {"mnt": "CONFIG_NAMESPACES", "uts": "CONFIG_UTS_NS", "ipc": "CONFIG_IPC_NS",
                   "net": "CONFIG_NET_NS", "pid": "CONFIG_PID_NS", "cgroup": "CONFIG_CGROUPS"}
@@ -77,11 +78,13 @@ def restore_pid_namespace(own_pid_namespace, rootless=False):
 
 def enter_namespaces(namespaces):
     """The init's own namespaces from the spec ({type: None for new, or a path to join});
-    a type missing from the spec stays the host's. A new mount namespace is a must: the
-    root filesystem is built by mounting."""
-    for kind in INIT_NAMESPACES:
-        if namespaces.get(kind) is not None:
-            join_namespace(kind, namespaces[kind])
+    a type missing from the spec stays the host's. Every path is opened before any is
+    joined: after setns(2) into a mount namespace, /proc/<pid>/ns/* would be looked up in
+    the joined tree (its /proc, its PID namespace), no longer the host's."""
+    opened = [(kind, os.open(namespaces[kind], os.O_RDONLY | os.O_CLOEXEC))
+              for kind in INIT_NAMESPACES if namespaces.get(kind) is not None]
+    for kind, fd in opened:
+        join_namespace(kind, namespaces[kind], fd)
     new = [CLONE_FLAGS[kind] for kind in INIT_NAMESPACES
            if kind in namespaces and namespaces[kind] is None]
     if new:
@@ -98,8 +101,10 @@ def unshare_namespaces(clone_flags):
 
 @step("Join an existing {kind} namespace", syscall='setns(open("{path}"), {kind})',
       man="setns(2)")
-def join_namespace(kind, path):
-    join_fd(os.open(path, os.O_RDONLY | os.O_CLOEXEC), kind)
+def join_namespace(kind, path, fd=None):
+    """fd: `path` opened already (enter_namespaces). Joining a mount namespace also moves
+    our root and working directory to that namespace's root (setns(2), "CLONE_NEWNS")."""
+    join_fd(os.open(path, os.O_RDONLY | os.O_CLOEXEC) if fd is None else fd, kind)
 
 
 def join_fd(fd, kind=None):

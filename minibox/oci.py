@@ -119,6 +119,8 @@ def from_oci_config(config, bundle, check):
         check.fail("process.args must name the command to run")
     linux = check.get(config, "linux", dict, {})
     namespaces = _oci_namespaces(linux, check)
+    if namespaces["mount"] is not None:
+        _check_joined_mount_namespace(config, linux, check)
     hostname = check.get(config, "hostname", str)
     if hostname:
         check_hostname(hostname)
@@ -197,14 +199,29 @@ def _oci_namespaces(linux, check):
             check.fail(f"namespace {kind} is listed twice")
         path = check.get(entry, "path", str, None, "linux.namespaces[].") or None
         if path is not None:
-            if kind == "mount":
-                check.fail("joining an existing mount namespace is not supported: the root "
-                           "filesystem is built in a new one")
             check_namespace_path(kind, path)
         namespaces[kind] = path
     if "mount" not in namespaces:
         check.fail("linux.namespaces must include a mount namespace")
+    if namespaces["mount"] is not None and namespaces.get("pid") is None:
+        # Its /proc shows its own PID namespace: /proc/self would name no process of ours
+        # (runc fails there too, "open /proc/self/mountinfo: no such file or directory").
+        check.fail(f"a mount namespace joined by path ({namespaces['mount']}) needs the pid "
+                   f"namespace of the same container joined too")
     return namespaces
+
+
+def _check_joined_mount_namespace(config, linux, check):
+    """A joined mount namespace is the container's root as it stands (init.pid1): each
+    field that would mount in it, and so change the container that made it, is refused."""
+    fields = {"mounts": config.get("mounts"), "root.readonly": (config.get("root") or {}).get(
+        "readonly"), "linux.rootfsPropagation": linux.get("rootfsPropagation")}
+    fields.update((f"linux.{name}", linux.get(name)) for name in (
+        "maskedPaths", "readonlyPaths", "devices", "sysctl"))
+    for name, value in fields.items():
+        if value:
+            check.fail(f"{name}: minibox mounts nothing in a mount namespace joined by path "
+                       f"(it belongs to the container that made it): leave {name} out")
 
 
 def _oci_id_mappings(linux, namespaces, wanted, check):

@@ -282,6 +282,46 @@ def test_joining_an_existing_network_namespace_and_refusing_a_wrong_type(minibox
     assert out.strip() == os.readlink(net_path)
 
 
+def test_joining_another_containers_mount_namespace_by_path(minibox, bundle, tmp_path):
+    """The joined namespace's root is the container's: nothing is built or pivoted there,
+    so the first container keeps its root and the second sees its files."""
+    holder = minibox.run_detached("--network", "none", "busybox", "sleep", "60")
+    holder_pid = minibox.state(holder)["pid"]
+    minibox("exec", holder, "sh", "-c", "echo from-holder > /shared")
+    mnt_path = f"/proc/{holder_pid}/ns/mnt"
+
+    def join(config):
+        for namespace in config["linux"]["namespaces"]:
+            if namespace["type"] in ("mount", "pid"):
+                namespace["path"] = f"/proc/{holder_pid}/ns/" + namespace["type"][:3].replace(
+                    "mou", "mnt")
+        for field in ("mounts", "maskedPaths", "readonlyPaths"):
+            (config if field == "mounts" else config["linux"]).pop(field, None)
+        config["root"].pop("readonly", None)
+    configure(bundle, join)
+    out = probe_output(minibox, bundle, tmp_path, "mnt-joined",
+                       "cat /shared; readlink /proc/self/ns/mnt; stat -L -c %i /proc/self/ns/mnt; "
+                       "cut -d' ' -f5 /proc/self/mountinfo | tr '\\n' ,")
+    seen = minibox("exec", holder, "sh", "-c", "cat /shared; readlink /proc/self/ns/mnt; "
+                   "stat -L -c %i /proc/self/ns/mnt; cut -d' ' -f5 /proc/self/mountinfo | "
+                   "tr '\\n' ,").stdout
+    assert out.split()[:2] == ["from-holder", os.readlink(mnt_path)]
+    assert out.split()[2] == str(os.stat(mnt_path).st_ino)
+    assert out.split() == seen.split()  # same files, same namespace, same mount table
+    assert minibox("exec", holder, "cat", "/shared").stdout == "from-holder\n"
+    configure(bundle, lambda c: c.__setitem__("mounts", [
+        {"destination": "/x", "type": "tmpfs", "source": "tmpfs"}]))
+    refused = minibox("create", "--bundle", str(bundle), "mnt-mounts", check=False)
+    assert_one_line_error(refused, 125, "minibox: ", "mounts: minibox mounts nothing in a mount")
+    configure(bundle, lambda c: (c.pop("mounts"), [n.__setitem__("path", f"/proc/{holder_pid}/ns/net")
+                                                   for n in c["linux"]["namespaces"]
+                                                   if n["type"] == "mount"]))
+    wrong = minibox("create", "--bundle", str(bundle), "mnt-wrong", check=False)
+    assert_one_line_error(wrong, 125, "minibox: ", "is a namespace of another type")
+    assert "mnt-mounts" not in minibox.container_dirs()
+    minibox("rm", "-f", holder)
+
+
 def test_the_hostname_is_set_in_a_uts_namespace_joined_by_path(minibox, bundle, tmp_path):
     """As runc and crun: config.json's hostname goes to the joined namespace."""
     holder = minibox.run_detached("--network", "none", "busybox", "sleep", "60")
