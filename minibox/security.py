@@ -22,15 +22,11 @@ minor): with CAP_MKNOD (in Docker's 14) `mknod disk b 254 0` names the host's di
 - nodev: `run` mounts everything the container can write nodev (docker.docker_mounts), so
   open(2) of a node made there fails with EACCES. devpts is the exception, and its nodes are
   only the ptys the kernel made.
-- the device rules (cgroups/devices.py): runc's whitelist in the container's devices cgroup,
-  so even on a mount without nodev (an OCI bundle may ask for one) open(2) of anything but
-  null, zero, full, random, urandom, tty, the ptys and tun fails with EPERM. --privileged
-  lifts both, as in Docker.
-On cgroup v2 the rules would be an eBPF program (BPF_PROG_TYPE_CGROUP_DEVICE, bpf(2)
-BPF_PROG_LOAD + BPF_PROG_ATTACH to the cgroup) and minibox loads none: there nodev is the one
-line of defence. It holds for `run`, which makes no mount without it; an OCI bundle that
-mounts a filesystem without nodev on a v2 host gets what it asked for, and `--explain`'s
-cgroup step says that no device rules were applied.
+- the device rules (cgroups/devices.py): runc's whitelist in the container's cgroup -- v1's
+  devices controller, or on v2 an eBPF program (BPF_PROG_TYPE_CGROUP_DEVICE, written by
+  cgroups/devicefilter.py, attached with bpf(2)) -- so even on a mount without nodev (an OCI
+  bundle may ask for one) open(2) of anything but null, zero, full, random, urandom, tty, the
+  ptys and tun fails with EPERM. --privileged lifts both, as in Docker.
 
 Order matters, and follows runc's libcontainer/init_linux.go: seccomp is installed first, while
 we still hold CAP_SYS_ADMIN, because without no_new_privs only CAP_SYS_ADMIN may install a filter

@@ -2,7 +2,7 @@
 
 Python 3.11 has os.fork, os.execvpe, os.chroot, os.mknod and socket.sethostname, but not
 mount(2), umount2(2), pivot_root(2), unshare(2), setns(2) (os.unshare/os.setns arrived in
-3.12) or prctl(2). Every ctypes call of the project is here. Each wrapper calls libc and turns a -1 return into an OSError that names the call and
+3.12), prctl(2) or bpf(2). Every ctypes call of the project is here. Each wrapper calls libc and turns a -1 return into an OSError that names the call and
 its arguments, so a failure reads "mount(overlay -> /run/...): No such device" instead of a
 bare errno.
 """
@@ -53,6 +53,13 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECCOMP_SET_MODE_FILTER = 1  # seccomp(2)'s operation
+
+# bpf(2) commands, program and attach types, from <linux/bpf.h>
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6
+BPF_F_ALLOW_MULTI = 2
 
 
 def _check(result, what):
@@ -129,6 +136,39 @@ def set_seccomp_filter(program, flags=0):
     _check(_libc.syscall(X86_64["seccomp"], SECCOMP_SET_MODE_FILTER, ctypes.c_ulong(flags),
                          ctypes.c_void_p(ctypes.addressof(fprog))),
            f"seccomp(SECCOMP_SET_MODE_FILTER, {flags:#x})")
+
+
+def bpf_load_cgroup_device(instructions, count, license="GPL"):
+    """bpf(2) BPF_PROG_LOAD of a BPF_PROG_TYPE_CGROUP_DEVICE program: `count` eBPF
+    instructions (struct bpf_insn bytes). The kernel's verifier checks it first; returns
+    the program's file descriptor."""
+    code = ctypes.create_string_buffer(instructions)
+    licence = ctypes.create_string_buffer(license.encode())
+    log = ctypes.create_string_buffer(65536)
+    # union bpf_attr's load fields: prog_type, insn_cnt, insns, license, log_level,
+    # log_size, log_buf; the rest of the union stays zero, as the kernel requires.
+    attr = ctypes.create_string_buffer(struct.pack(
+        "=IIQQIIQ", BPF_PROG_TYPE_CGROUP_DEVICE, count, ctypes.addressof(code),
+        ctypes.addressof(licence), 1, len(log), ctypes.addressof(log)), 128)
+    fd = _libc.syscall(X86_64["bpf"], BPF_PROG_LOAD, attr, len(attr))
+    if fd == -1:
+        err = ctypes.get_errno()
+        # EACCES/EINVAL from the verifier: its log's last line says why
+        verdict = log.value.decode(errors="replace").strip().splitlines()[-1:]
+        raise OSError(err, "bpf(BPF_PROG_LOAD, BPF_PROG_TYPE_CGROUP_DEVICE): "
+                      + "; ".join([os.strerror(err), *verdict]))
+    return fd
+
+
+def bpf_attach_cgroup_device(cgroup_fd, program_fd):
+    """bpf(2) BPF_PROG_ATTACH of a device program to the cgroup directory open as cgroup_fd.
+    BPF_F_ALLOW_MULTI lets the programs of ancestors (systemd's) and descendants run too: each
+    must allow a device for it to be opened."""
+    # union bpf_attr's attach fields: target_fd, attach_bpf_fd, attach_type, attach_flags
+    attr = ctypes.create_string_buffer(struct.pack(
+        "=IIII", cgroup_fd, program_fd, BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI), 128)
+    _check(_libc.syscall(X86_64["bpf"], BPF_PROG_ATTACH, attr, len(attr)),
+           "bpf(BPF_PROG_ATTACH, BPF_CGROUP_DEVICE)")
 
 
 class _SockFprog(ctypes.Structure):

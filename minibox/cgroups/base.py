@@ -75,6 +75,7 @@ class Cgroup:
                 raise CgroupError(f"cannot create cgroup {self.paths()[0]}: its group keeps "
                                   "disappearing")
             self.set_limits(limits)
+            self._confine_devices(limits)
         except BaseException:
             remove_cgroup_dirs(self._made)
             raise
@@ -109,6 +110,10 @@ class Cgroup:
     def limit_files(self, limits: Limits) -> list["LimitFile"]:
         """The control files that enforce `limits`, in the order they must be written."""
         raise NotImplementedError
+
+    def _confine_devices(self, limits: Limits) -> None:
+        """Enforce limits.devices where no control file can (v2's eBPF program); v1 writes
+        them with the other limits."""
 
     def add(self, pid: int) -> None:
         """Move `pid` (all its threads) into the cgroup: write it to every `cgroup.procs`."""

@@ -13,7 +13,7 @@ A rule is (allow, line), the line in cgroup v1's grammar "TYPE MAJOR:MINOR ACCES
 number or * for any major or minor, access r(ead), w(rite), m(knod). v1 writes allowing lines
 to devices.allow, the others to devices.deny; the line "a" changes the default instead:
 devices.deny "a" means nothing is allowed but the exceptions that follow (v1.py). cgroup v2
-has no such files (v2.py; security.py says what protects a v2 host).
+has no such files: devicefilter.py turns the same rules into an eBPF program (v2.py).
 """
 
 # Deny everything first: rules added after it are a whitelist, as runc's are.

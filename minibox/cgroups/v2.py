@@ -22,15 +22,16 @@ The files this backend writes, and their twins in v1 (see v1.py):
 | peak memory      | memory.peak (Linux 5.19+)                | memory.max_usage_in_bytes                |
 | CPU time         | cpu.stat "usage_usec N" (always there)   | cpuacct.usage, a separate controller     |
 | freeze           | cgroup.freeze 1/0, cgroup.events frozen  | freezer.state, a separate controller     |
-| device rules     | none here (see below)                    | devices.deny "a", then devices.allow     |
+| device rules     | an eBPF program, bpf(2) (see below)      | devices.deny "a", then devices.allow     |
 
 Device rules (devices.py) have no file in v2: the kernel asks an eBPF program of type
-BPF_PROG_TYPE_CGROUP_DEVICE, attached to the cgroup with bpf(2) BPF_PROG_ATTACH, which runc
-generates from the rules. minibox does not load one; security.py says why nodev is enough
-for `run`, and --explain's plan says the rules were not applied.
+BPF_PROG_TYPE_CGROUP_DEVICE attached to the cgroup. devicefilter.py writes it from the rules,
+as runc does, and create() loads and attaches it with bpf(2).
 """
 import os
 
+from minibox import syscalls
+from minibox.cgroups import devicefilter
 from minibox.cgroups.base import Cgroup, CgroupError, LimitFile, Stats, read, read_int, read_keyed
 from minibox.cgroups.base import refuse_missing, wait_for, write
 from minibox.cgroups.limits import MAX_CPU_SHARES, MIN_CPU_SHARES, Limits
@@ -118,10 +119,41 @@ class V2Cgroup(Cgroup):
         self._mkdir(self.path)
 
     def plan(self, limits: Limits) -> list[str]:
-        """create()'s steps for --explain, and the one thing v1 does that v2 here does not."""
-        skipped = ["# no device rules: cgroup v2 needs an eBPF program for them; nodev mounts "
-                   "are the defence (minibox/security.py)"] if limits.devices else []
-        return super().plan(limits) + skipped
+        """create()'s steps for --explain, the device program in full."""
+        if limits.devices is None:
+            return super().plan(limits)
+        program = devicefilter.compile_rules(limits.devices)
+        return super().plan(limits) + [
+            f"bpf(BPF_PROG_LOAD, BPF_PROG_TYPE_CGROUP_DEVICE): {len(program)} instructions "
+            "from the device rules   (v1: devices.deny, devices.allow)",
+            *(f"  {line}" for line in devicefilter.disassemble(program)),
+            f"bpf(BPF_PROG_ATTACH, BPF_CGROUP_DEVICE) to {self.path}"]
+
+    def _confine_devices(self, limits: Limits) -> None:
+        """Load the device program and attach it to the directory. Nothing to undo: the
+        kernel detaches and frees it when the directory is removed."""
+        if limits.devices is None:  # --privileged
+            return
+        program = devicefilter.compile_rules(limits.devices)
+        try:
+            program_fd = syscalls.bpf_load_cgroup_device(devicefilter.encode(program),
+                                                         len(program))
+        except OSError as error:  # EINVAL: a kernel without CONFIG_CGROUP_BPF
+            raise CgroupError(f"cannot load the device rules' eBPF program for {self.path}: "
+                              f"{error.strerror}") from None
+        try:
+            directory = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                syscalls.bpf_attach_cgroup_device(directory, program_fd)
+            finally:
+                os.close(directory)
+        except OSError as error:
+            raise CgroupError(f"cannot attach the device rules' eBPF program to {self.path}: "
+                              f"{error.strerror}") from None
+        finally:
+            # The attachment holds its own reference to the program (kernel/bpf/cgroup.c),
+            # dropped when the cgroup is freed: our fd is only the loader's and may go now.
+            os.close(program_fd)
 
     def limit_files(self, limits: Limits) -> list[LimitFile]:
         files = []

@@ -60,13 +60,37 @@ def test_plan_narrates_each_file_with_its_v1_twin(root):
     assert not (root / "minibox").exists()
 
 
-def test_device_rules_are_not_enforced_on_v2_and_the_plan_says_so(root):
-    cgroup = V2Cgroup("abc123", root=str(root))
-    assert cgroup.plan(Limits(devices=container_rules()))[-1] == (
-        "# no device rules: cgroup v2 needs an eBPF program for them; nodev mounts are the "
-        "defence (minibox/security.py)")
-    cgroup.create(Limits(devices=container_rules()))
-    assert os.listdir(root / "minibox" / "abc123") == []
+def test_the_plan_shows_the_device_program_and_where_it_is_attached(root):
+    plan = V2Cgroup("abc123", root=str(root)).plan(Limits(devices=container_rules()))
+    assert plan[1] == ("bpf(BPF_PROG_LOAD, BPF_PROG_TYPE_CGROUP_DEVICE): 64 instructions from "
+                       "the device rules   (v1: devices.deny, devices.allow)")
+    assert plan[2] == "    0: LdXMemW dst: r2 src: r1 off: 0 imm: 0"
+    assert plan[-1] == f"bpf(BPF_PROG_ATTACH, BPF_CGROUP_DEVICE) to {root}/minibox/abc123"
+    assert len(plan) == 2 + 64 + 1
+    assert V2Cgroup("abc123", root=str(root)).plan(Limits(devices=None)) == [
+        f"mkdir {root}/minibox/abc123"]  # --privileged: no program
+
+
+def test_a_device_program_the_kernel_refuses_is_one_line_and_leaves_nothing(root, monkeypatch):
+    def no_cgroup_bpf(instructions, count):  # a kernel without CONFIG_CGROUP_BPF
+        raise OSError(22, "bpf(BPF_PROG_LOAD, BPF_PROG_TYPE_CGROUP_DEVICE): Invalid argument")
+    monkeypatch.setattr(v2.syscalls, "bpf_load_cgroup_device", no_cgroup_bpf)
+    with pytest.raises(CgroupError) as error:
+        V2Cgroup("abc123", root=str(root)).create(Limits(devices=container_rules()))
+    assert str(error.value) == (
+        f"cannot load the device rules' eBPF program for {root}/minibox/abc123: "
+        "bpf(BPF_PROG_LOAD, BPF_PROG_TYPE_CGROUP_DEVICE): Invalid argument")
+    assert not (root / "minibox" / "abc123").exists()
+
+
+@pytest.mark.root
+def test_a_directory_that_is_no_cgroup_cannot_take_the_program(root):
+    """Here the root is a plain directory: the kernel loads the program, then refuses to
+    attach it (EBADF, cgroup_get_from_fd) -- one line, and nothing left."""
+    with pytest.raises(CgroupError, match=r"^cannot attach the device rules' eBPF program to "
+                       rf"{root}/minibox/abc123: bpf\(BPF_PROG_ATTACH, BPF_CGROUP_DEVICE\): "):
+        V2Cgroup("abc123", root=str(root)).create(Limits(devices=container_rules()))
+    assert not (root / "minibox" / "abc123").exists()
 
 
 def test_create_without_limits_writes_no_limit_files(root):
