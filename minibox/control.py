@@ -86,6 +86,15 @@ def parse_signal(text):
                            ) from None
 
 
+def is_signal(text):
+    """Whether parse_signal takes `text`: runc's `kill ID SIG` against Docker's `kill C C`."""
+    try:
+        parse_signal(text)
+    except MiniboxError:
+        return False
+    return True
+
+
 def kill(reference, signum, every_process=False):
     """Send a signal to the container's PID 1 (created or running), or with every_process
     (runc's kill --all) to each process in its cgroup."""

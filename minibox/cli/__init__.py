@@ -22,7 +22,8 @@ import sys
 import click
 
 from .. import rootless
-from ..errors import RUNTIME_ERROR, MiniboxError, bug_line
+from ..errors import RUNTIME_ERROR
+from ..ocicalls import failed, open_runtime_log, report_error
 from ..shared import exit_now
 
 HELP_WIDTH = 78
@@ -134,40 +135,6 @@ def minibox(root, log, log_format, debug, systemd_cgroup):
         open_runtime_log(log, log_format)
 
 
-# --log FILE: errors go there too, as runc writes them. containerd's shim reads the last
-# JSON line's "msg" into the error it reports ("OCI runtime create failed: <msg>"), and
-# fails with "log.json: no such file or directory" when the file is missing: so it is made
-# at once, even when nothing goes wrong.
-_runtime_log = None
-
-
-def open_runtime_log(path, log_format):
-    global _runtime_log
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644))
-    except OSError as error:
-        raise MiniboxError(f"--log {path}: {error.strerror}") from None
-    _runtime_log = (path, log_format)
-
-
-def report_error(message):
-    """One line on stderr, `minibox: <message>`; with --log, into that file too."""
-    print(f"minibox: {message}", file=sys.stderr)
-    if _runtime_log is None:
-        return
-    import json
-    import time
-    path, log_format = _runtime_log
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    line = (json.dumps({"level": "error", "msg": message, "time": now}) if log_format == "json"
-            else f"time={json.dumps(now)} level=error msg={json.dumps(message)}")
-    try:
-        with open(path, "a") as log:
-            log.write(line + "\n")
-    except OSError:
-        pass  # stderr has it already
-
-
 def main(argv=None):
     """Entry point: one line on stderr and Docker's exit codes instead of tracebacks."""
     try:
@@ -179,23 +146,10 @@ def main(argv=None):
         message = error.format_message().rstrip(".")
         report_error(f"{message[:1].lower()}{message[1:]} (see: {where} --help)")
         code = RUNTIME_ERROR
-    except MiniboxError as error:
-        report_error(str(error))
-        code = error.exit_code
     except click.Abort:  # Ctrl-C
         code = 130
-    except OSError as error:  # one the code did not expect, still named by its path
-        if os.environ.get("MINIBOX_DEBUG"):
-            raise
-        where = f"{error.filename}: " if error.filename else ""
-        report_error(f"{where}{error.strerror or bug_line(error)}")
-        code = RUNTIME_ERROR
-    except Exception as error:  # a bug: still one line, with the traceback on request
-        if os.environ.get("MINIBOX_DEBUG"):
-            raise
-        report_error(f"internal error: {bug_line(error)} "
-                     "(MINIBOX_DEBUG=1 shows the traceback)")
-        code = RUNTIME_ERROR
+    except Exception as error:  # minibox's own, an OSError, a bug: one line (ocicalls)
+        code = failed(error)
     if argv is not None:
         sys.exit(code or 0)  # called from Python (tests): a normal exit
     exit_now(code or 0)

@@ -170,20 +170,11 @@ def kill(signal_name, every_process, args):
     """Send a signal to containers: docker's `kill [-s SIG] C...` or runc's `kill ID [SIG]`."""
     from .. import control
     references = list(args)
-    if signal_name is None and len(references) == 2 and _is_signal(references[1]):
+    if signal_name is None and len(references) == 2 and control.is_signal(references[1]):
         signal_name = references.pop()
     signum = control.parse_signal(signal_name or "TERM")
     for reference in references:
         control.kill(reference, signum, every_process)
-
-
-def _is_signal(text):
-    from .. import control
-    try:
-        control.parse_signal(text)
-    except MiniboxError:
-        return False
-    return True
 
 
 @command(rootless=True)

@@ -245,3 +245,26 @@ def test_shell_completion_is_click_s():
                            env={"_MINIBOX_COMPLETE": "bash_complete", "COMP_WORDS": "minibox im",
                                 "COMP_CWORD": "1", "PATH": "/usr/bin:/bin"})
     assert sorted(words.stdout.split()) == ["plain,image", "plain,images"]
+
+
+@pytest.mark.skipif(rootless.ENABLED, reason="the engines' calls run as root")
+def test_engine_calls_skip_click_and_keep_the_error_contract(tmp_path):
+    """state/start/delete/kill as runc's callers spell them (ocicalls.py): no click, and still
+    one line on stderr, runc's JSON line in --log, exit 125; any other shape is click's."""
+    log = tmp_path / "log.json"
+    for call in (["state", "nope"], ["start", "nope"], ["delete", "--force", "nope"],
+                 ["kill", "--all", "nope", "KILL"], ["kill", "nope"]):
+        ran = subprocess.run([sys.executable, "-X", "importtime", "-m", "minibox", "--root",
+                              str(tmp_path), "--log", str(log), "--log-format", "json", *call],
+                             capture_output=True, text=True, timeout=30)
+        imported = [line.split("|")[-1].strip() for line in ran.stderr.splitlines()
+                    if line.startswith("import time:")]
+        errors = [line for line in ran.stderr.splitlines() if not line.startswith("import time:")]
+        assert (ran.returncode, errors) == (125, ["minibox: no such container: nope"]), call
+        assert "click" not in imported, call
+    assert log.read_text().count('"msg": "no such container: nope"') == 5
+    ran = subprocess.run([sys.executable, "-X", "importtime", "-m", "minibox", "delete", "nope",
+                          "--bogus"], capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 125 and "click" in ran.stderr
+    assert ran.stderr.splitlines()[-1] == ("minibox: no such option '--bogus' "
+                                           "(see: minibox delete --help)")
