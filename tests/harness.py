@@ -184,7 +184,10 @@ def private_dockerd(rootfs_tar):
     network (--bridge=none --iptables=false --ip-forward=false; it starts its own
     containerd), knowing minibox as the runtime `minibox`, with rootfs_tar imported as
     ENGINE_IMAGE. Yields (its `docker -H ...` command line, the temp dir); afterwards
-    stopped by its PID, and nothing of it may be left (mounts, the docker/ cgroups)."""
+    stopped by its PID, and nothing of it may be left (mounts, its containers' cgroups).
+
+    Its containers' cgroups go below a parent named after the temp dir, not docker/: other
+    sessions' dockerds on this machine use docker/ too, and their containers are no leak."""
     top = tempfile.mkdtemp(prefix="minibox-dockerd-", dir="/run")
     socket = os.path.join(top, "docker.sock")
     log = open(os.path.join(top, "dockerd.log"), "w")
@@ -192,7 +195,8 @@ def private_dockerd(rootfs_tar):
         ["dockerd", "--iptables=false", "--ip-forward=false", "--bridge=none",
          "--data-root", os.path.join(top, "data"), "--exec-root", os.path.join(top, "exec"),
          "--pidfile", os.path.join(top, "dockerd.pid"), "-H", f"unix://{socket}",
-         "--add-runtime", f"minibox={RUNTIMES['minibox']}"],
+         "--add-runtime", f"minibox={RUNTIMES['minibox']}",
+         "--cgroup-parent", "/" + os.path.basename(top)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     argv = ["docker", "-H", f"unix://{socket}"]
     try:
@@ -212,7 +216,7 @@ def private_dockerd(rootfs_tar):
         log.close()
         left = remove_engine_dir(top)
         assert left == [], f"dockerd left mounts behind: {left}"
-        assert remove_cgroup_tree("docker") == []
+        assert remove_cgroup_tree(os.path.basename(top)) == []
 
 
 def host_mounts():
@@ -222,7 +226,7 @@ def host_mounts():
 
 
 def remove_cgroup_tree(name):
-    """rmdir the cgroup `name` (a path below each hierarchy's root: docker/, libpod_parent/,
+    """rmdir the cgroup `name` (a path below each hierarchy's root: a dockerd's, libpod_parent/,
     a test's own) in every hierarchy, v2's unified one too, leaves first: engines and runc
     leave such parents behind when their last container goes. Returns what could not be
     removed: a child cgroup still in use is a leak."""

@@ -97,4 +97,6 @@ def engine(engine_argv, runtime):
         box("rm", "-f", *names, check=False)
     assert box("ps", "-aq").stdout.split() == []
     # Before the suite's cgroup check: the engine's parent groups are empty now.
-    assert remove_cgroup_tree("docker" if box.name == "docker" else "libpod_parent") == []
+    top = engine_argv[2]
+    assert remove_cgroup_tree(os.path.basename(top) if box.name == "docker" else
+                              "libpod_parent") == []
