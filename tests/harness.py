@@ -197,7 +197,11 @@ def private_dockerd(rootfs_tar):
          "--pidfile", os.path.join(top, "dockerd.pid"), "-H", f"unix://{socket}",
          "--add-runtime", f"minibox={RUNTIMES['minibox']}",
          "--cgroup-parent", "/" + os.path.basename(top)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        # It outlives the test that starts it: not that test's MINIBOX_ROOT (its leak check
+        # would count dockerd as the test's process, and minibox would keep state there).
+        env={name: value for name, value in os.environ.items()
+             if not name.startswith("MINIBOX_")})
     argv = ["docker", "-H", f"unix://{socket}"]
     try:
         wait_until(lambda: subprocess.run([*argv, "version"], capture_output=True).returncode
