@@ -1,4 +1,5 @@
-"""Shared pytest setup: skip root/vm tests with a clear reason when they can't run here."""
+"""Shared pytest setup: skip root/vm tests with a clear reason when they can't run here;
+the leak checks; the session's private dockerd (tests/engines/ and test_oci.py use it)."""
 import os
 import shutil
 
@@ -90,3 +91,19 @@ def no_bridge_left_behind():
     if not existed and os.geteuid() == 0:
         from minibox import bridge
         bridge.remove_bridge_if_unused()
+
+
+@pytest.fixture(scope="session")
+def rootfs_tar():
+    from tests.harness import busybox_rootfs_tar
+    return busybox_rootfs_tar()
+
+
+@pytest.fixture(scope="session")
+def dockerd(rootfs_tar):
+    """harness.private_dockerd, one for the whole session: (its command line, its temp dir)."""
+    if shutil.which("dockerd") is None:
+        pytest.skip("needs Debian's docker.io: run `sudo make setup`")
+    from tests.harness import private_dockerd
+    with private_dockerd(rootfs_tar) as daemon:
+        yield daemon

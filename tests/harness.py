@@ -3,16 +3,23 @@
 - Minibox: the CLI as a subprocess, with MINIBOX_ROOT and MINIBOX_STORE of its own
   (conftest's `minibox` fixture makes one per test).
 - wait_until: poll a condition until it holds or a timeout says what was awaited.
+- private_dockerd(): a dockerd of the test session's own, with the busybox image imported
+  (tests/engines/ drive it; test_oci.py reads the config.json it generates for runc).
 - snapshot() / leftovers(): the leak check conftest runs after every root test (processes,
   state directories, mounts, cgroups, veths, address leases), scoped to what this test
   session made, so that containers of another session on the same machine never count.
 """
+import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+from tests import imagebuilder
 
 # Every state root this session makes starts with this, so a process or a mount of another
 # test session never matches it. Not under /tmp: anything that reads every file there (a
@@ -141,6 +148,81 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what=None):
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
+# The engines' image, their containers' ulimits (the host's hard RLIMIT_NOFILE and NPROC may
+# be below the engines' defaults, where runc fails as well), and the runtimes they may use.
+ENGINE_IMAGE = "busybox:engine-test"
+ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+RUNTIMES = {"runc": shutil.which("runc"),
+            "minibox": os.path.join(os.path.dirname(sys.executable), "minibox")}
+
+
+def busybox_rootfs_tar():
+    """A root filesystem as a tar: static busybox with every applet, the usual directories."""
+    applets = subprocess.run([imagebuilder.BUSYBOX, "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    entries = [entry for entry in imagebuilder.busybox_entries() if entry[0] != "symlink"]
+    entries += [("symlink", f"bin/{applet}", "/bin/busybox") for applet in applets
+                if applet != "busybox"]
+    entries += [("dir", name) for name in ("proc", "sys", "dev", "tmp", "root", "var")]
+    entries.append(("file", "etc/group", "root:x:0:\n"))
+    return imagebuilder.layer_tar(entries)
+
+
+def remove_engine_dir(top):
+    """Remove an engine's temp dir; returns the mounts it had left under it (unmounted now)."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        left = [line.split()[4] for line in mountinfo if line.split()[4].startswith(top)]
+    for mount_point in reversed(left):
+        subprocess.run(["umount", "-l", mount_point])
+    shutil.rmtree(top, ignore_errors=True)
+    return left
+
+
+@contextlib.contextmanager
+def private_dockerd(rootfs_tar):
+    """A dockerd of its own (socket, data and exec roots under a temp dir in /run), no host
+    network (--bridge=none --iptables=false --ip-forward=false; it starts its own
+    containerd), knowing minibox as the runtime `minibox`, with rootfs_tar imported as
+    ENGINE_IMAGE. Yields (its `docker -H ...` command line, the temp dir); afterwards
+    stopped by its PID, and nothing of it may be left (mounts, its containers' cgroups).
+
+    Its containers' cgroups go below a parent named after the temp dir, not docker/: other
+    sessions' dockerds on this machine use docker/ too, and their containers are no leak."""
+    top = tempfile.mkdtemp(prefix="minibox-dockerd-", dir="/run")
+    socket = os.path.join(top, "docker.sock")
+    log = open(os.path.join(top, "dockerd.log"), "w")
+    daemon = subprocess.Popen(
+        ["dockerd", "--iptables=false", "--ip-forward=false", "--bridge=none",
+         "--data-root", os.path.join(top, "data"), "--exec-root", os.path.join(top, "exec"),
+         "--pidfile", os.path.join(top, "dockerd.pid"), "-H", f"unix://{socket}",
+         "--add-runtime", f"minibox={RUNTIMES['minibox']}",
+         "--cgroup-parent", "/" + os.path.basename(top)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        # It outlives the test that starts it: not that test's MINIBOX_ROOT (its leak check
+        # would count dockerd as the test's process, and minibox would keep state there).
+        env={name: value for name, value in os.environ.items()
+             if not name.startswith("MINIBOX_")})
+    argv = ["docker", "-H", f"unix://{socket}"]
+    try:
+        wait_until(lambda: subprocess.run([*argv, "version"], capture_output=True).returncode
+                   == 0 or daemon.poll() is not None, 60, 0.1, "dockerd to answer")
+        assert daemon.poll() is None, open(log.name).read()[-2000:]
+        subprocess.run([*argv, "import", "-", ENGINE_IMAGE], input=rootfs_tar,
+                       capture_output=True, check=True)
+        yield argv, top
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        left = remove_engine_dir(top)
+        assert left == [], f"dockerd left mounts behind: {left}"
+        assert remove_cgroup_tree(os.path.basename(top)) == []
+
+
 def host_mounts():
     """The host's mount table without mount ids (mountinfo(5) fields 5 and on)."""
     with open("/proc/self/mountinfo") as mountinfo:
@@ -148,7 +230,7 @@ def host_mounts():
 
 
 def remove_cgroup_tree(name):
-    """rmdir the cgroup `name` (a path below each hierarchy's root: docker/, libpod_parent/,
+    """rmdir the cgroup `name` (a path below each hierarchy's root: a dockerd's, libpod_parent/,
     a test's own) in every hierarchy, v2's unified one too, leaves first: engines and runc
     leave such parents behind when their last container goes. Returns what could not be
     removed: a child cgroup still in use is a leak."""

@@ -1,4 +1,5 @@
-"""Real engines driving an OCI runtime: a private dockerd and a private podman.
+"""Real engines driving an OCI runtime: a private dockerd (tests/conftest.py's, made by
+tests/harness.py's private_dockerd) and a private podman.
 
 Each engine gets its own state under a temp directory and touches no host network: dockerd
 runs with --bridge=none --iptables=false --ip-forward=false on its own socket (it starts its
@@ -10,34 +11,13 @@ fails as well: every container gets --ulimit nofile=1024:1024 --ulimit nproc=102
 """
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 
 import pytest
 
-from tests import imagebuilder
-from tests.harness import remove_cgroup_tree
-
-IMAGE = "busybox:engine-test"
-ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
-# The runtimes the engines are tested with: runc is the control (the harness is right).
-RUNTIMES = {"runc": shutil.which("runc"),
-            "minibox": os.path.join(os.path.dirname(sys.executable), "minibox")}
-
-
-def busybox_rootfs_tar():
-    """A root filesystem as a tar: static busybox with every applet, the usual directories."""
-    applets = subprocess.run([imagebuilder.BUSYBOX, "--list"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    entries = [entry for entry in imagebuilder.busybox_entries() if entry[0] != "symlink"]
-    entries += [("symlink", f"bin/{applet}", "/bin/busybox") for applet in applets
-                if applet != "busybox"]
-    entries += [("dir", name) for name in ("proc", "sys", "dev", "tmp", "root", "var")]
-    entries.append(("file", "etc/group", "root:x:0:\n"))
-    return imagebuilder.layer_tar(entries)
+from tests.harness import (ENGINE_IMAGE as IMAGE, RUNTIMES, ULIMITS, remove_cgroup_tree,
+                           remove_engine_dir)
 
 
 class Engine:
@@ -65,66 +45,6 @@ class Engine:
         return self("inspect", "-f", "{{.State.Status}}", container).stdout.strip()
 
 
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def _remove_engine_dir(top):
-    """Remove an engine's temp dir; returns the mounts it had left under it (unmounted now)."""
-    with open("/proc/self/mountinfo") as mountinfo:
-        left = [line.split()[4] for line in mountinfo if line.split()[4].startswith(top)]
-    for mount_point in reversed(left):
-        subprocess.run(["umount", "-l", mount_point])
-    shutil.rmtree(top, ignore_errors=True)
-    return left
-
-
-@pytest.fixture(scope="session")
-def rootfs_tar():
-    return busybox_rootfs_tar()
-
-
-@pytest.fixture(scope="session")
-def dockerd(rootfs_tar):
-    """A dockerd of the test's own (socket, data and exec roots under a temp dir), knowing
-    minibox as the runtime `minibox`; stopped by its PID afterwards."""
-    if shutil.which("dockerd") is None:
-        pytest.skip("needs Debian's docker.io: run `sudo make setup`")
-    top = tempfile.mkdtemp(prefix="minibox-dockerd-", dir="/run")
-    socket = os.path.join(top, "docker.sock")
-    log = open(os.path.join(top, "dockerd.log"), "w")
-    daemon = subprocess.Popen(
-        ["dockerd", "--iptables=false", "--ip-forward=false", "--bridge=none",
-         "--data-root", os.path.join(top, "data"), "--exec-root", os.path.join(top, "exec"),
-         "--pidfile", os.path.join(top, "dockerd.pid"), "-H", f"unix://{socket}",
-         "--add-runtime", f"minibox={RUNTIMES['minibox']}"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    argv = ["docker", "-H", f"unix://{socket}"]
-    try:
-        _wait_for(lambda: subprocess.run([*argv, "version"], capture_output=True).returncode == 0
-                  or daemon.poll() is not None, 60, "dockerd to answer")
-        assert daemon.poll() is None, open(log.name).read()[-2000:]
-        subprocess.run([*argv, "import", "-", IMAGE], input=rootfs_tar, capture_output=True,
-                       check=True)
-        yield argv, top
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
-        left = _remove_engine_dir(top)
-        assert left == [], f"dockerd left mounts behind: {left}"
-        assert remove_cgroup_tree("docker") == []
-
-
 @pytest.fixture(scope="session")
 def podman_argv(rootfs_tar):
     """podman with a storage and run root of the test's own, cgroupfs (no systemd)."""
@@ -141,7 +61,7 @@ def podman_argv(rootfs_tar):
     finally:
         subprocess.run([*argv, "rm", "-a", "-f"], capture_output=True)
         subprocess.run([*argv, "system", "reset", "-f"], capture_output=True)
-        left = _remove_engine_dir(top)
+        left = remove_engine_dir(top)
         assert left == [], f"podman left mounts behind: {left}"
         assert remove_cgroup_tree("libpod_parent") == []
 
@@ -177,4 +97,6 @@ def engine(engine_argv, runtime):
         box("rm", "-f", *names, check=False)
     assert box("ps", "-aq").stdout.split() == []
     # Before the suite's cgroup check: the engine's parent groups are empty now.
-    assert remove_cgroup_tree("docker" if box.name == "docker" else "libpod_parent") == []
+    top = engine_argv[2]
+    assert remove_cgroup_tree(os.path.basename(top) if box.name == "docker" else
+                              "libpod_parent") == []

@@ -1,5 +1,6 @@
 """The OCI runtime command line on real containers: create/start/state/kill/delete/spec, the
 config.json fields, hooks, the lifecycle rules -- and a differential test against runc."""
+import functools
 import json
 import os
 import re
@@ -10,7 +11,7 @@ import subprocess
 import pytest
 
 from ..helpers import assert_one_line_error, busybox_layer
-from tests.harness import remove_cgroup_tree, wait_until
+from tests.harness import ENGINE_IMAGE, ULIMITS, remove_cgroup_tree, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -711,16 +712,15 @@ def _a_user_with_every_set(config):
                                     {"type": "RLIMIT_CORE", "soft": 0, "hard": 4096}]
 
 
-def _runc_spec(bundle):
+def _runc_spec(bundle, *_):
     os.remove(bundle / "config.json")
     subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
 
 
-def _podman_config(bundle, tmp_path):
+def _podman_config(bundle, tmp_path, _):
     """podman's own config.json for a busybox container: `podman create` then `podman init`
     in a storage of the test's own (the init may fail with podman's runtime: the file is
-    written before). The root and the cgroup become the test's; podman's bind mounts of
-    /etc/hosts, /etc/hostname, /run/.containerenv and /dev/shm are copied next to it."""
+    written before)."""
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (sudo make setup)")
     import pathlib
@@ -737,8 +737,7 @@ def _podman_config(bundle, tmp_path):
                                   capture_output=True)
         assert imported.returncode == 0, imported.stderr.decode()
         container = subprocess.run(
-            [*podman, "create", "--network", "none", "--ulimit", "nofile=1024:1024",
-             "--ulimit", "nproc=1024:1024", "probe:1", "true"],
+            [*podman, "create", "--network", "none", *ULIMITS, "probe:1", "true"],
             capture_output=True, text=True, check=True).stdout.strip()
         subprocess.run([*podman, "init", container], capture_output=True)
         userdata = next(top.glob(f"root/overlay-containers/{container}/userdata"))
@@ -747,10 +746,40 @@ def _podman_config(bundle, tmp_path):
         subprocess.run([*podman, "rm", "-a", "-f"], capture_output=True)
         subprocess.run([*podman, "system", "reset", "-f"], capture_output=True)
         shutil.rmtree(top, ignore_errors=True)
-    copies = tmp_path / "podman-files"
+    _make_it_the_tests(config, str(top), bundle, tmp_path / "podman-files", "podman")
+
+
+def _docker_config(bundle, tmp_path, request):
+    """Docker's own config.json for a busybox container: `docker create` and `docker start`
+    with runc in the session's private dockerd, the bundle's config.json copied from the
+    shim's directory under dockerd's exec-root, then the container removed."""
+    argv, top = request.getfixturevalue("dockerd")
+    docker = functools.partial(subprocess.run, capture_output=True, text=True, check=True)
+    container = docker([*argv, "create", "--network", "none", *ULIMITS, ENGINE_IMAGE,
+                        "sleep", "60"]).stdout.strip()
+    try:
+        docker([*argv, "start", container])
+        config = json.loads(open(os.path.join(
+            top, "exec/containerd/daemon/io.containerd.runtime.v2.task/moby", container,
+            "config.json")).read())
+    finally:
+        docker([*argv, "rm", "-f", container])
+    # The prestart hook runs dockerd's libnetwork-setkey for this container and the network
+    # namespace path is its sandbox's: both were the removed container's, and runc would fail
+    # on them. Without the path each runtime makes a network namespace of its own.
+    del config["hooks"]
+    for namespace in config["linux"]["namespaces"]:
+        namespace.pop("path", None)
+    _make_it_the_tests(config, top, bundle, tmp_path / "docker-files", "docker")
+
+
+def _make_it_the_tests(config, top, bundle, copies, engine):
+    """An engine's config.json, with the root and the cgroup the test's; the engine's bind
+    mounts from its temp dir `top` (/etc/hosts, /etc/hostname, /etc/resolv.conf,
+    /run/.containerenv, /dev/shm: gone with the container) replaced by copies."""
     copies.mkdir()
     for mount in config["mounts"]:
-        if mount.get("type") == "bind" and str(top) in mount["source"]:
+        if mount.get("type") == "bind" and mount["source"].startswith(top):
             copy = copies / mount["destination"].strip("/").replace("/", "_")
             if mount["destination"] == "/dev/shm":
                 copy.mkdir()
@@ -758,14 +787,15 @@ def _podman_config(bundle, tmp_path):
                 copy.write_text("probe\n")
             mount["source"] = str(copy)
     config["root"] = {"path": "rootfs"}
-    config["linux"]["cgroupsPath"] = f"/minibox-differential-{os.getpid()}/podman"
+    config["linux"]["cgroupsPath"] = f"/minibox-differential-{os.getpid()}/{engine}"
     (bundle / "config.json").write_text(json.dumps(config))
 
 
 # The corpus: (how the bundle's config.json is made, what is changed in it).
 CORPUS = {"runc-spec": (_runc_spec, None),
           "runc-spec-user": (_runc_spec, _a_user_with_every_set),
-          "podman": (_podman_config, None)}
+          "podman": (_podman_config, None),
+          "docker": (_docker_config, None)}
 
 
 def _split(output):
@@ -786,7 +816,7 @@ def differential(request, tmp_path, minibox, bundle):
     if shutil.which("runc") is None:
         pytest.skip("runc is not installed (sudo apt-get install runc)")
     make, change = CORPUS[request.param]
-    make(bundle, *([tmp_path] if make is _podman_config else []))
+    make(bundle, tmp_path, request)
     configure(bundle, _probe_config)
     if change:
         configure(bundle, change)
