@@ -11,8 +11,8 @@ runc's callers use:
         state ID | start ID | delete [-f|--force] ID | kill [-a|--all] ID [SIGNAL]
 
 and returns for anything else (`--help`, a typo, Docker's `kill -s C` or `kill C1 C2`, a user
-without root),
-which click then parses, so that bad usage reads the same whichever way it came in.
+without root), which click then parses, so that bad usage reads the same whichever way it
+came in.
 """
 import os
 import sys
