@@ -5,10 +5,28 @@
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV   := .venv
 APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static libcap-dev cpio iproute2 libc6-dev \
-                python3-venv python3-dev gcc runc crun bubblewrap docker.io podman \
-                libseccomp2 golang-github-containers-common chromium
+                python3-venv python3-dev gcc runc crun bubblewrap
+# What only the tests need: the engines that drive minibox (tests/engines), podman's seccomp
+# profile and libseccomp (the differential tests), Chromium (the --html page's screenshot).
+# `make demo` does not install them on a workshop laptop.
+TEST_APT_PACKAGES := docker.io podman golang-github-containers-common libseccomp2 chromium
 
-.PHONY: setup demo test clean
+# Install the packages of $(1) that are missing. Their services must not start: a packaged
+# dockerd would make docker0 and firewall rules; the tests run private ones (policy-rc.d(8)
+# exit 101 tells invoke-rc.d and deb-systemd-invoke "not now", unless the host has its own).
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	    | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "setup: apt-get install $$missing"; \
+	    guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then guard=/usr/sbin/policy-rc.d; \
+	        printf '#!/bin/sh\nexit 101\n' > $$guard; chmod 755 $$guard; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    status=$$?; [ -z "$$guard" ] || rm -f $$guard; exit $$status; \
+	fi
+endef
+
+.PHONY: setup test-setup demo test clean
 
 setup: $(VENV)/.installed
 	@# Bytecode now: where PYTHONDONTWRITEBYTECODE is set (CI, some shells), every start
@@ -16,12 +34,7 @@ setup: $(VENV)/.installed
 	@$(VENV)/bin/python -m compileall -q minibox minivm
 
 $(VENV)/.installed: pyproject.toml
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
-	    | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	    echo "setup: apt-get install $$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	$(call apt_install,$(APT_PACKAGES))
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# compat mode: a plain path .pth; the default editable finder adds ~15 ms to every start
@@ -31,7 +44,10 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/python examples/side_by_side.py
 
-test: setup
+test-setup: setup
+	$(call apt_install,$(TEST_APT_PACKAGES))
+
+test: test-setup
 	$(VENV)/bin/python -m pytest
 
 clean:
