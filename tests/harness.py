@@ -229,20 +229,25 @@ def host_mounts():
         return sorted(" ".join(line.split()[4:]) for line in mountinfo)
 
 
-def remove_cgroup_tree(name):
+def remove_cgroup_tree(name, grace=5.0):
     """rmdir the cgroup `name` (a path below each hierarchy's root: a dockerd's, libpod_parent/,
     a test's own) in every hierarchy, v2's unified one too, leaves first: engines and runc
-    leave such parents behind when their last container goes. Returns what could not be
-    removed: a child cgroup still in use is a leak."""
+    leave such parents behind when their last container goes. A process still on its way
+    out (conmon ends just after `podman rm -f` returns) keeps its group busy a moment: tried
+    again for up to `grace` seconds. Returns what could not be removed: a leak."""
     import glob
-    left = []
-    for top in glob.glob(f"/sys/fs/cgroup/{name}") + glob.glob(f"/sys/fs/cgroup/*/{name}"):
-        for directory, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
-            try:
-                os.rmdir(directory)
-            except OSError:
-                left.append(directory)
-    return left
+    deadline = time.monotonic() + grace
+    while True:
+        left = []
+        for top in glob.glob(f"/sys/fs/cgroup/{name}") + glob.glob(f"/sys/fs/cgroup/*/{name}"):
+            for directory, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    left.append(directory)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 def cgroup_dirs():
