@@ -201,9 +201,11 @@ def collect_garbage():
     """`minibox gc`: release what runs whose runtime died (e.g. SIGKILL) left behind.
 
     A container whose monitor is gone but that never reached `stopped`, or that asked for
-    --rm, is torn down from its ledger. Stopped containers kept for inspection stay.
-    Returns those ids, and the empty cgroups no container directory knows any more (their
-    ledger was deleted with the state directory) that were removed too."""
+    --rm, or whose state.json is corrupt, is torn down from its ledger; one reaped by an
+    engine is left alone while its init lives. Stopped containers kept for inspection stay.
+    Returns (the ids cleaned, a MiniboxError per container that could not be, the empty
+    cgroups no container directory knows any more -- their ledger went with the state
+    directory -- that were removed too)."""
     from . import cgroups
     cleaned, failed = [], []
     for directory in state.all_containers():
