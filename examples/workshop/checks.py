@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 
+from levels import LEVELS
 
 TIMEOUT = 30
 SCRATCH_BEFORE = {name for name in os.listdir("/tmp") if name.startswith("mybox-")}
