@@ -17,6 +17,7 @@ import sys
 import tempfile
 
 import checks
+from levels import LEVELS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the project root: minibox, minivm
@@ -52,10 +53,10 @@ def locate(name):
 
 def main():
     if len(sys.argv) not in (2, 3) or not sys.argv[1].isdigit() or \
-            int(sys.argv[1]) not in checks.LEVELS:
+            int(sys.argv[1]) not in LEVELS:
         sys.exit("usage: check.py LEVEL [FILE]  (LEVEL 00 to 09)")
     level = int(sys.argv[1])
-    default = os.path.join(HERE, checks.LEVELS[level], "mybox.py")
+    default = os.path.join(HERE, LEVELS[level], "mybox.py")
     program = os.path.abspath(sys.argv[2] if len(sys.argv) == 3 else default)
     if not os.path.isfile(program):
         sys.exit(f"check.py: {program}: no such file (make it: python3 examples/workshop/"

@@ -12,8 +12,6 @@ import signal
 import subprocess
 import sys
 
-from levels import LEVELS
-
 TIMEOUT = 30
 SCRATCH_BEFORE = {name for name in os.listdir("/tmp") if name.startswith("mybox-")}
 HOST_FILE = "/etc/mybox-check-host-file"  # made by the check; a container must not see it
