@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 
@@ -554,11 +555,48 @@ def test_the_cgroups_path_places_the_container_and_its_limits(minibox, bundle, t
         assert os.path.isdir(directory)
         minibox("delete", "--force", "placed2")
     finally:
-        for hierarchy in mounted_hierarchies().values():
+        for hierarchy in mounted_hierarchies(every=True).values():
             top = os.path.join(hierarchy.mountpoint, hierarchy.own, name)
             for path in (os.path.join(top, "inner"), top):
                 if os.path.isdir(path):
                     os.rmdir(path)
+
+
+def test_an_oci_container_is_in_every_hierarchy_and_delete_and_gc_remove_them(minibox, bundle):
+    """As runc on a v1 host: a directory at the cgroupsPath in every hierarchy mounted
+    (blkio, cpuset with its CPUs copied down, name=systemd, a hybrid host's cgroup2), not
+    only in those minibox writes limits to; the ledger lists them all, so `delete` and,
+    after the init was SIGKILLed, `gc` leave none."""
+    from minibox.cgroups import cgroup_version
+    from minibox.cgroups.v1 import CONTROLLERS, mounted_hierarchies
+    if cgroup_version() == 2:
+        pytest.skip("one hierarchy on cgroup v2 (tests/unit/test_cgroups_v2.py)")
+    every = mounted_hierarchies(every=True)
+    if set(every) <= set(CONTROLLERS):
+        pytest.skip("this host mounts no hierarchy beyond minibox's own")
+    top = f"minibox-every-{os.getpid()}"
+    configure(bundle, lambda c: c["linux"].__setitem__("cgroupsPath", f"/{top}/c"))
+    set_args(bundle, "sleep", "60")
+    directories = {os.path.join(mountpoint, top, "c") for mountpoint, _ in every.values()}
+    try:
+        for ending in ("delete", "gc"):
+            create(minibox, bundle, ending)
+            pid = oci_state(minibox, ending)["pid"]
+            with open(f"/proc/{pid}/cgroup") as own:
+                assert {line.split(":", 2)[2] for line in own.read().splitlines()} == {f"/{top}/c"}
+            assert all(os.path.isdir(directory) for directory in directories)
+            if "cpuset" in every:
+                with open(os.path.join(every["cpuset"].mountpoint, top, "c", "cpuset.cpus")) as cpus:
+                    assert cpus.read().strip()
+            if ending == "delete":
+                minibox("delete", "--force", ending)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                wait_until(lambda: oci_state(minibox, ending)["status"] == "stopped")
+                minibox("gc")
+            assert [directory for directory in directories if os.path.exists(directory)] == []
+    finally:
+        assert remove_cgroup_tree(top) == []
 
 
 def test_malformed_json_is_refused_with_one_line(minibox, bundle):
@@ -679,6 +717,7 @@ PROBE = ("hostname; id -u; id -g; id -G; umask; pwd; env | sort;"
          "grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status;"
          "grep -E '^Max (open files|processes|core file size)' /proc/self/limits;"
          "cat /proc/self/oom_score_adj; cat /sys/fs/cgroup/pids/pids.max 2>&1;"
+         "cat /proc/self/cgroup;"
          "awk '{print $5, $(NF-2), $4}' /proc/self/mountinfo | sort;"
          # the flags of the variants' own mount (minibox's readonlyPaths add nosuid, nodev
          # and noexec that runc's lack: stricter, and no difference in what may be done)
@@ -798,15 +837,34 @@ CORPUS = {"runc-spec": (_runc_spec, None),
           "docker": (_docker_config, None)}
 
 
-def _split(output):
+def _split(output, cgroups_path):
+    """(the security lines by name, the other lines), each cgroup path made comparable.
+
+    A cgroup appears twice: in /proc/self/cgroup ("9:name=systemd:/path") and as the root of
+    the /sys/fs/cgroup/<hierarchy> mount. With a linux.cgroupsPath both runtimes must be at
+    that path in every hierarchy, as runc joins them all: the paths are compared relative to
+    it. Without one, each puts the container in a cgroup of its own, named differently
+    (runc: /<id>, minibox: minibox/<id> below its own cgroup): only the hierarchies count."""
+    def place(path):
+        if cgroups_path is None:
+            return "-"
+        inside = path == cgroups_path or path.startswith(cgroups_path + "/")
+        return "<cgroupsPath>" + path[len(cgroups_path):] if inside else path
+
     lines = output.splitlines()
     security = {line.split(":")[0]: line.split()[1] for line in lines
                 if line.startswith(SECURITY_LINES)}
-    rest = [line for line in lines if not line.startswith(SECURITY_LINES)]
-    # Each puts the container in a cgroup of its own, named differently (runc: /<id>,
-    # minibox: minibox/<id> below its own cgroup): compare the hierarchies, not the paths.
-    rest = [" ".join(line.split()[:2]) if line.startswith("/sys/fs/cgroup/") else line
-            for line in rest]
+    rest = []
+    for line in lines:
+        if line.startswith(SECURITY_LINES):
+            continue
+        if line.startswith("/sys/fs/cgroup/"):
+            mount_point, fstype, root = line.split()
+            line = f"{mount_point} {fstype} {place(root)}"
+        elif re.fullmatch(r"\d+:[^:]*:/.*", line):
+            hierarchy, controllers, path = line.split(":", 2)
+            line = f"{hierarchy}:{controllers}:{place(path)}"
+        rest.append(line)
     return security, rest
 
 
@@ -817,6 +875,7 @@ def differential(request, tmp_path, minibox, bundle):
         pytest.skip("runc is not installed (sudo apt-get install runc)")
     make, change = CORPUS[request.param]
     make(bundle, tmp_path, request)
+    cgroups_path = json.loads((bundle / "config.json").read_text())["linux"].get("cgroupsPath")
     configure(bundle, _probe_config)
     if change:
         configure(bundle, change)
@@ -833,7 +892,7 @@ def differential(request, tmp_path, minibox, bundle):
     finally:
         left = remove_cgroup_tree(f"minibox-differential-{os.getpid()}")
     assert left == [], f"cgroups left behind: {left}"
-    return _split(runc.stdout), _split(out.read_text())
+    return _split(runc.stdout, cgroups_path), _split(out.read_text(), cgroups_path)
 
 
 def differences(runc, minibox):
