@@ -342,6 +342,11 @@ def make_root_read_only(rootfs, nodev=True):
 @step("Set the propagation of the new root (OCI rootfsPropagation: {kind})",
       syscall='mount(NULL, "/", NULL, <{kind}>, NULL)', man="mount_namespaces(7)")
 def set_root_propagation(kind):
+    # After pivot_root, on the new root itself: the runtime spec says rootfsPropagation
+    # "sets the rootfs's mount propagation", and crun 1.8 does this. runc 1.1.5 applies it
+    # to the old / before binding the rootfs, so with "shared" its container's / is private
+    # (tests/integration/test_oci.py shows both), and with "unbindable" runc and crun both
+    # fail (EINVAL binding the rootfs) where this works.
     mount(None, "/", None, PROPAGATION[kind])
 
 

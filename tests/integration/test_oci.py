@@ -483,6 +483,10 @@ def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
         n for n in c["linux"]["namespaces"] if n["type"] != "uts"]),
      "hostname needs a uts namespace (new or joined)"),
     (lambda c: c["linux"].__setitem__("cgroupsPath", "docker:p:x"), "'docker' is not a slice"),
+    # runc then mounts in the caller's namespace; minibox refuses in one line
+    (lambda c: c["linux"].__setitem__("namespaces", [
+        n for n in c["linux"]["namespaces"] if n["type"] != "mount"]),
+     "linux.namespaces must include a mount namespace"),
     (lambda c: c["process"]["capabilities"]["effective"].append("CAP_CHOWN"),
      "process.capabilities.effective: CHOWN not in permitted"),
 ])
@@ -717,8 +721,16 @@ PROBE = ("hostname; id -u; id -g; id -G; umask; pwd; env | sort;"
          "grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status;"
          "grep -E '^Max (open files|processes|core file size)' /proc/self/limits;"
          "cat /proc/self/oom_score_adj; cat /sys/fs/cgroup/pids/pids.max 2>&1;"
+         "cd /sys/fs/cgroup && for f in memory/memory.limit_in_bytes memory/memory.swappiness"
+         " memory/memory.soft_limit_in_bytes cpu/cpu.shares cpu/cpu.cfs_quota_us"
+         " cpu/cpu.cfs_period_us cpuset/cpuset.cpus cpuset/cpuset.mems; do"
+         " echo $f=$(cat $f 2>&1); done; cd /tmp;"
          "cat /proc/self/cgroup;"
          "awk '{print $5, $(NF-2), $4}' /proc/self/mountinfo | sort;"
+         # the root's propagation: the last of its optional fields (shared:N, master:N)
+         "awk '$5 == \"/\" {p = \"private\"; for (i = 7; $i != \"-\"; i++) {"
+         " split($i, a, \":\"); p = a[1]}; print \"/ propagation\", p}' /proc/self/mountinfo;"
+         "stat -c '%n %F %t:%T %a %u:%g' /dev/probe-* 2>/dev/null;"
          # the flags of the variants' own mount (minibox's readonlyPaths add nosuid, nodev
          # and noexec that runc's lack: stricter, and no difference in what may be done)
          "awk '$5 == \"/scratch\" {print $6, $7}' /proc/self/mountinfo")
@@ -749,6 +761,26 @@ def _a_user_with_every_set(config):
                              "options": ["nosymfollow", "rslave", "noatime", "size=1m"]})
     config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 200, "hard": 300},
                                     {"type": "RLIMIT_CORE", "soft": 0, "hard": 4096}]
+
+
+def _limits_at_a_cgroups_path(config):
+    """linux.cgroupsPath and linux.resources: where the container is in every hierarchy,
+    and what its cgroup files say."""
+    config["linux"]["cgroupsPath"] = f"/minibox-differential-{os.getpid()}/limits"
+    config["linux"]["resources"].update(
+        memory={"limit": 64 << 20, "reservation": 32 << 20, "swappiness": 10},
+        cpu={"shares": 512, "quota": 50000, "period": 100000}, pids={"limit": 42})
+
+
+def _a_root_with_devices(config):
+    """linux.devices, rootfsPropagation, root.readonly and linux.sysctl."""
+    config["linux"]["devices"] = [
+        {"path": "/dev/probe-null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o640,
+         "uid": 1000, "gid": 1001},
+        {"path": "/dev/probe-fifo", "type": "p", "fileMode": 0o600}]
+    config["linux"]["rootfsPropagation"] = "rslave"  # "rshared": see the test after the corpus
+    config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    config["root"]["readonly"] = True
 
 
 def _runc_spec(bundle, *_):
@@ -833,6 +865,8 @@ def _make_it_the_tests(config, top, bundle, copies, engine):
 # The corpus: (how the bundle's config.json is made, what is changed in it).
 CORPUS = {"runc-spec": (_runc_spec, None),
           "runc-spec-user": (_runc_spec, _a_user_with_every_set),
+          "runc-spec-limits": (_runc_spec, _limits_at_a_cgroups_path),
+          "runc-spec-root": (_runc_spec, _a_root_with_devices),
           "podman": (_podman_config, None),
           "docker": (_docker_config, None)}
 
@@ -875,10 +909,10 @@ def differential(request, tmp_path, minibox, bundle):
         pytest.skip("runc is not installed (sudo apt-get install runc)")
     make, change = CORPUS[request.param]
     make(bundle, tmp_path, request)
-    cgroups_path = json.loads((bundle / "config.json").read_text())["linux"].get("cgroupsPath")
     configure(bundle, _probe_config)
     if change:
         configure(bundle, change)
+    cgroups_path = json.loads((bundle / "config.json").read_text())["linux"].get("cgroupsPath")
     runc_root = tmp_path / "runc-root"
     try:
         runc = subprocess.run(["runc", "--root", str(runc_root), "run", "--bundle", str(bundle),
@@ -909,6 +943,17 @@ def test_differential_identity_environment_mounts_and_rlimits_match_runc(differe
 def test_differential_capabilities_and_no_new_privs_match_runc(differential):
     (runc_security, _), (minibox_security, _) = differential
     assert minibox_security == runc_security
+
+
+def test_a_shared_root_propagation_is_the_roots_as_crun_and_the_spec_say(minibox, bundle,
+                                                                         tmp_path):
+    """rootfsPropagation "sets the rootfs's mount propagation" (runtime spec): crun 1.8 makes
+    the container's / shared, runc 1.1.5 leaves it private (it applies the flag before
+    binding the rootfs). They differ, so the spec's text decides."""
+    configure(bundle, lambda c: c["linux"].__setitem__("rootfsPropagation", "rshared"))
+    out = probe_output(minibox, bundle, tmp_path, "shared-root",
+                       "awk '$5 == \"/\" {print $7}' /proc/self/mountinfo")
+    assert out.startswith("shared:")
 
 
 # -- runc's contract as engines use it (containerd's shim, conmon: tests/engines/) ------------
