@@ -722,9 +722,11 @@ PROBE = ("hostname; id -u; id -g; id -G; umask; pwd; env | sort;"
          "grep -E '^Max (open files|processes|core file size)' /proc/self/limits;"
          "cat /proc/self/oom_score_adj; cat /sys/fs/cgroup/pids/pids.max 2>&1;"
          "cd /sys/fs/cgroup && for f in memory/memory.limit_in_bytes memory/memory.swappiness"
+         " memory/memory.memsw.limit_in_bytes"
          " memory/memory.soft_limit_in_bytes cpu/cpu.shares cpu/cpu.cfs_quota_us"
          " cpu/cpu.cfs_period_us cpuset/cpuset.cpus cpuset/cpuset.mems; do"
          " echo $f=$(cat $f 2>&1); done; cd /tmp;"
+         "sort /sys/fs/cgroup/devices/devices.list | sed 's/^/devices.list: /';"
          "cat /proc/self/cgroup;"
          "awk '{print $5, $(NF-2), $4}' /proc/self/mountinfo | sort;"
          # the root's propagation: the last of its optional fields (shared:N, master:N)
@@ -764,12 +766,14 @@ def _a_user_with_every_set(config):
 
 
 def _limits_at_a_cgroups_path(config):
-    """linux.cgroupsPath and linux.resources: where the container is in every hierarchy,
-    and what its cgroup files say."""
+    """linux.cgroupsPath and linux.resources (memory, cpu, pids, devices): where the container
+    is in every hierarchy, and what its cgroup files say."""
     config["linux"]["cgroupsPath"] = f"/minibox-differential-{os.getpid()}/limits"
     config["linux"]["resources"].update(
-        memory={"limit": 64 << 20, "reservation": 32 << 20, "swappiness": 10},
+        memory={"limit": 64 << 20, "reservation": 32 << 20, "swappiness": 10, "swap": 96 << 20},
         cpu={"shares": 512, "quota": 50000, "period": 100000}, pids={"limit": 42})
+    config["linux"]["resources"]["devices"].append(  # /dev/loop0, to read only
+        {"allow": True, "type": "b", "major": 7, "minor": 0, "access": "r"})
 
 
 def _a_root_with_devices(config):
