@@ -735,7 +735,7 @@ PROBE = ("hostname; id -u; id -g; id -G; umask; pwd; env | sort;"
          "stat -c '%n %F %t:%T %a %u:%g' /dev/probe-* 2>/dev/null;"
          # the flags of the variants' own mount (minibox's readonlyPaths add nosuid, nodev
          # and noexec that runc's lack: stricter, and no difference in what may be done)
-         "awk '$5 == \"/scratch\" {print $6, $7}' /proc/self/mountinfo")
+         "awk '$5 ~ /^\\/scratch/ {print $5, $6, $7}' /proc/self/mountinfo")
 # What each line of the probe is, for readable failures.
 SECURITY_LINES = ("Cap", "NoNewPrivs", "Seccomp")
 
@@ -777,12 +777,20 @@ def _limits_at_a_cgroups_path(config):
 
 
 def _a_root_with_devices(config):
-    """linux.devices, rootfsPropagation, root.readonly and linux.sysctl."""
+    """linux.devices, rootfsPropagation, root.readonly, linux.sysctl, and mounts with
+    mount(8)'s flag and propagation words."""
     config["linux"]["devices"] = [
         {"path": "/dev/probe-null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o640,
          "uid": 1000, "gid": 1001},
         {"path": "/dev/probe-fifo", "type": "p", "fileMode": 0o600}]
     config["linux"]["rootfsPropagation"] = "rslave"  # "rshared": see the test after the corpus
+    config["mounts"] += [
+        {"destination": "/scratch-bind", "type": "bind", "source": "/usr/share",
+         "options": ["rbind", "ro", "nosuid", "nodev", "noexec", "rprivate"]},
+        {"destination": "/scratch-times", "type": "tmpfs", "source": "tmpfs",
+         "options": ["strictatime", "nodiratime", "sync", "dirsync", "mode=700"]},
+        {"destination": "/scratch-shared", "type": "tmpfs", "source": "tmpfs",
+         "options": ["rshared", "relatime", "nosymfollow"]}]
     config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
     config["root"]["readonly"] = True
 
