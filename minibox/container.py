@@ -86,8 +86,11 @@ def create(spec, container_id=None, caller_reaps=False, preserve_fds=0):
     bound_ports = []
     try:
         directory.save(dict(_initial_state(spec, directory), caller_reaps=caller_reaps))
-        # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
-        cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent, spec.cgroups_path)
+        # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py). An
+        #    OCI bundle's container is in every v1 hierarchy, as runc puts it: engines and
+        #    their tools look for it in blkio, cpuset or name=systemd too.
+        cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent, spec.cgroups_path,
+                                    every_hierarchy=spec.bundle is not None)
         taken = [path for path in cgroup.paths() if os.path.isdir(path)]
         if taken:  # another's (an OCI cgroupsPath): the ledger would remove it with ours
             raise MiniboxError(f"cgroup {taken[0]} exists already: minibox makes the "

@@ -234,7 +234,7 @@ def collect_garbage():
             continue
         cleaned.append(directory.id)
     known = {directory.id for directory in state.all_containers()}
-    probe = cgroups.cgroup_for("gc")
+    probe = cgroups.cgroup_for("gc", every_hierarchy=True)  # OCI containers' groups too
     return cleaned, failed, cgroups.remove_orphans(probe.groups(), known)
 
 

@@ -82,7 +82,8 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
             else:
                 rootfs.pivot_to(merged)
             if spec.rootfs_propagation:
-                rootfs.set_root_propagation(spec.rootfs_propagation)
+                rootfs.set_root_propagation(spec.rootfs_propagation, [
+                    (entry.destination, entry.options) for entry in spec.mounts])
         if "uts" in spec.namespaces and spec.hostname:  # new, or joined by path (OCI)
             namespaces.set_hostname(spec.hostname)
         if _new_namespace(spec, "network"):

@@ -339,10 +339,25 @@ def make_root_read_only(rootfs, nodev=True):
     mount(None, rootfs, None, MS_BIND | MS_REMOUNT | MS_RDONLY | (MS_NODEV if nodev else 0))
 
 
-@step("Set the propagation of the new root (OCI rootfsPropagation: {kind})",
-      syscall='mount(NULL, "/", NULL, <{kind}>, NULL)', man="mount_namespaces(7)")
-def set_root_propagation(kind):
+@step("Set the propagation of the new root (OCI rootfsPropagation: {kind}); a mount that "
+      "names its own keeps it", syscall='mount(NULL, "/", NULL, <{kind}>, NULL)',
+      man="mount_namespaces(7)")
+def set_root_propagation(kind, mounts=()):
+    """`mounts`: the (destination, options) of config.json's mounts."""
+    # After pivot_root, on the new root itself: the runtime spec says rootfsPropagation
+    # "sets the rootfs's mount propagation", and crun 1.8 does this. runc 1.1.5 applies it
+    # to the old / before binding the rootfs, so with "shared" its container's / is private
+    # (tests/integration/test_oci.py shows both), and with "unbindable" runc and crun both
+    # fail (EINVAL binding the rootfs) where this works.
     mount(None, "/", None, PROPAGATION[kind])
+    if PROPAGATION[kind] & MS_REC:
+        # The recursive kinds reach every mount below: a mount whose options name its own
+        # ("rshared") gets that back, as mount(8) reads the word and as runc 1.1.5 leaves it
+        # (runc sets the root's first); crun 1.8 leaves such a mount private.
+        for destination, options in mounts:
+            propagation = parse_mount_options(options)[1]
+            if propagation:
+                mount(None, path_in_root("/", destination), None, propagation)
 
 
 @step("chroot into the new root (WARNING: escapable, the host's mounts stay reachable)",

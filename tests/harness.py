@@ -252,8 +252,9 @@ def remove_cgroup_tree(name, grace=5.0):
 
 def cgroup_dirs():
     """Every cgroup directory a minibox run from this process could make: below this
-    process's own cgroup in each v1 hierarchy (where minibox/ and --cgroup-parent go), or
-    below the v2 root's minibox*/ groups."""
+    process's own cgroup in each v1 hierarchy (where minibox/ and --cgroup-parent go; every
+    hierarchy, as an OCI container is in all of them), or below the v2 root's minibox*/
+    groups."""
     from minibox import cgroups
     from minibox.cgroups.v1 import mounted_hierarchies
     if cgroups.cgroup_version() == 2:
@@ -261,7 +262,7 @@ def cgroup_dirs():
                 if entry.is_dir() and entry.name.startswith("minibox")]
     else:
         tops = [os.path.join(mountpoint, own.lstrip("/"))
-                for mountpoint, own in mounted_hierarchies().values()]
+                for mountpoint, own in mounted_hierarchies(every=True).values()]
     found = set()
     for top in tops:
         for directory, subdirs, _ in os.walk(top):

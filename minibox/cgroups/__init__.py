@@ -36,12 +36,15 @@ def cgroup_version(root: str = CGROUP_ROOT) -> int:
     return 2 if os.path.exists(os.path.join(root, "cgroup.controllers")) else 1
 
 
-def cgroup_for(container_id: str, parent: str | None = None, path: str | None = None) -> Cgroup:
+def cgroup_for(container_id: str, parent: str | None = None, path: str | None = None,
+               every_hierarchy: bool = False) -> Cgroup:
     """The container's cgroup on this host's cgroup version; nothing is created yet.
 
     `parent` (from --cgroup-parent, already through parse_cgroup_parent) replaces the default
     place: minibox/ at the v2 root, or minibox/ under the runtime's own v1 cgroups. `path`
     (an OCI cgroupsPath, through parse_cgroups_path) is the container's directory itself.
+    `every_hierarchy` (an OCI container): on v1, a directory in every hierarchy mounted, not
+    only in those minibox writes limits to, as runc makes them (v1.mounted_hierarchies).
     Without root (rootless.py): none at all.
     """
     if rootless.ENABLED:
@@ -52,7 +55,7 @@ def cgroup_for(container_id: str, parent: str | None = None, path: str | None = 
         return V2Cgroup(container_id, parent, path=path)
     from minibox.cgroups.v1 import V1Cgroup
 
-    return V1Cgroup(container_id, parent, path=path)
+    return V1Cgroup(container_id, parent, path=path, every=every_hierarchy)
 
 
 def cgroup_at(paths: list[str]) -> Cgroup:

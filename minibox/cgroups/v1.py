@@ -3,7 +3,7 @@
 Each controller (or a few mounted together, like "cpu,cpuacct" on most distros) is its own
 hierarchy, mounted at /sys/fs/cgroup/<controller>. A container therefore gets one directory
 *per hierarchy*, and the same PID is written into each. This host is "hybrid": v1 controllers,
-plus an empty cgroup2 at /sys/fs/cgroup/unified that minibox leaves alone.
+plus an empty cgroup2 at /sys/fs/cgroup/unified.
 
 The files this backend writes, and their twins in v2 (see v2.py):
 
@@ -27,6 +27,11 @@ Placement: <hierarchy>/<the runtime's own cgroup>/minibox/<id>, the own cgroup r
 /proc/self/cgroup, so a runtime that is itself confined (here memory is under
 /process_api/<hash>) keeps its containers inside that confinement. --cgroup-parent replaces
 "<own>/minibox" with a path from the hierarchy's root, like Docker's cgroupfs driver.
+
+Which hierarchies: a Docker-style `run` only those it uses (CONTROLLERS); an OCI
+container every one mounted, the hybrid host's cgroup2 included, as runc puts it (engines and
+tools look for it in name=systemd or cpuset too). A cpuset directory needs its parent's CPUs
+and memory nodes before it takes a process (inherit_cpus_and_mems).
 """
 import os
 from collections import namedtuple
@@ -34,9 +39,10 @@ from collections import namedtuple
 from minibox.cgroups.base import Cgroup, CgroupError, LimitFile, Stats, read, read_int, read_keyed
 from minibox.cgroups.base import refuse_missing, wait_for, write
 from minibox.cgroups.limits import Limits
-from minibox.cgroups.mounts import cgroup_mounts, memberships, relative_path
+from minibox.cgroups.mounts import cgroup_mounts, find_mount, memberships, relative_path
 
-# Only the hierarchies minibox uses: each one is a mkdir and a cgroup.procs write per container.
+# The hierarchies a Docker-style `run` uses: each one is a mkdir and a cgroup.procs write per
+# container. An OCI container joins every hierarchy, as runc does (mounted_hierarchies).
 CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "devices")
 
 
@@ -47,26 +53,34 @@ Hierarchy = namedtuple("Hierarchy", "mountpoint own")
 
 
 def mounted_hierarchies(mountinfo: str = "/proc/self/mountinfo",
-                        own_cgroups: str = "/proc/self/cgroup") -> dict[str, Hierarchy]:
+                        own_cgroups: str = "/proc/self/cgroup",
+                        every: bool = False) -> dict[str, Hierarchy]:
     """{controller: Hierarchy} for the v1 controllers minibox uses that this host mounts.
+
+    With `every`, for each hierarchy the runtime is in, as runc's fs driver joins them for an
+    OCI container: the controllers minibox writes no file of (blkio, cpuset, net_cls,
+    perf_event, hugetlb, rdma, misc...), named hierarchies ("name=systemd") and, keyed "",
+    the cgroup2 hierarchy a hybrid host mounts beside them (/sys/fs/cgroup/unified).
 
     Mount points come from proc(5) mountinfo (filesystem type "cgroup", controllers in the
     super options); the runtime's place in each hierarchy from /proc/self/cgroup, whose lines
     read "hierarchy-ID:controller,list:/path".
     """
-    mounts = {}  # controller -> its hierarchy's mount
-    for mount in cgroup_mounts(mountinfo):
-        for controller in mount.controllers & set(CONTROLLERS):
-            mounts.setdefault(controller, mount)
+    mounts = cgroup_mounts(mountinfo)
     hierarchies = {}
     for controllers, path in memberships(own_cgroups):
-        for controller in controllers.split(","):
-            if controller in mounts:
-                # A mount of a sub-tree (root != "/") shows that cgroup at its mount point.
-                own = relative_path(mounts[controller], path)
-                hierarchies[controller] = Hierarchy(mounts[controller].mountpoint,
-                                                    path.strip("/") if own is None else own)
-    return {controller: hierarchies[controller] for controller in CONTROLLERS if controller in hierarchies}
+        names = [name for name in controllers.split(",") if every or name in CONTROLLERS]
+        mount = find_mount(mounts, controllers) if names else None
+        if mount is None:
+            continue
+        # A mount of a sub-tree (root != "/") shows that cgroup at its mount point.
+        own = relative_path(mount, path)
+        for name in names:
+            hierarchies[name] = Hierarchy(mount.mountpoint, path.strip("/") if own is None else own)
+    # minibox's own first: pids() reads the first directory's cgroup.procs.
+    order = [name for name in CONTROLLERS if name in hierarchies] + \
+        [name for name in hierarchies if name not in CONTROLLERS]
+    return {name: hierarchies[name] for name in order}
 
 
 def own_procs() -> str | None:
@@ -78,17 +92,19 @@ def own_procs() -> str | None:
 
 class V1Cgroup(Cgroup):
     """A container's directories in the memory, cpu, cpuacct, pids, freezer and devices
-    hierarchies."""
+    hierarchies, or in every hierarchy for an OCI container."""
 
     version = 1
 
     def __init__(self, container_id: str, parent: str | None = None,
-                 hierarchies: dict[str, Hierarchy] | None = None, path: str | None = None):
-        """`hierarchies` defaults to this host's (mounted_hierarchies()); `parent` is a path
-        below each hierarchy's root (see limits.parse_cgroup_parent); `path`, an OCI
-        cgroupsPath (limits.parse_cgroups_path), names the container's own directory: from
-        each hierarchy's root if absolute, else below the runtime's own cgroup, as runc's."""
-        self.hierarchies = mounted_hierarchies() if hierarchies is None else hierarchies
+                 hierarchies: dict[str, Hierarchy] | None = None, path: str | None = None,
+                 every: bool = False):
+        """`hierarchies` defaults to this host's (mounted_hierarchies(), all of them with
+        `every`); `parent` is a path below each hierarchy's root (see
+        limits.parse_cgroup_parent); `path`, an OCI cgroupsPath (limits.parse_cgroups_path),
+        names the container's own directory: from each hierarchy's root if absolute, else
+        below the runtime's own cgroup, as runc's."""
+        self.hierarchies = mounted_hierarchies(every=every) if hierarchies is None else hierarchies
         self.custom_parent = parent is not None or path is not None
         self.dirs = {
             controller: os.path.join(mountpoint, path.lstrip("/")) if path and path[0] == "/"
@@ -100,7 +116,7 @@ class V1Cgroup(Cgroup):
     @classmethod
     def at(cls, paths: list[str]) -> "V1Cgroup":
         """The cgroup whose directories are `paths` (one per hierarchy, as paths() lists)."""
-        group = cls("")
+        group = cls("", every=True)
         group.dirs = {controller: path for controller, hierarchy in group.hierarchies.items()
                       for path in paths if path.startswith(hierarchy.mountpoint + "/")}
         return group
@@ -122,6 +138,8 @@ class V1Cgroup(Cgroup):
         for path in self.paths():
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self._mkdir(path)
+        if "cpuset" in self.dirs:
+            inherit_cpus_and_mems(self.hierarchies["cpuset"].mountpoint, self.dirs["cpuset"])
 
     def limit_files(self, limits: Limits) -> list[LimitFile]:
         memory, cpu, pids = self.dirs.get("memory"), self.dirs.get("cpu"), self.dirs.get("pids")
@@ -188,3 +206,21 @@ class V1Cgroup(Cgroup):
     def _read_int(self, controller: str, name: str) -> int | None:
         return read_int(self.dirs[controller], name) if controller in self.dirs else None
 
+
+def inherit_cpus_and_mems(mountpoint: str, directory: str) -> None:
+    """Give each cpuset cgroup from the mount point down to `directory` its parent's CPUs and
+    memory nodes where it has none.
+
+    A new v1 cpuset cgroup starts with empty cpuset.cpus and cpuset.mems, and the kernel
+    refuses to move a process into it (cpuset_can_attach: ENOSPC from the cgroup.procs
+    write) until both are set. cgroup.clone_children=1 in the parent would make mkdir copy
+    them, but the parent may be the caller's; runc copies them down level by level instead
+    (cpusetEnsureParent in libcontainer/cgroups/fs/cpuset.go), and so does this. A copy is no
+    limit: the container may use what its parent may."""
+    parent = mountpoint
+    for name in os.path.relpath(directory, mountpoint).split("/"):
+        current = os.path.join(parent, name)
+        for field in ("cpuset.cpus", "cpuset.mems"):
+            if not read(current, field).strip():
+                write(current, field, read(parent, field).strip())
+        parent = current

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 
@@ -482,6 +483,10 @@ def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
         n for n in c["linux"]["namespaces"] if n["type"] != "uts"]),
      "hostname needs a uts namespace (new or joined)"),
     (lambda c: c["linux"].__setitem__("cgroupsPath", "docker:p:x"), "'docker' is not a slice"),
+    # runc then mounts in the caller's namespace; minibox refuses in one line
+    (lambda c: c["linux"].__setitem__("namespaces", [
+        n for n in c["linux"]["namespaces"] if n["type"] != "mount"]),
+     "linux.namespaces must include a mount namespace"),
     (lambda c: c["process"]["capabilities"]["effective"].append("CAP_CHOWN"),
      "process.capabilities.effective: CHOWN not in permitted"),
 ])
@@ -554,11 +559,48 @@ def test_the_cgroups_path_places_the_container_and_its_limits(minibox, bundle, t
         assert os.path.isdir(directory)
         minibox("delete", "--force", "placed2")
     finally:
-        for hierarchy in mounted_hierarchies().values():
+        for hierarchy in mounted_hierarchies(every=True).values():
             top = os.path.join(hierarchy.mountpoint, hierarchy.own, name)
             for path in (os.path.join(top, "inner"), top):
                 if os.path.isdir(path):
                     os.rmdir(path)
+
+
+def test_an_oci_container_is_in_every_hierarchy_and_delete_and_gc_remove_them(minibox, bundle):
+    """As runc on a v1 host: a directory at the cgroupsPath in every hierarchy mounted
+    (blkio, cpuset with its CPUs copied down, name=systemd, a hybrid host's cgroup2), not
+    only in those minibox writes limits to; the ledger lists them all, so `delete` and,
+    after the init was SIGKILLed, `gc` leave none."""
+    from minibox.cgroups import cgroup_version
+    from minibox.cgroups.v1 import CONTROLLERS, mounted_hierarchies
+    if cgroup_version() == 2:
+        pytest.skip("one hierarchy on cgroup v2 (tests/unit/test_cgroups_v2.py)")
+    every = mounted_hierarchies(every=True)
+    if set(every) <= set(CONTROLLERS):
+        pytest.skip("this host mounts no hierarchy beyond minibox's own")
+    top = f"minibox-every-{os.getpid()}"
+    configure(bundle, lambda c: c["linux"].__setitem__("cgroupsPath", f"/{top}/c"))
+    set_args(bundle, "sleep", "60")
+    directories = {os.path.join(mountpoint, top, "c") for mountpoint, _ in every.values()}
+    try:
+        for ending in ("delete", "gc"):
+            create(minibox, bundle, ending)
+            pid = oci_state(minibox, ending)["pid"]
+            with open(f"/proc/{pid}/cgroup") as own:
+                assert {line.split(":", 2)[2] for line in own.read().splitlines()} == {f"/{top}/c"}
+            assert all(os.path.isdir(directory) for directory in directories)
+            if "cpuset" in every:
+                with open(os.path.join(every["cpuset"].mountpoint, top, "c", "cpuset.cpus")) as cpus:
+                    assert cpus.read().strip()
+            if ending == "delete":
+                minibox("delete", "--force", ending)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                wait_until(lambda: oci_state(minibox, ending)["status"] == "stopped")
+                minibox("gc")
+            assert [directory for directory in directories if os.path.exists(directory)] == []
+    finally:
+        assert remove_cgroup_tree(top) == []
 
 
 def test_malformed_json_is_refused_with_one_line(minibox, bundle):
@@ -679,10 +721,21 @@ PROBE = ("hostname; id -u; id -g; id -G; umask; pwd; env | sort;"
          "grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status;"
          "grep -E '^Max (open files|processes|core file size)' /proc/self/limits;"
          "cat /proc/self/oom_score_adj; cat /sys/fs/cgroup/pids/pids.max 2>&1;"
+         "cd /sys/fs/cgroup && for f in memory/memory.limit_in_bytes memory/memory.swappiness"
+         " memory/memory.memsw.limit_in_bytes"
+         " memory/memory.soft_limit_in_bytes cpu/cpu.shares cpu/cpu.cfs_quota_us"
+         " cpu/cpu.cfs_period_us cpuset/cpuset.cpus cpuset/cpuset.mems; do"
+         " echo $f=$(cat $f 2>&1); done; cd /tmp;"
+         "sort /sys/fs/cgroup/devices/devices.list | sed 's/^/devices.list: /';"
+         "cat /proc/self/cgroup;"
          "awk '{print $5, $(NF-2), $4}' /proc/self/mountinfo | sort;"
+         # the root's propagation: the last of its optional fields (shared:N, master:N)
+         "awk '$5 == \"/\" {p = \"private\"; for (i = 7; $i != \"-\"; i++) {"
+         " split($i, a, \":\"); p = a[1]}; print \"/ propagation\", p}' /proc/self/mountinfo;"
+         "stat -c '%n %F %t:%T %a %u:%g' /dev/probe-* 2>/dev/null;"
          # the flags of the variants' own mount (minibox's readonlyPaths add nosuid, nodev
          # and noexec that runc's lack: stricter, and no difference in what may be done)
-         "awk '$5 == \"/scratch\" {print $6, $7}' /proc/self/mountinfo")
+         "awk '$5 ~ /^\\/scratch/ {print $5, $6, $7}' /proc/self/mountinfo")
 # What each line of the probe is, for readable failures.
 SECURITY_LINES = ("Cap", "NoNewPrivs", "Seccomp")
 
@@ -710,6 +763,36 @@ def _a_user_with_every_set(config):
                              "options": ["nosymfollow", "rslave", "noatime", "size=1m"]})
     config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 200, "hard": 300},
                                     {"type": "RLIMIT_CORE", "soft": 0, "hard": 4096}]
+
+
+def _limits_at_a_cgroups_path(config):
+    """linux.cgroupsPath and linux.resources (memory, cpu, pids, devices): where the container
+    is in every hierarchy, and what its cgroup files say."""
+    config["linux"]["cgroupsPath"] = f"/minibox-differential-{os.getpid()}/limits"
+    config["linux"]["resources"].update(
+        memory={"limit": 64 << 20, "reservation": 32 << 20, "swappiness": 10, "swap": 96 << 20},
+        cpu={"shares": 512, "quota": 50000, "period": 100000}, pids={"limit": 42})
+    config["linux"]["resources"]["devices"].append(  # /dev/loop0, to read only
+        {"allow": True, "type": "b", "major": 7, "minor": 0, "access": "r"})
+
+
+def _a_root_with_devices(config):
+    """linux.devices, rootfsPropagation, root.readonly, linux.sysctl, and mounts with
+    mount(8)'s flag and propagation words."""
+    config["linux"]["devices"] = [
+        {"path": "/dev/probe-null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o640,
+         "uid": 1000, "gid": 1001},
+        {"path": "/dev/probe-fifo", "type": "p", "fileMode": 0o600}]
+    config["linux"]["rootfsPropagation"] = "rslave"  # "rshared": see the test after the corpus
+    config["mounts"] += [
+        {"destination": "/scratch-bind", "type": "bind", "source": "/usr/share",
+         "options": ["rbind", "ro", "nosuid", "nodev", "noexec", "rprivate"]},
+        {"destination": "/scratch-times", "type": "tmpfs", "source": "tmpfs",
+         "options": ["strictatime", "nodiratime", "sync", "dirsync", "mode=700"]},
+        {"destination": "/scratch-shared", "type": "tmpfs", "source": "tmpfs",
+         "options": ["rshared", "relatime", "nosymfollow"]}]
+    config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    config["root"]["readonly"] = True
 
 
 def _runc_spec(bundle, *_):
@@ -794,19 +877,40 @@ def _make_it_the_tests(config, top, bundle, copies, engine):
 # The corpus: (how the bundle's config.json is made, what is changed in it).
 CORPUS = {"runc-spec": (_runc_spec, None),
           "runc-spec-user": (_runc_spec, _a_user_with_every_set),
+          "runc-spec-limits": (_runc_spec, _limits_at_a_cgroups_path),
+          "runc-spec-root": (_runc_spec, _a_root_with_devices),
           "podman": (_podman_config, None),
           "docker": (_docker_config, None)}
 
 
-def _split(output):
+def _split(output, cgroups_path):
+    """(the security lines by name, the other lines), each cgroup path made comparable.
+
+    A cgroup appears twice: in /proc/self/cgroup ("9:name=systemd:/path") and as the root of
+    the /sys/fs/cgroup/<hierarchy> mount. With a linux.cgroupsPath both runtimes must be at
+    that path in every hierarchy, as runc joins them all: the paths are compared relative to
+    it. Without one, each puts the container in a cgroup of its own, named differently
+    (runc: /<id>, minibox: minibox/<id> below its own cgroup): only the hierarchies count."""
+    def place(path):
+        if cgroups_path is None:
+            return "-"
+        inside = path == cgroups_path or path.startswith(cgroups_path + "/")
+        return "<cgroupsPath>" + path[len(cgroups_path):] if inside else path
+
     lines = output.splitlines()
     security = {line.split(":")[0]: line.split()[1] for line in lines
                 if line.startswith(SECURITY_LINES)}
-    rest = [line for line in lines if not line.startswith(SECURITY_LINES)]
-    # Each puts the container in a cgroup of its own, named differently (runc: /<id>,
-    # minibox: minibox/<id> below its own cgroup): compare the hierarchies, not the paths.
-    rest = [" ".join(line.split()[:2]) if line.startswith("/sys/fs/cgroup/") else line
-            for line in rest]
+    rest = []
+    for line in lines:
+        if line.startswith(SECURITY_LINES):
+            continue
+        if line.startswith("/sys/fs/cgroup/"):
+            mount_point, fstype, root = line.split()
+            line = f"{mount_point} {fstype} {place(root)}"
+        elif re.fullmatch(r"\d+:[^:]*:/.*", line):
+            hierarchy, controllers, path = line.split(":", 2)
+            line = f"{hierarchy}:{controllers}:{place(path)}"
+        rest.append(line)
     return security, rest
 
 
@@ -820,6 +924,7 @@ def differential(request, tmp_path, minibox, bundle):
     configure(bundle, _probe_config)
     if change:
         configure(bundle, change)
+    cgroups_path = json.loads((bundle / "config.json").read_text())["linux"].get("cgroupsPath")
     runc_root = tmp_path / "runc-root"
     try:
         runc = subprocess.run(["runc", "--root", str(runc_root), "run", "--bundle", str(bundle),
@@ -833,7 +938,7 @@ def differential(request, tmp_path, minibox, bundle):
     finally:
         left = remove_cgroup_tree(f"minibox-differential-{os.getpid()}")
     assert left == [], f"cgroups left behind: {left}"
-    return _split(runc.stdout), _split(out.read_text())
+    return _split(runc.stdout, cgroups_path), _split(out.read_text(), cgroups_path)
 
 
 def differences(runc, minibox):
@@ -850,6 +955,17 @@ def test_differential_identity_environment_mounts_and_rlimits_match_runc(differe
 def test_differential_capabilities_and_no_new_privs_match_runc(differential):
     (runc_security, _), (minibox_security, _) = differential
     assert minibox_security == runc_security
+
+
+def test_a_shared_root_propagation_is_the_roots_as_crun_and_the_spec_say(minibox, bundle,
+                                                                         tmp_path):
+    """rootfsPropagation "sets the rootfs's mount propagation" (runtime spec): crun 1.8 makes
+    the container's / shared, runc 1.1.5 leaves it private (it applies the flag before
+    binding the rootfs). They differ, so the spec's text decides."""
+    configure(bundle, lambda c: c["linux"].__setitem__("rootfsPropagation", "rshared"))
+    out = probe_output(minibox, bundle, tmp_path, "shared-root",
+                       "awk '$5 == \"/\" {print $7}' /proc/self/mountinfo")
+    assert out.startswith("shared:")
 
 
 # -- runc's contract as engines use it (containerd's shim, conmon: tests/engines/) ------------

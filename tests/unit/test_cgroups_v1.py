@@ -8,7 +8,7 @@ import pytest
 
 from minibox.cgroups import CgroupError, Limits, remove_cgroup_dirs
 from minibox.cgroups.devices import container_rules
-from minibox.cgroups.v1 import Hierarchy, V1Cgroup, mounted_hierarchies
+from minibox.cgroups.v1 import Hierarchy, V1Cgroup, inherit_cpus_and_mems, mounted_hierarchies
 
 MOUNTINFO = """\
 23 1 0:21 / /sys rw,nosuid - sysfs sysfs rw
@@ -40,6 +40,32 @@ def test_hierarchies_come_from_mountinfo_and_proc_self_cgroup(tmp_path):
         "memory": Hierarchy("/sys/fs/cgroup/memory", "process_api/34869c"),
         "freezer": Hierarchy("/sys/fs/cgroup/freezer", ""),
     }
+
+
+def test_every_hierarchy_is_listed_for_an_oci_container_as_runc_joins_them(tmp_path):
+    """blkio, name=systemd and a hybrid host's cgroup2 too: minibox's own come first (pids()
+    reads the first directory's cgroup.procs), then the rest as /proc/self/cgroup lists them."""
+    (tmp_path / "mountinfo").write_text(MOUNTINFO)
+    (tmp_path / "cgroup").write_text(OWN_CGROUPS)
+    every = mounted_hierarchies(str(tmp_path / "mountinfo"), str(tmp_path / "cgroup"), every=True)
+    assert list(every.items()) == [
+        ("memory", Hierarchy("/sys/fs/cgroup/memory", "process_api/34869c")),
+        ("cpu", Hierarchy("/sys/fs/cgroup/cpu,cpuacct", "")),
+        ("cpuacct", Hierarchy("/sys/fs/cgroup/cpu,cpuacct", "")),
+        ("freezer", Hierarchy("/sys/fs/cgroup/freezer", "")),
+        ("name=systemd", Hierarchy("/sys/fs/cgroup/systemd", "user.slice")),
+        ("blkio", Hierarchy("/sys/fs/cgroup/blkio", "")),
+        ("", Hierarchy("/sys/fs/cgroup/unified", "user.slice")),
+    ]
+
+
+def test_a_cgroup_in_every_hierarchy_is_at_the_cgroups_path_in_each(tmp_path):
+    (tmp_path / "mountinfo").write_text(MOUNTINFO)
+    (tmp_path / "cgroup").write_text(OWN_CGROUPS)
+    every = mounted_hierarchies(str(tmp_path / "mountinfo"), str(tmp_path / "cgroup"), every=True)
+    assert V1Cgroup("abc", hierarchies=every, path="/pod/abc").paths() == [
+        f"/sys/fs/cgroup/{name}/pod/abc"
+        for name in ("memory", "cpu,cpuacct", "freezer", "systemd", "blkio", "unified")]
 
 
 def test_a_subtree_mount_strips_its_root(tmp_path):
@@ -179,3 +205,39 @@ def test_oci_reservation_swappiness_and_period_are_written(hierarchies, tmp_path
     assert (memory / "memory.swappiness").read_text() == "0"
     assert (cpu / "cpu.cfs_period_us").read_text() == "200000"
     assert (cpu / "cpu.cfs_quota_us").read_text() == "50000"
+
+
+def test_cpuset_cgroups_get_their_parents_cpus_and_mems_down_to_the_container(tmp_path):
+    """The kernel refuses a process in a cpuset cgroup without CPUs or memory nodes (ENOSPC):
+    each level is filled from the one above where empty, as runc's cpusetEnsureParent."""
+    (tmp_path / "cpuset.cpus").write_text("0-1\n")
+    (tmp_path / "cpuset.mems").write_text("0\n")
+    for level, cpus in (("pod", "1\n"), ("pod/abc", "\n")):
+        (tmp_path / level).mkdir()
+        (tmp_path / level / "cpuset.cpus").write_text(cpus)  # a cgroup of its own says "1"
+        (tmp_path / level / "cpuset.mems").write_text("")
+    inherit_cpus_and_mems(str(tmp_path), str(tmp_path / "pod/abc"))
+    assert [(tmp_path / level / name).read_text().strip()
+            for level in ("pod", "pod/abc") for name in ("cpuset.cpus", "cpuset.mems")] == [
+        "1", "0", "1", "0"]
+
+
+def test_create_in_every_hierarchy_fills_the_cpuset(hierarchies, tmp_path, monkeypatch):
+    """create() makes the cpuset directory and calls the copy on it; a temporary directory
+    has no control files, so the kernel's empty ones are made by the fake mkdir."""
+    (tmp_path / "cpuset").mkdir()
+    (tmp_path / "cpuset" / "cpuset.cpus").write_text("0-1\n")
+    (tmp_path / "cpuset" / "cpuset.mems").write_text("0\n")
+    hierarchies["cpuset"] = Hierarchy(str(tmp_path / "cpuset"), "")
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args):
+        real_mkdir(path, *args)
+        if str(path).startswith(str(tmp_path / "cpuset")):
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                (tmp_path / path / name).write_text("")
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    V1Cgroup("abc123", hierarchies=hierarchies, path="/pod/abc123").create(Limits())
+    for level in ("pod", "pod/abc123"):
+        assert (tmp_path / "cpuset" / level / "cpuset.cpus").read_text() == "0-1"
+        assert (tmp_path / "cpuset" / level / "cpuset.mems").read_text() == "0"

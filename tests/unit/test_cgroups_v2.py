@@ -212,3 +212,13 @@ def test_oci_reservation_and_period_are_written_and_swappiness_refused(root):
     with pytest.raises(CgroupError, match="memory.swappiness: cgroup v2 has no swappiness"):
         V2Cgroup("other", root=str(root)).create(Limits(memory_swappiness=10))
     assert not (root / "minibox" / "other").exists()
+
+
+def test_every_hierarchy_on_v2_is_the_one_unified_directory(monkeypatch):
+    """An OCI container's "every hierarchy" (v1: blkio, cpuset, name=systemd...) is on a
+    pure v2 host the one cgroup at the cgroupsPath, as runc's fs2 driver makes it."""
+    from minibox import cgroups, rootless
+    monkeypatch.setattr(rootless, "ENABLED", False)
+    monkeypatch.setattr(cgroups, "cgroup_version", lambda: 2)
+    cgroup = cgroups.cgroup_for("abc", path="/pod/abc", every_hierarchy=True)
+    assert isinstance(cgroup, V2Cgroup) and cgroup.paths() == ["/sys/fs/cgroup/pod/abc"]

@@ -261,3 +261,19 @@ def test_the_same_calls_fare_the_same_under_both_filters(config):
                for name, args in BATTERY}
     assert {call: pair for call, pair in results.items() if pair[0] != pair[1]} == {}
     assert len({ours for ours, _ in results.values()}) > 1  # the battery tells calls apart
+
+
+def test_every_flag_reaches_seccomp_and_the_kernel_takes_the_filter_with_them():
+    """linux.seccomp.flags TSYNC, LOG and SPEC_ALLOW become seccomp(2)'s flag bits 1, 2, 4,
+    and the kernel loads the filter with all three (each one is EINVAL where unknown)."""
+    config = hand_written(flags=["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
+                                 "SECCOMP_FILTER_FLAG_SPEC_ALLOW"])
+    profile, _, _ = both_programs(config)
+    assert profile.flags == 1 | 2 | 4
+    program = profile.program()
+
+    def ours():
+        security.set_no_new_privs()
+        seccomp.install_filter(program, profile.flags)
+    assert [outcome(ours, "getpid", ()), outcome(ours, "getpgid", (5,))] == [
+        "allowed", "errno 12"]
