@@ -51,8 +51,9 @@ class VMConfig:
                  accel: str = "tcg", tsc_khz: int | None = None,
                  kernel_args: list[Option] = (), devices: list[Option] = (),
                  acpi: bool = False, serial: str = "stdio", pass_fds: tuple[int, ...] = (),
-                 pit_tick: bool = True):
+                 pit_tick: bool = True, quiet: bool = False):
         self.kernel, self.initrd = kernel, initrd
+        self.quiet = quiet  # the boot log only when someone reads it (-v, --explain)
         # Under TCG, tick with the PIT instead of the local APIC timer (faster to emulate).
         # Only for kernels known to take it: measured here, Debian's 6.1 kernel with
         # noapictimer never ends a normal RCU grace period, so the first cgroup migration
@@ -76,6 +77,11 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
         option("panic=-1", why="a panicking guest reboots at once (so QEMU exits, see "
                "-no-reboot) instead of hanging until the timeout", doc="kernel-parameters: panic="),
     ]
+    if config.quiet:
+        params.append(option(
+            "quiet", why="only warnings and errors on the console while booting: the UART is "
+            "emulated a byte at a time, each byte a write(2) of QEMU's (~4 % of a tiny-kernel "
+            "boot); -v and --explain show the whole boot log", doc="kernel-parameters: quiet"))
     if config.accel == "tcg":
         if config.tsc_khz:
             params.append(option(
@@ -88,6 +94,10 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
                 "noapictimer", why="emulating the local APIC timer is slow under TCG; the PIT "
                 "serves as the tick", doc="kernel-parameters: noapictimer"))
         params += [
+            option("no_timer_check", why="skip the boot-time test of the timer interrupt, a "
+                   "busy wait for ticks (~3 % of a tiny-kernel boot); QEMU's emulated timer "
+                   "is not the broken chipset the test looks for",
+                   doc="kernel-parameters: no_timer_check, arch/x86/kernel/apic/io_apic.c"),
             option("cryptomgr.notests", why="skip the crypto self-tests that run at every boot "
                    "(a noticeable share of a TCG boot)", doc="kernel-parameters: cryptomgr.notests"),
             option("noreplace-smp", why="on one CPU the kernel would rewrite every SMP lock "
