@@ -285,7 +285,7 @@ def _base_path(cache_dir: Path, busybox: Path) -> Path:
 def prune_bases(cache_dir: Path, busybox: Path = BUSYBOX) -> list[Path]:
     """`minivm gc`: remove the base archives this minivm would not use (other busybox or
     minivm versions, older checkouts); returns what it removed. A run of another version
-    builds its own again (~20 ms)."""
+    builds its own again."""
     try:
         current = _base_path(cache_dir, busybox)
     except MinivmError:  # no busybox: every archive is stale

@@ -80,8 +80,8 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
     if config.quiet:
         params.append(option(
             "quiet", why="only warnings and errors on the console while booting: the UART is "
-            "emulated a byte at a time, each byte a write(2) of QEMU's (~4 % of a tiny-kernel "
-            "boot); -v and --explain show the whole boot log", doc="kernel-parameters: quiet"))
+            "emulated a byte at a time, each byte a write(2) of QEMU's (bench/README.md, "
+            "issue 19); -v and --explain show the whole boot log", doc="kernel-parameters: quiet"))
     if config.accel == "tcg":
         if config.tsc_khz:
             params.append(option(
@@ -95,8 +95,8 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
                 "serves as the tick", doc="kernel-parameters: noapictimer"))
         params += [
             option("no_timer_check", why="skip the boot-time test of the timer interrupt, a "
-                   "busy wait for ticks (~3 % of a tiny-kernel boot); QEMU's emulated timer "
-                   "is not the broken chipset the test looks for",
+                   "busy wait for ticks (bench/README.md, issue 19); QEMU's emulated timer is "
+                   "not the broken chipset the test looks for",
                    doc="kernel-parameters: no_timer_check, arch/x86/kernel/apic/io_apic.c"),
             option("cryptomgr.notests", why="skip the crypto self-tests that run at every boot "
                    "(a noticeable share of a TCG boot)", doc="kernel-parameters: cryptomgr.notests"),
