@@ -51,9 +51,8 @@ class VMConfig:
                  accel: str = "tcg", tsc_khz: int | None = None,
                  kernel_args: list[Option] = (), devices: list[Option] = (),
                  acpi: bool = False, serial: str = "stdio", pass_fds: tuple[int, ...] = (),
-                 pit_tick: bool = True, quiet: bool = False):
+                 pit_tick: bool = True):
         self.kernel, self.initrd = kernel, initrd
-        self.quiet = quiet  # the boot log only when someone reads it (-v, --explain)
         # Under TCG, tick with the PIT instead of the local APIC timer (faster to emulate).
         # Only for kernels known to take it: measured here, Debian's 6.1 kernel with
         # noapictimer never ends a normal RCU grace period, so the first cgroup migration
@@ -77,11 +76,6 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
         option("panic=-1", why="a panicking guest reboots at once (so QEMU exits, see "
                "-no-reboot) instead of hanging until the timeout", doc="kernel-parameters: panic="),
     ]
-    if config.quiet:
-        params.append(option(
-            "quiet", why="only warnings and errors on the console while booting: the UART is "
-            "emulated a byte at a time, each byte a write(2) of QEMU's (bench/README.md, "
-            "issue 19); -v and --explain show the whole boot log", doc="kernel-parameters: quiet"))
     if config.accel == "tcg":
         if config.tsc_khz:
             params.append(option(

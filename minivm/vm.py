@@ -206,8 +206,7 @@ def run(request: Request, started: float) -> int:
                 acpi=bool(devices.options)
                 and not kernel.takes_mmio_devices_from_command_line(guest_kernel),
                 pass_fds=tuple(devices.fds),
-                pit_tick=guest_kernel.vmlinux.parent == kernel.tiny_dir(cache),
-                quiet=not (request.verbose or request.explain))
+                pit_tick=guest_kernel.vmlinux.parent == kernel.tiny_dir(cache))
             if vm_dir:
                 _start_detached(config, vm_dir, {"command": command, "nonce": nonce,
                                                  "network": devices.network})

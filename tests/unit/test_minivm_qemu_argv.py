@@ -70,11 +70,6 @@ def test_the_pit_tick_is_only_for_kernels_that_take_it():
     assert "noapictimer" not in option_value(qemu.argv(config(pit_tick=False)), "-append")
 
 
-def test_the_boot_log_is_quiet_unless_someone_reads_it():
-    assert "quiet" in option_value(qemu.argv(config(quiet=True)), "-append").split()
-    assert "quiet" not in option_value(qemu.argv(config()), "-append").split()
-
-
 def test_no_timer_check_under_tcg_only():
     assert "no_timer_check" in option_value(qemu.argv(config(accel="tcg")), "-append").split()
     assert "no_timer_check" not in option_value(qemu.argv(config(accel="kvm")), "-append")
