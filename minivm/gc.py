@@ -8,6 +8,8 @@ A killed minivm runs no cleanup, but what it made says whose it is:
 - $TMPDIR files named after a run's pid, its initramfs (initramfs.write_initrd) and a
   foreground run's disk overlays (cli._attach_devices), when no process has that pid.
 Running and exited VMs that were started completely stay: `minivm rm` removes those.
+And one thing no run leaves by dying: base initramfs archives in the cache that this minivm
+would not use (initramfs.prune_bases: other busybox or minivm versions, 2 MB each).
 """
 import os
 import re
@@ -22,11 +24,12 @@ SCRATCH_FILE = re.compile(r"minivm-(?:initrd-)?(\d+)-[0-9a-f]+[-.]")
 def collect() -> list[str]:
     """Collect everything above; returns one line per thing removed."""
     from minibox import bridge
-    from minivm import vms
+    from minivm import initramfs, kernel, vms
     return ([f"removed the half-made VM {name}" for name in vms.collect_half_made()]
             + [f"released the address of {owner}"
                for owner in bridge.release_dead_leases("minivm-")]
-            + [f"removed {path}" for path in collect_scratch_files()])
+            + [f"removed {path}" for path in collect_scratch_files()]
+            + [f"removed {path}" for path in initramfs.prune_bases(kernel.cache_dir())])
 
 
 def collect_scratch_files(directory: Path | None = None) -> list[Path]:

@@ -19,6 +19,7 @@ import os
 import shlex
 import stat
 import subprocess
+import zlib
 from pathlib import Path
 
 from minivm import MinivmError
@@ -252,28 +253,49 @@ def _quoted(argv: list[str]) -> str:
 
 def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
     """The base archive from the cache, built first when missing. Returns (path, was_cached).
-
-    The key names everything that goes into the archive: the busybox binary (its applet list
-    comes from it), and this writer's source, which holds /init and fstab. Each by its size,
-    modification time and inode, as make(1) and ccache's direct mode judge a file: one
-    stat(2) per boot instead of reading and hashing 2 MB. A package upgrade writes a new file
-    (a new inode, dpkg's mtime), an edit changes the mtime: either means a new archive.
-    """
-    try:
-        inputs = busybox.stat(), os.stat(__file__)
-    except FileNotFoundError:
-        raise MinivmError(f"{busybox} not found: install the busybox-static package "
-                          "(apt-get install busybox-static)") from None
-    key = "-".join(f"{info.st_size:x}-{info.st_mtime_ns:x}-{info.st_ino:x}" for info in inputs)
-    path = cache_dir / "initramfs" / f"base-{key}.cpio"
+    Archives of other busybox or minivm versions stay: another minivm may be about to copy
+    one (`minivm gc` removes them: prune_bases)."""
+    path = _base_path(cache_dir, busybox)
     if path.exists():
         return path, True
     path.parent.mkdir(parents=True, exist_ok=True)
     from minibox.shared import replace_file
-    # Atomic: a concurrent run sees the whole file or none. Archives of other busybox or
-    # minivm versions stay: another minivm may be about to copy one.
-    replace_file(path, base_archive(busybox))
+    replace_file(path, base_archive(busybox))  # atomic: a concurrent run sees all or none
     return path, False
+
+
+def _base_path(cache_dir: Path, busybox: Path) -> Path:
+    """<cache>/initramfs/base-<key>.cpio. The key names everything that goes into the
+    archive: the busybox binary (its applet list comes from it), by its size, modification
+    time and inode, as make(1) and ccache's direct mode judge a file: one stat(2) per boot
+    instead of reading and hashing 2 MB (a package upgrade writes a new file, a new inode);
+    and this writer's source, which holds /init and fstab, by a CRC of its text (12 KB): by
+    its stat, every checkout and every edit made a 2 MB archive of its own."""
+    try:
+        info = busybox.stat()
+    except FileNotFoundError:
+        raise MinivmError(f"{busybox} not found: install the busybox-static package "
+                          "(apt-get install busybox-static)") from None
+    with open(__file__, "rb") as source:
+        writer = zlib.crc32(source.read())
+    return (cache_dir / "initramfs"
+            / f"base-{info.st_size:x}-{info.st_mtime_ns:x}-{info.st_ino:x}-{writer:08x}.cpio")
+
+
+def prune_bases(cache_dir: Path, busybox: Path = BUSYBOX) -> list[Path]:
+    """`minivm gc`: remove the base archives this minivm would not use (other busybox or
+    minivm versions, older checkouts); returns what it removed. A run of another version
+    builds its own again."""
+    try:
+        current = _base_path(cache_dir, busybox)
+    except MinivmError:  # no busybox: every archive is stale
+        current = None
+    removed = []
+    for path in sorted((cache_dir / "initramfs").glob("base-*.cpio")):
+        if path != current:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def write_initrd(base: Path, run: bytes, nonce: str, directory: Path | None = None) -> Path:
@@ -292,6 +314,12 @@ def write_initrd(base: Path, run: bytes, nonce: str, directory: Path | None = No
             while os.copy_file_range(source.fileno(), initrd, 1 << 30):
                 pass  # until it returns 0: the end of the file
         os.write(initrd, run)
+    except BaseException as error:
+        path.unlink()
+        if isinstance(error, FileNotFoundError):  # between cached_base and here
+            raise MinivmError(f"{base} was removed while minivm was about to use it "
+                              "(`minivm gc` of another minivm version?): run again") from None
+        raise
     finally:
         os.close(initrd)
     return path

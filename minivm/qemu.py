@@ -88,6 +88,10 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
                 "noapictimer", why="emulating the local APIC timer is slow under TCG; the PIT "
                 "serves as the tick", doc="kernel-parameters: noapictimer"))
         params += [
+            option("no_timer_check", why="skip the boot-time test of the timer interrupt, a "
+                   "busy wait for ticks (bench/README.md, issue 19); QEMU's emulated timer is "
+                   "not the broken chipset the test looks for",
+                   doc="kernel-parameters: no_timer_check, arch/x86/kernel/apic/io_apic.c"),
             option("cryptomgr.notests", why="skip the crypto self-tests that run at every boot "
                    "(a noticeable share of a TCG boot)", doc="kernel-parameters: cryptomgr.notests"),
             option("noreplace-smp", why="on one CPU the kernel would rewrite every SMP lock "

@@ -48,7 +48,7 @@ def test_system_cpio_lists_and_extracts_what_the_writer_wrote(tmp_path):
 
 
 def test_a_changed_busybox_gets_a_new_base_archive(tmp_path):
-    """The cache key is each input's size, mtime and inode: a stat(2), not a 2 MB read."""
+    """busybox is keyed by its size, mtime and inode: a stat(2), not a 2 MB read."""
     if not initramfs.BUSYBOX.is_file():
         pytest.skip("needs busybox-static")
     busybox = tmp_path / "busybox"
@@ -59,6 +59,33 @@ def test_a_changed_busybox_gets_a_new_base_archive(tmp_path):
     os.utime(busybox, ns=(info.st_atime_ns, info.st_mtime_ns + 1))  # as an upgrade would
     second, cached = initramfs.cached_base(tmp_path, busybox)
     assert not cached and second != first and second.read_bytes() == first.read_bytes()
+
+
+def test_the_base_archive_key_is_the_same_in_every_checkout(tmp_path, monkeypatch):
+    """The writer's source is keyed by its text: a second clone (another inode, another
+    mtime) shares the archive; an edit of /init makes a new one."""
+    if not initramfs.BUSYBOX.is_file():
+        pytest.skip("needs busybox-static")
+    keys = []
+    for clone, text in (("a", "same"), ("b", "same"), ("c", "edited")):
+        (tmp_path / clone).mkdir()
+        source = tmp_path / clone / "initramfs.py"
+        source.write_text(text)
+        monkeypatch.setattr(initramfs, "__file__", str(source))
+        keys.append(initramfs._base_path(tmp_path, initramfs.BUSYBOX))
+    assert keys[0] == keys[1] != keys[2]
+
+
+def test_gc_prunes_the_base_archives_this_minivm_would_not_use(tmp_path):
+    if not initramfs.BUSYBOX.is_file():
+        pytest.skip("needs busybox-static")
+    current, _ = initramfs.cached_base(tmp_path)
+    stale = [tmp_path / "initramfs" / name for name in ("base-1-2-3.cpio", "base-0-0-0-0.cpio")]
+    for path in stale:
+        path.write_bytes(b"old")
+    assert initramfs.prune_bases(tmp_path) == sorted(stale)
+    assert initramfs.cached_base(tmp_path) == (current, True)
+    assert initramfs.prune_bases(tmp_path) == []
 
 
 @needs_cpio
@@ -115,3 +142,10 @@ def test_run_archive_carries_modules_in_order_and_setup_commands(tmp_path):
     assert (tmp_path / "minivm" / "modules" / "blk.ko").read_bytes() == b"B"
     assert (tmp_path / "minivm" / "setup.sh").read_text() == \
         "prepare ip addr add 10.0.0.2/24 dev eth0\n"
+
+
+def test_a_base_archive_pruned_under_a_run_is_one_line_and_no_initrd(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with pytest.raises(initramfs.MinivmError, match="gone.cpio was removed"):
+        initramfs.write_initrd(tmp_path / "gone.cpio", b"run", "ab")
+    assert list(tmp_path.iterdir()) == []

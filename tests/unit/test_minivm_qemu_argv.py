@@ -29,7 +29,7 @@ def test_tcg_microvm_boots_the_vmlinux_with_the_measured_parameters():
     assert option_value(argv, "-initrd") == "/t/initrd.cpio"
     assert option_value(argv, "-append").split() == [
         "console=ttyS0", "reboot=t", "panic=-1", "tsc_early_khz=2100000", "noapictimer",
-        "cryptomgr.notests", "noreplace-smp"]
+        "no_timer_check", "cryptomgr.notests", "noreplace-smp"]
 
 
 def test_kvm_uses_the_host_cpu_and_no_tcg_workarounds():
@@ -68,3 +68,8 @@ def test_acpi_on_for_kernels_that_find_virtio_devices_only_in_acpi_tables():
 
 def test_the_pit_tick_is_only_for_kernels_that_take_it():
     assert "noapictimer" not in option_value(qemu.argv(config(pit_tick=False)), "-append")
+
+
+def test_no_timer_check_under_tcg_only():
+    assert "no_timer_check" in option_value(qemu.argv(config(accel="tcg")), "-append").split()
+    assert "no_timer_check" not in option_value(qemu.argv(config(accel="kvm")), "-append")

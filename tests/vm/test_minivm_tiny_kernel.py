@@ -1,9 +1,10 @@
 """The tiny kernel that `minivm kernel build` makes, once it is built.
 
-Building takes ~5 minutes on 2 cores (12 under load) plus ~150 MB of apt packages, so the test
-run never builds it: these tests skip until someone ran `minivm kernel build` on this machine
-(CI, a fresh machine every time, skips them). When it is built, `minivm run` boots it by
-default, so every other VM test runs on it too.
+Building takes ~5 minutes on 2 cores (12 under load) plus ~150 MB of apt packages, once per
+machine: `make test` (what CI runs) builds it before pytest starts, so these tests run there.
+pytest alone does not build it: they skip until `make test`, `make kernel` or `minivm kernel
+build` has. Once it is built, `minivm run` boots it by default, so every other VM test runs on
+it too.
 """
 import time
 
@@ -18,8 +19,8 @@ pytestmark = pytest.mark.vm
 def tiny():
     built = kernel.tiny_kernel(kernel.cache_dir())
     if built is None:
-        pytest.skip("the tiny kernel is not built: `minivm kernel build` (~5 min) makes it; "
-                    "the test run does not")
+        pytest.skip("the tiny kernel is not built: `make test` builds it first (~5 min, "
+                    "once), as do `make kernel` and `minivm kernel build`")
     return built
 
 
