@@ -1,10 +1,12 @@
 """The `minibox` command (and `python -m minibox`): the command line in cli/.
 
-One thing first. Moving a container's init into its cgroup waits for an RCU grace period
+Two things first. Moving a container's init into its cgroup waits for an RCU grace period
 (cgroups/grace.py); the sooner a thread starts paying it, the less of it `run` waits for.
-So a plain `minibox run` starts that thread here, before importing the command line
-(click and the rest); container.create starts it otherwise (say `minibox --root
-DIR run`, or the detached monitor of `run -d`).
+And a container on the bridge needs pyroute2, slower to import than the rest of a run:
+a helper process imports it on the other core (nethelper.py). So a plain `minibox run`
+starts both here, before importing the command line (click and the rest);
+container.create starts them otherwise (say `minibox --root DIR run`, or the detached
+monitor of `run -d`).
 
 The calls an engine makes for every container (state, start, delete, kill) are read by
 ocicalls.py without click, whose import alone costs more than their work.
@@ -14,7 +16,9 @@ import sys
 
 def main():
     if sys.argv[1:2] == ["run"]:
-        from minibox import cgroups
+        from minibox import cgroups, nethelper
+        if nethelper.worth_starting(sys.argv[2:]):
+            nethelper.start()  # first: a fork of this process while it is small, no thread yet
         cgroups.start_grace_period()
     from minibox import ocicalls
     ocicalls.main(sys.argv[1:])  # exits if it was one of those calls
