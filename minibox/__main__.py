@@ -16,9 +16,10 @@ import sys
 
 def main():
     if sys.argv[1:2] == ["run"]:
-        from minibox import cgroups, nethelper
+        from minibox import nethelper
         if nethelper.worth_starting(sys.argv[2:]):
             nethelper.start()  # first: a fork of this process while it is small, no thread yet
+        from minibox import cgroups
         cgroups.start_grace_period()
     from minibox import ocicalls
     ocicalls.main(sys.argv[1:])  # exits if it was one of those calls

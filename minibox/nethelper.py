@@ -31,7 +31,6 @@ Ctrl-C reaches the runtime only (the helper ignores SIGINT): one process decides
 """
 import _socket
 import os
-import signal
 
 from . import explain, rootless
 
@@ -119,6 +118,7 @@ def _ours():
 
 def _end(helper):
     """SIGKILL, then waitpid(2): whether it answered or not, the helper is gone on return."""
+    import signal  # here and in _serve, not above: __main__ would pay its enums before forking
     try:
         os.kill(helper, signal.SIGKILL)
     except ProcessLookupError:
@@ -137,6 +137,7 @@ def _connect_here(container_id, pid, requested_ip, replace):
 
 def _serve(channel, parent):
     """The helper's whole life: import, take one request, answer, _exit. Never returns."""
+    import signal
     from .errors import RUNTIME_ERROR, MiniboxError, bug_line, failure_report
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     reply = b""
