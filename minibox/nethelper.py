@@ -34,7 +34,7 @@ import os
 
 from . import explain, rootless
 
-_helper = None  # (the PID that forked it, the helper's PID, our end of the socketpair)
+_helper = None  # (the PID that forked it, the helper's PID and pidfd, our end of the socketpair)
 
 
 def worth_starting(argv):
@@ -69,27 +69,26 @@ def start():
         channel.close()
         _serve(helper_end, parent)  # never returns
     helper_end.close()
-    _helper = parent, pid, channel
+    _helper = parent, pid, os.pidfd_open(pid), channel
 
 
 def connect(container_id, pid, requested_ip=None, replace=False):
     """Connect the network namespace of `pid` to the bridge (bridge.connect) through the
     helper, started now if it is not yet; return the address. `replace`: first delete the
     veth pair of the container's previous init (a restart)."""
-    global _helper
     if explain.enabled():
         stop()
         return _connect_here(container_id, pid, requested_ip, replace)
     start()
-    _, helper, channel = _helper
-    _helper = None
+    _, helper, _, channel = _helper
     try:
         channel.send(f"connect {container_id} {pid} {requested_ip or '-'} {int(replace)}"
                      .encode())
         reply = channel.recv(4096)
+    except OSError:  # EPIPE, ECONNRESET: it died (said below)
+        reply = b""
     finally:
-        channel.close()
-        _end(helper)
+        stop()  # answered or not, interrupted or not: the helper is gone before we go on
     from .errors import read_failure_report
     failure = read_failure_report(reply)
     if failure:
@@ -106,24 +105,30 @@ def stop():
     and when it was started for nothing."""
     global _helper
     if _ours():
-        _, helper, channel = _helper
-        _helper = None
+        _, _, pidfd, channel = _helper
+        _end(pidfd)
+        os.close(pidfd)
         channel.close()
-        _end(helper)
+        _helper = None  # last: a Ctrl-C before this line leaves it for teardown's stop()
 
 
 def _ours():
     return _helper is not None and _helper[0] == os.getpid()
 
 
-def _end(helper):
-    """SIGKILL, then waitpid(2): whether it answered or not, the helper is gone on return."""
+def _end(pidfd):
+    """SIGKILL, then reap: whether it answered or not, the helper is gone on return. By
+    pidfd (pidfd_send_signal(2), waitid(P_PIDFD)): a stop() that a Ctrl-C cut short may
+    have reaped it already, and its PID may be another process's by now."""
     import signal  # here and in _serve, not above: __main__ would pay its enums before forking
     try:
-        os.kill(helper, signal.SIGKILL)
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     except ProcessLookupError:
-        pass
-    os.waitpid(helper, 0)
+        pass  # reaped already
+    try:
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    except ChildProcessError:
+        pass  # reaped already
 
 
 def _connect_here(container_id, pid, requested_ip, replace):
