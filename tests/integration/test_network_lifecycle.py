@@ -191,6 +191,21 @@ def test_the_owner_of_a_shared_netns_stops_first_and_takes_its_veth_and_address(
     minibox("rm", "-f", joiner)
 
 
+def test_a_helper_killed_before_it_answers_fails_the_run_in_one_line(minibox):
+    run = minibox.popen("run", "--rm", "busybox", "true", stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    children = f"/proc/{run.pid}/task/{run.pid}/children"
+    # Its first child, forked before click is even imported, and importing pyroute2 now.
+    helper = int(wait_until(lambda: open(children).read().split(), interval=0.001)[0])
+    os.kill(helper, signal.SIGKILL)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 125
+    assert err.startswith(f"minibox: the network helper (PID {helper}) died before "
+                          "connecting container ")
+    assert err.count("\n") == 1 and out == ""
+    assert leases() == {}  # and the fixture finds no veth, lease, cgroup or process left
+
+
 @pytest.mark.slow
 def test_ctrl_c_or_sigkill_at_any_moment_of_the_helpers_work_leaves_nothing(minibox):
     """The helper imports pyroute2 and connects the init while the runtime sets up the
