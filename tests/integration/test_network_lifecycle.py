@@ -195,7 +195,7 @@ def test_a_helper_killed_before_it_answers_fails_the_run_in_one_line(minibox):
     run = minibox.popen("run", "--rm", "busybox", "true", stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     children = f"/proc/{run.pid}/task/{run.pid}/children"
-    # Its first child, forked before click is even imported, and importing pyroute2 now.
+    # Its first child, forked as the container is created, and importing pyroute2 now.
     helper = int(wait_until(lambda: open(children).read().split(), interval=0.001)[0])
     os.kill(helper, signal.SIGKILL)
     out, err = run.communicate(timeout=30)

@@ -102,23 +102,3 @@ def test_importing_network_does_not_import_pyroute2():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
-
-@pytest.mark.parametrize("argv, bridge_likely", [
-    (["busybox", "true"], True),
-    (["--rm", "-e", "A=1", "--name", "web", "-p", "8080:80", "busybox"], True),
-    (["--network", "none", "busybox"], False),
-    (["--network=host", "busybox"], False),
-    (["-d", "busybox"], False),
-    (["-dit", "busybox", "sh"], False),
-    (["--detach", "busybox"], False),
-    (["--explain", "busybox", "true"], False),
-    (["--step", "busybox", "true"], False),
-    (["busybox", "ls", "-d", "/"], False),  # the command's flag: only the head start is lost
-])
-def test_the_network_helper_is_started_before_click_only_for_a_likely_bridge(
-        monkeypatch, argv, bridge_likely):
-    from minibox import nethelper, rootless
-    monkeypatch.setattr(rootless, "ENABLED", False)
-    assert nethelper.worth_starting(argv) == bridge_likely
-    monkeypatch.setattr(rootless, "ENABLED", True)  # without root the default is none
-    assert not nethelper.worth_starting(argv)
