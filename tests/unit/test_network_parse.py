@@ -101,4 +101,3 @@ def test_importing_network_does_not_import_pyroute2():
              "print('pyroute2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
