@@ -86,6 +86,8 @@ def create(spec, container_id=None, caller_reaps=False, preserve_fds=0):
     bound_ports = []
     try:
         directory.save(dict(_initial_state(spec, directory), caller_reaps=caller_reaps))
+        #    On the bridge: a helper starts importing pyroute2 now, on the other core.
+        network.prepare(spec, directory)
         # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py). An
         #    OCI bundle's container is in every v1 hierarchy, as runc puts it: engines and
         #    their tools look for it in blkio, cpuset or name=systemd too.
