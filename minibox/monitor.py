@@ -8,12 +8,19 @@ once), calls setsid(2) (no controlling terminal: the caller's terminal closing d
 reach it), and puts /dev/null on its stdio. The monitor then runs container.run -- the very
 code of a foreground run -- and reports over a pipe when the container is up, or why not.
 
+Then it only waits, for hours maybe: so it does not wait as the runtime, whose modules
+(pyroute2 above all) would stay resident for each container (bench/README.md, "Container
+memory"). It execve(2)s a bare interpreter that waits for PID 1 (waiting.py), which execs the runtime again when
+PID 1 ends (`resume`), to record the exit, restart as --restart says (and wait lean again)
+or tear down. One process, one PID throughout: state.json's monitor_pid and start time, the
+port proxy's pidfd and `gc`'s liveness check all keep naming it.
+
 OCI `create` has no monitor: its caller (an engine's shim, conmon) reaps the container's
 init itself (engine.py).
 """
 import os
 
-from . import container, daemon
+from . import container, daemon, rootless, state, waiting
 from .errors import (RUNTIME_ERROR, MiniboxError, bug_line, failure_report,
                      read_failure_report)
 
@@ -44,7 +51,7 @@ def launch(spec, container_id):
 
 
 def _monitor(spec, container_id, report):
-    """The monitor's whole life; never returns."""
+    """The monitor's first life, as the runtime: create and start; never returns."""
     daemon.close_fds_except(report)
     daemon.stdio_to_dev_null()
     pending = [report]  # the report pipe, until it has been used (fd numbers get reused)
@@ -52,9 +59,31 @@ def _monitor(spec, container_id, report):
     def ready(_container):
         _send(pending, b"ok")
 
+    # Without root the monitor is root of its own user namespace only: a fresh runtime there
+    # would see euid 0 and take itself for root's (rootless.ENABLED is decided at start).
+    lean = None if rootless.ENABLED else _wait_lean
+    _exit_with(lambda: container.run(spec, container_id, ready=ready, waiting=lean), pending)
+
+
+def resume(args):
+    """The monitor's next lives, each in a fresh runtime (waiting.exec_python): PID 1 ended
+    with the exit code in `args`; carry on as container.run would have. Never returns."""
+    root, container_id, exit_code = args
+    state.set_root(root)  # `minibox --root DIR run -d`: the runtime's default may differ
+    _exit_with(lambda: container.resume(state.ContainerDir(container_id), int(exit_code),
+                                        waiting=_wait_lean), [])
+
+
+def _wait_lean(running):
+    """container.wait's `waiting`: become the lean monitor until PID 1 ends."""
+    waiting.exec_python("waiting.wait_then_resume", [state.ROOT, running.id, str(running.pid)])
+
+
+def _exit_with(life, pending):
+    """Run `life`, report a failure on the pipe still pending, if any, and exit."""
     exit_code = 0
     try:
-        container.run(spec, container_id, ready=ready)
+        life()
     except MiniboxError as error:
         exit_code = error.exit_code
         _send(pending, failure_report(error.exit_code, error))

@@ -1,0 +1,50 @@
+"""Waiting for a container's PID 1: what its monitor does for nearly all of its life.
+
+A process that only waits needs very little: waitpid(2) for its child, and a handler per
+signal that passes the signal on with kill(2). So this module imports nothing but os and
+signal (the terminal relay of `-t`, terminal.py, only when there is one), and the detached
+monitor (monitor.py) runs it in a fresh interpreter of its own: daemon.exec_python replaces
+the monitor's memory -- the runtime, pyroute2, click -- with a bare `python -I -S`, and
+replaces it back with the runtime once PID 1 has ended, to record the exit, restart or tear
+down (the sizes: bench/README.md, "Container memory"). execve(2) keeps what matters here: the PID (so state.json's monitor
+and the port proxy's pidfd still name it), the children (PID 1 stays ours to reap), the
+session, the namespaces and every fd opened without O_CLOEXEC.
+"""
+import os
+import signal
+
+from .daemon import exec_python
+
+# Signals the runtime passes on to the container instead of dying of them.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+
+
+def wait_for(pid, console=None, interactive=False):
+    """Wait for a child, passing signals and terminal traffic on; return its exit code the
+    way a shell reports it: the code, or 128+N when killed by signal N."""
+    def forward(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    try:
+        if console is not None:
+            from . import terminal
+            terminal.relay(console, interactive)
+        _, status = os.waitpid(pid, 0)  # a signal handled meanwhile: retried (PEP 475)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    exit_code = os.waitstatus_to_exitcode(status)
+    return 128 - exit_code if exit_code < 0 else exit_code
+
+
+def wait_then_resume(args):
+    """The lean monitor (`exec_python("waiting.wait_then_resume", [root, id, pid])`): wait
+    for PID 1, then become the runtime again, which carries on with its exit code
+    (monitor.resume)."""
+    root, container_id, pid = args
+    exit_code = wait_for(int(pid))
+    exec_python("monitor.resume", [root, container_id, str(exit_code)], lean=False)
