@@ -331,13 +331,14 @@ def mark_running(directory, spec):
 
 
 def wait(container, waiting=None):
-    """Wait for PID 1 to exit and record how it ended; return its exit code. `waiting`, the
-    detached monitor's (monitor.py), waits in a lean interpreter instead: it never returns,
+    """Wait for PID 1 to exit and record how it ended; return its exit code. `waiting`
+    (monitor.py) waits instead, and may do so in a lean interpreter: then it never returns,
     and `resume` carries on in a fresh runtime."""
     if waiting is not None:
-        waiting(container)
-    return record_exit(container, wait_for(container.pid, container.console,
-                                           container.spec.interactive))
+        exit_code = waiting(container)
+    else:
+        exit_code = wait_for(container.pid, container.console, container.spec.interactive)
+    return record_exit(container, exit_code)
 
 
 def record_exit(container, exit_code):

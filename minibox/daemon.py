@@ -45,4 +45,6 @@ def exec_python(function, args, lean=True):
     code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
             f"from minibox.{module} import {name}; {name}(sys.argv[1:])")
     flags = ["-I", "-S"] if lean else ["-I"]
+    for stream in (sys.stdout, sys.stderr):  # what Python still buffers would be lost
+        stream.flush()
     os.execv(sys.executable, [sys.executable, *flags, "-c", code, *args])

@@ -20,19 +20,24 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
                      signal.SIGUSR1, signal.SIGUSR2)
 
 
-def wait_for(pid, console=None, interactive=False):
+def wait_for(pid, console=None, interactive=False, timeout=None):
     """Wait for a child, passing signals and terminal traffic on; return its exit code the
-    way a shell reports it: the code, or 128+N when killed by signal N."""
+    way a shell reports it: the code, or 128+N when killed by signal N. With `timeout`
+    (seconds): None if it still runs by then, not reaped."""
     def forward(signum, _frame):
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    # Blocked by whoever exec'd this interpreter (exec_blocked): delivered now, to `forward`.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     try:
         if console is not None:
             from . import terminal
             terminal.relay(console, interactive)
+        if timeout is not None and not _ends_within(pid, timeout):
+            return None
         _, status = os.waitpid(pid, 0)  # a signal handled meanwhile: retried (PEP 475)
     finally:
         for signum, handler in previous.items():
@@ -41,10 +46,27 @@ def wait_for(pid, console=None, interactive=False):
     return 128 - exit_code if exit_code < 0 else exit_code
 
 
+def _ends_within(pid, timeout):
+    """poll(2) a pidfd (pidfd_open(2)): it turns readable when the process exits."""
+    import select
+    pidfd = os.pidfd_open(pid)  # still ours to reap, so there even if it has just exited
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
+
+
+def exec_blocked(function, args, lean=True):
+    """daemon.exec_python with the forwarded signals blocked: the mask survives execve(2),
+    so a Ctrl-C or a `kill` that comes while the new interpreter starts waits for it
+    (wait_for, monitor.resume) instead of killing a monitor that has no handler yet."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    exec_python(function, args, lean)
+
+
 def wait_then_resume(args):
-    """The lean monitor (`exec_python("waiting.wait_then_resume", [root, id, pid])`): wait
-    for PID 1, then become the runtime again, which carries on with its exit code
-    (monitor.resume)."""
-    root, container_id, pid = args
+    """The lean monitor: `ROOT ID PID MODE` (monitor.py). Wait for PID 1, then become the
+    runtime again, which carries on with its exit code (monitor.resume)."""
+    root, container_id, pid, mode = args
     exit_code = wait_for(int(pid))
-    exec_python("monitor.resume", [root, container_id, str(exit_code)], lean=False)
+    exec_blocked("monitor.resume", [root, container_id, str(exit_code), mode], lean=False)
