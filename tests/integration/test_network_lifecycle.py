@@ -15,7 +15,7 @@ import pytest
 from minibox import bridge, shared, state
 
 from tests.harness import wait_until
-from .test_network_cli import SITE, leases, listening, wait_listening
+from .test_network_cli import SITE, leases, listening, rss_kib, wait_listening
 from .test_oci import bundle, create, oci_state, set_args  # noqa: F401 (bundle: a fixture)
 
 pytestmark = pytest.mark.root
@@ -149,13 +149,6 @@ def test_a_bridge_deleted_under_a_running_container_comes_back_with_its_lease(mi
     assert fetch(18282) == "hello from old\n"
     minibox("stop", "-t", "1", "old")
     assert leases() == {}
-
-
-def rss_kib(pid):
-    """The process's resident set, all of it (shared libraries too), as the kernel counts
-    it: proc(5), /proc/<pid>/smaps_rollup."""
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        return next(int(line.split()[1]) for line in rollup if line.startswith("Rss:"))
 
 
 def test_the_detached_monitor_waits_in_a_bare_interpreter_of_at_most_10_mib(minibox):
