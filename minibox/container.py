@@ -27,9 +27,11 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
 Then the monitor waits for PID 1 (supervise), records its exit code in state.json, restarts
 it as the restart policy says -- with a fresh init, since a PID namespace dies with its
 PID 1, and the fresh network namespace gets the container's address again -- and tears
-down what the ledger lists. For `run -d` and OCI `create` the monitor is a detached process
-of its own (monitor.py); for a plain `run` it is the `minibox` process. Commands acting on
-a container that exists (start, kill, stop, rm, gc) are in control.py.
+down what the ledger lists. For `run -d` the monitor is a detached process of its own
+(monitor.py); for a plain `run` it is the `minibox` process. Either way it waits in a bare
+interpreter and comes back as the runtime (`resume`) when PID 1 ends (supervisor.py); OCI
+`create` leaves no monitor (engine.py). Commands acting on a container that exists (start,
+kill, stop, rm, gc) are in control.py.
 """
 import _socket  # socket(2) without socket.py's enums, whose import every start would pay
 import os
@@ -332,7 +334,7 @@ def mark_running(directory, spec):
 
 def wait(container, waiting=None):
     """Wait for PID 1 to exit and record how it ended; return its exit code. `waiting`
-    (monitor.py) waits instead, and may do so in a lean interpreter: then it never returns,
+    (supervisor.py) waits instead, and may do so in a lean interpreter: then it never returns,
     and `resume` carries on in a fresh runtime."""
     if waiting is not None:
         exit_code = waiting(container)
@@ -399,7 +401,7 @@ def run(spec, container_id=None, ready=None, waiting=None):
     """`minibox run`: create + start + wait (+ delete with --rm), one code path.
 
     A detached container's monitor (monitor.py) passes `ready`, called once the container
-    runs, and `waiting` (see wait())."""
+    runs; `waiting`: see wait()."""
     container = create(spec, container_id)
     try:
         start(container)

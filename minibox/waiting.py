@@ -2,13 +2,14 @@
 
 A process that only waits needs very little: waitpid(2) for its child, and a handler per
 signal that passes the signal on with kill(2). So this module imports nothing but os and
-signal (the terminal relay of `-t`, terminal.py, only when there is one), and the detached
-monitor (monitor.py) runs it in a fresh interpreter of its own: daemon.exec_python replaces
-the monitor's memory -- the runtime, pyroute2, click -- with a bare `python -I -S`, and
+signal (the terminal relay of `-t`, terminal.py, only when there is one), and a monitor
+(supervisor.py) runs it in a fresh interpreter of its own: daemon.exec_python replaces the
+monitor's memory -- the runtime, pyroute2, click -- with a bare `python -I -S`, and
 replaces it back with the runtime once PID 1 has ended, to record the exit, restart or tear
-down (the sizes: bench/README.md, "Container memory"). execve(2) keeps what matters here: the PID (so state.json's monitor
-and the port proxy's pidfd still name it), the children (PID 1 stays ours to reap), the
-session, the namespaces and every fd opened without O_CLOEXEC.
+down (the sizes: bench/README.md, "Container memory"). execve(2) keeps what matters here:
+the PID (so state.json's monitor and the port proxy's pidfd still name it), the children
+(PID 1 stays ours to reap), the session, the namespaces, the signal mask and every fd
+opened without O_CLOEXEC.
 """
 import os
 import signal
@@ -59,14 +60,14 @@ def _ends_within(pid, timeout):
 def exec_blocked(function, args, lean=True):
     """daemon.exec_python with the forwarded signals blocked: the mask survives execve(2),
     so a Ctrl-C or a `kill` that comes while the new interpreter starts waits for it
-    (wait_for, monitor.resume) instead of killing a monitor that has no handler yet."""
+    (wait_for, supervisor.resume) instead of killing a monitor that has no handler yet."""
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     exec_python(function, args, lean)
 
 
 def wait_then_resume(args):
-    """The lean monitor: `ROOT ID PID MODE` (monitor.py). Wait for PID 1, then become the
-    runtime again, which carries on with its exit code (monitor.resume)."""
+    """The lean monitor: `ROOT ID PID MODE` (supervisor.py). Wait for PID 1, then become the
+    runtime again, which carries on with its exit code (supervisor.resume)."""
     root, container_id, pid, mode = args
     exit_code = wait_for(int(pid))
-    exec_blocked("monitor.resume", [root, container_id, str(exit_code), mode], lean=False)
+    exec_blocked("supervisor.resume", [root, container_id, str(exit_code), mode], lean=False)

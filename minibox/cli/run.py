@@ -1,5 +1,5 @@
 """`minibox run`: the flags docker run takes, turned into a spec (docker.py) and run
-(monitor.py, container.py). The only command module a plain `minibox run` imports."""
+(supervisor.py, container.py). The only command module a plain `minibox run` imports."""
 import sys
 
 import click
@@ -96,7 +96,7 @@ def run(explain, step, args, **flags):
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD.
     Options end at IMAGE: what follows is the command's."""
-    from .. import docker, monitor, state
+    from .. import docker, state, supervisor
     container_id = state.new_container_id()
     spec = docker.spec_from_flags(container_id, args, **flags)
     if spec.use_chroot:
@@ -104,10 +104,11 @@ def run(explain, step, args, **flags):
               "mount namespace's root); use it only for the lesson", file=sys.stderr)
     _configure_explain(explain, step)
     if spec.detach:
+        from .. import monitor
         monitor.launch(spec, container_id)
         print(container_id)
         return 0
-    return monitor.run_foreground(spec, container_id)
+    return supervisor.run_foreground(spec, container_id)
 
 
 def _configure_explain(narrate, pause):
