@@ -47,7 +47,11 @@ def waiter(mode):
 def resume(args):
     """The monitor's next lives, each in a fresh runtime (waiting.wait_then_resume): PID 1
     ended with the exit code in `args`; carry on as container.run would have, and exit as
-    `minibox run` would (a detached monitor's stdio is /dev/null). Never returns."""
+    `minibox run` would (a detached monitor's stdio is /dev/null). Never returns.
+
+    The forwarded signals stay blocked (waiting.exec_blocked) until the monitor waits again:
+    a Ctrl-C or SIGTERM meanwhile can't cut the record or the teardown short; it reaches
+    the next incarnation of PID 1, or nobody once the container is gone."""
     from .ocicalls import failed
     from .shared import exit_now
     root, container_id, exit_code, mode = args
