@@ -1,12 +1,14 @@
 """What a container costs in memory outside itself: its monitor and its port proxy.
 
-N containers run `busybox httpd` on the bridge with a published port (-p), two ways,
-started alternately so a noisy moment hits both alike:
+N containers run `busybox httpd` on the bridge with a published port (-p), three ways,
+started in turn so a noisy moment hits all alike:
 
     run -d       the detached monitor: the runtime sets up, then the monitor waits in a bare
-                 interpreter (minibox/waiting.py) and the proxy serves in one
-    run          the foreground `minibox run`, which still waits as the whole runtime (the
-                 way the detached monitor did before): the reference
+                 interpreter (minibox/supervisor.py, waiting.py); the proxy serves in one
+    run          the foreground `minibox run`, which goes lean after its first second
+    run -t       the foreground run with a terminal (here a pty the script holds), which
+                 relays it and so still waits as the whole runtime, as every monitor did
+                 before: the reference
 
 For every process a container costs outside itself (monitor, proxy) it reads Rss and Pss
 from /proc/<pid>/smaps_rollup (proc(5)): Rss counts every page mapped, shared ones too
@@ -45,7 +47,7 @@ def container_state(root, name):
     return current, proxy
 
 
-def wait_running(root, name, lean, timeout=60):
+def wait_running(root, name, lean, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -65,24 +67,32 @@ def main():
     parser.add_argument("-n", type=int, default=20, help="containers of each kind")
     n = parser.parse_args().n
     root = os.environ["MINIBOX_ROOT"]
-    foreground, sizes = [], {"run -d": [], "run": []}
+    kinds = (("run -d", "d", True), ("run", "f", True), ("run -t", "t", False))
+    foreground, terminals, sizes = [], [], {kind: [] for kind, _, _ in kinds}
     try:
         for i in range(n):
             subprocess.run([*MINIBOX, "run", "-d", "--name", f"d{i}", "-p", f"{19000 + i}:80",
                             "busybox", "sh", "-c", SITE], check=True, stdout=subprocess.DEVNULL)
             foreground.append(subprocess.Popen(
-                [*MINIBOX, "run", "--name", f"f{i}", "-p", f"{19500 + i}:80", "busybox", "sh",
+                [*MINIBOX, "run", "--name", f"f{i}", "-p", f"{19200 + i}:80", "busybox", "sh",
                  "-c", SITE], stdout=subprocess.DEVNULL))
+            master, slave = os.openpty()
+            terminals.append(master)
+            foreground.append(subprocess.Popen(
+                [*MINIBOX, "run", "-t", "--name", f"t{i}", "-p", f"{19400 + i}:80", "busybox",
+                 "sh", "-c", SITE], stdin=slave, stdout=slave, stderr=slave))
+            os.close(slave)
         for i in range(n):
-            for kind, name, lean in (("run -d", f"d{i}", True), ("run", f"f{i}", False)):
-                monitor, proxy = wait_running(root, name, lean)
+            for kind, prefix, lean in kinds:
+                monitor, proxy = wait_running(root, f"{prefix}{i}", lean)
                 sizes[kind].append((rollup(monitor), rollup(proxy)))
     finally:
-        for name in [f"d{i}" for i in range(n)] + [f"f{i}" for i in range(n)]:
+        for name in [f"{prefix}{i}" for i in range(n) for _, prefix, _ in kinds]:
             subprocess.run([*MINIBOX, "rm", "-f", name], capture_output=True)
         for process in foreground:
             process.wait()
-        subprocess.run([*MINIBOX, "gc"], capture_output=True)
+        for master in terminals:
+            os.close(master)
     print(f"{n} containers of each kind, KiB per container (median); load: "
           f"{os.getloadavg()[0]:.2f}")
     print(f"{'':8} {'monitor Rss':>12} {'Pss':>7} {'proxy Rss':>10} {'Pss':>7} "
@@ -92,8 +102,8 @@ def main():
         monitor_pss = statistics.median(m["Pss"] for m, _ in measured)
         proxy_rss = statistics.median(p["Rss"] for _, p in measured)
         proxy_pss = statistics.median(p["Pss"] for _, p in measured)
-        print(f"{kind:8} {monitor_rss:12} {monitor_pss:7} {proxy_rss:10} {proxy_pss:7} "
-              f"{monitor_rss + proxy_rss:8} {monitor_pss + proxy_pss:8}")
+        print(f"{kind:8} {monitor_rss:12.0f} {monitor_pss:7.0f} {proxy_rss:10.0f} {proxy_pss:7.0f} "
+              f"{monitor_rss + proxy_rss:8.0f} {monitor_pss + proxy_pss:8.0f}")
 
 
 if __name__ == "__main__":
