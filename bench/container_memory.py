@@ -102,8 +102,8 @@ def main():
         monitor_pss = statistics.median(m["Pss"] for m, _ in measured)
         proxy_rss = statistics.median(p["Rss"] for _, p in measured)
         proxy_pss = statistics.median(p["Pss"] for _, p in measured)
-        print(f"{kind:8} {monitor_rss:12.0f} {monitor_pss:7.0f} {proxy_rss:10.0f} {proxy_pss:7.0f} "
-              f"{monitor_rss + proxy_rss:8.0f} {monitor_pss + proxy_pss:8.0f}")
+        print(f"{kind:8} {monitor_rss:12.0f} {monitor_pss:7.0f} {proxy_rss:10.0f} "
+              f"{proxy_pss:7.0f} {monitor_rss + proxy_rss:8.0f} {monitor_pss + proxy_pss:8.0f}")
 
 
 if __name__ == "__main__":

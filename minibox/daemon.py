@@ -37,9 +37,10 @@ def exec_python(function, args, lean=True):
     args: strings). Never returns.
 
     lean: `-I -S`, the bare interpreter: no site-packages (site.py and the virtualenv's
-    .pth files would load modules the waiting never uses) and no environment (PYTHONPATH, PYTHONSTARTUP: a
-    root process runs none of the caller's code). Without it, `-I` only: the runtime needs
-    its site-packages (pyroute2). Either way, minibox itself is found where this file is."""
+    .pth files would load modules the waiting never uses) and no environment (PYTHONPATH,
+    PYTHONSTARTUP: a root process runs none of the caller's code). Without it, `-I` only:
+    the runtime needs its site-packages (pyroute2). Either way, minibox itself is found
+    where this file is."""
     module, name = function.rsplit(".", 1)
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = (f"import sys; sys.path.insert(0, {package_parent!r}); "

@@ -125,9 +125,9 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
 def new_session():
     """The first steps of PID 1 and of an exec'd process, right after fork(2): a session of
     its own (setsid(2): signals reach it only as its parent forwards them), default signal
-    dispositions, no signal blocked, and death with its parent (if the runtime dies, so does the container,
-    and gc finds the ledger) -- until a process handed to an engine's subreaper clears it
-    (pid1's caller_reaps, `exec --detach`)."""
+    dispositions, no signal blocked, and death with its parent (if the runtime dies, so
+    does the container, and gc finds the ledger) -- until a process handed to an engine's
+    subreaper clears it (pid1's caller_reaps, `exec --detach`)."""
     os.setsid()
     # An ignored signal stays ignored across execve(2) (signal(7)), and Python ignores
     # SIGPIPE: `yes | head` in the container would then never end by SIGPIPE. A caller
