@@ -46,6 +46,7 @@ from . import spec as spec_module
 from .errors import MiniboxError, read_failure_report
 from .waiting import wait_for
 
+
 class Container:
     """A created container, as seen by its monitor."""
 
