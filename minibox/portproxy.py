@@ -159,8 +159,7 @@ def serve_fds(args):
     """The proxy's bare interpreter: `CONTAINER_IP WATCHED_PIDFD LISTENER_FD:PORT...`."""
     import socket
     try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Python's own would raise in _serve
         container_ip, watched_exit, *served = args
         listeners = [(socket.socket(fileno=int(fd)), int(port))
                      for fd, port in (text.split(":") for text in served)]
