@@ -27,9 +27,11 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
 Then the monitor waits for PID 1 (supervise), records its exit code in state.json, restarts
 it as the restart policy says -- with a fresh init, since a PID namespace dies with its
 PID 1, and the fresh network namespace gets the container's address again -- and tears
-down what the ledger lists. For `run -d` and OCI `create` the monitor is a detached process
-of its own (monitor.py); for a plain `run` it is the `minibox` process. Commands acting on
-a container that exists (start, kill, stop, rm, gc) are in control.py.
+down what the ledger lists. For `run -d` the monitor is a detached process of its own
+(monitor.py); for a plain `run` it is the `minibox` process. Either way it waits in a bare
+interpreter and comes back as the runtime (`resume`) when PID 1 ends (supervisor.py); OCI
+`create` leaves no monitor (engine.py). Commands acting on a container that exists (start,
+kill, stop, rm, gc) are in control.py.
 """
 import _socket  # socket(2) without socket.py's enums, whose import every start would pay
 import os
@@ -42,10 +44,7 @@ from . import (cgroups, explain, hooks, init, namespaces, network, portproxy, ro
                shared, state)
 from . import spec as spec_module
 from .errors import MiniboxError, read_failure_report
-
-# Signals the runtime passes on to the container instead of dying of them.
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                     signal.SIGUSR1, signal.SIGUSR2)
+from .waiting import wait_for
 
 
 class Container:
@@ -339,9 +338,19 @@ def mark_running(directory, spec):
         hooks.run(spec, ("poststart",), oci_state(directory.id, running), fatal=False)
 
 
-def wait(container):
-    """Wait for PID 1 to exit and record how it ended; return its exit code."""
-    exit_code = wait_for(container.pid, container.console, container.spec.interactive)
+def wait(container, waiting=None):
+    """Wait for PID 1 to exit and record how it ended; return its exit code. `waiting`
+    (supervisor.py) waits instead, and may do so in a lean interpreter: then it never returns,
+    and `resume` carries on in a fresh runtime."""
+    if waiting is not None:
+        exit_code = waiting(container)
+    else:
+        exit_code = wait_for(container.pid, container.console, container.spec.interactive)
+    return record_exit(container, exit_code)
+
+
+def record_exit(container, exit_code):
+    """Record in state.json how PID 1 ended, with its cgroup's stats; return the exit code."""
     # Read while the cgroup still exists: `minibox stats` and --stats show these later.
     container.stats, container.oom_kills = container.cgroup.stats(), container.cgroup.oom_kills()
     try:
@@ -355,34 +364,17 @@ def wait(container):
     return exit_code
 
 
-def wait_for(pid, console=None, interactive=False):
-    """Wait for a child, passing signals and terminal traffic on; return its exit code the
-    way a shell reports it: the code, or 128+N when killed by signal N."""
-    def forward(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
-    try:
-        if console is not None:
-            from . import terminal
-            terminal.relay(console, interactive)
-        _, status = os.waitpid(pid, 0)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    exit_code = os.waitstatus_to_exitcode(status)
-    return 128 - exit_code if exit_code < 0 else exit_code
-
-
-def supervise(container):
+def supervise(container, exit_code=None, waiting=None):
     """Wait for PID 1 and restart it while the restart policy says so (and nobody ran
-    `minibox stop`); return the last incarnation and its exit code."""
+    `minibox stop`); return the last incarnation and its exit code. With `exit_code`, PID 1
+    has ended already (`resume`); `waiting`: see wait()."""
     directory, spec = container.directory, container.spec
-    restarts = 0
+    restarts = (directory.load() or {}).get("restarts", 0)  # a resumed monitor's too
     while True:
-        exit_code = wait(container)
+        if exit_code is None:
+            exit_code = wait(container, waiting)
+        else:
+            record_exit(container, exit_code)
         if not spec.restart.should_restart(exit_code, restarts):
             return container, exit_code
         restarts += 1
@@ -395,6 +387,7 @@ def supervise(container):
             return container, exit_code
         container = spawn(spec, directory, container.cgroup)
         start(container)
+        exit_code = None
 
 
 def _stop_requested(directory):
@@ -410,17 +403,36 @@ def release(container):
     container.directory.release_all(keep=keep)
 
 
-def run(spec, container_id=None, ready=None):
+def run(spec, container_id=None, ready=None, waiting=None):
     """`minibox run`: create + start + wait (+ delete with --rm), one code path.
 
     A detached container's monitor (monitor.py) passes `ready`, called once the container
-    runs."""
+    runs; `waiting`: see wait()."""
     container = create(spec, container_id)
     try:
         start(container)
         if ready is not None:
             ready(container)
-        container, exit_code = supervise(container)
+    except BaseException:
+        release(container)
+        raise
+    return _supervise_then_release(container, None, waiting)
+
+
+def resume(directory, exit_code, waiting=None):
+    """The rest of `run` in a fresh runtime, once a lean monitor (waiting.py) has reaped
+    PID 1 with `exit_code`: record it, restart or tear down. The container as `create` left
+    it is rebuilt from its directory: spec.json, state.json, and the cgroup (same id, same
+    monitor process, so the same path)."""
+    spec = spec_module.ContainerSpec.load(directory.file("spec.json"))
+    cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent, spec.cgroups_path)
+    container = Container(spec, directory, directory.load()["pid"], None, cgroup)
+    return _supervise_then_release(container, exit_code, waiting)
+
+
+def _supervise_then_release(container, exit_code, waiting):
+    try:
+        container, exit_code = supervise(container, exit_code, waiting)
     finally:
         release(container)
     return _report_usage(container, exit_code)

@@ -119,7 +119,9 @@ def stop(reference, timeout=10):
     Returns once the monitor has also released what the container held on the host (its
     veth, address and port proxy too), so that the bridge or the port is free right away."""
     directory, first, status = load(reference)
-    if status != "stopped":
+    # A PID 1 that has just ended is stopped, but its monitor may be about to restart it
+    # (between the two, it execs the runtime again: supervisor.py): no restart either.
+    if status != "stopped" or state.monitor_alive(first):
         request_stop(directory)
         _signal_until_stopped(directory, first, timeout)
     wait_for_monitor(first)

@@ -126,9 +126,9 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
 def new_session():
     """The first steps of PID 1 and of an exec'd process, right after fork(2): a session of
     its own (setsid(2): signals reach it only as its parent forwards them), default signal
-    dispositions, and death with its parent (if the runtime dies, so does the container,
-    and gc finds the ledger) -- until a process handed to an engine's subreaper clears it
-    (pid1's caller_reaps, `exec --detach`)."""
+    dispositions, no signal blocked, and death with its parent (if the runtime dies, so
+    does the container, and gc finds the ledger) -- until a process handed to an engine's
+    subreaper clears it (pid1's caller_reaps, `exec --detach`)."""
     os.setsid()
     # An ignored signal stays ignored across execve(2) (signal(7)), and Python ignores
     # SIGPIPE: `yes | head` in the container would then never end by SIGPIPE. A caller
@@ -139,6 +139,9 @@ def new_session():
                 signal.signal(signum, signal.SIG_DFL)
             except (OSError, ValueError):
                 pass  # real-time signals the C library keeps for itself
+    # The signal mask survives execve(2) too (sigprocmask(2)), and a monitor that came back
+    # as the runtime holds the forwarded signals blocked (waiting.exec_blocked).
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     syscalls.set_parent_death_signal(signal.SIGKILL)
 
 

@@ -1,5 +1,5 @@
 """`minibox run`: the flags docker run takes, turned into a spec (docker.py) and run
-(container.py). The only command module a plain `minibox run` imports."""
+(supervisor.py, container.py). The only command module a plain `minibox run` imports."""
 import sys
 
 import click
@@ -96,7 +96,7 @@ def run(explain, step, args, **flags):
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD.
     Options end at IMAGE: what follows is the command's."""
-    from .. import container, docker, state
+    from .. import docker, state, supervisor
     container_id = state.new_container_id()
     spec = docker.spec_from_flags(container_id, args, **flags)
     if spec.use_chroot:
@@ -108,7 +108,7 @@ def run(explain, step, args, **flags):
         monitor.launch(spec, container_id)
         print(container_id)
         return 0
-    return container.run(spec, container_id)
+    return supervisor.run_foreground(spec, container_id)
 
 
 def _configure_explain(narrate, pause):

@@ -16,10 +16,10 @@ import urllib.request
 
 import pytest
 
-from minibox import bridge, shared
+from minibox import bridge, shared, state
 
 from tests.harness import leftovers, snapshot, wait_until
-from .test_network_cli import SITE, leases, listening, wait_listening
+from .test_network_cli import SITE, leases, listening, rss_kib, wait_listening
 from .test_oci import bundle, create, oci_state, set_args  # noqa: F401 (bundle: a fixture)
 
 pytestmark = pytest.mark.root
@@ -228,3 +228,28 @@ def test_ctrl_c_or_sigkill_at_any_moment_of_the_helpers_work_leaves_nothing(mini
     wait_until(lambda: minibox.container_dirs() == [])
     assert leftovers(before, [minibox]) == {}
     assert leases() == {}
+
+
+def test_the_detached_monitor_waits_in_a_bare_interpreter_of_at_most_10_mib(minibox):
+    """`run -d` with the bridge and -p: the runtime set it all up, then the monitor exec'd a
+    bare interpreter to wait (waiting.py); a restart brings the runtime back for a moment,
+    then the monitor waits lean again. Issue 19's target: 10 MiB of RSS."""
+    container_id = minibox.run_detached(
+        "--restart", "on-failure:1", "-p", "18283:80", "busybox", "sh", "-c",
+        "[ -e /restarted ] && " + SITE + "; touch /restarted; sleep 0.5; exit 1")
+    started = minibox.state(container_id)
+    monitor = started["monitor_pid"]
+
+    def waiting_lean(restarts):
+        current = minibox.state(container_id)
+        with open(f"/proc/{monitor}/cmdline", "rb") as cmdline:
+            return current["restarts"] == restarts and b"wait_then_resume" in cmdline.read()
+
+    for restarts in (0, 1):
+        wait_until(lambda: waiting_lean(restarts), timeout=20,
+                   what=f"the monitor waiting lean (restarts={restarts})")
+        assert rss_kib(monitor) <= 10 * 1024
+    wait_listening(minibox.state(container_id)["pid"], 80)
+    assert fetch(18283) == f"hello from {container_id[:12]}\n"
+    minibox("stop", "-t", "1", container_id)
+    assert not state.monitor_alive(started)  # the runtime came back and tore down

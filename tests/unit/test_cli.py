@@ -7,7 +7,7 @@ import sys
 import click
 import pytest
 
-from minibox import cli, container, images, rootless
+from minibox import cli, images, rootless, supervisor
 from minibox.errors import MiniboxError
 
 
@@ -151,7 +151,7 @@ def test_bad_usage_is_one_line_and_exit_125(argv, message, capsys):
 
 @pytest.fixture
 def fake_run(monkeypatch):
-    """`minibox run` up to container.run, which calls `outcome(spec)` instead."""
+    """`minibox run` up to supervisor.run_foreground, which calls `outcome(spec)` instead."""
     monkeypatch.setattr(cli, "check_caller", lambda command, allowed: None)
     monkeypatch.setattr(images, "resolve", lambda reference: f"sha256:{reference}")
     monkeypatch.setattr(images, "run_settings", lambda image_id: {})
@@ -159,7 +159,7 @@ def fake_run(monkeypatch):
     seen = []
 
     def run_with(outcome):
-        monkeypatch.setattr(container, "run",
+        monkeypatch.setattr(supervisor, "run_foreground",
                             lambda spec, container_id: seen.append(spec) or outcome(spec))
         return seen
     return run_with
