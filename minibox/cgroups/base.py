@@ -82,7 +82,12 @@ class Cgroup:
             raise
 
     def plan(self, limits: Limits) -> list[str]:
-        """What create() does, for --explain: each mkdir, then each limit with its twin."""
+        """What create() does, for --explain: each mkdir, then each limit with its twin; or
+        why create() will refuse (a limit whose controller this host lacks has no file)."""
+        try:
+            self._check(limits)
+        except CgroupError as error:
+            return [f"refused: {error}"]
         twin = 2 if self.version == 1 else 1
         return [f"mkdir {path}" for path in self.paths()] + [
             f"echo {limit.value} > {os.path.join(limit.directory, limit.name)}"
