@@ -876,7 +876,9 @@ PROBE = ("hostname; id -u; id -g; id -G; umask; pwd; env | sort;"
          "cd /sys/fs/cgroup && for f in memory/memory.limit_in_bytes memory/memory.swappiness"
          " memory/memory.memsw.limit_in_bytes"
          " memory/memory.soft_limit_in_bytes cpu/cpu.shares cpu/cpu.cfs_quota_us"
-         " cpu/cpu.cfs_period_us cpuset/cpuset.cpus cpuset/cpuset.mems; do"
+         " cpu/cpu.cfs_period_us cpuset/cpuset.cpus cpuset/cpuset.mems"
+         " blkio/blkio.throttle.read_bps_device blkio/blkio.throttle.write_bps_device"
+         " blkio/blkio.throttle.read_iops_device blkio/blkio.throttle.write_iops_device; do"
          " echo $f=$(cat $f 2>&1); done; cd /tmp;"
          "sort /sys/fs/cgroup/devices/devices.list | sed 's/^/devices.list: /';"
          "cat /proc/self/cgroup;"
@@ -926,6 +928,19 @@ def _limits_at_a_cgroups_path(config):
         cpu={"shares": 512, "quota": 50000, "period": 100000}, pids={"limit": 42})
     config["linux"]["resources"]["devices"].append(  # /dev/loop0, to read only
         {"allow": True, "type": "b", "major": 7, "minor": 0, "access": "r"})
+
+
+def _cpus_and_block_io_at_a_cgroups_path(config):
+    """linux.resources cpu.cpus/mems and blockIO's four throttle lists (two devices in one),
+    what Docker's --cpuset-cpus and --device-read-bps write: the cgroup files must match."""
+    config["linux"]["cgroupsPath"] = f"/minibox-differential-{os.getpid()}/cpus-io"
+    major, minor = a_whole_disk()
+    config["linux"]["resources"].update(
+        cpu={"cpus": str(max(os.sched_getaffinity(0))), "mems": "0"},
+        blockIO={"throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1 << 20}],
+                 "throttleWriteBpsDevice": [{"major": major, "minor": minor, "rate": 2 << 20}],
+                 "throttleReadIOPSDevice": [{"major": major, "minor": minor, "rate": 300}],
+                 "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}]})
 
 
 def _a_root_with_devices(config):
@@ -1030,6 +1045,7 @@ def _make_it_the_tests(config, top, bundle, copies, engine):
 CORPUS = {"runc-spec": (_runc_spec, None),
           "runc-spec-user": (_runc_spec, _a_user_with_every_set),
           "runc-spec-limits": (_runc_spec, _limits_at_a_cgroups_path),
+          "runc-spec-cpus-io": (_runc_spec, _cpus_and_block_io_at_a_cgroups_path),
           "runc-spec-root": (_runc_spec, _a_root_with_devices),
           "podman": (_podman_config, None),
           "docker": (_docker_config, None)}
