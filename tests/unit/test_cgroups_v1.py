@@ -222,9 +222,10 @@ def test_cpuset_cgroups_get_their_parents_cpus_and_mems_down_to_the_container(tm
         "1", "0", "1", "0"]
 
 
-def test_create_in_every_hierarchy_fills_the_cpuset(hierarchies, tmp_path, monkeypatch):
-    """create() makes the cpuset directory and calls the copy on it; a temporary directory
-    has no control files, so the kernel's empty ones are made by the fake mkdir."""
+@pytest.fixture
+def with_cpuset(hierarchies, tmp_path, monkeypatch):
+    """A cpuset hierarchy offering CPUs 0-1 and memory node 0; a temporary directory has no
+    control files, so the kernel's empty ones are made by a fake mkdir."""
     (tmp_path / "cpuset").mkdir()
     (tmp_path / "cpuset" / "cpuset.cpus").write_text("0-1\n")
     (tmp_path / "cpuset" / "cpuset.mems").write_text("0\n")
@@ -237,7 +238,12 @@ def test_create_in_every_hierarchy_fills_the_cpuset(hierarchies, tmp_path, monke
             for name in ("cpuset.cpus", "cpuset.mems"):
                 (tmp_path / path / name).write_text("")
     monkeypatch.setattr(os, "mkdir", mkdir)
-    V1Cgroup("abc123", hierarchies=hierarchies, path="/pod/abc123").create(Limits())
+    return hierarchies
+
+
+def test_create_in_every_hierarchy_fills_the_cpuset(with_cpuset, tmp_path):
+    """create() makes the cpuset directory and calls the copy on it."""
+    V1Cgroup("abc123", hierarchies=with_cpuset, path="/pod/abc123").create(Limits())
     for level in ("pod", "pod/abc123"):
         assert (tmp_path / "cpuset" / level / "cpuset.cpus").read_text() == "0-1"
         assert (tmp_path / "cpuset" / level / "cpuset.mems").read_text() == "0"
@@ -311,23 +317,11 @@ def test_hugepages_and_cpuset_need_their_controllers(hierarchies, tmp_path):
     assert not (tmp_path / "freezer" / "minibox").exists()
 
 
-def test_cpus_and_mems_are_written_after_the_parents_are_copied(hierarchies, tmp_path,
-                                                                 monkeypatch):
-    (tmp_path / "cpuset").mkdir()
-    (tmp_path / "cpuset" / "cpuset.cpus").write_text("0-3\n")
-    (tmp_path / "cpuset" / "cpuset.mems").write_text("0-1\n")
-    hierarchies["cpuset"] = Hierarchy(str(tmp_path / "cpuset"), "")
-    real_mkdir = os.mkdir
-
-    def mkdir(path, *args):
-        real_mkdir(path, *args)
-        for name in ("cpuset.cpus", "cpuset.mems"):
-            (tmp_path / path / name).write_text("")
-    monkeypatch.setattr(os, "mkdir", mkdir)
-    V1Cgroup("abc123", hierarchies=hierarchies).create(Limits(cpuset_cpus="1,3", cpuset_mems="1"))
-    assert (tmp_path / "cpuset/minibox/cpuset.cpus").read_text() == "0-3"  # the group: a copy
-    assert (tmp_path / "cpuset/minibox/abc123/cpuset.cpus").read_text() == "1,3"
-    assert (tmp_path / "cpuset/minibox/abc123/cpuset.mems").read_text() == "1"
+def test_cpus_and_mems_are_written_after_the_parents_are_copied(with_cpuset, tmp_path):
+    V1Cgroup("abc123", hierarchies=with_cpuset).create(Limits(cpuset_cpus="1", cpuset_mems="0"))
+    assert (tmp_path / "cpuset/minibox/cpuset.cpus").read_text() == "0-1"  # the group: a copy
+    assert (tmp_path / "cpuset/minibox/abc123/cpuset.cpus").read_text() == "1"
+    assert (tmp_path / "cpuset/minibox/abc123/cpuset.mems").read_text() == "0"
 
 
 def test_a_docker_run_joins_the_hierarchies_its_limits_need(tmp_path):
