@@ -91,7 +91,8 @@ def create(spec, container_id=None, caller_reaps=False, preserve_fds=0):
         #    OCI bundle's container is in every v1 hierarchy, as runc puts it: engines and
         #    their tools look for it in blkio, cpuset or name=systemd too.
         cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent, spec.cgroups_path,
-                                    every_hierarchy=spec.bundle is not None)
+                                    every_hierarchy=spec.bundle is not None,
+                                    needs=spec.limits.controllers())
         taken = [path for path in cgroup.paths() if os.path.isdir(path)]
         if taken:  # another's (an OCI cgroupsPath): the ledger would remove it with ours
             raise MiniboxError(f"cgroup {taken[0]} exists already: minibox makes the "
@@ -146,9 +147,9 @@ def spawn(spec, directory, cgroup, caller_reaps=False, preserve_fds=0):
     if cgroup.paths():
         _join_cgroup(cgroup, pid)
     # The OCI state JSON, for hooks to read on stdin: only when there are hooks.
-    creating = _hook_state(directory, "creating", pid) if spec.hooks else ""
-    hooks.run(spec, ("prestart", "createRuntime"), hooks.with_status(creating, "created"))
-    channel.send(b"go " + creating.encode())  # the init's own hooks read it too
+    created = _hook_state(directory, "created", pid, start_time) if spec.hooks else ""
+    hooks.run(spec, ("prestart", "createRuntime"), created)
+    channel.send(b"go " + created.encode())  # the init's own hooks read it too
     if spec.userns:
         _expect(channel, b"userns", pid)
         _map_user_namespace(spec, directory, pid)
@@ -217,10 +218,10 @@ def _initial_state(spec, directory):
             "monitor_start": shared.process_start_time(os.getpid())}
 
 
-def _hook_state(directory, status, pid):
+def _hook_state(directory, status, pid, start_time):
     """The OCI state JSON a hook reads on its stdin."""
     current = directory.load() or {}
-    return oci_state(directory.id, dict(current, status=status, pid=pid))
+    return oci_state(directory.id, dict(current, status=status, pid=pid, pid_start=start_time))
 
 
 def oci_state(container_id, current, paused=False):

@@ -58,8 +58,9 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
         go = channel.recv(65536)
         if not go.startswith(b"go "):  # the runtime gave up
             return
-        creating_state = go[3:].decode()  # the OCI state JSON; empty without hooks
-        created_state = hooks.with_status(creating_state, "created")
+        # The OCI state JSON (empty without hooks), "created" for both of our stages, as
+        # prestart's (hooks.py says why)
+        created_state = go[3:].decode()
         if "cgroup" in spec.namespaces:
             namespaces.enter_cgroup_namespace(spec.namespaces["cgroup"])
         set_process_limits(spec)
@@ -72,10 +73,10 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
             # runtime spec asks only that the process be placed in the namespace, so
             # minibox builds nothing there and changes no one else's root (oci.py refuses
             # the fields that would need a mount).
-            hooks.run(spec, ("createContainer",), creating_state)
+            hooks.run(spec, ("createContainer",), created_state)
         else:
             merged = _build_root(spec, directory)
-            hooks.run(spec, ("createContainer",), creating_state)
+            hooks.run(spec, ("createContainer",), created_state)
             _import_before_leaving_host(spec)
             if spec.use_chroot:
                 rootfs.chroot_to(merged)

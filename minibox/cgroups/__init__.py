@@ -3,7 +3,8 @@
 Namespaces decide what a process can *see*; cgroups decide how much it can *use*: memory
 (the kernel OOM-kills inside the cgroup when it is over its limit), CPU time (CFS bandwidth:
 a quota per period), the number of processes (a fork bomb gets EAGAIN from fork(2)), and a
-freezer. Two very different kernel interfaces do this:
+freezer; and the CPUs, memory nodes, block I/O and huge pages it may use. Two very different
+kernel interfaces do this:
 
 - v1 (v1.py): one hierarchy per controller, /sys/fs/cgroup/<controller>/...; still the only
   one usable on a "hybrid" host (v1 controllers + an empty cgroup2).
@@ -37,15 +38,16 @@ def cgroup_version(root: str = CGROUP_ROOT) -> int:
 
 
 def cgroup_for(container_id: str, parent: str | None = None, path: str | None = None,
-               every_hierarchy: bool = False) -> Cgroup:
+               every_hierarchy: bool = False, needs=()) -> Cgroup:
     """The container's cgroup on this host's cgroup version; nothing is created yet.
 
     `parent` (from --cgroup-parent, already through parse_cgroup_parent) replaces the default
     place: minibox/ at the v2 root, or minibox/ under the runtime's own v1 cgroups. `path`
     (an OCI cgroupsPath, through parse_cgroups_path) is the container's directory itself.
     `every_hierarchy` (an OCI container): on v1, a directory in every hierarchy mounted, not
-    only in those minibox writes limits to, as runc makes them (v1.mounted_hierarchies).
-    Without root (rootless.py): none at all.
+    only in those minibox writes limits to, as runc makes them (v1.mounted_hierarchies);
+    `needs` (Limits.controllers()): on v1, the hierarchies the limits write to beyond
+    minibox's usual ones (cpuset for --cpuset-cpus). Without root (rootless.py): none at all.
     """
     if rootless.ENABLED:
         return NoCgroup()
@@ -55,7 +57,7 @@ def cgroup_for(container_id: str, parent: str | None = None, path: str | None = 
         return V2Cgroup(container_id, parent, path=path)
     from minibox.cgroups.v1 import V1Cgroup
 
-    return V1Cgroup(container_id, parent, path=path, every=every_hierarchy)
+    return V1Cgroup(container_id, parent, path=path, every=every_hierarchy, needs=needs)
 
 
 def cgroup_at(paths: list[str]) -> Cgroup:
