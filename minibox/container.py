@@ -87,12 +87,8 @@ def create(spec, container_id=None, caller_reaps=False, preserve_fds=0):
         directory.save(dict(_initial_state(spec, directory), caller_reaps=caller_reaps))
         #    On the bridge: a helper starts importing pyroute2 now, on the other core.
         network.prepare(spec, directory)
-        # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py). An
-        #    OCI bundle's container is in every v1 hierarchy, as runc puts it: engines and
-        #    their tools look for it in blkio, cpuset or name=systemd too.
-        cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent, spec.cgroups_path,
-                                    every_hierarchy=spec.bundle is not None,
-                                    needs=spec.limits.controllers())
+        # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
+        cgroup = cgroups.cgroup_of(spec, directory.id)
         taken = [path for path in cgroup.paths() if os.path.isdir(path)]
         if taken:  # another's (an OCI cgroupsPath): the ledger would remove it with ours
             raise MiniboxError(f"cgroup {taken[0]} exists already: minibox makes the "
@@ -426,7 +422,7 @@ def resume(directory, exit_code, waiting=None):
     it is rebuilt from its directory: spec.json, state.json, and the cgroup (same id, same
     monitor process, so the same path)."""
     spec = spec_module.ContainerSpec.load(directory.file("spec.json"))
-    cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent, spec.cgroups_path)
+    cgroup = cgroups.cgroup_of(spec, directory.id)
     container = Container(spec, directory, directory.load()["pid"], None, cgroup)
     return _supervise_then_release(container, exit_code, waiting)
 

@@ -283,8 +283,7 @@ def usage(skipped, interval=0.5, references=()):
     groups = []
     for directory, current in running:
         spec = _saved_spec(directory)
-        groups.append((directory, current, spec, cgroups.cgroup_for(
-            directory.id, spec.cgroup_parent, spec.cgroups_path)))
+        groups.append((directory, current, spec, cgroups.cgroup_of(spec, directory.id)))
     before = [group.stats().cpu_seconds for *_, group in groups]
     time.sleep(interval)
     rows = []

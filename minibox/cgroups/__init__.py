@@ -60,6 +60,16 @@ def cgroup_for(container_id: str, parent: str | None = None, path: str | None = 
     return V1Cgroup(container_id, parent, path=path, every=every_hierarchy, needs=needs)
 
 
+def cgroup_of(spec, container_id: str) -> Cgroup:
+    """The cgroup cgroup_for() gives the container of `spec` (spec.ContainerSpec): the same
+    for its runtime, the runtime that resumes its monitor, and `stats`. An OCI bundle's
+    container is in every v1 hierarchy, as runc puts it: engines and their tools look for
+    it in blkio, cpuset or name=systemd too."""
+    return cgroup_for(container_id, spec.cgroup_parent, spec.cgroups_path,
+                      every_hierarchy=spec.bundle is not None,
+                      needs=spec.limits.controllers())
+
+
 def cgroup_at(paths: list[str]) -> Cgroup:
     """A container's cgroup where its ledger says it was made. Not cgroup_for(): on v1 that
     is below the *caller's* own cgroups, and the engine process that pauses or updates a
