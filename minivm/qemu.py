@@ -167,6 +167,7 @@ class Result:
         self.status: int | None = None         # the guest command's exit status, if told
         self.not_found = False                 # the command does not exist in the guest
         self.setup_failed: str | None = None   # why /init could not prepare the guest
+        self.out_of_memory: str | None = None  # the guest kernel's OOM report, if it killed
         self.guest_release: str | None = None  # `uname -r` as the guest's /init saw it
         self.timed_out = False
         self.escaped = False                   # the user left with the escape key
@@ -302,6 +303,8 @@ def _dispatch(chunk, console: Console, result: Result, phase):
             result.not_found = True
         elif event.name == "failed":
             result.setup_failed = event.value
+        elif event.name == "oom":
+            result.out_of_memory = event.value
         elif event.name == "exit":
             result.status = int(event.value)
             phase("command done")

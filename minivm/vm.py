@@ -242,7 +242,7 @@ def run(request: Request, started: float) -> int:
             result = _boot(config, nonce, request, started)
         finally:
             initrd.unlink()  # QEMU read it at start; a detached VM is running by now
-    return _report(result, command, guest_kernel, request, phases)
+    return _report(result, command, guest_kernel, request, phases, memory)
 
 
 def _start_clock(deadline: float):
@@ -379,8 +379,9 @@ def terminal_size(stream) -> tuple[int, int]:
         return 24, 80
 
 
-def _report(result, command, guest_kernel, request, phases) -> int:
-    """Turn a qemu.Result into messages on stderr and minivm's exit status."""
+def _report(result, command, guest_kernel, request, phases, memory: int | None = None) -> int:
+    """Turn a qemu.Result into messages on stderr and minivm's exit status. memory: the
+    guest's RAM in MiB, for the message about a guest that ran out of it."""
     if request.timings:
         rows = sorted(phases + result.phases, key=lambda phase: phase[1])
         sys.stderr.write("minivm timings (seconds since minivm started):\n" + "".join(
@@ -401,6 +402,9 @@ def _report(result, command, guest_kernel, request, phases) -> int:
     if result.not_found:
         progress(f"{command[0]}: command not found in the guest")
         return EXIT_NOT_FOUND
+    if result.out_of_memory:
+        progress(f"the guest ran out of memory{f' ({memory}M, more with -m)' if memory else ''}"
+                 f": its kernel killed the command: {result.out_of_memory}")
     if result.status is None:
         qemu_said = result.qemu_errors.strip().splitlines()[-1:] or ["nothing on stderr"]
         raise MinivmError(f"the guest stopped without reporting an exit status (QEMU exit "

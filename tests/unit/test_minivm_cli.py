@@ -120,6 +120,12 @@ def test_report_maps_each_ending_to_a_status_and_a_line(capsys):
     assert report(capsys, escaped=True)[0] == 130
 
 
+def test_report_of_a_command_the_guest_kernel_killed_for_memory_is_one_line(capsys):
+    killed = "[ 8.2] Out of memory: Killed process 26 (sh) total-vm:75988kB"
+    assert report(capsys, status=137, out_of_memory=killed) == (
+        137, f"minivm: the guest ran out of memory: its kernel killed the command: {killed}\n")
+
+
 def test_report_warns_when_the_guest_runs_another_kernel(capsys):
     status, err = report(capsys, status=0, guest_release="6.9.9-other")
     assert status == 0
