@@ -179,6 +179,8 @@ def start(config, directory: VMDir, state: dict):
 
 
 def _launch_and_record(qemu_argv, directory: VMDir, state: dict, pass_fds, kernel: int):
+    """_launch(), then wait for QMP: record the VM, empty the kernel's copy and tell the
+    watchdog to let QEMU run on."""
     from minivm import qmp
     watchdog, keep, qemu = _launch(qemu_argv, directory, pass_fds)
     try:
