@@ -1,6 +1,6 @@
 """The `minivm` command: parse, call the library, print. The VM's story is in vm.py.
 
-    minivm run [--kernel PATH] [-m 256M] [--cpus N] [--accel auto|kvm|tcg] [-i] [-t]
+    minivm run [--kernel PATH] [-m SIZE] [--cpus N] [--accel auto|kvm|tcg] [-i] [-t]
                [-v HOSTDIR:GUESTDIR[:ro]]... [--disk IMAGE]... [--network none|bridge]
                [--append PARAMS] [--timeout S] [--timings] [--explain] [--verbose]
                -- CMD [ARG...]
@@ -64,7 +64,9 @@ def run_options(command):
         click.option("--kernel", type=click.Path(path_type=Path), help="a bzImage or "
                      "vmlinux to boot (default: the tiny kernel once built, else the cached "
                      "one, else /boot/vmlinuz-*, else Debian's, downloaded)"),
-        click.option("-m", "--memory", default="256M", show_default=True, help="guest RAM"),
+        click.option("-m", "--memory", help=f"guest RAM, e.g. 256M or 1G (default: "
+                     f"{vm.TINY_MEMORY.default}M for the tiny kernel, "
+                     f"{vm.DISTRIBUTION_MEMORY.default}M for others)"),
         click.option("--cpus", type=Number(int), default=1, show_default=True,
                      help="virtual CPUs"),
         click.option("--accel", type=Choice(accel.CHOICES), default="auto", help="kvm, tcg "
