@@ -141,7 +141,7 @@ def spawn(spec, directory, cgroup, caller_reaps=False, preserve_fds=0):
         _join_cgroup(cgroup, pid)
     # The OCI state JSON, for hooks to read on stdin: only when there are hooks.
     creating = _hook_state(directory, "creating", pid) if spec.hooks else ""
-    hooks.run(spec, ("prestart", "createRuntime"), hooks.with_status(creating, "created"))
+    hooks.run(spec.hooks, ("prestart", "createRuntime"), hooks.with_status(creating, "created"))
     channel.send(b"go " + creating.encode())  # the init's own hooks read it too
     if spec.userns:
         _expect(channel, b"userns", pid)
@@ -266,7 +266,7 @@ def confirm_exec(container):
     # EOF also comes when the init was killed before `start` (OCI kill of a created
     # container): then it is not running, and wait() will record how it ended.
     if os.waitid(os.P_PID, container.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-        control.mark_running(directory, container.spec)
+        control.mark_running(directory, container.spec.hooks)
 
 
 def wait(container):

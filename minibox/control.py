@@ -66,7 +66,7 @@ def start(reference):
         raise failure
     # The fifo also closes when the init was killed before `start`: then it does not run.
     if shared.process_alive(current["pid"], current.get("pid_start")):
-        mark_running(directory, _saved_spec(directory))
+        mark_running(directory, _saved_hooks(directory))
 
 
 @explain.step("Start: open exec.fifo for reading, which lets the init go on to execve(2)",
@@ -102,11 +102,12 @@ def release_init(directory, pid, confirm=False):
     return report
 
 
-def mark_running(directory, spec):
+def mark_running(directory, configured_hooks):
     """Record that the command runs (from `created` only), then run the poststart hooks."""
     running = directory.update(only_from=("created",), status="running", started=time.time())
-    if running and spec.hooks.get("poststart"):
-        hooks.run(spec, ("poststart",), state.oci_state(directory.id, running), fatal=False)
+    if running and configured_hooks.get("poststart"):
+        hooks.run(configured_hooks, ("poststart",), state.oci_state(directory.id, running),
+                  fatal=False)
 
 
 def parse_signal(text):
@@ -230,11 +231,11 @@ def delete(reference, force=False):
     if status != "stopped" and not force:
         raise MiniboxError(f"cannot delete container {directory.id}: it is {status} "
                            "(stop it, or use --force)")
-    spec = _saved_spec(directory)
+    configured_hooks = _saved_hooks(directory)
     remove(directory.id, force=True)
-    if spec is not None and spec.hooks.get("poststop"):
+    if configured_hooks.get("poststop"):
         stopped = state.oci_state(directory.id, dict(current, status="stopped"))
-        hooks.run(spec, ("poststop",), stopped, fatal=False)
+        hooks.run(configured_hooks, ("poststop",), stopped, fatal=False)
 
 
 def collect_garbage():
@@ -283,6 +284,17 @@ def _saved_spec(directory):
         return ContainerSpec.load(directory.file("spec.json"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def _saved_hooks(directory):
+    """The saved spec's hooks ({} without one): all that start and delete need of it. Not
+    ContainerSpec.load, whose security profile imports security.py (prctl, ctypes): each
+    engine call is a process of its own."""
+    try:
+        with open(directory.file("spec.json"), "rb") as saved:
+            return json.loads(saved.read()).get("hooks") or {}
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def logs(reference, out, follow=False, tail=None):

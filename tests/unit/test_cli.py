@@ -305,22 +305,29 @@ def test_engine_create_skips_click_and_keeps_the_error_contract(tmp_path):
 @pytest.mark.skipif(rootless.ENABLED, reason="the engines' calls run as root")
 def test_engine_calls_on_a_container_load_nothing_of_the_create_path(tmp_path):
     """Each call an engine makes is a process of its own: `state` and `delete` of a container
-    import neither container.py nor what makes one (init, network, ctypes, prctl). The
-    ledger's cgroup entry is still released: state.RELEASED_BY imports its module."""
-    from minibox import state
+    import neither container.py nor what makes one (init, network, security: ctypes,
+    prctl). The ledger's cgroup entry is still released (state.RELEASED_BY imports its
+    module), and the saved spec's poststop hook still runs."""
+    from minibox import security, spec, state
     fake_cgroup = tmp_path / "cgroup"  # an empty directory stands in for the cgroup's
     fake_cgroup.mkdir()
     (tmp_path / "c1").mkdir()
     (tmp_path / "c1" / "state.json").write_text('{"id": "c1", "status": "stopped"}')
+    poststop = tmp_path / "poststop.json"
+    (tmp_path / "c1" / "spec.json").write_text(spec.ContainerSpec(
+        ["true"], security=security.SecurityProfile(), hooks={"poststop": [
+            {"path": "/bin/sh", "args": ["sh", "-c", f"cat > {poststop}"]}]}).dumps())
     (tmp_path / "c1" / "ledger").write_text(
         f'{{"kind": "dir", "path": "{tmp_path}/c1"}}\n'
         f'{{"kind": "cgroup", "paths": ["{fake_cgroup}"], "groups": []}}\n')
-    heavy = {"minibox.container", "minibox.init", "minibox.network", "ctypes", "prctl", "click"}
+    heavy = {"minibox.container", "minibox.init", "minibox.network", "minibox.security",
+             "ctypes", "prctl", "click"}
     code, out, errors, imported = _imported_by(["--root", str(tmp_path), "state", "c1"])
     assert (code, errors, json.loads(out)["status"]) == (0, [], "stopped")
     assert not heavy & imported
     code, _, errors, imported = _imported_by(["--root", str(tmp_path), "delete", "c1"])
     assert (code, errors) == (0, []) and not heavy & imported
     assert "minibox.cgroups" in imported and not fake_cgroup.exists()
-    assert list(tmp_path.iterdir()) == [] and set(state.RELEASED_BY) == {
+    assert json.loads(poststop.read_text())["status"] == "stopped"
+    assert list(tmp_path.iterdir()) == [poststop] and set(state.RELEASED_BY) == {
         "cgroup", "network", "proxy"}
