@@ -13,7 +13,6 @@ import time
 
 from . import explain, hooks, shared, state
 from .errors import MiniboxError, read_failure_report
-from .spec import ContainerSpec
 
 
 def load(reference):
@@ -280,6 +279,7 @@ def collect_garbage():
 
 
 def _saved_spec(directory):
+    from .spec import ContainerSpec  # with cgroups/: not for `start`, which needs only hooks
     try:
         return ContainerSpec.load(directory.file("spec.json"))
     except (FileNotFoundError, json.JSONDecodeError):
