@@ -37,8 +37,8 @@ import signal
 import sys
 import time
 
-from . import (cgroups, control, explain, hooks, init, namespaces, network, portproxy, rootfs,
-               rootless, shared, state)
+from . import (cgroups, execfifo, explain, hooks, init, namespaces, network, portproxy,
+               rootfs, rootless, shared, state)
 from .errors import MiniboxError, read_failure_report
 
 # Signals the runtime passes on to the container instead of dying of them.
@@ -247,7 +247,7 @@ def _reap(pid):
 
 
 def start(container):
-    control.release_init(container.directory, container.pid)
+    execfifo.release_init(container.directory, container.pid)
     confirm_exec(container)
 
 
@@ -266,7 +266,7 @@ def confirm_exec(container):
     # EOF also comes when the init was killed before `start` (OCI kill of a created
     # container): then it is not running, and wait() will record how it ended.
     if os.waitid(os.P_PID, container.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-        control.mark_running(directory, container.spec.hooks)
+        execfifo.mark_running(directory, container.spec.hooks)
 
 
 def wait(container):

@@ -7,11 +7,10 @@ what happened. Each one finds the container by name, id or unique id prefix (sta
 """
 import json
 import os
-import select
 import signal
 import time
 
-from . import explain, hooks, shared, state
+from . import execfifo, hooks, shared, state
 from .errors import MiniboxError, read_failure_report
 
 
@@ -58,55 +57,15 @@ def start(reference):
     if status != "created":
         raise MiniboxError(f"cannot start container {directory.id}: it is {status}, "
                            "not created")
-    failure = read_failure_report(release_init(directory, current["pid"], confirm=True))
+    failure = read_failure_report(execfifo.release_init(directory, current["pid"],
+                                                        confirm=True))
     if failure:
         directory.update(status="stopped", exit_code=failure.exit_code, finished=time.time(),
                          error=str(failure))
         raise failure
     # The fifo also closes when the init was killed before `start`: then it does not run.
     if shared.process_alive(current["pid"], current.get("pid_start")):
-        mark_running(directory, _saved_hooks(directory))
-
-
-@explain.step("Start: open exec.fifo for reading, which lets the init go on to execve(2)",
-              syscall='open("exec.fifo", O_RDONLY); read(fd, buf, 1)', man="fifo(7)")
-def release_init(directory, pid, confirm=False):
-    """Release the init blocked in init._wait_for_start (`run`, and `minibox start` for OCI).
-    With confirm (an init the caller reaps, which has no channel to us any more): read on
-    until its execve(2) closes the fifo (close-on-exec) and return what it wrote first -- a
-    failure report, or nothing."""
-    gone = MiniboxError(f"container {directory.id[:12]} exited before it was started")
-    # The pidfd first: once the fifo is open the init may exec, exit and be reaped before
-    # our next line runs, and a reaped process has no pidfd to give any more.
-    try:
-        init = os.pidfd_open(pid)
-    except ProcessLookupError:
-        raise gone from None
-    try:
-        fifo = os.open(directory.file("exec.fifo"), os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        os.close(init)
-        raise gone from None  # someone else started it
-    try:
-        # Poll both: an init killed while blocked would otherwise leave us waiting forever.
-        readable, _, _ = select.select([fifo, init], [], [])
-        if fifo not in readable or not os.read(fifo, 1):
-            raise gone
-        os.set_blocking(fifo, True)
-        report = b"".join(iter(lambda: os.read(fifo, 4096), b"")) if confirm else b""
-    finally:
-        os.close(fifo)
-        os.close(init)
-    os.unlink(directory.file("exec.fifo"))
-    return report
-
-
-def mark_running(directory, configured_hooks):
-    """Record that the command runs (from `created` only), then run the poststart hooks."""
-    running = directory.update(only_from=("created",), status="running", started=time.time())
-    if running and configured_hooks.get("poststart"):
-        hooks.run(configured_hooks, ("poststart",), state.oci_state(directory.id, running),
-                  fatal=False)
+        execfifo.mark_running(directory, _saved_hooks(directory))
 
 
 def parse_signal(text):

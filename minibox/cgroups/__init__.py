@@ -84,7 +84,7 @@ def start_grace_period() -> None:
         grace.start(procs)
 
 
-def _release(entry):
+def _release_cgroup(entry):
     """Undo the ledger's "cgroup" entry (state.py): the container's directories, and the
     groups made for it if it was their last container."""
     try:
@@ -93,4 +93,4 @@ def _release(entry):
         raise MiniboxError(str(error)) from None
 
 
-state.RELEASE["cgroup"] = _release
+state.RELEASE["cgroup"] = _release_cgroup
