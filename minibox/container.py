@@ -35,13 +35,12 @@ kill, stop, rm, gc) are in control.py.
 """
 import _socket  # socket(2) without socket.py's enums, whose import every start would pay
 import os
-import select
 import signal
 import sys
 import time
 
-from . import (cgroups, explain, hooks, init, namespaces, network, portproxy, rootfs, rootless,
-               shared, state)
+from . import (cgroups, execfifo, explain, hooks, init, namespaces, network, portproxy,
+               rootfs, rootless, shared, state)
 from . import spec as spec_module
 from .errors import MiniboxError, read_failure_report
 from .waiting import wait_for
@@ -144,7 +143,7 @@ def spawn(spec, directory, cgroup, caller_reaps=False, preserve_fds=0):
         _join_cgroup(cgroup, pid)
     # The OCI state JSON, for hooks to read on stdin: only when there are hooks.
     created = _hook_state(directory, "created", pid, start_time) if spec.hooks else ""
-    hooks.run(spec, ("prestart", "createRuntime"), created)
+    hooks.run(spec.hooks, ("prestart", "createRuntime"), created)
     channel.send(b"go " + created.encode())  # the init's own hooks read it too
     if spec.userns:
         _expect(channel, b"userns", pid)
@@ -193,16 +192,6 @@ def _join_cgroup(cgroup, pid):
     cgroup.add(pid)
 
 
-def _release_cgroup(entry):
-    try:
-        cgroups.remove_cgroup_dirs(entry["paths"], groups=entry.get("groups", ()))
-    except cgroups.CgroupError as error:
-        raise MiniboxError(str(error)) from None
-
-
-state.RELEASE["cgroup"] = _release_cgroup
-
-
 def _initial_state(spec, directory):
     return {"id": directory.id, "name": spec.name,
             "image": spec.image or spec.rootfs or spec.root_path, "image_id": spec.image_id,
@@ -217,20 +206,8 @@ def _initial_state(spec, directory):
 def _hook_state(directory, status, pid, start_time):
     """The OCI state JSON a hook reads on its stdin."""
     current = directory.load() or {}
-    return oci_state(directory.id, dict(current, status=status, pid=pid, pid_start=start_time))
-
-
-def oci_state(container_id, current, paused=False):
-    """The OCI runtime spec's state: what `minibox state` prints and hooks read (paused: its
-    cgroup is frozen, which only the caller knows)."""
-    import json
-    status = state.live_status(current)
-    status = status if status in ("created", "running", "stopped") else "creating"
-    status = "paused" if paused and status == "running" else status
-    return json.dumps({"ociVersion": spec_module.OCI_VERSION, "id": container_id,
-                       "status": status, "pid": current.get("pid") if status != "stopped" else 0,
-                       "bundle": current.get("bundle"),
-                       "annotations": current.get("annotations") or {}}, indent=2)
+    return state.oci_state(directory.id,
+                           dict(current, status=status, pid=pid, pid_start=start_time))
 
 
 def _receive(channel, pid):
@@ -272,41 +249,8 @@ def _reap(pid):
         pass
 
 
-@explain.step("Start: open exec.fifo for reading, which lets the init go on to execve(2)",
-              syscall='open("exec.fifo", O_RDONLY); read(fd, buf, 1)', man="fifo(7)")
-def release_init(directory, pid, confirm=False):
-    """Release the init blocked in init._wait_for_start (`run`, and `minibox start` for OCI).
-    With confirm (an init the caller reaps, which has no channel to us any more): read on
-    until its execve(2) closes the fifo (close-on-exec) and return what it wrote first -- a
-    failure report, or nothing."""
-    gone = MiniboxError(f"container {directory.id[:12]} exited before it was started")
-    # The pidfd first: once the fifo is open the init may exec, exit and be reaped before
-    # our next line runs, and a reaped process has no pidfd to give any more.
-    try:
-        init = os.pidfd_open(pid)
-    except ProcessLookupError:
-        raise gone from None
-    try:
-        fifo = os.open(directory.file("exec.fifo"), os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        os.close(init)
-        raise gone from None  # someone else started it
-    try:
-        # Poll both: an init killed while blocked would otherwise leave us waiting forever.
-        readable, _, _ = select.select([fifo, init], [], [])
-        if fifo not in readable or not os.read(fifo, 1):
-            raise gone
-        os.set_blocking(fifo, True)
-        report = b"".join(iter(lambda: os.read(fifo, 4096), b"")) if confirm else b""
-    finally:
-        os.close(fifo)
-        os.close(init)
-    os.unlink(directory.file("exec.fifo"))
-    return report
-
-
 def start(container):
-    release_init(container.directory, container.pid)
+    execfifo.release_init(container.directory, container.pid)
     confirm_exec(container)
 
 
@@ -325,14 +269,7 @@ def confirm_exec(container):
     # EOF also comes when the init was killed before `start` (OCI kill of a created
     # container): then it is not running, and wait() will record how it ended.
     if os.waitid(os.P_PID, container.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-        mark_running(directory, container.spec)
-
-
-def mark_running(directory, spec):
-    """Record that the command runs (from `created` only), then run the poststart hooks."""
-    running = directory.update(only_from=("created",), status="running", started=time.time())
-    if running and spec.hooks.get("poststart"):
-        hooks.run(spec, ("poststart",), oci_state(directory.id, running), fatal=False)
+        execfifo.mark_running(directory, container.spec.hooks)
 
 
 def wait(container, waiting=None):

@@ -30,10 +30,11 @@ import sys
 from .errors import MiniboxError
 
 
-def run(spec, stages, state_json, fatal=True):
-    """Run each hook of the given stages in order, feeding it the state JSON."""
+def run(configured, stages, state_json, fatal=True):
+    """Run each hook of the given stages in order, feeding it the state JSON. `configured`:
+    the spec's hooks, {stage: [hook, ...]}."""
     for stage in stages:
-        for hook in spec.hooks.get(stage, []):
+        for hook in configured.get(stage, []):
             failure = _run_one(hook, state_json)
             if failure is None:
                 continue

@@ -73,10 +73,10 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
             # runtime spec asks only that the process be placed in the namespace, so
             # minibox builds nothing there and changes no one else's root (oci.py refuses
             # the fields that would need a mount).
-            hooks.run(spec, ("createContainer",), created_state)
+            hooks.run(spec.hooks, ("createContainer",), created_state)
         else:
             merged = _build_root(spec, directory)
-            hooks.run(spec, ("createContainer",), created_state)
+            hooks.run(spec.hooks, ("createContainer",), created_state)
             _import_before_leaving_host(spec)
             if spec.use_chroot:
                 rootfs.chroot_to(merged)
@@ -111,7 +111,7 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
             channel = fifo  # `start` reads on until execve closes it, or our failure report
         else:
             os.close(fifo)
-        hooks.run(spec, ("startContainer",), created_state)
+        hooks.run(spec.hooks, ("startContainer",), created_state)
         exec_confined(spec, program, spec.command, env, die_with_parent=not caller_reaps)
     except MiniboxError as error:
         exit_code = error.exit_code

@@ -14,13 +14,14 @@ The runtime only talks to the small interface in base.Cgroup; cgroup_for() picks
 """
 import os
 
-from minibox import rootless
+from minibox import rootless, state
 from minibox.cgroups import grace
 from minibox.cgroups.base import (Cgroup, CgroupError, NoCgroup, Stats, remove_cgroup_dirs,
                                   remove_orphans)
 from minibox.cgroups.limits import (Limits, format_size, parse_cgroup_parent, parse_cgroups_path,
                                     parse_limits, parse_size)
 from minibox.cgroups.mounts import cgroup_directories
+from minibox.errors import MiniboxError
 
 __all__ = [
     "Cgroup", "CgroupError", "Limits", "Stats", "cgroup_at", "cgroup_directories", "cgroup_for",
@@ -96,3 +97,15 @@ def start_grace_period() -> None:
     procs = own_procs()
     if procs is not None:
         grace.start(procs)
+
+
+def _release_cgroup(entry):
+    """Undo the ledger's "cgroup" entry (state.py): the container's directories, and the
+    groups made for it if it was their last container."""
+    try:
+        remove_cgroup_dirs(entry["paths"], groups=entry.get("groups", ()))
+    except CgroupError as error:
+        raise MiniboxError(str(error)) from None
+
+
+state.RELEASE["cgroup"] = _release_cgroup
