@@ -186,8 +186,14 @@ def _kill_and_wait(directory, current, timeout=5.0):
 
 def delete(reference, force=False):
     """OCI `delete`: remove a stopped container (created or running only with --force),
-    then run its poststop hooks."""
-    directory, current, status = load(reference)
+    then run its poststop hooks. With --force, one that is gone already is no error: runc
+    1.1 and crun 1.8 exit 0 there, and Docker's shim calls `delete --force` after `delete`."""
+    try:
+        directory, current, status = load(reference)
+    except state.NoSuchContainer:
+        if force:
+            return
+        raise
     if status != "stopped" and not force:
         raise MiniboxError(f"cannot delete container {directory.id}: it is {status} "
                            "(stop it, or use --force)")

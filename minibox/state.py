@@ -387,10 +387,17 @@ def _is_reference(text):
         and "\0" not in text
 
 
+class NoSuchContainer(MiniboxError):
+    """No container answers to the reference."""
+
+    def __init__(self, reference):
+        super().__init__(f"no such container: {reference}")
+
+
 def find(reference):
     """A container by name, full id or unique id prefix (as Docker accepts them)."""
     if not _is_reference(reference):
-        raise MiniboxError(f"no such container: {reference}")
+        raise NoSuchContainer(reference)
     try:
         return ContainerDir(os.readlink(os.path.join(NAMES, reference)))
     except OSError:  # no such name (or no names/ yet)
@@ -402,5 +409,5 @@ def find(reference):
         return matches[0]
     if len(matches) > 1:
         raise MiniboxError(f"container id prefix {reference!r} is ambiguous")
-    raise MiniboxError(f"no such container: {reference}")
+    raise NoSuchContainer(reference)
 
