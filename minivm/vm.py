@@ -34,7 +34,6 @@ import signal
 import sys
 import time
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from minibox import explain
@@ -47,29 +46,6 @@ EXIT_NOT_FOUND = 127
 # initramfs, or never prints a line.
 MIN_MEMORY_MIB = 96
 DEFAULT_TIMEOUT = 120.0  # generous: a loaded CI host emulating the guest under TCG
-
-
-@dataclass
-class Request:
-    """What `minivm run` (or `sandbox`) was asked for, as the CLI parsed it."""
-    command: list[str]
-    kernel: Path | None = None      # --kernel; None: kernel.find's order
-    memory: str = "256M"
-    cpus: int = 1
-    accel: str = "auto"
-    interactive: bool = False       # -i: stdin goes to the command
-    tty: bool = False               # -t: a terminal for the command
-    timeout: float = DEFAULT_TIMEOUT
-    timings: bool = False
-    explain: bool = False
-    verbose: bool = False           # the kernel's messages on stderr
-    volumes: list[str] = field(default_factory=list)   # -v HOSTDIR:GUESTDIR[:ro]
-    append: str = ""                # more kernel parameters
-    detach: bool = False
-    name: str | None = None         # of a detached VM
-    disks: list[Path] = field(default_factory=list)
-    network: str = "none"
-    sandbox: bool = False           # the host's root, read-only, as the guest's
 
 
 class TimedOut(Exception):
@@ -108,9 +84,10 @@ def cpu_count(value: int) -> int:
     return value
 
 
-def run(request: Request, started: float) -> int:
-    """Boot the guest, run the command, return its exit status (for -d: start it, print its
-    name, return 0). `started`: time.monotonic() when minivm started, for --timings."""
+def run(request, started: float) -> int:
+    """Boot the guest of `request` (a runcall.Request), run the command, return its exit
+    status (for -d: start it, print its name, return 0). `started`: time.monotonic() when
+    minivm started, for --timings."""
     from minivm import initramfs, kernel, qemu
 
     command = request.command
@@ -234,7 +211,7 @@ def _stop_clock():
     signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def _claim_name(request: Request, state: dict, cleanup: ExitStack):
+def _claim_name(request, state: dict, cleanup: ExitStack):
     """`run -d`: the VM's directory, its name claimed and `state` recorded; removed again
     if the start fails."""
     import shutil
@@ -270,7 +247,7 @@ class Devices:
         self.network: dict = {}           # the NIC's lease owner and address, for state.json
 
 
-def _attach_devices(request: Request, disks, folders, nonce: str, cleanup: ExitStack,
+def _attach_devices(request, disks, folders, nonce: str, cleanup: ExitStack,
                     vm_dir=None) -> Devices:
     """Make each requested device's host side; `cleanup` undoes it when the VM is gone.
     A detached VM (vm_dir) keeps its files in its directory, others in $TMPDIR."""
@@ -314,7 +291,7 @@ def _attach_devices(request: Request, disks, folders, nonce: str, cleanup: ExitS
     return devices
 
 
-def _boot(config, nonce: str, request: Request, started: float):
+def _boot(config, nonce: str, request, started: float):
     from minivm import qemu
     from minivm.console import ConsoleParser
 
