@@ -98,6 +98,9 @@ def main(argv, started):
     if call is None:
         return
     command, options = call
+    if options["network"] == "bridge" and not options["explain"]:
+        from minibox import nethelper
+        nethelper.start()  # importing pyroute2 from now on, on the other core (minivm/nic.py)
     from minibox.shared import exit_now
     exit_now(guarded(lambda: run(Request(**options, sandbox=command == "sandbox"), started)))
 
