@@ -128,20 +128,20 @@ def run(request, started: float) -> int:
     if request.accel == "auto" and choice.name == "tcg":
         progress(f"using {choice.reason}")
     explain.narrate(f"accelerator: {choice.reason}", "Documentation/virt/kvm/api.rst",
-                    explain.where(accel.kvm_problem))
+                    accel.kvm_problem)
 
     cache = kernel.cache_dir()
     guest_kernel = kernel.find(request.kernel, cache, progress)
     explain.narrate(f"kernel {guest_kernel.release}: {guest_kernel.vmlinux}, from "
                     f"{guest_kernel.origin}", "Documentation/arch/x86/boot.rst (bzImage), "
-                    "QEMU microvm.rst (PVH)", explain.where(kernel.find))
+                    "QEMU microvm.rst (PVH)", kernel.find)
     phases.append(("kernel ready", time.monotonic() - started))
 
     base, was_cached = initramfs.cached_base(cache)
     explain.narrate(f"initramfs: {base} ({'cached' if was_cached else 'built now'}): "
                     "busybox-static, applet links, /etc/fstab, /init",
                     "Documentation/driver-api/early-userspace/buffer-format.rst",
-                    explain.where(initramfs.base_archive))
+                    initramfs.base_archive)
     nonce = os.urandom(8).hex()
     with ExitStack() as cleanup:
         vm_dir = _claim_name(request, {"command": command, "nonce": nonce},
@@ -155,7 +155,7 @@ def run(request, started: float) -> int:
             explain.narrate(f"kernel modules for the guest, dependencies first: "
                             f"{' '.join(name for name, _ in guest_modules)}",
                             "modinfo(8) depends=, modprobe(8)",
-                            explain.where(modules.ModuleTree.load_order))
+                            modules.ModuleTree.load_order)
         rows, cols = terminal_size(sys.stdin) if request.tty else (24, 80)
         place = {}
         if request.sandbox:
@@ -168,7 +168,7 @@ def run(request, started: float) -> int:
             **place)
         explain.narrate(f"appended a second cpio archive with /minivm/run.conf: the command "
                         f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
-                        explain.where(initramfs.run_archive))
+                        initramfs.run_archive)
         initrd = initramfs.write_initrd(base, run_archive, nonce,
                                         vm_dir.path if vm_dir else None)
         try:
@@ -261,7 +261,7 @@ def _attach_devices(request, disks, folders, nonce: str, cleanup: ExitStack,
         cleanup.callback(disk.remove, overlays)
         explain.narrate(f"qcow2 overlays over {', '.join(map(str, request.disks))}: "
                         f"{', '.join(map(str, overlays))}", "qemu-img(1) create -b -F",
-                        explain.where(disk.attach))
+                        disk.attach)
         devices.options += options
         devices.modules += disk.GUEST_MODULES
     if request.network == "bridge":
@@ -273,7 +273,7 @@ def _attach_devices(request, disks, folders, nonce: str, cleanup: ExitStack,
         explain.narrate(f"tap {card.tap_name} on minibox0, guest address {card.address}/"
                         f"{card.subnet.prefixlen} via {card.gateway}",
                         "Documentation/networking/tuntap.rst, rtnetlink(7)",
-                        explain.where(nic.connect))
+                        nic.connect)
         devices.options += card.options()
         devices.modules += nic.GUEST_MODULES
         devices.setup += card.guest_setup()
@@ -284,7 +284,7 @@ def _attach_devices(request, disks, folders, nonce: str, cleanup: ExitStack,
         attached = shares.attach(folders, request.sandbox)
         explain.narrate("host folders over 9p, mounted by /init: " + "; ".join(
             " ".join(step) for step in attached.setup), "Documentation/filesystems/9p.rst, "
-            "overlayfs.rst (sandbox)", explain.where(shares.attach))
+            "overlayfs.rst (sandbox)", shares.attach)
         devices.options += attached.options
         devices.modules += attached.modules
         devices.setup += attached.setup
@@ -300,7 +300,7 @@ def _boot(config, nonce: str, request, started: float):
         explain.narrate(f"kernel parameter {param.args[0]}: {param.why}", param.doc,
                         param.where)
     explain.narrate("starting QEMU; kernel messages follow as [guest] lines",
-                    "qemu-system-x86_64(1)", explain.where(qemu.run))
+                    "qemu-system-x86_64(1)", qemu.run)
     console = qemu.Console(show_kernel=request.verbose or request.explain,
                            stdin_fd=sys.stdin.fileno() if request.interactive or request.tty
                            else None)
