@@ -11,18 +11,17 @@
     minivm kernel list | fetch [--package NAME] | build
 
 A click group (click.palletsprojects.com); each command imports the modules it uses inside
-its function, so `run` loads only what a boot needs. Bad usage and minivm's own errors are
+its function. `minivm run` and `sandbox` seldom come here: runcall.py reads them without
+click, from the table that also makes their click options below (run_options), and leaves
+to click only the shapes it does not read (`--help`, `-it`, bad values). Bad usage and minivm's own errors are
 one line on stderr and exit 125 (vm.py's docstring lists the other statuses).
 """
-import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import click
 
-from minibox.errors import MiniboxError
 from minibox.shared import exit_now
 from minivm import MinivmError, runcall, vm
 
