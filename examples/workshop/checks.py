@@ -184,10 +184,11 @@ def level_05(run, root):
             run, ["run", "--net", "10.231.0.4/24", "--root", root, "--", "ip", "-o", "-4",
                   "addr", "show", "eth0"], lambda c, s: "10.231.0.4/24" in s),
             "move the veth's peer into the child's netns, rename it eth0, add the address",
-            "connect"),
+            "bridge.connect"),
         Check("it reaches another container", lambda: (two_containers()[0] == 0,
                                                       "ping 10.231.0.2 from 10.231.0.3 failed"),
-              "put the host end of each veth on the bridge (master=) and bring it up", "connect"),
+              "put the host end of each veth on the bridge (master=) and bring it up",
+              "bridge.connect"),
     ]
 
 
