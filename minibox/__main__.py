@@ -6,8 +6,8 @@ So a plain `minibox run` starts that thread here, before importing the command l
 (click and the rest); container.create starts it otherwise (say `minibox --root
 DIR run`, or the detached monitor of `run -d`).
 
-The calls an engine makes for every container (state, start, delete, kill) are read by
-ocicalls.py without click, whose import alone costs more than their work.
+The calls an engine makes for every container (create, state, start, delete, kill) are read
+by ocicalls.py without click, whose import alone costs more than their work.
 """
 import sys
 

@@ -28,6 +28,7 @@ imported inside the functions that talk netlink, never at module level. Addresse
 """
 import errno
 import os
+import time
 
 from . import namespaces, rootless
 from .errors import MiniboxError
@@ -53,6 +54,11 @@ SUBNET_HELP = (
 # not one per state root, so every minibox using it must share one pool. The pool's name
 # carries the netns inode, so `ip netns exec X minibox ...` gets a pool of its own.
 STORE_DIR = "/run/minibox-network"
+
+# How long disconnect() waits for the kernel to delete a dead netns's veth pair before it
+# deletes the pair itself. The wait is usually a few grace periods (bench/README.md); only a
+# netns that lives on (another container joined it) or a very busy machine takes this long.
+NETNS_CLEANUP_SECONDS = 0.5
 
 
 class NetworkError(MiniboxError):
@@ -259,14 +265,31 @@ def _configure_inside(netns_fd, address, table):
 
 
 def disconnect(container_id):
-    """Delete the container's veth pair and release its address; safe to call twice.
+    """Make sure the container's veth pair is gone, then release its address; safe to
+    call twice.
 
-    Deleting either end of a veth pair deletes both. When the container's netns dies
-    first the kernel removes the pair itself, but asynchronously (in the netns cleanup
-    work queue), so the delete here is still needed to be sure it is gone.
+    Deleting either end of a veth pair deletes both, and so does the end of the
+    container's netns: once its last process is gone, the kernel unregisters the devices
+    in it (net/core/net_namespace.c: cleanup_net, from a work queue, after RCU grace
+    periods), eth0 and with it our end. Teardown and `gc` kill the init before they get
+    here (its ledger entry is newer than the network's), so this first waits for the
+    kernel to do that: no netlink request, and no pyroute2 to import for it. A netns that
+    outlives its init -- a `--network container:ID` container still uses it -- is not
+    waited for longer than NETNS_CLEANUP_SECONDS: then the pair is deleted from here.
     """
-    delete_veth(container_id)
+    if not _gone_within(host_ifname(container_id), NETNS_CLEANUP_SECONDS):
+        delete_veth(container_id)
     _release_lease(address_pool(), container_id)
+
+
+def _gone_within(ifname, seconds):
+    """Poll for `ifname` to vanish: the kernel announces it only to a netlink listener."""
+    deadline = time.monotonic() + seconds
+    while link_exists(ifname):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
 
 
 def delete_veth(container_id):
@@ -342,9 +365,9 @@ def link_exists(ifname):
     Not /sys/class/net: sysfs shows the interfaces of the netns that mounted it, which is
     not ours under `nsenter --net` or `ip netns exec`.
     """
-    import socket
+    import _socket  # socket.py's C half: teardown polls this, and need not load its enums
     try:
-        socket.if_nametoindex(ifname)
+        _socket.if_nametoindex(ifname)
     except OSError:
         return False
     return True

@@ -27,25 +27,23 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
 Then the monitor waits for PID 1 (supervise), records its exit code in state.json, restarts
 it as the restart policy says -- with a fresh init, since a PID namespace dies with its
 PID 1, and the fresh network namespace gets the container's address again -- and tears
-down what the ledger lists. For `run -d` and OCI `create` the monitor is a detached process
-of its own (monitor.py); for a plain `run` it is the `minibox` process. Commands acting on
-a container that exists (start, kill, stop, rm, gc) are in control.py.
+down what the ledger lists. For `run -d` the monitor is a detached process of its own
+(monitor.py); for a plain `run` it is the `minibox` process. Either way it waits in a bare
+interpreter and comes back as the runtime (`resume`) when PID 1 ends (supervisor.py); OCI
+`create` leaves no monitor (engine.py). Commands acting on a container that exists (start,
+kill, stop, rm, gc) are in control.py.
 """
 import _socket  # socket(2) without socket.py's enums, whose import every start would pay
 import os
-import select
 import signal
 import sys
 import time
 
-from . import (cgroups, explain, hooks, init, namespaces, network, portproxy, rootfs, rootless,
-               shared, state)
+from . import (cgroups, execfifo, explain, hooks, init, namespaces, network, portproxy,
+               rootfs, rootless, shared, state)
 from . import spec as spec_module
 from .errors import MiniboxError, read_failure_report
-
-# Signals the runtime passes on to the container instead of dying of them.
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                     signal.SIGUSR1, signal.SIGUSR2)
+from .waiting import wait_for
 
 
 class Container:
@@ -86,11 +84,10 @@ def create(spec, container_id=None, caller_reaps=False, preserve_fds=0):
     bound_ports = []
     try:
         directory.save(dict(_initial_state(spec, directory), caller_reaps=caller_reaps))
-        # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py). An
-        #    OCI bundle's container is in every v1 hierarchy, as runc puts it: engines and
-        #    their tools look for it in blkio, cpuset or name=systemd too.
-        cgroup = cgroups.cgroup_for(directory.id, spec.cgroup_parent, spec.cgroups_path,
-                                    every_hierarchy=spec.bundle is not None)
+        #    On the bridge: a helper starts importing pyroute2 now, on the other core.
+        network.prepare(spec, directory)
+        # 2. The cgroup, limits written, before the init exists (cgroups/v1.py, v2.py).
+        cgroup = cgroups.cgroup_of(spec, directory.id)
         taken = [path for path in cgroup.paths() if os.path.isdir(path)]
         if taken:  # another's (an OCI cgroupsPath): the ledger would remove it with ours
             raise MiniboxError(f"cgroup {taken[0]} exists already: minibox makes the "
@@ -145,9 +142,9 @@ def spawn(spec, directory, cgroup, caller_reaps=False, preserve_fds=0):
     if cgroup.paths():
         _join_cgroup(cgroup, pid)
     # The OCI state JSON, for hooks to read on stdin: only when there are hooks.
-    creating = _hook_state(directory, "creating", pid) if spec.hooks else ""
-    hooks.run(spec, ("prestart", "createRuntime"), hooks.with_status(creating, "created"))
-    channel.send(b"go " + creating.encode())  # the init's own hooks read it too
+    created = _hook_state(directory, "created", pid, start_time) if spec.hooks else ""
+    hooks.run(spec.hooks, ("prestart", "createRuntime"), created)
+    channel.send(b"go " + created.encode())  # the init's own hooks read it too
     if spec.userns:
         _expect(channel, b"userns", pid)
         _map_user_namespace(spec, directory, pid)
@@ -195,16 +192,6 @@ def _join_cgroup(cgroup, pid):
     cgroup.add(pid)
 
 
-def _release_cgroup(entry):
-    try:
-        cgroups.remove_cgroup_dirs(entry["paths"], groups=entry.get("groups", ()))
-    except cgroups.CgroupError as error:
-        raise MiniboxError(str(error)) from None
-
-
-state.RELEASE["cgroup"] = _release_cgroup
-
-
 def _initial_state(spec, directory):
     return {"id": directory.id, "name": spec.name,
             "image": spec.image or spec.rootfs or spec.root_path, "image_id": spec.image_id,
@@ -216,23 +203,11 @@ def _initial_state(spec, directory):
             "monitor_start": shared.process_start_time(os.getpid())}
 
 
-def _hook_state(directory, status, pid):
+def _hook_state(directory, status, pid, start_time):
     """The OCI state JSON a hook reads on its stdin."""
     current = directory.load() or {}
-    return oci_state(directory.id, dict(current, status=status, pid=pid))
-
-
-def oci_state(container_id, current, paused=False):
-    """The OCI runtime spec's state: what `minibox state` prints and hooks read (paused: its
-    cgroup is frozen, which only the caller knows)."""
-    import json
-    status = state.live_status(current)
-    status = status if status in ("created", "running", "stopped") else "creating"
-    status = "paused" if paused and status == "running" else status
-    return json.dumps({"ociVersion": spec_module.OCI_VERSION, "id": container_id,
-                       "status": status, "pid": current.get("pid") if status != "stopped" else 0,
-                       "bundle": current.get("bundle"),
-                       "annotations": current.get("annotations") or {}}, indent=2)
+    return state.oci_state(directory.id,
+                           dict(current, status=status, pid=pid, pid_start=start_time))
 
 
 def _receive(channel, pid):
@@ -274,41 +249,8 @@ def _reap(pid):
         pass
 
 
-@explain.step("Start: open exec.fifo for reading, which lets the init go on to execve(2)",
-              syscall='open("exec.fifo", O_RDONLY); read(fd, buf, 1)', man="fifo(7)")
-def release_init(directory, pid, confirm=False):
-    """Release the init blocked in init._wait_for_start (`run`, and `minibox start` for OCI).
-    With confirm (an init the caller reaps, which has no channel to us any more): read on
-    until its execve(2) closes the fifo (close-on-exec) and return what it wrote first -- a
-    failure report, or nothing."""
-    gone = MiniboxError(f"container {directory.id[:12]} exited before it was started")
-    # The pidfd first: once the fifo is open the init may exec, exit and be reaped before
-    # our next line runs, and a reaped process has no pidfd to give any more.
-    try:
-        init = os.pidfd_open(pid)
-    except ProcessLookupError:
-        raise gone from None
-    try:
-        fifo = os.open(directory.file("exec.fifo"), os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        os.close(init)
-        raise gone from None  # someone else started it
-    try:
-        # Poll both: an init killed while blocked would otherwise leave us waiting forever.
-        readable, _, _ = select.select([fifo, init], [], [])
-        if fifo not in readable or not os.read(fifo, 1):
-            raise gone
-        os.set_blocking(fifo, True)
-        report = b"".join(iter(lambda: os.read(fifo, 4096), b"")) if confirm else b""
-    finally:
-        os.close(fifo)
-        os.close(init)
-    os.unlink(directory.file("exec.fifo"))
-    return report
-
-
 def start(container):
-    release_init(container.directory, container.pid)
+    execfifo.release_init(container.directory, container.pid)
     confirm_exec(container)
 
 
@@ -327,19 +269,22 @@ def confirm_exec(container):
     # EOF also comes when the init was killed before `start` (OCI kill of a created
     # container): then it is not running, and wait() will record how it ended.
     if os.waitid(os.P_PID, container.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-        mark_running(directory, container.spec)
+        execfifo.mark_running(directory, container.spec.hooks)
 
 
-def mark_running(directory, spec):
-    """Record that the command runs (from `created` only), then run the poststart hooks."""
-    running = directory.update(only_from=("created",), status="running", started=time.time())
-    if running and spec.hooks.get("poststart"):
-        hooks.run(spec, ("poststart",), oci_state(directory.id, running), fatal=False)
+def wait(container, waiting=None):
+    """Wait for PID 1 to exit and record how it ended; return its exit code. `waiting`
+    (supervisor.py) waits instead, and may do so in a lean interpreter: then it never returns,
+    and `resume` carries on in a fresh runtime."""
+    if waiting is not None:
+        exit_code = waiting(container)
+    else:
+        exit_code = wait_for(container.pid, container.console, container.spec.interactive)
+    return record_exit(container, exit_code)
 
 
-def wait(container):
-    """Wait for PID 1 to exit and record how it ended; return its exit code."""
-    exit_code = wait_for(container.pid, container.console, container.spec.interactive)
+def record_exit(container, exit_code):
+    """Record in state.json how PID 1 ended, with its cgroup's stats; return the exit code."""
     # Read while the cgroup still exists: `minibox stats` and --stats show these later.
     container.stats, container.oom_kills = container.cgroup.stats(), container.cgroup.oom_kills()
     try:
@@ -353,34 +298,17 @@ def wait(container):
     return exit_code
 
 
-def wait_for(pid, console=None, interactive=False):
-    """Wait for a child, passing signals and terminal traffic on; return its exit code the
-    way a shell reports it: the code, or 128+N when killed by signal N."""
-    def forward(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
-    try:
-        if console is not None:
-            from . import terminal
-            terminal.relay(console, interactive)
-        _, status = os.waitpid(pid, 0)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    exit_code = os.waitstatus_to_exitcode(status)
-    return 128 - exit_code if exit_code < 0 else exit_code
-
-
-def supervise(container):
+def supervise(container, exit_code=None, waiting=None):
     """Wait for PID 1 and restart it while the restart policy says so (and nobody ran
-    `minibox stop`); return the last incarnation and its exit code."""
+    `minibox stop`); return the last incarnation and its exit code. With `exit_code`, PID 1
+    has ended already (`resume`); `waiting`: see wait()."""
     directory, spec = container.directory, container.spec
-    restarts = 0
+    restarts = (directory.load() or {}).get("restarts", 0)  # a resumed monitor's too
     while True:
-        exit_code = wait(container)
+        if exit_code is None:
+            exit_code = wait(container, waiting)
+        else:
+            record_exit(container, exit_code)
         if not spec.restart.should_restart(exit_code, restarts):
             return container, exit_code
         restarts += 1
@@ -393,6 +321,7 @@ def supervise(container):
             return container, exit_code
         container = spawn(spec, directory, container.cgroup)
         start(container)
+        exit_code = None
 
 
 def _stop_requested(directory):
@@ -408,17 +337,36 @@ def release(container):
     container.directory.release_all(keep=keep)
 
 
-def run(spec, container_id=None, ready=None):
+def run(spec, container_id=None, ready=None, waiting=None):
     """`minibox run`: create + start + wait (+ delete with --rm), one code path.
 
     A detached container's monitor (monitor.py) passes `ready`, called once the container
-    runs."""
+    runs; `waiting`: see wait()."""
     container = create(spec, container_id)
     try:
         start(container)
         if ready is not None:
             ready(container)
-        container, exit_code = supervise(container)
+    except BaseException:
+        release(container)
+        raise
+    return _supervise_then_release(container, None, waiting)
+
+
+def resume(directory, exit_code, waiting=None):
+    """The rest of `run` in a fresh runtime, once a lean monitor (waiting.py) has reaped
+    PID 1 with `exit_code`: record it, restart or tear down. The container as `create` left
+    it is rebuilt from its directory: spec.json, state.json, and the cgroup (same id, same
+    monitor process, so the same path)."""
+    spec = spec_module.ContainerSpec.load(directory.file("spec.json"))
+    cgroup = cgroups.cgroup_of(spec, directory.id)
+    container = Container(spec, directory, directory.load()["pid"], None, cgroup)
+    return _supervise_then_release(container, exit_code, waiting)
+
+
+def _supervise_then_release(container, exit_code, waiting):
+    try:
+        container, exit_code = supervise(container, exit_code, waiting)
     finally:
         release(container)
     return _report_usage(container, exit_code)

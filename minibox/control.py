@@ -10,9 +10,8 @@ import os
 import signal
 import time
 
-from . import container, hooks, shared, state
+from . import execfifo, hooks, shared, state
 from .errors import MiniboxError, read_failure_report
-from .spec import ContainerSpec
 
 
 def load(reference):
@@ -38,8 +37,8 @@ def containers(skipped, include_stopped=False):
 def oci_state(reference):
     """`minibox state`: the process says created, running or stopped; the freezer, paused."""
     directory, current, status = load(reference)
-    return container.oci_state(directory.id, current,
-                               paused=status == "running" and cgroup_of(directory).frozen())
+    return state.oci_state(directory.id, current,
+                           paused=status == "running" and cgroup_of(directory).frozen())
 
 
 def cgroup_of(directory):
@@ -58,15 +57,15 @@ def start(reference):
     if status != "created":
         raise MiniboxError(f"cannot start container {directory.id}: it is {status}, "
                            "not created")
-    failure = read_failure_report(container.release_init(directory, current["pid"],
-                                                         confirm=True))
+    failure = read_failure_report(execfifo.release_init(directory, current["pid"],
+                                                        confirm=True))
     if failure:
         directory.update(status="stopped", exit_code=failure.exit_code, finished=time.time(),
                          error=str(failure))
         raise failure
     # The fifo also closes when the init was killed before `start`: then it does not run.
     if shared.process_alive(current["pid"], current.get("pid_start")):
-        container.mark_running(directory, _saved_spec(directory))
+        execfifo.mark_running(directory, _saved_hooks(directory))
 
 
 def parse_signal(text):
@@ -119,7 +118,9 @@ def stop(reference, timeout=10):
     Returns once the monitor has also released what the container held on the host (its
     veth, address and port proxy too), so that the bridge or the port is free right away."""
     directory, first, status = load(reference)
-    if status != "stopped":
+    # A PID 1 that has just ended is stopped, but its monitor may be about to restart it
+    # (between the two, it execs the runtime again: supervisor.py): no restart either.
+    if status != "stopped" or state.monitor_alive(first):
         request_stop(directory)
         _signal_until_stopped(directory, first, timeout)
     wait_for_monitor(first)
@@ -190,11 +191,11 @@ def delete(reference, force=False):
     if status != "stopped" and not force:
         raise MiniboxError(f"cannot delete container {directory.id}: it is {status} "
                            "(stop it, or use --force)")
-    spec = _saved_spec(directory)
+    configured_hooks = _saved_hooks(directory)
     remove(directory.id, force=True)
-    if spec is not None and spec.hooks.get("poststop"):
-        stopped = container.oci_state(directory.id, dict(current, status="stopped"))
-        hooks.run(spec, ("poststop",), stopped, fatal=False)
+    if configured_hooks.get("poststop"):
+        stopped = state.oci_state(directory.id, dict(current, status="stopped"))
+        hooks.run(configured_hooks, ("poststop",), stopped, fatal=False)
 
 
 def collect_garbage():
@@ -239,10 +240,22 @@ def collect_garbage():
 
 
 def _saved_spec(directory):
+    from .spec import ContainerSpec  # with cgroups/: not for `start`, which needs only hooks
     try:
         return ContainerSpec.load(directory.file("spec.json"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def _saved_hooks(directory):
+    """The saved spec's hooks ({} without one): all that start and delete need of it. Not
+    ContainerSpec.load, whose security profile imports security.py (prctl, ctypes): each
+    engine call is a process of its own."""
+    try:
+        with open(directory.file("spec.json"), "rb") as saved:
+            return json.loads(saved.read()).get("hooks") or {}
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def logs(reference, out, follow=False, tail=None):
@@ -281,8 +294,7 @@ def usage(skipped, interval=0.5, references=()):
     groups = []
     for directory, current in running:
         spec = _saved_spec(directory)
-        groups.append((directory, current, spec, cgroups.cgroup_for(
-            directory.id, spec.cgroup_parent, spec.cgroups_path)))
+        groups.append((directory, current, spec, cgroups.cgroup_of(spec, directory.id)))
     before = [group.stats().cpu_seconds for *_, group in groups]
     time.sleep(interval)
     rows = []

@@ -4,9 +4,13 @@ pipe a shell or a test reads until EOF, a --step terminal) would keep that reade
 until this process exits. (Its own session, setsid(2), is the caller's to decide.)
 
 Two processes of minibox outlive the command that started them: the detached monitor
-(monitor.py) and the port proxy (portproxy.py).
+(monitor.py) and the port proxy (portproxy.py). Both spend their lives waiting, so both run
+the waiting in a bare interpreter (`exec_python`): what the runtime imported to set the
+container up (pyroute2, click) would otherwise stay resident in each (bench/README.md,
+"Container memory").
 """
 import os
+import sys
 
 
 def stdio_to_dev_null():
@@ -26,3 +30,22 @@ def close_fds_except(*keep):
                 os.close(fd)
             except OSError:
                 pass  # the listdir's own fd, already gone
+
+
+def exec_python(function, args, lean=True):
+    """execve(2) a fresh interpreter that runs `function(args)` ("module.name" in minibox;
+    args: strings). Never returns.
+
+    lean: `-I -S`, the bare interpreter: no site-packages (site.py and the virtualenv's
+    .pth files would load modules the waiting never uses) and no environment (PYTHONPATH,
+    PYTHONSTARTUP: a root process runs none of the caller's code). Without it, `-I` only:
+    the runtime needs its site-packages (pyroute2). Either way, minibox itself is found
+    where this file is."""
+    module, name = function.rsplit(".", 1)
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
+            f"from minibox.{module} import {name}; {name}(sys.argv[1:])")
+    flags = ["-I", "-S"] if lean else ["-I"]
+    for stream in (sys.stdout, sys.stderr):  # what Python still buffers would be lost
+        stream.flush()
+    os.execv(sys.executable, [sys.executable, *flags, "-c", code, *args])

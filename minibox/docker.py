@@ -21,7 +21,7 @@ def spec_from_flags(container_id, args, *, remove=False, detach=False, restart="
                     interactive=False, tty=False, name=None, hostname=None, env=(), workdir=None,
                     entrypoint=None, volume=(), rootfs=None, use_chroot=False, memory=None,
                     memory_swap=None, cpus=None, cpu_shares=None, pids_limit=None,
-                    cgroup_parent=None, show_stats=False, cap_add=(), cap_drop=(),
+                    cpuset_cpus=None, blkio_weight=None, cgroup_parent=None, show_stats=False, cap_add=(), cap_drop=(),
                     privileged=False, security_opt=(), read_only=False, user=None, userns=False,
                     network_mode=None, ip=None, publish=()):
     """`minibox run [FLAGS] (IMAGE | --rootfs DIR) [CMD [ARG...]]` -> the ContainerSpec of
@@ -63,7 +63,8 @@ def spec_from_flags(container_id, args, *, remove=False, detach=False, restart="
         uid_mappings=docker_id_mappings(userns), gid_mappings=docker_id_mappings(userns),
         interactive=interactive, tty=tty, remove=remove, detach=detach, restart=policy,
         use_chroot=use_chroot,
-        limits=parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit, privileged),
+        limits=parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit, privileged,
+                            cpuset_cpus, blkio_weight),
         cgroup_parent=parse_cgroup_parent(cgroup_parent), stats=show_stats,
         security=security_profile(cap_add, cap_drop, privileged, security_opt),
         privileged=privileged, read_only=read_only,
@@ -219,11 +220,12 @@ def check_workdir(path):
 
 
 
-def parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit, privileged=False):
-    """-m, --memory-swap, --cpus, --cpu-shares, --pids-limit -> Limits (cgroups/limits.py),
-    with the default device rules unless --privileged."""
+def parse_limits(memory, memory_swap, cpus, cpu_shares, pids_limit, privileged=False,
+                 cpuset_cpus=None, blkio_weight=None):
+    """-m, --memory-swap, --cpus, --cpu-shares, --pids-limit, --cpuset-cpus, --blkio-weight
+    -> Limits (cgroups/limits.py), with the default device rules unless --privileged."""
     return _one_line(cgroup_limits.parse_limits, memory, memory_swap, cpus, cpu_shares, pids_limit,
-                     privileged)
+                     privileged, cpuset_cpus, blkio_weight)
 
 
 def parse_cgroup_parent(text):

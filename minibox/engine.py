@@ -23,6 +23,15 @@ from .errors import MiniboxError
 RUNC_VERSION = "1.1.5"  # the runc whose command line minibox follows (features' "runc" key)
 
 
+def create_from_bundle(bundle, container_id, pid_file=None, console_socket=None,
+                       preserve_fds=0):
+    """`minibox create`: the bundle's config.json (oci.py) made a container by `create`."""
+    from . import oci
+    spec = oci.load_bundle(bundle)
+    create(spec, oci.check_container_id(container_id), pid_file,
+           console_socket and os.path.abspath(console_socket), preserve_fds)
+
+
 def create(spec, container_id, pid_file=None, console_socket=None, preserve_fds=0):
     """OCI `create` for a caller that reaps the init itself; returns once nothing of ours
     holds it. process.terminal: the pty made inside goes to console_socket (runc's

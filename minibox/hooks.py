@@ -7,9 +7,7 @@ in the host's namespaces; two by the container's init, in the container's namesp
 (https://github.com/opencontainers/runtime-spec/blob/main/config.md#posix-platform-hooks):
 
     prestart, createRuntime  after the namespaces exist, before pivot_root: a failure aborts
-                             the create and leaves nothing behind. Their state says
-                             "created", as crun passes it and the spec's conformance
-                             checks expect (runc says "creating")
+                             the create and leaves nothing behind
     createContainer          (the init) the same moment, in the container's namespaces: the
                              root is mounted but not yet pivoted to, so the path is the
                              host's; a failure aborts the create the same way
@@ -17,16 +15,26 @@ in the host's namespaces; two by the container's init, in the container's namesp
                              container's; a failure stops the container
     poststart                after the command started: a failure is only a warning
     poststop                 after `delete`: a failure is only a warning
+
+The state each one reads, as crun 1.8 passes it (measured with its hooks on this host):
+"created" with the init's host PID for the first four, "running" for poststart, "stopped"
+with pid 0 for poststop. runc 1.1 says "creating" up to createContainer; the spec's
+conformance checks (runtime-tools' hooks_stdin) expect "created" for prestart, as crun. Where
+crun strays from the spec's state schema, the spec's text decides: crun passes pid 0 to
+createContainer and startContainer and status "starting" to startContainer, a status the
+schema does not have; here they get the container's PID "as seen by the host" and
+"created" (the command has not run yet), as runc's startContainer does.
 """
 import sys
 
 from .errors import MiniboxError
 
 
-def run(spec, stages, state_json, fatal=True):
-    """Run each hook of the given stages in order, feeding it the state JSON."""
+def run(configured, stages, state_json, fatal=True):
+    """Run each hook of the given stages in order, feeding it the state JSON. `configured`:
+    the spec's hooks, {stage: [hook, ...]}."""
     for stage in stages:
-        for hook in spec.hooks.get(stage, []):
+        for hook in configured.get(stage, []):
             failure = _run_one(hook, state_json)
             if failure is None:
                 continue
@@ -34,12 +42,6 @@ def run(spec, stages, state_json, fatal=True):
             if fatal:
                 raise MiniboxError(message)
             print(f"minibox: warning: {message}", file=sys.stderr)
-
-
-def with_status(state_json, status):
-    """The same state JSON with another status (empty stays empty: no hooks, no state)."""
-    import json
-    return state_json and json.dumps(dict(json.loads(state_json), status=status), indent=2)
 
 
 def _run_one(hook, state_json):

@@ -58,8 +58,9 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
         go = channel.recv(65536)
         if not go.startswith(b"go "):  # the runtime gave up
             return
-        creating_state = go[3:].decode()  # the OCI state JSON; empty without hooks
-        created_state = hooks.with_status(creating_state, "created")
+        # The OCI state JSON (empty without hooks), "created" for both of our stages, as
+        # prestart's (hooks.py says why)
+        created_state = go[3:].decode()
         if "cgroup" in spec.namespaces:
             namespaces.enter_cgroup_namespace(spec.namespaces["cgroup"])
         set_process_limits(spec)
@@ -72,10 +73,10 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
             # runtime spec asks only that the process be placed in the namespace, so
             # minibox builds nothing there and changes no one else's root (oci.py refuses
             # the fields that would need a mount).
-            hooks.run(spec, ("createContainer",), creating_state)
+            hooks.run(spec.hooks, ("createContainer",), created_state)
         else:
             merged = _build_root(spec, directory)
-            hooks.run(spec, ("createContainer",), creating_state)
+            hooks.run(spec.hooks, ("createContainer",), created_state)
             _import_before_leaving_host(spec)
             if spec.use_chroot:
                 rootfs.chroot_to(merged)
@@ -110,7 +111,7 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
             channel = fifo  # `start` reads on until execve closes it, or our failure report
         else:
             os.close(fifo)
-        hooks.run(spec, ("startContainer",), created_state)
+        hooks.run(spec.hooks, ("startContainer",), created_state)
         exec_confined(spec, program, spec.command, env, die_with_parent=not caller_reaps)
     except MiniboxError as error:
         exit_code = error.exit_code
@@ -126,9 +127,9 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
 def new_session():
     """The first steps of PID 1 and of an exec'd process, right after fork(2): a session of
     its own (setsid(2): signals reach it only as its parent forwards them), default signal
-    dispositions, and death with its parent (if the runtime dies, so does the container,
-    and gc finds the ledger) -- until a process handed to an engine's subreaper clears it
-    (pid1's caller_reaps, `exec --detach`)."""
+    dispositions, no signal blocked, and death with its parent (if the runtime dies, so
+    does the container, and gc finds the ledger) -- until a process handed to an engine's
+    subreaper clears it (pid1's caller_reaps, `exec --detach`)."""
     os.setsid()
     # An ignored signal stays ignored across execve(2) (signal(7)), and Python ignores
     # SIGPIPE: `yes | head` in the container would then never end by SIGPIPE. A caller
@@ -139,6 +140,9 @@ def new_session():
                 signal.signal(signum, signal.SIG_DFL)
             except (OSError, ValueError):
                 pass  # real-time signals the C library keeps for itself
+    # The signal mask survives execve(2) too (sigprocmask(2)), and a monitor that came back
+    # as the runtime holds the forwarded signals blocked (waiting.exec_blocked).
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     syscalls.set_parent_death_signal(signal.SIGKILL)
 
 

@@ -7,13 +7,15 @@ is reparented to init, or the nearest subreaper, and the caller reaps the middle
 once), calls setsid(2) (no controlling terminal: the caller's terminal closing does not
 reach it), and puts /dev/null on its stdio. The monitor then runs container.run -- the very
 code of a foreground run -- and reports over a pipe when the container is up, or why not.
+Then it waits for PID 1 in a bare interpreter, and comes back as the runtime to restart or
+tear down, as a foreground run does (supervisor.py).
 
 OCI `create` has no monitor: its caller (an engine's shim, conmon) reaps the container's
 init itself (engine.py).
 """
 import os
 
-from . import container, daemon
+from . import container, daemon, supervisor
 from .errors import (RUNTIME_ERROR, MiniboxError, bug_line, failure_report,
                      read_failure_report)
 
@@ -44,7 +46,7 @@ def launch(spec, container_id):
 
 
 def _monitor(spec, container_id, report):
-    """The monitor's whole life; never returns."""
+    """The monitor's first life, as the runtime: create and start; never returns."""
     daemon.close_fds_except(report)
     daemon.stdio_to_dev_null()
     pending = [report]  # the report pipe, until it has been used (fd numbers get reused)
@@ -54,7 +56,8 @@ def _monitor(spec, container_id, report):
 
     exit_code = 0
     try:
-        container.run(spec, container_id, ready=ready)
+        container.run(spec, container_id, ready=ready,
+                      waiting=supervisor.waiter(supervisor.DETACHED))
     except MiniboxError as error:
         exit_code = error.exit_code
         _send(pending, failure_report(error.exit_code, error))

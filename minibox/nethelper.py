@@ -4,20 +4,19 @@ Importing pyroute2 takes longer than all the rest of a `minibox run --network no
 package __init__ loads every netlink family it knows, asyncio, multiprocessing and more,
 and any `from pyroute2.x import y` runs that __init__ first (bench/README.md has the
 figures). A container on the bridge needs it for a few netlink requests only, between its
-init's "ready" and "go" (container.py). So the runtime forks a helper as soon as it knows
-the container will be on the bridge -- a plain `minibox run` in __main__.py, before even
-click is imported (`worth_starting`); container.create otherwise (network.prepare) -- and
-the helper imports pyroute2 on the machine's other core while the runtime makes the state
-directory, the cgroup and the init. When the init is ready the runtime sends one request
-over a socketpair (SOCK_SEQPACKET: one message each way); the helper connects the init to
-the bridge (bridge.connect), answers with the address or a failure report, and exits.
+init's "ready" and "go" (container.py). So container.create forks a helper first thing
+(network.prepare), which imports pyroute2 on the machine's other core while the runtime
+makes the cgroup, the container's directories and the init. When the init is ready the
+runtime sends one request over a socketpair (SOCK_SEQPACKET: one message each way); the
+helper connects the init to the bridge (bridge.connect), answers with the address or a
+failure report, and exits.
 
                 runtime                              helper
-    fork  ---------------------------------->  import pyroute2       (~100 ms, meanwhile:)
-    state dir, cgroup, fork the init ...
+    fork  ---------------------------------->  import pyroute2
+    cgroup, directories, fork the init ...
     "connect ID PID IP REPLACE"  ----------->  bridge.connect: veth, address, route
                                  <-----------  "ok 10.199.0.2"  (or "error 125 ...")
-    SIGKILL + waitpid(helper)                   _exit
+    SIGKILL + reap the helper                   _exit
 
 minivm asks the same of it for a VM's tap (`attach OWNER IFNAME`: bridge.connect_interface),
 forking it as soon as minivm/runcall.py has read `--network bridge`.
@@ -28,40 +27,22 @@ so a monitor that waits for days does not keep it resident.
 Nothing of the helper's outlives the runtime. It dies with it (PR_SET_PDEATHSIG), and the
 runtime kills and reaps it before returning from connect() or leaving the run, so the
 helper never makes a thing after the runtime started undoing: whatever it made half-way,
-the ledger's `network` entry -- written before the request -- has teardown or `gc` undo.
-Ctrl-C reaches the runtime only (the helper ignores SIGINT): one process decides.
-`--explain` narrates the connection in the runtime itself, where its steps print and pause.
+the ledger's `network` entry -- written before the helper is forked -- has teardown or
+`gc` undo. Ctrl-C reaches the runtime only (the helper ignores SIGINT): one process
+decides. `--explain` narrates the connection in the runtime itself, where its steps print
+and pause.
 """
 import _socket
 import os
+import signal
 
-from . import explain, rootless
+from . import explain
 
 _helper = None  # (the PID that forked it, the helper's PID and pidfd, our end of the socketpair)
 
 
-def worth_starting(argv):
-    """For __main__, before click: will this `minibox run ARGV...` connect to the bridge?
-
-    A guess from the raw arguments: the default network (bridge, as root) and in this
-    process (no -d: the detached monitor starts its own; no --explain: connect() then
-    works here). A command's own flags count as ours too (`run busybox ls -d`): a wrong
-    "no" only loses the head start, and a wrong "yes" costs a helper that imports pyroute2
-    for nothing and dies with this process.
-    """
-    if rootless.ENABLED:
-        return False
-    for arg in argv:
-        if arg.startswith("--network") or arg in ("--detach", "--explain", "--step"):
-            return False
-        if arg.startswith("-") and not arg.startswith("--") and "d" in arg:  # -d, -dit
-            return False
-    return True
-
-
 def start():
-    """Fork the helper, unless this process has one already (a forked child, such as the
-    detached monitor, starts its own)."""
+    """Fork the helper, unless this process has one already."""
     global _helper
     if _ours() or explain.enabled():
         return
@@ -137,7 +118,6 @@ def _end(pidfd):
     """SIGKILL, then reap: whether it answered or not, the helper is gone on return. By
     pidfd (pidfd_send_signal(2), waitid(P_PIDFD)): a stop() that a Ctrl-C cut short may
     have reaped it already, and its PID may be another process's by now."""
-    import signal  # here and in _serve, not above: __main__ would pay its enums before forking
     try:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     except ProcessLookupError:
@@ -164,7 +144,6 @@ def _attach_here(owner, ifname):
 
 def _serve(channel, parent):
     """The helper's whole life: import, take one request, answer, _exit. Never returns."""
-    import signal
     from .errors import RUNTIME_ERROR, MiniboxError, bug_line, failure_report
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     reply = b""

@@ -10,11 +10,14 @@ even that is down. What a container can reach depends on what the runtime puts t
                              (bridge.py: the bridge, veth pairs and addresses, over netlink)
 
 Every `minibox run` imports this module (parse_mode, /etc/hosts), so it loads only what every
-mode needs: pyroute2 (~150 ms to import) only in bridge.py, inside the functions that talk
-netlink; containers with `--network none` or `host` never load it.
+mode needs: pyroute2, slow to import, only in bridge.py, inside the functions that talk
+netlink, and for a container on the bridge in a helper process that imports it while the
+runtime sets up the rest (nethelper.py); containers with `--network none` or `host` never
+load it.
 
-When, in a container's life (container.py): the runtime binds the -p ports before the
-container exists, connects each new init's netns between its "ready" and "go" (`set_up`)
+When, in a container's life (container.py): the runtime records the network in the
+ledger and starts that helper before the first init exists (`prepare`), binds the -p ports,
+connects each new init's netns between its "ready" and "go" (`set_up`)
 and starts the port proxy once the container is created (`publish`). A restart's fresh
 init, in a fresh netns, gets a new veth pair but keeps the container's address and proxy.
 Teardown, `minibox stop` and `gc` release the ledger's `network` (veth and lease) and
@@ -25,8 +28,8 @@ import fcntl
 import os
 import struct
 
-from . import namespaces, portproxy, rootless, shared, state
-from .bridge import SUBNET_HELP, NetworkError, connect, delete_veth, disconnect
+from . import namespaces, nethelper, portproxy, rootless, shared, state
+from .bridge import SUBNET_HELP, NetworkError, disconnect
 from .explain import step
 from .spec import NetworkMode
 
@@ -112,6 +115,16 @@ def join_netns(netns_fd):
     namespaces.join_fd(netns_fd, "network")
 
 
+def prepare(spec, directory):
+    """Before the first init is forked, for a container on the bridge: record its network
+    in the ledger -- older than the init's `process` entry, so teardown kills the init
+    first and the kernel takes the veth pair away with its netns (bridge.disconnect) --
+    and start the helper that imports pyroute2 meanwhile (nethelper.py)."""
+    if spec.network is not None and spec.network.kind == "bridge":
+        directory.record("network", container=directory.id)
+        nethelper.start()
+
+
 def set_up(spec, directory, pid, shared_address=None):
     """Host side, while the init waits in its new namespaces: connect it to the bridge and
     write its /etc/hosts and /etc/hostname. Nothing at all for an OCI bundle (spec.network
@@ -119,8 +132,9 @@ def set_up(spec, directory, pid, shared_address=None):
 
     Again for each restart (container.spawn), whose fresh init has a fresh netns: the
     container keeps its address -- the lease lives as long as the container, like the
-    proxy of its published ports (`publish`) -- and only the veth pair is made anew.
-    Every resource goes into the container's ledger, so teardown and `gc` undo it.
+    proxy of its published ports (`publish`) -- and only the veth pair is made anew, by
+    the helper (nethelper.connect). The ledger's `network` entry (`prepare`) has teardown
+    and `gc` undo it.
     Returns what state.json keeps of it ({mode, address, ports}), for the caller to write
     with the container's status: one update of state.json per start, not two.
     """
@@ -130,13 +144,9 @@ def set_up(spec, directory, pid, shared_address=None):
     address = shared_address
     if mode.kind == "bridge":
         previous = (directory.load() or {}).get("network")
-        if previous is None:
-            directory.record("network", container=directory.id)
-        else:
-            # The last init's pair: the kernel deletes it with that init's netns, but
-            # asynchronously, and the name is the container's.
-            delete_veth(directory.id)
-        address = str(connect(directory.id, pid, previous["address"] if previous else spec.ip))
+        address = nethelper.connect(directory.id, pid,
+                                    previous["address"] if previous else spec.ip,
+                                    replace=previous is not None)
     if mode.kind == "host":
         hosts = _host_etc_hosts()
     else:
@@ -193,6 +203,7 @@ def write_etc_files(directory, hostname, hosts):
 # -- teardown: the ledger kinds this module adds -----------------------------------------
 
 def _release_network(entry):
+    nethelper.stop()  # nothing may still be connecting what we undo
     disconnect(entry["container"])
 
 

@@ -1,8 +1,9 @@
 """config.json <-> ContainerSpec: `minibox create` reads an OCI bundle (load_bundle), `minibox
 spec` writes runc's default config (write_default_config).
 
-As runc's libcontainer/specconv, this is the one place that knows config.json: the fields
-minibox implements are checked, each wrong one as one line naming it (the _Config helper);
+As runc's libcontainer/specconv, this is the one place that knows config.json (with
+ociresources.py for linux.resources and linux.cgroupsPath): the fields minibox implements
+are checked, each wrong one as one line naming it (the _Config helper);
 any other field is accepted and ignored, as the runtime spec asks
 (https://github.com/opencontainers/runtime-spec/blob/main/config.md).
 """
@@ -10,8 +11,7 @@ import json
 import os
 import re
 
-from .cgroups import limits as cgroup_limits
-from .cgroups.devices import container_rules, rule as device_rule
+from . import ociresources
 from .errors import MiniboxError
 from .rootfs import MASKED_PATHS, READONLY_PATHS, UNSUPPORTED_OPTIONS
 from .spec import (DEFAULT_MOUNTS, DEFAULT_PATH, NAMESPACE_FILES, OCI_VERSION, ContainerSpec,
@@ -154,8 +154,9 @@ def from_oci_config(config, bundle, check):
         umask=check.get(user, "umask", int, None, "process.user."),
         rlimits=_oci_rlimits(process, check),
         oom_score_adj=check.get(process, "oomScoreAdj", int, None, "process."),
-        security=_oci_security(process, linux, check), limits=_oci_limits(linux, check),
-        cgroups_path=_oci_cgroups_path(linux, check),
+        security=_oci_security(process, linux, check),
+        limits=ociresources.limits(linux, check),
+        cgroups_path=ociresources.cgroups_path(linux, check),
         hooks=_oci_hooks(config, check), uid_mappings=uid_mappings, gid_mappings=gid_mappings,
         annotations=check.get(config, "annotations", dict, {}), bundle=bundle)
 
@@ -361,91 +362,6 @@ def _oci_seccomp(linux, check):
     """linux.seccomp as a seccomp.Profile (None without one: no filter, as with runc)."""
     from . import seccomp
     return seccomp.from_config(check.get(linux, "seccomp", dict, None, "linux."), check)
-
-
-# What linux.resources may hold that minibox applies; any other field (a limit minibox does
-# not write: cpu.cpus, blockIO, hugepageLimits, network, rdma, unified...) is refused in one
-# line, because a limit dropped without a word is the one wrong answer.
-_RESOURCES = {"memory": ("limit", "reservation", "swap", "swappiness"),
-              "cpu": ("shares", "quota", "period"), "pids": ("limit",), "devices": None}
-
-
-def _is_set(value):
-    """Does a linux.resources value ask for anything? runc reads 0, false, "" and empty
-    lists and objects as "not set", and engines write them for every limit not given."""
-    if isinstance(value, dict):
-        return any(_is_set(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_is_set(item) for item in value)
-    return value not in (None, 0, False, "")
-
-
-def _oci_limits(linux, check):
-    """linux.resources (memory, cpu, pids, devices) as the cgroup module's Limits."""
-    resources = check.get(linux, "resources", dict, {}, "linux.")
-    for group, value in resources.items():
-        if not _is_set(value):
-            continue  # what engines write for "no limit": Docker's "blockIO": {"weight": 0}
-        if group not in _RESOURCES:
-            check.fail(f"linux.resources.{group} is not supported: minibox would not apply it")
-        for field in (value if _RESOURCES[group] is not None and isinstance(value, dict) else ()):
-            if field not in _RESOURCES[group] and _is_set(value[field]):
-                check.fail(f"linux.resources.{group}.{field} is not supported: minibox would "
-                           "not apply it")
-    memory = check.get(resources, "memory", dict, {}, "linux.resources.")
-    cpu = check.get(resources, "cpu", dict, {}, "linux.resources.")
-    pids = check.get(resources, "pids", dict, {}, "linux.resources.")
-    quota = check.get(cpu, "quota", int, None, "linux.resources.cpu.")
-    period = check.get(cpu, "period", int, None, "linux.resources.cpu.")
-    limits = cgroup_limits.Limits(
-        memory=check.get(memory, "limit", int, None, "linux.resources.memory."),
-        memory_swap=check.get(memory, "swap", int, None, "linux.resources.memory."),
-        memory_reservation=check.get(memory, "reservation", int, None,
-                                     "linux.resources.memory."),
-        cpus=quota / (period or cgroup_limits.CFS_PERIOD_US) if quota and quota > 0 else None,
-        cpu_period=period, cpu_shares=check.get(cpu, "shares", int, None, "linux.resources.cpu."),
-        pids=check.get(pids, "limit", int, None, "linux.resources.pids."))
-    for name, value in vars(limits).items():
-        if value == 0:  # runc reads 0 as "not set": Docker writes cpu.shares and pids.limit 0
-            setattr(limits, name, None)
-        elif value is not None and value != -1 and value < 0:
-            check.fail(f"linux.resources: {name} must be positive")
-    swappiness = check.get(memory, "swappiness", int, None, "linux.resources.memory.")
-    if swappiness is not None and not 0 <= swappiness <= 100:
-        check.fail(f"linux.resources.memory.swappiness must be from 0 to 100, not {swappiness}")
-    limits.memory_swappiness = swappiness
-    limits.devices = container_rules(_oci_device_rules(resources, check))
-    return limits
-
-
-def _oci_cgroups_path(linux, check):
-    """linux.cgroupsPath, mapped as runc maps it (cgroups.parse_cgroups_path); None: minibox's
-    own place, minibox/<id>."""
-    path = check.get(linux, "cgroupsPath", str, None, "linux.")
-    try:
-        return path and cgroup_limits.parse_cgroups_path(path)
-    except ValueError as error:
-        check.fail(str(error))
-
-
-def _oci_device_rules(resources, check):
-    """linux.resources.devices: [{"allow": true, "type": "c", "major": 1, "minor": 3,
-    "access": "rwm"}]; type a (all) unless given, a missing major or minor is any."""
-    rules = []
-    where = "linux.resources.devices[]."
-    for entry in check.get(resources, "devices", list, [], "linux.resources."):
-        allow = check.get(entry, "allow", bool, None, where)
-        kind = check.get(entry, "type", str, "a", where)
-        access = check.get(entry, "access", str, "rwm", where)
-        if allow is None:
-            check.fail("linux.resources.devices[]: allow (true or false) is required")
-        if kind not in ("a", "b", "c"):
-            check.fail(f"linux.resources.devices[]: type must be a, b or c, not {kind!r}")
-        if not access or set(access) - set("rwm"):
-            check.fail(f"linux.resources.devices[]: access must be letters of rwm, not {access!r}")
-        rules.append(device_rule(allow, kind, check.get(entry, "major", int, None, where),
-                                 check.get(entry, "minor", int, None, where), access))
-    return rules
 
 
 def _oci_hooks(config, check):

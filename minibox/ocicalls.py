@@ -1,5 +1,5 @@
-"""The runtime calls an engine makes for every container -- `state`, `start`, `delete`,
-`kill` -- read without click, and the one-line error contract every command shares.
+"""The runtime calls an engine makes for every container -- `create`, `state`, `start`,
+`delete`, `kill` -- read without click, and the one-line error contract every command shares.
 
 containerd's shim and conmon call the runtime four or five times per `docker run` (create,
 start, state, delete, delete --force, kill): each call is a new process, and click with what
@@ -8,7 +8,9 @@ it imports costs more than the call's work (bench/README.md, "Under an engine").
 runc's callers use:
 
     [--root DIR] [--log FILE] [--log-format text|json] [--debug] [--systemd-cgroup]
-        state ID | start ID | delete [-f|--force] ID | kill [-a|--all] ID [SIGNAL]
+        create [-b|--bundle DIR] [--pid-file FILE] [--console-socket PATH]
+               [--preserve-fds N] [--no-pivot] [--no-new-keyring] ID
+      | state ID | start ID | delete [-f|--force] ID | kill [-a|--all] ID [SIGNAL]
 
 and returns for anything else (`--help`, a typo, Docker's `kill -s C` or `kill C1 C2`, a user
 without root), which click then parses, so that bad usage reads the same whichever way it
@@ -21,9 +23,14 @@ from .errors import RUNTIME_ERROR, MiniboxError, bug_line
 
 _GLOBAL_VALUES = ("--root", "--log", "--log-format")
 _GLOBAL_SWITCHES = ("--debug", "--systemd-cgroup")  # accepted for runc's callers (cli/)
-# Each command's switches, and how many operands it takes (ID, and kill's SIGNAL).
-_COMMANDS = {"state": ((), (1,)), "start": ((), (1,)), "delete": (("-f", "--force"), (1,)),
-             "kill": (("-a", "--all"), (1, 2))}
+# Each command's switches, its options that take a value, and how many operands it takes
+# (ID, and kill's SIGNAL). Short forms are read as their long ones.
+_COMMANDS = {
+    "create": (("--no-pivot", "--no-new-keyring"),
+               ("--bundle", "--pid-file", "--console-socket", "--preserve-fds"), (1,)),
+    "state": ((), (), (1,)), "start": ((), (), (1,)),
+    "delete": (("--force",), (), (1,)), "kill": (("--all",), (), (1, 2))}
+_SHORT = {"-b": "--bundle", "-f": "--force", "-a": "--all"}
 
 
 def main(argv):
@@ -34,17 +41,21 @@ def main(argv):
     from . import rootless
     if rootless.ENABLED:
         return  # click's gate says what a user without root may do
-    settings, command, switches, operands = call
-    from . import control
-    if command == "kill" and len(operands) == 2 and not control.is_signal(operands[1]):
-        return  # Docker's `kill C1 C2`: two containers
+    settings, command, options, operands = call
+    if command == "create":
+        from . import cgroups  # its grace period, paid while the rest imports (__main__.py)
+        cgroups.start_grace_period()
+    elif command == "kill" and len(operands) == 2:
+        from . import control
+        if not control.is_signal(operands[1]):
+            return  # Docker's `kill C1 C2`: two containers
     try:
         if "--root" in settings:
             from . import state
             state.set_root(os.path.abspath(settings["--root"]))
         if "--log" in settings:
             open_runtime_log(settings["--log"], settings.get("--log-format", "text"))
-        code = _run(command, switches, operands)
+        code = _run(command, options, operands)
     except KeyboardInterrupt:
         code = 130
     except Exception as error:  # noqa: BLE001 -- failed() names it in one line
@@ -54,39 +65,60 @@ def main(argv):
 
 
 def _parse(argv):
-    """(global settings, command, its switches, its operands), or None for another shape."""
-    settings, rest = {}, list(argv)
-    while rest and rest[0].startswith("-"):
-        name, equals, value = rest.pop(0).partition("=")
-        if name in _GLOBAL_SWITCHES and not equals:
-            continue
-        if name not in _GLOBAL_VALUES or not (equals or rest):
-            return None
-        settings[name] = value if equals else rest.pop(0)
-    if settings.get("--log-format", "text") not in ("text", "json") or not rest:
+    """(global settings, command, its options, its operands), or None for another shape.
+    A switch given is an option whose value is True."""
+    rest = list(argv)
+    settings = _options(rest, _GLOBAL_SWITCHES, _GLOBAL_VALUES, stop_at_operand=True)
+    if settings is None or settings.get("--log-format", "text") not in ("text", "json") \
+            or not rest or rest[0] not in _COMMANDS:
         return None
     command = rest.pop(0)
-    if command not in _COMMANDS:
+    switches, values, counts = _COMMANDS[command]
+    options, operands = _options(rest, switches, values), rest
+    if options is None or len(operands) not in counts \
+            or not str(options.get("--preserve-fds", "0")).isdigit():
         return None
-    allowed, counts = _COMMANDS[command]
-    switches = {word for word in rest if word.startswith("-")}
-    operands = [word for word in rest if not word.startswith("-")]
-    if not switches <= set(allowed) or len(operands) not in counts:
-        return None
-    return settings, command, switches, operands
+    return settings, command, options, operands
 
 
-def _run(command, switches, operands):
+def _options(words, switches, values, stop_at_operand=False):
+    """Take the options out of `words` (`--name value`, `--name=value`, switches), leaving
+    the operands; None if one is not of `switches` or `values`."""
+    options, index = {}, 0
+    while index < len(words):
+        if not words[index].startswith("-"):
+            if stop_at_operand:
+                break
+            index += 1
+            continue
+        name, equals, value = words.pop(index).partition("=")
+        name = _SHORT.get(name, name)
+        if name in switches and not equals:
+            options[name] = True
+        elif name in values and (equals or index < len(words)):
+            options[name] = value if equals else words.pop(index)
+        else:
+            return None
+    return options
+
+
+def _run(command, options, operands):
+    if command == "create":
+        from . import engine
+        engine.create_from_bundle(options.get("--bundle", "."), operands[0],
+                                  options.get("--pid-file"), options.get("--console-socket"),
+                                  int(options.get("--preserve-fds", 0)))
+        return 0
     from . import control
     if command == "state":
         print(control.oci_state(operands[0]))
     elif command == "start":
         control.start(operands[0])
     elif command == "delete":
-        control.delete(operands[0], force=bool(switches))
+        control.delete(operands[0], force="--force" in options)
     else:
         signum = control.parse_signal(operands[1] if len(operands) == 2 else "TERM")
-        control.kill(operands[0], signum, every_process=bool(switches))
+        control.kill(operands[0], signum, every_process="--all" in options)
     return 0
 
 

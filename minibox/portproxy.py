@@ -21,14 +21,18 @@ an address, inherits them. It serves the container for its whole life, restarts 
 (a restarted container keeps its address), so it holds a pidfd (`pidfd_open(2)`) of the
 container's monitor, not of one init, and exits when the monitor does: a monitor killed
 with SIGKILL can't leave a proxy behind. Teardown and `gc` kill it by PID as well.
+
+The proxy serves for as long as the container lives, so it does not serve as a fork of the
+runtime, with all it imported: it execs a bare interpreter (daemon.exec_python) that runs
+`serve_fds`. Hence this module's imports: only what that interpreter needs at the top, the
+rest of minibox inside the functions of the runtime's side.
 """
 import errno
 import os
 import signal
 
-from . import daemon, shared
+from . import daemon
 from .errors import MiniboxError
-from .spec import PortMapping
 
 DEFAULT_HOST_IP = "127.0.0.1"
 PUBLISH_HELP = (
@@ -54,6 +58,7 @@ def parse_mapping(text):
     if len(parts) != 3:
         raise PublishError(f"bad -p {text!r}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]")
     host_ip, host_port, container_port = parts
+    from .spec import PortMapping
     import ipaddress  # here, not above: `run` without -p must not pay for it (~1.5 ms)
     try:
         ipaddress.IPv4Address(host_ip)
@@ -103,6 +108,7 @@ def start_proxy(bound, container_ip, watched_pid):
 
     The sockets now belong to the proxy: this process closes its copies.
     """
+    from . import shared
     try:
         watched_exit = os.pidfd_open(watched_pid)
         pid = os.fork()
@@ -133,15 +139,31 @@ def _listen(mapping):
 
 
 def _become_proxy(listeners, container_ip, watched_exit):
-    """The proxy process: never returns. Detached from the runtime's session and stdio."""
+    """The proxy process: never returns. Detached from the runtime's session and stdio,
+    it execs the bare interpreter that serves (`serve_fds`)."""
     try:
         os.setsid()  # Ctrl-C on the terminal of `minibox run` is not meant for us
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         daemon.stdio_to_dev_null()
         # Not the runtime's sync pipes, nor a test's stdout pipe: only what it serves.
-        daemon.close_fds_except(watched_exit, *(sock.fileno() for sock, _ in listeners))
-        _serve(listeners, container_ip, watched_exit)
+        kept = [watched_exit, *(sock.fileno() for sock, _ in listeners)]
+        daemon.close_fds_except(*kept)
+        for fd in kept:
+            os.set_inheritable(fd, True)  # pidfd_open(2) and Python's sockets: O_CLOEXEC
+        daemon.exec_python("portproxy.serve_fds", [container_ip, str(watched_exit), *(
+            f"{sock.fileno()}:{port}" for sock, port in listeners)])
+    finally:
+        os._exit(0)
+
+
+def serve_fds(args):
+    """The proxy's bare interpreter: `CONTAINER_IP WATCHED_PIDFD LISTENER_FD:PORT...`."""
+    import socket
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Python's own would raise in _serve
+        container_ip, watched_exit, *served = args
+        listeners = [(socket.socket(fileno=int(fd)), int(port))
+                     for fd, port in (text.split(":") for text in served)]
+        _serve(listeners, container_ip, int(watched_exit))
     finally:
         os._exit(0)
 
@@ -197,6 +219,7 @@ def _pump(source, sink):
 
 def stop(proxy):
     """Kill the proxy (SIGKILL: it holds no state worth a clean exit) and reap it."""
+    from . import shared
     # (PID, start time) names one process for all time; a PID alone may have been reused
     # by an unrelated process since the proxy exited.
     if not shared.process_alive(proxy.pid, proxy.started):

@@ -20,6 +20,7 @@ for one --name cannot both win.
 """
 import contextlib
 import fcntl
+import importlib
 import json
 import os
 import time
@@ -184,7 +185,7 @@ class ContainerDir:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(entry, dict) and entry.get("kind") in RELEASE:
+            if isinstance(entry, dict) and entry.get("kind") in (*RELEASE, *RELEASED_BY):
                 entries.append(entry)
         return entries
 
@@ -197,7 +198,7 @@ class ContainerDir:
             if entry["kind"] in keep:
                 kept.append(entry)
             else:
-                RELEASE[entry["kind"]](entry)
+                _release(entry)
         if "dir" not in keep:
             self._remove()
         elif kept and os.path.isdir(self.path):
@@ -300,14 +301,24 @@ def names_of(container_id):
     return found
 
 
-# How to undo each kind of ledger entry. Other modules add their kinds (cgroup, veth...).
-# "dir" is the directory itself: ContainerDir.release_all removes it last (never the path
-# the entry names, so a damaged ledger can point nowhere else).
+# How to undo each kind of ledger entry. "dir" is the directory itself: release_all removes
+# it last (never the path the entry names, so a damaged ledger can point nowhere else).
 RELEASE = {
     "process": _kill_process,
     "name": _remove_name,
     "dir": lambda entry: None,
 }
+# The kinds other modules add to RELEASE when imported, and which module that is. A process
+# that only tears down (an engine's `delete`, `gc`) imports one when its ledger holds such an
+# entry: deleting a container without a network never loads network.py.
+RELEASED_BY = {"cgroup": "minibox.cgroups", "network": "minibox.network",
+               "proxy": "minibox.network"}
+
+
+def _release(entry):
+    if entry["kind"] not in RELEASE:
+        importlib.import_module(RELEASED_BY[entry["kind"]])
+    RELEASE[entry["kind"]](entry)
 
 
 def live_status(state):
@@ -321,6 +332,19 @@ def live_status(state):
     if not process_alive(state.get("pid"), state.get("pid_start")):
         return "stopped"
     return status
+
+
+def oci_state(container_id, current, paused=False):
+    """The OCI runtime spec's state: what `minibox state` prints and hooks read (paused: its
+    cgroup is frozen, which only the caller knows)."""
+    from .spec import OCI_VERSION  # not above: spec.py imports cgroups, which imports us
+    status = live_status(current)
+    status = status if status in ("created", "running", "stopped") else "creating"
+    status = "paused" if paused and status == "running" else status
+    return json.dumps({"ociVersion": OCI_VERSION, "id": container_id,
+                       "status": status, "pid": current.get("pid") if status != "stopped" else 0,
+                       "bundle": current.get("bundle"),
+                       "annotations": current.get("annotations") or {}}, indent=2)
 
 
 def all_containers():

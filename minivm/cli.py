@@ -1,6 +1,6 @@
 """The `minivm` command: parse, call the library, print. The VM's story is in vm.py.
 
-    minivm run [--kernel PATH] [-m 256M] [--cpus N] [--accel auto|kvm|tcg] [-i] [-t]
+    minivm run [--kernel PATH] [-m SIZE] [--cpus N] [--accel auto|kvm|tcg] [-i] [-t]
                [-v HOSTDIR:GUESTDIR[:ro]]... [--disk IMAGE]... [--network none|bridge]
                [--append PARAMS] [--timeout S] [--timings] [--explain] [--verbose]
                -- CMD [ARG...]
@@ -13,8 +13,9 @@
 A click group (click.palletsprojects.com); each command imports the modules it uses inside
 its function. `minivm run` and `sandbox` seldom come here: runcall.py reads them without
 click, from the table that also makes their click options below (run_options), and leaves
-to click only the shapes it does not read (`--help`, `-it`, bad values). Bad usage and minivm's own errors are
-one line on stderr and exit 125 (vm.py's docstring lists the other statuses).
+to click only the shapes it does not read (`--help`, `-it`, bad values). Bad usage and
+minivm's own errors are one line on stderr and exit 125 (vm.py's docstring lists the other
+statuses).
 """
 import signal
 import sys

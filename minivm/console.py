@@ -7,6 +7,7 @@ last words. /init (see initramfs.INIT) frames the command's part with protocol l
     \\nMINIVM:<nonce>:init=<kernel release>\\n     init started; the boot log is over
     \\nMINIVM:<nonce>:notfound\\n                  the command does not exist in the guest
     \\nMINIVM:<nonce>:failed=<why>\\n              /init's device set-up failed (a mount, `ip`...)
+    \\nMINIVM:<nonce>:oom=<kernel line>\\n        the guest kernel's OOM killer killed the command
     \\nMINIVM:<nonce>:exit=<status>\\n             the command ended with this status
 
 Each starts with a newline of its own so it begins a line even after output that lacks a final
@@ -19,7 +20,8 @@ from collections import deque, namedtuple
 KERNEL_LINES_KEPT = 12
 
 
-# One protocol line: name is "init", "notfound", "failed" or "exit"; value is the text after "=".
+# One protocol line: name is "init", "notfound", "failed", "oom" or "exit"; value is the text
+# after "=".
 Event = namedtuple("Event", "name value")
 
 

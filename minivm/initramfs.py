@@ -188,6 +188,12 @@ else
     ( "$@" ) </dev/null 2>&1 | cat
     status=$?
 fi
+# Killed (128 + SIGKILL): if the kernel's OOM killer did it, the host says so, quoting the
+# kernel's report ("Out of memory: Killed process ..."), which loglevel 1 kept off the console.
+if [ "$status" = 137 ]; then
+    killed=$(dmesg | grep 'Out of memory' | tail -n 1)
+    [ -n "$killed" ] && marker "oom=$killed"
+fi
 marker "exit=$status"
 leave
 """

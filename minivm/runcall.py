@@ -46,7 +46,9 @@ OPTIONS = (
     _option("--kernel", type=Path, help="a bzImage or vmlinux to boot (default: the tiny "
             "kernel once built, else the cached one, else /boot/vmlinuz-*, else Debian's, "
             "downloaded)"),
-    _option("-m", "--memory", default="256M", shown=True, help="guest RAM"),
+    _option("-m", "--memory", help=f"guest RAM, e.g. 256M or 1G (default: "
+            f"{vm.TINY_MEMORY.default}M for the tiny kernel, "
+            f"{vm.DISTRIBUTION_MEMORY.default}M for others)"),
     _option("--cpus", type=int, default=1, shown=True, help="virtual CPUs"),
     _option("--accel", type=accel.CHOICES, default="auto", help="kvm, tcg (emulation) or "
             "auto: kvm only where it really works"),

@@ -33,6 +33,7 @@ import re
 import signal
 import sys
 import time
+from collections import namedtuple
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
@@ -42,9 +43,14 @@ from minivm import MinivmError, accel
 EXIT_TIMEOUT = 124
 EXIT_MINIVM_ERROR = 125
 EXIT_NOT_FOUND = 127
-# The stock Debian kernel keeps ~50 MB for itself: below 96M it panics while unpacking the
-# initramfs, or never prints a line.
-MIN_MEMORY_MIB = 96
+# Guest RAM sized to the kernel: `least` is refused below, `default` is what -m leaves out
+# gets. Debian's stock kernel keeps ~50 MB for itself: it panicked at 80M and booted at 88M;
+# the tiny kernel panicked at 34M and booted at 36M. Each default leaves the command several
+# times what the kernel left free at its least. A bigger -m costs the host little: memory the
+# guest never touches is never made resident (bench/README.md, "VM memory").
+GuestMemory = namedtuple("GuestMemory", "kernel least default")
+DISTRIBUTION_MEMORY = GuestMemory("a distribution kernel", 96, 128)
+TINY_MEMORY = GuestMemory("the tiny kernel", 40, 64)
 DEFAULT_TIMEOUT = 120.0  # generous: a loaded CI host emulating the guest under TCG
 
 
@@ -56,18 +62,30 @@ def progress(message: str):
     print(f"minivm: {message}", file=sys.stderr, flush=True)
 
 
-def memory_mib(text: str) -> int:
-    """'256M', '1G', '512' (MiB) -> MiB."""
+def memory_mib(text: str, sizes: GuestMemory = DISTRIBUTION_MEMORY) -> int:
+    """'256M', '1G', '512' (MiB) -> MiB, at least what the kernel needs."""
     found = re.fullmatch(r"(\d+)\s*(?:([mg])(?:i?b)?)?", text.strip(), re.IGNORECASE)
     if not found:
         raise MinivmError(f"-m {text}: not a memory size; use e.g. 256M or 1G")
     size = int(found.group(1)) * (1024 if (found.group(2) or "").lower() == "g" else 1)
-    if size < MIN_MEMORY_MIB:
-        raise MinivmError(f"-m {text}: a guest needs at least {MIN_MEMORY_MIB}M")
+    if size < sizes.least:
+        raise MinivmError(f"-m {text}: a guest of {sizes.kernel} needs at least {sizes.least}M")
     host_mib = _host_memory_mib()
     if size > host_mib:
         raise MinivmError(f"-m {text}: more than this host's {host_mib}M of RAM")
     return size
+
+
+def guest_memory(explicit_kernel: Path | None, cache: Path) -> GuestMemory:
+    """The sizes for the kernel that will boot, known before kernel.find() fetches or
+    extracts anything (so a bad -m is refused first): the tiny kernel's when it is built
+    and no --kernel names another, a distribution kernel's otherwise."""
+    from minivm import kernel
+    tiny = kernel.tiny_kernel(cache)
+    if tiny is None or (explicit_kernel is not None
+                        and explicit_kernel.resolve() != tiny.vmlinux.resolve()):
+        return DISTRIBUTION_MEMORY
+    return TINY_MEMORY
 
 
 def _host_memory_mib() -> int:
@@ -88,6 +106,7 @@ def run(request, started: float) -> int:
     """Boot the guest of `request` (a runcall.Request), run the command, return its exit
     status (for -d: start it, print its name, return 0). `started`: time.monotonic() when
     minivm started, for --timings."""
+    from minibox.syscalls import disable_transparent_hugepages  # loaded with qemu anyway
     from minivm import initramfs, kernel, qemu
 
     command = request.command
@@ -95,7 +114,9 @@ def run(request, started: float) -> int:
         if not request.tty:
             raise MinivmError("run: no command given: minivm run [OPTIONS] -- CMD [ARG...]")
         command = ["sh"]
-    memory = memory_mib(request.memory)
+    cache = kernel.cache_dir()
+    sizes = guest_memory(request.kernel, cache)
+    memory = memory_mib(request.memory, sizes) if request.memory else sizes.default
     cpus = cpu_count(request.cpus)
     if request.detach and (request.interactive or request.tty):
         raise MinivmError("-d runs the VM in the background: it cannot take -i or -t")
@@ -130,7 +151,6 @@ def run(request, started: float) -> int:
     explain.narrate(f"accelerator: {choice.reason}", "Documentation/virt/kvm/api.rst",
                     accel.kvm_problem)
 
-    cache = kernel.cache_dir()
     guest_kernel = kernel.find(request.kernel, cache, progress)
     explain.narrate(f"kernel {guest_kernel.release}: {guest_kernel.vmlinux}, from "
                     f"{guest_kernel.origin}", "Documentation/arch/x86/boot.rst (bzImage), "
@@ -184,6 +204,12 @@ def run(request, started: float) -> int:
                 and not kernel.takes_mmio_devices_from_command_line(guest_kernel),
                 pass_fds=tuple(devices.fds),
                 pit_tick=guest_kernel.vmlinux.parent == kernel.tiny_dir(cache))
+            # Inherited by QEMU however it starts, and kept across its execve(2).
+            disable_transparent_hugepages()
+            explain.narrate("no transparent huge pages for QEMU: with them, each byte the "
+                            "guest touches makes 2 MiB of its RAM resident on the host",
+                            "prctl(2) PR_SET_THP_DISABLE, admin-guide/mm/transhuge.rst",
+                            disable_transparent_hugepages)
             if vm_dir:
                 _start_detached(config, vm_dir, {"command": command, "nonce": nonce,
                                                  "network": devices.network})
@@ -193,7 +219,7 @@ def run(request, started: float) -> int:
             result = _boot(config, nonce, request, started)
         finally:
             initrd.unlink()  # QEMU read it at start; a detached VM is running by now
-    return _report(result, command, guest_kernel, request, phases)
+    return _report(result, command, guest_kernel, request, phases, memory)
 
 
 def _start_clock(deadline: float):
@@ -330,8 +356,9 @@ def terminal_size(stream) -> tuple[int, int]:
         return 24, 80
 
 
-def _report(result, command, guest_kernel, request, phases) -> int:
-    """Turn a qemu.Result into messages on stderr and minivm's exit status."""
+def _report(result, command, guest_kernel, request, phases, memory: int | None = None) -> int:
+    """Turn a qemu.Result into messages on stderr and minivm's exit status. memory: the
+    guest's RAM in MiB, for the message about a guest that ran out of it."""
     if request.timings:
         rows = sorted(phases + result.phases, key=lambda phase: phase[1])
         sys.stderr.write("minivm timings (seconds since minivm started):\n" + "".join(
@@ -352,6 +379,9 @@ def _report(result, command, guest_kernel, request, phases) -> int:
     if result.not_found:
         progress(f"{command[0]}: command not found in the guest")
         return EXIT_NOT_FOUND
+    if result.out_of_memory:
+        progress(f"the guest ran out of memory{f' ({memory}M, more with -m)' if memory else ''}"
+                 f": its kernel killed the command: {result.out_of_memory}")
     if result.status is None:
         qemu_said = result.qemu_errors.strip().splitlines()[-1:] or ["nothing on stderr"]
         raise MinivmError(f"the guest stopped without reporting an exit status (QEMU exit "

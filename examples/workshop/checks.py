@@ -86,11 +86,11 @@ def level_00(run, root):
             "fork(), then execvp() in the child; the parent waitpid()s", "spawn"),
         Check("its exit code comes back", lambda: _ran(
             run, ["run", "--", "sh", "-c", "exit 3"], lambda c, s: c == 3),
-            "os.waitstatus_to_exitcode(status) is the child's exit code", "container.wait_for"),
+            "os.waitstatus_to_exitcode(status) is the child's exit code", "waiting.wait_for"),
         Check("killed by SIGKILL gives 137", lambda: _ran(
             run, ["run", "--", "sh", "-c", "kill -9 $$"], lambda c, s: c == 137 and "survived" not in s),
             "a signal N shows as -N from waitstatus_to_exitcode: return 128 + N",
-            "container.wait_for"),
+            "waiting.wait_for"),
     ]
 
 

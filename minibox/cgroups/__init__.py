@@ -3,7 +3,8 @@
 Namespaces decide what a process can *see*; cgroups decide how much it can *use*: memory
 (the kernel OOM-kills inside the cgroup when it is over its limit), CPU time (CFS bandwidth:
 a quota per period), the number of processes (a fork bomb gets EAGAIN from fork(2)), and a
-freezer. Two very different kernel interfaces do this:
+freezer; and the CPUs, memory nodes, block I/O and huge pages it may use. Two very different
+kernel interfaces do this:
 
 - v1 (v1.py): one hierarchy per controller, /sys/fs/cgroup/<controller>/...; still the only
   one usable on a "hybrid" host (v1 controllers + an empty cgroup2).
@@ -13,13 +14,14 @@ The runtime only talks to the small interface in base.Cgroup; cgroup_for() picks
 """
 import os
 
-from minibox import rootless
+from minibox import rootless, state
 from minibox.cgroups import grace
 from minibox.cgroups.base import (Cgroup, CgroupError, NoCgroup, Stats, remove_cgroup_dirs,
                                   remove_orphans)
 from minibox.cgroups.limits import (Limits, format_size, parse_cgroup_parent, parse_cgroups_path,
                                     parse_limits, parse_size)
 from minibox.cgroups.mounts import cgroup_directories
+from minibox.errors import MiniboxError
 
 __all__ = [
     "Cgroup", "CgroupError", "Limits", "Stats", "cgroup_at", "cgroup_directories", "cgroup_for",
@@ -37,15 +39,16 @@ def cgroup_version(root: str = CGROUP_ROOT) -> int:
 
 
 def cgroup_for(container_id: str, parent: str | None = None, path: str | None = None,
-               every_hierarchy: bool = False) -> Cgroup:
+               every_hierarchy: bool = False, needs=()) -> Cgroup:
     """The container's cgroup on this host's cgroup version; nothing is created yet.
 
     `parent` (from --cgroup-parent, already through parse_cgroup_parent) replaces the default
     place: minibox/ at the v2 root, or minibox/ under the runtime's own v1 cgroups. `path`
     (an OCI cgroupsPath, through parse_cgroups_path) is the container's directory itself.
     `every_hierarchy` (an OCI container): on v1, a directory in every hierarchy mounted, not
-    only in those minibox writes limits to, as runc makes them (v1.mounted_hierarchies).
-    Without root (rootless.py): none at all.
+    only in those minibox writes limits to, as runc makes them (v1.mounted_hierarchies);
+    `needs` (Limits.controllers()): on v1, the hierarchies the limits write to beyond
+    minibox's usual ones (cpuset for --cpuset-cpus). Without root (rootless.py): none at all.
     """
     if rootless.ENABLED:
         return NoCgroup()
@@ -55,7 +58,17 @@ def cgroup_for(container_id: str, parent: str | None = None, path: str | None = 
         return V2Cgroup(container_id, parent, path=path)
     from minibox.cgroups.v1 import V1Cgroup
 
-    return V1Cgroup(container_id, parent, path=path, every=every_hierarchy)
+    return V1Cgroup(container_id, parent, path=path, every=every_hierarchy, needs=needs)
+
+
+def cgroup_of(spec, container_id: str) -> Cgroup:
+    """The cgroup cgroup_for() gives the container of `spec` (spec.ContainerSpec): the same
+    for its runtime, the runtime that resumes its monitor, and `stats`. An OCI bundle's
+    container is in every v1 hierarchy, as runc puts it: engines and their tools look for
+    it in blkio, cpuset or name=systemd too."""
+    return cgroup_for(container_id, spec.cgroup_parent, spec.cgroups_path,
+                      every_hierarchy=spec.bundle is not None,
+                      needs=spec.limits.controllers())
 
 
 def cgroup_at(paths: list[str]) -> Cgroup:
@@ -84,3 +97,15 @@ def start_grace_period() -> None:
     procs = own_procs()
     if procs is not None:
         grace.start(procs)
+
+
+def _release_cgroup(entry):
+    """Undo the ledger's "cgroup" entry (state.py): the container's directories, and the
+    groups made for it if it was their last container."""
+    try:
+        remove_cgroup_dirs(entry["paths"], groups=entry.get("groups", ()))
+    except CgroupError as error:
+        raise MiniboxError(str(error)) from None
+
+
+state.RELEASE["cgroup"] = _release_cgroup

@@ -14,8 +14,9 @@ from minibox.cgroups import grace
 from minibox.cgroups.limits import CONTROLLER_FLAGS, Limits, format_size
 
 
-# One control file to write: where, what, and the file that does the same in the other version.
-LimitFile = namedtuple("LimitFile", "directory name value twin")
+# One control file to write: where, what, and the file that does the same in the other version;
+# `field`, for a file only some kernels have (BFQ's weights, a huge page size): what asked for it.
+LimitFile = namedtuple("LimitFile", "directory name value twin field", defaults=(None,))
 
 
 class CgroupError(Exception):
@@ -65,7 +66,7 @@ class Cgroup:
         try:
             for attempt in range(3):
                 try:
-                    self._make_dirs()
+                    self._make_dirs(limits)
                     break
                 except FileNotFoundError:
                     # Another runtime removed the empty `minibox/` group between our makedirs
@@ -81,7 +82,12 @@ class Cgroup:
             raise
 
     def plan(self, limits: Limits) -> list[str]:
-        """What create() does, for --explain: each mkdir, then each limit with its twin."""
+        """What create() does, for --explain: each mkdir, then each limit with its twin; or
+        why create() will refuse (a limit whose controller this host lacks has no file)."""
+        try:
+            self._check(limits)
+        except CgroupError as error:
+            return [f"refused: {error}"]
         twin = 2 if self.version == 1 else 1
         return [f"mkdir {path}" for path in self.paths()] + [
             f"echo {limit.value} > {os.path.join(limit.directory, limit.name)}"
@@ -104,7 +110,7 @@ class Cgroup:
     def _check(self, limits: Limits) -> None:
         raise NotImplementedError
 
-    def _make_dirs(self) -> None:
+    def _make_dirs(self, limits: Limits) -> None:
         raise NotImplementedError
 
     def limit_files(self, limits: Limits) -> list["LimitFile"]:
@@ -140,8 +146,13 @@ class Cgroup:
         raise NotImplementedError
 
     def set_limits(self, limits: Limits) -> None:
-        """Change the limits of a cgroup in use (runc's `update`): the same files as create()."""
+        """Change the limits of a cgroup in use (runc's `update`): the same files as create().
+        A file only some kernels have, missing here, is refused naming what asked for it
+        (runc only passes on the ENOENT of its write)."""
         for limit in self.limit_files(limits):
+            if limit.field and not os.path.exists(os.path.join(limit.directory, limit.name)):
+                raise CgroupError(f"{limit.field}: this host cannot apply it, its kernel has no "
+                                  f"{limit.name} in {limit.directory}")
             write(limit.directory, limit.name, limit.value)
 
     def thaw(self) -> None:
@@ -167,7 +178,7 @@ class NoCgroup(Cgroup):
     def _check(self, limits: Limits) -> None:
         pass
 
-    def _make_dirs(self) -> None:
+    def _make_dirs(self, limits: Limits) -> None:
         pass
 
     def limit_files(self, limits: Limits) -> list["LimitFile"]:

@@ -20,9 +20,24 @@ MAX_CPU_SHARES = 262144
 # the kernel's default, and Docker's. --cpus 0.5 becomes 50 ms of CPU time per 100 ms.
 CFS_PERIOD_US = 100_000
 
-# Which flag asked for which controller, to name both when a host lacks one.
+# Docker's range for --blkio-weight, and the OCI spec's for blockIO weights (BFQ's 1..1000
+# minus the lowest CFQ did not take).
+MIN_BLKIO_WEIGHT = 10
+MAX_BLKIO_WEIGHT = 1000
+
+# Which flag asked for which controller, to name both when a host lacks one. (v1 calls the
+# block I/O controller blkio, v2 io.)
 CONTROLLER_FLAGS = {"memory": "-m/--memory, memory.*", "cpu": "--cpus/--cpu-shares", "pids": "--pids-limit",
-                    "devices": "the device rules, which only --privileged lifts"}
+                    "devices": "the device rules, which only --privileged lifts",
+                    "cpuset": "--cpuset-cpus, cpu.cpus/mems", "blkio": "--blkio-weight, blockIO",
+                    "io": "--blkio-weight, blockIO", "hugetlb": "hugepageLimits"}
+
+# The fields named when a host lacks a file they need (base.Cgroup.set_limits).
+BLOCK_IO = "linux.resources.blockIO"
+HUGEPAGES = "linux.resources.hugepageLimits"
+
+# A CPU or memory node list as cpuset(7) writes it: "0-3,5".
+CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -36,7 +51,8 @@ class Limits:
 
     def __init__(self, memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids=None,
                  devices=None, memory_reservation=None, memory_swappiness=None,
-                 cpu_period=None):
+                 cpu_period=None, cpuset_cpus=None, cpuset_mems=None, blkio_weight=None,
+                 blkio_weight_devices=None, blkio_throttle=None, hugepages=None):
         self.memory = memory  # bytes (-m)
         self.memory_swap = memory_swap  # bytes of memory + swap (--memory-swap); -1: no swap limit
         # bytes reclaimed from the container last under memory pressure (--memory-reservation,
@@ -50,9 +66,18 @@ class Limits:
         # [(allow, "c 1:3 rwm"), ...] from devices.container_rules(); None (--privileged):
         # whatever the parent cgroup allows
         self.devices = devices
+        # "0-1,3": the CPUs and memory nodes it may use (--cpuset-cpus, OCI cpu.cpus/mems)
+        self.cpuset_cpus = cpuset_cpus
+        self.cpuset_mems = cpuset_mems
+        self.blkio_weight = blkio_weight  # 10..1000 (--blkio-weight, OCI blockIO.weight)
+        self.blkio_weight_devices = blkio_weight_devices  # [[major, minor, weight], ...]
+        # {"read_bps": [[major, minor, rate], ...], "write_iops": ...} (OCI blockIO.throttle*)
+        self.blkio_throttle = blkio_throttle
+        self.hugepages = hugepages  # {"2MB": bytes} (OCI hugepageLimits)
 
-    def controllers(self) -> set[str]:
-        """The cgroup controllers these limits need (a host lacking one must refuse)."""
+    def controllers(self, block_io: str = "blkio") -> set[str]:
+        """The cgroup controllers these limits need (a host lacking one must refuse);
+        `block_io` is the block I/O controller's name (v1 blkio, v2 io)."""
         needed = set()
         if {self.memory, self.memory_swap, self.memory_reservation,
                 self.memory_swappiness} != {None}:
@@ -61,6 +86,12 @@ class Limits:
             needed.add("cpu")
         if self.pids is not None:
             needed.add("pids")
+        if self.cpuset_cpus is not None or self.cpuset_mems is not None:
+            needed.add("cpuset")
+        if self.blkio_weight or self.blkio_weight_devices or self.blkio_throttle:
+            needed.add(block_io)
+        if self.hugepages:
+            needed.add("hugetlb")
         return needed
 
     def cpu_period_us(self) -> int:
@@ -97,7 +128,7 @@ def host_cpus() -> int:
 
 
 def parse_limits(memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids_limit=None,
-                 privileged=False) -> Limits:
+                 privileged=False, cpuset_cpus=None, blkio_weight=None) -> Limits:
     """Turn the raw CLI strings into Limits, or raise ValueError with one line naming the flag.
     The device rules are runc's defaults, as Docker's; --privileged has none."""
     limits = Limits(devices=None if privileged else container_rules())
@@ -123,7 +154,26 @@ def parse_limits(memory=None, memory_swap=None, cpus=None, cpu_shares=None, pids
         limits.pids = _number("--pids-limit", int, pids_limit)
         if limits.pids < 1:
             raise ValueError(f"--pids-limit: must be a positive number of processes (got {limits.pids})")
+    if cpuset_cpus is not None:
+        limits.cpuset_cpus = check_cpu_list("--cpuset-cpus", cpuset_cpus)
+    if blkio_weight is not None:
+        limits.blkio_weight = check_blkio_weight("--blkio-weight",
+                                                 _number("--blkio-weight", int, blkio_weight))
     return limits
+
+
+def check_cpu_list(flag: str, text: str) -> str:
+    """"0-1,3" as it is; whether those CPUs exist the kernel says when it is written (ERANGE)."""
+    if not CPU_LIST.match(text):
+        raise ValueError(f"{flag}: {text!r} is not a list of CPUs or memory nodes like 0-3,5")
+    return text
+
+
+def check_blkio_weight(flag: str, weight: int) -> int:
+    if not MIN_BLKIO_WEIGHT <= weight <= MAX_BLKIO_WEIGHT:
+        raise ValueError(f"{flag}: range of blkio weight is from {MIN_BLKIO_WEIGHT} to "
+                         f"{MAX_BLKIO_WEIGHT} (got {weight})")
+    return weight
 
 
 def parse_cgroup_parent(text: str) -> str:

@@ -22,14 +22,23 @@ The files this backend writes, and their twins in v2 (see v2.py):
 | CPU time         | cpuacct.usage (ns, a separate controller)        | cpu.stat usage_usec    |
 | freeze           | freezer.state FROZEN/THAWED (own controller)     | cgroup.freeze 1/0      |
 | device rules     | devices.deny "a", then devices.allow lines       | an eBPF program        |
+| CPUs, mem nodes  | cpuset.cpus, cpuset.mems (own controller)        | cpuset.cpus, .mems     |
+| block I/O weight | blkio.weight, or BFQ's blkio.bfq.weight          | io.bfq.weight/io.weight|
+| per device       | blkio.bfq.weight_device, blkio.throttle.*_device | io.bfq.weight, io.max  |
+| huge pages       | hugetlb.<size>.limit_in_bytes                    | hugetlb.<size>.max     |
+
+Block I/O weights are the I/O scheduler's: CFQ's blkio.weight left with CFQ in Linux 5.0, and
+BFQ's blkio.bfq.weight exists only while BFQ is loaded (mq-deadline and none have no
+weights). Like runc (libcontainer/cgroups/fs/blkio.go), the one there is written; with
+neither, the limit is refused (base.Cgroup.set_limits).
 
 Placement: <hierarchy>/<the runtime's own cgroup>/minibox/<id>, the own cgroup read from
 /proc/self/cgroup, so a runtime that is itself confined (here memory is under
 /process_api/<hash>) keeps its containers inside that confinement. --cgroup-parent replaces
 "<own>/minibox" with a path from the hierarchy's root, like Docker's cgroupfs driver.
 
-Which hierarchies: a Docker-style `run` only those it uses (CONTROLLERS); an OCI
-container every one mounted, the hybrid host's cgroup2 included, as runc puts it (engines and
+Which hierarchies: a Docker-style `run` only those it uses (CONTROLLERS, and cpuset or
+blkio when its limits need them); an OCI container every one mounted, the hybrid host's cgroup2 included, as runc puts it (engines and
 tools look for it in name=systemd or cpuset too). A cpuset directory needs its parent's CPUs
 and memory nodes before it takes a process (inherit_cpus_and_mems).
 """
@@ -38,7 +47,7 @@ from collections import namedtuple
 
 from minibox.cgroups.base import Cgroup, CgroupError, LimitFile, Stats, read, read_int, read_keyed
 from minibox.cgroups.base import refuse_missing, wait_for, write
-from minibox.cgroups.limits import Limits
+from minibox.cgroups.limits import BLOCK_IO, HUGEPAGES, Limits
 from minibox.cgroups.mounts import cgroup_mounts, find_mount, memberships, relative_path
 
 # The hierarchies a Docker-style `run` uses: each one is a mkdir and a cgroup.procs write per
@@ -54,13 +63,14 @@ Hierarchy = namedtuple("Hierarchy", "mountpoint own")
 
 def mounted_hierarchies(mountinfo: str = "/proc/self/mountinfo",
                         own_cgroups: str = "/proc/self/cgroup",
-                        every: bool = False) -> dict[str, Hierarchy]:
+                        every: bool = False, needs=()) -> dict[str, Hierarchy]:
     """{controller: Hierarchy} for the v1 controllers minibox uses that this host mounts.
 
     With `every`, for each hierarchy the runtime is in, as runc's fs driver joins them for an
     OCI container: the controllers minibox writes no file of (blkio, cpuset, net_cls,
     perf_event, hugetlb, rdma, misc...), named hierarchies ("name=systemd") and, keyed "",
     the cgroup2 hierarchy a hybrid host mounts beside them (/sys/fs/cgroup/unified).
+    `needs`: controllers beyond CONTROLLERS that the container's limits write to.
 
     Mount points come from proc(5) mountinfo (filesystem type "cgroup", controllers in the
     super options); the runtime's place in each hierarchy from /proc/self/cgroup, whose lines
@@ -69,7 +79,8 @@ def mounted_hierarchies(mountinfo: str = "/proc/self/mountinfo",
     mounts = cgroup_mounts(mountinfo)
     hierarchies = {}
     for controllers, path in memberships(own_cgroups):
-        names = [name for name in controllers.split(",") if every or name in CONTROLLERS]
+        names = [name for name in controllers.split(",")
+                 if every or name in CONTROLLERS or name in needs]
         mount = find_mount(mounts, controllers) if names else None
         if mount is None:
             continue
@@ -98,13 +109,14 @@ class V1Cgroup(Cgroup):
 
     def __init__(self, container_id: str, parent: str | None = None,
                  hierarchies: dict[str, Hierarchy] | None = None, path: str | None = None,
-                 every: bool = False):
+                 every: bool = False, needs=()):
         """`hierarchies` defaults to this host's (mounted_hierarchies(), all of them with
-        `every`); `parent` is a path below each hierarchy's root (see
+        `every`, or with the controllers the limits `needs`); `parent` is a path below each hierarchy's root (see
         limits.parse_cgroup_parent); `path`, an OCI cgroupsPath (limits.parse_cgroups_path),
         names the container's own directory: from each hierarchy's root if absolute, else
         below the runtime's own cgroup, as runc's."""
-        self.hierarchies = mounted_hierarchies(every=every) if hierarchies is None else hierarchies
+        self.hierarchies = (mounted_hierarchies(every=every, needs=needs) if hierarchies is None
+                            else hierarchies)
         self.custom_parent = parent is not None or path is not None
         self.dirs = {
             controller: os.path.join(mountpoint, path.lstrip("/")) if path and path[0] == "/"
@@ -134,7 +146,7 @@ class V1Cgroup(Cgroup):
                 raise CgroupError("--memory-swap needs swap accounting, which this kernel has off"
                                   " (no memory.memsw.limit_in_bytes; boot with swapaccount=1)")
 
-    def _make_dirs(self) -> None:
+    def _make_dirs(self, limits: Limits) -> None:
         for path in self.paths():
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self._mkdir(path)
@@ -169,6 +181,31 @@ class V1Cgroup(Cgroup):
             # allowed); "a" to devices.deny empties them, the allow lines then whitelist.
             files.append(LimitFile(self.dirs["devices"], "devices.allow" if allow else "devices.deny",
                                    line, "a BPF_PROG_TYPE_CGROUP_DEVICE program"))
+        return files + self._cpuset_blkio_hugetlb_files(limits)
+
+    def _cpuset_blkio_hugetlb_files(self, limits: Limits) -> list[LimitFile]:
+        cpuset, blkio, hugetlb = (self.dirs.get(name) for name in ("cpuset", "blkio", "hugetlb"))
+        files = []
+        if limits.cpuset_cpus is not None:
+            files.append(LimitFile(cpuset, "cpuset.cpus", limits.cpuset_cpus, "cpuset.cpus"))
+        if limits.cpuset_mems is not None:
+            files.append(LimitFile(cpuset, "cpuset.mems", limits.cpuset_mems, "cpuset.mems"))
+        # CFQ's files where the kernel still has them, else BFQ's (runc's detectWeightFilenames)
+        cfq = blkio and os.path.exists(os.path.join(blkio, "blkio.weight"))
+        prefix = "blkio." if cfq else "blkio.bfq."
+        if limits.blkio_weight:
+            files.append(LimitFile(blkio, prefix + "weight", limits.blkio_weight,
+                                   "io.bfq.weight, or io.weight", f"{BLOCK_IO}.weight"))
+        for major, minor, weight in limits.blkio_weight_devices or ():
+            files.append(LimitFile(blkio, prefix + "weight_device", f"{major}:{minor} {weight}",
+                                   "io.bfq.weight", f"{BLOCK_IO}.weightDevice"))
+        for kind, devices in (limits.blkio_throttle or {}).items():
+            for major, minor, rate in devices:
+                files.append(LimitFile(blkio, f"blkio.throttle.{kind}_device",
+                                       f"{major}:{minor} {rate}", "io.max"))
+        for size, limit in (limits.hugepages or {}).items():
+            files.append(LimitFile(hugetlb, f"hugetlb.{size}.limit_in_bytes", limit,
+                                   f"hugetlb.{size}.max", f"{HUGEPAGES} {size}"))
         return files
 
     def stats(self) -> Stats:

@@ -23,6 +23,15 @@ The files this backend writes, and their twins in v1 (see v1.py):
 | CPU time         | cpu.stat "usage_usec N" (always there)   | cpuacct.usage, a separate controller     |
 | freeze           | cgroup.freeze 1/0, cgroup.events frozen  | freezer.state, a separate controller     |
 | device rules     | an eBPF program, bpf(2) (see below)      | devices.deny "a", then devices.allow     |
+| CPUs, mem nodes  | cpuset.cpus, cpuset.mems                 | the same, in the cpuset hierarchy        |
+| block I/O weight | io.bfq.weight (BFQ), else io.weight      | blkio.bfq.weight, or CFQ's blkio.weight  |
+| per device       | io.bfq.weight "maj:min w", io.max        | blkio.bfq.weight_device, throttle.*      |
+| huge pages       | hugetlb.<size>.max                       | hugetlb.<size>.limit_in_bytes            |
+
+cpuset, io and hugetlb are enabled in the ancestors' subtree_control only for a container
+whose limits need them. The block I/O weight is BFQ's (1..1000, as OCI's) while BFQ is
+loaded, else io.weight's (1..10000, iocost), mapped as runc's fs2/io.go does; a per-device
+weight only BFQ takes: without it, refused (runc 1.1 drops it without a word).
 
 Device rules (devices.py) have no file in v2: the kernel asks an eBPF program of type
 BPF_PROG_TYPE_CGROUP_DEVICE attached to the cgroup. devicefilter.py writes it from the rules,
@@ -34,7 +43,8 @@ from minibox import syscalls
 from minibox.cgroups import devicefilter
 from minibox.cgroups.base import Cgroup, CgroupError, LimitFile, Stats, read, read_int, read_keyed
 from minibox.cgroups.base import refuse_missing, wait_for, write
-from minibox.cgroups.limits import MAX_CPU_SHARES, MIN_CPU_SHARES, Limits
+from minibox.cgroups.limits import (BLOCK_IO, HUGEPAGES, MAX_BLKIO_WEIGHT, MAX_CPU_SHARES,
+                                    MIN_BLKIO_WEIGHT, MIN_CPU_SHARES, Limits)
 from minibox.cgroups.mounts import memberships
 
 ROOT = "/sys/fs/cgroup"
@@ -43,10 +53,20 @@ ROOT = "/sys/fs/cgroup"
 # pids for the process count, cpu for cpu.max/cpu.weight (cpu.stat exists without it).
 CONTROLLERS = ("cpu", "memory", "pids")
 
+# OCI blockIO's throttle lists (limits.Limits.blkio_throttle) as io.max's keys.
+IO_MAX_KEYS = {"read_bps": "rbps", "write_bps": "wbps", "read_iops": "riops",
+               "write_iops": "wiops"}
+
 
 def cpu_weight(shares: int) -> int:
     """Map cpu.shares [2, 262144] linearly onto cpu.weight [1, 10000], as runc and crun do."""
     return 1 + (shares - MIN_CPU_SHARES) * 9999 // (MAX_CPU_SHARES - MIN_CPU_SHARES)
+
+
+def io_weight(blkio_weight: int) -> int:
+    """Map blkio's weight [10, 1000] linearly onto io.weight [1, 10000], as runc does
+    (ConvertBlkIOToIOWeightValue)."""
+    return 1 + (blkio_weight - MIN_BLKIO_WEIGHT) * 9999 // (MAX_BLKIO_WEIGHT - MIN_BLKIO_WEIGHT)
 
 
 def own_cgroup() -> str | None:
@@ -102,14 +122,15 @@ class V2Cgroup(Cgroup):
         return set(read(self.root, "cgroup.controllers").split())
 
     def _check(self, limits: Limits) -> None:
-        refuse_missing(limits.controllers(), self.available(), version=2)
+        refuse_missing(limits.controllers(block_io="io"), self.available(), version=2)
         if limits.memory_swappiness is not None:  # dropping it silently is no answer
             raise CgroupError("linux.resources.memory.swappiness: cgroup v2 has no swappiness "
                               "per cgroup (only v1's memory.swappiness)")
 
-    def _make_dirs(self) -> None:
+    def _make_dirs(self, limits: Limits) -> None:
         available = self.available()
-        enable = " ".join(f"+{name}" for name in CONTROLLERS if name in available)
+        needed = sorted(limits.controllers(block_io="io") - set(CONTROLLERS))
+        enable = " ".join(f"+{name}" for name in CONTROLLERS + tuple(needed) if name in available)
         ancestor = self.root
         for part in os.path.relpath(os.path.dirname(self.path), self.root).split(os.sep):
             write(ancestor, "cgroup.subtree_control", enable)
@@ -176,6 +197,32 @@ class V2Cgroup(Cgroup):
                                    "cpu.shares, 2..262144"))
         if limits.pids is not None:
             files.append(LimitFile(self.path, "pids.max", limits.pids, "pids.max"))
+        return files + self._cpuset_io_hugetlb_files(limits)
+
+    def _cpuset_io_hugetlb_files(self, limits: Limits) -> list[LimitFile]:
+        files = []
+        if limits.cpuset_cpus is not None:
+            files.append(LimitFile(self.path, "cpuset.cpus", limits.cpuset_cpus, "cpuset.cpus"))
+        if limits.cpuset_mems is not None:
+            files.append(LimitFile(self.path, "cpuset.mems", limits.cpuset_mems, "cpuset.mems"))
+        bfq = os.path.exists(os.path.join(self.path, "io.bfq.weight"))
+        if limits.blkio_weight and bfq:
+            files.append(LimitFile(self.path, "io.bfq.weight", limits.blkio_weight,
+                                   "blkio.bfq.weight"))
+        elif limits.blkio_weight:
+            files.append(LimitFile(self.path, "io.weight", io_weight(limits.blkio_weight),
+                                   "blkio.weight, 10..1000", f"{BLOCK_IO}.weight"))
+        for major, minor, weight in limits.blkio_weight_devices or ():
+            files.append(LimitFile(self.path, "io.bfq.weight", f"{major}:{minor} {weight}",
+                                   "blkio.bfq.weight_device", f"{BLOCK_IO}.weightDevice"))
+        for kind, devices in (limits.blkio_throttle or {}).items():
+            for major, minor, rate in devices:
+                files.append(LimitFile(self.path, "io.max",
+                                       f"{major}:{minor} {IO_MAX_KEYS[kind]}={rate}",
+                                       f"blkio.throttle.{kind}_device"))
+        for size, limit in (limits.hugepages or {}).items():
+            files.append(LimitFile(self.path, f"hugetlb.{size}.max", limit,
+                                   f"hugetlb.{size}.limit_in_bytes", f"{HUGEPAGES} {size}"))
         return files
 
     def stats(self) -> Stats:

@@ -1,8 +1,6 @@
 """The OCI runtime command line, runc-compatible: create, start, state, delete, spec, and
 what engines call besides (pause, resume, update, events, features; kill and ps are in
 containers.py, shared with Docker's words). engine.py says who reaps an OCI container."""
-import os
-
 import click
 
 from . import command
@@ -27,10 +25,8 @@ def create(bundle, pid_file, console_socket, preserve_fds, no_pivot, no_new_keyr
            container_id):
     """OCI: create a container from a bundle, stopped just before its command runs. The
     caller reaps its process: no minibox process stays."""
-    from .. import engine, oci
-    spec = oci.load_bundle(bundle)
-    engine.create(spec, oci.check_container_id(container_id), pid_file,
-                  console_socket and os.path.abspath(console_socket), preserve_fds)
+    from .. import engine
+    engine.create_from_bundle(bundle, container_id, pid_file, console_socket, preserve_fds)
 
 
 @command()

@@ -1,5 +1,5 @@
 """`minibox run`: the flags docker run takes, turned into a spec (docker.py) and run
-(container.py). The only command module a plain `minibox run` imports."""
+(supervisor.py, container.py). The only command module a plain `minibox run` imports."""
 import sys
 
 import click
@@ -54,6 +54,10 @@ RUN_OPTIONS = (
     click.option("--cpu-shares", metavar="N", help="Relative CPU weight (default 1024)."),
     click.option("--pids-limit", metavar="N",
                  help="Most processes at once (fork bombs stop here)."),
+    click.option("--cpuset-cpus", metavar="LIST",
+                 help="CPUs the container may run on, e.g. 0-1,3."),
+    click.option("--blkio-weight", metavar="N",
+                 help="Relative block I/O weight, 10 to 1000 (needs BFQ)."),
     click.option("--cgroup-parent", metavar="PATH",
                  help="Put the cgroup under PATH instead of minibox/."),
     flag("--stats", "show_stats", help="At exit, print peak memory, CPU time and max pids."),
@@ -96,7 +100,7 @@ def run(explain, step, args, **flags):
 
     Without CMD, the image's default command runs (ENTRYPOINT + CMD); CMD replaces CMD.
     Options end at IMAGE: what follows is the command's."""
-    from .. import container, docker, state
+    from .. import docker, state, supervisor
     container_id = state.new_container_id()
     spec = docker.spec_from_flags(container_id, args, **flags)
     if spec.use_chroot:
@@ -108,7 +112,7 @@ def run(explain, step, args, **flags):
         monitor.launch(spec, container_id)
         print(container_id)
         return 0
-    return container.run(spec, container_id)
+    return supervisor.run_foreground(spec, container_id)
 
 
 def _configure_explain(narrate, pause):

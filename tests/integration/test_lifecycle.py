@@ -195,6 +195,16 @@ def test_restart_on_failure_restarts_n_times_then_stops(minibox):
     assert re.search(r"Exited \(1\).*\s2\s*$", minibox.status(container_id))
 
 
+def test_a_restarted_container_blocks_no_signal(minibox):
+    """A restart is forked by a monitor that came back as the runtime with the forwarded
+    signals blocked (supervisor.py); the mask survives execve(2), so the init clears it."""
+    container_id = minibox.run_detached("--restart", "on-failure:1", "busybox", "sh", "-c",
+                                        "grep SigBlk /proc/self/status; exit 1")
+    wait_until(lambda: minibox.state(container_id)["restarts"] == 1
+               and minibox.state(container_id)["status"] == "stopped", timeout=20)
+    assert minibox("logs", container_id).stdout.split() == ["SigBlk:", "0000000000000000"] * 2
+
+
 def test_restart_always_gets_a_fresh_pid_namespace_and_stop_ends_it(minibox):
     container_id = minibox.run_detached("--restart", "always", "busybox", "sh", "-c",
                                         "echo $$; sleep 0.2")

@@ -162,6 +162,34 @@ def test_host_fetches_a_page_through_a_published_port(root, background):
     assert veths() == [] and leases() == {}
 
 
+def rss_kib(pid):
+    """The process's resident set, all of it (shared libraries too), as the kernel counts
+    it: proc(5), /proc/<pid>/smaps_rollup."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        return next(int(line.split()[1]) for line in rollup if line.startswith("Rss:"))
+
+
+def test_a_foreground_run_waits_in_a_bare_interpreter_of_at_most_10_mib(root, background,
+                                                                        minibox):
+    """The foreground `minibox run`, on the bridge with -p: after a second as the runtime it
+    waits lean (monitor.run_foreground), then comes back to tear down and exits with the
+    command's code. Issue 19's target: 10 MiB of RSS."""
+    runtime = background("--rm", "--name", "lean", "-p", "18092:80", "busybox", "sh", "-c",
+                         "httpd -p 80 -h /; while [ ! -e /done ]; do sleep 0.05; done; exit 3")
+    wait_running(root, "lean")
+
+    def waiting_lean():
+        with open(f"/proc/{runtime.pid}/cmdline", "rb") as cmdline:
+            return b"wait_then_resume" in cmdline.read()
+    wait_until(waiting_lean, timeout=20, what="the foreground run waiting lean")
+    assert rss_kib(runtime.pid) <= 10 * 1024
+    assert listening(18092)
+    minibox("exec", "lean", "touch", "/done")
+    _, err = runtime.communicate(timeout=30)
+    assert runtime.returncode == 3, err
+    assert veths() == [] and leases() == {} and not listening(18092)
+
+
 def test_network_none_sees_only_loopback(root, minibox):
     result = minibox("run", "--rm", "--network", "none", "busybox", "sh", "-c",
                      "ls /sys/class/net; cat /etc/hosts")

@@ -7,15 +7,19 @@ Every test runs in a private network namespace that plays the host (conftest's
 """
 import json
 import os
+import random
+import signal
 import subprocess
+import sys
+import time
 import urllib.request
 
 import pytest
 
-from minibox import bridge, shared
+from minibox import bridge, shared, state
 
-from tests.harness import wait_until
-from .test_network_cli import SITE, leases, listening, wait_listening
+from tests.harness import leftovers, snapshot, wait_until
+from .test_network_cli import SITE, leases, listening, rss_kib, wait_listening
 from .test_oci import bundle, create, oci_state, set_args  # noqa: F401 (bundle: a fixture)
 
 pytestmark = pytest.mark.root
@@ -149,3 +153,103 @@ def test_a_bridge_deleted_under_a_running_container_comes_back_with_its_lease(mi
     assert fetch(18282) == "hello from old\n"
     minibox("stop", "-t", "1", "old")
     assert leases() == {}
+
+
+# What a bridge run's runtime has loaded when it exits (atexit: after teardown).
+MODULES_AT_EXIT = """
+import atexit, sys
+atexit.register(lambda: print("pyroute2 loaded:", "pyroute2" in sys.modules))
+from minibox.cli import main
+main(["run", "--rm", "busybox", "sh", "-c", "ip -4 -o addr show eth0; ip route"])
+"""
+
+
+def test_a_bridge_run_leaves_pyroute2_to_its_helper_from_setup_to_teardown(minibox):
+    """pyroute2 is imported in a helper process, on the other core, while the runtime sets
+    up the rest (nethelper.py); teardown waits for the kernel to take the veth pair with
+    the netns (bridge.disconnect): the runtime itself never loads it."""
+    result = subprocess.run([sys.executable, "-c", MODULES_AT_EXIT], env=minibox.env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    inet, route, *_, loaded = result.stdout.splitlines()
+    assert " eth0 " in inet and "inet 10.199.0." in inet
+    assert route.startswith("default via 10.199.0.1 dev eth0")
+    assert loaded == "pyroute2 loaded: False"
+    assert leases() == {}  # and the fixture finds no veth, lease or process left
+
+
+def test_the_owner_of_a_shared_netns_stops_first_and_takes_its_veth_and_address(minibox):
+    """A joiner (--network container:ID) keeps the owner's netns alive, so the kernel does
+    not delete the veth pair when the owner's init exits: teardown deletes it itself."""
+    owner = minibox.run_detached("busybox", "sleep", "60")
+    joiner = minibox.run_detached("--network", f"container:{owner}", "busybox", "sleep", "60")
+    minibox("stop", "-t", "0", owner)
+    assert not bridge.link_exists(bridge.host_ifname(owner))
+    assert leases() == {}
+    eth0 = minibox("exec", joiner, "ls", "/sys/class/net").stdout.split()
+    assert eth0 == ["lo"]  # the pair went with the owner, as in Docker
+    minibox("rm", "-f", joiner)
+
+
+def test_a_helper_killed_before_it_answers_fails_the_run_in_one_line(minibox):
+    run = minibox.popen("run", "--rm", "busybox", "true", stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    children = f"/proc/{run.pid}/task/{run.pid}/children"
+    # Its first child, forked as the container is created, and importing pyroute2 now.
+    helper = int(wait_until(lambda: open(children).read().split(), interval=0.001)[0])
+    os.kill(helper, signal.SIGKILL)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 125
+    assert err.startswith(f"minibox: the network helper (PID {helper}) died before "
+                          "connecting container ")
+    assert err.count("\n") == 1 and out == ""
+    assert leases() == {}  # and the fixture finds no veth, lease, cgroup or process left
+
+
+@pytest.mark.slow
+def test_ctrl_c_or_sigkill_at_any_moment_of_the_helpers_work_leaves_nothing(minibox):
+    """The helper imports pyroute2 and connects the init while the runtime sets up the
+    rest: interrupt the run anywhere in there (Ctrl-C reaches the whole process group),
+    or SIGKILL the runtime and run `gc`, and nothing remains."""
+    rng = random.Random(19)
+    before = snapshot()
+    for round in range(16):
+        run = minibox.popen("run", "--rm", "busybox", "true", start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0, 0.4))
+        if round % 2:
+            os.killpg(run.pid, signal.SIGINT)
+        else:
+            run.kill()
+        run.wait(timeout=30)
+    minibox.container_dirs()  # noted in minibox.seen, the killed ones too
+    minibox("gc")
+    wait_until(lambda: minibox.container_dirs() == [])
+    assert leftovers(before, [minibox]) == {}
+    assert leases() == {}
+
+
+def test_the_detached_monitor_waits_in_a_bare_interpreter_of_at_most_10_mib(minibox):
+    """`run -d` with the bridge and -p: the runtime set it all up, then the monitor exec'd a
+    bare interpreter to wait (waiting.py); a restart brings the runtime back for a moment,
+    then the monitor waits lean again. Issue 19's target: 10 MiB of RSS."""
+    container_id = minibox.run_detached(
+        "--restart", "on-failure:1", "-p", "18283:80", "busybox", "sh", "-c",
+        "[ -e /restarted ] && " + SITE + "; touch /restarted; sleep 0.5; exit 1")
+    started = minibox.state(container_id)
+    monitor = started["monitor_pid"]
+
+    def waiting_lean(restarts):
+        current = minibox.state(container_id)
+        with open(f"/proc/{monitor}/cmdline", "rb") as cmdline:
+            return current["restarts"] == restarts and b"wait_then_resume" in cmdline.read()
+
+    for restarts in (0, 1):
+        wait_until(lambda: waiting_lean(restarts), timeout=20,
+                   what=f"the monitor waiting lean (restarts={restarts})")
+        assert rss_kib(monitor) <= 10 * 1024
+    wait_listening(minibox.state(container_id)["pid"], 80)
+    assert fetch(18283) == f"hello from {container_id[:12]}\n"
+    minibox("stop", "-t", "1", container_id)
+    assert not state.monitor_alive(started)  # the runtime came back and tore down

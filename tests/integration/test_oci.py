@@ -284,6 +284,32 @@ def test_joining_an_existing_network_namespace_and_refusing_a_wrong_type(minibox
     assert out.strip() == os.readlink(net_path)
 
 
+def test_joining_ipc_and_cgroup_namespaces_by_path(minibox, bundle):
+    """linux.namespaces with a path: setns(2) into that ipc and cgroup namespace, the
+    init's /proc/<pid>/ns links then name the holder's."""
+    holder = subprocess.Popen(["unshare", "--ipc", "--cgroup", "sleep", "60"])
+    try:
+        wait_until(lambda: os.readlink(f"/proc/{holder.pid}/ns/cgroup")
+                   != os.readlink("/proc/self/ns/cgroup"))
+        paths = {kind: f"/proc/{holder.pid}/ns/{kind}" for kind in ("ipc", "cgroup")}
+
+        def join(config):
+            namespaces = [n for n in config["linux"]["namespaces"] if n["type"] not in paths]
+            config["linux"]["namespaces"] = namespaces + [
+                {"type": kind, "path": path} for kind, path in paths.items()]
+        configure(bundle, join)
+        set_args(bundle, "sleep", "60")
+        create(minibox, bundle, "ns-joined")
+        pid = oci_state(minibox, "ns-joined")["pid"]
+        for kind, path in paths.items():
+            assert os.readlink(f"/proc/{pid}/ns/{kind}") == os.readlink(path) \
+                != os.readlink(f"/proc/self/ns/{kind}")
+        minibox("delete", "--force", "ns-joined")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_joining_another_containers_mount_namespace_by_path(minibox, bundle, tmp_path):
     """The joined namespace's root is the container's: nothing is built or pivoted there,
     so the first container keeps its root and the second sees its files."""
@@ -465,12 +491,14 @@ def test_joining_an_existing_user_namespace_by_path(minibox, bundle, tmp_path):
     (lambda c: c["linux"]["resources"]["devices"].append({"type": "c"}),
      "linux.resources.devices[]: allow (true or false) is required"),
     (lambda c: c["linux"]["resources"].__setitem__("hugepageLimits", [
-        {"pageSize": "2MB", "limit": 1 << 21}]),
-     "linux.resources.hugepageLimits is not supported: minibox would not apply it"),
-    (lambda c: c["linux"]["resources"].__setitem__("blockIO", {"weight": 300}),
-     "linux.resources.blockIO is not supported"),
-    (lambda c: c["linux"]["resources"].__setitem__("cpu", {"shares": 512, "cpus": "0"}),
-     "linux.resources.cpu.cpus is not supported"),
+        {"pageSize": "2M", "limit": 1 << 21}]),
+     "linux.resources.hugepageLimits[]: pageSize '2M' is not a huge page size"),
+    (lambda c: c["linux"]["resources"].__setitem__("blockIO", {"leafWeight": 300}),
+     "linux.resources.blockIO.leafWeight is not supported"),
+    (lambda c: c["linux"]["resources"].__setitem__("cpu", {"shares": 512, "cpus": "0-"}),
+     "linux.resources.cpu.cpus: '0-' is not a list of CPUs"),
+    (lambda c: c["linux"]["resources"].__setitem__("cpu", {"realtimeRuntime": 1000}),
+     "linux.resources.cpu.realtimeRuntime is not supported"),
     (lambda c: c["linux"]["resources"].__setitem__("memory", {"swappiness": 101}),
      "swappiness must be from 0 to 100, not 101"),
     (lambda c: c["linux"].__setitem__("cgroupsPath", "/a/../b"), "linux.cgroupsPath '/a/../b'"),
@@ -603,6 +631,97 @@ def test_an_oci_container_is_in_every_hierarchy_and_delete_and_gc_remove_them(mi
         assert remove_cgroup_tree(top) == []
 
 
+def a_whole_disk():
+    """(major, minor) of a block device blkio/io throttles take (a disk, not a partition)."""
+    disks = sorted(os.listdir("/sys/block"), key=lambda name: name.startswith(("loop", "ram")))
+    if not disks:
+        pytest.skip("this host has no block device")
+    with open(f"/sys/block/{disks[0]}/dev") as numbers:
+        return [int(number) for number in numbers.read().split(":")]
+
+
+def test_cpuset_and_block_io_throttles_are_applied(minibox, bundle):
+    """linux.resources cpu.cpus/mems and blockIO's throttle lists, written where runc writes
+    them (v1: cpuset.*, blkio.throttle.*_device), and the kernel holding the init to its CPU."""
+    from minibox.cgroups import cgroup_version
+    if cgroup_version() == 2:
+        pytest.skip("v2 writes cpuset.* and io.max: tests/unit/test_cgroups_v2.py")
+    top = f"minibox-resources-{os.getpid()}"
+    cpu = min(os.sched_getaffinity(0))
+    major, minor = a_whole_disk()
+    configure(bundle, lambda c: (
+        c["linux"].__setitem__("cgroupsPath", f"/{top}/c"),
+        c["linux"]["resources"].update(cpu={"cpus": str(cpu), "mems": "0"}, blockIO={
+            "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1 << 20}],
+            "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}]})))
+    set_args(bundle, "sleep", "60")
+    try:
+        create(minibox, bundle, "pinned")
+        pid = oci_state(minibox, "pinned")["pid"]
+        with open(f"/proc/{pid}/status") as status:
+            assert f"Cpus_allowed_list:\t{cpu}\n" in status.read()
+        files = {name: open(f"/sys/fs/cgroup/{name}").read().strip() for name in (
+            f"cpuset/{top}/c/cpuset.cpus", f"cpuset/{top}/c/cpuset.mems",
+            f"blkio/{top}/c/blkio.throttle.read_bps_device",
+            f"blkio/{top}/c/blkio.throttle.write_iops_device")}
+        assert list(files.values()) == [str(cpu), "0", f"{major}:{minor} {1 << 20}",
+                                        f"{major}:{minor} 100"]
+        minibox("delete", "--force", "pinned")
+    finally:
+        assert remove_cgroup_tree(top) == []
+
+
+def block_io_weight_files():
+    """BFQ's (or CFQ's) weight files, in any blkio cgroup of this host."""
+    import glob
+    return glob.glob("/sys/fs/cgroup/blkio/*/blkio*.weight") + \
+        glob.glob("/sys/fs/cgroup/*/io.bfq.weight")
+
+
+@pytest.mark.parametrize("resources, message, present", [
+    # runc 1.1.5 on this host: "openat2 .../blkio.bfq.weight: no such file or directory"
+    ({"blockIO": {"weight": 300}}, "linux.resources.blockIO.weight: this host cannot apply it, "
+     "its kernel has no blkio.bfq.weight", block_io_weight_files),
+    # runc: "cannot set hugetlb limit: container could not join or create cgroup"
+    ({"hugepageLimits": [{"pageSize": "2MB", "limit": 1 << 21}]},
+     "this host lacks the cgroup v1 controller 'hugetlb' (for hugepageLimits)",
+     lambda: os.path.isdir("/sys/fs/cgroup/hugetlb")),
+])
+def test_a_limit_the_host_cannot_apply_is_one_line_and_leaves_nothing(minibox, bundle, resources,
+                                                                       message, present):
+    """Where runc fails on the host's missing file or controller, minibox refuses before
+    the init exists, naming the field: no container, no cgroup at the cgroupsPath."""
+    import glob
+    from minibox.cgroups import cgroup_version
+    if cgroup_version() == 2 or present():
+        pytest.skip("this host can apply it (tests/unit/test_cgroups_v*.py cover the files)")
+    top = f"minibox-refused-{os.getpid()}"
+    configure(bundle, lambda c: (c["linux"].__setitem__("cgroupsPath", f"/{top}/c"),
+                                 c["linux"]["resources"].update(resources)))
+    try:
+        result = minibox("create", "--bundle", str(bundle), "refused", check=False)
+        assert_one_line_error(result, 125, "minibox: ", message)
+        assert minibox.container_dirs() == []
+        # the container's own directory; its parents stay, as runc leaves them
+        assert glob.glob(f"/sys/fs/cgroup/*/{top}/c") == []
+    finally:
+        assert remove_cgroup_tree(top) == []
+
+
+def test_run_takes_cpuset_cpus_and_refuses_a_blkio_weight_the_host_cannot_apply(minibox):
+    cpu = min(os.sched_getaffinity(0))
+    out = minibox("run", "--rm", "--network", "none", "--cpuset-cpus", str(cpu), "busybox",
+                  "grep", "Cpus_allowed_list", "/proc/self/status").stdout
+    assert out.split() == ["Cpus_allowed_list:", str(cpu)]
+    from minibox.cgroups import cgroup_version
+    if cgroup_version() == 1 and not block_io_weight_files():
+        result = minibox("run", "--rm", "--network", "none", "--blkio-weight", "300", "busybox",
+                         "true", check=False)
+        assert_one_line_error(result, 125, "minibox: ", "blockIO.weight: this host cannot "
+                              "apply it")
+        assert minibox.container_dirs() == []
+
+
 def test_malformed_json_is_refused_with_one_line(minibox, bundle):
     (bundle / "config.json").write_text('{"ociVersion": "1.0.2",\n "process": }')
     result = minibox("create", "--bundle", str(bundle), "bad", check=False)
@@ -660,6 +779,39 @@ def test_hooks_get_the_state_on_stdin(minibox, bundle, tmp_path):
     assert json.loads((seen / "poststop").read_text())["status"] == "stopped"
 
 
+def test_every_hook_stage_gets_the_state_crun_passes(minibox, bundle, tmp_path):
+    """crun 1.8, measured: "created" for prestart, createRuntime and createContainer,
+    "running" for poststart, "stopped" with pid 0 for poststop. startContainer: crun says
+    "starting" with pid 0, which the spec's state schema does not have: "created" and the
+    host's PID, as the spec's text reads (hooks.py)."""
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    host_stages = ("prestart", "createRuntime", "createContainer", "poststart", "poststop")
+    hooks = {stage: [{"path": write_hook(tmp_path, stage, f"cat > {seen}/{stage}")}]
+             for stage in host_stages}
+    start_hook = bundle / "rootfs/start-hook"
+    start_hook.write_text("#!/bin/sh\ncat > /dev/shm/state\n")
+    start_hook.chmod(0o755)
+    hooks["startContainer"] = [{"path": "/start-hook"}]
+    configure(bundle, lambda c: c.__setitem__("hooks", hooks))
+    set_args(bundle, "sh", "-c", "cat /dev/shm/state; sleep 60")
+    out, _ = create(minibox, bundle, "staged")
+    pid = oci_state(minibox, "staged")["pid"]
+    minibox("start", "staged")
+    wait_until(lambda: written_json(seen / "poststart") and written_json(out))
+    minibox("delete", "--force", "staged")
+    states = {stage: json.loads((seen / stage).read_text()) for stage in host_stages}
+    states["startContainer"] = json.loads(out.read_text())
+    assert {stage: (state["id"], state["status"], state["pid"], state["bundle"])
+            for stage, state in states.items()} == {
+        "prestart": ("staged", "created", pid, str(bundle)),
+        "createRuntime": ("staged", "created", pid, str(bundle)),
+        "createContainer": ("staged", "created", pid, str(bundle)),
+        "startContainer": ("staged", "created", pid, str(bundle)),
+        "poststart": ("staged", "running", pid, str(bundle)),
+        "poststop": ("staged", "stopped", 0, str(bundle))}
+
+
 def test_a_failing_prestart_hook_aborts_and_leaves_nothing(minibox, bundle, tmp_path):
     hook = write_hook(tmp_path, "fail", "echo no network for you >&2; exit 3")
     configure(bundle, lambda c: c.__setitem__("hooks", {"prestart": [{"path": hook}]}))
@@ -688,7 +840,7 @@ def test_container_hooks_run_in_the_container_namespaces(minibox, bundle, tmp_pa
     out, _ = create(minibox, bundle, "inside")
     pid = oci_state(minibox, "inside")["pid"]
     state = json.loads((seen / "state").read_text())
-    assert (state["id"], state["pid"], state["status"]) == ("inside", pid, "creating")
+    assert (state["id"], state["pid"], state["status"]) == ("inside", pid, "created")
     mnt = (seen / "mnt").read_text().strip()
     assert mnt == os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     minibox("start", "inside")
@@ -724,7 +876,9 @@ PROBE = ("hostname; id -u; id -g; id -G; umask; pwd; env | sort;"
          "cd /sys/fs/cgroup && for f in memory/memory.limit_in_bytes memory/memory.swappiness"
          " memory/memory.memsw.limit_in_bytes"
          " memory/memory.soft_limit_in_bytes cpu/cpu.shares cpu/cpu.cfs_quota_us"
-         " cpu/cpu.cfs_period_us cpuset/cpuset.cpus cpuset/cpuset.mems; do"
+         " cpu/cpu.cfs_period_us cpuset/cpuset.cpus cpuset/cpuset.mems"
+         " blkio/blkio.throttle.read_bps_device blkio/blkio.throttle.write_bps_device"
+         " blkio/blkio.throttle.read_iops_device blkio/blkio.throttle.write_iops_device; do"
          " echo $f=$(cat $f 2>&1); done; cd /tmp;"
          "sort /sys/fs/cgroup/devices/devices.list | sed 's/^/devices.list: /';"
          "cat /proc/self/cgroup;"
@@ -774,6 +928,19 @@ def _limits_at_a_cgroups_path(config):
         cpu={"shares": 512, "quota": 50000, "period": 100000}, pids={"limit": 42})
     config["linux"]["resources"]["devices"].append(  # /dev/loop0, to read only
         {"allow": True, "type": "b", "major": 7, "minor": 0, "access": "r"})
+
+
+def _cpus_and_block_io_at_a_cgroups_path(config):
+    """linux.resources cpu.cpus/mems and blockIO's four throttle lists (two devices in one),
+    what Docker's --cpuset-cpus and --device-read-bps write: the cgroup files must match."""
+    config["linux"]["cgroupsPath"] = f"/minibox-differential-{os.getpid()}/cpus-io"
+    major, minor = a_whole_disk()
+    config["linux"]["resources"].update(
+        cpu={"cpus": str(max(os.sched_getaffinity(0))), "mems": "0"},
+        blockIO={"throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1 << 20}],
+                 "throttleWriteBpsDevice": [{"major": major, "minor": minor, "rate": 2 << 20}],
+                 "throttleReadIOPSDevice": [{"major": major, "minor": minor, "rate": 300}],
+                 "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}]})
 
 
 def _a_root_with_devices(config):
@@ -878,6 +1045,7 @@ def _make_it_the_tests(config, top, bundle, copies, engine):
 CORPUS = {"runc-spec": (_runc_spec, None),
           "runc-spec-user": (_runc_spec, _a_user_with_every_set),
           "runc-spec-limits": (_runc_spec, _limits_at_a_cgroups_path),
+          "runc-spec-cpus-io": (_runc_spec, _cpus_and_block_io_at_a_cgroups_path),
           "runc-spec-root": (_runc_spec, _a_root_with_devices),
           "podman": (_podman_config, None),
           "docker": (_docker_config, None)}

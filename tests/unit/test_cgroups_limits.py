@@ -39,11 +39,15 @@ def test_format_size(size, text):
 
 
 def test_parse_limits_builds_every_field():
-    limits = parse_limits("64m", "128m", "0.5", "512", "32")
+    limits = parse_limits("64m", "128m", "0.5", "512", "32", cpuset_cpus="0-1",
+                          blkio_weight="300")
     assert vars(limits) == dict(memory=64 * 2**20, memory_swap=128 * 2**20, cpus=0.5, cpu_shares=512,
                                 pids=32, devices=container_rules(), memory_reservation=None,
-                                memory_swappiness=None, cpu_period=None)
-    assert limits.controllers() == {"memory", "cpu", "pids"}
+                                memory_swappiness=None, cpu_period=None, cpuset_cpus="0-1",
+                                cpuset_mems=None, blkio_weight=300, blkio_weight_devices=None,
+                                blkio_throttle=None, hugepages=None)
+    assert limits.controllers() == {"memory", "cpu", "pids", "cpuset", "blkio"}
+    assert limits.controllers(block_io="io") == {"memory", "cpu", "pids", "cpuset", "io"}
     assert limits.cpu_quota_us() == 50_000
 
 
@@ -79,6 +83,10 @@ BAD_INPUT = [
     (dict(pids_limit="0"), "--pids-limit: must be a positive number of processes (got 0)"),
     (dict(pids_limit="-1"), "--pids-limit: must be a positive number of processes (got -1)"),
     (dict(pids_limit="many"), "--pids-limit: not a number: 'many'"),
+    (dict(cpuset_cpus="0-x"),
+     "--cpuset-cpus: '0-x' is not a list of CPUs or memory nodes like 0-3,5"),
+    (dict(blkio_weight="5"), "--blkio-weight: range of blkio weight is from 10 to 1000 (got 5)"),
+    (dict(blkio_weight="heavy"), "--blkio-weight: not a number: 'heavy'"),
 ]
 
 
@@ -141,11 +149,65 @@ def test_bad_oci_cgroups_paths(text, message):
 def test_what_docker_writes_for_no_limit_is_no_limit():
     """Docker fills linux.resources with zeroes for every limit not given (blockIO weight,
     cpu shares, pids limit): runc reads them as "not set", and so does minibox."""
-    from minibox.oci import _Config, _oci_limits
+    from minibox.oci import _Config
+    from minibox.ociresources import limits as oci_limits
     docker = {"resources": {"devices": [{"allow": False, "access": "rwm"}],
                             "memory": {}, "cpu": {"shares": 0}, "pids": {"limit": 0},
                             "blockIO": {"weight": 0}}}
-    limits = _oci_limits(docker, _Config("config.json"))
+    limits = oci_limits(docker, _Config("config.json"))
     assert (limits.cpu_shares, limits.pids, limits.memory) == (None, None, None)
-    with pytest.raises(Exception, match="linux.resources.blockIO is not supported"):
-        _oci_limits({"resources": {"blockIO": {"weight": 300}}}, _Config("config.json"))
+    assert limits.controllers() == set()  # blockIO weight 0 asks for no blkio controller
+    # a weight that is set is applied now (or refused by a host without BFQ, at create)
+    assert oci_limits({"resources": {"blockIO": {"weight": 300}}},
+                      _Config("config.json")).blkio_weight == 300
+
+
+def test_oci_cpuset_block_io_and_hugepages_become_limits():
+    from minibox.oci import _Config
+    from minibox.ociresources import limits as oci_limits
+    resources = {"cpu": {"cpus": "0-1", "mems": "0"},
+                 "blockIO": {"weight": 500, "weightDevice": [
+                     {"major": 8, "minor": 0, "weight": 200},
+                     {"major": 8, "minor": 16}],  # no weight: asks nothing, as runc reads it
+                     "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1 << 20}],
+                     "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 100},
+                                                 {"major": 8, "minor": 16, "rate": 0}]},
+                 "hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 20},
+                                    {"pageSize": "1GB", "limit": 0}]}
+    limits = oci_limits({"resources": resources}, _Config("config.json"))
+    assert (limits.cpuset_cpus, limits.cpuset_mems) == ("0-1", "0")
+    assert limits.blkio_weight == 500
+    assert limits.blkio_weight_devices == [[8, 0, 200]]
+    assert limits.blkio_throttle == {"read_bps": [[8, 0, 1 << 20]],
+                                     "write_iops": [[8, 0, 100], [8, 16, 0]]}
+    assert limits.hugepages == {"2MB": 4 << 20, "1GB": 0}
+    assert limits.controllers() == {"cpuset", "blkio", "hugetlb"}
+
+
+@pytest.mark.parametrize("resources, message", [
+    ({"cpu": {"cpus": "0,,1"}}, "linux.resources.cpu.cpus: '0,,1' is not a list of CPUs"),
+    ({"cpu": {"mems": "all"}}, "linux.resources.cpu.mems: 'all' is not a list of CPUs"),
+    ({"blockIO": {"weight": 5}},
+     "linux.resources.blockIO.weight: range of blkio weight is from 10 to 1000 (got 5)"),
+    ({"blockIO": {"leafWeight": 300}}, "linux.resources.blockIO.leafWeight is not supported"),
+    ({"blockIO": {"weightDevice": [{"major": 8, "weight": 100}]}},
+     "linux.resources.blockIO.weightDevice[]: major and minor"),
+    ({"blockIO": {"weightDevice": [{"major": 8, "minor": 0, "weight": 100, "leafWeight": 9}]}},
+     "weightDevice[].leafWeight is not supported"),
+    ({"blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0}]}},
+     "linux.resources.blockIO.throttleReadBpsDevice[]: rate (a number, 0 for no limit)"),
+    ({"blockIO": {"throttleWriteBpsDevice": [{"major": 8, "minor": 0, "rate": "1m"}]}},
+     "throttleWriteBpsDevice[].rate must be a int, not str"),
+    ({"hugepageLimits": [{"pageSize": "2M", "limit": 1}]},
+     "linux.resources.hugepageLimits[]: pageSize '2M' is not a huge page size like 2MB"),
+    ({"hugepageLimits": [{"pageSize": "2MB"}]},
+     "linux.resources.hugepageLimits[]: limit (bytes of 2MB pages) is required"),
+    ({"cpu": {"realtimeRuntime": 1000}}, "linux.resources.cpu.realtimeRuntime is not supported"),
+])
+def test_bad_oci_resources_are_one_line_naming_the_field(resources, message):
+    from minibox.errors import MiniboxError
+    from minibox.oci import _Config
+    from minibox.ociresources import limits as oci_limits
+    with pytest.raises(MiniboxError) as error:
+        oci_limits({"resources": resources}, _Config("config.json"))
+    assert message in str(error.value) and "\n" not in str(error.value)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from minibox.cgroups import CgroupError, Limits, remove_cgroup_dirs
+from minibox.cgroups import CgroupError, Limits, base, remove_cgroup_dirs
 from minibox.cgroups.devices import container_rules
 from minibox.cgroups.v1 import Hierarchy, V1Cgroup, inherit_cpus_and_mems, mounted_hierarchies
 
@@ -222,9 +222,10 @@ def test_cpuset_cgroups_get_their_parents_cpus_and_mems_down_to_the_container(tm
         "1", "0", "1", "0"]
 
 
-def test_create_in_every_hierarchy_fills_the_cpuset(hierarchies, tmp_path, monkeypatch):
-    """create() makes the cpuset directory and calls the copy on it; a temporary directory
-    has no control files, so the kernel's empty ones are made by the fake mkdir."""
+@pytest.fixture
+def with_cpuset(hierarchies, tmp_path, monkeypatch):
+    """A cpuset hierarchy offering CPUs 0-1 and memory node 0; a temporary directory has no
+    control files, so the kernel's empty ones are made by a fake mkdir."""
     (tmp_path / "cpuset").mkdir()
     (tmp_path / "cpuset" / "cpuset.cpus").write_text("0-1\n")
     (tmp_path / "cpuset" / "cpuset.mems").write_text("0\n")
@@ -237,7 +238,96 @@ def test_create_in_every_hierarchy_fills_the_cpuset(hierarchies, tmp_path, monke
             for name in ("cpuset.cpus", "cpuset.mems"):
                 (tmp_path / path / name).write_text("")
     monkeypatch.setattr(os, "mkdir", mkdir)
-    V1Cgroup("abc123", hierarchies=hierarchies, path="/pod/abc123").create(Limits())
+    return hierarchies
+
+
+def test_create_in_every_hierarchy_fills_the_cpuset(with_cpuset, tmp_path):
+    """create() makes the cpuset directory and calls the copy on it."""
+    V1Cgroup("abc123", hierarchies=with_cpuset, path="/pod/abc123").create(Limits())
     for level in ("pod", "pod/abc123"):
         assert (tmp_path / "cpuset" / level / "cpuset.cpus").read_text() == "0-1"
         assert (tmp_path / "cpuset" / level / "cpuset.mems").read_text() == "0"
+
+
+BLOCK_AND_PAGES = Limits(blkio_weight=300, blkio_weight_devices=[[8, 0, 200]],
+                         blkio_throttle={"read_bps": [[8, 0, 1 << 20]],
+                                         "write_iops": [[8, 0, 100], [8, 16, 50]]},
+                         hugepages={"2MB": 4 << 20})
+
+
+@pytest.fixture
+def blkio_and_hugetlb(hierarchies, tmp_path):
+    """blkio and hugetlb hierarchies beside the others."""
+    for name in ("blkio", "hugetlb"):
+        (tmp_path / name).mkdir()
+        hierarchies[name] = Hierarchy(str(tmp_path / name), "")
+    return hierarchies
+
+
+def fake_kernel_files(monkeypatch, tmp_path):
+    """mkdir that also makes the files a kernel with BFQ loaded and 2 MB pages would."""
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args):
+        real_mkdir(path, *args)
+        names = {"blkio": ["blkio.bfq.weight", "blkio.bfq.weight_device",
+                           "blkio.throttle.read_bps_device", "blkio.throttle.write_iops_device"],
+                 "hugetlb": ["hugetlb.2MB.limit_in_bytes"]}
+        for hierarchy, files in names.items():
+            if str(path).startswith(str(tmp_path / hierarchy) + "/"):
+                for name in files:
+                    open(os.path.join(path, name), "w").close()
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+def test_block_io_and_hugepage_limits_go_to_bfq_throttle_and_hugetlb(blkio_and_hugetlb, tmp_path,
+                                                                     monkeypatch):
+    fake_kernel_files(monkeypatch, tmp_path)
+    lines = []
+    monkeypatch.setattr(base, "write", lambda directory, name, value: lines.append(
+        f"{os.path.relpath(directory, tmp_path)}/{name}: {value}"))
+    V1Cgroup("abc123", hierarchies=blkio_and_hugetlb).create(BLOCK_AND_PAGES)
+    # one write per device: each line of a *_device file is its own write(2)
+    assert lines == ["blkio/minibox/abc123/blkio.bfq.weight: 300",
+                     "blkio/minibox/abc123/blkio.bfq.weight_device: 8:0 200",
+                     "blkio/minibox/abc123/blkio.throttle.read_bps_device: 8:0 1048576",
+                     "blkio/minibox/abc123/blkio.throttle.write_iops_device: 8:0 100",
+                     "blkio/minibox/abc123/blkio.throttle.write_iops_device: 8:16 50",
+                     f"hugetlb/minibox/abc123/hugetlb.2MB.limit_in_bytes: {4 << 20}"]
+
+
+def test_a_weight_without_bfq_is_refused_naming_the_field_and_nothing_is_left(
+        blkio_and_hugetlb, tmp_path, monkeypatch):
+    """mq-deadline and none have no weights: runc fails on the ENOENT of blkio.bfq.weight.
+    (A plain mkdir here: the directory gets no blkio.bfq.weight.)"""
+    with pytest.raises(CgroupError) as error:
+        V1Cgroup("abc123", hierarchies=blkio_and_hugetlb).create(Limits(blkio_weight=300))
+    assert str(error.value) == (
+        f"linux.resources.blockIO.weight: this host cannot apply it, its kernel has no "
+        f"blkio.bfq.weight in {tmp_path}/blkio/minibox/abc123")
+    assert not (tmp_path / "blkio" / "minibox" / "abc123").exists()
+
+
+def test_hugepages_and_cpuset_need_their_controllers(hierarchies, tmp_path):
+    with pytest.raises(CgroupError) as error:
+        V1Cgroup("abc123", hierarchies=hierarchies).create(
+            Limits(hugepages={"2MB": 0}, cpuset_cpus="0"))
+    assert str(error.value) == ("this host lacks the cgroup v1 controller 'cpuset' (for "
+                                "--cpuset-cpus, cpu.cpus/mems), 'hugetlb' (for hugepageLimits)")
+    assert not (tmp_path / "freezer" / "minibox").exists()
+
+
+def test_cpus_and_mems_are_written_after_the_parents_are_copied(with_cpuset, tmp_path):
+    V1Cgroup("abc123", hierarchies=with_cpuset).create(Limits(cpuset_cpus="1", cpuset_mems="0"))
+    assert (tmp_path / "cpuset/minibox/cpuset.cpus").read_text() == "0-1"  # the group: a copy
+    assert (tmp_path / "cpuset/minibox/abc123/cpuset.cpus").read_text() == "1"
+    assert (tmp_path / "cpuset/minibox/abc123/cpuset.mems").read_text() == "0"
+
+
+def test_a_docker_run_joins_the_hierarchies_its_limits_need(tmp_path):
+    (tmp_path / "mountinfo").write_text(MOUNTINFO)
+    (tmp_path / "cgroup").write_text(OWN_CGROUPS)
+    plain = mounted_hierarchies(str(tmp_path / "mountinfo"), str(tmp_path / "cgroup"))
+    needing = mounted_hierarchies(str(tmp_path / "mountinfo"), str(tmp_path / "cgroup"),
+                                  needs={"blkio", "memory"})
+    assert "blkio" not in plain and set(needing) == set(plain) | {"blkio"}

@@ -9,9 +9,9 @@ import os
 import pytest
 
 from minibox.cgroups import CgroupError, Limits, cgroup_version
-from minibox.cgroups import v2
+from minibox.cgroups import base, v2
 from minibox.cgroups.devices import container_rules
-from minibox.cgroups.v2 import V2Cgroup, cpu_weight
+from minibox.cgroups.v2 import V2Cgroup, cpu_weight, io_weight
 
 
 @pytest.fixture
@@ -222,3 +222,82 @@ def test_every_hierarchy_on_v2_is_the_one_unified_directory(monkeypatch):
     monkeypatch.setattr(cgroups, "cgroup_version", lambda: 2)
     cgroup = cgroups.cgroup_for("abc", path="/pod/abc", every_hierarchy=True)
     assert isinstance(cgroup, V2Cgroup) and cgroup.paths() == ["/sys/fs/cgroup/pod/abc"]
+
+
+def bfq_kernel_files(monkeypatch, root, bfq):
+    """mkdir that also makes the files the kernel would: io.max and io.weight (iocost),
+    io.bfq.weight when BFQ is loaded, hugetlb.2MB.max."""
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args):
+        real_mkdir(path, *args)
+        for name in ["io.max", "io.weight", "hugetlb.2MB.max"] + ["io.bfq.weight"] * bfq:
+            (root / path / name).write_text("")
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+def written(monkeypatch, root):
+    """Every write(2) to a control file, as 'file: value' (each line of io.max is its own)."""
+    lines = []
+
+    def write(directory, name, value):
+        lines.append(f"{os.path.relpath(os.path.join(directory, name), root)}: {value}")
+    for module in (base, v2):  # set_limits' and _make_dirs' subtree_control
+        monkeypatch.setattr(module, "write", write)
+    return lines
+
+
+LIMITS = Limits(cpuset_cpus="0-1", cpuset_mems="0", blkio_weight=500,
+                blkio_weight_devices=[[8, 0, 200]],
+                blkio_throttle={"read_bps": [[8, 0, 1 << 20]], "write_iops": [[8, 16, 100]]},
+                hugepages={"2MB": 4 << 20})
+
+
+def test_cpuset_io_and_hugetlb_are_enabled_up_the_path_and_written_with_bfq(root, monkeypatch):
+    bfq_kernel_files(monkeypatch, root, bfq=True)
+    lines = written(monkeypatch, root)
+    V2Cgroup("abc123", root=str(root)).create(LIMITS)
+    enable = "+cpu +memory +pids +cpuset +hugetlb +io"
+    assert lines == [f"cgroup.subtree_control: {enable}",
+                     f"minibox/cgroup.subtree_control: {enable}",
+                     "minibox/abc123/cpuset.cpus: 0-1", "minibox/abc123/cpuset.mems: 0",
+                     "minibox/abc123/io.bfq.weight: 500",  # BFQ's own range, as given
+                     "minibox/abc123/io.bfq.weight: 8:0 200",
+                     f"minibox/abc123/io.max: 8:0 rbps={1 << 20}",
+                     "minibox/abc123/io.max: 8:16 wiops=100",
+                     f"minibox/abc123/hugetlb.2MB.max: {4 << 20}"]
+
+
+def test_without_bfq_the_weight_is_io_weight_mapped_as_runc_does(root, monkeypatch):
+    bfq_kernel_files(monkeypatch, root, bfq=False)
+    lines = written(monkeypatch, root)
+    V2Cgroup("abc123", root=str(root)).create(Limits(blkio_weight=500))
+    assert lines[-1] == "minibox/abc123/io.weight: 4950"
+    assert (io_weight(10), io_weight(1000)) == (1, 10000)
+
+
+def test_a_device_weight_without_bfq_is_refused_and_nothing_is_left(root):
+    """Only BFQ takes per-device weights (runc 1.1 drops them without a word); a plain mkdir
+    here makes no io.bfq.weight."""
+    with pytest.raises(CgroupError) as error:
+        V2Cgroup("abc123", root=str(root)).create(Limits(blkio_weight_devices=[[8, 0, 200]]))
+    assert str(error.value) == (
+        "linux.resources.blockIO.weightDevice: this host cannot apply it, its kernel has no "
+        f"io.bfq.weight in {root}/minibox/abc123")
+    assert not (root / "minibox" / "abc123").exists()
+
+
+def test_a_huge_page_size_the_kernel_lacks_is_refused_naming_it(root):
+    with pytest.raises(CgroupError, match=r"^linux.resources.hugepageLimits 1GB: this host "
+                       r"cannot apply it, its kernel has no hugetlb.1GB.max in "):
+        V2Cgroup("abc123", root=str(root)).create(Limits(hugepages={"1GB": 0}))
+    assert not (root / "minibox" / "abc123").exists()
+
+
+def test_a_missing_io_or_cpuset_controller_is_named(root):
+    (root / "cgroup.controllers").write_text("cpu memory pids\n")
+    with pytest.raises(CgroupError) as error:
+        V2Cgroup("abc123", root=str(root)).create(Limits(cpuset_mems="0", blkio_weight=100))
+    assert str(error.value) == ("this host lacks the cgroup v2 controller 'cpuset' (for "
+                                "--cpuset-cpus, cpu.cpus/mems), 'io' (for --blkio-weight, blockIO)")
+    assert not (root / "minibox").exists()

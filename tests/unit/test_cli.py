@@ -1,13 +1,14 @@
 """The minibox command line without containers: where options end, repeatable options,
 every command's --help, bad usage as one line with exit 125, errors as Docker's exit codes,
 the rootless gate, inspect's templates, and what `run` imports."""
+import json
 import subprocess
 import sys
 
 import click
 import pytest
 
-from minibox import cli, container, images, rootless
+from minibox import cli, images, rootless, supervisor
 from minibox.errors import MiniboxError
 
 
@@ -151,7 +152,7 @@ def test_bad_usage_is_one_line_and_exit_125(argv, message, capsys):
 
 @pytest.fixture
 def fake_run(monkeypatch):
-    """`minibox run` up to container.run, which calls `outcome(spec)` instead."""
+    """`minibox run` up to supervisor.run_foreground, which calls `outcome(spec)` instead."""
     monkeypatch.setattr(cli, "check_caller", lambda command, allowed: None)
     monkeypatch.setattr(images, "resolve", lambda reference: f"sha256:{reference}")
     monkeypatch.setattr(images, "run_settings", lambda image_id: {})
@@ -159,7 +160,7 @@ def fake_run(monkeypatch):
     seen = []
 
     def run_with(outcome):
-        monkeypatch.setattr(container, "run",
+        monkeypatch.setattr(supervisor, "run_foreground",
                             lambda spec, container_id: seen.append(spec) or outcome(spec))
         return seen
     return run_with
@@ -268,3 +269,65 @@ def test_engine_calls_skip_click_and_keep_the_error_contract(tmp_path):
     assert ran.returncode == 125 and "click" in ran.stderr
     assert ran.stderr.splitlines()[-1] == ("minibox: no such option '--bogus' "
                                            "(see: minibox delete --help)")
+
+
+def _imported_by(argv):
+    """(exit status, stdout, stderr's lines but -X importtime's, the modules imported) of
+    `python -m minibox ARGV`."""
+    ran = subprocess.run([sys.executable, "-X", "importtime", "-m", "minibox", *argv],
+                         capture_output=True, text=True, timeout=30)
+    lines = ran.stderr.splitlines()
+    return (ran.returncode, ran.stdout,
+            [line for line in lines if not line.startswith("import time:")],
+            {line.split("|")[-1].strip() for line in lines if line.startswith("import time:")})
+
+
+@pytest.mark.skipif(rootless.ENABLED, reason="the engines' calls run as root")
+def test_engine_create_skips_click_and_keeps_the_error_contract(tmp_path):
+    """`create` as containerd's shim and conmon spell it (ocicalls.py): no click; an
+    option of another shape goes to click, which names it."""
+    log = tmp_path / "log.json"
+    code, _, errors, imported = _imported_by([
+        "--root", str(tmp_path), "--log", str(log), "--log-format", "json", "--systemd-cgroup",
+        "create", "--bundle", str(tmp_path / "nope"), "--pid-file", str(tmp_path / "pid"),
+        "--console-socket", str(tmp_path / "socket"), "--no-pivot", "--no-new-keyring",
+        "--preserve-fds=0", "c1"])
+    message = f"{tmp_path}/nope/config.json: no such file (`minibox spec` writes a default one)"
+    assert (code, errors) == (125, [f"minibox: {message}"])
+    assert "click" not in imported
+    assert f'"msg": "{message}"' in log.read_text()
+    code, _, errors, imported = _imported_by(["create", "--preserve-fds", "many", "c1"])
+    assert code == 125 and "click" in imported
+    assert errors[-1] == ("minibox: invalid value for '--preserve-fds': 'many' is not a valid "
+                          "integer range (see: minibox create --help)")
+
+
+@pytest.mark.skipif(rootless.ENABLED, reason="the engines' calls run as root")
+def test_engine_calls_on_a_container_load_nothing_of_the_create_path(tmp_path):
+    """Each call an engine makes is a process of its own: `state` and `delete` of a container
+    import neither container.py nor what makes one (init, network, security: ctypes,
+    prctl). The ledger's cgroup entry is still released (state.RELEASED_BY imports its
+    module), and the saved spec's poststop hook still runs."""
+    from minibox import security, spec, state
+    fake_cgroup = tmp_path / "cgroup"  # an empty directory stands in for the cgroup's
+    fake_cgroup.mkdir()
+    (tmp_path / "c1").mkdir()
+    (tmp_path / "c1" / "state.json").write_text('{"id": "c1", "status": "stopped"}')
+    poststop = tmp_path / "poststop.json"
+    (tmp_path / "c1" / "spec.json").write_text(spec.ContainerSpec(
+        ["true"], security=security.SecurityProfile(), hooks={"poststop": [
+            {"path": "/bin/sh", "args": ["sh", "-c", f"cat > {poststop}"]}]}).dumps())
+    (tmp_path / "c1" / "ledger").write_text(
+        f'{{"kind": "dir", "path": "{tmp_path}/c1"}}\n'
+        f'{{"kind": "cgroup", "paths": ["{fake_cgroup}"], "groups": []}}\n')
+    heavy = {"minibox.container", "minibox.init", "minibox.network", "minibox.security",
+             "ctypes", "prctl", "click"}
+    code, out, errors, imported = _imported_by(["--root", str(tmp_path), "state", "c1"])
+    assert (code, errors, json.loads(out)["status"]) == (0, [], "stopped")
+    assert not heavy & imported
+    code, _, errors, imported = _imported_by(["--root", str(tmp_path), "delete", "c1"])
+    assert (code, errors) == (0, []) and not heavy & imported
+    assert not fake_cgroup.exists()
+    assert json.loads(poststop.read_text())["status"] == "stopped"
+    assert list(tmp_path.iterdir()) == [poststop] and set(state.RELEASED_BY) == {
+        "cgroup", "network", "proxy"}

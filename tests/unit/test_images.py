@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from minibox import cli, container, images
+from minibox import cli, images, supervisor
 from minibox.images import archives, layers
 from minibox.images import store as imagestore
 from minibox.errors import MiniboxError
@@ -64,7 +64,7 @@ def test_run_applies_the_image_config(monkeypatch):
     monkeypatch.setattr(images, "resolve", lambda reference: f"sha256:{reference}")
     monkeypatch.setattr(images, "run_settings", lambda image_id: settings)
     monkeypatch.setattr(images, "layers_of", lambda image_id: [f"/layers/of/{image_id}"])
-    monkeypatch.setattr(container, "run", lambda spec, container_id: seen.append(spec) or 0)
+    monkeypatch.setattr(supervisor, "run_foreground", lambda spec, container_id: seen.append(spec) or 0)
     for argv in (["run", "-e", "A=flag", "img"], ["run", "-w", "/tmp", "img", "there"]):
         with pytest.raises(SystemExit) as exited:
             cli.main(argv)

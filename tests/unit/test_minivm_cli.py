@@ -91,6 +91,21 @@ def test_memory_sizes(text, mib):
     assert vm.memory_mib(text) == mib
 
 
+def test_guest_memory_is_sized_to_the_kernel_that_will_boot(tmp_path):
+    assert vm.guest_memory(None, tmp_path) == vm.DISTRIBUTION_MEMORY  # nothing built
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    (tiny / "vmlinux").write_bytes(b"\x7fELF")
+    (tiny / "kernel.json").write_text(json.dumps(
+        {"release": "6.1.192-minivm", "origin": "test", "vmlinux": str(tiny / "vmlinux")}))
+    assert vm.guest_memory(None, tmp_path) == vm.TINY_MEMORY
+    assert vm.guest_memory(tiny / "vmlinux", tmp_path) == vm.TINY_MEMORY
+    assert vm.guest_memory(Path("/boot/vmlinuz-6.1"), tmp_path) == vm.DISTRIBUTION_MEMORY
+    assert vm.memory_mib("48M", vm.TINY_MEMORY) == 48
+    with pytest.raises(MinivmError, match="-m 32M: a guest of the tiny kernel needs at least 40M"):
+        vm.memory_mib("32M", vm.TINY_MEMORY)
+
+
 def test_memory_size_errors_name_the_value():
     for text in ("lots", "512b", "1T", "-5M"):
         with pytest.raises(MinivmError, match=f"-m {text}: not a memory size"):
@@ -119,6 +134,12 @@ def test_report_maps_each_ending_to_a_status_and_a_line(capsys):
     assert report(capsys, not_found=True, status=127) == (
         127, "minivm: cmd: command not found in the guest\n")
     assert report(capsys, escaped=True)[0] == 130
+
+
+def test_report_of_a_command_the_guest_kernel_killed_for_memory_is_one_line(capsys):
+    killed = "[ 8.2] Out of memory: Killed process 26 (sh) total-vm:75988kB"
+    assert report(capsys, status=137, out_of_memory=killed) == (
+        137, f"minivm: the guest ran out of memory: its kernel killed the command: {killed}\n")
 
 
 def test_report_warns_when_the_guest_runs_another_kernel(capsys):

@@ -20,7 +20,7 @@ def test_tcg_microvm_boots_the_vmlinux_with_the_measured_parameters():
     argv = qemu.argv(config())
     assert argv[0] == "qemu-system-x86_64"
     assert option_value(argv, "-M") == "microvm,acpi=off"
-    assert option_value(argv, "-accel") == "tcg" and "-cpu" not in argv
+    assert option_value(argv, "-accel") == "tcg,tb-size=64" and "-cpu" not in argv
     assert option_value(argv, "-m") == "512M" and option_value(argv, "-smp") == "2"
     assert {"-nodefaults", "-no-user-config", "-no-reboot"} <= set(argv)
     assert option_value(argv, "-display") == "none" and option_value(argv, "-serial") == "stdio"

@@ -209,3 +209,16 @@ def test_a_line_reaches_the_host_while_the_guest_command_still_runs(guest_kernel
         runner.wait(timeout=60)
     assert first == b"first\n" and still_running
     assert rest == b"second\n" and runner.returncode == 0
+
+
+def test_a_command_that_outgrows_the_guest_is_one_line_quoting_the_kernel(minivm):
+    """A shell variable larger than the guest's RAM: the guest's OOM killer ends the command,
+    and minivm says so in one line with the kernel's report, the command's status (128 +
+    SIGKILL) as its own. Before, only the guest shell's "Killed" told, and nothing why."""
+    done = minivm("run", "--accel", "tcg", "--timeout", "120", "--", "sh", "-c",
+                  'x=$(head -c 1000000000 /dev/zero | tr "\\0" a)')
+    assert done.returncode == 128 + signal.SIGKILL, done.stderr
+    stderr = done.stderr.decode()
+    assert stderr.count("\n") == 1, stderr
+    assert stderr.startswith("minivm: the guest ran out of memory ("), stderr
+    assert "Out of memory: Killed process" in stderr  # the kernel's own line
