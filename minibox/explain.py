@@ -92,9 +92,11 @@ def _relative(filename, line):
 
 
 def narrate(title, man="", source=""):
-    """Narrate a step that is not one decorated function, when narration is on."""
+    """Narrate a step that is not one decorated function, when narration is on. `source`:
+    'file:line', or the function whose `def` line to name: where() reads its source file,
+    so it is looked up only when narrating (minivm narrates at each boot, mostly unheard)."""
     if _narrate:
-        say(title, man=man, source=source)
+        say(title, man=man, source=source if isinstance(source, str) else where(source))
 
 
 def say(title, syscall="", man="", source=""):

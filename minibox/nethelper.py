@@ -18,6 +18,9 @@ failure report, and exits.
                                  <-----------  "ok 10.199.0.2"  (or "error 125 ...")
     SIGKILL + reap the helper                   _exit
 
+minivm asks the same of it for a VM's tap (`attach OWNER IFNAME`: bridge.connect_interface),
+forking it as soon as minivm/runcall.py has read `--network bridge`.
+
 The runtime never loads pyroute2 itself (teardown needs none either: bridge.disconnect),
 so a monitor that waits for days does not keep it resident.
 
@@ -60,11 +63,26 @@ def connect(container_id, pid, requested_ip=None, replace=False):
     if explain.enabled():
         stop()
         return _connect_here(container_id, pid, requested_ip, replace)
+    return _ask(f"connect {container_id} {pid} {requested_ip or '-'} {int(replace)}",
+                f"connecting container {container_id[:12]}")
+
+
+def attach(owner, ifname):
+    """Attach the interface `ifname` -- a VM's tap, minivm/nic.py -- to the bridge and lease
+    an address to `owner` (bridge.connect_interface), through the helper as connect() does;
+    return the address, the subnet and the gateway, as text."""
+    if explain.enabled():
+        stop()
+        return _attach_here(owner, ifname)
+    return _ask(f"attach {owner} {ifname}", f"attaching {ifname}").split()
+
+
+def _ask(request, doing):
+    """Send the helper its one request and return its answer; the helper is gone after."""
     start()
     _, helper, _, channel = _helper
     try:
-        channel.send(f"connect {container_id} {pid} {requested_ip or '-'} {int(replace)}"
-                     .encode())
+        channel.send(request.encode())
         reply = channel.recv(4096)
     except OSError:  # EPIPE, ECONNRESET: it died (said below)
         reply = b""
@@ -76,8 +94,7 @@ def connect(container_id, pid, requested_ip=None, replace=False):
         raise failure
     if not reply.startswith(b"ok "):
         from .bridge import NetworkError
-        raise NetworkError(f"the network helper (PID {helper}) died before connecting "
-                           f"container {container_id[:12]}")
+        raise NetworkError(f"the network helper (PID {helper}) died before {doing}")
     return reply[3:].decode()
 
 
@@ -120,6 +137,11 @@ def _connect_here(container_id, pid, requested_ip, replace):
     return str(bridge.connect(container_id, pid, requested_ip))
 
 
+def _attach_here(owner, ifname):
+    from . import bridge
+    return [str(value) for value in bridge.connect_interface(owner, ifname)]
+
+
 def _serve(channel, parent):
     """The helper's whole life: import, take one request, answer, _exit. Never returns."""
     from .errors import RUNTIME_ERROR, MiniboxError, bug_line, failure_report
@@ -131,7 +153,9 @@ def _serve(channel, parent):
         if os.getppid() == parent:  # else the runtime died before the line above
             import pyroute2.iproute.linux  # noqa: F401  (the import this process is for)
             request = channel.recv(4096).decode().split()
-            if request:
+            if request and request[0] == "attach":
+                reply = f"ok {' '.join(_attach_here(*request[1:]))}".encode()
+            elif request:
                 _, container_id, pid, requested_ip, replace = request
                 address = _connect_here(container_id, int(pid),
                                         None if requested_ip == "-" else requested_ip,

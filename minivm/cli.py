@@ -11,41 +11,37 @@
     minivm kernel list | fetch [--package NAME] | build
 
 A click group (click.palletsprojects.com); each command imports the modules it uses inside
-its function, so `run` loads only what a boot needs. Bad usage and minivm's own errors are
-one line on stderr and exit 125 (vm.py's docstring lists the other statuses).
+its function. `minivm run` and `sandbox` seldom come here: runcall.py reads them without
+click, from the table that also makes their click options below (run_options), and leaves
+to click only the shapes it does not read (`--help`, `-it`, bad values). Bad usage and
+minivm's own errors are one line on stderr and exit 125 (vm.py's docstring lists the other
+statuses).
 """
-import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import click
 
-from minibox.errors import MiniboxError
 from minibox.shared import exit_now
-from minivm import MinivmError, accel, vm
+from minivm import MinivmError, runcall, vm
 
 
-class Number(click.ParamType):
-    """An int or a float option, refused in argparse's words ("invalid int value: 'two'")."""
+class Kind(click.ParamType):
+    """An int, a float, a Path or one of a tuple of choices, converted by runcall.convert and
+    refused in its words ("invalid int value: 'two'", as argparse said them)."""
 
     def __init__(self, kind):
-        self.kind, self.name = kind, kind.__name__
+        self.kind, self.name = kind, "choice" if isinstance(kind, tuple) else kind.__name__
+
+    def get_metavar(self, param, ctx=None):
+        return f"[{'|'.join(self.kind)}]" if isinstance(self.kind, tuple) else None
 
     def convert(self, value, param, ctx):
         try:
-            return self.kind(value)
-        except (TypeError, ValueError):
-            self.fail(f"invalid {self.name} value: {value!r}", param, ctx)
-
-
-class Choice(click.Choice):
-    def convert(self, value, param, ctx):
-        if value not in self.choices:
-            self.fail(f"invalid choice: {value!r} (choose from {', '.join(self.choices)})",
-                      param, ctx)
-        return value
+            return runcall.convert(self.kind, value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
 
 
 def progress(message: str):
@@ -59,46 +55,15 @@ def minivm():
 
 
 def run_options(command):
-    """The options of `run`, which `sandbox` takes too."""
-    options = [
-        click.option("--kernel", type=click.Path(path_type=Path), help="a bzImage or "
-                     "vmlinux to boot (default: the tiny kernel once built, else the cached "
-                     "one, else /boot/vmlinuz-*, else Debian's, downloaded)"),
-        click.option("-m", "--memory", help=f"guest RAM, e.g. 256M or 1G (default: "
-                     f"{vm.TINY_MEMORY.default}M for the tiny kernel, "
-                     f"{vm.DISTRIBUTION_MEMORY.default}M for others)"),
-        click.option("--cpus", type=Number(int), default=1, show_default=True,
-                     help="virtual CPUs"),
-        click.option("--accel", type=Choice(accel.CHOICES), default="auto", help="kvm, tcg "
-                     "(emulation) or auto: kvm only where it really works"),
-        click.option("-i", "--interactive", is_flag=True, help="send stdin to CMD"),
-        click.option("-t", "--tty", is_flag=True, help="a terminal for CMD (host terminal in "
-                     "raw mode; Ctrl-] quits)"),
-        click.option("--timeout", type=Number(float), default=vm.DEFAULT_TIMEOUT, show_default=True,
-                     help="kill the guest after this many seconds"),
-        click.option("--timings", is_flag=True, help="print phase timings on stderr"),
-        click.option("--explain", is_flag=True, help="narrate every step on stderr"),
-        click.option("--verbose", is_flag=True, help="show the kernel's boot messages (on "
-                     "stderr)"),
-        click.option("-v", "--volume", "volumes", multiple=True,
-                     metavar="HOSTDIR:GUESTDIR[:ro]", help="share a host folder with the guest "
-                     "over virtio-9p, read-only with :ro (repeatable)"),
-        click.option("--append", default="", metavar="PARAMS", help="more kernel command line "
-                     "parameters, e.g. cgroup_no_v1=all"),
-        click.option("-d", "--detach", is_flag=True, help="start the VM in the background and "
-                     "print its name (see ps, logs, pause, resume, stop, rm)"),
-        click.option("--name", help="name of a detached VM (default: vm-<6 hex digits>)"),
-        click.option("--disk", "disks", type=click.Path(path_type=Path), multiple=True,
-                     metavar="IMAGE", help="attach IMAGE as /dev/vda (repeat for vdb...) "
-                     "through a qcow2 overlay: the guest may write, the image never changes"),
-        click.option("--network", type=Choice(("none", "bridge")), default="none",
-                     help="none (default): no NIC; bridge: a virtio NIC on a tap in minibox0, "
-                     "addressed from the containers' pool"),
-        click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARG...]"),
-        click.pass_obj,
-    ]
-    for option in reversed(options):
-        command = option(command)
+    """The options of `run`, which `sandbox` takes too: runcall.OPTIONS as click options."""
+    command = click.argument("command", nargs=-1, type=click.UNPROCESSED,
+                             metavar="-- CMD [ARG...]")(click.pass_obj(command))
+    for option in reversed(runcall.OPTIONS):
+        kind = ({"is_flag": True} if option.type is bool else
+                {"type": Kind(option.type)} if option.type is not str else {})
+        command = click.option(*option.names, option.dest, default=option.default,
+                               multiple=option.multiple, metavar=option.metavar,
+                               show_default=option.shown, help=option.help, **kind)(command)
     return command
 
 
@@ -111,7 +76,7 @@ RUN_SETTINGS = {"allow_interspersed_args": False}
 @run_options
 def run(started, **options):
     """Boot a guest, run CMD in it, exit with its status."""
-    return _run(started, options, sandbox=False)
+    return runcall.run(runcall.Request(**options), started)
 
 
 @minivm.command(context_settings=RUN_SETTINGS)
@@ -123,18 +88,7 @@ def sandbox(started, **options):
     Like kvmtool's `lkvm sandbox`: the guest's root is the host's, shared read-only over 9p
     with a tmpfs overlay on top, so CMD is a host program; it starts in the current directory
     and its writes vanish with the VM unless they go to a -v folder."""
-    return _run(started, options, sandbox=True)
-
-
-def _run(started, options, sandbox):
-    request = vm.Request(**dict(options, command=list(options["command"]),
-                                volumes=list(options["volumes"]), disks=list(options["disks"])),
-                         sandbox=sandbox)
-    try:
-        return vm.run(request, started)
-    except vm.TimedOut:
-        progress(f"timeout: the guest did not start within {request.timeout:g} s")
-        return vm.EXIT_TIMEOUT
+    return runcall.run(runcall.Request(**options, sandbox=True), started)
 
 
 @minivm.command()
@@ -201,7 +155,7 @@ def resume(name):
 
 
 @minivm.command()
-@click.option("-t", "--time", "grace", type=Number(float), default=10.0, show_default=True,
+@click.option("-t", "--time", "grace", type=Kind(float), default=10.0, show_default=True,
               help="seconds of grace")
 @click.argument("name")
 def stop(grace, name):
@@ -281,28 +235,22 @@ def build():
     print(f"{built.release} {built.vmlinux}")
 
 
-def main(argv: list[str] | None = None):
-    started = time.monotonic()
-    # SIGTERM/SIGHUP become exceptions, so the `finally` that stops QEMU runs.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        code = minivm.main(argv, prog_name="minivm", standalone_mode=False, obj=started) or 0
-    except click.UsageError as error:
-        code = _usage_error(error)
-    except (MinivmError, MiniboxError) as error:
-        print(f"minivm: {error}", file=sys.stderr)
-        code = vm.EXIT_MINIVM_ERROR
-    except (KeyboardInterrupt, click.Abort):
-        code = 128 + signal.SIGINT
-    except BrokenPipeError:
-        # Whoever read our stdout left (`minivm run -- yes | head`); QEMU is already stopped.
-        # Point stdout at /dev/null so the final flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 128 + signal.SIGPIPE
+def main(argv: list[str] | None = None, started: float | None = None):
+    """Every command through click (`python -m minivm` reads most runs in runcall.py)."""
+    started = time.monotonic() if started is None else started
+    code = runcall.guarded(lambda: _click_main(argv, started))
     if argv is not None:
         sys.exit(code)  # called from Python (tests): a normal exit
     exit_now(code)
+
+
+def _click_main(argv, started):
+    try:
+        return minivm.main(argv, prog_name="minivm", standalone_mode=False, obj=started)
+    except click.UsageError as error:
+        return _usage_error(error)
+    except click.Abort:  # click's word for a Ctrl-C in its own prompts
+        return 128 + signal.SIGINT
 
 
 def _usage_error(error: click.UsageError) -> int:

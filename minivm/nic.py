@@ -18,7 +18,11 @@ minivm makes the tap itself: open /dev/net/tun and ioctl(TUNSETIFF) with IFF_TAP
 not IP packets) and IFF_NO_PI (no extra packet-info header). Without TUNSETPERSIST the
 device lives exactly as long as a descriptor on it is open; QEMU inherits the descriptor
 (`-netdev tap,fd=N`), so when QEMU ends, however it ends, the kernel removes the tap: none
-is ever left behind. Attaching it to the bridge is netlink (pyroute2), as for containers.
+is ever left behind. Attaching it to the bridge is netlink (pyroute2), as for containers,
+and as for them done by minibox's network helper (minibox/nethelper.py): a process forked
+as soon as runcall.py has read `--network bridge`, which imports pyroute2 on the other core
+while minivm finds the kernel and writes the initramfs. minivm itself never loads pyroute2,
+neither while it starts nor while it waits for QEMU.
 """
 import fcntl
 import os
@@ -79,19 +83,22 @@ def open_tap(name: str) -> int:
 def connect(owner: str, tap_name: str) -> NIC:
     """A tap on minibox0 and an address for the guest; os.close(tap_fd) and release()
     undo it."""
-    from minibox import bridge
+    import ipaddress
+
+    from minibox import nethelper
     from minibox.errors import MiniboxError
 
     tap = open_tap(tap_name)
     try:
-        address, subnet, gateway = bridge.connect_interface(owner, tap_name)
+        address, subnet, gateway = nethelper.attach(owner, tap_name)
     except MiniboxError as error:
         os.close(tap)
         raise MinivmError(f"--network bridge: {error}") from None
     except BaseException:
         os.close(tap)
         raise
-    return NIC(tap, tap_name, owner, address, subnet, gateway)
+    return NIC(tap, tap_name, owner, ipaddress.ip_address(address),
+               ipaddress.ip_network(subnet), ipaddress.ip_address(gateway))
 
 
 def release(owner: str):

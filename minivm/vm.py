@@ -35,7 +35,6 @@ import sys
 import time
 from collections import namedtuple
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from minibox import explain
@@ -53,29 +52,6 @@ GuestMemory = namedtuple("GuestMemory", "kernel least default")
 DISTRIBUTION_MEMORY = GuestMemory("a distribution kernel", 96, 128)
 TINY_MEMORY = GuestMemory("the tiny kernel", 40, 64)
 DEFAULT_TIMEOUT = 120.0  # generous: a loaded CI host emulating the guest under TCG
-
-
-@dataclass
-class Request:
-    """What `minivm run` (or `sandbox`) was asked for, as the CLI parsed it."""
-    command: list[str]
-    kernel: Path | None = None      # --kernel; None: kernel.find's order
-    memory: str | None = None       # -m; None: the kernel's default (GuestMemory)
-    cpus: int = 1
-    accel: str = "auto"
-    interactive: bool = False       # -i: stdin goes to the command
-    tty: bool = False               # -t: a terminal for the command
-    timeout: float = DEFAULT_TIMEOUT
-    timings: bool = False
-    explain: bool = False
-    verbose: bool = False           # the kernel's messages on stderr
-    volumes: list[str] = field(default_factory=list)   # -v HOSTDIR:GUESTDIR[:ro]
-    append: str = ""                # more kernel parameters
-    detach: bool = False
-    name: str | None = None         # of a detached VM
-    disks: list[Path] = field(default_factory=list)
-    network: str = "none"
-    sandbox: bool = False           # the host's root, read-only, as the guest's
 
 
 class TimedOut(Exception):
@@ -126,9 +102,10 @@ def cpu_count(value: int) -> int:
     return value
 
 
-def run(request: Request, started: float) -> int:
-    """Boot the guest, run the command, return its exit status (for -d: start it, print its
-    name, return 0). `started`: time.monotonic() when minivm started, for --timings."""
+def run(request, started: float) -> int:
+    """Boot the guest of `request` (a runcall.Request), run the command, return its exit
+    status (for -d: start it, print its name, return 0). `started`: time.monotonic() when
+    minivm started, for --timings."""
     from minibox.syscalls import disable_transparent_hugepages  # loaded with qemu anyway
     from minivm import initramfs, kernel, qemu
 
@@ -172,19 +149,19 @@ def run(request: Request, started: float) -> int:
     if request.accel == "auto" and choice.name == "tcg":
         progress(f"using {choice.reason}")
     explain.narrate(f"accelerator: {choice.reason}", "Documentation/virt/kvm/api.rst",
-                    explain.where(accel.kvm_problem))
+                    accel.kvm_problem)
 
     guest_kernel = kernel.find(request.kernel, cache, progress)
     explain.narrate(f"kernel {guest_kernel.release}: {guest_kernel.vmlinux}, from "
                     f"{guest_kernel.origin}", "Documentation/arch/x86/boot.rst (bzImage), "
-                    "QEMU microvm.rst (PVH)", explain.where(kernel.find))
+                    "QEMU microvm.rst (PVH)", kernel.find)
     phases.append(("kernel ready", time.monotonic() - started))
 
     base, was_cached = initramfs.cached_base(cache)
     explain.narrate(f"initramfs: {base} ({'cached' if was_cached else 'built now'}): "
                     "busybox-static, applet links, /etc/fstab, /init",
                     "Documentation/driver-api/early-userspace/buffer-format.rst",
-                    explain.where(initramfs.base_archive))
+                    initramfs.base_archive)
     nonce = os.urandom(8).hex()
     with ExitStack() as cleanup:
         vm_dir = _claim_name(request, {"command": command, "nonce": nonce},
@@ -198,7 +175,7 @@ def run(request: Request, started: float) -> int:
             explain.narrate(f"kernel modules for the guest, dependencies first: "
                             f"{' '.join(name for name, _ in guest_modules)}",
                             "modinfo(8) depends=, modprobe(8)",
-                            explain.where(modules.ModuleTree.load_order))
+                            modules.ModuleTree.load_order)
         rows, cols = terminal_size(sys.stdin) if request.tty else (24, 80)
         place = {}
         if request.sandbox:
@@ -211,7 +188,7 @@ def run(request: Request, started: float) -> int:
             **place)
         explain.narrate(f"appended a second cpio archive with /minivm/run.conf: the command "
                         f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
-                        explain.where(initramfs.run_archive))
+                        initramfs.run_archive)
         initrd = initramfs.write_initrd(base, run_archive, nonce,
                                         vm_dir.path if vm_dir else None)
         try:
@@ -232,7 +209,7 @@ def run(request: Request, started: float) -> int:
             explain.narrate("no transparent huge pages for QEMU: with them, each byte the "
                             "guest touches makes 2 MiB of its RAM resident on the host",
                             "prctl(2) PR_SET_THP_DISABLE, admin-guide/mm/transhuge.rst",
-                            explain.where(disable_transparent_hugepages))
+                            disable_transparent_hugepages)
             if vm_dir:
                 _start_detached(config, vm_dir, {"command": command, "nonce": nonce,
                                                  "network": devices.network})
@@ -260,7 +237,7 @@ def _stop_clock():
     signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def _claim_name(request: Request, state: dict, cleanup: ExitStack):
+def _claim_name(request, state: dict, cleanup: ExitStack):
     """`run -d`: the VM's directory, its name claimed and `state` recorded; removed again
     if the start fails."""
     import shutil
@@ -296,7 +273,7 @@ class Devices:
         self.network: dict = {}           # the NIC's lease owner and address, for state.json
 
 
-def _attach_devices(request: Request, disks, folders, nonce: str, cleanup: ExitStack,
+def _attach_devices(request, disks, folders, nonce: str, cleanup: ExitStack,
                     vm_dir=None) -> Devices:
     """Make each requested device's host side; `cleanup` undoes it when the VM is gone.
     A detached VM (vm_dir) keeps its files in its directory, others in $TMPDIR."""
@@ -310,7 +287,7 @@ def _attach_devices(request: Request, disks, folders, nonce: str, cleanup: ExitS
         cleanup.callback(disk.remove, overlays)
         explain.narrate(f"qcow2 overlays over {', '.join(map(str, request.disks))}: "
                         f"{', '.join(map(str, overlays))}", "qemu-img(1) create -b -F",
-                        explain.where(disk.attach))
+                        disk.attach)
         devices.options += options
         devices.modules += disk.GUEST_MODULES
     if request.network == "bridge":
@@ -322,7 +299,7 @@ def _attach_devices(request: Request, disks, folders, nonce: str, cleanup: ExitS
         explain.narrate(f"tap {card.tap_name} on minibox0, guest address {card.address}/"
                         f"{card.subnet.prefixlen} via {card.gateway}",
                         "Documentation/networking/tuntap.rst, rtnetlink(7)",
-                        explain.where(nic.connect))
+                        nic.connect)
         devices.options += card.options()
         devices.modules += nic.GUEST_MODULES
         devices.setup += card.guest_setup()
@@ -333,14 +310,14 @@ def _attach_devices(request: Request, disks, folders, nonce: str, cleanup: ExitS
         attached = shares.attach(folders, request.sandbox)
         explain.narrate("host folders over 9p, mounted by /init: " + "; ".join(
             " ".join(step) for step in attached.setup), "Documentation/filesystems/9p.rst, "
-            "overlayfs.rst (sandbox)", explain.where(shares.attach))
+            "overlayfs.rst (sandbox)", shares.attach)
         devices.options += attached.options
         devices.modules += attached.modules
         devices.setup += attached.setup
     return devices
 
 
-def _boot(config, nonce: str, request: Request, started: float):
+def _boot(config, nonce: str, request, started: float):
     from minivm import qemu
     from minivm.console import ConsoleParser
 
@@ -349,7 +326,7 @@ def _boot(config, nonce: str, request: Request, started: float):
         explain.narrate(f"kernel parameter {param.args[0]}: {param.why}", param.doc,
                         param.where)
     explain.narrate("starting QEMU; kernel messages follow as [guest] lines",
-                    "qemu-system-x86_64(1)", explain.where(qemu.run))
+                    "qemu-system-x86_64(1)", qemu.run)
     console = qemu.Console(show_kernel=request.verbose or request.explain,
                            stdin_fd=sys.stdin.fileno() if request.interactive or request.tty
                            else None)

@@ -8,17 +8,18 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 
 from minivm import MinivmError, accel, vm
 from tests.helpers import assert_one_line_error as one_line_error
 
 
-def minivm(*args, env=None, cache=None):
+def minivm(*args, env=None, cache=None, python=()):
     environment = dict(os.environ, **(env or {}))
     if cache is not None:
         environment["MINIVM_CACHE"] = str(cache)
-    return subprocess.run([sys.executable, "-m", "minivm", *args], capture_output=True,
+    return subprocess.run([sys.executable, *python, "-m", "minivm", *args], capture_output=True,
                           text=True, stdin=subprocess.DEVNULL, env=environment, timeout=60)
 
 
@@ -294,3 +295,73 @@ def test_every_command_has_help():
             f"Usage: minivm {' '.join(path)} "), done.stderr
     assert set(cli.minivm.commands) >= {"run", "sandbox", "ps", "inspect", "logs", "pause",
                                         "resume", "stop", "rm", "gc", "kvm-hello", "kernel"}
+
+
+RUN_LINES = [
+    ["run", "--", "true"],
+    ["run", "uname", "-a"],                        # options end at CMD: -a is uname's
+    ["run", "-m", "512M", "--cpus", "2", "--accel", "tcg", "--", "sh", "-c", "x", "--", "y"],
+    ["run", "--memory=1G", "--timeout=2.5", "--network", "bridge", "-i", "-t", "true"],
+    ["run", "-v", "/a:/b", "--volume", "/c:/d:ro", "--disk", "x.img", "--disk=y.img", "ls"],
+    ["run", "-d", "--name", "web", "--append", "quiet loglevel=0", "--verbose", "httpd"],
+    ["run", "--kernel", "/k/vmlinux", "--timings", "--explain", "-", "x"],
+    ["run", "--cpus", "3", "--cpus", "1", "true"],  # the last one counts, as in click
+    ["sandbox", "--network", "none", "--", "pwd"],
+    ["run"],
+]
+CLICKS_ONLY = [  # help, clusters, bad values, unknown options: click's to read or refuse
+    ["run", "--help"], ["run", "-h"], ["run", "-it", "sh"], ["run", "-m256M", "true"],
+    ["run", "--cpus", "two", "true"], ["run", "--accel", "xen", "true"], ["run", "--kern", "x"],
+    ["run", "--name"], ["run", "--name", "-x", "true"], ["run", "--timings=1", "true"],
+    ["ps"], ["kernel", "list"], [],
+]
+
+
+def clicks_reading(argv):
+    """What click's `minivm run|sandbox` command hands its function for `argv`."""
+    from minivm import cli
+    command = cli.minivm.commands[argv[0]]
+    context = command.make_context(argv[0], list(argv[1:]),
+                                   parent=click.Context(cli.minivm, info_name="minivm"))
+    return {name: list(value) if isinstance(value, tuple) else value
+            for name, value in context.params.items()}
+
+
+def test_run_options_are_one_table_read_alike_with_or_without_click():
+    """runcall.OPTIONS builds click's `run` and `sandbox`, and runcall.parse reads each of
+    these lines exactly as click does; any other shape is left to click."""
+    from minivm import cli, runcall
+    for name in runcall.COMMANDS:
+        params = cli.minivm.commands[name].params
+        assert [(param.name, tuple(param.opts)) for param in params[:-1]] == [
+            (option.dest, option.names) for option in runcall.OPTIONS]
+        assert params[-1].name == "command"
+    for argv in RUN_LINES:
+        command, options = runcall.parse(argv)
+        assert (command, options) == (argv[0], clicks_reading(argv)), argv
+    for argv in CLICKS_ONLY:
+        assert runcall.parse(argv) is None, argv
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="the initramfs needs busybox")
+def test_a_run_loads_no_click(tmp_path):
+    """`minivm run` does all of a boot's work with a QEMU that is /bin/true (as
+    bench/vm_boot.py's own cost) without importing click; a bad value is still click's
+    one line."""
+    (tmp_path / "qemu-system-x86_64").symlink_to("/bin/true")
+    vmlinux = tmp_path / "vmlinux"
+    vmlinux.write_bytes(b"\x7fELF" + bytes(4096) + b"Linux version 6.1.0-test (a@b) #1\0")
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "MINIVM_CACHE": str(tmp_path / "c")}
+    for args, message in ((["--timeout", "5"], "without reporting an exit status"),
+                          (["--cpus", "0"], "--cpus 0: must be at least 1")):
+        done = minivm("run", "--accel", "tcg", "--kernel", str(vmlinux), *args, "--", "true",
+                      env=env, python=("-X", "importtime"))
+        imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines()
+                    if line.startswith("import time:")]
+        errors = [line for line in done.stderr.splitlines() if not line.startswith("import")]
+        assert done.returncode == vm.EXIT_MINIVM_ERROR and len(errors) == 1, done.stderr
+        assert message in errors[0] and "minivm.vm" in imported
+        assert not {"click", "minivm.cli"} & set(imported)
+    done = minivm("run", "--cpus", "two", "--", "true", env=env, python=("-X", "importtime"))
+    assert done.returncode == vm.EXIT_MINIVM_ERROR and "click" in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("minivm: argument --cpus: invalid int")

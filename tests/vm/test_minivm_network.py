@@ -5,13 +5,17 @@ the veths never appear on the real host. Facts come from iproute2 and the addres
 """
 import json
 import os
+import re
+import signal
 import subprocess
+import sys
 
 import pytest
 
 from tests.integration.conftest import host_netns  # noqa: F401 (a fixture)
 from tests.integration.test_network_cli import (SITE, background, leases, root,  # noqa: F401
                                                 stop, wait_listening, wait_running)
+from tests.harness import wait_until
 from tests.vm.helpers import wait_for
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
@@ -96,3 +100,44 @@ def test_a_vm_tap_keeps_its_lease_and_is_plugged_into_a_new_bridge(root, minibox
     finally:
         os.close(card.tap_fd)
         nic.release("minivm-survivor")
+
+
+# What the `minivm run` process itself -- not its network helper -- has loaded at its end.
+MODULES_AT_EXIT = """
+import sys
+from minibox import shared
+exit_now = shared.exit_now
+shared.exit_now = lambda code: (print("pyroute2 loaded:", "pyroute2" in sys.modules),
+                                exit_now(code))
+sys.argv = ["minivm", "run", "--network", "bridge", "--", "sh", "-c", "ip -4 -o addr show eth0"]
+from minivm.__main__ import main
+main()
+"""
+
+
+def test_a_bridge_run_leaves_pyroute2_to_its_helper(host_netns, guest_kernel):
+    """pyroute2 is imported by minibox's network helper while minivm finds the kernel and
+    writes the initramfs (minibox/nethelper.py); minivm, which then waits as long as its
+    guest runs, never loads it."""
+    done = subprocess.run([sys.executable, "-c", MODULES_AT_EXIT], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=150)
+    assert done.returncode == 0, done.stderr
+    inet, loaded = done.stdout.splitlines()
+    assert " eth0 " in inet and "inet 10.199.0." in inet
+    assert loaded == "pyroute2 loaded: False"
+    assert taps() == [] and leases() == {}
+
+
+def test_a_network_helper_killed_before_it_answers_is_one_line(host_netns, guest_kernel):
+    run = subprocess.Popen([sys.executable, "-m", "minivm", "run", "--accel", "tcg", "--network",
+                            "bridge", "--", "true"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = f"/proc/{run.pid}/task/{run.pid}/children"
+    # Its first child, forked once `--network bridge` was read, and importing pyroute2 now.
+    helper = int(wait_until(lambda: open(children).read().split(), interval=0.001)[0])
+    os.kill(helper, signal.SIGKILL)
+    out, err = run.communicate(timeout=60)
+    assert (run.returncode, out) == (125, "")
+    assert re.fullmatch(f"minivm: --network bridge: the network helper \\(PID {helper}\\) died "
+                        "before attaching mv[0-9a-f]{12}\n", err), err
+    assert taps() == [] and leases() == {}  # and host_netns finds no tap or dead lease
