@@ -44,10 +44,6 @@ class Kind(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
-def progress(message: str):
-    print(f"minivm: {message}", file=sys.stderr, flush=True)
-
-
 # -h as well as --help: minivm has no -h of its own (minibox's `run -h` is --hostname).
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, no_args_is_help=False)
 def minivm():
@@ -163,7 +159,7 @@ def stop(grace, name):
     from minivm import vms
     if grace < 0:
         raise MinivmError(f"--time {grace:g}: must be 0 or more seconds")
-    progress(f"{name}: {vms.stop(vms.VMDir.find(name), grace)}")
+    vm.progress(f"{name}: {vms.stop(vms.VMDir.find(name), grace)}")
 
 
 @minivm.command()
@@ -222,7 +218,7 @@ def list_kernels():
 def fetch(package):
     """Download Debian's kernel into the cache."""
     from minivm import kernel as kernels
-    fetched = kernels.fetch(kernels.cache_dir(), progress, package)
+    fetched = kernels.fetch(kernels.cache_dir(), vm.progress, package)
     print(f"{fetched.release} {fetched.vmlinux}")
 
 
@@ -231,7 +227,7 @@ def build():
     """Build the tiny kernel from Debian's linux-source; `run` prefers it from then on."""
     from minivm import kernel as kernels
     from minivm import tinykernel
-    built = tinykernel.build(kernels.cache_dir(), progress)
+    built = tinykernel.build(kernels.cache_dir(), vm.progress)
     print(f"{built.release} {built.vmlinux}")
 
 
