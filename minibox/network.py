@@ -157,15 +157,16 @@ def set_up(spec, directory, pid, shared_address=None):
 
 
 def publish(directory, bound_ports):
-    """Start the proxy serving the -p ports `portproxy.bind_ports` bound before the
-    container was made. Once per container, not per init: it forwards to the container's
-    address, which restarts keep, and exits when this process -- the container's monitor,
-    which outlives every restart -- does."""
+    """The -p ports `portproxy.bind_ports` bound before the container was made, as this
+    process -- the container's monitor, which outlives every restart -- will serve them
+    (portproxy.Published; None without -p). Once per container, not per init: they lead
+    to the container's address, which restarts keep. The ledger names the monitor as
+    their proxy: `rm -f` kills a monitor that outlived its wait (portproxy.stop)."""
     if not bound_ports:
-        return
+        return None
     address = directory.load()["network"]["address"]
-    proxy = portproxy.start_proxy(bound_ports, address, os.getpid())
-    directory.record("proxy", pid=proxy.pid, start_time=proxy.started)
+    directory.record("proxy", pid=os.getpid(), start_time=shared.process_start_time(os.getpid()))
+    return portproxy.Published(address, bound_ports)
 
 
 # -- /etc/hosts and /etc/hostname ---------------------------------------------------------

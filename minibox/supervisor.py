@@ -7,14 +7,16 @@ not wait as the runtime, whose modules (pyroute2 above all) would stay resident 
 container (bench/README.md, "Container memory"). It execve(2)s a bare interpreter that
 waits for PID 1 (waiting.py), which execs the runtime again when PID 1 ends (`resume`), to
 record the exit, restart as --restart says (and wait lean again) or tear down. One process,
-one PID throughout: state.json's monitor_pid and start time, the port proxy's pidfd, `gc`'s
-liveness check and the shell waiting for `minibox run` all keep naming it.
+one PID throughout: state.json's monitor_pid and start time, `gc`'s liveness check and the
+shell waiting for `minibox run` all keep naming it. Its waiting loop serves the published
+ports too (portproxy.py), whose sockets each exec passes on.
 """
 from . import container, explain, rootless, state, waiting
 
 DETACHED, FOREGROUND = "detached", "foreground"
 # A foreground `run` waits this long as the runtime before it goes lean: a command that ends
-# sooner (`run --rm IMAGE true`) would pay two interpreter starts for nothing.
+# sooner (`run --rm IMAGE true`) would pay two interpreter starts for nothing. Not with -p:
+# a connection relayed at the exec would be cut, so a server goes lean at once.
 FOREGROUND_LEAN_AFTER = 1.0
 
 
@@ -34,19 +36,21 @@ def waiter(mode):
     def wait(running):
         if (running.console is not None or rootless.ENABLED
                 or (mode == FOREGROUND and explain.enabled())):
-            return waiting.wait_for(running.pid, running.console, running.spec.interactive)
-        if mode == FOREGROUND:
+            return waiting.wait_for(running.pid, running.console, running.spec.interactive,
+                                    ports=running.ports)
+        if mode == FOREGROUND and running.ports is None:
             exit_code = waiting.wait_for(running.pid, timeout=FOREGROUND_LEAN_AFTER)
             if exit_code is not None:
                 return exit_code
+        ports = running.ports.to_args() if running.ports is not None else []
         waiting.exec_blocked("waiting.wait_then_resume",
-                             [state.ROOT, running.id, str(running.pid), mode])
+                             [state.ROOT, running.id, str(running.pid), mode, *ports])
     return wait
 
 
 def resume(args):
     """The monitor's next lives, each in a fresh runtime (waiting.wait_then_resume): PID 1
-    ended with the exit code in `args`; carry on as container.run would have, and exit as
+    ended with the exit code in `args` (`ROOT ID CODE MODE [PORTS...]`); carry on as container.run would have, and exit as
     `minibox run` would (a detached monitor's stdio is /dev/null). Never returns.
 
     The forwarded signals stay blocked (waiting.exec_blocked) until the monitor waits again:
@@ -54,11 +58,13 @@ def resume(args):
     the next incarnation of PID 1, or nobody once the container is gone."""
     from .ocicalls import failed
     from .shared import exit_now
-    root, container_id, exit_code, mode = args
+    from .portproxy import Published
+    root, container_id, exit_code, mode, *ports = args
     state.set_root(root)  # `minibox --root DIR run`: the runtime's default may differ
     try:
         code = container.resume(state.ContainerDir(container_id), int(exit_code),
-                                waiting=waiter(mode))
+                                waiting=waiter(mode),
+                                ports=Published.from_args(ports) if ports else None)
     except KeyboardInterrupt:
         code = 130
     except Exception as error:  # as the command line reports it: one line (ocicalls)

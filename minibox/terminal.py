@@ -8,6 +8,7 @@ host terminal in raw mode and copies bytes both ways, and passes window size cha
 (SIGWINCH -> TIOCSWINSZ, tty_ioctl(4)) through.
 """
 import _socket  # see container.py; imported before pivot_root, like this whole module
+import contextlib
 import fcntl
 import os
 import select
@@ -81,30 +82,54 @@ def _copy_window_size(source_fd, target_fd):
         pass  # stdin is not a terminal: keep the kernel's default size
 
 
-def relay(master, forward_stdin):
-    """Copy host stdin -> master and master -> host stdout until the container side closes."""
-    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+@contextlib.contextmanager
+def relaying(loop, master, forward_stdin):
+    """Copy host stdin -> master and master -> host stdout on `loop` (waiting.Loop) while the
+    block runs, the host terminal in raw mode; yields the Relay, `done` once the container
+    side has closed. Closes `master`."""
+    stdin = sys.stdin.fileno()
     _copy_window_size(stdin, master)
     previous = signal.signal(signal.SIGWINCH, lambda *_: _copy_window_size(stdin, master))
-    watched = [master, stdin] if forward_stdin else [master]
+    relay = Relay(loop, master, stdin, forward_stdin)
     try:
         with raw_mode(stdin):
-            while True:
-                readable, _, _ = select.select(watched, [], [])
-                if master in readable:
-                    try:
-                        data = os.read(master, 65536)
-                    except OSError:  # EIO: every slave fd closed, the container is gone
-                        break
-                    if not data:
-                        break
-                    os.write(stdout, data)
-                if stdin in readable:
-                    data = os.read(stdin, 65536)
-                    if data:
-                        os.write(master, data)
-                    else:
-                        watched.remove(stdin)
+            yield relay
     finally:
         signal.signal(signal.SIGWINCH, previous)
+        relay.stop()
         os.close(master)
+
+
+class Relay:
+    """The terminal's two directions, as handlers of a poll(2) loop. Writes block: a host
+    terminal that can't keep up slows the container down, as it would without us."""
+
+    def __init__(self, loop, master, stdin, forward_stdin):
+        self.loop, self.master, self.stdin = loop, master, stdin
+        self.stdout = sys.stdout.fileno()
+        self.done = False
+        loop.watch(master, select.POLLIN, self._from_container)
+        if forward_stdin:
+            loop.watch(stdin, select.POLLIN, self._from_host)
+
+    def _from_container(self, _events):
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: every slave fd closed, the container is gone
+            data = b""
+        if data:
+            os.write(self.stdout, data)
+        else:
+            self.stop()
+
+    def _from_host(self, _events):
+        data = os.read(self.stdin, 65536)
+        if data:
+            os.write(self.master, data)
+        else:
+            self.loop.forget(self.stdin)
+
+    def stop(self):
+        self.done = True
+        self.loop.forget(self.master)
+        self.loop.forget(self.stdin)

@@ -1,18 +1,22 @@
 """Waiting for a container's PID 1: what its monitor does for nearly all of its life.
 
-A process that only waits needs very little: waitpid(2) for its child, and a handler per
-signal that passes the signal on with kill(2). So this module imports nothing but os and
-signal (the terminal relay of `-t`, terminal.py, only when there is one), and a monitor
-(supervisor.py) runs it in a fresh interpreter of its own: daemon.exec_python replaces the
-monitor's memory -- the runtime, pyroute2, click -- with a bare `python -I -S`, and
-replaces it back with the runtime once PID 1 has ended, to record the exit, restart or tear
-down (the sizes: bench/README.md, "Container memory"). execve(2) keeps what matters here:
-the PID (so state.json's monitor and the port proxy's pidfd still name it), the children
-(PID 1 stays ours to reap), the session, the namespaces, the signal mask and every fd
-opened without O_CLOEXEC.
+A process that only waits needs very little: a pidfd (pidfd_open(2)) of its child that
+poll(2) reports readable when the child exits, waitpid(2) to reap it, and a handler per
+signal that passes the signal on with kill(2). Meanwhile the same poll(2) serves what the
+container published (`-p`, portproxy.py: the listening sockets and the connections relayed)
+and, with `-t`, its terminal (terminal.py): one loop (`Loop`), one process. So this module
+imports nothing but os, select, signal and time, and a monitor (supervisor.py) runs it in a
+fresh interpreter of its own: daemon.exec_python replaces the monitor's memory -- the
+runtime, pyroute2 -- with a bare `python -I -S`, and replaces it back with the runtime once
+PID 1 has ended, to record the exit, restart or tear down (the sizes: bench/README.md,
+"Container memory"). execve(2) keeps what matters here: the PID (so state.json's monitor
+still names it), the children (PID 1 stays ours to reap), the session, the namespaces, the
+signal mask and every fd opened without O_CLOEXEC -- the published ports' listening sockets.
 """
 import os
+import select
 import signal
+import time
 
 from .daemon import exec_python
 
@@ -21,10 +25,86 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
                      signal.SIGUSR1, signal.SIGUSR2)
 
 
-def wait_for(pid, console=None, interactive=False, timeout=None):
-    """Wait for a child, passing signals and terminal traffic on; return its exit code the
-    way a shell reports it: the code, or 128+N when killed by signal N. With `timeout`
-    (seconds): None if it still runs by then, not reaped."""
+class Loop:
+    """One poll(2) over every fd the monitor serves. Each fd has a handler, called with the
+    events poll(2) reported for it, or with 0 once its deadline (time.monotonic()) passed."""
+
+    def __init__(self):
+        self._poll = select.poll()
+        self._handlers = {}
+        self._deadlines = {}
+
+    def watch(self, fd, events, handler, deadline=None):
+        """Watch `fd` for `events` (select.POLLIN, POLLOUT), or for others than before."""
+        if fd in self._handlers:
+            self._poll.modify(fd, events)
+        else:
+            self._poll.register(fd, events)
+        self._handlers[fd] = handler
+        self._deadlines.pop(fd, None)
+        if deadline is not None:
+            self._deadlines[fd] = deadline
+
+    def forget(self, fd):
+        """Stop watching `fd`: before it is closed, since poll(2) can't tell a reused number."""
+        if self._handlers.pop(fd, None) is not None:
+            self._poll.unregister(fd)
+        self._deadlines.pop(fd, None)
+
+    def turn(self, until=None):
+        """Wait until something happens (or the monotonic time `until`), and handle it."""
+        ends = [*self._deadlines.values(), *([until] if until is not None else [])]
+        timeout = None
+        if ends:  # in ms, rounded up: rounded down, a deadline 0.4 ms away would spin
+            timeout = max(0, int((min(ends) - time.monotonic()) * 1000) + 1)
+        for fd, events in self._poll.poll(timeout):  # a signal handled meanwhile: retried
+            handler = self._handlers.get(fd)  # None: forgotten by an earlier handler
+            if handler is not None:
+                handler(events)
+        now = time.monotonic()
+        for fd, deadline in list(self._deadlines.items()):
+            if deadline <= now and self._deadlines.get(fd) == deadline:
+                del self._deadlines[fd]
+                self._handlers[fd](0)
+
+
+def serve_until_exit(pid, ports=None, console=None, interactive=False, timeout=None):
+    """Serve the published `ports` (portproxy.Published) and the terminal `console` (the pty
+    master) until the process `pid` has exited, and the terminal has closed too; return
+    True then, or False after `timeout` seconds. The process is not reaped."""
+    loop = Loop()
+    pidfd = os.pidfd_open(pid)  # a child of ours, not reaped: there even if it has exited
+    ended = []
+    loop.watch(pidfd, select.POLLIN, ended.append)
+    if ports is not None:
+        ports.serve(loop)
+    until = None if timeout is None else time.monotonic() + timeout
+    try:
+        if console is None:
+            return _turn_until_ended(loop, ended, until)
+        from . import terminal
+        with terminal.relaying(loop, console, interactive) as relay:
+            return _turn_until_ended(loop, ended, until, relay)
+    finally:
+        if ports is not None:
+            ports.stop_serving(loop)  # the connections relayed; the listeners stay open
+        os.close(pidfd)
+
+
+def _turn_until_ended(loop, ended, until, relay=None):
+    """The loop: until the process ended (and the terminal closed: the container's last
+    output is still in the pty when PID 1 exits) -> True, or the time `until` came -> False."""
+    while not ended or (relay is not None and not relay.done):
+        if until is not None and time.monotonic() >= until:
+            return False
+        loop.turn(until)
+    return True
+
+
+def wait_for(pid, console=None, interactive=False, timeout=None, ports=None):
+    """Wait for a child, passing signals, terminal traffic and published ports on; return
+    its exit code the way a shell reports it: the code, or 128+N when killed by signal N.
+    With `timeout` (seconds): None if it still runs by then, not reaped."""
     def forward(signum, _frame):
         try:
             os.kill(pid, signum)
@@ -34,10 +114,7 @@ def wait_for(pid, console=None, interactive=False, timeout=None):
     # Blocked by whoever exec'd this interpreter (exec_blocked): delivered now, to `forward`.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     try:
-        if console is not None:
-            from . import terminal
-            terminal.relay(console, interactive)
-        if timeout is not None and not _ends_within(pid, timeout):
+        if not serve_until_exit(pid, ports, console, interactive, timeout):
             return None
         _, status = os.waitpid(pid, 0)  # a signal handled meanwhile: retried (PEP 475)
     finally:
@@ -45,16 +122,6 @@ def wait_for(pid, console=None, interactive=False, timeout=None):
             signal.signal(signum, handler)
     exit_code = os.waitstatus_to_exitcode(status)
     return 128 - exit_code if exit_code < 0 else exit_code
-
-
-def _ends_within(pid, timeout):
-    """poll(2) a pidfd (pidfd_open(2)): it turns readable when the process exits."""
-    import select
-    pidfd = os.pidfd_open(pid)  # still ours to reap, so there even if it has just exited
-    try:
-        return bool(select.select([pidfd], [], [], timeout)[0])
-    finally:
-        os.close(pidfd)
 
 
 def exec_blocked(function, args, lean=True):
@@ -66,8 +133,14 @@ def exec_blocked(function, args, lean=True):
 
 
 def wait_then_resume(args):
-    """The lean monitor: `ROOT ID PID MODE` (supervisor.py). Wait for PID 1, then become the
-    runtime again, which carries on with its exit code (supervisor.resume)."""
-    root, container_id, pid, mode = args
-    exit_code = wait_for(int(pid))
-    exec_blocked("supervisor.resume", [root, container_id, str(exit_code), mode], lean=False)
+    """The lean monitor: `ROOT ID PID MODE [PORTS...]` (supervisor.py; PORTS:
+    portproxy.Published.to_args). Wait for PID 1, serving the ports, then become the runtime
+    again, which carries on with its exit code (supervisor.resume)."""
+    root, container_id, pid, mode, *ports = args
+    published = None
+    if ports:
+        from .portproxy import Published
+        published = Published.from_args(ports)
+    exit_code = wait_for(int(pid), ports=published)
+    exec_blocked("supervisor.resume", [root, container_id, str(exit_code), mode, *ports],
+                 lean=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from minibox import bridge, network, portproxy, shared
+from minibox import bridge, network, portproxy, shared, waiting
 from minibox.bridge import NetworkError
 from minibox.portproxy import PublishError, parse_mapping
 
@@ -272,10 +272,24 @@ def listening(port, pid="self"):
     return any(int(l.split()[1].split(":")[1], 16) == port and l.split()[3] == "0A" for l in lines)
 
 
+def start_proxy(bound, address, watched_pid):
+    """What a container's monitor does with its published ports (waiting.serve_until_exit),
+    in a child of ours that watches `watched_pid`; the ledger's view of it."""
+    published = portproxy.Published(address, bound)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            waiting.serve_until_exit(watched_pid, published)
+        finally:
+            os._exit(0)
+    published.close()
+    return portproxy.ProxyProcess(pid, shared.process_start_time(pid))
+
+
 def test_published_port_reaches_the_container(web_container):
     box, address = web_container
     bound = portproxy.bind_ports([parse_mapping("18080:80")])
-    proxy = portproxy.start_proxy(bound, address, box.pid)
+    proxy = start_proxy(bound, address, box.pid)
     try:
         assert fetch("http://127.0.0.1:18080/") == "published\n"
         assert fetch("http://127.0.0.1:18080/") == "published\n"  # and again
@@ -298,8 +312,7 @@ def test_busy_host_port_is_refused_before_anything_starts(host_netns):
 
 def test_proxy_exits_with_the_process_it_watches(web_container):
     box, address = web_container
-    proxy = portproxy.start_proxy(portproxy.bind_ports([parse_mapping("18083:80")]),
-                                  address, box.pid)
+    proxy = start_proxy(portproxy.bind_ports([parse_mapping("18083:80")]), address, box.pid)
     box.kill()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
