@@ -18,7 +18,7 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
     [unshare(user) with --userns ----->  "userns"; maps written, exec.fifo
      (OCI: or setns to its path) <-----  "mapped"   given to the namespace's root]
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
-                                           port proxy (-p), once per container
+                                           -p ports to serve, once per container
                                  <-----  start: reads exec.fifo
     [startContainer hooks], seccomp, capabilities, user, no_new_privs
     execve(CMD)                                             (init.exec_confined)

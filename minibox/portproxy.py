@@ -26,14 +26,15 @@ monitor's execve(2)s into its lean and runtime lives (made inheritable, their nu
 the next command line: `to_args`); a connection relayed is closed at such an exec, which
 comes only once PID 1 has ended: there is nobody left to relay to.
 
-The serving side uses `_socket`, the C half of the socket module: socket.py's enums would
-cost each container's monitor ~1.1 MiB (bench/README.md, "Container memory").
+The serving side uses `_socket` and `_signal`, the C halves of the socket and signal modules:
+their .py wrappers' enums would cost each container's monitor ~1.1 MiB (bench/README.md,
+"Container memory").
 """
+import _signal
 import _socket
 import errno
 import os
 import select
-import signal
 import time
 
 from .errors import MiniboxError
@@ -275,7 +276,7 @@ def stop(proxy):
     if proxy.pid == os.getpid() or not shared.process_alive(proxy.pid, proxy.started):
         return
     try:
-        os.kill(proxy.pid, signal.SIGKILL)
+        os.kill(proxy.pid, _signal.SIGKILL)
     except ProcessLookupError:
         return
     try:

@@ -28,23 +28,23 @@ def run_foreground(spec, container_id):
 def waiter(mode):
     """container.wait's `waiting`: wait for PID 1 in a lean interpreter, which never
     returns, or here when that can't be done:
-    - with -t, where this process relays the terminal and must restore its raw mode;
     - a foreground run narrated with --explain, whose teardown is narrated too;
     - without root: the monitor is root of its own user namespace only, and a fresh runtime
       there would see euid 0 and take itself for root's (rootless.ENABLED is decided at
       start)."""
     def wait(running):
-        if (running.console is not None or rootless.ENABLED
-                or (mode == FOREGROUND and explain.enabled())):
+        if rootless.ENABLED or (mode == FOREGROUND and explain.enabled()):
             return waiting.wait_for(running.pid, running.console, running.spec.interactive,
                                     ports=running.ports)
         if mode == FOREGROUND and running.ports is None:
-            exit_code = waiting.wait_for(running.pid, timeout=FOREGROUND_LEAN_AFTER)
+            exit_code = waiting.wait_for(running.pid, running.console, running.spec.interactive,
+                                         timeout=FOREGROUND_LEAN_AFTER)
             if exit_code is not None:
                 return exit_code
-        ports = running.ports.to_args() if running.ports is not None else []
-        waiting.exec_blocked("waiting.wait_then_resume",
-                             [state.ROOT, running.id, str(running.pid), mode, *ports])
+        waiting.exec_blocked("waiting.wait_then_resume", [
+            state.ROOT, running.id, str(running.pid), mode,
+            waiting.terminal_arg(running.console, running.spec.interactive),
+            *(running.ports.to_args() if running.ports is not None else [])])
     return wait
 
 

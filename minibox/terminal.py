@@ -4,22 +4,25 @@ engine, that very socket: send_console).
 The pseudo-terminal is created *inside* the container, from its own devpts instance, so
 `tty` in the container prints /dev/pts/0 and job control works. The init sends the master
 side back to the runtime over a unix socket with SCM_RIGHTS (unix(7)); the runtime puts the
-host terminal in raw mode and copies bytes both ways, and passes window size changes
-(SIGWINCH -> TIOCSWINSZ, tty_ioctl(4)) through.
+host terminal in raw mode (`RawMode`, which minivm's `-t` uses too) and copies bytes both
+ways, and passes window size changes (SIGWINCH -> TIOCSWINSZ, tty_ioctl(4)) through: in the
+container's monitor, the same poll(2) loop that waits for PID 1 (`Relay`, waiting.Loop),
+so that the monitor of a `run -t` waits lean too (supervisor.py).
 """
+import _signal  # not signal.py, nor contextlib: see waiting.py (this module waits lean too)
 import _socket  # see container.py; imported before pivot_root, like this whole module
-import contextlib
 import fcntl
 import os
 import select
-import signal
 import struct
 import sys
+# At the top, not in RawMode: `minibox exec -t` enters it after setns(2) into the
+# container's mount namespace, where the host's Python library is no longer there to import.
 import termios
+import tty
 
 from .errors import MiniboxError
 from .explain import step
-from .shared import raw_mode
 
 
 @step("Open a pseudo-terminal in the container's devpts and make it the controlling terminal",
@@ -82,35 +85,61 @@ def _copy_window_size(source_fd, target_fd):
         pass  # stdin is not a terminal: keep the kernel's default size
 
 
-@contextlib.contextmanager
-def relaying(loop, master, forward_stdin):
-    """Copy host stdin -> master and master -> host stdout on `loop` (waiting.Loop) while the
-    block runs, the host terminal in raw mode; yields the Relay, `done` once the container
-    side has closed. Closes `master`."""
-    stdin = sys.stdin.fileno()
-    _copy_window_size(stdin, master)
-    previous = signal.signal(signal.SIGWINCH, lambda *_: _copy_window_size(stdin, master))
-    relay = Relay(loop, master, stdin, forward_stdin)
-    try:
-        with raw_mode(stdin):
-            yield relay
-    finally:
-        signal.signal(signal.SIGWINCH, previous)
-        relay.stop()
-        os.close(master)
+class RawMode:
+    """`with RawMode(fd):` the terminal on fd in raw mode, restored however the block ends.
+
+    Raw mode (termios(3), cfmakeraw) turns off the host's line editing, echo and signal keys,
+    so every key, Ctrl-C included, travels to the other side, whose own terminal does all that.
+    Nothing happens when fd is not a terminal.
+    """
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.saved = None
+
+    def __enter__(self):
+        if os.isatty(self.fd):
+            self.saved = termios.tcgetattr(self.fd)
+            tty.setraw(self.fd)
+        return self
+
+    def __exit__(self, *_exception):
+        if self.saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
 
 
 class Relay:
-    """The terminal's two directions, as handlers of a poll(2) loop. Writes block: a host
-    terminal that can't keep up slows the container down, as it would without us."""
+    """`with Relay(loop, master, forward_stdin):` copy host stdin -> master and master -> host
+    stdout on `loop` (waiting.Loop), the host terminal in raw mode, window size changes
+    passed on. `done` once the container side has closed; then `master` is closed too on
+    leaving the block. Left open otherwise: a monitor that goes lean passes it on to its next
+    interpreter (supervisor.py), where the relay goes on -- what the container wrote
+    meanwhile waits in the pty. Writes block: a host terminal that can't keep up slows the
+    container down, as it would without us."""
 
-    def __init__(self, loop, master, stdin, forward_stdin):
-        self.loop, self.master, self.stdin = loop, master, stdin
-        self.stdout = sys.stdout.fileno()
+    def __init__(self, loop, master, forward_stdin):
+        self.loop, self.master, self.forward_stdin = loop, master, forward_stdin
+        self.stdin, self.stdout = sys.stdin.fileno(), sys.stdout.fileno()
+        self.raw = RawMode(self.stdin)
         self.done = False
-        loop.watch(master, select.POLLIN, self._from_container)
-        if forward_stdin:
-            loop.watch(stdin, select.POLLIN, self._from_host)
+        self.previous = None
+
+    def __enter__(self):
+        _copy_window_size(self.stdin, self.master)
+        self.previous = _signal.signal(
+            _signal.SIGWINCH, lambda *_: _copy_window_size(self.stdin, self.master))
+        self.raw.__enter__()
+        self.loop.watch(self.master, select.POLLIN, self._from_container)
+        if self.forward_stdin:
+            self.loop.watch(self.stdin, select.POLLIN, self._from_host)
+        return self
+
+    def __exit__(self, *exception):
+        self._forget()
+        self.raw.__exit__(*exception)
+        _signal.signal(_signal.SIGWINCH, self.previous)
+        if self.done:
+            os.close(self.master)
 
     def _from_container(self, _events):
         try:
@@ -120,7 +149,8 @@ class Relay:
         if data:
             os.write(self.stdout, data)
         else:
-            self.stop()
+            self.done = True
+            self._forget()
 
     def _from_host(self, _events):
         data = os.read(self.stdin, 65536)
@@ -129,7 +159,6 @@ class Relay:
         else:
             self.loop.forget(self.stdin)
 
-    def stop(self):
-        self.done = True
+    def _forget(self):
         self.loop.forget(self.master)
         self.loop.forget(self.stdin)

@@ -5,7 +5,7 @@ poll(2) reports readable when the child exits, waitpid(2) to reap it, and a hand
 signal that passes the signal on with kill(2). Meanwhile the same poll(2) serves what the
 container published (`-p`, portproxy.py: the listening sockets and the connections relayed)
 and, with `-t`, its terminal (terminal.py): one loop (`Loop`), one process. So this module
-imports nothing but os, select, signal and time, and a monitor (supervisor.py) runs it in a
+imports nothing but os, select, _signal and time, and a monitor (supervisor.py) runs it in a
 fresh interpreter of its own: daemon.exec_python replaces the monitor's memory -- the
 runtime, pyroute2 -- with a bare `python -I -S`, and replaces it back with the runtime once
 PID 1 has ended, to record the exit, restart or tear down (the sizes: bench/README.md,
@@ -13,16 +13,18 @@ PID 1 has ended, to record the exit, restart or tear down (the sizes: bench/READ
 still names it), the children (PID 1 stays ours to reap), the session, the namespaces, the
 signal mask and every fd opened without O_CLOEXEC -- the published ports' listening sockets.
 """
+# _signal, not signal: signal.py wraps it in enums, whose import (enum, functools,
+# collections) would cost each container's monitor ~0.8 MiB (bench/README.md).
+import _signal
 import os
 import select
-import signal
 import time
 
 from .daemon import exec_python
 
 # Signals the runtime passes on to the container instead of dying of them.
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                     signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
+                     _signal.SIGUSR1, _signal.SIGUSR2)
 
 
 class Loop:
@@ -83,7 +85,7 @@ def serve_until_exit(pid, ports=None, console=None, interactive=False, timeout=N
         if console is None:
             return _turn_until_ended(loop, ended, until)
         from . import terminal
-        with terminal.relaying(loop, console, interactive) as relay:
+        with terminal.Relay(loop, console, interactive) as relay:
             return _turn_until_ended(loop, ended, until, relay)
     finally:
         if ports is not None:
@@ -110,16 +112,16 @@ def wait_for(pid, console=None, interactive=False, timeout=None, ports=None):
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
-    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    previous = {signum: _signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
     # Blocked by whoever exec'd this interpreter (exec_blocked): delivered now, to `forward`.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     try:
         if not serve_until_exit(pid, ports, console, interactive, timeout):
             return None
         _, status = os.waitpid(pid, 0)  # a signal handled meanwhile: retried (PEP 475)
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            _signal.signal(signum, handler)
     exit_code = os.waitstatus_to_exitcode(status)
     return 128 - exit_code if exit_code < 0 else exit_code
 
@@ -128,19 +130,33 @@ def exec_blocked(function, args, lean=True):
     """daemon.exec_python with the forwarded signals blocked: the mask survives execve(2),
     so a Ctrl-C or a `kill` that comes while the new interpreter starts waits for it
     (wait_for, supervisor.resume) instead of killing a monitor that has no handler yet."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, FORWARDED_SIGNALS)
     exec_python(function, args, lean)
 
 
+def terminal_arg(console, interactive):
+    """The -t terminal on wait_then_resume's command line: `-` (none), `FD` (the pty
+    master's, made to survive execve(2)) or `FD+stdin` (-i: the caller's stdin relayed)."""
+    if console is None:
+        return "-"
+    os.set_inheritable(console, True)
+    return f"{console}+stdin" if interactive else str(console)
+
+
 def wait_then_resume(args):
-    """The lean monitor: `ROOT ID PID MODE [PORTS...]` (supervisor.py; PORTS:
-    portproxy.Published.to_args). Wait for PID 1, serving the ports, then become the runtime
-    again, which carries on with its exit code (supervisor.resume)."""
-    root, container_id, pid, mode, *ports = args
+    """The lean monitor: `ROOT ID PID MODE TERMINAL [PORTS...]` (supervisor.py; TERMINAL:
+    terminal_arg; PORTS: portproxy.Published.to_args). Wait for PID 1, relaying the terminal
+    and serving the ports, then become the runtime again, which carries on with its exit
+    code (supervisor.resume)."""
+    root, container_id, pid, mode, terminal, *ports = args
+    console, interactive = None, False
+    if terminal != "-":
+        fd, _, stdin = terminal.partition("+")
+        console, interactive = int(fd), stdin == "stdin"
     published = None
     if ports:
         from .portproxy import Published
         published = Published.from_args(ports)
-    exit_code = wait_for(int(pid), ports=published)
+    exit_code = wait_for(int(pid), console, interactive, ports=published)
     exec_blocked("supervisor.resume", [root, container_id, str(exit_code), mode, *ports],
                  lean=False)
