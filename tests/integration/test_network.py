@@ -8,7 +8,9 @@ with the code under test.
 """
 import multiprocessing
 import os
+import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -297,6 +299,47 @@ def test_published_port_reaches_the_container(web_container):
         portproxy.stop(proxy)
     assert not Path(f"/proc/{proxy.pid}").exists()
     assert not listening(18080)
+
+
+# In the fake container: reads a connection to its end, answers with the bytes reversed.
+REVERSER = """
+import socket
+server = socket.create_server(("", 7))
+print("ready", flush=True)
+while True:
+    connection, _ = server.accept()
+    with connection:
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+        connection.sendall(data[::-1])
+"""
+
+
+def test_the_proxy_relays_both_ways_with_half_closes_and_never_waits_on_one_client(
+        web_container):
+    """One loop serves every connection (waiting.Loop): a client that sends nothing does not
+    hold up another, whose megabytes go through both ways, its half-close passed on."""
+    box, address = web_container
+    reverser = subprocess.Popen(["nsenter", f"--net=/proc/{box.pid}/ns/net", sys.executable,
+                                 "-c", REVERSER], stdout=subprocess.PIPE, text=True)
+    box.servers.append(reverser)
+    assert reverser.stdout.readline() == "ready\n"
+    proxy = start_proxy(portproxy.bind_ports([parse_mapping("18084:80"),
+                                              parse_mapping("18085:7")]), address, box.pid)
+    try:
+        with socket.create_connection(("127.0.0.1", 18084), timeout=10):  # silent
+            payload = os.urandom(3 * 1024 * 1024)
+            with socket.create_connection(("127.0.0.1", 18085), timeout=10) as client:
+                client.sendall(payload)
+                client.shutdown(socket.SHUT_WR)
+                answer = b""
+                while chunk := client.recv(65536):
+                    answer += chunk
+            assert answer == payload[::-1]
+        assert fetch("http://127.0.0.1:18084/") == "published\n"
+    finally:
+        portproxy.stop(proxy)
 
 
 def test_busy_host_port_is_refused_before_anything_starts(host_netns):
