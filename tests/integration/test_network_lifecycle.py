@@ -257,14 +257,18 @@ def test_the_detached_monitor_waits_in_a_bare_interpreter_of_at_most_10_mib(mini
 
 def cost_outside_kib(monitor, init):
     """What a container costs outside itself: the Rss of every process in its monitor's tree
-    (the monitor included) that is not in the container's cgroups (/proc/PID/cgroup)."""
+    (the monitor included) that is not in the container's cgroups (/proc/PID/cgroup). The
+    container's own short-lived processes (its `sleep`s) may end meanwhile: a zombie, or a
+    process gone, holds no memory."""
     parents = {}
     for name in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{name}/stat") as stat:
-                parents[int(name)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+                state, parent = stat.read().rsplit(")", 1)[1].split()[:2]
         except (FileNotFoundError, ProcessLookupError):
-            pass  # it ended meanwhile
+            continue
+        if state != "Z":
+            parents[int(name)] = int(parent)
     tree, added = {monitor}, True
     while added:
         children = {pid for pid, parent in parents.items() if parent in tree} - tree
@@ -272,13 +276,16 @@ def cost_outside_kib(monitor, init):
         added = bool(children)
     with open(f"/proc/{init}/cgroup") as cgroup:
         containers = cgroup.read()
-    outside = []
+    outside = {}
     for pid in tree:
-        with open(f"/proc/{pid}/cgroup") as cgroup:
-            if cgroup.read() != containers:
-                outside.append(pid)
+        try:
+            with open(f"/proc/{pid}/cgroup") as cgroup:
+                if cgroup.read() != containers:
+                    outside[pid] = rss_kib(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
     assert monitor in outside
-    return sum(rss_kib(pid) for pid in outside)
+    return sum(outside.values())
 
 
 def test_a_published_container_costs_at_most_10_mib_outside_itself(minibox):
