@@ -21,8 +21,9 @@ connects each new init's netns between its "ready" and "go" (`set_up`)
 and hands the ports to the monitor, which serves them, once the container is created
 (`publish`). A restart's fresh init, in a fresh netns, gets a new veth pair but keeps the
 container's address and ports. Teardown, `minibox stop` and `gc` release the ledger's
-`network` (veth and lease) and `proxy` (the monitor, if it outlived `rm -f`) entries. OCI `create` gets none of this: a new netns from config.json holds lo
-only, as with runc, which makes no bridges either. Published ports: portproxy.py.
+`network` (veth and lease) and `proxy` (the monitor, if it outlived `rm -f`) entries.
+OCI `create` gets none of this: a new netns from config.json holds lo only, as with runc,
+which makes no bridges either. Published ports: portproxy.py.
 """
 import fcntl
 import os

@@ -140,7 +140,8 @@ class Published:
         sockets are made to survive execve(2) (Python opens them O_CLOEXEC)."""
         for listener, _ in self.bound:
             os.set_inheritable(listener.fileno(), True)
-        return [self.container_ip, *(f"{listener.fileno()}:{port}" for listener, port in self.bound)]
+        return [self.container_ip,
+                *(f"{listener.fileno()}:{port}" for listener, port in self.bound)]
 
     @classmethod
     def from_args(cls, args):

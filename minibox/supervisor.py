@@ -50,8 +50,9 @@ def waiter(mode):
 
 def resume(args):
     """The monitor's next lives, each in a fresh runtime (waiting.wait_then_resume): PID 1
-    ended with the exit code in `args` (`ROOT ID CODE MODE [PORTS...]`); carry on as container.run would have, and exit as
-    `minibox run` would (a detached monitor's stdio is /dev/null). Never returns.
+    ended with the exit code in `args` (`ROOT ID CODE MODE [PORTS...]`); carry on as
+    container.run would have, and exit as `minibox run` would (a detached monitor's stdio is
+    /dev/null). Never returns.
 
     The forwarded signals stay blocked (waiting.exec_blocked) until the monitor waits again:
     a Ctrl-C or SIGTERM meanwhile can't cut the record or the teardown short; it reaches

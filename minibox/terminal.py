@@ -146,14 +146,20 @@ class Relay:
             data = os.read(self.master, 65536)
         except OSError:  # EIO: every slave fd closed, the container is gone
             data = b""
-        if data:
-            os.write(self.stdout, data)
-        else:
+        if not data:
             self.done = True
             self._forget()
+            return
+        try:
+            os.write(self.stdout, data)
+        except OSError:
+            pass  # EIO: the host's terminal hung up; the container got SIGHUP (forwarded)
 
     def _from_host(self, _events):
-        data = os.read(self.stdin, 65536)
+        try:
+            data = os.read(self.stdin, 65536)
+        except OSError:  # EIO, as above
+            data = b""
         if data:
             os.write(self.master, data)
         else:
