@@ -77,7 +77,11 @@ def serve_until_exit(pid, ports=None, console=None, interactive=False, timeout=N
     loop = Loop()
     pidfd = os.pidfd_open(pid)  # a child of ours, not reaped: there even if it has exited
     ended = []
-    loop.watch(pidfd, select.POLLIN, ended.append)
+
+    def exited(_events):
+        ended.append(pid)
+        loop.forget(pidfd)  # readable for good now: still watched, it would spin the loop
+    loop.watch(pidfd, select.POLLIN, exited)
     if ports is not None:
         ports.serve(loop)
     until = None if timeout is None else time.monotonic() + timeout
