@@ -4,8 +4,9 @@ A new network namespace has only `lo`. minibox's default `--network bridge` adds
 (veth(4): a virtual cable): one end is `eth0` inside, the other a port of the bridge
 `minibox0` on the host (a virtual switch whose own address is the containers' gateway).
 `-p 127.0.0.1:HOSTPORT:PORT` publishes a container port on the host's loopback through a
-small proxy process. A VM joins the same bridge with `minivm run --network bridge`: its NIC
-is virtio-net, and its host end a tap device that QEMU holds, where a container has a veth.
+small proxy that the container's monitor runs. A VM joins the same bridge with `minivm run
+--network bridge`: its NIC is virtio-net, and its host end a tap device that QEMU holds,
+where a container has a veth.
 Traffic here stays between the host, these containers and that VM.
 
     sudo .venv/bin/python examples/05_networking.py
@@ -53,7 +54,7 @@ def main():
         lesson.say(f"Another container reaches the web server at {address} through the bridge:")
         lesson.run("minibox", "run", "--rm", "busybox", "wget", "-qO-", f"http://{address}/")
         lesson.say(f"The host reaches it on the published port 127.0.0.1:{HOST_PORT}:")
-        for attempt in range(50):  # the proxy may take a moment to listen
+        for attempt in range(50):  # the server may take a moment to listen
             try:
                 print(f"  GET http://127.0.0.1:{HOST_PORT}/ -> {host_get(HOST_PORT)}\n",
                       flush=True)

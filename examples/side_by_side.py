@@ -19,7 +19,9 @@ How the cells are measured:
   line arriving here (so it includes each tool's own Python start-up).
 - memory per instance, while the probe waits: container = its cgroup's memory usage (cgroups(7):
   memory.usage_in_bytes on v1, memory.current on v2) + the PSS of its monitor, the `minibox
-  run` process; VM = the PSS of the qemu process (proc(5): /proc/PID/smaps_rollup) + the PSS of
+  run` process, once it waits as it will for the container's life: in a bare interpreter,
+  after its first second (minibox/supervisor.py; its cmdline then names wait_then_resume);
+  VM = the PSS of the qemu process (proc(5): /proc/PID/smaps_rollup) + the PSS of
   the `minivm run` process that watches it. PSS divides shared pages among their users, so
   the PSS of N instances adds up to what they really take together.
 - size deployed: the files of the image's layers vs the guest kernel QEMU loads + initramfs.
@@ -183,6 +185,22 @@ def pss_bytes(pid):
     raise RuntimeError(f"no Pss in /proc/{pid}/smaps_rollup")
 
 
+def wait_lean(monitor, timeout=10):
+    """Until a container's monitor has exec'd the bare interpreter it waits in (its first
+    second it waits as the whole runtime: a short command ends before it would pay for it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(f"/proc/{monitor}/cmdline", "rb") as cmdline:
+                if b"wait_then_resume" in cmdline.read():
+                    return
+        except FileNotFoundError:
+            raise NotAvailable("the container's monitor is gone") from None
+        if time.monotonic() > deadline:
+            raise NotAvailable(f"the monitor did not go lean within {timeout} s")
+        time.sleep(0.02)
+
+
 def children(pid):
     found = []
     for entry in os.listdir("/proc"):
@@ -237,8 +255,10 @@ class ContainerSide:
                 "sh", "-c", script, "probe", *args]
 
     def memory(self, instance):
-        """(bytes, how): the container's cgroup + its monitor (the `minibox run` process)."""
+        """(bytes, how): the container's cgroup + its monitor (the `minibox run` process),
+        once the monitor waits lean."""
         monitor = instance.process.pid
+        wait_lean(monitor)
         init = children(monitor)
         if not init:
             raise NotAvailable("the container's PID 1 is gone")

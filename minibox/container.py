@@ -18,7 +18,7 @@ user's command as PID 1. The two talk over a socketpair (SOCK_SEQPACKET keeps me
     [unshare(user) with --userns ----->  "userns"; maps written, exec.fifo
      (OCI: or setns to its path) <-----  "mapped"   given to the namespace's root]
     blocks on exec.fifo          ----->  "created"          <- `minibox create` ends here
-                                           port proxy (-p), once per container
+                                           -p ports to serve, once per container
                                  <-----  start: reads exec.fifo
     [startContainer hooks], seccomp, capabilities, user, no_new_privs
     execve(CMD)                                             (init.exec_confined)
@@ -49,7 +49,7 @@ from .waiting import wait_for
 class Container:
     """A created container, as seen by its monitor."""
 
-    def __init__(self, spec, directory, pid, channel, cgroup, console=None):
+    def __init__(self, spec, directory, pid, channel, cgroup, console=None, ports=None):
         self.spec = spec
         self.directory = directory
         self.id = directory.id
@@ -57,6 +57,7 @@ class Container:
         self.channel = channel      # our end of the socketpair
         self.cgroup = cgroup        # cgroups.Cgroup: limits, stats, OOM kills
         self.console = console      # the pty master, with -t
+        self.ports = ports          # portproxy.Published, with -p: the monitor serves them
 
 
 def create(spec, container_id=None, caller_reaps=False, preserve_fds=0):
@@ -102,7 +103,7 @@ def create(spec, container_id=None, caller_reaps=False, preserve_fds=0):
         #    container exists.
         bound_ports = portproxy.bind_ports(spec.publish)
         container = spawn(spec, directory, cgroup, caller_reaps, preserve_fds)
-        network.publish(directory, bound_ports)
+        container.ports = network.publish(directory, bound_ports)
         return container
     except BaseException:
         portproxy.close_ports(bound_ports)
@@ -110,7 +111,7 @@ def create(spec, container_id=None, caller_reaps=False, preserve_fds=0):
         raise
 
 
-def spawn(spec, directory, cgroup, caller_reaps=False, preserve_fds=0):
+def spawn(spec, directory, cgroup, caller_reaps=False, preserve_fds=0, ports=None):
     """Steps 3-4 (again for each restart): fork a fresh init and take it to `created`."""
     os.mkfifo(directory.file("exec.fifo"), 0o600)
     # --network container:ID: that container's netns, opened now, while its init can still
@@ -154,7 +155,7 @@ def spawn(spec, directory, cgroup, caller_reaps=False, preserve_fds=0):
         console = _receive_console(channel, pid)
     _expect(channel, b"created", pid)
     directory.update(status="created", pid=pid, pid_start=start_time, network=networking)
-    return Container(spec, directory, pid, channel, cgroup, console)
+    return Container(spec, directory, pid, channel, cgroup, console, ports)
 
 
 def _map_user_namespace(spec, directory, pid):
@@ -279,7 +280,8 @@ def wait(container, waiting=None):
     if waiting is not None:
         exit_code = waiting(container)
     else:
-        exit_code = wait_for(container.pid, container.console, container.spec.interactive)
+        exit_code = wait_for(container.pid, container.console, container.spec.interactive,
+                             ports=container.ports)
     return record_exit(container, exit_code)
 
 
@@ -319,7 +321,7 @@ def supervise(container, exit_code=None, waiting=None):
         if _stop_requested(directory):
             directory.update(status="stopped")
             return container, exit_code
-        container = spawn(spec, directory, container.cgroup)
+        container = spawn(spec, directory, container.cgroup, ports=container.ports)
         start(container)
         exit_code = None
 
@@ -333,6 +335,8 @@ def _stop_requested(directory):
 
 def release(container):
     """Tear down what the container held on the host; with --rm, its directory too."""
+    if container.ports is not None:
+        container.ports.close()
     keep = () if container.spec.remove else ("dir", "name")
     container.directory.release_all(keep=keep)
 
@@ -353,14 +357,14 @@ def run(spec, container_id=None, ready=None, waiting=None):
     return _supervise_then_release(container, None, waiting)
 
 
-def resume(directory, exit_code, waiting=None):
+def resume(directory, exit_code, waiting=None, ports=None):
     """The rest of `run` in a fresh runtime, once a lean monitor (waiting.py) has reaped
     PID 1 with `exit_code`: record it, restart or tear down. The container as `create` left
     it is rebuilt from its directory: spec.json, state.json, and the cgroup (same id, same
-    monitor process, so the same path)."""
+    monitor process, so the same path); the published `ports` came along through exec."""
     spec = spec_module.ContainerSpec.load(directory.file("spec.json"))
     cgroup = cgroups.cgroup_of(spec, directory.id)
-    container = Container(spec, directory, directory.load()["pid"], None, cgroup)
+    container = Container(spec, directory, directory.load()["pid"], None, cgroup, ports=ports)
     return _supervise_then_release(container, exit_code, waiting)
 
 

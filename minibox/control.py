@@ -116,7 +116,7 @@ def stop(reference, timeout=10):
     `sleep` ignores SIGTERM and is killed after the timeout. No restart afterwards.
 
     Returns once the monitor has also released what the container held on the host (its
-    veth, address and port proxy too), so that the bridge or the port is free right away."""
+    veth, address and published ports too), so that the bridge or the port is free right away."""
     directory, first, status = load(reference)
     # A PID 1 that has just ended is stopped, but its monitor may be about to restart it
     # (between the two, it execs the runtime again: supervisor.py): no restart either.
@@ -150,7 +150,7 @@ def request_stop(directory):
 
 def wait_for_monitor(current, timeout=5.0):
     """Wait until the container's monitor is gone: then PID 1's end is recorded and what the
-    container held on the host (proxy, veth, lease, cgroup) is released."""
+    container held on the host (ports, veth, lease, cgroup) is released."""
     deadline = time.monotonic() + timeout
     while state.monitor_alive(current) and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -3,10 +3,10 @@
 pipe a shell or a test reads until EOF, a --step terminal) would keep that reader waiting
 until this process exits. (Its own session, setsid(2), is the caller's to decide.)
 
-Two processes of minibox outlive the command that started them: the detached monitor
-(monitor.py) and the port proxy (portproxy.py). Both spend their lives waiting, so both run
-the waiting in a bare interpreter (`exec_python`): what the runtime imported to set the
-container up (pyroute2, click) would otherwise stay resident in each (bench/README.md,
+One process of minibox outlives the command that started it: the detached monitor
+(monitor.py), which also serves the published ports (portproxy.py). It spends its life
+waiting, so it waits in a bare interpreter (`exec_python`): what the runtime imported to set
+the container up (pyroute2) would otherwise stay resident in each (bench/README.md,
 "Container memory").
 """
 import os

@@ -18,11 +18,12 @@ load it.
 When, in a container's life (container.py): the runtime records the network in the
 ledger and starts that helper before the first init exists (`prepare`), binds the -p ports,
 connects each new init's netns between its "ready" and "go" (`set_up`)
-and starts the port proxy once the container is created (`publish`). A restart's fresh
-init, in a fresh netns, gets a new veth pair but keeps the container's address and proxy.
-Teardown, `minibox stop` and `gc` release the ledger's `network` (veth and lease) and
-`proxy` entries. OCI `create` gets none of this: a new netns from config.json holds lo
-only, as with runc, which makes no bridges either. Published ports: portproxy.py.
+and hands the ports to the monitor, which serves them, once the container is created
+(`publish`). A restart's fresh init, in a fresh netns, gets a new veth pair but keeps the
+container's address and ports. Teardown, `minibox stop` and `gc` release the ledger's
+`network` (veth and lease) and `proxy` (the monitor, if it outlived `rm -f`) entries.
+OCI `create` gets none of this: a new netns from config.json holds lo only, as with runc,
+which makes no bridges either. Published ports: portproxy.py.
 """
 import fcntl
 import os
@@ -157,15 +158,16 @@ def set_up(spec, directory, pid, shared_address=None):
 
 
 def publish(directory, bound_ports):
-    """Start the proxy serving the -p ports `portproxy.bind_ports` bound before the
-    container was made. Once per container, not per init: it forwards to the container's
-    address, which restarts keep, and exits when this process -- the container's monitor,
-    which outlives every restart -- does."""
+    """The -p ports `portproxy.bind_ports` bound before the container was made, as this
+    process -- the container's monitor, which outlives every restart -- will serve them
+    (portproxy.Published; None without -p). Once per container, not per init: they lead
+    to the container's address, which restarts keep. The ledger names the monitor as
+    their proxy: `rm -f` kills a monitor that outlived its wait (portproxy.stop)."""
     if not bound_ports:
-        return
+        return None
     address = directory.load()["network"]["address"]
-    proxy = portproxy.start_proxy(bound_ports, address, os.getpid())
-    directory.record("proxy", pid=proxy.pid, start_time=proxy.started)
+    directory.record("proxy", pid=os.getpid(), start_time=shared.process_start_time(os.getpid()))
+    return portproxy.Published(address, bound_ports)
 
 
 # -- /etc/hosts and /etc/hostname ---------------------------------------------------------

@@ -1,9 +1,9 @@
 """Port publishing (`-p [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp]`): a userspace TCP proxy.
 
 A container on the bridge has an address only the host can reach. To publish one of its
-ports, the runtime forks a small proxy process (like Docker's `docker-proxy`) that listens
-on HOSTIP:HOSTPORT in the host's network namespace and, for each connection it accepts,
-opens a connection to CONTAINER_IP:CONTAINERPORT and copies bytes both ways.
+ports, the container's monitor acts as a small proxy (like Docker's `docker-proxy`): it
+listens on HOSTIP:HOSTPORT in the host's network namespace and, for each connection it
+accepts, opens a connection to CONTAINER_IP:CONTAINERPORT and copies bytes both ways.
 
 Why a proxy and not DNAT (an iptables/nftables rule rewriting the destination)?
   * It needs no firewall tooling and leaves the host's rule set untouched.
@@ -16,29 +16,34 @@ The cost: the container sees connections coming from the bridge's gateway, not f
 real client, and every byte is copied through userspace.
 
 The listening sockets are bound by the runtime before it creates the container, so a
-busy port fails the run before anything exists; the proxy, forked once the container has
-an address, inherits them. It serves the container for its whole life, restarts included
-(a restarted container keeps its address), so it holds a pidfd (`pidfd_open(2)`) of the
-container's monitor, not of one init, and exits when the monitor does: a monitor killed
-with SIGKILL can't leave a proxy behind. Teardown and `gc` kill it by PID as well.
+busy port fails the run before anything exists. Then the container's monitor serves them
+(`Published`) for the container's whole life, restarts included (a restarted container
+keeps its address): not a proxy process of its own but the monitor's own poll(2) loop
+(waiting.Loop), which waits for PID 1 anyway, in a bare interpreter (supervisor.py) that
+imports nothing of the runtime. One process per container, so a monitor killed with SIGKILL
+can't leave a proxy behind: the kernel closes the ports with it. The sockets outlive the
+monitor's execve(2)s into its lean and runtime lives (made inheritable, their numbers on
+the next command line: `to_args`); a connection relayed is closed at such an exec, which
+comes only once PID 1 has ended: there is nobody left to relay to.
 
-The proxy serves for as long as the container lives, so it does not serve as a fork of the
-runtime, with all it imported: it execs a bare interpreter (daemon.exec_python) that runs
-`serve_fds`. Hence this module's imports: only what that interpreter needs at the top, the
-rest of minibox inside the functions of the runtime's side.
+The serving side uses `_socket` and `_signal`, the C halves of the socket and signal modules:
+their .py wrappers' enums would cost each container's monitor ~1.1 MiB (bench/README.md,
+"Container memory").
 """
+import _signal
+import _socket
 import errno
 import os
-import signal
+import select
+import time
 
-from . import daemon
 from .errors import MiniboxError
 
 DEFAULT_HOST_IP = "127.0.0.1"
 PUBLISH_HELP = (
     "Publish a container port on the host (bridge network only). "
     f"HOSTIP defaults to {DEFAULT_HOST_IP} (loopback only); use 0.0.0.0 for all "
-    "interfaces. Served by a userspace TCP proxy process. Repeatable."
+    "interfaces. Served by a userspace TCP proxy in the container's monitor. Repeatable."
 )
 
 
@@ -74,7 +79,8 @@ def _port(text, whole):
 
 
 class ProxyProcess:
-    """What the ledger records of a proxy: its PID and start time (`shared.process_start_time`)."""
+    """What the ledger records of the process serving a container's ports, its monitor: its
+    PID and start time (`shared.process_start_time`)."""
 
     def __init__(self, pid, started):
         self.pid = pid
@@ -102,24 +108,6 @@ def close_ports(bound):
         listener.close()
 
 
-def start_proxy(bound, container_ip, watched_pid):
-    """Fork the proxy serving the sockets bind_ports() returned; return its ProxyProcess. The
-    proxy exits when the process `watched_pid` does.
-
-    The sockets now belong to the proxy: this process closes its copies.
-    """
-    from . import shared
-    try:
-        watched_exit = os.pidfd_open(watched_pid)
-        pid = os.fork()
-        if pid == 0:
-            _become_proxy(bound, str(container_ip), watched_exit)
-        os.close(watched_exit)
-    finally:
-        close_ports(bound)
-    return ProxyProcess(pid, shared.process_start_time(pid))
-
-
 def _listen(mapping):
     import socket  # here and below, not above: `run` without -p must not pay for it (~3 ms)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -138,94 +126,158 @@ def _listen(mapping):
     return listener
 
 
-def _become_proxy(listeners, container_ip, watched_exit):
-    """The proxy process: never returns. Detached from the runtime's session and stdio,
-    it execs the bare interpreter that serves (`serve_fds`)."""
-    try:
-        os.setsid()  # Ctrl-C on the terminal of `minibox run` is not meant for us
-        daemon.stdio_to_dev_null()
-        # Not the runtime's sync pipes, nor a test's stdout pipe: only what it serves.
-        kept = [watched_exit, *(sock.fileno() for sock, _ in listeners)]
-        daemon.close_fds_except(*kept)
-        for fd in kept:
-            os.set_inheritable(fd, True)  # pidfd_open(2) and Python's sockets: O_CLOEXEC
-        daemon.exec_python("portproxy.serve_fds", [container_ip, str(watched_exit), *(
-            f"{sock.fileno()}:{port}" for sock, port in listeners)])
-    finally:
-        os._exit(0)
+class Published:
+    """The ports a container publishes, as its monitor serves them: the listening sockets
+    bind_ports() returned, and the container's address their connections go to."""
 
+    def __init__(self, container_ip, bound):
+        self.container_ip = str(container_ip)
+        self.bound = bound  # [(listening socket, container port), ...]
+        self.connections = set()
 
-def serve_fds(args):
-    """The proxy's bare interpreter: `CONTAINER_IP WATCHED_PIDFD LISTENER_FD:PORT...`."""
-    import socket
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Python's own would raise in _serve
-        container_ip, watched_exit, *served = args
-        listeners = [(socket.socket(fileno=int(fd)), int(port))
-                     for fd, port in (text.split(":") for text in served)]
-        _serve(listeners, container_ip, int(watched_exit))
-    finally:
-        os._exit(0)
+    def to_args(self):
+        """For the command line of the monitor's next interpreter: `IP FD:PORT...`. The
+        sockets are made to survive execve(2) (Python opens them O_CLOEXEC)."""
+        for listener, _ in self.bound:
+            os.set_inheritable(listener.fileno(), True)
+        return [self.container_ip,
+                *(f"{listener.fileno()}:{port}" for listener, port in self.bound)]
 
+    @classmethod
+    def from_args(cls, args):
+        container_ip, *served = args
+        return cls(container_ip, [(_socket.socket(fileno=int(fd)), int(port))
+                                  for fd, port in (text.split(":") for text in served)])
 
-def _serve(listeners, container_ip, watched_exit):
-    import selectors
-    import threading
-    events = selectors.DefaultSelector()
-    events.register(watched_exit, selectors.EVENT_READ)
-    for listener, container_port in listeners:
-        events.register(listener, selectors.EVENT_READ, container_port)
-    while True:
-        for key, _ in events.select():
-            if key.fileobj == watched_exit:
-                return  # the container's monitor exited: nothing left to forward to
-            client, _ = key.fileobj.accept()
-            threading.Thread(target=_relay, args=(client, (container_ip, key.data)),
-                             daemon=True).start()
+    def serve(self, loop):
+        """Accept and relay connections on `loop` (waiting.Loop) from now on."""
+        for listener, container_port in self.bound:
+            # A client that gives up between poll(2) and accept(2) must not block the loop.
+            listener.setblocking(False)
+            loop.watch(listener.fileno(), select.POLLIN,
+                       lambda _events, listener=listener, port=container_port:
+                       self._accept(loop, listener, port))
 
+    def stop_serving(self, loop):
+        """Close the connections relayed; the listening sockets stay open, for the next
+        life of the monitor."""
+        for listener, _ in self.bound:
+            loop.forget(listener.fileno())
+        for connection in list(self.connections):
+            connection.close()
 
-def _relay(client, upstream_address):
-    """Copy one connection both ways until each side has closed its half."""
-    import socket
-    import threading
-    with client:
+    def close(self):
+        close_ports(self.bound)
+
+    def _accept(self, loop, listener, container_port):
         try:
-            upstream = socket.create_connection(upstream_address, timeout=5)
+            # _accept: socket.py's accept() less the wrapping in a socket.socket (see above)
+            client = _socket.socket(fileno=listener._accept()[0])
+        except OSError:  # EAGAIN: the client left; EMFILE: it waits in the backlog
+            return
+        _Connection(loop, client, (self.container_ip, container_port), self.connections)
+
+
+# How long the container may take to answer a connection; then the client's is closed, as
+# when nothing listens there (a refused connection is closed at once).
+CONNECT_TIMEOUT = 5
+
+
+class _Connection:
+    """One client's connection and ours to the container, relayed both ways until each side
+    has closed its half; a reset on either side closes both."""
+
+    def __init__(self, loop, client, upstream_address, connections):
+        self.loop, self.client, self.connections = loop, client, connections
+        self.upstream = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        connections.add(self)
+        for sock in (client, self.upstream):
+            sock.setblocking(False)
+        # Non-blocking connect(2): EINPROGRESS now, POLLOUT once it succeeded or failed.
+        if self.upstream.connect_ex(upstream_address) not in (0, errno.EINPROGRESS):
+            self.close()
+            return
+        self.flows = [_Flow(client, self.upstream), _Flow(self.upstream, client)]
+        loop.watch(self.upstream.fileno(), select.POLLOUT, self._connected,
+                   deadline=time.monotonic() + CONNECT_TIMEOUT)
+
+    def _connected(self, events):
+        if not events or self.upstream.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR):
+            self.close()  # timed out, or refused (nothing listens in the container)
+            return
+        self._watch()
+
+    def _handle(self, sock, events):
+        try:
+            for flow in self.flows:
+                if flow.source is sock and flow.wants_to_read() and events & (
+                        select.POLLIN | select.POLLHUP | select.POLLERR):
+                    flow.read()
+                if flow.sink is sock and events & select.POLLOUT:
+                    flow.write()
+        except BlockingIOError:
+            pass  # a stale event: the fd was reused since poll(2) reported it
         except OSError:
-            return  # nothing listens in the container: the client sees a closed connection
-        with upstream:
-            upstream.settimeout(None)
-            backwards = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
-            backwards.start()
-            _pump(client, upstream)
-            backwards.join()
+            self.close()
+            return
+        self._watch()
+
+    def _watch(self):
+        if all(flow.ended for flow in self.flows):
+            self.close()
+            return
+        for sock in (self.client, self.upstream):
+            events = 0
+            for flow in self.flows:
+                if flow.source is sock and flow.wants_to_read():
+                    events |= select.POLLIN
+                if flow.sink is sock and flow.pending:
+                    events |= select.POLLOUT
+            if events:
+                self.loop.watch(sock.fileno(), events,
+                                lambda events, sock=sock: self._handle(sock, events))
+            else:  # poll(2) reports POLLHUP even unasked: watched, a hung-up peer would spin
+                self.loop.forget(sock.fileno())
+
+    def close(self):
+        self.connections.discard(self)
+        for sock in (self.client, self.upstream):
+            self.loop.forget(sock.fileno())
+            sock.close()
 
 
-def _pump(source, sink):
-    import socket
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-        sink.shutdown(socket.SHUT_WR)  # pass the half-close on, as HTTP/1.0 clients expect
-    except OSError:
-        # A reset on one side: tear both sockets down so the other direction's recv()
-        # returns too, instead of waiting for a peer that will never write again.
-        for sock in (source, sink):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+class _Flow:
+    """One direction of a connection: what `source` sent that `sink` has not taken yet."""
+
+    def __init__(self, source, sink):
+        self.source, self.sink = source, sink
+        self.pending = b""
+        self.ended = False  # the source closed its half, and the sink was told so
+
+    def wants_to_read(self):
+        return not self.pending and not self.ended
+
+    def read(self):
+        self.pending = self.source.recv(65536)
+        if not self.pending:
+            self.ended = True
+            self.sink.shutdown(_socket.SHUT_WR)  # the half-close, as HTTP/1.0 clients expect
+
+    def write(self):
+        self.pending = self.pending[self.sink.send(self.pending):]
 
 
 def stop(proxy):
-    """Kill the proxy (SIGKILL: it holds no state worth a clean exit) and reap it."""
+    """Kill the process serving the ports (SIGKILL), unless it is this one, and reap it: a
+    monitor that outlived `rm -f`'s wait would keep them bound. A monitor's own teardown
+    leaves the ports to container.release."""
     from . import shared
     # (PID, start time) names one process for all time; a PID alone may have been reused
     # by an unrelated process since the proxy exited.
-    if not shared.process_alive(proxy.pid, proxy.started):
+    if proxy.pid == os.getpid() or not shared.process_alive(proxy.pid, proxy.started):
         return
     try:
-        os.kill(proxy.pid, signal.SIGKILL)
+        os.kill(proxy.pid, _signal.SIGKILL)
     except ProcessLookupError:
         return
     try:

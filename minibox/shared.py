@@ -1,10 +1,11 @@
 """What minibox and minivm share: small host helpers that belong to neither half.
 
 Both halves keep state on disk that another process may read at any moment (replace_file),
-recognise their own background processes after a restart (process_start_time), hand a
-terminal over to the other side (raw_mode), end a command quickly (exit_now), and show a
-record through a `--format` template the way `docker inspect -f` does (render_format, with
-times in RFC 3339 as Docker prints them).
+recognise their own background processes after a restart (process_start_time), end a
+command quickly (exit_now), and show a record through a `--format` template the way
+`docker inspect -f` does (render_format, with times in RFC 3339 as Docker prints them).
+(The terminal's raw mode, which both use too, is terminal.py's: the termios module's one
+home.)
 Nothing here imports the rest of minibox beyond its error type, so minivm pays for no more
 than it uses.
 """
@@ -13,10 +14,6 @@ import json
 import os
 import re
 import sys
-# At the top, not in raw_mode: `minibox exec -t` calls raw_mode after setns(2) into the
-# container's mount namespace, where the host's Python library is no longer there to import.
-import termios
-import tty
 
 from .errors import MiniboxError
 
@@ -70,25 +67,6 @@ def exit_now(code):
         except OSError:
             pass  # a reader that left (`| head`): nothing to deliver
     os._exit(code)
-
-
-@contextlib.contextmanager
-def raw_mode(fd):
-    """Put the terminal on fd in raw mode, and restore it however the block ends.
-
-    Raw mode (termios(3), cfmakeraw) turns off the host's line editing, echo and signal keys,
-    so every key, Ctrl-C included, travels to the other side, whose own terminal does all that.
-    Nothing happens when fd is not a terminal.
-    """
-    if not os.isatty(fd):
-        yield
-        return
-    saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
-    try:
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def rfc3339(timestamp):

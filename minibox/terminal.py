@@ -4,21 +4,25 @@ engine, that very socket: send_console).
 The pseudo-terminal is created *inside* the container, from its own devpts instance, so
 `tty` in the container prints /dev/pts/0 and job control works. The init sends the master
 side back to the runtime over a unix socket with SCM_RIGHTS (unix(7)); the runtime puts the
-host terminal in raw mode and copies bytes both ways, and passes window size changes
-(SIGWINCH -> TIOCSWINSZ, tty_ioctl(4)) through.
+host terminal in raw mode (`RawMode`, which minivm's `-t` uses too) and copies bytes both
+ways, and passes window size changes (SIGWINCH -> TIOCSWINSZ, tty_ioctl(4)) through: in the
+container's monitor, the same poll(2) loop that waits for PID 1 (`Relay`, waiting.Loop),
+so that the monitor of a `run -t` waits lean too (supervisor.py).
 """
+import _signal  # not signal.py, nor contextlib: see waiting.py (this module waits lean too)
 import _socket  # see container.py; imported before pivot_root, like this whole module
 import fcntl
 import os
 import select
-import signal
 import struct
 import sys
+# At the top, not in RawMode: `minibox exec -t` enters it after setns(2) into the
+# container's mount namespace, where the host's Python library is no longer there to import.
 import termios
+import tty
 
 from .errors import MiniboxError
 from .explain import step
-from .shared import raw_mode
 
 
 @step("Open a pseudo-terminal in the container's devpts and make it the controlling terminal",
@@ -81,30 +85,86 @@ def _copy_window_size(source_fd, target_fd):
         pass  # stdin is not a terminal: keep the kernel's default size
 
 
-def relay(master, forward_stdin):
-    """Copy host stdin -> master and master -> host stdout until the container side closes."""
-    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
-    _copy_window_size(stdin, master)
-    previous = signal.signal(signal.SIGWINCH, lambda *_: _copy_window_size(stdin, master))
-    watched = [master, stdin] if forward_stdin else [master]
-    try:
-        with raw_mode(stdin):
-            while True:
-                readable, _, _ = select.select(watched, [], [])
-                if master in readable:
-                    try:
-                        data = os.read(master, 65536)
-                    except OSError:  # EIO: every slave fd closed, the container is gone
-                        break
-                    if not data:
-                        break
-                    os.write(stdout, data)
-                if stdin in readable:
-                    data = os.read(stdin, 65536)
-                    if data:
-                        os.write(master, data)
-                    else:
-                        watched.remove(stdin)
-    finally:
-        signal.signal(signal.SIGWINCH, previous)
-        os.close(master)
+class RawMode:
+    """`with RawMode(fd):` the terminal on fd in raw mode, restored however the block ends.
+
+    Raw mode (termios(3), cfmakeraw) turns off the host's line editing, echo and signal keys,
+    so every key, Ctrl-C included, travels to the other side, whose own terminal does all that.
+    Nothing happens when fd is not a terminal.
+    """
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.saved = None
+
+    def __enter__(self):
+        if os.isatty(self.fd):
+            self.saved = termios.tcgetattr(self.fd)
+            tty.setraw(self.fd)
+        return self
+
+    def __exit__(self, *_exception):
+        if self.saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+
+
+class Relay:
+    """`with Relay(loop, master, forward_stdin):` copy host stdin -> master and master -> host
+    stdout on `loop` (waiting.Loop), the host terminal in raw mode, window size changes
+    passed on. `done` once the container side has closed; then `master` is closed too on
+    leaving the block. Left open otherwise: a monitor that goes lean passes it on to its next
+    interpreter (supervisor.py), where the relay goes on -- what the container wrote
+    meanwhile waits in the pty. Writes block: a host terminal that can't keep up slows the
+    container down, as it would without us."""
+
+    def __init__(self, loop, master, forward_stdin):
+        self.loop, self.master, self.forward_stdin = loop, master, forward_stdin
+        self.stdin, self.stdout = sys.stdin.fileno(), sys.stdout.fileno()
+        self.raw = RawMode(self.stdin)
+        self.done = False
+        self.previous = None
+
+    def __enter__(self):
+        _copy_window_size(self.stdin, self.master)
+        self.previous = _signal.signal(
+            _signal.SIGWINCH, lambda *_: _copy_window_size(self.stdin, self.master))
+        self.raw.__enter__()
+        self.loop.watch(self.master, select.POLLIN, self._from_container)
+        if self.forward_stdin:
+            self.loop.watch(self.stdin, select.POLLIN, self._from_host)
+        return self
+
+    def __exit__(self, *exception):
+        self._forget()
+        self.raw.__exit__(*exception)
+        _signal.signal(_signal.SIGWINCH, self.previous)
+        if self.done:
+            os.close(self.master)
+
+    def _from_container(self, _events):
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: every slave fd closed, the container is gone
+            data = b""
+        if not data:
+            self.done = True
+            self._forget()
+            return
+        try:
+            os.write(self.stdout, data)
+        except OSError:
+            pass  # EIO: the host's terminal hung up; the container got SIGHUP (forwarded)
+
+    def _from_host(self, _events):
+        try:
+            data = os.read(self.stdin, 65536)
+        except OSError:  # EIO, as above
+            data = b""
+        if data:
+            os.write(self.master, data)
+        else:
+            self.loop.forget(self.stdin)
+
+    def _forget(self):
+        self.loop.forget(self.master)
+        self.loop.forget(self.stdin)

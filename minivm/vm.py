@@ -333,8 +333,8 @@ def _boot(config, nonce: str, request, started: float):
     parser = ConsoleParser(nonce, crlf=request.tty)
     terminal = nullcontext()
     if request.tty:
-        from minibox.shared import raw_mode
-        terminal = raw_mode(sys.stdin.fileno())
+        from minibox.terminal import RawMode
+        terminal = RawMode(sys.stdin.fileno())
         progress("interactive guest: press Ctrl-] to quit")
     with terminal:
         _stop_clock()

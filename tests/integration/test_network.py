@@ -8,14 +8,16 @@ with the code under test.
 """
 import multiprocessing
 import os
+import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from minibox import bridge, network, portproxy, shared
+from minibox import bridge, network, portproxy, shared, waiting
 from minibox.bridge import NetworkError
 from minibox.portproxy import PublishError, parse_mapping
 
@@ -272,10 +274,24 @@ def listening(port, pid="self"):
     return any(int(l.split()[1].split(":")[1], 16) == port and l.split()[3] == "0A" for l in lines)
 
 
+def start_proxy(bound, address, watched_pid):
+    """What a container's monitor does with its published ports (waiting.serve_until_exit),
+    in a child of ours that watches `watched_pid`; the ledger's view of it."""
+    published = portproxy.Published(address, bound)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            waiting.serve_until_exit(watched_pid, published)
+        finally:
+            os._exit(0)
+    published.close()
+    return portproxy.ProxyProcess(pid, shared.process_start_time(pid))
+
+
 def test_published_port_reaches_the_container(web_container):
     box, address = web_container
     bound = portproxy.bind_ports([parse_mapping("18080:80")])
-    proxy = portproxy.start_proxy(bound, address, box.pid)
+    proxy = start_proxy(bound, address, box.pid)
     try:
         assert fetch("http://127.0.0.1:18080/") == "published\n"
         assert fetch("http://127.0.0.1:18080/") == "published\n"  # and again
@@ -283,6 +299,47 @@ def test_published_port_reaches_the_container(web_container):
         portproxy.stop(proxy)
     assert not Path(f"/proc/{proxy.pid}").exists()
     assert not listening(18080)
+
+
+# In the fake container: reads a connection to its end, answers with the bytes reversed.
+REVERSER = """
+import socket
+server = socket.create_server(("", 7))
+print("ready", flush=True)
+while True:
+    connection, _ = server.accept()
+    with connection:
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+        connection.sendall(data[::-1])
+"""
+
+
+def test_the_proxy_relays_both_ways_with_half_closes_and_never_waits_on_one_client(
+        web_container):
+    """One loop serves every connection (waiting.Loop): a client that sends nothing does not
+    hold up another, whose megabytes go through both ways, its half-close passed on."""
+    box, address = web_container
+    reverser = subprocess.Popen(["nsenter", f"--net=/proc/{box.pid}/ns/net", sys.executable,
+                                 "-c", REVERSER], stdout=subprocess.PIPE, text=True)
+    box.servers.append(reverser)
+    assert reverser.stdout.readline() == "ready\n"
+    proxy = start_proxy(portproxy.bind_ports([parse_mapping("18084:80"),
+                                              parse_mapping("18085:7")]), address, box.pid)
+    try:
+        with socket.create_connection(("127.0.0.1", 18084), timeout=10):  # silent
+            payload = os.urandom(3 * 1024 * 1024)
+            with socket.create_connection(("127.0.0.1", 18085), timeout=10) as client:
+                client.sendall(payload)
+                client.shutdown(socket.SHUT_WR)
+                answer = b""
+                while chunk := client.recv(65536):
+                    answer += chunk
+            assert answer == payload[::-1]
+        assert fetch("http://127.0.0.1:18084/") == "published\n"
+    finally:
+        portproxy.stop(proxy)
 
 
 def test_busy_host_port_is_refused_before_anything_starts(host_netns):
@@ -298,8 +355,7 @@ def test_busy_host_port_is_refused_before_anything_starts(host_netns):
 
 def test_proxy_exits_with_the_process_it_watches(web_container):
     box, address = web_container
-    proxy = portproxy.start_proxy(portproxy.bind_ports([parse_mapping("18083:80")]),
-                                  address, box.pid)
+    proxy = start_proxy(portproxy.bind_ports([parse_mapping("18083:80")]), address, box.pid)
     box.kill()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:

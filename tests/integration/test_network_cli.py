@@ -190,6 +190,35 @@ def test_a_foreground_run_waits_in_a_bare_interpreter_of_at_most_10_mib(root, ba
     assert veths() == [] and leases() == {} and not listening(18092)
 
 
+def test_a_terminal_and_a_published_port_are_served_lean_too(root, minibox):
+    """`run -it -p`: the monitor relays the terminal (window size changes included) and
+    serves the port from one loop in the bare interpreter (waiting.Loop): 10 MiB of Rss at
+    most, as without -t; the command's exit code still comes back."""
+    pexpect = pytest.importorskip("pexpect")
+    child = minibox.spawn("run", "--rm", "-it", "--name", "tty", "-p", "18093:80", "busybox",
+                          "sh")
+    child.expect("# ")
+    child.sendline("mkdir -p /www; echo from a terminal > /www/index.html; httpd -p 80 -h /www")
+    wait_listening(wait_running(root, "tty")["pid"], 80)
+
+    def waiting_lean():
+        with open(f"/proc/{child.pid}/cmdline", "rb") as cmdline:
+            return b"wait_then_resume" in cmdline.read()
+    wait_until(waiting_lean, timeout=20, what="the foreground run -t waiting lean")
+    assert rss_kib(child.pid) <= 10 * 1024
+    with urllib.request.urlopen("http://127.0.0.1:18093/", timeout=10) as response:
+        assert response.read() == b"from a terminal\n"
+    child.setwinsize(33, 101)
+    child.sendline("stty size; echo $((6*7))")
+    child.expect("33 101")
+    child.expect("42")
+    child.sendline("exit 3")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 3
+    assert not listening(18093) and veths() == [] and leases() == {}
+
+
 def test_network_none_sees_only_loopback(root, minibox):
     result = minibox("run", "--rm", "--network", "none", "busybox", "sh", "-c",
                      "ls /sys/class/net; cat /etc/hosts")

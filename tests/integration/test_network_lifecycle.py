@@ -253,3 +253,63 @@ def test_the_detached_monitor_waits_in_a_bare_interpreter_of_at_most_10_mib(mini
     assert fetch(18283) == f"hello from {container_id[:12]}\n"
     minibox("stop", "-t", "1", container_id)
     assert not state.monitor_alive(started)  # the runtime came back and tore down
+
+
+def cost_outside_kib(monitor, init):
+    """What a container costs outside itself: the Rss of every process in its monitor's tree
+    (the monitor included) that is not in the container's cgroups (/proc/PID/cgroup). The
+    container's own short-lived processes (its `sleep`s) may end meanwhile: a zombie, or a
+    process gone, holds no memory."""
+    parents = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                state, parent = stat.read().rsplit(")", 1)[1].split()[:2]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if state != "Z":
+            parents[int(name)] = int(parent)
+    tree, added = {monitor}, True
+    while added:
+        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        added = bool(children)
+    with open(f"/proc/{init}/cgroup") as cgroup:
+        containers = cgroup.read()
+    outside = {}
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/cgroup") as cgroup:
+                if cgroup.read() != containers:
+                    outside[pid] = rss_kib(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    assert monitor in outside
+    return sum(outside.values())
+
+
+def test_a_published_container_costs_at_most_10_mib_outside_itself(minibox):
+    """Issue 19: with bridge networking and -p, one process outside the container -- the
+    monitor, which serves the ports itself (portproxy.Published) -- of at most 10 MiB Rss,
+    before and after a restart; the port works in both incarnations."""
+    script = ("mkdir -p /www; if [ -e /restarted ]; then echo second > /www/index.html; "
+              "exec httpd -f -p 80 -h /www; fi; touch /restarted; echo first > /www/index.html; "
+              "httpd -p 80 -h /www; while [ ! -e /next ]; do sleep 0.05; done; exit 1")
+    container_id = minibox.run_detached("--restart", "on-failure:1", "-p", "18284:80",
+                                        "busybox", "sh", "-c", script)
+    monitor = minibox.state(container_id)["monitor_pid"]
+
+    def lean_and_serving(restarts, page):
+        current = minibox.state(container_id)
+        with open(f"/proc/{monitor}/cmdline", "rb") as cmdline:
+            return (current["restarts"] == restarts and b"wait_then_resume" in cmdline.read()
+                    and _try_fetch(18284) == page)
+
+    for restarts, page in ((0, "first\n"), (1, "second\n")):
+        wait_until(lambda: lean_and_serving(restarts, page), timeout=20,
+                   what=f"the monitor waiting lean, serving {page!r}")
+        assert cost_outside_kib(monitor, minibox.state(container_id)["pid"]) <= 10 * 1024
+        if restarts == 0:
+            minibox("exec", container_id, "touch", "/next")
+    minibox("stop", "-t", "1", container_id)
+    assert not listening(18284)
