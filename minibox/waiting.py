@@ -35,6 +35,7 @@ class Loop:
         self._poll = select.poll()
         self._handlers = {}
         self._deadlines = {}
+        self._stale = set()  # forgotten while a batch of poll(2)'s events is handled
 
     def watch(self, fd, events, handler, deadline=None):
         """Watch `fd` for `events` (select.POLLIN, POLLOUT), or for others than before."""
@@ -48,10 +49,13 @@ class Loop:
             self._deadlines[fd] = deadline
 
     def forget(self, fd):
-        """Stop watching `fd`: before it is closed, since poll(2) can't tell a reused number."""
+        """Stop watching `fd`: before it is closed, since poll(2) can't tell a reused number.
+        What poll(2) reported for it in the batch being handled is dropped too: by its turn
+        the number may be a new file's (accept(2) and pipe(2) take the lowest free one)."""
         if self._handlers.pop(fd, None) is not None:
             self._poll.unregister(fd)
         self._deadlines.pop(fd, None)
+        self._stale.add(fd)
 
     def turn(self, until=None):
         """Wait until something happens (or the monotonic time `until`), and handle it."""
@@ -59,10 +63,10 @@ class Loop:
         timeout = None
         if ends:  # in ms, rounded up: rounded down, a deadline 0.4 ms away would spin
             timeout = max(0, int((min(ends) - time.monotonic()) * 1000) + 1)
+        self._stale.clear()
         for fd, events in self._poll.poll(timeout):  # a signal handled meanwhile: retried
-            handler = self._handlers.get(fd)  # None: forgotten by an earlier handler
-            if handler is not None:
-                handler(events)
+            if fd not in self._stale:
+                self._handlers[fd](events)
         now = time.monotonic()
         for fd, deadline in list(self._deadlines.items()):
             if deadline <= now and self._deadlines.get(fd) == deadline:
