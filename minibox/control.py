@@ -5,12 +5,11 @@ The container's monitor owns it (monitor.py); these commands only read state.jso
 the container's PID 1 with kill(2), open its exec.fifo, or wait for the monitor to record
 what happened. Each one finds the container by name, id or unique id prefix (state.find).
 """
-import json
+import _signal  # not signal.py: its enums' import (enum, functools) costs each engine call
 import os
-import signal
 import time
 
-from . import execfifo, hooks, shared, state
+from . import cjson, execfifo, hooks, shared, state
 from .errors import MiniboxError, read_failure_report
 
 
@@ -70,6 +69,7 @@ def start(reference):
 
 def parse_signal(text):
     """KILL, SIGKILL, kill or 9 -> signal.SIGKILL."""
+    import signal
     text = str(text).strip()
     if text.isdigit():
         number = int(text)
@@ -128,7 +128,7 @@ def stop(reference, timeout=10):
 
 
 def _signal_until_stopped(directory, current, timeout):
-    for signum, wait_for in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
+    for signum, wait_for in ((_signal.SIGTERM, timeout), (_signal.SIGKILL, 10)):
         if shared.process_alive(current.get("pid"), current.get("pid_start")):
             os.kill(current["pid"], signum)
         deadline = time.monotonic() + wait_for
@@ -180,7 +180,7 @@ def _kill_and_wait(directory, current, timeout=5.0):
     if current:
         request_stop(directory)
     if shared.process_alive(current.get("pid"), current.get("pid_start")):
-        os.kill(current["pid"], signal.SIGKILL)
+        os.kill(current["pid"], _signal.SIGKILL)
     wait_for_monitor(current, timeout)
 
 
@@ -249,7 +249,7 @@ def _saved_spec(directory):
     from .spec import ContainerSpec  # with cgroups/: not for `start`, which needs only hooks
     try:
         return ContainerSpec.load(directory.file("spec.json"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, ValueError):  # ValueError: not JSON
         return None
 
 
@@ -259,8 +259,8 @@ def _saved_hooks(directory):
     engine call is a process of its own."""
     try:
         with open(directory.file("spec.json"), "rb") as saved:
-            return json.loads(saved.read()).get("hooks") or {}
-    except (FileNotFoundError, json.JSONDecodeError):
+            return cjson.loads(saved.read()).get("hooks") or {}
+    except (FileNotFoundError, ValueError):
         return {}
 
 

@@ -160,12 +160,13 @@ def report_error(message):
     print(f"minibox: {message}", file=sys.stderr)
     if _runtime_log is None:
         return
-    import json
     import time
+
+    from . import cjson
     path, log_format = _runtime_log
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    line = (json.dumps({"level": "error", "msg": message, "time": now}) if log_format == "json"
-            else f"time={json.dumps(now)} level=error msg={json.dumps(message)}")
+    line = (cjson.dumps({"level": "error", "msg": message, "time": now}) if log_format == "json"
+            else f"time={cjson.dumps(now)} level=error msg={cjson.dumps(message)}")
     try:
         with open(path, "a") as log:
             log.write(line + "\n")

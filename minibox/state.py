@@ -20,12 +20,10 @@ for one --name cannot both win.
 """
 import contextlib
 import fcntl
-import importlib
-import json
 import os
 import time
 
-from . import rootless
+from . import cjson, rootless
 from .errors import MiniboxError
 from .shared import process_alive, process_start_time, replace_file
 
@@ -115,14 +113,14 @@ class ContainerDir:
 
     def save(self, state):
         """Write state.json atomically: a reader sees the old or the new file, never half."""
-        replace_file(self.file("state.json"), json.dumps(state, indent=1))
+        replace_file(self.file("state.json"), cjson.dumps(state))
 
     def load(self):
         """state.json as a dict; None while it is not written yet (a run creating it).
         Anything else there raises CorruptState."""
         try:
             with open(self.file("state.json"), "rb") as saved:
-                state = json.loads(saved.read())
+                state = cjson.loads(saved.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError, RecursionError) as error:  # UnicodeDecodeError too
@@ -166,7 +164,7 @@ class ContainerDir:
         """Append a resource to the ledger before creating it (O_APPEND: whole lines)."""
         try:
             with open(self.file("ledger"), "a") as ledger:
-                ledger.write(json.dumps({"kind": kind, **what}) + "\n")
+                ledger.write(cjson.dumps({"kind": kind, **what}) + "\n")
         except OSError as error:  # ENOSPC from write(2) or close(2) names no file
             raise MiniboxError(f"cannot write {self.file('ledger')}: {error.strerror}"
                                ) from None
@@ -182,7 +180,7 @@ class ContainerDir:
         entries = []
         for line in lines:
             try:
-                entry = json.loads(line)
+                entry = cjson.loads(line)
             except ValueError:
                 continue
             if isinstance(entry, dict) and entry.get("kind") in (*RELEASE, *RELEASED_BY):
@@ -203,7 +201,7 @@ class ContainerDir:
             self._remove()
         elif kept and os.path.isdir(self.path):
             with open(self.file("ledger"), "w") as ledger:
-                ledger.writelines(json.dumps(entry) + "\n" for entry in reversed(kept))
+                ledger.writelines(cjson.dumps(entry) + "\n" for entry in reversed(kept))
 
     def being_made(self):
         """Is the process that made this directory still at work on it (before state.json
@@ -317,7 +315,7 @@ RELEASED_BY = {"cgroup": "minibox.cgroups", "network": "minibox.network",
 
 def _release(entry):
     if entry["kind"] not in RELEASE:
-        importlib.import_module(RELEASED_BY[entry["kind"]])
+        __import__(RELEASED_BY[entry["kind"]])  # for what it adds to RELEASE
     RELEASE[entry["kind"]](entry)
 
 
@@ -341,7 +339,7 @@ def oci_state(container_id, current, paused=False):
     status = live_status(current)
     status = status if status in ("created", "running", "stopped") else "creating"
     status = "paused" if paused and status == "running" else status
-    return json.dumps({"ociVersion": OCI_VERSION, "id": container_id,
+    return cjson.dumps({"ociVersion": OCI_VERSION, "id": container_id,
                        "status": status, "pid": current.get("pid") if status != "stopped" else 0,
                        "bundle": current.get("bundle"),
                        "annotations": current.get("annotations") or {}}, indent=2)

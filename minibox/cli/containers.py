@@ -237,7 +237,7 @@ def inspect(template, references):
     """Print containers' configuration and state as JSON, in Docker's shape."""
     import json
     from .. import control
-    from ..shared import parse_format
+    from ..gotemplate import parse_format
     fill = template is not None and parse_format(template)  # a bad template: before any output
     found = [control.inspect(r) for r in references]
     if not fill:

@@ -1,7 +1,7 @@
 """`minibox inspect -f`: Go template field paths, as `docker inspect -f` takes them."""
 import pytest
 
-from minibox.shared import go_format, parse_format as parse
+from minibox.gotemplate import go_format, parse_format as parse
 from minibox.errors import MiniboxError
 
 INFO = {"Id": "abc", "State": {"Pid": 42, "Running": True, "Error": ""},

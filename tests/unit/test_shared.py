@@ -4,7 +4,7 @@ import re
 import pytest
 
 from minibox.errors import MiniboxError
-from minibox.shared import render_format
+from minibox.gotemplate import render_format
 
 RECORD = {"Id": "0123abcd", "Name": "web", "State": {"Status": "running", "Pid": 42,
                                                     "Running": True, "Error": None},
