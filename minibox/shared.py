@@ -8,7 +8,6 @@ too, is terminal.py's: the termios module's one home.)
 Nothing here imports the rest of minibox beyond its error type, so minivm pays for no more
 than it uses.
 """
-import contextlib
 import os
 import sys
 
@@ -30,8 +29,10 @@ def replace_file(path, data, dir_fd=None):
         os.replace(temporary, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as error:
         # ENOSPC comes from write(2) or close(2), whose OSError names no file: we do.
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(temporary, dir_fd=dir_fd)
+        except OSError:
+            pass
         raise MiniboxError(f"cannot write {path}: {error.strerror}") from None
 
 

@@ -18,7 +18,6 @@ reverse and release each entry, so a runtime killed at any point leaves a list o
 what to undo. Names are symlinks in names/ -> id: symlink(2) is atomic, so two runs racing
 for one --name cannot both win.
 """
-import contextlib
 import fcntl
 import os
 import time
@@ -104,8 +103,10 @@ class ContainerDir:
                     raise MiniboxError(f"the container name {name!r} is already in use"
                                        ) from None
         except BaseException:
-            with contextlib.suppress(MiniboxError):  # the first error is the one to tell
+            try:
                 directory.release_all()
+            except MiniboxError:
+                pass  # the first error is the one to tell
             raise
         return directory
 
@@ -134,29 +135,33 @@ class ContainerDir:
                 raise CorruptState(self, f"{field}: {state[field]!r}")
         return state
 
-    @contextlib.contextmanager
-    def locked(self):
-        """Hold flock(2) on the container's directory: one read-modify-write at a time."""
+    def _lock(self):
+        """flock(2) on the container's directory, held until the returned fd is closed: one
+        read-modify-write of state.json at a time."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise MiniboxError(f"no such container: {self.id}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        return fd
 
     def update(self, only_from=None, **changes):
         """Change state.json under the lock. With only_from (a tuple of statuses), change it
         only if the status is one of them; returns the new state, or None if not changed."""
-        with self.locked():
+        lock = self._lock()
+        try:
             state = self.load() or {}
             if only_from is not None and state.get("status") not in only_from:
                 return None
             state.update(changes)
             self.save(state)
             return state
+        finally:
+            os.close(lock)
 
     # -- the ledger -------------------------------------------------------------------------
 
@@ -221,12 +226,14 @@ class ContainerDir:
             _open_up(self.path)
         # The ledger last: a removal killed half-way leaves it, and with it the dead owner
         # that tells `gc` to finish the job.
-        with contextlib.suppress(FileNotFoundError):
+        try:
             for entry in os.scandir(self.path):
                 if entry.is_dir(follow_symlinks=False):
                     _remove_tree(entry.path)
                 elif entry.name != "ledger":
                     _ignore_error(os.unlink, entry.path)
+        except FileNotFoundError:
+            pass
         _ignore_error(os.unlink, self.file("ledger"))
         try:
             os.rmdir(self.path)

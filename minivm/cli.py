@@ -92,7 +92,7 @@ def sandbox(started, **options):
               "`docker ps --format`: {{.Name}} {{.Status}} {{.Pid}} {{.Address}} {{.Command}}")
 def ps(template):
     """List detached VMs and their status."""
-    from minibox.shared import render_format
+    from minibox.gotemplate import render_format
     from minivm import vms
     rows = [vms.summary(vm_dir) for vm_dir in vms.all_vms()]
     if template is not None:
@@ -113,7 +113,7 @@ def inspect(template, names):
     """Print detached VMs' records as JSON, in `docker inspect`'s shape."""
     import json
 
-    from minibox.shared import render_format
+    from minibox.gotemplate import render_format
     from minivm import vms
     records = [vms.inspect(vms.VMDir.find(name)) for name in names]
     if template is None:
