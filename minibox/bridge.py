@@ -408,6 +408,49 @@ def remove_bridge_if_unused():
         return False
 
 
+def remove_pools_of_gone_namespaces():
+    """For `minibox gc`: the address pools (STORE_DIR/minibox0.netns<inode>) of network
+    namespaces that no longer exist: a bridge made inside a namespace of its own (a test, a
+    bench, `unshare -n`) goes with that namespace, its pool stays on disk. A namespace lives
+    while a process is in it or an nsfs bind mount holds it (ip-netns(8)); the names of
+    those two kinds are what is kept. Returns the pools removed."""
+    from .ipam import AddressPool
+    prefix = f"{BRIDGE}.netns"
+    try:
+        pools = [name for name in os.listdir(STORE_DIR) if name.startswith(prefix)]
+    except FileNotFoundError:
+        return []
+    alive = _live_network_namespaces()
+    removed = []
+    for name in pools:
+        inode = name[len(prefix):]
+        if not inode.isdigit() or int(inode) in alive:
+            continue
+        with AddressPool(STORE_DIR, name).locked() as table:
+            table.discard()
+        removed.append(name)
+    return removed
+
+
+def _live_network_namespaces():
+    """The inode numbers of every network namespace a process is in or a mount pins."""
+    alive = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                alive.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
+            except OSError:
+                pass  # gone meanwhile, or a kernel thread's
+    from .cgroups.mounts import mount_table  # the one mountinfo reader
+    for mount in mount_table():
+        if mount.fstype == "nsfs":
+            try:
+                alive.add(os.stat(mount.mountpoint).st_ino)
+            except OSError:
+                pass
+    return alive
+
+
 def _our_bridge_index(ipr):
     from pyroute2.netlink.exceptions import NetlinkError
 

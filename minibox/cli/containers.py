@@ -202,6 +202,8 @@ def gc():
         print(f"removed orphaned cgroup {path}")
     if bridge.remove_bridge_if_unused():
         print(f"removed unused bridge {bridge.BRIDGE}")
+    for pool in bridge.remove_pools_of_gone_namespaces():
+        print(f"removed the address pool {pool} (its network namespace is gone)")
     return RUNTIME_ERROR if failed else 0
 
 

@@ -155,6 +155,33 @@ def test_a_bridge_deleted_under_a_running_container_comes_back_with_its_lease(mi
     assert leases() == {}
 
 
+def test_gc_removes_the_address_pool_of_a_network_namespace_that_is_gone(minibox):
+    """A bridge container run inside a network namespace of its own (unshare -n) leaves,
+    once that namespace is gone, an address pool no process can use: gc removes it, and
+    keeps the pool of the namespace it runs in."""
+    def pools():
+        return set(os.listdir(bridge.STORE_DIR)) if os.path.isdir(bridge.STORE_DIR) else set()
+
+    ours = bridge.address_pool().directory.name
+    before = pools()
+    subprocess.run(["unshare", "--net", sys.executable, "-m", "minibox", "run", "--rm",
+                    "busybox", "true"], env=minibox.env, check=True, timeout=60)
+    (gone,) = pools() - before
+    assert gone.startswith(f"{bridge.BRIDGE}.netns") and gone != ours
+    holder = subprocess.Popen(["unshare", "--net", sys.executable, "-m", "minibox", "run",
+                               "--rm", "busybox", "sleep", "30"], env=minibox.env)
+    try:
+        (held,) = wait_until(lambda: pools() - before - {gone}, what="the held pool")
+        out = minibox("gc").stdout
+        assert f"removed the address pool {gone} (its network namespace is gone)" in out
+        assert gone not in pools() and held in pools()  # its namespace still has a process
+    finally:
+        holder.kill()
+        holder.wait()
+    minibox("gc")
+    assert pools() <= before
+
+
 # What a bridge run's runtime has loaded when it exits (atexit: after teardown).
 MODULES_AT_EXIT = """
 import atexit, sys
