@@ -265,12 +265,12 @@ def run(config: VMConfig, parser: ConsoleParser, console: Console, timeout: floa
         if ending == "serial closed":
             result.qemu_status = _wait(qemu, started + timeout)
             result.timed_out = result.qemu_status is None
-            result.qemu_errors += _read_all(qemu.errors).decode(errors="replace")
-            if not result.timed_out:
+            if not result.timed_out:  # a QEMU still running keeps its stderr open
+                result.qemu_errors += _read_all(qemu.errors).decode(errors="replace")
                 phase("qemu exited")
     finally:
         if result.qemu_status is None:
-            os.kill(qemu.pid, _signal.SIGKILL)  # our own child, not yet reaped: the pid is still its
+            os.kill(qemu.pid, _signal.SIGKILL)  # our child, not yet reaped: the PID is still its
             os.waitpid(qemu.pid, 0)
         for fd in (qemu.pidfd, qemu.serial, qemu.errors, qemu.input):
             if fd is not None:
@@ -289,6 +289,7 @@ def _wait(qemu: Child, deadline: float) -> int | None:
 
 
 def _read_all(fd: int) -> bytes:
+    """What is left in a pipe, up to its end (every writer closed it)."""
     chunks = [os.read(fd, 65536)]
     while chunks[-1]:
         chunks.append(os.read(fd, 65536))

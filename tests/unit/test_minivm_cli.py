@@ -402,3 +402,18 @@ def test_qemu_runs_in_its_own_session_with_no_descriptor_minivm_inherited(tmp_pa
                           timeout=60, stdin=subprocess.DEVNULL)
     one_line_error(done, vm.EXIT_MINIVM_ERROR, "minivm: ",
                    "cannot start qemu-system-x86_64: Exec format error")
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="the initramfs needs busybox")
+def test_a_qemu_that_closes_the_console_but_runs_on_is_killed_at_the_timeout(tmp_path):
+    """After the serial port closes, qemu.run waits for QEMU's exit on its pidfd only until
+    the deadline; then QEMU is killed and the run is a timeout, not a hang."""
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.write_text("#!/bin/sh\nexec >&-\nexec sleep 60\n")
+    qemu.chmod(0o755)
+    vmlinux = tmp_path / "vmlinux"
+    vmlinux.write_bytes(b"\x7fELF" + bytes(4096) + b"Linux version 6.1.0-test (a@b) #1\0")
+    done = minivm("run", "--accel", "tcg", "--kernel", str(vmlinux), "--timeout", "2", "--",
+                  "true", env={"PATH": f"{tmp_path}:{os.environ['PATH']}"}, cache=tmp_path / "c")
+    assert done.returncode == vm.EXIT_TIMEOUT, done.stderr  # a hang: minivm()'s TimeoutExpired
+    assert "timeout: the guest did not finish within 2 s" in done.stderr
