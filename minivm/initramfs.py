@@ -18,7 +18,6 @@ spends copying 2 MB.
 import os
 import shlex
 import stat
-import subprocess
 import zlib
 from pathlib import Path
 
@@ -201,6 +200,8 @@ leave
 
 def busybox_applets(busybox: Path) -> list[str]:
     """The applet names this busybox binary provides (`busybox --list`)."""
+    import subprocess  # only when the base archive is built: once per busybox
+
     listing = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True)
     return [name for name in listing.stdout.split() if name != "busybox"]
 

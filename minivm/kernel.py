@@ -16,13 +16,13 @@ CONFIG_PVH=y) boots straight into 32-bit mode, no bootloader, no decompressor
 
 The cache is /var/cache/minivm for root, ~/.cache/minivm otherwise; MINIVM_CACHE overrides.
 """
-import json
 import os
 import re
 import zlib
 from collections import namedtuple
 from pathlib import Path
 
+from minibox import cjson  # the json package compiles regexes on import: at each boot
 from minibox.shared import replace_file
 from minivm import MinivmError, bzimage
 
@@ -86,7 +86,7 @@ def takes_mmio_devices_from_command_line(kernel: Kernel) -> bool:
 def entry(directory: Path) -> Kernel | None:
     """A cache entry: <dir>/kernel.json records what <dir>/vmlinux is."""
     try:
-        record = json.loads((directory / "kernel.json").read_text())
+        record = cjson.loads((directory / "kernel.json").read_text())
     except (OSError, ValueError):
         return None
     modules = directory / "lib" / "modules" / record["release"]
@@ -145,7 +145,7 @@ hashlib: a cache key needs no cryptography, and OpenSSL's import costs milliseco
     replace_file(directory / "vmlinux", vmlinux)  # atomic: a concurrent minivm sees all or nothing
     origin = f"{path} ({compression}-compressed bzImage, extracted to {directory / 'vmlinux'})"
     record = {"release": release, "origin": origin, "vmlinux": str(directory / "vmlinux")}
-    replace_file(directory / "kernel.json", json.dumps(record, indent=1))
+    replace_file(directory / "kernel.json", cjson.dumps(record, indent=1))
     return Kernel(directory / "vmlinux", release, origin, None)
 
 
@@ -232,7 +232,7 @@ def fetch(cache: Path, progress, package: str | None = None) -> Kernel:
             origin = f"Debian package {deb} ({compression} bzImage), cached in {directory}"
             record = {"release": release, "origin": origin,
                       "vmlinux": str(directory / "vmlinux"), "package": package}
-            replace_file(tree / "kernel.json", json.dumps(record, indent=1))
+            replace_file(tree / "kernel.json", cjson.dumps(record, indent=1))
             if directory.exists():
                 shutil.rmtree(directory)
             directory.parent.mkdir(parents=True, exist_ok=True)

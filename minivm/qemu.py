@@ -11,10 +11,9 @@ device modules (shares.py: virtio-9p; disk.py: virtio-blk; nic.py: virtio-net; v
 and the control port of a detached VM) append their options to VMConfig.devices; --append's
 kernel parameters (e.g. `cgroup_no_v1=all`) go to VMConfig.kernel_args.
 """
+import _signal  # not signal.py, as in minibox/waiting.py: its enums' import at each boot
 import os
 import select
-import signal
-import subprocess
 import sys
 import time
 from collections import namedtuple
@@ -181,12 +180,55 @@ class Result:
         self.phases: list[tuple[str, float]] = []  # (name, seconds since minivm started)
 
 
-def _die_with_parent():
-    """In the QEMU child before exec: PR_SET_PDEATHSIG (prctl(2)) asks the kernel to SIGKILL
-    QEMU when minivm dies, even by SIGKILL, so no guest outlives its minivm. (minibox's
-    wrapper, imported above, in the parent: an import here, in the child, would delay
-    every boot.)"""
-    set_parent_death_signal(signal.SIGKILL)
+# The running QEMU as run() sees it: its pid, a pidfd that becomes readable when it exits
+# (pidfd_open(2)), and minivm's ends of its serial console, stderr and (with -i) stdin.
+Child = namedtuple("Child", "pid pidfd serial errors input")
+
+
+def spawn(config: VMConfig, stdin: bool) -> Child:
+    """Start QEMU with fork(2) and execve(2): subprocess, with the threading, selectors and
+    locale it imports, would cost ~2.5 ms at each boot (bench/README.md, issue 19). Between
+    the two, the child takes its own session (setsid(2)), so that a Ctrl-C on the host
+    terminal reaches minivm, which stops QEMU itself, rather than QEMU dying first and the
+    exit status getting lost; and PR_SET_PDEATHSIG (prctl(2)) asks the kernel to SIGKILL QEMU
+    when minivm dies, even by SIGKILL, so no guest outlives its minivm. An exec that fails
+    is told through a close-on-exec pipe: the parent reads EOF once QEMU runs."""
+    args = argv(config)
+    fds = [os.pipe() for _ in range(4)]  # serial, stderr, stdin, the failed exec's report
+    (serial, serial_w), (errors, errors_w), (input_r, input_w), (report, report_w) = fds
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            set_parent_death_signal(_signal.SIGKILL)  # imported in the parent: ctypes, ~4 ms
+            os.dup2(input_r if stdin else os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(serial_w, 1)
+            os.dup2(errors_w, 2)
+            # As subprocess's close_fds: no descriptor that minivm inherited by chance stays
+            # open in QEMU; the report pipe closes itself at the exec.
+            low = 3
+            for fd in sorted({*config.pass_fds, report_w}) + [os.sysconf("SC_OPEN_MAX")]:
+                os.closerange(low, fd)
+                low = fd + 1
+            for fd in config.pass_fds:
+                os.set_inheritable(fd, True)
+            os.execvp(args[0], args)
+        except OSError as error:
+            os.write(report_w, error.strerror.encode())
+        finally:
+            os._exit(127)
+    for fd in (serial_w, errors_w, input_r, report_w):
+        os.close(fd)
+    failure = os.read(report, 4096).decode()
+    os.close(report)
+    if failure:
+        os.waitpid(pid, 0)
+        for fd in (serial, errors, input_w):
+            os.close(fd)
+        raise MinivmError(f"cannot start {QEMU_BINARY}: {failure}")
+    if not stdin:
+        os.close(input_w)
+    return Child(pid, os.pidfd_open(pid), serial, errors, input_w if stdin else None)
 
 
 class Console:
@@ -214,42 +256,51 @@ def run(config: VMConfig, parser: ConsoleParser, console: Console, timeout: floa
     def phase(name: str):
         result.phases.append((name, time.monotonic() - started))
 
-    try:
-        qemu = subprocess.Popen(
-            argv(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.PIPE if console.stdin_fd is not None else subprocess.DEVNULL,
-            # Its own session: a Ctrl-C on the host terminal reaches minivm, which then stops
-            # QEMU itself, rather than QEMU dying first and the exit status getting lost.
-            start_new_session=True, preexec_fn=_die_with_parent, pass_fds=config.pass_fds)
-    except OSError as error:
-        raise MinivmError(f"cannot start {QEMU_BINARY}: {error.strerror}") from None
+    qemu = spawn(config, stdin=console.stdin_fd is not None)
     phase("qemu spawned")
     try:
         ending = _relay(qemu, parser, console, started + timeout, result, phase)
         result.timed_out = ending == "timeout"
         result.escaped = ending == "escape"
         if ending == "serial closed":
-            result.qemu_status = qemu.wait(timeout=max(started + timeout - time.monotonic(), 0))
-            result.qemu_errors += qemu.stderr.read().decode(errors="replace")
-            phase("qemu exited")
-    except subprocess.TimeoutExpired:
-        result.timed_out = True
+            result.qemu_status = _wait(qemu, started + timeout)
+            result.timed_out = result.qemu_status is None
+            if not result.timed_out:  # a QEMU still running keeps its stderr open
+                result.qemu_errors += _read_all(qemu.errors).decode(errors="replace")
+                phase("qemu exited")
     finally:
-        if qemu.poll() is None:
-            qemu.kill()  # by PID: our own child, nothing else
-            qemu.wait()
-        for pipe in (qemu.stdin, qemu.stdout, qemu.stderr):
-            if pipe:
-                pipe.close()
+        if result.qemu_status is None:
+            os.kill(qemu.pid, _signal.SIGKILL)  # our child, not yet reaped: the PID is still its
+            os.waitpid(qemu.pid, 0)
+        for fd in (qemu.pidfd, qemu.serial, qemu.errors, qemu.input):
+            if fd is not None:
+                os.close(fd)
     result.kernel_tail = list(parser.kernel_tail)
     return result
 
 
-def _relay(qemu: subprocess.Popen, parser: ConsoleParser, console: Console, deadline: float,
+def _wait(qemu: Child, deadline: float) -> int | None:
+    """QEMU's exit status (-N for signal N, as subprocess says it), or None if it is still
+    running at `deadline`."""
+    exited, _, _ = select.select([qemu.pidfd], [], [], max(deadline - time.monotonic(), 0))
+    if not exited:
+        return None
+    return os.waitstatus_to_exitcode(os.waitpid(qemu.pid, 0)[1])
+
+
+def _read_all(fd: int) -> bytes:
+    """What is left in a pipe, up to its end (every writer closed it)."""
+    chunks = [os.read(fd, 65536)]
+    while chunks[-1]:
+        chunks.append(os.read(fd, 65536))
+    return b"".join(chunks)
+
+
+def _relay(qemu: Child, parser: ConsoleParser, console: Console, deadline: float,
            result: Result, phase) -> str:
     """Move bytes until the serial port closes. Returns why it stopped:
     "serial closed", "timeout" or "escape" (the user pressed the escape key)."""
-    serial, errors = qemu.stdout.fileno(), qemu.stderr.fileno()
+    serial, errors = qemu.serial, qemu.errors
     watched = {serial, errors}
     first_output = True
     while serial in watched:
@@ -314,9 +365,9 @@ def _dispatch(chunk, console: Console, result: Result, phase):
             phase("command done")
 
 
-def _forward_input(data: bytes, qemu: subprocess.Popen):
+def _forward_input(data: bytes, qemu: Child):
     """Send host input to the guest's serial port; a guest that is gone just misses it."""
     try:
-        os.write(qemu.stdin.fileno(), data)
+        os.write(qemu.input, data)
     except BrokenPipeError:
         pass

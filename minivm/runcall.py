@@ -16,8 +16,8 @@ to click, so that help and bad usage read the same whichever way they came in. L
 parse with allow_interspersed_args off, options end at the first word of CMD (`minivm run
 uname -a`: -a is uname's) or at `--`.
 """
+import _signal  # not signal.py, as in minibox/waiting.py: its enums' import at each boot
 import os
-import signal
 import sys
 from collections import namedtuple
 from pathlib import Path
@@ -168,17 +168,17 @@ def guarded(call):
     """call()'s exit status, kept to the contract of every minivm command: minivm's own
     errors are one line on stderr and 125, as `docker run`'s; Ctrl-C is 130; SIGTERM and
     SIGHUP become exceptions, so the `finally` blocks that stop QEMU run."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
+    for signum in (_signal.SIGTERM, _signal.SIGHUP):
+        _signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
     try:
         return call() or 0
     except (MinivmError, MiniboxError) as error:
         print(f"minivm: {error}", file=sys.stderr)
         return vm.EXIT_MINIVM_ERROR
     except KeyboardInterrupt:
-        return 128 + signal.SIGINT
+        return 128 + _signal.SIGINT
     except BrokenPipeError:
         # Whoever read our stdout left (`minivm run -- yes | head`); QEMU is already stopped.
         # Point stdout at /dev/null so the final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+        return 128 + _signal.SIGPIPE

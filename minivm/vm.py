@@ -28,9 +28,9 @@ Exit status: the guest command's own; 124 when the timeout killed the guest; 125
 own errors (bad options, no QEMU, no kernel...), like `docker run`; 127 when the command is
 not in the guest.
 """
+import _signal  # not signal.py, as in minibox/waiting.py: its enums' import at each boot
 import os
 import re
-import signal
 import sys
 import time
 from collections import namedtuple
@@ -229,12 +229,12 @@ def _start_clock(deadline: float):
     reports the guest's last lines."""
     def expire(signum, frame):
         raise TimedOut
-    signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.001))
+    _signal.signal(_signal.SIGALRM, expire)
+    _signal.setitimer(_signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.001))
 
 
 def _stop_clock():
-    signal.setitimer(signal.ITIMER_REAL, 0)
+    _signal.setitimer(_signal.ITIMER_REAL, 0)
 
 
 def _claim_name(request, state: dict, cleanup: ExitStack):
@@ -373,7 +373,7 @@ def _report(result, command, guest_kernel, request, phases, memory: int | None =
         return EXIT_TIMEOUT
     if result.escaped:
         progress("left the guest (Ctrl-]); QEMU was stopped")
-        return 128 + signal.SIGINT
+        return 128 + _signal.SIGINT
     if result.setup_failed:
         raise MinivmError(f"the guest could not be prepared: {result.setup_failed}")
     if result.not_found:

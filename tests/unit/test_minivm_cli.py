@@ -346,12 +346,15 @@ def test_run_options_are_one_table_read_alike_with_or_without_click():
 @pytest.mark.skipif(shutil.which("busybox") is None, reason="the initramfs needs busybox")
 def test_a_run_loads_no_click(tmp_path):
     """`minivm run` does all of a boot's work with a QEMU that is /bin/true (as
-    bench/vm_boot.py's own cost) without importing click; a bad value is still click's
-    one line."""
+    bench/vm_boot.py's own cost) without importing click, nor the standard library's
+    heavier modules whose import each boot would pay (bench/README.md, issue 19); a bad
+    value is still click's one line."""
     (tmp_path / "qemu-system-x86_64").symlink_to("/bin/true")
     vmlinux = tmp_path / "vmlinux"
     vmlinux.write_bytes(b"\x7fELF" + bytes(4096) + b"Linux version 6.1.0-test (a@b) #1\0")
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "MINIVM_CACHE": str(tmp_path / "c")}
+    # The first boot builds the cached initramfs base, with subprocess (`busybox --list`).
+    minivm("run", "--accel", "tcg", "--kernel", str(vmlinux), "--", "true", env=env)
     for args, message in ((["--timeout", "5"], "without reporting an exit status"),
                           (["--cpus", "0"], "--cpus 0: must be at least 1")):
         done = minivm("run", "--accel", "tcg", "--kernel", str(vmlinux), *args, "--", "true",
@@ -362,6 +365,55 @@ def test_a_run_loads_no_click(tmp_path):
         assert done.returncode == vm.EXIT_MINIVM_ERROR and len(errors) == 1, done.stderr
         assert message in errors[0] and "minivm.vm" in imported
         assert not {"click", "minivm.cli"} & set(imported)
+        assert not {"subprocess", "threading", "selectors", "signal", "json"} & set(imported)
     done = minivm("run", "--cpus", "two", "--", "true", env=env, python=("-X", "importtime"))
     assert done.returncode == vm.EXIT_MINIVM_ERROR and "click" in done.stderr
     assert done.stderr.splitlines()[-1].startswith("minivm: argument --cpus: invalid int")
+
+
+QEMU_THAT_REPORTS = """#!{python}
+import os
+print("session leader:", os.getsid(0) == os.getpid(), "fds:", sorted(os.listdir("/proc/self/fd")))
+"""
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="the initramfs needs busybox")
+def test_qemu_runs_in_its_own_session_with_no_descriptor_minivm_inherited(tmp_path):
+    """qemu.spawn's fork and exec do what subprocess did: a session of QEMU's own (a Ctrl-C
+    reaches minivm first), and no descriptor of minivm's caller left open in QEMU (the
+    test's fd, inherited by minivm, would otherwise be); an exec that fails is one line."""
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.write_text(QEMU_THAT_REPORTS.format(python=sys.executable))
+    qemu.chmod(0o755)
+    vmlinux = tmp_path / "vmlinux"
+    vmlinux.write_bytes(b"\x7fELF" + bytes(4096) + b"Linux version 6.1.0-test (a@b) #1\0")
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}",
+               MINIVM_CACHE=str(tmp_path / "c"))
+    argv = [sys.executable, "-m", "minivm", "run", "--accel", "tcg", "--kernel", str(vmlinux),
+            "--verbose", "--timeout", "20", "--", "true"]
+    with open(os.devnull) as inherited:
+        os.set_inheritable(inherited.fileno(), True)
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60,
+                              stdin=subprocess.DEVNULL, pass_fds=(inherited.fileno(),))
+    assert done.returncode == vm.EXIT_MINIVM_ERROR
+    assert "[guest] session leader: True fds: ['0', '1', '2', '3']" in done.stderr  # 3: listdir's
+    qemu.write_bytes(b"not a program")  # and no other qemu on PATH for execvp to go on to
+    done = subprocess.run(argv, capture_output=True, text=True, env=dict(env, PATH=str(tmp_path)),
+                          timeout=60, stdin=subprocess.DEVNULL)
+    one_line_error(done, vm.EXIT_MINIVM_ERROR, "minivm: ",
+                   "cannot start qemu-system-x86_64: Exec format error")
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="the initramfs needs busybox")
+def test_a_qemu_that_closes_the_console_but_runs_on_is_killed_at_the_timeout(tmp_path):
+    """After the serial port closes, qemu.run waits for QEMU's exit on its pidfd only until
+    the deadline; then QEMU is killed and the run is a timeout, not a hang."""
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.write_text("#!/bin/sh\nexec >&-\nexec sleep 60\n")
+    qemu.chmod(0o755)
+    vmlinux = tmp_path / "vmlinux"
+    vmlinux.write_bytes(b"\x7fELF" + bytes(4096) + b"Linux version 6.1.0-test (a@b) #1\0")
+    done = minivm("run", "--accel", "tcg", "--kernel", str(vmlinux), "--timeout", "2", "--",
+                  "true", env={"PATH": f"{tmp_path}:{os.environ['PATH']}"}, cache=tmp_path / "c")
+    assert done.returncode == vm.EXIT_TIMEOUT, done.stderr  # a hang: minivm()'s TimeoutExpired
+    assert "timeout: the guest did not finish within 2 s" in done.stderr
