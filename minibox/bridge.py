@@ -418,7 +418,7 @@ def remove_pools_of_gone_namespaces():
     prefix = f"{BRIDGE}.netns"
     try:
         pools = [name for name in os.listdir(STORE_DIR) if name.startswith(prefix)]
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):  # none yet; root's, seen from a user namespace
         return []
     alive = _live_network_namespaces()
     removed = []
