@@ -433,7 +433,9 @@ def remove_pools_of_gone_namespaces():
 
 
 def _live_network_namespaces():
-    """The inode numbers of every network namespace a process is in or a mount pins."""
+    """The inode numbers of every network namespace a process is in or a mount pins: a
+    namespace is named by the inode of its /proc/<pid>/ns/net link, and an nsfs bind mount
+    of that file keeps it alive without a process (namespaces(7), ip-netns(8))."""
     alive = set()
     for pid in os.listdir("/proc"):
         if pid.isdigit():
