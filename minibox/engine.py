@@ -80,21 +80,16 @@ def processes(reference):
     return control.cgroup_of(directory).pids()
 
 
-def update(reference, resources):
-    """runc's `update --resources FILE`: the OCI linux.resources object (memory.limit,
-    cpu.quota/period/shares, pids.limit) written to the running container's cgroup."""
+def update(reference, resources, source):
+    """runc's `update --resources FILE`: the OCI linux.resources object `source` held (what
+    runc's update applies of it: ociresources.update_limits) written to the running
+    container's cgroup."""
+    from .oci import ConfigCheck
+    from .ociresources import update_limits
     directory, _, status = control.load(reference)
-    if status not in ("created", "running"):
+    if status not in ("created", "running", "paused"):
         raise MiniboxError(f"cannot update container {directory.id[:12]}: it is {status}")
-    if not isinstance(resources, dict):
-        raise MiniboxError("--resources must hold a JSON object (OCI linux.resources)")
-    memory, cpu, pids = (resources.get(key) or {} for key in ("memory", "cpu", "pids"))
-    quota, period = cpu.get("quota"), cpu.get("period")
-    limits = cgroups.Limits(
-        memory=memory.get("limit") if (memory.get("limit") or 0) > 0 else None,
-        cpus=quota / (period or 100000) if quota and quota > 0 else None,
-        cpu_shares=cpu.get("shares") or None,
-        pids=pids.get("limit") if (pids.get("limit") or 0) > 0 else None)
+    limits = update_limits(resources, ConfigCheck(f"--resources {source}"))
     try:
         control.cgroup_of(directory).set_limits(limits)
     except (OSError, cgroups.CgroupError) as error:

@@ -3,7 +3,7 @@ spec` writes runc's default config (write_default_config).
 
 As runc's libcontainer/specconv, this is the one place that knows config.json (with
 ociresources.py for linux.resources and linux.cgroupsPath): the fields minibox implements
-are checked, each wrong one as one line naming it (the _Config helper);
+are checked, each wrong one as one line naming it (the ConfigCheck helper);
 any other field is accepted and ignored, as the runtime spec asks
 (https://github.com/opencontainers/runtime-spec/blob/main/config.md).
 """
@@ -28,7 +28,7 @@ _HOOK_STAGES = ("prestart", "createRuntime", "createContainer", "startContainer"
 _CONTAINER_ID = re.compile(r"^[\w+.-]+$")
 
 
-class _Config:
+class ConfigCheck:
     """Typed access to config.json: each wrong field is one clear line naming it."""
 
     def __init__(self, path):
@@ -58,7 +58,7 @@ def load_bundle(bundle):
     bundle = os.path.abspath(bundle)
     path = os.path.join(bundle, "config.json")
     return from_oci_config(_read_json(path, " (`minibox spec` writes a default one)"), bundle,
-                           _Config(path))
+                           ConfigCheck(path))
 
 
 def load_process(spec, path):
@@ -66,7 +66,7 @@ def load_process(spec, path):
     exec` and `podman exec` (args, env, cwd, user, terminal, capabilities, noNewPrivileges,
     rlimits) applied to the container's spec, whose seccomp filter the new process keeps.
     Returns the command."""
-    check = _Config(path)
+    check = ConfigCheck(path)
     process = _read_json(path)
     args = check.strings(process, "args")
     if not args:

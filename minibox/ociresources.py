@@ -5,7 +5,7 @@ linux.resources is either turned into a field of cgroups.Limits, which v1.py and
 or refused in one line naming it -- a limit dropped without a word is the one wrong answer
 (https://github.com/opencontainers/runtime-spec/blob/main/config-linux.md#control-groups).
 Whether this host *can* apply a limit (a controller, BFQ's weight files, a huge page size)
-is the cgroup backend's to say, when it makes the cgroup. `check` is oci.py's _Config: each
+is the cgroup backend's to say, when it makes the cgroup. `check` is oci.py's ConfigCheck: each
 wrong field is one line naming it.
 """
 import re
@@ -79,6 +79,23 @@ def limits(linux, check):
     _block_io(result, check.get(resources, "blockIO", dict, {}, "linux.resources."), check)
     result.hugepages = _hugepage_limits(resources, check)
     result.devices = container_rules(_device_rules(resources, check))
+    return result
+
+
+def update_limits(resources, check):
+    """`update --resources`: what runc's update applies of a linux.resources object (memory,
+    cpu, pids, blockIO.weight), as Limits, anything else it applies but minibox cannot refused
+    in one line. Device rules, huge page limits and blockIO's per-device lists keep what create
+    set: runc's update leaves them alone too, and CRI's UpdateContainerResources sends the
+    whole object, not only what changed."""
+    if not isinstance(resources, dict):
+        check.fail("must hold a JSON object (OCI linux.resources)")
+    kept = {group: value for group, value in resources.items()
+            if group not in ("devices", "hugepageLimits", "blockIO")}
+    if isinstance(resources.get("blockIO"), dict):
+        kept["blockIO"] = {"weight": resources["blockIO"].get("weight")}
+    result = limits({"resources": kept}, check)
+    result.devices = None  # v1 then writes no device file; v2's program stays attached
     return result
 
 

@@ -72,7 +72,7 @@ def resume(container_id):
 
 @command()
 @click.option("-r", "--resources", required=True, metavar="FILE",
-              help="OCI linux.resources as JSON (memory, cpu, pids); - for stdin.")
+              help="OCI linux.resources as JSON (memory, cpu, pids, blockIO weight); - for stdin.")
 @CONTAINER_ID
 def update(resources, container_id):
     """OCI: change a container's cgroup limits."""
@@ -86,7 +86,7 @@ def update(resources, container_id):
     except (OSError, ValueError) as error:
         raise MiniboxError(f"--resources {resources}: {getattr(error, 'strerror', None) or error}"
                            ) from None
-    engine.update(container_id, wanted)
+    engine.update(container_id, wanted, resources)
 
 
 @command()

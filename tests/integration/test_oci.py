@@ -1173,13 +1173,28 @@ def test_create_leaves_the_init_to_the_caller_and_gc_keeps_it(minibox, bundle):
     minibox("resume", "reaped")
     assert oci_state(minibox, "reaped")["status"] == "running"
     assert json.loads(minibox("ps", "--format", "json", "reaped").stdout) == [pid]
+    cgroup_of = {line.split(":")[1]: line.split(":")[2]
+                 for line in open(f"/proc/{pid}/cgroup").read().splitlines()}
+    device_rules = open(f"/sys/fs/cgroup/devices{cgroup_of['devices']}/devices.list").read()
     resources = bundle.parent / "resources.json"
-    resources.write_text(json.dumps({"pids": {"limit": 42}}))
+    # What CRI's UpdateContainerResources sends: the whole object, device rules and huge page
+    # limits included, which update leaves as create set them (runc's update does too).
+    resources.write_text(json.dumps({
+        "pids": {"limit": 42}, "memory": {"limit": 64 << 20, "swap": 0},
+        "cpu": {"shares": 512, "quota": 0, "cpus": ""}, "blockIO": {"weight": 0,
+                                                                 "throttleReadBpsDevice": []},
+        "devices": [{"allow": False, "access": "rwm"}],
+        "hugepageLimits": [{"pageSize": "2MB", "limit": 0}]}))
     minibox("update", "--resources", str(resources), "reaped")
-    assert "pids:" in open(f"/proc/{pid}/cgroup").read()
-    pids_dir = [line.split(":")[2] for line in open(f"/proc/{pid}/cgroup").read().splitlines()
-                if line.split(":")[1] == "pids"][0]
-    assert open(f"/sys/fs/cgroup/pids{pids_dir}/pids.max").read() == "42\n"
+    assert open(f"/sys/fs/cgroup/pids{cgroup_of['pids']}/pids.max").read() == "42\n"
+    memory = f"/sys/fs/cgroup/memory{cgroup_of['memory']}/memory.limit_in_bytes"
+    assert open(memory).read() == f"{64 << 20}\n"
+    assert open(f"/sys/fs/cgroup/cpu{cgroup_of['cpu']}/cpu.shares").read() == "512\n"
+    assert open(f"/sys/fs/cgroup/devices{cgroup_of['devices']}/devices.list").read() == device_rules
+    resources.write_text(json.dumps({"cpu": {"realtimeRuntime": 950000}}))
+    refused = minibox("update", "--resources", str(resources), "reaped", check=False)
+    assert refused.returncode == 125 and refused.stderr.count("\n") == 1
+    assert "linux.resources.cpu.realtimeRuntime is not supported" in refused.stderr
     stats = json.loads(minibox("events", "--stats", "reaped").stdout)
     assert stats["type"] == "stats" and stats["data"]["pids"]["current"] == 1
     minibox("kill", "--all", "reaped", "KILL")

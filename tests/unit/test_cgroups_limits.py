@@ -1,4 +1,6 @@
 """Limits parsing and validation: every bad value is refused with one line naming the flag."""
+import re
+
 import pytest
 
 from minibox.cgroups import Limits, format_size, limits, parse_cgroup_parent, parse_limits, parse_size
@@ -149,21 +151,21 @@ def test_bad_oci_cgroups_paths(text, message):
 def test_what_docker_writes_for_no_limit_is_no_limit():
     """Docker fills linux.resources with zeroes for every limit not given (blockIO weight,
     cpu shares, pids limit): runc reads them as "not set", and so does minibox."""
-    from minibox.oci import _Config
+    from minibox.oci import ConfigCheck
     from minibox.ociresources import limits as oci_limits
     docker = {"resources": {"devices": [{"allow": False, "access": "rwm"}],
                             "memory": {}, "cpu": {"shares": 0}, "pids": {"limit": 0},
                             "blockIO": {"weight": 0}}}
-    limits = oci_limits(docker, _Config("config.json"))
+    limits = oci_limits(docker, ConfigCheck("config.json"))
     assert (limits.cpu_shares, limits.pids, limits.memory) == (None, None, None)
     assert limits.controllers() == set()  # blockIO weight 0 asks for no blkio controller
     # a weight that is set is applied now (or refused by a host without BFQ, at create)
     assert oci_limits({"resources": {"blockIO": {"weight": 300}}},
-                      _Config("config.json")).blkio_weight == 300
+                      ConfigCheck("config.json")).blkio_weight == 300
 
 
 def test_oci_cpuset_block_io_and_hugepages_become_limits():
-    from minibox.oci import _Config
+    from minibox.oci import ConfigCheck
     from minibox.ociresources import limits as oci_limits
     resources = {"cpu": {"cpus": "0-1", "mems": "0"},
                  "blockIO": {"weight": 500, "weightDevice": [
@@ -174,7 +176,7 @@ def test_oci_cpuset_block_io_and_hugepages_become_limits():
                                                  {"major": 8, "minor": 16, "rate": 0}]},
                  "hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 20},
                                     {"pageSize": "1GB", "limit": 0}]}
-    limits = oci_limits({"resources": resources}, _Config("config.json"))
+    limits = oci_limits({"resources": resources}, ConfigCheck("config.json"))
     assert (limits.cpuset_cpus, limits.cpuset_mems) == ("0-1", "0")
     assert limits.blkio_weight == 500
     assert limits.blkio_weight_devices == [[8, 0, 200]]
@@ -182,6 +184,29 @@ def test_oci_cpuset_block_io_and_hugepages_become_limits():
                                      "write_iops": [[8, 0, 100], [8, 16, 0]]}
     assert limits.hugepages == {"2MB": 4 << 20, "1GB": 0}
     assert limits.controllers() == {"cpuset", "blkio", "hugetlb"}
+
+
+def test_update_applies_what_runc_update_applies_and_keeps_what_create_set():
+    """`update --resources`: memory, cpu, pids and blockIO.weight change; device rules, huge
+    page limits and blockIO's per-device lists are left as create set them (v1 writes no
+    device file for devices=None), and a limit runc would apply but minibox cannot is one line."""
+    from minibox.errors import MiniboxError
+    from minibox.oci import ConfigCheck
+    from minibox.ociresources import update_limits
+    check = ConfigCheck("--resources r.json")
+    limits = update_limits({"memory": {"limit": 1 << 26}, "cpu": {"cpus": "0", "shares": 512},
+                            "pids": {"limit": 42}, "blockIO": {"weight": 300, "weightDevice": [
+                                {"major": 8, "minor": 0, "weight": 200}]},
+                            "devices": [{"allow": False, "access": "rwm"}],
+                            "hugepageLimits": [{"pageSize": "2MB", "limit": 0}]}, check)
+    assert (limits.memory, limits.cpuset_cpus, limits.cpu_shares, limits.pids,
+            limits.blkio_weight) == (1 << 26, "0", 512, 42, 300)
+    assert (limits.devices, limits.hugepages, limits.blkio_weight_devices) == (None, None, None)
+    for resources, message in (([], "--resources r.json: must hold a JSON object"),
+                               ({"unified": {"memory.high": "1M"}},
+                                "linux.resources.unified is not supported")):
+        with pytest.raises(MiniboxError, match=re.escape(message)):
+            update_limits(resources, check)
 
 
 @pytest.mark.parametrize("resources, message", [
@@ -206,8 +231,8 @@ def test_oci_cpuset_block_io_and_hugepages_become_limits():
 ])
 def test_bad_oci_resources_are_one_line_naming_the_field(resources, message):
     from minibox.errors import MiniboxError
-    from minibox.oci import _Config
+    from minibox.oci import ConfigCheck
     from minibox.ociresources import limits as oci_limits
     with pytest.raises(MiniboxError) as error:
-        oci_limits({"resources": resources}, _Config("config.json"))
+        oci_limits({"resources": resources}, ConfigCheck("config.json"))
     assert message in str(error.value) and "\n" not in str(error.value)

@@ -18,7 +18,7 @@ import pyseccomp
 import pytest
 
 from minibox import seccomp, security
-from minibox.oci import _Config
+from minibox.oci import ConfigCheck
 from minibox.syscall_numbers import I386, X32, X86_64
 from tests.seccomp_bpf import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, decide
 
@@ -106,7 +106,7 @@ def exported(lib):
 
 
 def both_programs(config):
-    profile = seccomp.Profile(**seccomp.from_config(config, _Config("config.json")))
+    profile = seccomp.Profile(**seccomp.from_config(config, ConfigCheck("config.json")))
     lib, unknown = libseccomp_filter(config)
     return profile, lib, unknown
 
