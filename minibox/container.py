@@ -190,7 +190,10 @@ def _create_cgroup(cgroup, limits, plan):
               "user's", syscall='echo {pid} > cgroup.procs (v1: in every hierarchy)',
               man="cgroups(7)")
 def _join_cgroup(cgroup, pid):
-    cgroup.add(pid)
+    try:
+        cgroup.add(pid)
+    except cgroups.CgroupError as error:
+        raise MiniboxError(str(error)) from None
 
 
 def _initial_state(spec, directory):

@@ -124,7 +124,18 @@ class Cgroup:
     def add(self, pid: int) -> None:
         """Move `pid` (all its threads) into the cgroup: write it to every `cgroup.procs`."""
         for path in self.paths():
-            write(path, "cgroup.procs", pid)
+            try:
+                write(path, "cgroup.procs", pid)
+            except CgroupError as error:
+                # A real-time process inherits its policy from the caller (sched(7)); with
+                # CONFIG_RT_GROUP_SCHED the kernel refuses it a cpu cgroup whose
+                # cpu.rt_runtime_us is 0, as a new one's is (sched_rt_can_attach: EINVAL).
+                if os.sched_getscheduler(pid) in (os.SCHED_FIFO, os.SCHED_RR):
+                    raise CgroupError(f"{error}: the process runs under a real-time policy "
+                                      "(SCHED_FIFO/SCHED_RR, inherited from the caller), which "
+                                      "a new cpu cgroup has no time for; run minibox under "
+                                      "SCHED_OTHER") from None
+                raise
         grace.finish()  # the move found the grace period passed (grace.py): stop paying it
 
     def pids(self) -> list[int]:

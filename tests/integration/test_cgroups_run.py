@@ -145,6 +145,19 @@ def _cgroup_paths_from_ledger(minibox, timeout=10):
     return wait_until(recorded, timeout=timeout)
 
 
+@pytest.mark.skipif(not os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"),
+                    reason="no cgroup v1 cpu hierarchy with real-time group scheduling here")
+def test_a_real_time_caller_is_one_line_exit_125_and_nothing_is_left(minibox):
+    """A caller under SCHED_FIFO (sched(7)) hands its policy to the init, which the kernel
+    refuses a new v1 cpu cgroup (cpu.rt_runtime_us 0: EINVAL): one line saying why."""
+    result = minibox("run", "--rm", "--network", "none", "busybox", "true", check=False,
+                     preexec_fn=lambda: os.sched_setscheduler(0, os.SCHED_FIFO,
+                                                              os.sched_param(1)))
+    assert_one_line_error(result, 125, "minibox: cannot write")
+    assert "runs under a real-time policy" in result.stderr
+    assert minibox.container_dirs() == []
+
+
 @pytest.mark.parametrize("flags, message", [
     (["-m", "10x"], "-m/--memory: invalid size '10x'"),
     (["-m", "0"], "-m/--memory: minimum memory limit allowed is 6 MiB (got 0 B)"),
