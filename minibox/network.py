@@ -120,10 +120,13 @@ def prepare(spec, directory):
     """Before the first init is forked, for a container on the bridge: record its network
     in the ledger -- older than the init's `process` entry, so teardown kills the init
     first and the kernel takes the veth pair away with its netns (bridge.disconnect) --
-    and start the helper that imports pyroute2 meanwhile (nethelper.py)."""
+    and start the helper that imports pyroute2 meanwhile (nethelper.py), unless __main__.py
+    did already. Any other network: stop a helper that __main__.py's guess started."""
     if spec.network is not None and spec.network.kind == "bridge":
         directory.record("network", container=directory.id)
         nethelper.start()
+    else:
+        nethelper.stop()
 
 
 def set_up(spec, directory, pid, shared_address=None):
