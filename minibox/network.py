@@ -147,6 +147,10 @@ def set_up(spec, directory, pid, shared_address=None):
         return None
     address = shared_address
     if mode.kind == "bridge":
+        # Teardown gives the lease back with ipam.py, whose ipaddress and pathlib (~4 ms)
+        # would otherwise load after the container's exit: loaded now, while the helper is
+        # still importing pyroute2 and the runtime would only wait for it.
+        from . import ipam  # noqa: F401
         previous = (directory.load() or {}).get("network")
         address = nethelper.connect(directory.id, pid,
                                     previous["address"] if previous else spec.ip,
