@@ -6,14 +6,16 @@ and any `from pyroute2.x import y` runs that __init__ first (bench/README.md has
 figures). A container on the bridge needs it for a few netlink requests only, between its
 init's "ready" and "go" (container.py). So container.create forks a helper first thing
 (network.prepare), which imports pyroute2 on the machine's other core while the runtime
-makes the cgroup, the container's directories and the init. When the init is ready the
-runtime sends one request over a socketpair (SOCK_SEQPACKET: one message each way); the
-helper connects the init to the bridge (bridge.connect), answers with the address or a
-failure report, and exits.
+makes the cgroup, the container's directories and the init; a plain `minibox run` forks
+it sooner still, from __main__.py before the command line's imports (start_for_run), since
+the import is what the whole run waits for. When the init is ready the runtime sends one
+request over a socketpair (SOCK_SEQPACKET: one message each way); the helper connects the
+init to the bridge (bridge.connect), answers with the address or a failure report, and
+exits.
 
                 runtime                              helper
-    fork  ---------------------------------->  import pyroute2
-    cgroup, directories, fork the init ...
+    fork  ---------------------------------->  import pyroute2, bridge.py
+    parse the command line, cgroup, directories, fork the init ...
     "connect ID PID IP REPLACE"  ----------->  bridge.connect: veth, address, route
                                  <-----------  "ok 10.199.0.2"  (or "error 125 ...")
     SIGKILL + reap the helper                   _exit
@@ -26,19 +28,27 @@ so a monitor that waits for days does not keep it resident.
 
 Nothing of the helper's outlives the runtime. It dies with it (PR_SET_PDEATHSIG), and the
 runtime kills and reaps it before returning from connect() or leaving the run, so the
-helper never makes a thing after the runtime started undoing: whatever it made half-way,
-the ledger's `network` entry -- written before the helper is forked -- has teardown or
-`gc` undo. Ctrl-C reaches the runtime only (the helper ignores SIGINT): one process
-decides. `--explain` narrates the connection in the runtime itself, where its steps print
-and pause.
+helper never makes a thing after the runtime started undoing. It makes nothing unasked, and
+is asked only once the ledger's `network` entry is written, so whatever it made half-way
+has teardown or `gc` undo it. Ctrl-C reaches the runtime only (the helper ignores SIGINT,
+blocked from before the fork until then): one process decides. `--explain` narrates the
+connection in the runtime itself, where its steps print and pause.
 """
+import _signal  # not signal.py: every `minibox run` imports this module, on the bridge or not
 import _socket
 import os
-import signal
 
 from . import explain
 
 _helper = None  # (the PID that forked it, the helper's PID and pidfd, our end of the socketpair)
+
+# What pyroute2 imports and a `minibox run` imports too (click, ctypes for the syscalls):
+# start_for_run imports them before the fork, so that the helper inherits them instead of
+# importing them a second time -- ~20 ms of CPU per run, which a busy machine pays in wall
+# time (bench/README.md). The helper ends its import no later for that: it had them to do.
+# Only speed depends on this list: a module missing from it is imported twice.
+SHARED_IMPORTS = ("ctypes", "datetime", "gettext", "inspect", "signal", "threading", "typing",
+                  "uuid")
 
 
 def start():
@@ -48,12 +58,52 @@ def start():
         return
     channel, helper_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     parent = os.getpid()
+    # A Ctrl-C between fork(2) and the helper's SIG_IGN would raise KeyboardInterrupt in
+    # the helper, a copy of the runtime that would then run the runtime's handlers.
+    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, [_signal.SIGINT])
     pid = os.fork()
     if pid == 0:
+        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # a pending one is discarded
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
         channel.close()
         _serve(helper_end, parent)  # never returns
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
     helper_end.close()
     _helper = parent, pid, os.pidfd_open(pid), channel
+
+
+def start_for_run(run_args):
+    """From __main__.py, before the command line and the runtime are imported: start the
+    helper now if `minibox run RUN_ARGS` looks headed for the bridge, its default.
+
+    A glance at the raw words, not a parse (click parses them later): the first
+    `--network MODE` or `--network=MODE` is read, and runs that connect elsewhere or later
+    are left alone: without root (no bridge), with -d (the detached monitor connects, with
+    a helper of its own) and with --explain or --step (connect() narrates in the runtime).
+    A wrong guess costs time only: a helper not started here is started by connect(), and
+    one started for a run that needs none is stopped by network.prepare."""
+    words = run_args[:run_args.index("--")] if "--" in run_args else run_args
+    if os.geteuid() != 0 or any(_elsewhere(word) for word in words):
+        return
+    mode = "bridge"
+    for index, word in enumerate(words):
+        if word.startswith("--network="):
+            mode = word.partition("=")[2]
+            break
+        if word == "--network":
+            mode = words[index + 1] if index + 1 < len(words) else ""
+            break
+    if mode == "bridge":
+        for name in SHARED_IMPORTS:
+            __import__(name)
+        start()
+
+
+def _elsewhere(word):
+    """-d, --detach, --explain, --step, or -d among short flags (-dit)."""
+    if word in ("--detach", "--explain", "--step"):
+        return True
+    return word[:1] == "-" and "d" in word[1:] and set(word[1:]) <= set("dit")
 
 
 def connect(container_id, pid, requested_ip=None, replace=False):
@@ -119,7 +169,7 @@ def _end(pidfd):
     pidfd (pidfd_send_signal(2), waitid(P_PIDFD)): a stop() that a Ctrl-C cut short may
     have reaped it already, and its PID may be another process's by now."""
     try:
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
     except ProcessLookupError:
         pass  # reaped already
     try:
@@ -145,13 +195,15 @@ def _attach_here(owner, ifname):
 def _serve(channel, parent):
     """The helper's whole life: import, take one request, answer, _exit. Never returns."""
     from .errors import RUNTIME_ERROR, MiniboxError, bug_line, failure_report
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     reply = b""
     try:
         from . import syscalls
-        syscalls.set_parent_death_signal(signal.SIGKILL)
+        syscalls.set_parent_death_signal(_signal.SIGKILL)
         if os.getppid() == parent:  # else the runtime died before the line above
-            import pyroute2.iproute.linux  # noqa: F401  (the import this process is for)
+            # The import this process is for, and bridge.py's own: all the request needs
+            # is loaded before it comes.
+            import pyroute2.iproute.linux  # noqa: F401
+            from . import bridge, ipam  # noqa: F401
             request = channel.recv(4096).decode().split()
             if request and request[0] == "attach":
                 reply = f"ok {' '.join(_attach_here(*request[1:]))}".encode()

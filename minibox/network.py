@@ -120,10 +120,13 @@ def prepare(spec, directory):
     """Before the first init is forked, for a container on the bridge: record its network
     in the ledger -- older than the init's `process` entry, so teardown kills the init
     first and the kernel takes the veth pair away with its netns (bridge.disconnect) --
-    and start the helper that imports pyroute2 meanwhile (nethelper.py)."""
+    and start the helper that imports pyroute2 meanwhile (nethelper.py), unless __main__.py
+    did already. Any other network: stop a helper that __main__.py's guess started."""
     if spec.network is not None and spec.network.kind == "bridge":
         directory.record("network", container=directory.id)
         nethelper.start()
+    else:
+        nethelper.stop()
 
 
 def set_up(spec, directory, pid, shared_address=None):
@@ -144,6 +147,10 @@ def set_up(spec, directory, pid, shared_address=None):
         return None
     address = shared_address
     if mode.kind == "bridge":
+        # Teardown gives the lease back with ipam.py, whose ipaddress and pathlib (~4 ms)
+        # would otherwise load after the container's exit: loaded now, while the helper is
+        # still importing pyroute2 and the runtime would only wait for it.
+        from . import ipam  # noqa: F401
         previous = (directory.load() or {}).get("network")
         address = nethelper.connect(directory.id, pid,
                                     previous["address"] if previous else spec.ip,

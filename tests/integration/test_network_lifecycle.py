@@ -218,11 +218,51 @@ def test_the_owner_of_a_shared_netns_stops_first_and_takes_its_veth_and_address(
     minibox("rm", "-f", joiner)
 
 
+# What the helper has loaded when it starts its own work: `minibox run` as the command runs it.
+MODULES_AT_FORK = """
+import sys
+from minibox import nethelper
+serve = nethelper._serve
+def spy(channel, parent):
+    print("click in the helper:", "click" in sys.modules, flush=True)
+    serve(channel, parent)
+nethelper._serve = spy
+sys.argv = ["minibox", "run", "--rm", "busybox", "true"]
+from minibox.__main__ import main
+main()
+"""
+
+
+def test_a_bridge_run_forks_its_helper_before_the_command_line_is_imported(minibox):
+    """The helper's import of pyroute2 is what a bridge run waits for longest: __main__.py
+    starts it before click and the runtime are imported (nethelper.start_for_run)."""
+    result = subprocess.run([sys.executable, "-c", MODULES_AT_FORK], env=minibox.env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "click in the helper: False\n"
+    assert leases() == {}
+
+
+def test_a_helper_forked_on_a_wrong_guess_is_gone_before_the_container_runs(minibox):
+    """__main__.py reads the first --network, click the last: the helper it forked for the
+    bridge is stopped once the spec says `none` (network.prepare), not left to idle beside
+    the container, nor as a zombie of the lean monitor."""
+    run = minibox.popen("run", "--rm", "--network", "bridge", "--network", "none", "busybox",
+                        "sleep", "2", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE)
+    current = minibox.wait_for_state(lambda state: state["status"] == "running")
+    with open(f"/proc/{run.pid}/task/{run.pid}/children") as children:
+        assert children.read().split() == [str(current["pid"])]
+    out, err = run.communicate(timeout=30)
+    assert (run.returncode, out, err) == (0, "", "")
+    assert current["network"]["mode"] == "none"
+
+
 def test_a_helper_killed_before_it_answers_fails_the_run_in_one_line(minibox):
     run = minibox.popen("run", "--rm", "busybox", "true", stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     children = f"/proc/{run.pid}/task/{run.pid}/children"
-    # Its first child, forked as the container is created, and importing pyroute2 now.
+    # Its first child, forked before the command line is read, and importing pyroute2 now.
     helper = int(wait_until(lambda: open(children).read().split(), interval=0.001)[0])
     os.kill(helper, signal.SIGKILL)
     out, err = run.communicate(timeout=30)

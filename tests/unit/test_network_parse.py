@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from minibox import bridge, network
+from minibox import bridge, network, nethelper
 from minibox.bridge import NetworkError
 from minibox.network import parse_mode
 from minibox.portproxy import PublishError, parse_mapping
@@ -101,3 +101,35 @@ def test_importing_network_does_not_import_pyroute2():
              "print('pyroute2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("args, starts", [
+    (["busybox", "true"], True),
+    (["--rm", "--network", "bridge", "-p", "8080:80", "busybox"], True),
+    (["--network=bridge", "busybox"], True),
+    (["--network", "none", "busybox"], False),
+    (["--network=host", "busybox"], False),
+    (["--network", "container:web", "busybox"], False),
+    (["-d", "busybox"], False),
+    (["-dit", "busybox", "sh"], False),
+    (["--explain", "busybox", "true"], False),
+    (["--step", "busybox", "true"], False),
+    (["busybox", "ls", "-d", "/"], False),  # a guess: the helper starts later, at connect()
+    (["busybox", "--", "-d"], True),
+    (["--network"], False),
+])
+def test_the_helper_starts_before_the_command_line_for_runs_that_look_bridged(
+        monkeypatch, args, starts):
+    started = []
+    monkeypatch.setattr(nethelper, "start", lambda: started.append(True))
+    monkeypatch.setattr(nethelper.os, "geteuid", lambda: 0)
+    nethelper.start_for_run(args)
+    assert started == ([True] if starts else [])
+
+
+def test_without_root_no_helper_starts_before_the_command_line(monkeypatch):
+    started = []
+    monkeypatch.setattr(nethelper, "start", lambda: started.append(True))
+    monkeypatch.setattr(nethelper.os, "geteuid", lambda: 1000)
+    nethelper.start_for_run(["busybox", "true"])
+    assert started == []
