@@ -19,8 +19,9 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
+import prctl  # python-prctl: a C extension; ctypes, loaded for the same two calls, cost ~2 ms
+
 from minibox.explain import caller
-from minibox.syscalls import set_parent_death_signal
 from minivm import MinivmError
 from minivm.console import ConsoleParser
 
@@ -180,30 +181,42 @@ class Result:
         self.phases: list[tuple[str, float]] = []  # (name, seconds since minivm started)
 
 
-# The running QEMU as run() sees it: its pid, a pidfd that becomes readable when it exits
-# (pidfd_open(2)), and minivm's ends of its serial console, stderr and (with -i) stdin.
-Child = namedtuple("Child", "pid pidfd serial errors input")
+# A QEMU that spawn() started: its pid and minivm's ends of its serial console, stderr and
+# (with -i) stdin; None for what does not come back to minivm (a detached VM's).
+Child = namedtuple("Child", "pid serial errors input")
 
 
-def spawn(config: VMConfig, stdin: bool) -> Child:
-    """Start QEMU with fork(2) and execve(2): subprocess, with the threading, selectors and
-    locale it imports, would cost ~2.5 ms at each boot (bench/README.md, issue 19). Between
-    the two, the child takes its own session (setsid(2)), so that a Ctrl-C on the host
-    terminal reaches minivm, which stops QEMU itself, rather than QEMU dying first and the
-    exit status getting lost; and PR_SET_PDEATHSIG (prctl(2)) asks the kernel to SIGKILL QEMU
-    when minivm dies, even by SIGKILL, so no guest outlives its minivm. An exec that fails
-    is told through a close-on-exec pipe: the parent reads EOF once QEMU runs."""
+def spawn(config: VMConfig, stdin: bool = False, log: int | None = None) -> Child:
+    """Start QEMU with fork(2) and execve(2), for a run in the foreground (log None) or a
+    detached VM (vms.py's watchdog; `log`: the descriptor of its qemu.log).
+
+    In the foreground, QEMU's serial console (its stdout) and stderr come back through
+    pipes, and PR_SET_PDEATHSIG (prctl(2)) asks the kernel to SIGKILL QEMU when minivm dies,
+    even by SIGKILL, so no guest outlives its minivm. A detached VM's console is a file
+    (config.serial), its stderr goes to `log`, and it must outlive the watchdog that starts
+    it (which kills it itself if `run -d` fails). Both take a session of their own
+    (setsid(2)): a Ctrl-C on the host terminal reaches minivm, which stops QEMU itself,
+    rather than QEMU dying first with the exit status lost; and no transparent huge pages
+    (prctl(2) PR_SET_THP_DISABLE, kept across execve(2)): QEMU asks for them on guest RAM
+    (madvise(2) MADV_HUGEPAGE), and then each byte the guest touches makes 2 MiB of host
+    memory resident (Documentation/admin-guide/mm/transhuge.rst). An exec that fails is told
+    through a close-on-exec pipe: the parent reads EOF once QEMU runs. (subprocess, with
+    the threading, selectors and locale it imports, cost ~2.5 ms at each boot.)"""
     args = argv(config)
+    foreground = log is None
     fds = [os.pipe() for _ in range(4)]  # serial, stderr, stdin, the failed exec's report
     (serial, serial_w), (errors, errors_w), (input_r, input_w), (report, report_w) = fds
     pid = os.fork()
     if pid == 0:
         try:
             os.setsid()
-            set_parent_death_signal(_signal.SIGKILL)  # imported in the parent: ctypes, ~4 ms
-            os.dup2(input_r if stdin else os.open(os.devnull, os.O_RDONLY), 0)
-            os.dup2(serial_w, 1)
-            os.dup2(errors_w, 2)
+            prctl.set_thp_disable(True)
+            if foreground:
+                prctl.set_pdeathsig(_signal.SIGKILL)
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(input_r if stdin else null, 0)
+            os.dup2(serial_w if foreground else null, 1)
+            os.dup2(errors_w if foreground else log, 2)
             # As subprocess's close_fds: no descriptor that minivm inherited by chance stays
             # open in QEMU; the report pipe closes itself at the exec.
             low = 3
@@ -228,7 +241,11 @@ def spawn(config: VMConfig, stdin: bool) -> Child:
         raise MinivmError(f"cannot start {QEMU_BINARY}: {failure}")
     if not stdin:
         os.close(input_w)
-    return Child(pid, os.pidfd_open(pid), serial, errors, input_w if stdin else None)
+    if not foreground:
+        os.close(serial)
+        os.close(errors)
+    return Child(pid, serial if foreground else None, errors if foreground else None,
+                 input_w if stdin else None)
 
 
 class Console:
@@ -257,13 +274,14 @@ def run(config: VMConfig, parser: ConsoleParser, console: Console, timeout: floa
         result.phases.append((name, time.monotonic() - started))
 
     qemu = spawn(config, stdin=console.stdin_fd is not None)
+    exited = os.pidfd_open(qemu.pid)  # readable once QEMU exits (pidfd_open(2))
     phase("qemu spawned")
     try:
         ending = _relay(qemu, parser, console, started + timeout, result, phase)
         result.timed_out = ending == "timeout"
         result.escaped = ending == "escape"
         if ending == "serial closed":
-            result.qemu_status = _wait(qemu, started + timeout)
+            result.qemu_status = _wait(qemu.pid, exited, started + timeout)
             result.timed_out = result.qemu_status is None
             if not result.timed_out:  # a QEMU still running keeps its stderr open
                 result.qemu_errors += _read_all(qemu.errors).decode(errors="replace")
@@ -272,20 +290,20 @@ def run(config: VMConfig, parser: ConsoleParser, console: Console, timeout: floa
         if result.qemu_status is None:
             os.kill(qemu.pid, _signal.SIGKILL)  # our child, not yet reaped: the PID is still its
             os.waitpid(qemu.pid, 0)
-        for fd in (qemu.pidfd, qemu.serial, qemu.errors, qemu.input):
+        for fd in (exited, qemu.serial, qemu.errors, qemu.input):
             if fd is not None:
                 os.close(fd)
     result.kernel_tail = list(parser.kernel_tail)
     return result
 
 
-def _wait(qemu: Child, deadline: float) -> int | None:
+def _wait(pid: int, pidfd: int, deadline: float) -> int | None:
     """QEMU's exit status (-N for signal N, as subprocess says it), or None if it is still
     running at `deadline`."""
-    exited, _, _ = select.select([qemu.pidfd], [], [], max(deadline - time.monotonic(), 0))
+    exited, _, _ = select.select([pidfd], [], [], max(deadline - time.monotonic(), 0))
     if not exited:
         return None
-    return os.waitstatus_to_exitcode(os.waitpid(qemu.pid, 0)[1])
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def _read_all(fd: int) -> bytes:

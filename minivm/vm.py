@@ -106,7 +106,6 @@ def run(request, started: float) -> int:
     """Boot the guest of `request` (a runcall.Request), run the command, return its exit
     status (for -d: start it, print its name, return 0). `started`: time.monotonic() when
     minivm started, for --timings."""
-    from minibox.syscalls import disable_transparent_hugepages  # loaded with qemu anyway
     from minivm import initramfs, kernel, qemu
 
     command = request.command
@@ -204,12 +203,10 @@ def run(request, started: float) -> int:
                 and not kernel.takes_mmio_devices_from_command_line(guest_kernel),
                 pass_fds=tuple(devices.fds),
                 pit_tick=guest_kernel.vmlinux.parent == kernel.tiny_dir(cache))
-            # Inherited by QEMU however it starts, and kept across its execve(2).
-            disable_transparent_hugepages()
             explain.narrate("no transparent huge pages for QEMU: with them, each byte the "
                             "guest touches makes 2 MiB of its RAM resident on the host",
                             "prctl(2) PR_SET_THP_DISABLE, admin-guide/mm/transhuge.rst",
-                            disable_transparent_hugepages)
+                            qemu.spawn)
             if vm_dir:
                 _start_detached(config, vm_dir, {"command": command, "nonce": nonce,
                                                  "network": devices.network})

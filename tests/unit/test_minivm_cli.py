@@ -372,8 +372,11 @@ def test_a_run_loads_no_click(tmp_path):
 
 
 QEMU_THAT_REPORTS = """#!{python}
-import os
-print("session leader:", os.getsid(0) == os.getpid(), "fds:", sorted(os.listdir("/proc/self/fd")))
+import os, sys
+import prctl
+print("session leader:", os.getsid(0) == os.getpid(), "fds:", sorted(os.listdir("/proc/self/fd")),
+      "huge pages:", prctl.get_thp_disable() == 0, "death signal:", prctl.get_pdeathsig(),
+      file=sys.stderr if "-qmp" in " ".join(sys.argv) else sys.stdout)
 """
 
 
@@ -396,12 +399,31 @@ def test_qemu_runs_in_its_own_session_with_no_descriptor_minivm_inherited(tmp_pa
         done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60,
                               stdin=subprocess.DEVNULL, pass_fds=(inherited.fileno(),))
     assert done.returncode == vm.EXIT_MINIVM_ERROR
-    assert "[guest] session leader: True fds: ['0', '1', '2', '3']" in done.stderr  # 3: listdir's
+    assert ("[guest] session leader: True fds: ['0', '1', '2', '3'] huge pages: False death "
+            "signal: 9") in done.stderr  # fd 3: listdir's
     qemu.write_bytes(b"not a program")  # and no other qemu on PATH for execvp to go on to
     done = subprocess.run(argv, capture_output=True, text=True, env=dict(env, PATH=str(tmp_path)),
                           timeout=60, stdin=subprocess.DEVNULL)
     one_line_error(done, vm.EXIT_MINIVM_ERROR, "minivm: ",
                    "cannot start qemu-system-x86_64: Exec format error")
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="the initramfs needs busybox")
+def test_a_detached_qemu_is_spawned_alike_but_outlives_minivm_and_logs_to_qemu_log(tmp_path):
+    """`run -d` starts QEMU with the same qemu.spawn (its own session, no descriptor of
+    minivm's, no huge pages) but without the death signal, since it must outlive the
+    watchdog, and with its stderr in the VM's qemu.log, whose last line a QEMU that exits at
+    once becomes."""
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.write_text(QEMU_THAT_REPORTS.format(python=sys.executable))
+    qemu.chmod(0o755)
+    vmlinux = tmp_path / "vmlinux"
+    vmlinux.write_bytes(b"\x7fELF" + bytes(4096) + b"Linux version 6.1.0-test (a@b) #1\0")
+    done = minivm("run", "-d", "--accel", "tcg", "--kernel", str(vmlinux), "--", "true",
+                  env={"PATH": f"{tmp_path}:{os.environ['PATH']}",
+                       "MINIVM_ROOT": str(tmp_path / "vms")}, cache=tmp_path / "c")
+    one_line_error(done, vm.EXIT_MINIVM_ERROR, "minivm: ", "QEMU exited at once: session "
+                   "leader: True fds: ['0', '1', '2', '3', '4'] huge pages: False death signal: 0")
 
 
 @pytest.mark.skipif(shutil.which("busybox") is None, reason="the initramfs needs busybox")
