@@ -20,6 +20,7 @@ stall in ~5% of microvm boots before tsc_early_khz=).
 the vmlinux saves.
 """
 import argparse
+import glob
 import os
 import resource
 import shutil
@@ -163,7 +164,7 @@ def compare(minivm, kernels, rounds, bzimage_rounds):
                       lambda status, output: marker in output)
                 for _ in range(bzimage_rounds)]
     finally:
-        initrd.unlink()
+        os.unlink(initrd)
     print(f"{rounds} interleaved rounds, seconds")
     for kind, by_name in results.items():
         print(f"  {kind + ' kernel':<28} {'wall median':>11} {'wall min':>9} {'CPU median':>11}"
@@ -222,7 +223,8 @@ def count_hangs(minivm, boots):
 
 def _debian_bzimage(guest):
     """The compressed kernel the vmlinux came from (Debian's package keeps it in boot/)."""
-    found = sorted((guest.vmlinux.parent / "boot").glob("vmlinuz-*"))
+    boot = os.path.join(os.path.dirname(guest.vmlinux), "boot")
+    found = sorted(glob.glob(os.path.join(boot, "vmlinuz-*")))
     if not found:
         sys.exit("--bzimage needs the Debian kernel minivm fetched (minivm kernel fetch)")
     return found[0]

@@ -144,7 +144,7 @@ class HandTypedGuests:
             console.unlink()
 
     def close(self):
-        self.initrd.unlink()
+        os.unlink(self.initrd)
         self.scratch.rmdir()
 
 

@@ -169,7 +169,7 @@ def start(config, directory: VMDir, state: dict):
                     "emptied once QEMU loaded it, so QEMU keeps no kernel pages mapped",
                     "memfd_create(2), ftruncate(2)", explain.where(kernel_in_memory))
     try:
-        config.kernel = Path(f"/proc/self/fd/{kernel}")  # QEMU opens its inherited copy
+        config.kernel = f"/proc/self/fd/{kernel}"  # QEMU opens its inherited copy
         config.pass_fds += (kernel,)
         _launch_and_record(config, directory, state, kernel)
     finally:
@@ -205,7 +205,7 @@ def _launch_and_record(config, directory: VMDir, state: dict, kernel: int):
         os.waitpid(watchdog, 0)
 
 
-def kernel_in_memory(vmlinux: Path) -> int:
+def kernel_in_memory(vmlinux: str) -> int:
     """A copy of the kernel in an anonymous file (memfd_create(2)), for QEMU's -kernel.
 
     QEMU keeps the ELF file it loaded mapped for the VM's whole life (hw/core/loader.c: a
@@ -217,7 +217,7 @@ def kernel_in_memory(vmlinux: Path) -> int:
     detached VM, which lives on, makes it; sendfile(2) copies inside the kernel."""
     copy = os.memfd_create("minivm-vmlinux")  # MFD_CLOEXEC: only QEMU gets it (pass_fds)
     try:
-        with vmlinux.open("rb") as source:
+        with open(vmlinux, "rb") as source:
             size, done = os.fstat(source.fileno()).st_size, 0
             while done < size:
                 done += os.sendfile(copy, source.fileno(), done, size - done)

@@ -371,6 +371,27 @@ def test_a_run_loads_no_click(tmp_path):
     assert done.stderr.splitlines()[-1].startswith("minivm: argument --cpus: invalid int")
 
 
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="the initramfs needs busybox")
+def test_a_boot_of_the_cached_tiny_kernel_loads_no_pathlib_re_ctypes_or_shlex(tmp_path):
+    """The default boot (the tiny kernel from the cache, no -m) leaves out what its work does
+    not need (bench/README.md, issue 19, fourth stop): paths are str (pathlib loads re,
+    enum, fnmatch and urllib.parse), prctl(2) goes through python-prctl (not ctypes), sh
+    quoting needs no shlex (which loads re)."""
+    (tmp_path / "qemu-system-x86_64").symlink_to("/bin/true")
+    tiny = tmp_path / "c" / "tiny"
+    tiny.mkdir(parents=True)
+    (tiny / "vmlinux").write_bytes(b"\x7fELF" + bytes(4096))
+    (tiny / "kernel.json").write_text(json.dumps({"release": "6.1.0-minivm", "origin": "test",
+                                                  "vmlinux": str(tiny / "vmlinux")}))
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "MINIVM_CACHE": str(tmp_path / "c")}
+    minivm("run", "--accel", "tcg", "--", "true", env=env)  # builds the initramfs base
+    done = minivm("run", "--accel", "tcg", "--", "true", env=env, python=("-X", "importtime"))
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "without reporting an exit status" in done.stderr and "minivm.qemu" in imported
+    assert not {"pathlib", "re", "enum", "ctypes", "shlex"} & imported
+
+
 QEMU_THAT_REPORTS = """#!{python}
 import os, sys
 import prctl
