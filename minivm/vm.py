@@ -199,7 +199,8 @@ def run(request, started: float) -> int:
                 acpi=bool(devices.options)
                 and not kernel.takes_mmio_devices_from_command_line(guest_kernel),
                 pass_fds=tuple(devices.fds),
-                pit_tick=os.path.dirname(guest_kernel.vmlinux) == kernel.tiny_dir(cache))
+                pit_tick=os.path.dirname(guest_kernel.vmlinux) == kernel.tiny_dir(cache),
+                boot_log_shown=request.verbose or request.explain)
             explain.narrate("no transparent huge pages for QEMU: with them, each byte the "
                             "guest touches makes 2 MiB of its RAM resident on the host",
                             "prctl(2) PR_SET_THP_DISABLE, admin-guide/mm/transhuge.rst",
