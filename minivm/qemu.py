@@ -211,16 +211,19 @@ def spawn(config: VMConfig, stdin: bool = False, log: int | None = None) -> Chil
     pipes, and PR_SET_PDEATHSIG (prctl(2)) asks the kernel to SIGKILL QEMU when minivm dies,
     even by SIGKILL, so no guest outlives its minivm. A detached VM's console is a file
     (config.serial), its stderr goes to `log`, and it must outlive the watchdog that starts
-    it (which kills it itself if `run -d` fails). Both take a session of their own
-    (setsid(2)): a Ctrl-C on the host terminal reaches minivm, which stops QEMU itself,
-    rather than QEMU dying first with the exit status lost; and no transparent huge pages
-    (prctl(2) PR_SET_THP_DISABLE, kept across execve(2)): QEMU asks for them on guest RAM
-    (madvise(2) MADV_HUGEPAGE), and then each byte the guest touches makes 2 MiB of host
-    memory resident (Documentation/admin-guide/mm/transhuge.rst). An exec that fails is told
-    through a close-on-exec pipe: the parent reads EOF once QEMU runs. (subprocess, with
-    the threading, selectors and locale it imports, cost ~2.5 ms at each boot; and the
-    program is found on $PATH here, not by execvp in the child, where os.get_exec_path's
-    import of warnings held QEMU back by ~1 ms.)"""
+    it (which kills it itself if `run -d` fails). It also runs without transparent huge
+    pages (prctl(2) PR_SET_THP_DISABLE, kept across execve(2)): QEMU asks for them on guest
+    RAM and its code cache (madvise(2) MADV_HUGEPAGE), and then each byte an idle guest
+    touched keeps 2 MiB of host memory resident (Documentation/admin-guide/mm/transhuge.rst).
+    A foreground run keeps them: its guest is gone in a moment, and boots ~18 ms faster with
+    them, 2 MiB page faults instead of 512 small ones each (bench/README.md, issue 19).
+
+    Both take a session of their own (setsid(2)): a Ctrl-C on the host terminal reaches
+    minivm, which stops QEMU itself, rather than QEMU dying first with the exit status lost.
+    An exec that fails is told through a close-on-exec pipe: the parent reads EOF once QEMU
+    runs. (subprocess, with the threading, selectors and locale it imports, cost ~2.5 ms at
+    each boot; and the program is found on $PATH here, not by execvp in the child, where
+    os.get_exec_path's import of warnings held QEMU back by ~1 ms.)"""
     args, program = argv(config), binary()
     foreground = log is None
     fds = [os.pipe() for _ in range(4)]  # serial, stderr, stdin, the failed exec's report
@@ -229,9 +232,10 @@ def spawn(config: VMConfig, stdin: bool = False, log: int | None = None) -> Chil
     if pid == 0:
         try:
             os.setsid()
-            prctl.set_thp_disable(True)
             if foreground:
                 prctl.set_pdeathsig(_signal.SIGKILL)
+            else:
+                prctl.set_thp_disable(True)
             null = os.open(os.devnull, os.O_RDWR)
             os.dup2(input_r if stdin else null, 0)
             os.dup2(serial_w if foreground else null, 1)

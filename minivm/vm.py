@@ -201,11 +201,11 @@ def run(request, started: float) -> int:
                 pass_fds=tuple(devices.fds),
                 pit_tick=os.path.dirname(guest_kernel.vmlinux) == kernel.tiny_dir(cache),
                 boot_log_shown=request.verbose or request.explain)
-            explain.narrate("no transparent huge pages for QEMU: with them, each byte the "
-                            "guest touches makes 2 MiB of its RAM resident on the host",
-                            "prctl(2) PR_SET_THP_DISABLE, admin-guide/mm/transhuge.rst",
-                            qemu.spawn)
             if vm_dir:
+                explain.narrate("no transparent huge pages for a detached VM's QEMU: with "
+                                "them, each byte an idle guest touched keeps 2 MiB of its RAM "
+                                "resident on the host", "prctl(2) PR_SET_THP_DISABLE, "
+                                "admin-guide/mm/transhuge.rst", qemu.spawn)
                 _start_detached(config, vm_dir, {"command": command, "nonce": nonce,
                                                  "network": devices.network})
                 cleanup.pop_all()  # the VM keeps its directory, overlays... until `minivm rm`

@@ -405,7 +405,8 @@ print("session leader:", os.getsid(0) == os.getpid(), "fds:", sorted(os.listdir(
 def test_qemu_runs_in_its_own_session_with_no_descriptor_minivm_inherited(tmp_path):
     """qemu.spawn's fork and exec do what subprocess did: a session of QEMU's own (a Ctrl-C
     reaches minivm first), and no descriptor of minivm's caller left open in QEMU (the
-    test's fd, inherited by minivm, would otherwise be); an exec that fails is one line."""
+    test's fd, inherited by minivm, would otherwise be); SIGKILL when minivm dies, huge
+    pages kept (a foreground boot is faster with them); an exec that fails is one line."""
     qemu = tmp_path / "qemu-system-x86_64"
     qemu.write_text(QEMU_THAT_REPORTS.format(python=sys.executable))
     qemu.chmod(0o755)
@@ -420,7 +421,7 @@ def test_qemu_runs_in_its_own_session_with_no_descriptor_minivm_inherited(tmp_pa
         done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60,
                               stdin=subprocess.DEVNULL, pass_fds=(inherited.fileno(),))
     assert done.returncode == vm.EXIT_MINIVM_ERROR
-    assert ("[guest] session leader: True fds: ['0', '1', '2', '3'] huge pages: False death "
+    assert ("[guest] session leader: True fds: ['0', '1', '2', '3'] huge pages: True death "
             "signal: 9") in done.stderr  # fd 3: listdir's
     qemu.write_bytes(b"not a program")  # and no other qemu on PATH for execvp to go on to
     done = subprocess.run(argv, capture_output=True, text=True, env=dict(env, PATH=str(tmp_path)),
@@ -432,8 +433,9 @@ def test_qemu_runs_in_its_own_session_with_no_descriptor_minivm_inherited(tmp_pa
 @pytest.mark.skipif(shutil.which("busybox") is None, reason="the initramfs needs busybox")
 def test_a_detached_qemu_is_spawned_alike_but_outlives_minivm_and_logs_to_qemu_log(tmp_path):
     """`run -d` starts QEMU with the same qemu.spawn (its own session, no descriptor of
-    minivm's, no huge pages) but without the death signal, since it must outlive the
-    watchdog, and with its stderr in the VM's qemu.log, whose last line a QEMU that exits at
+    minivm's) but without the death signal, since it must outlive the watchdog, without
+    transparent huge pages, since it may idle long (a foreground run keeps them: it boots
+    faster), and with its stderr in the VM's qemu.log, whose last line a QEMU that exits at
     once becomes."""
     qemu = tmp_path / "qemu-system-x86_64"
     qemu.write_text(QEMU_THAT_REPORTS.format(python=sys.executable))
