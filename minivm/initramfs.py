@@ -105,6 +105,9 @@ devtmpfs  /dev   devtmpfs  nosuid               0 0
 INIT = r"""#!/bin/busybox sh
 export PATH=/bin HOME=/root
 busybox mount -a
+# The boot log came without timestamps when nobody watched it (printk.time=0, qemu.py: fewer
+# bytes through the UART); the log keeps them, and dmesg shows them again from here on.
+echo Y 2>/dev/null > /sys/module/printk/parameters/time
 . /minivm/run.conf
 if [ "$tty" = 1 ]; then
     stty rows "$rows" cols "$cols"

@@ -85,7 +85,8 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
             "printk.time=0", why="no timestamp before each kernel line when nobody reads them "
             "as they come (no -v): a fifth fewer bytes through the emulated UART, one I/O exit "
             "and one write(2) of QEMU's each (~6 ms of a tiny-kernel boot, bench/README.md); "
-            "a guest that hangs still shows its last lines", doc="kernel-parameters: printk.time="))
+            "a guest that hangs still shows its last lines, and /init turns them back on for "
+            "dmesg", doc="kernel-parameters: printk.time="))
     if config.accel == "tcg":
         if config.tsc_khz:
             params.append(option(
