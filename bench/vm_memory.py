@@ -129,7 +129,8 @@ class HandTypedGuests:
             started = time.monotonic()
             with console.open("wb") as output:
                 self.processes.append(subprocess.Popen(
-                    hand_typed(self.guest.vmlinux, self.initrd, accel.host_tsc_khz(), self.tiny),
+                    hand_typed(self.guest.vmlinux, self.initrd, accel.host_tsc_khz(), self.tiny,
+                               qemu_defaults=True),
                     stdin=subprocess.DEVNULL, stdout=output, stderr=output))
             seconds.append(wait_for_command(console, NONCE, started))
         self.pids = [process.pid for process in self.processes]
@@ -143,7 +144,7 @@ class HandTypedGuests:
             console.unlink()
 
     def close(self):
-        self.initrd.unlink()
+        os.unlink(self.initrd)
         self.scratch.rmdir()
 
 

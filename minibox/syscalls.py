@@ -49,7 +49,6 @@ CLONE_NEWNET = 0x40000000
 
 # prctl(2) options, from <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
-PR_SET_THP_DISABLE = 41
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -113,14 +112,6 @@ def prctl(option, arg2=0, arg3=0, what="prctl"):
 def set_parent_death_signal(signum):
     """prctl(2) PR_SET_PDEATHSIG: the kernel sends signum to us when our parent exits."""
     prctl(PR_SET_PDEATHSIG, signum, what="prctl(PR_SET_PDEATHSIG)")
-
-
-def disable_transparent_hugepages():
-    """prctl(2) PR_SET_THP_DISABLE: no transparent huge pages for this process, nor for the
-    children it forks and the programs it execs (the flag survives fork(2) and execve(2)).
-    QEMU asks for huge pages on guest RAM (madvise(2) MADV_HUGEPAGE), so one byte a guest
-    touches makes 2 MiB of host memory resident (Documentation/admin-guide/mm/transhuge.rst)."""
-    prctl(PR_SET_THP_DISABLE, 1, what="prctl(PR_SET_THP_DISABLE)")
 
 
 def clear_ambient_capabilities():

@@ -15,7 +15,6 @@ The checks read files only, so they cost well under a millisecond.
 """
 import os
 from collections import namedtuple
-from pathlib import Path
 
 from minivm import MinivmError
 
@@ -25,8 +24,7 @@ CHOICES = ("auto", "kvm", "tcg")
 # Where the facts live; tests point these at a tree of their own. (namedtuple, not a
 # dataclass: importing dataclasses costs ~8 ms, and minivm's job is booting fast.)
 HostPaths = namedtuple("HostPaths", "dev_kvm pvm_module cpuinfo",
-                       defaults=(Path("/dev/kvm"), Path("/sys/module/kvm_pvm"),
-                                 Path("/proc/cpuinfo")))
+                       defaults=("/dev/kvm", "/sys/module/kvm_pvm", "/proc/cpuinfo"))
 
 # name: "kvm" or "tcg", as QEMU's -accel spells it; reason: one line saying why.
 Accel = namedtuple("Accel", "name reason")
@@ -34,9 +32,9 @@ Accel = namedtuple("Accel", "name reason")
 
 def kvm_problem(host: HostPaths = HostPaths()) -> str | None:
     """Why KVM cannot run a stock guest kernel here, or None when it can."""
-    if not host.dev_kvm.exists():
+    if not os.path.exists(host.dev_kvm):
         return f"{host.dev_kvm} does not exist (kvm module not loaded, or no nested virtualization)"
-    if host.pvm_module.exists():
+    if os.path.exists(host.pvm_module):
         return (f"this host's KVM is PVM-only ({host.pvm_module} exists): it runs only "
                 "PVM-enabled guest kernels, and a stock kernel hangs in it")
     try:
@@ -49,8 +47,8 @@ def kvm_problem(host: HostPaths = HostPaths()) -> str | None:
     return None
 
 
-def _cpu_flags(cpuinfo: Path) -> set[str]:
-    for line in cpuinfo.read_text().splitlines():
+def _cpu_flags(cpuinfo: str) -> set[str]:
+    for line in _lines(cpuinfo):
         if line.startswith("flags"):
             return set(line.partition(":")[2].split())
     return set()
@@ -78,7 +76,12 @@ def host_tsc_khz(host: HostPaths = HostPaths()) -> int | None:
     with an invariant TSC reported at base clock (VMs like this one); where it shows the
     current clock instead, guest time may drift, but the boot still cannot stall.
     """
-    for line in host.cpuinfo.read_text().splitlines():
+    for line in _lines(host.cpuinfo):
         if line.startswith("cpu MHz"):
             return round(float(line.partition(":")[2]) * 1000)
     return None
+
+
+def _lines(path: str) -> list[str]:
+    with open(path) as text:
+        return text.read().splitlines()

@@ -17,6 +17,7 @@ to click only the shapes it does not read (`--help`, `-it`, bad values). Bad usa
 minivm's own errors are one line on stderr and exit 125 (vm.py's docstring lists the other
 statuses).
 """
+import os
 import signal
 import sys
 import time
@@ -28,7 +29,7 @@ from minivm import MinivmError, runcall, vm
 
 
 class Kind(click.ParamType):
-    """An int, a float, a Path or one of a tuple of choices, converted by runcall.convert and
+    """An int, a float or one of a tuple of choices, converted by runcall.convert and
     refused in its words ("invalid int value: 'two'", as argparse said them)."""
 
     def __init__(self, kind):
@@ -209,7 +210,8 @@ def list_kernels():
         print(f"{default} {entry.release:<24} {entry.vmlinux}\n    {entry.origin}; {modules}")
     for index, path in enumerate(boot):
         default = "*" if index == 0 and not cached else " "
-        print(f"{default} {path.name:<24} {path} (host /boot; extracted on first use)")
+        print(f"{default} {os.path.basename(path):<24} {path} (host /boot; extracted on "
+              "first use)")
 
 
 @kernel.command()

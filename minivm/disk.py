@@ -21,8 +21,8 @@ vdb...). The Debian kernel has virtio_blk and ext4 as modules, so they travel al
 (modules.py); `mount /dev/vda /mnt` works for ext2/3/4 images.
 """
 import json
+import os
 import subprocess
-from pathlib import Path
 
 from minivm import MinivmError
 from minivm.qemu import Option, option
@@ -35,11 +35,11 @@ SECTOR_SIZE = 512
 GUEST_MODULES = ["virtio_mmio", "virtio_blk", "crc32c_generic", "ext4"]
 
 
-def base_format(image: Path) -> str:
+def base_format(image: str) -> str:
     """The base image's format as `qemu-img info` sees it; MinivmError for anything unusable."""
-    if not image.exists():
+    if not os.path.exists(image):
         raise MinivmError(f"--disk {image}: base image not found")
-    if not image.is_file():
+    if not os.path.isfile(image):
         raise MinivmError(f"--disk {image}: not a file")
     # --backing-chain opens the whole chain, so a qcow2 whose own backing file is gone fails
     # here, not in the middle of a boot.
@@ -49,18 +49,18 @@ def base_format(image: Path) -> str:
     return chain[0]["format"]
 
 
-def attach(bases: list[tuple[Path, str]], directory: Path,
-           prefix: str) -> tuple[list[Path], list[Option]]:
+def attach(bases: list[tuple[str, str]], directory: str,
+           prefix: str) -> tuple[list[str], list[Option]]:
     """An overlay per (base image, its format), as <directory>/<prefix>disk<N>.qcow2, and the
     QEMU options that attach them in order (/dev/vda, vdb...). The caller deletes the
     overlays; if one cannot be made, those made before it are deleted here."""
     overlays, options = [], []
     try:
         for index, (base, fmt) in enumerate(bases):
-            overlay = directory / f"{prefix}disk{index}.qcow2"
+            overlay = os.path.join(directory, f"{prefix}disk{index}.qcow2")
             # The overlay records the backing path as given: absolute, so it holds from anywhere.
-            _qemu_img(base, "create", "-q", "-f", "qcow2", "-b", str(base.resolve()), "-F", fmt,
-                      str(overlay))
+            _qemu_img(base, "create", "-q", "-f", "qcow2", "-b", os.path.realpath(base), "-F",
+                      fmt, overlay)
             overlays.append(overlay)
             options.append(option(
                 "-drive", f"if=none,id=disk{index},file={overlay},format=qcow2,cache=unsafe",
@@ -75,12 +75,15 @@ def attach(bases: list[tuple[Path, str]], directory: Path,
     return overlays, options
 
 
-def remove(overlays: list[Path]):
+def remove(overlays: list[str]):
     for overlay in overlays:
-        overlay.unlink(missing_ok=True)
+        try:
+            os.unlink(overlay)
+        except FileNotFoundError:
+            pass
 
 
-def _qemu_img(image: Path, *args: str) -> str:
+def _qemu_img(image: str, *args: str) -> str:
     """Run qemu-img about `image`; its first complaint becomes a one-line MinivmError."""
     try:
         done = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True)

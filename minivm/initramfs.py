@@ -16,14 +16,12 @@ Nothing is compressed: under TCG the guest would spend longer decompressing than
 spends copying 2 MB.
 """
 import os
-import shlex
 import stat
 import zlib
-from pathlib import Path
 
 from minivm import MinivmError
 
-BUSYBOX = Path("/bin/busybox")
+BUSYBOX = "/bin/busybox"
 
 NEWC_MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
@@ -107,6 +105,9 @@ devtmpfs  /dev   devtmpfs  nosuid               0 0
 INIT = r"""#!/bin/busybox sh
 export PATH=/bin HOME=/root
 busybox mount -a
+# The boot log came without timestamps when nobody watched it (printk.time=0, qemu.py: fewer
+# bytes through the UART); the log keeps them, and dmesg shows them again from here on.
+echo Y 2>/dev/null > /sys/module/printk/parameters/time
 . /minivm/run.conf
 if [ "$tty" = 1 ]; then
     stty rows "$rows" cols "$cols"
@@ -198,7 +199,7 @@ leave
 """
 
 
-def busybox_applets(busybox: Path) -> list[str]:
+def busybox_applets(busybox: str) -> list[str]:
     """The applet names this busybox binary provides (`busybox --list`)."""
     import subprocess  # only when the base archive is built: once per busybox
 
@@ -206,7 +207,7 @@ def busybox_applets(busybox: Path) -> list[str]:
     return [name for name in listing.stdout.split() if name != "busybox"]
 
 
-def base_archive(busybox: Path) -> bytes:
+def base_archive(busybox: str) -> bytes:
     """busybox-static, a /bin link per applet, /etc/fstab and /init, as one newc archive."""
     archive = CpioWriter()
     for directory in ("bin", "dev", "etc", "minivm", "proc", "root", "sys", "tmp"):
@@ -214,7 +215,8 @@ def base_archive(busybox: Path) -> bytes:
     # The kernel opens /dev/console for init's stdio before init runs (init/main.c,
     # console_on_rootfs()); devtmpfs is only mounted later, by /init.
     archive.add_char_device("dev/console", 5, 1)
-    archive.add_file("bin/busybox", busybox.read_bytes(), 0o755)
+    with open(busybox, "rb") as binary:
+        archive.add_file("bin/busybox", binary.read(), 0o755)
     for applet in busybox_applets(busybox):
         archive.add_symlink(f"bin/{applet}", "busybox")
     archive.add_file("etc/fstab", FSTAB.encode())
@@ -232,15 +234,16 @@ def run_archive(argv: list[str], nonce: str, *, stdin: bool = False, tty: bool =
     root, cwd, path: a root that setup.sh prepared (`minivm sandbox`) in which the command
     runs, in directory cwd with that PATH.
 
-    The command travels as a shell `set --` line in which every argument is single-quoted
-    by shlex.quote(). Inside single quotes a POSIX shell treats every byte literally except
-    the closing quote (sh(1p), "Single-Quotes"), and shlex.quote() spells a quote as '"'"',
-    so spaces, quotes, `$`, backslashes and newlines all arrive unchanged.
+    The command travels as a shell `set --` line in which every argument that is not made of
+    safe characters alone is single-quoted (_quote). Inside single quotes a POSIX shell
+    treats every byte literally except the closing quote (sh(1p), "Single-Quotes"), and a
+    quote is spelled '"'"' (end the quoted part, a quote inside double quotes, start
+    again), so spaces, quotes, `$`, backslashes and newlines all arrive unchanged.
     """
     settings = {"nonce": nonce, "stdin": int(stdin), "tty": int(tty), "rows": rows,
                 "cols": cols, "term": term, "modules": " ".join(name for name, _ in modules),
                 "root": root, "cwd": cwd, "path": path}
-    conf = "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in settings.items())
+    conf = "".join(f"{key}={_quote(str(value))}\n" for key, value in settings.items())
     conf += f"set -- {_quoted(argv)}\n"
     archive = CpioWriter()
     archive.add_file("minivm/run.conf", conf.encode())
@@ -254,24 +257,37 @@ def run_archive(argv: list[str], nonce: str, *, stdin: bool = False, tty: bool =
     return archive.finish()
 
 
+# Characters no POSIX shell gives a meaning to: a word made of them alone needs no quotes.
+SAFE_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                            "@%+=:,./-_")
+
+
+def _quote(word: str) -> str:
+    """`word` for sh, single-quoted unless it is safe as it is (run_archive's docstring says
+    why that is enough): shlex.quote()'s rule, without the re (and enum) shlex imports."""
+    if word and SAFE_CHARACTERS.issuperset(word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
+
+
 def _quoted(argv: list[str]) -> str:
-    return " ".join(shlex.quote(arg) for arg in argv)
+    return " ".join(_quote(arg) for arg in argv)
 
 
-def cached_base(cache_dir: Path, busybox: Path = BUSYBOX) -> tuple[Path, bool]:
+def cached_base(cache_dir: str, busybox: str = BUSYBOX) -> tuple[str, bool]:
     """The base archive from the cache, built first when missing. Returns (path, was_cached).
     Archives of other busybox or minivm versions stay: another minivm may be about to copy
     one (`minivm gc` removes them: prune_bases)."""
     path = _base_path(cache_dir, busybox)
-    if path.exists():
+    if os.path.exists(path):
         return path, True
-    path.parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     from minibox.shared import replace_file
     replace_file(path, base_archive(busybox))  # atomic: a concurrent run sees all or none
     return path, False
 
 
-def _base_path(cache_dir: Path, busybox: Path) -> Path:
+def _base_path(cache_dir: str, busybox: str) -> str:
     """<cache>/initramfs/base-<key>.cpio. The key names everything that goes into the
     archive: the busybox binary (its applet list comes from it), by its size, modification
     time and inode, as make(1) and ccache's direct mode judge a file: one stat(2) per boot
@@ -279,17 +295,17 @@ def _base_path(cache_dir: Path, busybox: Path) -> Path:
     and this writer's source, which holds /init and fstab, by a CRC of its text (12 KB): by
     its stat, every checkout and every edit made a 2 MB archive of its own."""
     try:
-        info = busybox.stat()
+        info = os.stat(busybox)
     except FileNotFoundError:
         raise MinivmError(f"{busybox} not found: install the busybox-static package "
                           "(apt-get install busybox-static)") from None
     with open(__file__, "rb") as source:
         writer = zlib.crc32(source.read())
-    return (cache_dir / "initramfs"
-            / f"base-{info.st_size:x}-{info.st_mtime_ns:x}-{info.st_ino:x}-{writer:08x}.cpio")
+    return os.path.join(cache_dir, "initramfs", f"base-{info.st_size:x}-{info.st_mtime_ns:x}-"
+                        f"{info.st_ino:x}-{writer:08x}.cpio")
 
 
-def prune_bases(cache_dir: Path, busybox: Path = BUSYBOX) -> list[Path]:
+def prune_bases(cache_dir: str, busybox: str = BUSYBOX) -> list[str]:
     """`minivm gc`: remove the base archives this minivm would not use (other busybox or
     minivm versions, older checkouts); returns what it removed. A run of another version
     builds its own again."""
@@ -297,23 +313,32 @@ def prune_bases(cache_dir: Path, busybox: Path = BUSYBOX) -> list[Path]:
         current = _base_path(cache_dir, busybox)
     except MinivmError:  # no busybox: every archive is stale
         current = None
+    directory = os.path.join(cache_dir, "initramfs")
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
     removed = []
-    for path in sorted((cache_dir / "initramfs").glob("base-*.cpio")):
-        if path != current:
-            path.unlink(missing_ok=True)
+    for name in sorted(names):
+        path = os.path.join(directory, name)
+        if name.startswith("base-") and name.endswith(".cpio") and path != current:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass  # another minivm's gc was first
             removed.append(path)
     return removed
 
 
-def write_initrd(base: Path, run: bytes, nonce: str, directory: Path | None = None) -> Path:
+def write_initrd(base: str, run: bytes, nonce: str, directory: str | None = None) -> str:
     """One file for QEMU's -initrd: the cached base archive followed by this run's archive,
     in `directory` (a detached VM's, which `rm` and `gc` remove with it) or $TMPDIR.
 
     O_EXCL with mode 0600: never follow a file someone planted in /tmp under this name.
     The caller deletes it when QEMU is done.
     """
-    directory = directory or Path(os.environ.get("TMPDIR", "/tmp"))
-    path = directory / f"minivm-initrd-{os.getpid()}-{nonce}.cpio"
+    directory = directory or os.environ.get("TMPDIR", "/tmp")
+    path = os.path.join(directory, f"minivm-initrd-{os.getpid()}-{nonce}.cpio")
     initrd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with open(base, "rb") as source:
@@ -322,7 +347,7 @@ def write_initrd(base: Path, run: bytes, nonce: str, directory: Path | None = No
                 pass  # until it returns 0: the end of the file
         os.write(initrd, run)
     except BaseException as error:
-        path.unlink()
+        os.unlink(path)
         if isinstance(error, FileNotFoundError):  # between cached_base and here
             raise MinivmError(f"{base} was removed while minivm was about to use it "
                               "(`minivm gc` of another minivm version?): run again") from None

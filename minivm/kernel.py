@@ -15,18 +15,18 @@ CONFIG_PVH=y) boots straight into 32-bit mode, no bootloader, no decompressor
 (QEMU's docs/system/i386/microvm.rst).
 
 The cache is /var/cache/minivm for root, ~/.cache/minivm otherwise; MINIVM_CACHE overrides.
+Paths are strings, joined with os.path: pathlib, with the re, enum, fnmatch and urllib.parse
+it imports, cost ~7 ms of each boot (bench/README.md, issue 19).
 """
 import os
-import re
 import zlib
 from collections import namedtuple
-from pathlib import Path
 
 from minibox import cjson  # the json package compiles regexes on import: at each boot
 from minibox.shared import replace_file
 from minivm import MinivmError, bzimage
 
-BOOT_DIR = Path("/boot")
+BOOT_DIR = "/boot"
 
 # vmlinux: the ELF QEMU boots; release: `uname -r` in the guest, e.g. 6.1.0-56-amd64;
 # origin: where it came from, for --explain and `kernel list`; modules: lib/modules/<release>
@@ -37,21 +37,22 @@ MAX_BZIMAGE_BYTES = 128 << 20
 MAX_VMLINUX_FILE_BYTES = 2 << 30
 
 
-def cache_dir() -> Path:
+def cache_dir() -> str:
     if "MINIVM_CACHE" in os.environ:
-        return Path(os.environ["MINIVM_CACHE"])
+        return os.environ["MINIVM_CACHE"]
     if os.geteuid() == 0:
-        return Path("/var/cache/minivm")
-    return Path.home() / ".cache" / "minivm"
+        return "/var/cache/minivm"
+    return os.path.expanduser("~/.cache/minivm")
 
 
-def vmlinux_release(vmlinux: Path) -> str:
+def vmlinux_release(vmlinux: str) -> str:
     """The release from an ELF vmlinux: the banner `Linux version <release> (...)`.
 
     Searched through mmap(2): the kernel pages the file in as the search goes and may drop
     the pages again, so a 60 MB vmlinux never becomes 60 MB of minivm's own memory."""
     import mmap
-    with vmlinux.open("rb") as image, mmap.mmap(image.fileno(), 0, access=mmap.ACCESS_READ) \
+    import re  # only when a kernel is first seen: re and enum cost ~3 ms
+    with open(vmlinux, "rb") as image, mmap.mmap(image.fileno(), 0, access=mmap.ACCESS_READ) \
             as mapped:
         found = re.search(rb"Linux version (\S+) \(", mapped)
         if not found:
@@ -60,14 +61,16 @@ def vmlinux_release(vmlinux: Path) -> str:
         return found.group(1).decode()  # while the mapping is there: the match points into it
 
 
-def config_text(kernel: Kernel, boot_dir: Path = BOOT_DIR) -> str | None:
+def config_text(kernel: Kernel, boot_dir: str = BOOT_DIR) -> str | None:
     """The .config the kernel was built from, when it came with one: <dir>/config for the
     tiny kernel, boot/config-<release> in a Debian package, /boot/config-<release>."""
-    directory = kernel.vmlinux.parent
-    for path in (directory / "config", directory / "boot" / f"config-{kernel.release}",
-                 boot_dir / f"config-{kernel.release}"):
+    directory = os.path.dirname(kernel.vmlinux)
+    for path in (os.path.join(directory, "config"),
+                 os.path.join(directory, "boot", f"config-{kernel.release}"),
+                 os.path.join(boot_dir, f"config-{kernel.release}")):
         try:
-            return path.read_text()
+            with open(path) as config:
+                return config.read()
         except OSError:
             continue
     return None
@@ -83,40 +86,49 @@ def takes_mmio_devices_from_command_line(kernel: Kernel) -> bool:
 
 # --- the cache ---
 
-def entry(directory: Path) -> Kernel | None:
+def entry(directory: str) -> Kernel | None:
     """A cache entry: <dir>/kernel.json records what <dir>/vmlinux is."""
     try:
-        record = cjson.loads((directory / "kernel.json").read_text())
+        with open(os.path.join(directory, "kernel.json")) as record_file:
+            record = cjson.loads(record_file.read())
     except (OSError, ValueError):
         return None
-    modules = directory / "lib" / "modules" / record["release"]
-    return Kernel(Path(record["vmlinux"]), record["release"], record["origin"],
-                  modules if modules.is_dir() else None)
+    modules = os.path.join(directory, "lib", "modules", record["release"])
+    return Kernel(record["vmlinux"], record["release"], record["origin"],
+                  modules if os.path.isdir(modules) else None)
 
 
 def release_key(release: str) -> list:
     """Sort 6.1.0-56-amd64 after 6.1.0-9-amd64: compare numbers as numbers."""
+    import re  # only where releases are sorted, not on a boot of the tiny kernel
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", release)]
 
 
-def tiny_dir(cache: Path) -> Path:
-    return cache / "tiny"
+def tiny_dir(cache: str) -> str:
+    return os.path.join(cache, "tiny")
 
 
-def tiny_kernel(cache: Path) -> Kernel | None:
+def tiny_kernel(cache: str) -> Kernel | None:
     """The kernel `minivm kernel build` made (tinykernel.py), if it did."""
     found = entry(tiny_dir(cache))
-    return found if found and found.vmlinux.is_file() else None
+    return found if found and os.path.isfile(found.vmlinux) else None
 
 
-def cached_kernels(cache: Path) -> list[Kernel]:
+def cached_kernels(cache: str) -> list[Kernel]:
     """Kernels minivm fetched into the cache, newest release first."""
-    entries = [entry(path) for path in (cache / "kernels").glob("*") if path.is_dir()]
-    found = [entry for entry in entries if entry and entry.vmlinux.is_file()]
+    entries = [entry(path) for path in _subdirectories(os.path.join(cache, "kernels"))]
+    found = [entry for entry in entries if entry and os.path.isfile(entry.vmlinux)]
     return sorted(found, key=lambda kernel: release_key(kernel.release), reverse=True)
 
 
-def from_file(path: Path, cache: Path, progress) -> Kernel:
+def _subdirectories(directory: str) -> list[str]:
+    try:
+        return [item.path for item in os.scandir(directory) if item.is_dir()]
+    except FileNotFoundError:
+        return []
+
+
+def from_file(path: str, cache: str, progress) -> Kernel:
     """A kernel the user or /boot names. A bzImage is decompressed once into the cache.
 
     The file is judged by stat(2) and its first bytes before anything else reads it:
@@ -126,38 +138,41 @@ def from_file(path: Path, cache: Path, progress) -> Kernel:
     than a hash of its 8 MB, so finding it again costs one stat(2) per boot. (zlib.crc32, not
 hashlib: a cache key needs no cryptography, and OpenSSL's import costs milliseconds.)
     """
+    path = os.fspath(path)
     info, header = _kernel_header(path)
     if header.startswith(bzimage.ELF_MAGIC):
-        known = entry(path.parent)  # one of the cache's own: keep its modules
+        known = entry(os.path.dirname(path))  # one of the cache's own: keep its modules
         if known and known.vmlinux == path:
             return known
         return Kernel(path, vmlinux_release(path), f"{path} (an ELF vmlinux)", None)
-    key = zlib.crc32(f"{path.resolve()}:{info.st_size}:{info.st_mtime_ns}".encode())
-    directory = cache / "extracted" / f"{key:08x}"
+    key = zlib.crc32(f"{os.path.realpath(path)}:{info.st_size}:{info.st_mtime_ns}".encode())
+    directory = os.path.join(cache, "extracted", f"{key:08x}")
+    vmlinux_path = os.path.join(directory, "vmlinux")
     known = entry(directory)
-    if known and known.vmlinux.is_file():
+    if known and os.path.isfile(known.vmlinux):
         return known
-    image = path.read_bytes()
+    with open(path, "rb") as image_file:
+        image = image_file.read()
     release = bzimage.release(image)
     progress(f"extracting the uncompressed kernel from {path} (once; cached)")
     vmlinux, compression = bzimage.vmlinux(image)
-    directory.mkdir(parents=True, exist_ok=True)
-    replace_file(directory / "vmlinux", vmlinux)  # atomic: a concurrent minivm sees all or nothing
-    origin = f"{path} ({compression}-compressed bzImage, extracted to {directory / 'vmlinux'})"
-    record = {"release": release, "origin": origin, "vmlinux": str(directory / "vmlinux")}
-    replace_file(directory / "kernel.json", cjson.dumps(record, indent=1))
-    return Kernel(directory / "vmlinux", release, origin, None)
+    os.makedirs(directory, exist_ok=True)
+    replace_file(vmlinux_path, vmlinux)  # atomic: a concurrent minivm sees all or nothing
+    origin = f"{path} ({compression}-compressed bzImage, extracted to {vmlinux_path})"
+    record = {"release": release, "origin": origin, "vmlinux": vmlinux_path}
+    replace_file(os.path.join(directory, "kernel.json"), cjson.dumps(record, indent=1))
+    return Kernel(vmlinux_path, release, origin, None)
 
 
-def _kernel_header(path: Path):
+def _kernel_header(path: str):
     """(stat, first bytes) of a file that may be a kernel: a regular file (not a device or a
     FIFO, which never end), an ELF or a bzImage by its magic, and no larger than one can be."""
     import stat
     try:
-        info = path.stat()
+        info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
             raise MinivmError(f"--kernel {path}: not a regular file")
-        with path.open("rb") as kernel_file:
+        with open(path, "rb") as kernel_file:
             header = kernel_file.read(len(bzimage.BZIMAGE_MAGIC) + bzimage.BZIMAGE_MAGIC_OFFSET)
     except OSError as error:
         raise MinivmError(f"cannot read kernel {path}: {error.strerror}") from None
@@ -174,13 +189,17 @@ def _kernel_header(path: Path):
     return info, header
 
 
-def boot_kernels(boot_dir: Path = BOOT_DIR) -> list[Path]:
+def boot_kernels(boot_dir: str = BOOT_DIR) -> list[str]:
     """Readable /boot/vmlinuz-* files, newest release first."""
-    found = [path for path in boot_dir.glob("vmlinuz-*") if os.access(path, os.R_OK)]
-    return sorted(found, key=lambda path: release_key(path.name), reverse=True)
+    try:
+        names = [name for name in os.listdir(boot_dir) if name.startswith("vmlinuz-")]
+    except FileNotFoundError:
+        return []
+    found = [os.path.join(boot_dir, name) for name in sorted(names, key=release_key, reverse=True)]
+    return [path for path in found if os.access(path, os.R_OK)]
 
 
-def find(explicit: Path | None, cache: Path, progress, boot_dir: Path = BOOT_DIR,
+def find(explicit: str | None, cache: str, progress, boot_dir: str = BOOT_DIR,
          tiny: bool = True) -> Kernel:
     """The kernel to boot, following the order in this module's docstring (tiny=False skips
     the tiny kernel: a guest that wants Debian's, with its modules)."""
@@ -203,7 +222,7 @@ def find(explicit: Path | None, cache: Path, progress, boot_dir: Path = BOOT_DIR
     return fetch(cache, progress)
 
 
-def fetch(cache: Path, progress, package: str | None = None) -> Kernel:
+def fetch(cache: str, progress, package: str | None = None) -> Kernel:
     """Debian's kernel package (debian.py downloads and unpacks it) into
     <cache>/kernels/<release>/, its vmlinux taken out of the bzImage once.
 
@@ -212,11 +231,12 @@ def fetch(cache: Path, progress, package: str | None = None) -> Kernel:
     import fcntl
     import shutil
     import tempfile
+    from pathlib import Path  # debian.py's currency
 
     from minivm import debian
     package = package or debian.debian_package()
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / "fetch.lock", "w") as lock:
+    os.makedirs(cache, exist_ok=True)
+    with open(os.path.join(cache, "fetch.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for cached in cached_kernels(cache):
             if package.endswith(cached.release):
@@ -228,14 +248,14 @@ def fetch(cache: Path, progress, package: str | None = None) -> Kernel:
             progress(f"extracting the uncompressed kernel {release} from the bzImage")
             vmlinux, compression = bzimage.vmlinux(image)
             replace_file(tree / "vmlinux", vmlinux)
-            directory = cache / "kernels" / release
+            directory = os.path.join(cache, "kernels", release)
             origin = f"Debian package {deb} ({compression} bzImage), cached in {directory}"
             record = {"release": release, "origin": origin,
-                      "vmlinux": str(directory / "vmlinux"), "package": package}
+                      "vmlinux": os.path.join(directory, "vmlinux"), "package": package}
             replace_file(tree / "kernel.json", cjson.dumps(record, indent=1))
-            if directory.exists():
+            if os.path.exists(directory):
                 shutil.rmtree(directory)
-            directory.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(directory), exist_ok=True)
             os.rename(tree, directory)
-    progress(f"kernel {release} ready: {directory / 'vmlinux'}")
+    progress(f"kernel {release} ready: {os.path.join(directory, 'vmlinux')}")
     return entry(directory)

@@ -35,7 +35,8 @@ def _name(path: str) -> str:
 class ModuleTree:
     """lib/modules/<release>/ of a kernel package: which modules exist, and where."""
 
-    def __init__(self, directory: Path | None):
+    def __init__(self, directory: str | None):
+        directory = None if directory is None else Path(directory)  # kernel.py's str
         self.directory = directory
         self.files: dict[str, Path] = {}
         self.builtin: set[str] = set()

@@ -17,10 +17,10 @@ import select
 import sys
 import time
 from collections import namedtuple
-from pathlib import Path
+
+import prctl  # python-prctl: a C extension; ctypes, loaded for the same two calls, cost ~2 ms
 
 from minibox.explain import caller
-from minibox.syscalls import set_parent_death_signal
 from minivm import MinivmError
 from minivm.console import ConsoleParser
 
@@ -50,12 +50,13 @@ class VMConfig:
     """What the guest gets. kernel_args and devices hold extra kernel parameters and QEMU
     devices (Options), for features beyond a bare command runner."""
 
-    def __init__(self, kernel: Path, initrd: Path, memory_mib: int = 256, cpus: int = 1,
+    def __init__(self, kernel: str, initrd: str, memory_mib: int = 256, cpus: int = 1,
                  accel: str = "tcg", tsc_khz: int | None = None,
                  kernel_args: list[Option] = (), devices: list[Option] = (),
                  acpi: bool = False, serial: str = "stdio", pass_fds: tuple[int, ...] = (),
-                 pit_tick: bool = True):
+                 pit_tick: bool = True, boot_log_shown: bool = True):
         self.kernel, self.initrd = kernel, initrd
+        self.boot_log_shown = boot_log_shown  # -v: the kernel's lines go to the user as they come
         # Under TCG, tick with the PIT instead of the local APIC timer (faster to emulate).
         # Only for kernels known to take it: measured here, Debian's 6.1 kernel with
         # noapictimer never ends a normal RCU grace period, so the first cgroup migration
@@ -79,6 +80,13 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
         option("panic=-1", why="a panicking guest reboots at once (so QEMU exits, see "
                "-no-reboot) instead of hanging until the timeout", doc="kernel-parameters: panic="),
     ]
+    if not config.boot_log_shown:
+        params.append(option(
+            "printk.time=0", why="no timestamp before each kernel line when nobody reads them "
+            "as they come (no -v): a fifth fewer bytes through the emulated UART, one I/O exit "
+            "and one write(2) of QEMU's each (~6 ms of a tiny-kernel boot, bench/README.md); "
+            "a guest that hangs still shows its last lines, and /init turns them back on for "
+            "dmesg", doc="kernel-parameters: printk.time="))
     if config.accel == "tcg":
         if config.tsc_khz:
             params.append(option(
@@ -180,30 +188,59 @@ class Result:
         self.phases: list[tuple[str, float]] = []  # (name, seconds since minivm started)
 
 
-# The running QEMU as run() sees it: its pid, a pidfd that becomes readable when it exits
-# (pidfd_open(2)), and minivm's ends of its serial console, stderr and (with -i) stdin.
-Child = namedtuple("Child", "pid pidfd serial errors input")
+# A QEMU that spawn() started: its pid and minivm's ends of its serial console, stderr and
+# (with -i) stdin; None for what does not come back to minivm (a detached VM's).
+Child = namedtuple("Child", "pid serial errors input")
 
 
-def spawn(config: VMConfig, stdin: bool) -> Child:
-    """Start QEMU with fork(2) and execve(2): subprocess, with the threading, selectors and
-    locale it imports, would cost ~2.5 ms at each boot (bench/README.md, issue 19). Between
-    the two, the child takes its own session (setsid(2)), so that a Ctrl-C on the host
-    terminal reaches minivm, which stops QEMU itself, rather than QEMU dying first and the
-    exit status getting lost; and PR_SET_PDEATHSIG (prctl(2)) asks the kernel to SIGKILL QEMU
-    when minivm dies, even by SIGKILL, so no guest outlives its minivm. An exec that fails
-    is told through a close-on-exec pipe: the parent reads EOF once QEMU runs."""
-    args = argv(config)
+def binary() -> str:
+    """The path of QEMU's program on $PATH (shutil.which, without importing shutil and the
+    bz2 and lzma it loads); MinivmError when it is not installed."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory, QEMU_BINARY)
+        if os.access(path, os.X_OK):
+            return path
+    raise MinivmError(f"{QEMU_BINARY} not found: install the {QEMU_PACKAGE} package "
+                      f"(apt-get install {QEMU_PACKAGE})")
+
+
+def spawn(config: VMConfig, stdin: bool = False, log: int | None = None) -> Child:
+    """Start QEMU with fork(2) and execve(2), for a run in the foreground (log None) or a
+    detached VM (vms.py's watchdog; `log`: the descriptor of its qemu.log).
+
+    In the foreground, QEMU's serial console (its stdout) and stderr come back through
+    pipes, and PR_SET_PDEATHSIG (prctl(2)) asks the kernel to SIGKILL QEMU when minivm dies,
+    even by SIGKILL, so no guest outlives its minivm. A detached VM's console is a file
+    (config.serial), its stderr goes to `log`, and it must outlive the watchdog that starts
+    it (which kills it itself if `run -d` fails). It also runs without transparent huge
+    pages (prctl(2) PR_SET_THP_DISABLE, kept across execve(2)): QEMU asks for them on guest
+    RAM and its code cache (madvise(2) MADV_HUGEPAGE), and then each byte an idle guest
+    touched keeps 2 MiB of host memory resident (Documentation/admin-guide/mm/transhuge.rst).
+    A foreground run keeps them: its guest is gone in a moment, and boots ~18 ms faster with
+    them, 2 MiB page faults instead of 512 small ones each (bench/README.md, issue 19).
+
+    Both take a session of their own (setsid(2)): a Ctrl-C on the host terminal reaches
+    minivm, which stops QEMU itself, rather than QEMU dying first with the exit status lost.
+    An exec that fails is told through a close-on-exec pipe: the parent reads EOF once QEMU
+    runs. (subprocess, with the threading, selectors and locale it imports, cost ~2.5 ms at
+    each boot; and the program is found on $PATH here, not by execvp in the child, where
+    os.get_exec_path's import of warnings held QEMU back by ~1 ms.)"""
+    args, program = argv(config), binary()
+    foreground = log is None
     fds = [os.pipe() for _ in range(4)]  # serial, stderr, stdin, the failed exec's report
     (serial, serial_w), (errors, errors_w), (input_r, input_w), (report, report_w) = fds
     pid = os.fork()
     if pid == 0:
         try:
             os.setsid()
-            set_parent_death_signal(_signal.SIGKILL)  # imported in the parent: ctypes, ~4 ms
-            os.dup2(input_r if stdin else os.open(os.devnull, os.O_RDONLY), 0)
-            os.dup2(serial_w, 1)
-            os.dup2(errors_w, 2)
+            if foreground:
+                prctl.set_pdeathsig(_signal.SIGKILL)
+            else:
+                prctl.set_thp_disable(True)
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(input_r if stdin else null, 0)
+            os.dup2(serial_w if foreground else null, 1)
+            os.dup2(errors_w if foreground else log, 2)
             # As subprocess's close_fds: no descriptor that minivm inherited by chance stays
             # open in QEMU; the report pipe closes itself at the exec.
             low = 3
@@ -212,7 +249,7 @@ def spawn(config: VMConfig, stdin: bool) -> Child:
                 low = fd + 1
             for fd in config.pass_fds:
                 os.set_inheritable(fd, True)
-            os.execvp(args[0], args)
+            os.execv(program, args)
         except OSError as error:
             os.write(report_w, error.strerror.encode())
         finally:
@@ -228,7 +265,11 @@ def spawn(config: VMConfig, stdin: bool) -> Child:
         raise MinivmError(f"cannot start {QEMU_BINARY}: {failure}")
     if not stdin:
         os.close(input_w)
-    return Child(pid, os.pidfd_open(pid), serial, errors, input_w if stdin else None)
+    if not foreground:
+        os.close(serial)
+        os.close(errors)
+    return Child(pid, serial if foreground else None, errors if foreground else None,
+                 input_w if stdin else None)
 
 
 class Console:
@@ -257,13 +298,14 @@ def run(config: VMConfig, parser: ConsoleParser, console: Console, timeout: floa
         result.phases.append((name, time.monotonic() - started))
 
     qemu = spawn(config, stdin=console.stdin_fd is not None)
+    exited = os.pidfd_open(qemu.pid)  # readable once QEMU exits (pidfd_open(2))
     phase("qemu spawned")
     try:
         ending = _relay(qemu, parser, console, started + timeout, result, phase)
         result.timed_out = ending == "timeout"
         result.escaped = ending == "escape"
         if ending == "serial closed":
-            result.qemu_status = _wait(qemu, started + timeout)
+            result.qemu_status = _wait(qemu.pid, exited, started + timeout)
             result.timed_out = result.qemu_status is None
             if not result.timed_out:  # a QEMU still running keeps its stderr open
                 result.qemu_errors += _read_all(qemu.errors).decode(errors="replace")
@@ -272,20 +314,20 @@ def run(config: VMConfig, parser: ConsoleParser, console: Console, timeout: floa
         if result.qemu_status is None:
             os.kill(qemu.pid, _signal.SIGKILL)  # our child, not yet reaped: the PID is still its
             os.waitpid(qemu.pid, 0)
-        for fd in (qemu.pidfd, qemu.serial, qemu.errors, qemu.input):
+        for fd in (exited, qemu.serial, qemu.errors, qemu.input):
             if fd is not None:
                 os.close(fd)
     result.kernel_tail = list(parser.kernel_tail)
     return result
 
 
-def _wait(qemu: Child, deadline: float) -> int | None:
+def _wait(pid: int, pidfd: int, deadline: float) -> int | None:
     """QEMU's exit status (-N for signal N, as subprocess says it), or None if it is still
     running at `deadline`."""
-    exited, _, _ = select.select([qemu.pidfd], [], [], max(deadline - time.monotonic(), 0))
+    exited, _, _ = select.select([pidfd], [], [], max(deadline - time.monotonic(), 0))
     if not exited:
         return None
-    return os.waitstatus_to_exitcode(os.waitpid(qemu.pid, 0)[1])
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def _read_all(fd: int) -> bytes:

@@ -20,14 +20,14 @@ import _signal  # not signal.py, as in minibox/waiting.py: its enums' import at 
 import os
 import sys
 from collections import namedtuple
-from pathlib import Path
 
 from minibox.errors import MiniboxError
 from minivm import MinivmError, accel, vm
 
 COMMANDS = ("run", "sandbox")
 
-# type: bool for a flag; str, int, float or Path for a value; a tuple for a choice.
+# type: bool for a flag; str, int or float for a value (paths are str: kernel.py's docstring
+# says why); a tuple for a choice.
 # shown: `--help` prints the default.
 Option = namedtuple("Option", "names dest type default multiple metavar shown help")
 
@@ -43,7 +43,7 @@ def _option(*names, dest=None, type=str, default=None, multiple=False, metavar=N
 
 
 OPTIONS = (
-    _option("--kernel", type=Path, help="a bzImage or vmlinux to boot (default: the tiny "
+    _option("--kernel", metavar="PATH", help="a bzImage or vmlinux to boot (default: the tiny "
             "kernel once built, else the cached one, else /boot/vmlinuz-*, else Debian's, "
             "downloaded)"),
     _option("-m", "--memory", help=f"guest RAM, e.g. 256M or 1G (default: "
@@ -68,7 +68,7 @@ OPTIONS = (
     _option("-d", "--detach", type=bool, help="start the VM in the background and print its "
             "name (see ps, logs, pause, resume, stop, rm)"),
     _option("--name", help="name of a detached VM (default: vm-<6 hex digits>)"),
-    _option("--disk", dest="disks", type=Path, multiple=True, metavar="IMAGE",
+    _option("--disk", dest="disks", multiple=True, metavar="IMAGE",
             help="attach IMAGE as /dev/vda (repeat for vdb...) through a qcow2 overlay: the "
             "guest may write, the image never changes"),
     _option("--network", type=("none", "bridge"), default="none", help="none (default): no "

@@ -97,9 +97,10 @@ def build_key(tarball: Path) -> str:
     return f"{zlib.crc32(FRAGMENT.read_bytes()):08x}-{tarball.name}-{info.st_size}"
 
 
-def build(cache: Path, progress, jobs: int | None = None) -> kernel.Kernel:
+def build(cache: str, progress, jobs: int | None = None) -> kernel.Kernel:
     """Build (or find up to date) the tiny kernel in <cache>/tiny/. flock(2) on
     <cache>/build.lock keeps two builds from running at once."""
+    cache = Path(cache)
     _install_packages(progress)
     tarball = source_tarball()
     key = build_key(tarball)
@@ -116,9 +117,9 @@ def build(cache: Path, progress, jobs: int | None = None) -> kernel.Kernel:
                              jobs or os.cpu_count() or 1)
 
 
-def read_record(path: Path) -> dict:
+def read_record(path: str) -> dict:
     try:
-        return json.loads((path / "kernel.json").read_text())
+        return json.loads((Path(path) / "kernel.json").read_text())
     except (OSError, ValueError):
         return {}
 
@@ -142,7 +143,7 @@ def _build_in(scratch: Path, tarball: Path, key: str, cache: Path, progress,
     progress(f"compiling {source.name} with {jobs} jobs (~5 min on 2 cores)")
     _compile(source, jobs, progress, started)
     release = kernel.vmlinux_release(source / "vmlinux")
-    target = kernel.tiny_dir(cache)
+    target = Path(kernel.tiny_dir(cache))
     staged = scratch / "result"
     staged.mkdir()
     shutil.copyfile(source / "vmlinux", staged / "vmlinux")

@@ -30,12 +30,10 @@ not in the guest.
 """
 import _signal  # not signal.py, as in minibox/waiting.py: its enums' import at each boot
 import os
-import re
 import sys
 import time
 from collections import namedtuple
 from contextlib import ExitStack, nullcontext
-from pathlib import Path
 
 from minibox import explain
 from minivm import MinivmError, accel
@@ -64,6 +62,7 @@ def progress(message: str):
 
 def memory_mib(text: str, sizes: GuestMemory = DISTRIBUTION_MEMORY) -> int:
     """'256M', '1G', '512' (MiB) -> MiB, at least what the kernel needs."""
+    import re  # only when -m is given: re and enum cost ~3 ms of a boot
     found = re.fullmatch(r"(\d+)\s*(?:([mg])(?:i?b)?)?", text.strip(), re.IGNORECASE)
     if not found:
         raise MinivmError(f"-m {text}: not a memory size; use e.g. 256M or 1G")
@@ -76,14 +75,14 @@ def memory_mib(text: str, sizes: GuestMemory = DISTRIBUTION_MEMORY) -> int:
     return size
 
 
-def guest_memory(explicit_kernel: Path | None, cache: Path) -> GuestMemory:
+def guest_memory(explicit_kernel: str | None, cache: str) -> GuestMemory:
     """The sizes for the kernel that will boot, known before kernel.find() fetches or
     extracts anything (so a bad -m is refused first): the tiny kernel's when it is built
     and no --kernel names another, a distribution kernel's otherwise."""
     from minivm import kernel
     tiny = kernel.tiny_kernel(cache)
     if tiny is None or (explicit_kernel is not None
-                        and explicit_kernel.resolve() != tiny.vmlinux.resolve()):
+                        and os.path.realpath(explicit_kernel) != os.path.realpath(tiny.vmlinux)):
         return DISTRIBUTION_MEMORY
     return TINY_MEMORY
 
@@ -106,7 +105,6 @@ def run(request, started: float) -> int:
     """Boot the guest of `request` (a runcall.Request), run the command, return its exit
     status (for -d: start it, print its name, return 0). `started`: time.monotonic() when
     minivm started, for --timings."""
-    from minibox.syscalls import disable_transparent_hugepages  # loaded with qemu anyway
     from minivm import initramfs, kernel, qemu
 
     command = request.command
@@ -139,9 +137,7 @@ def run(request, started: float) -> int:
     if request.volumes:
         from minivm import shares  # device modules: imported only for VMs that have the device
         folders = [shares.parse(spec) for spec in request.volumes]
-    if not _on_path(qemu.QEMU_BINARY):
-        raise MinivmError(f"{qemu.QEMU_BINARY} not found: install the {qemu.QEMU_PACKAGE} "
-                          f"package (apt-get install {qemu.QEMU_PACKAGE})")
+    qemu.binary()  # not installed: one line, before anything is done
     explain.configure(request.explain)
     phases = []
 
@@ -187,7 +183,7 @@ def run(request, started: float) -> int:
             term=os.environ.get("TERM", "linux"), modules=guest_modules, setup=devices.setup,
             **place)
         explain.narrate(f"appended a second cpio archive with /minivm/run.conf: the command "
-                        f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes; shlex.quote",
+                        f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes",
                         initramfs.run_archive)
         initrd = initramfs.write_initrd(base, run_archive, nonce,
                                         vm_dir.path if vm_dir else None)
@@ -203,14 +199,13 @@ def run(request, started: float) -> int:
                 acpi=bool(devices.options)
                 and not kernel.takes_mmio_devices_from_command_line(guest_kernel),
                 pass_fds=tuple(devices.fds),
-                pit_tick=guest_kernel.vmlinux.parent == kernel.tiny_dir(cache))
-            # Inherited by QEMU however it starts, and kept across its execve(2).
-            disable_transparent_hugepages()
-            explain.narrate("no transparent huge pages for QEMU: with them, each byte the "
-                            "guest touches makes 2 MiB of its RAM resident on the host",
-                            "prctl(2) PR_SET_THP_DISABLE, admin-guide/mm/transhuge.rst",
-                            disable_transparent_hugepages)
+                pit_tick=os.path.dirname(guest_kernel.vmlinux) == kernel.tiny_dir(cache),
+                boot_log_shown=request.verbose or request.explain)
             if vm_dir:
+                explain.narrate("no transparent huge pages for a detached VM's QEMU: with "
+                                "them, each byte an idle guest touched keeps 2 MiB of its RAM "
+                                "resident on the host", "prctl(2) PR_SET_THP_DISABLE, "
+                                "admin-guide/mm/transhuge.rst", qemu.spawn)
                 _start_detached(config, vm_dir, {"command": command, "nonce": nonce,
                                                  "network": devices.network})
                 cleanup.pop_all()  # the VM keeps its directory, overlays... until `minivm rm`
@@ -218,7 +213,7 @@ def run(request, started: float) -> int:
                 return 0
             result = _boot(config, nonce, request, started)
         finally:
-            initrd.unlink()  # QEMU read it at start; a detached VM is running by now
+            os.unlink(initrd)  # QEMU read it at start; a detached VM is running by now
     return _report(result, command, guest_kernel, request, phases, memory)
 
 
@@ -281,8 +276,7 @@ def _attach_devices(request, disks, folders, nonce: str, cleanup: ExitStack,
     if disks:
         from minivm import disk
         directory, prefix = ((vm_dir.path, "") if vm_dir else
-                             (Path(os.environ.get("TMPDIR", "/tmp")),
-                              f"minivm-{os.getpid()}-{nonce}-"))
+                             (os.environ.get("TMPDIR", "/tmp"), f"minivm-{os.getpid()}-{nonce}-"))
         overlays, options = disk.attach(disks, directory, prefix)
         cleanup.callback(disk.remove, overlays)
         explain.narrate(f"qcow2 overlays over {', '.join(map(str, request.disks))}: "
@@ -339,12 +333,6 @@ def _boot(config, nonce: str, request, started: float):
     with terminal:
         _stop_clock()
         return qemu.run(config, parser, console, request.timeout, started)
-
-
-def _on_path(program: str) -> bool:
-    """shutil.which(), without importing shutil (and the bz2/lzma it pulls in) on every boot."""
-    directories = os.environ.get("PATH", os.defpath).split(os.pathsep)
-    return any(os.access(os.path.join(directory, program), os.X_OK) for directory in directories)
 
 
 def terminal_size(stream) -> tuple[int, int]:

@@ -37,7 +37,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -165,24 +164,23 @@ def start(config, directory: VMDir, state: dict):
     so; on any failure the watchdog kills QEMU. QEMU boots a copy of the kernel that is
     emptied once loaded (kernel_in_memory)."""
     from minibox import explain
-    from minivm.qemu import argv
     kernel = kernel_in_memory(config.kernel)
     explain.narrate(f"-kernel /proc/self/fd/{kernel}: a copy of {config.kernel} in memory, "
                     "emptied once QEMU loaded it, so QEMU keeps no kernel pages mapped",
                     "memfd_create(2), ftruncate(2)", explain.where(kernel_in_memory))
     try:
-        config.kernel = Path(f"/proc/self/fd/{kernel}")  # QEMU opens its inherited copy
+        config.kernel = f"/proc/self/fd/{kernel}"  # QEMU opens its inherited copy
         config.pass_fds += (kernel,)
-        _launch_and_record(argv(config), directory, state, config.pass_fds, kernel)
+        _launch_and_record(config, directory, state, kernel)
     finally:
         os.close(kernel)
 
 
-def _launch_and_record(qemu_argv, directory: VMDir, state: dict, pass_fds, kernel: int):
+def _launch_and_record(config, directory: VMDir, state: dict, kernel: int):
     """_launch(), then wait for QMP: record the VM, empty the kernel's copy and tell the
     watchdog to let QEMU run on."""
     from minivm import qmp
-    watchdog, keep, qemu = _launch(qemu_argv, directory, pass_fds)
+    watchdog, keep, qemu = _launch(config, directory)
     try:
         deadline = time.monotonic() + QMP_START_SECONDS
         while directory.running():
@@ -207,7 +205,7 @@ def _launch_and_record(qemu_argv, directory: VMDir, state: dict, pass_fds, kerne
         os.waitpid(watchdog, 0)
 
 
-def kernel_in_memory(vmlinux: Path) -> int:
+def kernel_in_memory(vmlinux: str) -> int:
     """A copy of the kernel in an anonymous file (memfd_create(2)), for QEMU's -kernel.
 
     QEMU keeps the ELF file it loaded mapped for the VM's whole life (hw/core/loader.c: a
@@ -219,7 +217,7 @@ def kernel_in_memory(vmlinux: Path) -> int:
     detached VM, which lives on, makes it; sendfile(2) copies inside the kernel."""
     copy = os.memfd_create("minivm-vmlinux")  # MFD_CLOEXEC: only QEMU gets it (pass_fds)
     try:
-        with vmlinux.open("rb") as source:
+        with open(vmlinux, "rb") as source:
             size, done = os.fstat(source.fileno()).st_size, 0
             while done < size:
                 done += os.sendfile(copy, source.fileno(), done, size - done)
@@ -229,7 +227,7 @@ def kernel_in_memory(vmlinux: Path) -> int:
     return copy
 
 
-def _launch(qemu_argv: list[str], directory: VMDir, pass_fds) -> tuple[int, int, int]:
+def _launch(config, directory: VMDir) -> tuple[int, int, int]:
     """Fork the watchdog, which starts QEMU and records its pid. Returns the watchdog's pid,
     the pipe end on which it waits for "k", and QEMU's pid."""
     keep_read, keep = os.pipe()
@@ -239,7 +237,7 @@ def _launch(qemu_argv: list[str], directory: VMDir, pass_fds) -> tuple[int, int,
         try:
             os.close(keep)
             os.close(report)
-            _watch(qemu_argv, directory, pass_fds, keep_read, report_write)
+            _watch(config, directory, keep_read, report_write)
         finally:
             os._exit(0)
     os.close(keep_read)
@@ -249,32 +247,31 @@ def _launch(qemu_argv: list[str], directory: VMDir, pass_fds) -> tuple[int, int,
     if not said.isdigit():
         os.close(keep)
         os.waitpid(watchdog, 0)
-        raise MinivmError(f"cannot start QEMU: {said or 'the watchdog died'}")
+        raise MinivmError(said or "cannot start QEMU: the watchdog died")
     return watchdog, keep, int(said)
 
 
-def _watch(qemu_argv, directory: VMDir, pass_fds, keep_read: int, report: int):
-    """The watchdog (a child of minivm): start QEMU, record its pid, say it on `report`,
-    then wait for minivm's "k". Signals are left to minivm (a terminal's Ctrl-C reaches
-    both): the watchdog acts on what the pipe says. A Python handler, not SIG_IGN, because
-    execve(2) resets handlers to the default but keeps a disposition of SIG_IGN."""
+def _watch(config, directory: VMDir, keep_read: int, report: int):
+    """The watchdog (a child of minivm): start QEMU (qemu.spawn, its stderr to qemu.log),
+    record its pid, say it on `report`, then wait for minivm's "k". Signals are left to
+    minivm (a terminal's Ctrl-C reaches both): the watchdog acts on what the pipe says. A
+    Python handler, not SIG_IGN, because execve(2) resets handlers to the default but keeps
+    a disposition of SIG_IGN."""
+    from minivm import qemu
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda signum, frame: None)
     with open(directory.file("qemu.log"), "wb") as qemu_log:
         try:
-            qemu = subprocess.Popen(qemu_argv, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=qemu_log,
-                                    start_new_session=True, pass_fds=pass_fds)
-        except OSError as error:
-            os.write(report, error.strerror.encode())
+            pid = qemu.spawn(config, log=qemu_log.fileno()).pid
+        except MinivmError as error:
+            os.write(report, str(error).encode())
             return
-    directory.save({**directory.state(), "pid": qemu.pid,
-                    "pid_start": process_start_time(qemu.pid)})
-    os.write(report, str(qemu.pid).encode())
+    directory.save({**directory.state(), "pid": pid, "pid_start": process_start_time(pid)})
+    os.write(report, str(pid).encode())
     os.close(report)
     if os.read(keep_read, 1) != b"k":  # end of file: minivm is gone or gave up
-        qemu.kill()  # our own child, by PID
-        qemu.wait()
+        os.kill(pid, signal.SIGKILL)  # our own child, not yet reaped: the PID is still its
+        os.waitpid(pid, 0)
 
 
 def exit_status(console_log: Path, nonce: str) -> int | None:

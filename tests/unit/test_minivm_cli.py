@@ -371,9 +371,33 @@ def test_a_run_loads_no_click(tmp_path):
     assert done.stderr.splitlines()[-1].startswith("minivm: argument --cpus: invalid int")
 
 
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="the initramfs needs busybox")
+def test_a_boot_of_the_cached_tiny_kernel_loads_no_pathlib_re_ctypes_or_shlex(tmp_path):
+    """The default boot (the tiny kernel from the cache, no -m) leaves out what its work does
+    not need (bench/README.md, issue 19, fourth stop): paths are str (pathlib loads re,
+    enum, fnmatch and urllib.parse), prctl(2) goes through python-prctl (not ctypes), sh
+    quoting needs no shlex (which loads re)."""
+    (tmp_path / "qemu-system-x86_64").symlink_to("/bin/true")
+    tiny = tmp_path / "c" / "tiny"
+    tiny.mkdir(parents=True)
+    (tiny / "vmlinux").write_bytes(b"\x7fELF" + bytes(4096))
+    (tiny / "kernel.json").write_text(json.dumps({"release": "6.1.0-minivm", "origin": "test",
+                                                  "vmlinux": str(tiny / "vmlinux")}))
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "MINIVM_CACHE": str(tmp_path / "c")}
+    minivm("run", "--accel", "tcg", "--", "true", env=env)  # builds the initramfs base
+    done = minivm("run", "--accel", "tcg", "--", "true", env=env, python=("-X", "importtime"))
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "without reporting an exit status" in done.stderr and "minivm.qemu" in imported
+    assert not {"pathlib", "re", "enum", "ctypes", "shlex"} & imported
+
+
 QEMU_THAT_REPORTS = """#!{python}
-import os
-print("session leader:", os.getsid(0) == os.getpid(), "fds:", sorted(os.listdir("/proc/self/fd")))
+import os, sys
+import prctl
+print("session leader:", os.getsid(0) == os.getpid(), "fds:", sorted(os.listdir("/proc/self/fd")),
+      "huge pages:", prctl.get_thp_disable() == 0, "death signal:", prctl.get_pdeathsig(),
+      file=sys.stderr if "-qmp" in " ".join(sys.argv) else sys.stdout)
 """
 
 
@@ -381,7 +405,8 @@ print("session leader:", os.getsid(0) == os.getpid(), "fds:", sorted(os.listdir(
 def test_qemu_runs_in_its_own_session_with_no_descriptor_minivm_inherited(tmp_path):
     """qemu.spawn's fork and exec do what subprocess did: a session of QEMU's own (a Ctrl-C
     reaches minivm first), and no descriptor of minivm's caller left open in QEMU (the
-    test's fd, inherited by minivm, would otherwise be); an exec that fails is one line."""
+    test's fd, inherited by minivm, would otherwise be); SIGKILL when minivm dies, huge
+    pages kept (a foreground boot is faster with them); an exec that fails is one line."""
     qemu = tmp_path / "qemu-system-x86_64"
     qemu.write_text(QEMU_THAT_REPORTS.format(python=sys.executable))
     qemu.chmod(0o755)
@@ -396,12 +421,32 @@ def test_qemu_runs_in_its_own_session_with_no_descriptor_minivm_inherited(tmp_pa
         done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60,
                               stdin=subprocess.DEVNULL, pass_fds=(inherited.fileno(),))
     assert done.returncode == vm.EXIT_MINIVM_ERROR
-    assert "[guest] session leader: True fds: ['0', '1', '2', '3']" in done.stderr  # 3: listdir's
+    assert ("[guest] session leader: True fds: ['0', '1', '2', '3'] huge pages: True death "
+            "signal: 9") in done.stderr  # fd 3: listdir's
     qemu.write_bytes(b"not a program")  # and no other qemu on PATH for execvp to go on to
     done = subprocess.run(argv, capture_output=True, text=True, env=dict(env, PATH=str(tmp_path)),
                           timeout=60, stdin=subprocess.DEVNULL)
     one_line_error(done, vm.EXIT_MINIVM_ERROR, "minivm: ",
                    "cannot start qemu-system-x86_64: Exec format error")
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="the initramfs needs busybox")
+def test_a_detached_qemu_is_spawned_alike_but_outlives_minivm_and_logs_to_qemu_log(tmp_path):
+    """`run -d` starts QEMU with the same qemu.spawn (its own session, no descriptor of
+    minivm's) but without the death signal, since it must outlive the watchdog, without
+    transparent huge pages, since it may idle long (a foreground run keeps them: it boots
+    faster), and with its stderr in the VM's qemu.log, whose last line a QEMU that exits at
+    once becomes."""
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.write_text(QEMU_THAT_REPORTS.format(python=sys.executable))
+    qemu.chmod(0o755)
+    vmlinux = tmp_path / "vmlinux"
+    vmlinux.write_bytes(b"\x7fELF" + bytes(4096) + b"Linux version 6.1.0-test (a@b) #1\0")
+    done = minivm("run", "-d", "--accel", "tcg", "--kernel", str(vmlinux), "--", "true",
+                  env={"PATH": f"{tmp_path}:{os.environ['PATH']}",
+                       "MINIVM_ROOT": str(tmp_path / "vms")}, cache=tmp_path / "c")
+    one_line_error(done, vm.EXIT_MINIVM_ERROR, "minivm: ", "QEMU exited at once: session "
+                   "leader: True fds: ['0', '1', '2', '3', '4'] huge pages: False death signal: 0")
 
 
 @pytest.mark.skipif(shutil.which("busybox") is None, reason="the initramfs needs busybox")

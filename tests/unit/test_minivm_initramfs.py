@@ -2,6 +2,7 @@
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -49,7 +50,7 @@ def test_system_cpio_lists_and_extracts_what_the_writer_wrote(tmp_path):
 
 def test_a_changed_busybox_gets_a_new_base_archive(tmp_path):
     """busybox is keyed by its size, mtime and inode: a stat(2), not a 2 MB read."""
-    if not initramfs.BUSYBOX.is_file():
+    if not os.path.isfile(initramfs.BUSYBOX):
         pytest.skip("needs busybox-static")
     busybox = tmp_path / "busybox"
     shutil.copy2(initramfs.BUSYBOX, busybox)
@@ -58,13 +59,14 @@ def test_a_changed_busybox_gets_a_new_base_archive(tmp_path):
     info = busybox.stat()
     os.utime(busybox, ns=(info.st_atime_ns, info.st_mtime_ns + 1))  # as an upgrade would
     second, cached = initramfs.cached_base(tmp_path, busybox)
-    assert not cached and second != first and second.read_bytes() == first.read_bytes()
+    assert not cached and second != first
+    assert Path(second).read_bytes() == Path(first).read_bytes()
 
 
 def test_the_base_archive_key_is_the_same_in_every_checkout(tmp_path, monkeypatch):
     """The writer's source is keyed by its text: a second clone (another inode, another
     mtime) shares the archive; an edit of /init makes a new one."""
-    if not initramfs.BUSYBOX.is_file():
+    if not os.path.isfile(initramfs.BUSYBOX):
         pytest.skip("needs busybox-static")
     keys = []
     for clone, text in (("a", "same"), ("b", "same"), ("c", "edited")):
@@ -77,25 +79,25 @@ def test_the_base_archive_key_is_the_same_in_every_checkout(tmp_path, monkeypatc
 
 
 def test_gc_prunes_the_base_archives_this_minivm_would_not_use(tmp_path):
-    if not initramfs.BUSYBOX.is_file():
+    if not os.path.isfile(initramfs.BUSYBOX):
         pytest.skip("needs busybox-static")
     current, _ = initramfs.cached_base(tmp_path)
     stale = [tmp_path / "initramfs" / name for name in ("base-1-2-3.cpio", "base-0-0-0-0.cpio")]
     for path in stale:
         path.write_bytes(b"old")
-    assert initramfs.prune_bases(tmp_path) == sorted(stale)
+    assert initramfs.prune_bases(tmp_path) == [str(path) for path in sorted(stale)]
     assert initramfs.cached_base(tmp_path) == (current, True)
     assert initramfs.prune_bases(tmp_path) == []
 
 
 @needs_cpio
 def test_base_archive_has_busybox_applets_init_and_console(tmp_path):
-    if not initramfs.BUSYBOX.is_file():
+    if not os.path.isfile(initramfs.BUSYBOX):
         pytest.skip("needs busybox-static")
     path, cached = initramfs.cached_base(tmp_path)
     assert not cached
     assert initramfs.cached_base(tmp_path) == (path, True)
-    listing = subprocess.run(["cpio", "-tv", "--quiet"], stdin=path.open("rb"),
+    listing = subprocess.run(["cpio", "-tv", "--quiet"], stdin=open(path, "rb"),
                              capture_output=True, text=True, check=True).stdout
     lines = {line.split()[-1] if "->" not in line else line.split()[-3]: line
              for line in listing.splitlines()}
@@ -125,7 +127,7 @@ def test_initrd_is_base_then_run_archive_and_private(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     base = tmp_path / "base.cpio"
     base.write_bytes(sample_archive())
-    path = initramfs.write_initrd(base, b"RUN", "abcd")
+    path = Path(initramfs.write_initrd(base, b"RUN", "abcd"))
     assert path.parent == tmp_path
     assert path.read_bytes() == sample_archive() + b"RUN"
     assert path.stat().st_mode & 0o777 == 0o600

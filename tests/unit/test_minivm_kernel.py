@@ -3,6 +3,7 @@ import gzip
 import json
 import lzma
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -52,8 +53,8 @@ def test_a_bzimage_is_extracted_once_into_the_cache(tmp_path):
     source.write_bytes(fake_bzimage(lzma.compress(ELF, format=lzma.FORMAT_XZ)))
     said = []
     first = kernel.from_file(source, tmp_path / "cache", said.append)
-    assert first.release == "6.9.9-test" and first.vmlinux.read_bytes() == ELF
-    assert first.vmlinux.is_relative_to(tmp_path / "cache")
+    assert first.release == "6.9.9-test" and Path(first.vmlinux).read_bytes() == ELF
+    assert Path(first.vmlinux).is_relative_to(tmp_path / "cache")
     assert len(said) == 1 and "extracting" in said[0]
     again = kernel.from_file(source, tmp_path / "cache", said.append)
     assert again == first and len(said) == 1  # cached: no second extraction
@@ -63,7 +64,7 @@ def test_an_elf_vmlinux_is_booted_as_it_is(tmp_path):
     source = tmp_path / "vmlinux"
     source.write_bytes(ELF)
     found = kernel.from_file(source, tmp_path / "cache", print)
-    assert found.vmlinux == source and found.release == "6.9.9-test"
+    assert found.vmlinux == str(source) and found.release == "6.9.9-test"
 
 
 def cache_entry(cache, release):
@@ -83,10 +84,10 @@ def test_order_flag_then_newest_cached_then_boot(tmp_path):
     cache_entry(cache, "6.1.0-56-amd64")
     found = kernel.find(None, cache, print, boot)
     assert found.release == "6.1.0-56-amd64"  # numbers compare as numbers: 56 > 9
-    assert found.modules == cache / "kernels" / "6.1.0-56-amd64" / "lib/modules/6.1.0-56-amd64"
+    assert found.modules == str(cache / "kernels/6.1.0-56-amd64/lib/modules/6.1.0-56-amd64")
     explicit = tmp_path / "vmlinux"
     explicit.write_bytes(ELF)
-    assert kernel.find(explicit, cache, print, boot).vmlinux == explicit
+    assert kernel.find(explicit, cache, print, boot).vmlinux == str(explicit)
 
 
 def test_no_kernel_and_no_apt_is_one_clear_error(tmp_path, monkeypatch):
@@ -97,11 +98,11 @@ def test_no_kernel_and_no_apt_is_one_clear_error(tmp_path, monkeypatch):
 
 def test_cache_dir_follows_minivm_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIVM_CACHE", str(tmp_path))
-    assert kernel.cache_dir() == tmp_path
+    assert kernel.cache_dir() == str(tmp_path)
 
 
 def tiny_entry(cache, release="6.1.192-minivm"):
-    directory = kernel.tiny_dir(cache)
+    directory = Path(kernel.tiny_dir(cache))
     directory.mkdir(parents=True)
     (directory / "vmlinux").write_bytes(ELF)
     (directory / "config").write_text("CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y\n")
@@ -125,7 +126,7 @@ def test_a_cached_vmlinux_named_with_kernel_keeps_its_modules(tmp_path):
     cache = tmp_path / "cache"
     cache_entry(cache, "6.1.0-56-amd64")
     found = kernel.find(cache / "kernels/6.1.0-56-amd64/vmlinux", cache, print, tmp_path)
-    assert found.modules == cache / "kernels/6.1.0-56-amd64/lib/modules/6.1.0-56-amd64"
+    assert found.modules == str(cache / "kernels/6.1.0-56-amd64/lib/modules/6.1.0-56-amd64")
 
 
 def test_a_decompression_bomb_stops_at_the_limit(monkeypatch):

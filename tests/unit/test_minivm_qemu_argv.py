@@ -38,6 +38,13 @@ def test_kvm_uses_the_host_cpu_and_no_tcg_workarounds():
     assert option_value(argv, "-append").split() == ["console=ttyS0", "reboot=t", "panic=-1"]
 
 
+def test_kernel_lines_lose_their_timestamps_unless_shown_as_they_come():
+    """printk.time=0 when the boot log is not shown (no -v): fewer bytes through the UART."""
+    quiet = option_value(qemu.argv(config(boot_log_shown=False)), "-append").split()
+    assert quiet[:4] == ["console=ttyS0", "reboot=t", "panic=-1", "printk.time=0"]
+    assert "printk.time=0" not in option_value(qemu.argv(config()), "-append")
+
+
 def test_unknown_tsc_rate_leaves_the_parameter_out():
     assert "tsc_early_khz" not in option_value(qemu.argv(config(tsc_khz=None)), "-append")
 

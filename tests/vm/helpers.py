@@ -41,4 +41,4 @@ def debian_kernel() -> Path:
     from minivm import kernel
     found = kernel.find(None, kernel.cache_dir(), lambda message: print(message, file=sys.stderr),
                         tiny=False)
-    return found.vmlinux
+    return Path(found.vmlinux)

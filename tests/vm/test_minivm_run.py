@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_the_written_cpio_lists_with_system_cpio_and_boots(minivm, guest_kernel)
     if shutil.which("cpio") is None:
         pytest.skip("needs cpio")
     base, _ = initramfs.cached_base(kernel.cache_dir())
-    names = subprocess.run(["cpio", "-t", "--quiet"], stdin=base.open("rb"), check=True,
+    names = subprocess.run(["cpio", "-t", "--quiet"], stdin=open(base, "rb"), check=True,
                            capture_output=True, text=True).stdout.split()
     assert {"init", "bin/busybox", "bin/sh", "etc/fstab", "dev/console"} <= set(names)
     # The guest's root is that archive (plus the run archive): its files are there.
@@ -173,7 +174,7 @@ def test_interactive_escape_key_quits_and_stops_qemu(guest_kernel):
 
 
 def test_a_bzimage_given_with_kernel_is_extracted_and_booted(minivm, guest_kernel, tmp_path):
-    bzimages = sorted((guest_kernel.vmlinux.parent / "boot").glob("vmlinuz-*"))
+    bzimages = sorted((Path(guest_kernel.vmlinux).parent / "boot").glob("vmlinuz-*"))
     if not bzimages:
         pytest.skip("the cached kernel did not come with its bzImage")
     cache = tmp_path / "cache"

@@ -6,6 +6,8 @@ pytest alone does not build it: they skip until `make test`, `make kernel` or `m
 build` has. Once it is built, `minivm run` boots it by default, so every other VM test runs on
 it too.
 """
+import os
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +41,7 @@ def test_kernel_list_marks_it_as_the_default(minivm, tiny):
 
 
 def test_its_config_has_every_line_of_the_fragment(tiny):
-    config = (tiny.vmlinux.parent / "config").read_text()
+    config = (Path(tiny.vmlinux).parent / "config").read_text()
     assert tinykernel.dropped_options(tinykernel.FRAGMENT.read_text(), config) == []
 
 
@@ -48,10 +50,10 @@ def test_a_second_build_is_the_cached_one(minivm, tiny):
     if record.get("key") != tinykernel.build_key(tinykernel.source_tarball()):
         pytest.skip("minivm/tiny.config or linux-source changed since the tiny kernel was "
                     "built: run `minivm kernel build` again")
-    before = tiny.vmlinux.stat()
+    before = os.stat(tiny.vmlinux)
     done = minivm("kernel", "build")
     assert done.returncode == 0, done.stderr
-    after = tiny.vmlinux.stat()
+    after = os.stat(tiny.vmlinux)
     # Not rebuilt: the same file, never rewritten (a build replaces it with a new inode).
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert done.stdout.decode() == f"{tiny.release} {tiny.vmlinux}\n"
