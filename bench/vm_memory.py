@@ -184,13 +184,14 @@ def compare(kernels, minivm, count: int, rounds: int, settle: float, against: st
         sides[1].close()
         print(f"{kind} kernel {guest.release}: {count} idle guest(s), TCG, {rounds} rounds; "
               f"MiB per guest (medians), boot = seconds to the command")
-        print(f"  {'':<16}" + "".join(f"{field:>10}" for field in FIELDS)
+        width = max(len(name) for name in results)
+        print(f"  {'':<{width}}" + "".join(f"{field:>10}" for field in FIELDS)
               + f"{'supervisor':>11}{'boot':>7}")
         for name, runs in results.items():
             per_guest = {field: statistics.median(run[field] for run in runs) / count / MIB
                          for field in FIELDS + ("supervisor Pss",)}
             boot = statistics.median(run["boot"] for run in runs)
-            print(f"  {name:<16}" + "".join(f"{per_guest[field]:10.1f}" for field in FIELDS)
+            print(f"  {name:<{width}}" + "".join(f"{per_guest[field]:10.1f}" for field in FIELDS)
                   + f"{per_guest['supervisor Pss']:11.1f}{boot:7.2f}")
 
 
