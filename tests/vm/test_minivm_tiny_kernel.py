@@ -80,9 +80,10 @@ def _loaded_span(vmlinux) -> int:
         entry_size, count = struct.unpack_from("<HH", header, 0x36)
         elf.seek(phoff)
         table = elf.read(entry_size * count)
-    loads = [struct.unpack_from("<IIQQQQQ", table, index * entry_size)
-             for index in range(count)]
-    loads = [(paddr, memsz) for kind, _, _, _, paddr, _, memsz, in loads if kind == 1]
+    # Elf64_Phdr: p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
+    headers = [struct.unpack_from("<IIQQQQQ", table, index * entry_size)
+               for index in range(count)]
+    loads = [(paddr, memsz) for kind, _, _, _, paddr, _, memsz in headers if kind == 1]  # PT_LOAD
     return max(paddr + memsz for paddr, memsz in loads) - min(paddr for paddr, _ in loads)
 
 
