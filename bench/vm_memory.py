@@ -15,10 +15,15 @@ QEMU and of every minivm process still alive (a supervisor: `run -d` should leav
          code are anonymous; the QEMU binary, its libraries and the vmlinux QEMU keeps mapped
          (hw/core/loader.c keeps a ROM's file to restore it on reset) are file pages
 
+With --against CACHE, a third side boots the tiny kernel of another minivm cache (an
+earlier build: MINIVM_CACHE=CACHE for that `minivm run -d`), interleaved with the other two:
+the before and after of a minivm/tiny.config change. --only picks one kind of kernel.
+
 Then, with --boots, `minivm run -- true` boots each kernel that many times in a row at
 minivm's default memory for it: hangs (--timeout 30 ran out) and other failures counted.
 
     sudo .venv/bin/python bench/vm_memory.py [-n 1] [--rounds 3] [--settle 3] [--boots 50]
+                                             [--against CACHE] [--only tiny|debian]
 """
 import argparse
 import json
@@ -82,13 +87,16 @@ def wait_for_command(console: Path, nonce: str, started: float) -> float:
 
 
 class MinivmGuests:
-    """N `minivm run -d -- sleep 3600`, in a private MINIVM_ROOT."""
-    name = "minivm run -d"
+    """N `minivm run -d -- sleep 3600`, in a private MINIVM_ROOT; with `cache`, minivm's
+    cache (and so its tiny kernel) is that one."""
 
-    def __init__(self, minivm, explicit_kernel):
+    def __init__(self, minivm, explicit_kernel, cache: str | None = None):
         self.minivm, self.kernel = minivm, explicit_kernel
+        self.name = f"minivm, {Path(cache).name}" if cache else "minivm run -d"
         self.root = Path(tempfile.mkdtemp(prefix="vm-memory-"))
         self.env = dict(os.environ, MINIVM_ROOT=str(self.root))
+        if cache:
+            self.env["MINIVM_CACHE"] = cache
 
     def start(self, count: int):
         before = minivm_processes(self.root)
@@ -163,11 +171,13 @@ def measure(guests, count: int, settle: float) -> dict:
     return total
 
 
-def compare(kernels, minivm, count: int, rounds: int, settle: float):
+def compare(kernels, minivm, count: int, rounds: int, settle: float, against: str | None):
     default = next(iter(kernels.values()))
     for kind, guest in kernels.items():
         explicit = [] if guest == default else ["--kernel", str(guest.vmlinux)]
         sides = [MinivmGuests(minivm, explicit), HandTypedGuests(guest, kind == "tiny")]
+        if against and kind == "tiny":
+            sides.append(MinivmGuests(minivm, [], against))
         results = {side.name: [] for side in sides}
         for _ in range(rounds):
             for side in sides:
@@ -175,13 +185,14 @@ def compare(kernels, minivm, count: int, rounds: int, settle: float):
         sides[1].close()
         print(f"{kind} kernel {guest.release}: {count} idle guest(s), TCG, {rounds} rounds; "
               f"MiB per guest (medians), boot = seconds to the command")
-        print(f"  {'':<16}" + "".join(f"{field:>10}" for field in FIELDS)
+        width = max(len(name) for name in results)
+        print(f"  {'':<{width}}" + "".join(f"{field:>10}" for field in FIELDS)
               + f"{'supervisor':>11}{'boot':>7}")
         for name, runs in results.items():
             per_guest = {field: statistics.median(run[field] for run in runs) / count / MIB
                          for field in FIELDS + ("supervisor Pss",)}
             boot = statistics.median(run["boot"] for run in runs)
-            print(f"  {name:<16}" + "".join(f"{per_guest[field]:10.1f}" for field in FIELDS)
+            print(f"  {name:<{width}}" + "".join(f"{per_guest[field]:10.1f}" for field in FIELDS)
                   + f"{per_guest['supervisor Pss']:11.1f}{boot:7.2f}")
 
 
@@ -208,12 +219,17 @@ def main():
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds of idling before measuring")
     parser.add_argument("--boots", type=int, default=0)
+    parser.add_argument("--against", metavar="CACHE",
+                        help="also the tiny kernel of this minivm cache (an earlier build)")
+    parser.add_argument("--only", choices=("tiny", "debian"))
     args = parser.parse_args()
     minivm = [sys.executable, "-m", "minivm"]
     kernels = guests()
+    if args.only:
+        kernels = {args.only: kernels[args.only]}
     print(f"load average {os.getloadavg()[0]:.1f}")
     if args.rounds:
-        compare(kernels, minivm, args.n, args.rounds, args.settle)
+        compare(kernels, minivm, args.n, args.rounds, args.settle, args.against)
     if args.boots:
         count_failures(kernels, minivm, args.boots)
 
