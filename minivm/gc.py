@@ -6,7 +6,7 @@ A killed minivm runs no cleanup, but what it made says whose it is:
 - an address lease of an owner named minivm-... whose tap is gone (bridge.live_ports): a
   tap lives exactly as long as a descriptor on it, so a lease without one is a dead run's;
 - $TMPDIR files named after a run's pid, its initramfs (initramfs.write_initrd) and a
-  foreground run's disk overlays (cli._attach_devices), when no process has that pid.
+  foreground run's disk overlays (vm._attach_devices), when no process has that pid.
 Running and exited VMs that were started completely stay: `minivm rm` removes those.
 And one thing no run leaves by dying: base initramfs archives in the cache that this minivm
 would not use (initramfs.prune_bases: other busybox or minivm versions, 2 MB each).

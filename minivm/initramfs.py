@@ -108,6 +108,8 @@ busybox mount -a
 # The boot log came without timestamps when nobody watched it (printk.time=0, qemu.py: fewer
 # bytes through the UART); the log keeps them, and dmesg shows them again from here on.
 echo Y 2>/dev/null > /sys/module/printk/parameters/time
+# Free page reporting (balloon.py) hands back free blocks of every size, not only 4 MiB ones.
+echo 0 2>/dev/null > /sys/module/page_reporting/parameters/page_reporting_order
 . /minivm/run.conf
 if [ "$tty" = 1 ]; then
     stty rows "$rows" cols "$cols"

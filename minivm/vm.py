@@ -162,7 +162,8 @@ def run(request, started: float) -> int:
     with ExitStack() as cleanup:
         vm_dir = _claim_name(request, {"command": command, "nonce": nonce},
                              cleanup) if request.detach else None
-        devices = _attach_devices(request, disks, folders, nonce, cleanup, vm_dir)
+        devices = _attach_devices(request, guest_kernel, disks, folders, nonce, cleanup,
+                                  vm_dir)
         guest_modules = []
         if devices.modules:
             from minivm import modules
@@ -268,11 +269,16 @@ class Devices:
         self.network: dict = {}           # the NIC's lease owner and address, for state.json
 
 
-def _attach_devices(request, disks, folders, nonce: str, cleanup: ExitStack,
+def _attach_devices(request, guest_kernel, disks, folders, nonce: str, cleanup: ExitStack,
                     vm_dir=None) -> Devices:
     """Make each requested device's host side; `cleanup` undoes it when the VM is gone.
-    A detached VM (vm_dir) keeps its files in its directory, others in $TMPDIR."""
+    A detached VM (vm_dir) keeps its files in its directory, others in $TMPDIR, and gets
+    free page reporting where its kernel has the driver (balloon.py)."""
     devices = Devices()
+    if vm_dir:
+        from minivm import balloon
+        if balloon.supported(guest_kernel):
+            devices.options += balloon.options()
     if disks:
         from minivm import disk
         directory, prefix = ((vm_dir.path, "") if vm_dir else

@@ -151,3 +151,17 @@ def test_a_base_archive_pruned_under_a_run_is_one_line_and_no_initrd(tmp_path, m
     with pytest.raises(initramfs.MinivmError, match="gone.cpio was removed"):
         initramfs.write_initrd(tmp_path / "gone.cpio", b"run", "ab")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sh_quoting_is_shlex_quote_to_the_letter():
+    """initramfs quotes /init's words by shlex.quote's rule without importing shlex (and the
+    re it loads): differential against the standard library's, on every character class."""
+    import random
+    import shlex
+    import string
+    from minivm.initramfs import _quote
+    pick = random.Random(19)
+    alphabet = string.printable + "é€\x01"
+    for _ in range(20000):
+        word = "".join(pick.choice(alphabet) for _ in range(pick.randint(0, 8)))
+        assert _quote(word) == shlex.quote(word), repr(word)

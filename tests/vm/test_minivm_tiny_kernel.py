@@ -7,9 +7,8 @@ build` has. Once it is built, `minivm run` boots it by default, so every other V
 it too.
 """
 import os
-from pathlib import Path
-
 import struct
+from pathlib import Path
 
 import pytest
 
