@@ -171,8 +171,9 @@ def measure(guests, count: int, settle: float) -> dict:
     return total
 
 
-def compare(kernels, minivm, count: int, rounds: int, settle: float, against: str | None):
-    default = next(iter(kernels.values()))
+def compare(kernels, default, minivm, count: int, rounds: int, settle: float,
+            against: str | None):
+    """`default`: the kernel minivm boots without --kernel (the tiny one once built)."""
     for kind, guest in kernels.items():
         explicit = [] if guest == default else ["--kernel", str(guest.vmlinux)]
         sides = [MinivmGuests(minivm, explicit), HandTypedGuests(guest, kind == "tiny")]
@@ -196,9 +197,8 @@ def compare(kernels, minivm, count: int, rounds: int, settle: float, against: st
                   + f"{per_guest['supervisor Pss']:11.1f}{boot:7.2f}")
 
 
-def count_failures(kernels, minivm, boots: int):
+def count_failures(kernels, default, minivm, boots: int):
     """`minivm run -- true` `boots` times in a row per kernel, at minivm's default memory."""
-    default = next(iter(kernels.values()))
     for kind, guest in kernels.items():
         explicit = [] if guest == default else ["--kernel", str(guest.vmlinux)]
         outcomes = []
@@ -225,13 +225,14 @@ def main():
     args = parser.parse_args()
     minivm = [sys.executable, "-m", "minivm"]
     kernels = guests()
+    default = next(iter(kernels.values()))  # minivm's own pick (--only must not change it)
     if args.only:
         kernels = {args.only: kernels[args.only]}
     print(f"load average {os.getloadavg()[0]:.1f}")
     if args.rounds:
-        compare(kernels, minivm, args.n, args.rounds, args.settle, args.against)
+        compare(kernels, default, minivm, args.n, args.rounds, args.settle, args.against)
     if args.boots:
-        count_failures(kernels, minivm, args.boots)
+        count_failures(kernels, default, minivm, args.boots)
 
 
 if __name__ == "__main__":
