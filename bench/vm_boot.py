@@ -45,8 +45,8 @@ HAND_TYPED = (
     " -kernel {kernel} -initrd {initrd}"
 )
 # noapictimer only for the tiny kernel, as minivm does (see qemu.VMConfig.pit_tick).
-HAND_TYPED_APPEND = ("console=ttyS0 reboot=t panic=-1 printk.time=0{tsc}{pit} no_timer_check"
-                     " cryptomgr.notests noreplace-smp")
+HAND_TYPED_APPEND = ("console=ttyS0 reboot=t panic=-1 pci=off printk.time=0{tsc}{pit}"
+                     " no_timer_check cryptomgr.notests noreplace-smp")
 TARGET_RATIO = 1.05
 TARGET_SECONDS = {"tiny": 0.4, "debian": 2.2}
 

@@ -79,6 +79,9 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
                "fault; other methods loop forever", doc="kernel-parameters: reboot="),
         option("panic=-1", why="a panicking guest reboots at once (so QEMU exits, see "
                "-no-reboot) instead of hanging until the timeout", doc="kernel-parameters: panic="),
+        option("pci=off", why="microvm has no PCI bus: do not probe for one (through ACPI, "
+               "~0.1 s of a Debian-kernel boot under TCG; bench/README.md)",
+               doc="kernel-parameters: pci=off"),
     ]
     if not config.boot_log_shown:
         params.append(option(

@@ -28,20 +28,21 @@ def test_tcg_microvm_boots_the_vmlinux_with_the_measured_parameters():
     assert option_value(argv, "-kernel") == "/k/vmlinux"
     assert option_value(argv, "-initrd") == "/t/initrd.cpio"
     assert option_value(argv, "-append").split() == [
-        "console=ttyS0", "reboot=t", "panic=-1", "tsc_early_khz=2100000", "noapictimer",
+        "console=ttyS0", "reboot=t", "panic=-1", "pci=off", "tsc_early_khz=2100000", "noapictimer",
         "no_timer_check", "cryptomgr.notests", "noreplace-smp"]
 
 
 def test_kvm_uses_the_host_cpu_and_no_tcg_workarounds():
     argv = qemu.argv(config(accel="kvm"))
     assert option_value(argv, "-accel") == "kvm" and option_value(argv, "-cpu") == "host"
-    assert option_value(argv, "-append").split() == ["console=ttyS0", "reboot=t", "panic=-1"]
+    assert option_value(argv, "-append").split() == ["console=ttyS0", "reboot=t", "panic=-1",
+                                                     "pci=off"]
 
 
 def test_kernel_lines_lose_their_timestamps_unless_shown_as_they_come():
     """printk.time=0 when the boot log is not shown (no -v): fewer bytes through the UART."""
     quiet = option_value(qemu.argv(config(boot_log_shown=False)), "-append").split()
-    assert quiet[:4] == ["console=ttyS0", "reboot=t", "panic=-1", "printk.time=0"]
+    assert quiet[:5] == ["console=ttyS0", "reboot=t", "panic=-1", "pci=off", "printk.time=0"]
     assert "printk.time=0" not in option_value(qemu.argv(config()), "-append")
 
 
