@@ -21,7 +21,7 @@ process joins it by joining them, the way nsenter(1) and runc exec do:
 """
 import os
 
-from . import cgroups, container, init, namespaces, rootless, syscalls
+from . import cgroups, container, init, namespaces, rootless
 # Imported now, before chroot("."): the child's controlling terminal and container.wait_for's
 # relay need it, and after chroot an import would look in the container's tree.
 from . import terminal
@@ -127,9 +127,7 @@ def _exec_child(spec, command, terminal_fd, keep_stdin, in_user_namespace, die_w
     """In the forked child, now a process of the container: never returns."""
     exit_code = CANNOT_RUN
     try:
-        init.new_session()
-        if not die_with_parent:
-            syscalls.set_parent_death_signal(0)  # `exec --detach` exits right away
+        init.new_session(die_with_parent)
         init.set_process_limits(spec)
         if terminal_fd is not None:
             terminal.make_controlling_terminal(terminal_fd)

@@ -124,12 +124,13 @@ def pid1(spec, directory, channel, shared_netns=None, caller_reaps=False, preser
         os._exit(exit_code)
 
 
-def new_session():
+def new_session(die_with_parent=True):
     """The first steps of PID 1 and of an exec'd process, right after fork(2): a session of
     its own (setsid(2): signals reach it only as its parent forwards them), default signal
     dispositions, no signal blocked, and death with its parent (if the runtime dies, so
     does the container, and gc finds the ledger) -- until a process handed to an engine's
-    subreaper clears it (pid1's caller_reaps, `exec --detach`)."""
+    subreaper clears it (pid1's caller_reaps). A process of `exec --detach` never takes it:
+    its parent returns at once, and would kill it if it died in between."""
     os.setsid()
     # An ignored signal stays ignored across execve(2) (signal(7)), and Python ignores
     # SIGPIPE: `yes | head` in the container would then never end by SIGPIPE. A caller
@@ -143,7 +144,8 @@ def new_session():
     # The signal mask survives execve(2) too (sigprocmask(2)), and a monitor that came back
     # as the runtime holds the forwarded signals blocked (waiting.exec_blocked).
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    syscalls.set_parent_death_signal(signal.SIGKILL)
+    if die_with_parent:
+        syscalls.set_parent_death_signal(signal.SIGKILL)
 
 
 def _import_before_leaving_host(spec):
