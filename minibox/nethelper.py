@@ -44,8 +44,8 @@ _helper = None  # (the PID that forked it, the helper's PID and pidfd, our end o
 
 # What pyroute2 imports and a `minibox run` imports too (click, ctypes for the syscalls):
 # start_for_run imports them before the fork, so that the helper inherits them instead of
-# importing them a second time -- ~20 ms of CPU per run, which a busy machine pays in wall
-# time (bench/README.md). The helper ends its import no later for that: it had them to do.
+# importing them a second time: CPU a busy machine pays in wall time (bench/README.md,
+# issue 19). The helper ends its import no later for that: it had them to do.
 # Only speed depends on this list: a module missing from it is imported twice.
 SHARED_IMPORTS = ("ctypes", "datetime", "gettext", "inspect", "signal", "threading", "typing",
                   "uuid")

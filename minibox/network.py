@@ -147,7 +147,7 @@ def set_up(spec, directory, pid, shared_address=None):
         return None
     address = shared_address
     if mode.kind == "bridge":
-        # Teardown gives the lease back with ipam.py, whose ipaddress and pathlib (~4 ms)
+        # Teardown gives the lease back with ipam.py, whose ipaddress and pathlib imports
         # would otherwise load after the container's exit: loaded now, while the helper is
         # still importing pyroute2 and the runtime would only wait for it.
         from . import ipam  # noqa: F401

@@ -13,8 +13,8 @@ What a booted guest frees is small pieces: the gaps x86 frees around the kernel'
 free blocks of 2^page_reporting_order pages, and 6.1 sets that order to pageblock_order (4
 MiB here) when the driver registers, whatever the command line said; so /init lowers it to
 0 (every free page) through the parameter's sysfs file (initramfs.py), and two seconds
-later (PAGE_REPORTING_DELAY) the host has those pages back: ~5.5 MiB of an idle tiny-kernel
-VM (bench/README.md, "VM memory").
+later (PAGE_REPORTING_DELAY) the host has those pages back (bench/README.md, "VM memory",
+says how much of an idle tiny-kernel VM).
 
 Only a detached VM gets the device, and only on a kernel with the driver built in (the
 tiny one, minivm/tiny.config): a foreground run ends before the reporting would start.

@@ -16,7 +16,8 @@ CONFIG_PVH=y) boots straight into 32-bit mode, no bootloader, no decompressor
 
 The cache is /var/cache/minivm for root, ~/.cache/minivm otherwise; MINIVM_CACHE overrides.
 Paths are strings, joined with os.path: pathlib, with the re, enum, fnmatch and urllib.parse
-it imports, cost ~7 ms of each boot (bench/README.md, issue 19).
+it imports, were a noticeable share of minivm's own cost at each boot (bench/README.md,
+issue 19).
 """
 import os
 import zlib
@@ -51,7 +52,7 @@ def vmlinux_release(vmlinux: str) -> str:
     Searched through mmap(2): the kernel pages the file in as the search goes and may drop
     the pages again, so a 60 MB vmlinux never becomes 60 MB of minivm's own memory."""
     import mmap
-    import re  # only when a kernel is first seen: re and enum cost ~3 ms
+    import re  # only when a kernel is first seen: re and enum are not free
     with open(vmlinux, "rb") as image, mmap.mmap(image.fileno(), 0, access=mmap.ACCESS_READ) \
             as mapped:
         found = re.search(rb"Linux version (\S+) \(", mapped)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections import namedtuple
 
-import prctl  # python-prctl: a C extension; ctypes, loaded for the same two calls, cost ~2 ms
+import prctl  # python-prctl: a C extension, lighter to load than ctypes for two calls
 
 from minibox.explain import caller
 from minivm import MinivmError
@@ -79,15 +79,15 @@ def kernel_parameters(config: VMConfig) -> list[Option]:
                "fault; other methods loop forever", doc="kernel-parameters: reboot="),
         option("panic=-1", why="a panicking guest reboots at once (so QEMU exits, see "
                "-no-reboot) instead of hanging until the timeout", doc="kernel-parameters: panic="),
-        option("pci=off", why="microvm has no PCI bus: do not probe for one (through ACPI, "
-               "~0.1 s of a Debian-kernel boot under TCG; bench/README.md)",
+        option("pci=off", why="microvm has no PCI bus: do not probe for one (through ACPI "
+               "on Debian's kernel, a noticeable part of its TCG boot; bench/README.md)",
                doc="kernel-parameters: pci=off"),
     ]
     if not config.boot_log_shown:
         params.append(option(
             "printk.time=0", why="no timestamp before each kernel line when nobody reads them "
             "as they come (no -v): a fifth fewer bytes through the emulated UART, one I/O exit "
-            "and one write(2) of QEMU's each (~6 ms of a tiny-kernel boot, bench/README.md); "
+            "and one write(2) of QEMU's each (bench/README.md); "
             "a guest that hangs still shows its last lines, and /init turns them back on for "
             "dmesg", doc="kernel-parameters: printk.time="))
     if config.accel == "tcg":
@@ -219,15 +219,15 @@ def spawn(config: VMConfig, stdin: bool = False, log: int | None = None) -> Chil
     pages (prctl(2) PR_SET_THP_DISABLE, kept across execve(2)): QEMU asks for them on guest
     RAM and its code cache (madvise(2) MADV_HUGEPAGE), and then each byte an idle guest
     touched keeps 2 MiB of host memory resident (Documentation/admin-guide/mm/transhuge.rst).
-    A foreground run keeps them: its guest is gone in a moment, and boots ~18 ms faster with
-    them, 2 MiB page faults instead of 512 small ones each (bench/README.md, issue 19).
+    A foreground run keeps them: its guest is gone in a moment, and boots faster with them:
+    2 MiB page faults instead of 512 small ones each (bench/README.md, issue 19).
 
     Both take a session of their own (setsid(2)): a Ctrl-C on the host terminal reaches
     minivm, which stops QEMU itself, rather than QEMU dying first with the exit status lost.
     An exec that fails is told through a close-on-exec pipe: the parent reads EOF once QEMU
-    runs. (subprocess, with the threading, selectors and locale it imports, cost ~2.5 ms at
-    each boot; and the program is found on $PATH here, not by execvp in the child, where
-    os.get_exec_path's import of warnings held QEMU back by ~1 ms.)"""
+    runs. (Not subprocess: the threading, selectors and locale it imports slowed every boot;
+    and the program is found on $PATH here, not by execvp in the child, where
+    os.get_exec_path's import of warnings held QEMU back: bench/README.md, issue 19.)"""
     args, program = argv(config), binary()
     foreground = log is None
     fds = [os.pipe() for _ in range(4)]  # serial, stderr, stdin, the failed exec's report
