@@ -12,8 +12,9 @@ QEMU and of every minivm process still alive (a supervisor: `run -d` should leav
          to what they take together (the QEMU binary, its libraries and the kernel file are
          page cache that N QEMUs share)
     anon / file / shmem   Pss split by what backs the page: guest RAM and TCG's translated
-         code are anonymous; the QEMU binary, its libraries and the vmlinux QEMU keeps mapped
-         (hw/core/loader.c keeps a ROM's file to restore it on reset) are file pages
+         code are anonymous; the QEMU binary, its libraries and, for the hand-typed line, the
+         vmlinux QEMU keeps mapped (hw/core/loader.c keeps a ROM's file to restore it on
+         reset; `run -d` boots a memfd copy emptied once loaded) are file pages
 
 With --against CACHE, a third side boots the tiny kernel of another minivm cache (an
 earlier build: MINIVM_CACHE=CACHE for that `minivm run -d`), interleaved with the other two:

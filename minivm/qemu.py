@@ -2,8 +2,8 @@
 
 A VMConfig says what the guest gets; qemu_options() turns it into QEMU options, each with the
 reason it is there and where that is documented, so --explain can print them and a reader can
-check them. run() starts QEMU, feeds its serial console through console.ConsoleParser, enforces
-the timeout and records the phase timings.
+check them. spawn() starts QEMU (fork(2) and execve(2)); run() feeds a foreground QEMU's serial
+console through console.ConsoleParser, enforces the timeout and records the phase timings.
 
 The machine is QEMU's `microvm` (docs/system/i386/microvm.rst): no PCI, no firmware menus, no
 emulated disks — a few ISA devices and virtio-mmio slots, made for fast-booting guests. The
@@ -50,7 +50,7 @@ class VMConfig:
     """What the guest gets. kernel_args and devices hold extra kernel parameters and QEMU
     devices (Options), for features beyond a bare command runner."""
 
-    def __init__(self, kernel: str, initrd: str, memory_mib: int = 256, cpus: int = 1,
+    def __init__(self, kernel: str, initrd: str, memory_mib: int, cpus: int = 1,
                  accel: str = "tcg", tsc_khz: int | None = None,
                  kernel_args: list[Option] = (), devices: list[Option] = (),
                  acpi: bool = False, serial: str = "stdio", pass_fds: tuple[int, ...] = (),
@@ -326,7 +326,8 @@ def run(config: VMConfig, parser: ConsoleParser, console: Console, timeout: floa
 
 def _wait(pid: int, pidfd: int, deadline: float) -> int | None:
     """QEMU's exit status (-N for signal N, as subprocess says it), or None if it is still
-    running at `deadline`."""
+    running at `deadline`: its pidfd becomes readable when it exits (pidfd_open(2),
+    select(2)), then waitpid(2) reaps it."""
     exited, _, _ = select.select([pidfd], [], [], max(deadline - time.monotonic(), 0))
     if not exited:
         return None

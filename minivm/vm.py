@@ -1,4 +1,5 @@
-"""A VM's run, start to end: what `minivm run` and `minivm sandbox` do once the CLI parsed them.
+"""A VM's run, start to end: what `minivm run` and `minivm sandbox` do once runcall.py (or cli.py)
+parsed them.
 
 Who does what (read it beside minibox/container.py, the container's side). minivm prepares
 everything on the host, QEMU runs the guest, and the guest's /init (written by
@@ -187,7 +188,7 @@ def run(request, started: float) -> int:
                         f"{command!r}, single-quoted for sh", "sh(1p) Single-Quotes",
                         initramfs.run_archive)
         initrd = initramfs.write_initrd(base, run_archive, nonce,
-                                        vm_dir.path if vm_dir else None)
+                                        str(vm_dir.path) if vm_dir else None)
         try:
             phases.append(("initramfs ready", time.monotonic() - started))
             config = qemu.VMConfig(
@@ -200,7 +201,7 @@ def run(request, started: float) -> int:
                 acpi=bool(devices.options)
                 and not kernel.takes_mmio_devices_from_command_line(guest_kernel),
                 pass_fds=tuple(devices.fds),
-                pit_tick=os.path.dirname(guest_kernel.vmlinux) == kernel.tiny_dir(cache),
+                pit_tick=sizes is TINY_MEMORY,  # the tiny kernel boots (guest_memory)
                 boot_log_shown=request.verbose or request.explain)
             if vm_dir:
                 explain.narrate("no transparent huge pages for a detached VM's QEMU: with "
@@ -281,7 +282,7 @@ def _attach_devices(request, guest_kernel, disks, folders, nonce: str, cleanup: 
             devices.options += balloon.options()
     if disks:
         from minivm import disk
-        directory, prefix = ((vm_dir.path, "") if vm_dir else
+        directory, prefix = ((str(vm_dir.path), "") if vm_dir else
                              (os.environ.get("TMPDIR", "/tmp"), f"minivm-{os.getpid()}-{nonce}-"))
         overlays, options = disk.attach(disks, directory, prefix)
         cleanup.callback(disk.remove, overlays)
@@ -327,7 +328,7 @@ def _boot(config, nonce: str, request, started: float):
                         param.where)
     explain.narrate("starting QEMU; kernel messages follow as [guest] lines",
                     "qemu-system-x86_64(1)", qemu.run)
-    console = qemu.Console(show_kernel=request.verbose or request.explain,
+    console = qemu.Console(show_kernel=config.boot_log_shown,
                            stdin_fd=sys.stdin.fileno() if request.interactive or request.tty
                            else None)
     parser = ConsoleParser(nonce, crlf=request.tty)

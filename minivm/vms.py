@@ -167,7 +167,7 @@ def start(config, directory: VMDir, state: dict):
     kernel = kernel_in_memory(config.kernel)
     explain.narrate(f"-kernel /proc/self/fd/{kernel}: a copy of {config.kernel} in memory, "
                     "emptied once QEMU loaded it, so QEMU keeps no kernel pages mapped",
-                    "memfd_create(2), ftruncate(2)", explain.where(kernel_in_memory))
+                    "memfd_create(2), ftruncate(2)", kernel_in_memory)
     try:
         config.kernel = f"/proc/self/fd/{kernel}"  # QEMU opens its inherited copy
         config.pass_fds += (kernel,)
