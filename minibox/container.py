@@ -29,7 +29,8 @@ it as the restart policy says -- with a fresh init, since a PID namespace dies w
 PID 1, and the fresh network namespace gets the container's address again -- and tears
 down what the ledger lists. For `run -d` the monitor is a detached process of its own
 (monitor.py); for a plain `run` it is the `minibox` process. Either way it waits in a bare
-interpreter and comes back as the runtime (`resume`) when PID 1 ends (supervisor.py); OCI
+interpreter, where it can (supervisor.py says when not), and comes back as the runtime
+(`resume`) when PID 1 ends; OCI
 `create` leaves no monitor (engine.py). Commands acting on a container that exists (start,
 kill, stop, rm, gc) are in control.py.
 """
@@ -43,7 +44,6 @@ from . import (cgroups, execfifo, explain, hooks, init, namespaces, network, por
                rootfs, rootless, shared, state)
 from . import spec as spec_module
 from .errors import MiniboxError, read_failure_report
-from .waiting import wait_for
 
 
 class Container:
@@ -276,16 +276,11 @@ def confirm_exec(container):
         execfifo.mark_running(directory, container.spec.hooks)
 
 
-def wait(container, waiting=None):
+def wait(container, waiting):
     """Wait for PID 1 to exit and record how it ended; return its exit code. `waiting`
-    (supervisor.py) waits instead, and may do so in a lean interpreter: then it never returns,
-    and `resume` carries on in a fresh runtime."""
-    if waiting is not None:
-        exit_code = waiting(container)
-    else:
-        exit_code = wait_for(container.pid, container.console, container.spec.interactive,
-                             ports=container.ports)
-    return record_exit(container, exit_code)
+    (supervisor.waiter) does the waiting, and may do it in a lean interpreter: then it never
+    returns, and `resume` carries on in a fresh runtime."""
+    return record_exit(container, waiting(container))
 
 
 def record_exit(container, exit_code):
@@ -303,7 +298,7 @@ def record_exit(container, exit_code):
     return exit_code
 
 
-def supervise(container, exit_code=None, waiting=None):
+def supervise(container, exit_code, waiting):
     """Wait for PID 1 and restart it while the restart policy says so (and nobody ran
     `minibox stop`); return the last incarnation and its exit code. With `exit_code`, PID 1
     has ended already (`resume`); `waiting`: see wait()."""
@@ -344,7 +339,7 @@ def release(container):
     container.directory.release_all(keep=keep)
 
 
-def run(spec, container_id=None, ready=None, waiting=None):
+def run(spec, container_id=None, ready=None, *, waiting):
     """`minibox run`: create + start + wait (+ delete with --rm), one code path.
 
     A detached container's monitor (monitor.py) passes `ready`, called once the container
@@ -360,7 +355,7 @@ def run(spec, container_id=None, ready=None, waiting=None):
     return _supervise_then_release(container, None, waiting)
 
 
-def resume(directory, exit_code, waiting=None, ports=None):
+def resume(directory, exit_code, waiting, ports=None):
     """The rest of `run` in a fresh runtime, once a lean monitor (waiting.py) has reaped
     PID 1 with `exit_code`: record it, restart or tear down. The container as `create` left
     it is rebuilt from its directory: spec.json, state.json, and the cgroup (same id, same

@@ -21,9 +21,9 @@ def spec_from_flags(container_id, args, *, remove=False, detach=False, restart="
                     interactive=False, tty=False, name=None, hostname=None, env=(), workdir=None,
                     entrypoint=None, volume=(), rootfs=None, use_chroot=False, memory=None,
                     memory_swap=None, cpus=None, cpu_shares=None, pids_limit=None,
-                    cpuset_cpus=None, blkio_weight=None, cgroup_parent=None, show_stats=False, cap_add=(), cap_drop=(),
-                    privileged=False, security_opt=(), read_only=False, user=None, userns=False,
-                    network_mode=None, ip=None, publish=()):
+                    cpuset_cpus=None, blkio_weight=None, cgroup_parent=None, show_stats=False,
+                    cap_add=(), cap_drop=(), privileged=False, security_opt=(), read_only=False,
+                    user=None, userns=False, network_mode=None, ip=None, publish=()):
     """`minibox run [FLAGS] (IMAGE | --rootfs DIR) [CMD [ARG...]]` -> the ContainerSpec of
     container `container_id`; `args` is IMAGE CMD ARG... as typed. The image's config fills
     what the flags leave out (ENTRYPOINT + CMD, ENV, WorkingDir, User), as in Docker."""

@@ -87,7 +87,7 @@ def update(reference, resources, source):
     from .oci import ConfigCheck
     from .ociresources import update_limits
     directory, _, status = control.load(reference)
-    if status not in ("created", "running", "paused"):
+    if status not in ("created", "running"):  # a paused (frozen) container reads running
         raise MiniboxError(f"cannot update container {directory.id[:12]}: it is {status}")
     limits = update_limits(resources, ConfigCheck(f"--resources {source}"))
     try:

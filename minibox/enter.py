@@ -21,8 +21,8 @@ process joins it by joining them, the way nsenter(1) and runc exec do:
 """
 import os
 
-from . import cgroups, container, init, namespaces, rootless
-# Imported now, before chroot("."): the child's controlling terminal and container.wait_for's
+from . import cgroups, init, namespaces, rootless, waiting
+# Imported now, before chroot("."): the child's controlling terminal and waiting.wait_for's
 # relay need it, and after chroot an import would look in the container's tree.
 from . import terminal
 from .errors import CANNOT_RUN, MiniboxError
@@ -87,7 +87,7 @@ def exec_in(pid, spec, command, tty=False, interactive=False, pid_file=None,
     if pid_file:
         replace_file(os.path.basename(pid_file), str(child), dir_fd=pid_directory)
         os.close(pid_directory)
-    return 0 if detach else container.wait_for(child, console, interactive)
+    return 0 if detach else waiting.wait_for(child, console, interactive)
 
 
 def _open_namespaces(pid):

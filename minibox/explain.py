@@ -47,8 +47,8 @@ def step(title, syscall="", man=""):
                 values = _arguments(func, args, kwargs)
                 say(title.format(**values), syscall.format(**values), man, where(func))
             return func(*args, **kwargs)
-        # What functools.wraps copies, without importing functools (and collections): ~0.5
-        # MiB more in the lean monitor of every `run -t`, whose terminal.py imports us.
+        # What functools.wraps copies, without importing functools (and collections), which
+        # would weigh on the lean monitor of every `run -t`, whose terminal.py imports us.
         for name in ("__module__", "__name__", "__qualname__", "__doc__"):
             setattr(narrated, name, getattr(func, name))
         narrated.__wrapped__ = func

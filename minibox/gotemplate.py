@@ -3,8 +3,8 @@
 Literal text around actions; an action is a field path (`{{.State.Pid}}`, `{{.}}`) or `json`
 of one (`{{json .Config}}`). Values print as Go prints them (`[a b]`, `map[k:v]`, `true`,
 `<nil>`); json prints compact JSON, as Go's encoding/json. No range, if or pipes: workshop
-material does not need them (https://pkg.go.dev/text/template). minibox's inspect and ps and
-minivm's read the same templates.
+material does not need them (https://pkg.go.dev/text/template). minibox's inspect and minivm's
+ps and inspect read the same templates.
 """
 import json
 import re

@@ -27,7 +27,7 @@ the next command line: `to_args`); a connection relayed is closed at such an exe
 comes only once PID 1 has ended: there is nobody left to relay to.
 
 The serving side uses `_socket` and `_signal`, the C halves of the socket and signal modules:
-their .py wrappers' enums would cost each container's monitor ~1.1 MiB (bench/README.md,
+their .py wrappers' enums would weigh on each container's monitor (bench/README.md,
 "Container memory").
 """
 import _signal

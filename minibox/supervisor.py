@@ -33,12 +33,11 @@ def waiter(mode):
       there would see euid 0 and take itself for root's (rootless.ENABLED is decided at
       start)."""
     def wait(running):
-        if rootless.ENABLED or (mode == FOREGROUND and explain.enabled()):
-            return waiting.wait_for(running.pid, running.console, running.spec.interactive,
-                                    ports=running.ports)
-        if mode == FOREGROUND and running.ports is None:
+        stays = rootless.ENABLED or (mode == FOREGROUND and explain.enabled())
+        if stays or (mode == FOREGROUND and running.ports is None):
             exit_code = waiting.wait_for(running.pid, running.console, running.spec.interactive,
-                                         timeout=FOREGROUND_LEAN_AFTER)
+                                         ports=running.ports,
+                                         timeout=None if stays else FOREGROUND_LEAN_AFTER)
             if exit_code is not None:
                 return exit_code
         waiting.exec_blocked("waiting.wait_then_resume", [

@@ -5,16 +5,17 @@ poll(2) reports readable when the child exits, waitpid(2) to reap it, and a hand
 signal that passes the signal on with kill(2). Meanwhile the same poll(2) serves what the
 container published (`-p`, portproxy.py: the listening sockets and the connections relayed)
 and, with `-t`, its terminal (terminal.py): one loop (`Loop`), one process. So this module
-imports nothing but os, select, _signal and time, and a monitor (supervisor.py) runs it in a
-fresh interpreter of its own: daemon.exec_python replaces the monitor's memory -- the
-runtime, pyroute2 -- with a bare `python -I -S`, and replaces it back with the runtime once
-PID 1 has ended, to record the exit, restart or tear down (the sizes: bench/README.md,
-"Container memory"). execve(2) keeps what matters here: the PID (so state.json's monitor
-still names it), the children (PID 1 stays ours to reap), the session, the namespaces, the
-signal mask and every fd opened without O_CLOEXEC -- the published ports' listening sockets.
+imports nothing but os, select, _signal, time and daemon.py, and a monitor (supervisor.py) runs
+it in a fresh interpreter of its own: daemon.exec_python replaces the monitor's memory -- the
+runtime, pyroute2 -- with a bare `python -I -S`, and replaces it back with the runtime once PID
+1 has ended, to record the exit, restart or tear down (the sizes: bench/README.md, "Container
+memory"). execve(2) keeps what matters here: the PID (so state.json's monitor still names it),
+the children (PID 1 stays ours to reap), the session, the namespaces, the signal mask and every
+fd opened without O_CLOEXEC -- the published ports' listening sockets.
 """
 # _signal, not signal: signal.py wraps it in enums, whose import (enum, functools,
-# collections) would cost each container's monitor ~0.8 MiB (bench/README.md).
+# collections) would weigh on each container's monitor (bench/README.md). Nor contextlib
+# (functools, collections) here or in what the lean monitor imports: try/finally instead.
 import _signal
 import os
 import select
@@ -135,9 +136,10 @@ def wait_for(pid, console=None, interactive=False, timeout=None, ports=None):
 
 
 def exec_blocked(function, args, lean=True):
-    """daemon.exec_python with the forwarded signals blocked: the mask survives execve(2),
-    so a Ctrl-C or a `kill` that comes while the new interpreter starts waits for it
-    (wait_for, supervisor.resume) instead of killing a monitor that has no handler yet."""
+    """daemon.exec_python with the forwarded signals blocked (pthread_sigmask(3),
+    sigprocmask(2)): the mask survives execve(2), so a Ctrl-C or a `kill` that comes while
+    the new interpreter starts waits for it (wait_for, supervisor.resume) instead of killing
+    a monitor that has no handler yet."""
     _signal.pthread_sigmask(_signal.SIG_BLOCK, FORWARDED_SIGNALS)
     exec_python(function, args, lean)
 

@@ -98,10 +98,11 @@ devtmpfs  /dev   devtmpfs  nosuid               0 0
 # Everything it needs from the host comes from /minivm/run.conf (see run_archive()); the
 # kernel's own command line is not used because the kernel hands unknown parameters to init
 # as arguments and environment (Documentation/admin-guide/kernel-parameters.rst).
-# The command runs in a subshell so that a shell builtin (`exit 3`, `cd`) cannot end PID 1:
-# the kernel panics when init exits. Without -t its output goes through a pipe, as under
-# `docker run` without -t: programs see no terminal (no columns, no colours, no CR). Protocol lines start with a newline (the command's last line may lack one) and carry a
-# per-run nonce, so nothing the command prints can be mistaken for them.
+# The command runs in a subshell so that a shell builtin (`exit 3`, `cd`) cannot end PID 1: the
+# kernel panics when init exits. Without -t its output goes through a pipe, as under `docker
+# run` without -t: programs see no terminal (no columns, no colours, no CR). Protocol lines
+# start with a newline (the command's last line may lack one) and carry a per-run nonce, so
+# nothing the command prints can be mistaken for them.
 INIT = r"""#!/bin/busybox sh
 export PATH=/bin HOME=/root
 busybox mount -a

@@ -37,10 +37,11 @@ Placement: <hierarchy>/<the runtime's own cgroup>/minibox/<id>, the own cgroup r
 /process_api/<hash>) keeps its containers inside that confinement. --cgroup-parent replaces
 "<own>/minibox" with a path from the hierarchy's root, like Docker's cgroupfs driver.
 
-Which hierarchies: a Docker-style `run` only those it uses (CONTROLLERS, and cpuset or
-blkio when its limits need them); an OCI container every one mounted, the hybrid host's cgroup2 included, as runc puts it (engines and
-tools look for it in name=systemd or cpuset too). A cpuset directory needs its parent's CPUs
-and memory nodes before it takes a process (inherit_cpus_and_mems).
+Which hierarchies: a Docker-style `run` only those it uses (CONTROLLERS, and cpuset or blkio
+when its limits need them); an OCI container every one mounted, the hybrid host's cgroup2
+included, as runc puts it (engines and tools look for it in name=systemd or cpuset too). A
+cpuset directory needs its parent's CPUs and memory nodes before it takes a process
+(inherit_cpus_and_mems).
 """
 import os
 from collections import namedtuple
@@ -111,10 +112,10 @@ class V1Cgroup(Cgroup):
                  hierarchies: dict[str, Hierarchy] | None = None, path: str | None = None,
                  every: bool = False, needs=()):
         """`hierarchies` defaults to this host's (mounted_hierarchies(), all of them with
-        `every`, or with the controllers the limits `needs`); `parent` is a path below each hierarchy's root (see
-        limits.parse_cgroup_parent); `path`, an OCI cgroupsPath (limits.parse_cgroups_path),
-        names the container's own directory: from each hierarchy's root if absolute, else
-        below the runtime's own cgroup, as runc's."""
+        `every`, or with the controllers the limits `needs`); `parent` is a path below each
+        hierarchy's root (see limits.parse_cgroup_parent); `path`, an OCI cgroupsPath
+        (limits.parse_cgroups_path), names the container's own directory: from each
+        hierarchy's root if absolute, else below the runtime's own cgroup, as runc's."""
         self.hierarchies = (mounted_hierarchies(every=every, needs=needs) if hierarchies is None
                             else hierarchies)
         self.custom_parent = parent is not None or path is not None
@@ -246,7 +247,7 @@ class V1Cgroup(Cgroup):
 
 def inherit_cpus_and_mems(mountpoint: str, directory: str) -> None:
     """Give each cpuset cgroup from the mount point down to `directory` its parent's CPUs and
-    memory nodes where it has none.
+    memory nodes where it has none (cpuset(7): cpuset.cpus, cpuset.mems).
 
     A new v1 cpuset cgroup starts with empty cpuset.cpus and cpuset.mems, and the kernel
     refuses to move a process into it (cpuset_can_attach: ENOSPC from the cgroup.procs
