@@ -17,9 +17,9 @@ import json
 
 from .cgroups import limits as cgroup_limits
 from .errors import MiniboxError
+from .state import OCI_VERSION  # noqa: F401  (spec.OCI_VERSION: oci.py's, engine.py's)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-OCI_VERSION = "1.0.2"
 
 # OCI namespace type -> the name under /proc/<pid>/ns/.
 NAMESPACE_FILES = {"mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net", "pid": "pid",

@@ -26,6 +26,9 @@ from . import cjson, rootless
 from .errors import MiniboxError
 from .shared import process_alive, process_start_time, replace_file
 
+# The runtime spec version whose config.json and state this runtime speaks (spec.py and oci.py
+# take it from here: `minibox state` must not import spec.py, json and all, for one string).
+OCI_VERSION = "1.0.2"
 ROOT = os.environ.get("MINIBOX_ROOT") or (rootless.state_root() if rootless.ENABLED
                                           else "/run/minibox")
 NAMES = os.path.join(ROOT, "names")
@@ -342,7 +345,6 @@ def live_status(state):
 def oci_state(container_id, current, paused=False):
     """The OCI runtime spec's state: what `minibox state` prints and hooks read (paused: its
     cgroup is frozen, which only the caller knows)."""
-    from .spec import OCI_VERSION  # not above: spec.py imports cgroups, which imports us
     status = live_status(current)
     status = status if status in ("created", "running", "stopped") else "creating"
     status = "paused" if paused and status == "running" else status
